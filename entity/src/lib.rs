@@ -1,0 +1,11 @@
+//! sea-orm entities for agentauth. Data only: no logic lives here.
+//!
+//! Timestamps are Unix seconds (`i64`) so that SQLite and PostgreSQL store
+//! and compare them the same way.
+
+pub mod audit_log;
+pub mod client;
+pub mod initial_access_token;
+pub mod revoked_token;
+pub mod signing_key;
+pub mod used_jti;

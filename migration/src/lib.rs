@@ -1,0 +1,15 @@
+//! Schema migrations, written with SeaQuery so that one definition serves
+//! SQLite and PostgreSQL. Applied automatically at start-up.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_core;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_core::Migration)]
+    }
+}

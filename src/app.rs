@@ -1,0 +1,157 @@
+//! Application state and the router. `main.rs` only parses and runs.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State as AxumState};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use jsonwebtoken::jwk::JwkSet;
+use moka::future::Cache;
+use sea_orm::DatabaseConnection;
+
+use crate::audit::AuditSink;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::crypto::Kek;
+use crate::fetch::Fetcher;
+use crate::http;
+use crate::keys::{KeyError, KeyRing};
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::store::clients::ClientRecord;
+use crate::store::{self, StoreError};
+
+pub type AppState = Arc<State>;
+
+/// Everything a handler needs, reached through axum's `State`.
+pub struct State {
+    pub config: Config,
+    pub db: DatabaseConnection,
+    pub keys: KeyRing,
+    pub clock: SharedClock,
+    /// Client records by client_id; stale for at most `client_cache_ttl`
+    /// on other nodes, invalidated at once on this one.
+    pub clients: Cache<String, Arc<ClientRecord>>,
+    /// Fetched `jwks_uri` documents by URL.
+    pub client_jwks: Cache<String, (std::time::Instant, Arc<JwkSet>)>,
+    pub fetcher: Fetcher,
+    pub audit: AuditSink,
+    pub metrics: Metrics,
+    pub registration_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// RFC 8414 metadata, serialized once.
+    pub metadata_json: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("http client: {0}")]
+    Fetch(String),
+}
+
+impl State {
+    pub async fn new(
+        config: Config,
+        db: DatabaseConnection,
+        kek: Kek,
+        clock: SharedClock,
+    ) -> Result<(AppState, tokio::task::JoinHandle<()>), StartError> {
+        let keys = KeyRing::load_or_init(&db, kek, clock.now()).await?;
+        let (audit, audit_task) = AuditSink::start(db.clone());
+        let per_minute = NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
+        let state = State {
+            metadata_json: http::metadata::document(&config).to_string(),
+            clients: Cache::builder().max_capacity(100_000).time_to_live(config.client_cache_ttl).build(),
+            client_jwks: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
+            fetcher: Fetcher::new(config.insecure_fetch).map_err(|e| StartError::Fetch(e.to_string()))?,
+            registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            metrics: Metrics::default(),
+            config,
+            db,
+            keys,
+            clock,
+            audit,
+        };
+        Ok((Arc::new(state), audit_task))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// A client by id, from the cache or the database.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {
+        if let Some(c) = self.clients.get(client_id).await {
+            return Ok(Some(c));
+        }
+        let Some(record) = store::clients::get(&self.db, client_id).await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        self.clients.insert(client_id.to_string(), record.clone()).await;
+        Ok(Some(record))
+    }
+}
+
+/// Background upkeep: reload keys (rotations by other processes), purge
+/// expired replay and revocation rows, forget idle rate-limit buckets.
+pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.config.key_reload_interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = state.now();
+            if let Err(e) = state.keys.reload(&state.db, now).await {
+                tracing::warn!(error = %e, "signing key reload failed; keeping the current keys");
+            }
+            if let Err(e) = store::purge_expired(&state.db, now).await {
+                tracing::warn!(error = %e, "purge of expired rows failed");
+            }
+            state.registration_limiter.retain_recent();
+        }
+    })
+}
+
+pub fn build(state: AppState) -> Router {
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(http::metadata::get))
+        .route("/jwks.json", get(http::jwks::get))
+        .route("/register", post(http::register::create))
+        .route(
+            "/register/{client_id}",
+            get(http::register::read).put(http::register::update).delete(http::register::delete),
+        )
+        .route("/token", post(http::token::post))
+        .route("/introspect", post(http::introspect::post))
+        .route("/revoke", post(http::revoke::post))
+        .route("/healthz", get(http::ops::healthz))
+        .route("/readyz", get(http::ops::readyz))
+        .route("/metrics", get(http::ops::metrics))
+        .fallback(http::ops::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+async fn record_metrics(AxumState(state): AxumState<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state.metrics.http_requests.get_or_create(&HttpLabels { route: route.clone(), method, status }).inc();
+    state.metrics.http_duration.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,282 @@
+//! The subcommands: serve, migrate, client, keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::app::{self, State};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ClientCommand, ClientCreateArgs, Command, Config, KeysCommand, ServeArgs, StorageArgs};
+use crate::crypto::{Kek, random_bytes, random_id, random_token, sha256};
+use crate::keys;
+use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
+use crate::store::{self, audit::AuditEvent, clients::ClientRecord};
+
+pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Result<()> {
+    match command.unwrap_or_else(|| Command::Serve(ServeArgs::default_from_env())) {
+        Command::Serve(args) => serve(args, storage).await,
+        Command::Migrate => {
+            store::connect(&database_url(&storage.database_url), 1, None).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Client(cmd) => client(cmd, storage).await,
+        Command::Keys(cmd) => keys_command(cmd, storage).await,
+    }
+}
+
+impl ServeArgs {
+    /// `agentauth` with no subcommand: serve, still honouring AGENTAUTH_* variables.
+    fn default_from_env() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::try_parse_from(["agentauth"]).map(|o| o.serve).unwrap_or_default()
+    }
+}
+
+/// SQLite URLs get `mode=rwc` so that the file is created when missing.
+pub fn database_url(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_string()
+    }
+}
+
+/// The SQLite database file a URL names, if any.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// The key-encryption key: from AGENTAUTH_KEK, from --kek-file, or from a
+/// 0600 file beside the SQLite database (created on first start).
+pub fn load_kek(storage: &StorageArgs) -> anyhow::Result<Kek> {
+    if let Some(text) = &storage.kek {
+        return Kek::from_base64(text).context("AGENTAUTH_KEK");
+    }
+    let path = match (&storage.kek_file, sqlite_path(&storage.database_url)) {
+        (Some(path), _) => path.clone(),
+        (None, Some(db)) => {
+            let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "agentauth.db".into());
+            name.push(".kek");
+            db.with_file_name(name)
+        }
+        (None, None) => {
+            if storage.database_url.contains(":memory:") {
+                return Ok(Kek::from_bytes(&random_bytes::<32>())?);
+            }
+            bail!("set AGENTAUTH_KEK (32 bytes, base64) or --kek-file: every node sharing this database needs the same key-encryption key")
+        }
+    };
+    read_or_create_kek(&path)
+}
+
+fn read_or_create_kek(path: &Path) -> anyhow::Result<Kek> {
+    use base64::Engine as _;
+    match std::fs::read_to_string(path) {
+        Ok(text) => Kek::from_base64(&text).with_context(|| format!("key file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = random_bytes::<32>();
+            let text = base64::engine::general_purpose::STANDARD.encode(key);
+            write_private(path, text.as_bytes()).with_context(|| format!("creating key file {}", path.display()))?;
+            tracing::info!(path = %path.display(), "created the key-encryption key file");
+            Ok(Kek::from_bytes(&key)?)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading key file {}", path.display())),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(&args)?;
+    let kek = load_kek(&storage)?;
+    let db = store::connect(&database_url(&storage.database_url), storage.db_max_connections, None)
+        .await
+        .context("connecting to the database")?;
+    let listen = config.listen;
+    let (state, audit_task) = State::new(config, db, kek, Arc::new(SystemClock)).await?;
+    let upkeep = app::spawn_upkeep(state.clone());
+    let router = app::build(state.clone());
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(issuer = %state.config.issuer, listen = %listen, "agentauth listening");
+    drop(state);
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    upkeep.abort();
+    let _ = upkeep.await;
+    // The audit writer ends once the last sender (in State) is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> {
+    let db = store::connect(&database_url(&storage.database_url), 2, None).await?;
+    let now = SystemClock.now();
+    match cmd {
+        ClientCommand::Create(args) => create_client(&db, args, now).await?,
+        ClientCommand::List => {
+            for c in store::clients::list(&db).await? {
+                let grants: Vec<&str> = c.metadata.grant_types.iter().map(|g| g.as_str()).collect();
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    c.client_id,
+                    c.metadata.client_name.as_deref().unwrap_or("-"),
+                    c.metadata.token_endpoint_auth_method.as_str(),
+                    grants.join(",")
+                );
+            }
+        }
+        ClientCommand::Show { client_id } => {
+            let c = store::clients::get(&db, &client_id).await?.with_context(|| format!("no client {client_id}"))?;
+            let mut v = serde_json::to_value(&c.metadata)?;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("client_id".into(), json!(c.client_id));
+                obj.insert("client_id_issued_at".into(), json!(c.client_id_issued_at));
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ClientCommand::Delete { client_id } => {
+            let event = cli_event(now, "client.deleted", Some(&client_id));
+            if !store::clients::delete_audited(&db, &client_id, event).await? {
+                bail!("no client {client_id}");
+            }
+            println!("deleted {client_id}");
+        }
+        ClientCommand::InitialToken { expires_in, uses } => {
+            let token = random_token();
+            let uses = i32::try_from(uses.max(1)).unwrap_or(i32::MAX);
+            let expires_at = expires_in.map(|s| now + i64::from(s));
+            store::initial_tokens::insert(&db, sha256(token.as_bytes()), now, expires_at, Some(uses)).await?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
+
+async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyhow::Result<()> {
+    let request = ClientMetadataRequest {
+        client_name: Some(args.name),
+        grant_types: Some(args.grant_types),
+        scope: args.scope,
+        redirect_uris: (!args.redirect_uris.is_empty()).then_some(args.redirect_uris),
+        token_endpoint_auth_method: Some(args.auth_method),
+        ..Default::default()
+    };
+    let policy = RegistrationPolicy { scopes_supported: None, insecure_fetch: false };
+    let metadata = ClientMetadata::validate(request, &policy)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.error, e.description.unwrap_or_default()))?;
+    let client_id = random_id();
+    let secret = metadata.token_endpoint_auth_method.uses_secret().then(random_token);
+    let record = ClientRecord {
+        client_id: client_id.clone(),
+        client_secret_hash: secret.as_ref().map(|s| sha256(s.as_bytes()).to_vec()),
+        registration_access_token_hash: None,
+        metadata,
+        client_id_issued_at: now,
+    };
+    store::clients::insert_audited(db, &record, cli_event(now, "client.registered", Some(&client_id))).await?;
+    if args.json {
+        let mut v = serde_json::to_value(&record.metadata)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("client_id".into(), json!(client_id));
+            if let Some(s) = &secret {
+                obj.insert("client_secret".into(), json!(s));
+            }
+        }
+        println!("{v}");
+    } else {
+        println!("client_id:     {client_id}");
+        if let Some(s) = &secret {
+            println!("client_secret: {s}   (shown once; stored only as a hash)");
+        }
+    }
+    Ok(())
+}
+
+fn cli_event(now: i64, event: &'static str, client_id: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        at: now,
+        event,
+        client_id: client_id.map(str::to_string),
+        subject: Some("cli".into()),
+        ip: None,
+        detail: json!({ "via": "cli" }),
+    }
+}
+
+async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<()> {
+    let db = store::connect(&database_url(&storage.database_url), 2, None).await?;
+    let now = SystemClock.now();
+    match cmd {
+        KeysCommand::List => {
+            let rows = store::keys::list(&db).await?;
+            let signing = rows.iter().filter(|r| r.activates_at <= now).map(|r| (r.activates_at, r.kid.as_str())).max();
+            println!("kid\talg\tstate\tactivates_at\tretire_after");
+            for r in &rows {
+                let state = if signing.is_some_and(|(_, k)| k == r.kid) {
+                    "signing"
+                } else if r.activates_at > now {
+                    "next"
+                } else if r.retire_after.is_some_and(|t| t <= now) {
+                    "expired"
+                } else {
+                    "retired"
+                };
+                let retire = r.retire_after.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+                println!("{}\t{}\t{}\t{}\t{}", r.kid, r.alg, state, r.activates_at, retire);
+            }
+        }
+        KeysCommand::Rotate { publish_delay, access_token_ttl } => {
+            let kek = load_kek(&storage)?;
+            // Refuse to rotate under a KEK that cannot open the current keys.
+            keys::KeyRing::load_or_init(&db, load_kek(&storage)?, now).await?;
+            let row = keys::rotate(&db, &kek, now, i64::from(publish_delay), i64::from(access_token_ttl)).await?;
+            println!("published {} (signs from {}, in {publish_delay} s)", row.kid, row.activates_at);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Command line and configuration: flags and `AGENTAUTH_*` environment
+//! variables, parsed by clap and validated once into [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+use crate::oauth::scope::Scope;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentauth",
+    version,
+    about = "OAuth 2.1 authorization server for AI agents and MCP servers",
+    long_about = "OAuth 2.1 authorization server for AI agents and MCP servers.\n\n\
+        Without a subcommand, `agentauth` runs `serve`. Every flag can also be set \
+        from the environment variable named beside it."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StorageArgs {
+    /// Database URL: a SQLite file (created if missing) or postgres://user@host/db.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "sqlite://agentauth.db?mode=rwc"
+    )]
+    pub database_url: String,
+
+    /// Key-encryption key for signing keys at rest: 32 bytes, base64.
+    /// Required with PostgreSQL (all nodes must share it) unless --kek-file is set.
+    #[arg(long, env = "AGENTAUTH_KEK", global = true, hide_env_values = true)]
+    pub kek: Option<String>,
+
+    /// File holding the key-encryption key (created with mode 0600 if missing).
+    /// Default with SQLite: `<database file>.kek` beside the database.
+    #[arg(long, env = "AGENTAUTH_KEK_FILE", global = true)]
+    pub kek_file: Option<PathBuf>,
+
+    /// Maximum database connections in the pool.
+    #[arg(long, env = "AGENTAUTH_DB_MAX_CONNECTIONS", global = true, default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the authorization server (the default).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage OAuth clients and initial access tokens.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// List or rotate token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Issuer identifier (RFC 8414): the exact string in metadata and in every token.
+    #[arg(long, env = "AGENTAUTH_ISSUER", default_value = "http://127.0.0.1:8080")]
+    pub issuer: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "AGENTAUTH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "AGENTAUTH_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    pub access_token_ttl: u32,
+
+    /// Who may register clients at /register: anyone, or only holders of an
+    /// initial access token (`agentauth client initial-token`).
+    #[arg(long, env = "AGENTAUTH_REGISTRATION", value_enum, default_value_t = RegistrationMode::Open)]
+    pub registration: RegistrationMode,
+
+    /// Registrations allowed per client IP per minute (429 beyond).
+    #[arg(long, env = "AGENTAUTH_REGISTRATION_RATE", default_value_t = 30)]
+    pub registration_rate_per_minute: u32,
+
+    /// Space-separated scopes clients may register; empty allows any well-formed scope.
+    #[arg(long, env = "AGENTAUTH_SCOPES", default_value = "")]
+    pub scopes: String,
+
+    /// Audience of access tokens requested without `resource` (default: the issuer).
+    #[arg(long, env = "AGENTAUTH_DEFAULT_AUDIENCE")]
+    pub default_audience: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "AGENTAUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Allow fetching client jwks_uri over plain http and from loopback or
+    /// private addresses. For tests only: it disables the SSRF guards.
+    #[arg(long, env = "AGENTAUTH_INSECURE_FETCH", hide = true)]
+    pub insecure_fetch: bool,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            access_token_ttl: 900,
+            registration: RegistrationMode::Open,
+            registration_rate_per_minute: 30,
+            scopes: String::new(),
+            default_audience: None,
+            log_format: LogFormat::Text,
+            insecure_fetch: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegistrationMode {
+    Open,
+    Protected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client directly in the database and print its credentials once.
+    Create(ClientCreateArgs),
+    /// List registered clients.
+    List,
+    /// Show one client's metadata.
+    Show { client_id: String },
+    /// Delete a client.
+    Delete { client_id: String },
+    /// Mint an initial access token for protected registration (printed once).
+    InitialToken {
+        /// Lifetime in seconds (default: no expiry).
+        #[arg(long)]
+        expires_in: Option<u32>,
+        /// How many registrations it allows (default: 1).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientCreateArgs {
+    /// Human-readable client name.
+    #[arg(long)]
+    pub name: String,
+    /// Grant type the client may use (repeatable).
+    #[arg(long = "grant-type", default_value = "client_credentials")]
+    pub grant_types: Vec<String>,
+    /// Space-separated scopes the client may request.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Redirect URI (repeatable; required for authorization_code).
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// Token endpoint authentication method.
+    #[arg(long, default_value = "client_secret_basic")]
+    pub auth_method: String,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys and their state.
+    List,
+    /// Publish a new signing key; it starts signing after the publish delay.
+    Rotate {
+        /// Seconds the new key is published before it signs (default: 600,
+        /// longer than the JWKS cache lifetime plus the nodes' key reload interval).
+        #[arg(long, default_value_t = 600)]
+        publish_delay: u32,
+        /// Lifetime of the longest access token, which decides how long the
+        /// old key stays in the JWKS after the new one takes over.
+        #[arg(long, env = "AGENTAUTH_ACCESS_TOKEN_TTL", default_value_t = 900)]
+        access_token_ttl: u32,
+    },
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The issuer string, byte for byte (no trailing slash).
+    pub issuer: String,
+    pub listen: SocketAddr,
+    pub access_token_ttl: i64,
+    pub registration: RegistrationMode,
+    pub registration_rate_per_minute: u32,
+    /// `None`: any well-formed scope may be registered.
+    pub scopes_supported: Option<Scope>,
+    pub default_audience: String,
+    pub insecure_fetch: bool,
+    /// How often a node reloads signing keys from the database.
+    pub key_reload_interval: Duration,
+    /// JWKS `Cache-Control: max-age`.
+    pub jwks_max_age: u32,
+    /// Lifetime of cached client records on a node (other nodes' changes
+    /// become visible within this window).
+    pub client_cache_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("issuer {0:?} is not an absolute URL: {1}")]
+    IssuerUrl(String, url::ParseError),
+    #[error("issuer {0:?} must be https (http is allowed only on loopback) with no query or fragment")]
+    IssuerShape(String),
+    #[error("--default-audience {0:?} must be an absolute URI without a fragment")]
+    Audience(String),
+    #[error("--scopes: {0}")]
+    Scopes(String),
+    #[error("--access-token-ttl must be between 60 and 86400 seconds")]
+    Ttl,
+}
+
+impl Config {
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let issuer = args.issuer.trim_end_matches('/').to_string();
+        let url = Url::parse(&issuer).map_err(|e| ConfigError::IssuerUrl(issuer.clone(), e))?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+        let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+        if !scheme_ok || url.query().is_some() || url.fragment().is_some() || url.host().is_none() {
+            return Err(ConfigError::IssuerShape(issuer));
+        }
+        if !(60..=86_400).contains(&args.access_token_ttl) {
+            return Err(ConfigError::Ttl);
+        }
+        let default_audience = match &args.default_audience {
+            Some(aud) => {
+                let parsed = Url::parse(aud).map_err(|_| ConfigError::Audience(aud.clone()))?;
+                if parsed.fragment().is_some() {
+                    return Err(ConfigError::Audience(aud.clone()));
+                }
+                aud.clone()
+            }
+            None => issuer.clone(),
+        };
+        let scopes_supported = if args.scopes.trim().is_empty() {
+            None
+        } else {
+            Some(Scope::parse(&args.scopes).map_err(|e| ConfigError::Scopes(e.to_string()))?)
+        };
+        Ok(Self {
+            issuer,
+            listen: args.listen,
+            access_token_ttl: i64::from(args.access_token_ttl),
+            registration: args.registration,
+            registration_rate_per_minute: args.registration_rate_per_minute.max(1),
+            scopes_supported,
+            default_audience,
+            insecure_fetch: args.insecure_fetch,
+            key_reload_interval: Duration::from_secs(60),
+            jwks_max_age: 300,
+            client_cache_ttl: Duration::from_secs(30),
+        })
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+}

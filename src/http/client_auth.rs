@@ -1,0 +1,210 @@
+//! Client authentication at the token, introspection and revocation
+//! endpoints (RFC 6749 §2.3, RFC 7523 §2.2, OpenID Connect Core §9).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use jsonwebtoken::jwk::JwkSet;
+
+use super::OAuthForm;
+use crate::app::State;
+use crate::crypto::{sha256, verify_secret};
+use crate::error::{Error, OAuthError};
+use crate::oauth::client_assertion::{self, JWT_BEARER};
+use crate::oauth::client_metadata::AuthMethod;
+use crate::store::{self, clients::ClientRecord};
+
+/// A client that proved who it is (or, for `none`, only said so).
+#[derive(Debug, Clone)]
+pub struct AuthenticatedClient {
+    pub client: Arc<ClientRecord>,
+    pub method: AuthMethod,
+}
+
+impl AuthenticatedClient {
+    pub fn client_id(&self) -> &str {
+        &self.client.client_id
+    }
+}
+
+/// Whether a public client (`none`) may use the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Public {
+    Allowed,
+    Refused,
+}
+
+enum Presented<'a> {
+    Basic { client_id: String, secret: String },
+    Post { client_id: &'a str, secret: &'a str },
+    Assertion { client_id: String, assertion: &'a str },
+    None { client_id: &'a str },
+}
+
+/// Authenticates the client of this request with exactly one method, the
+/// one it registered. `endpoint` is this endpoint's URL, accepted as a
+/// client assertion audience besides the issuer.
+pub async fn authenticate(
+    state: &State,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+    endpoint: &str,
+    public: Public,
+) -> Result<AuthenticatedClient, Error> {
+    let presented = presented(headers, form)?;
+    let (client_id, method) = match &presented {
+        Presented::Basic { client_id, .. } => (client_id.as_str(), AuthMethod::ClientSecretBasic),
+        Presented::Post { client_id, .. } => (*client_id, AuthMethod::ClientSecretPost),
+        Presented::Assertion { client_id, .. } => (client_id.as_str(), AuthMethod::PrivateKeyJwt),
+        Presented::None { client_id } => (*client_id, AuthMethod::None),
+    };
+    let Some(client) = state.client(client_id).await? else {
+        if method.uses_secret() {
+            // Spend the same hashing work as for a known client.
+            let _ = sha256(client_id.as_bytes());
+        }
+        return Err(OAuthError::invalid_client("client authentication failed").into());
+    };
+    if client.metadata.token_endpoint_auth_method != method {
+        return Err(OAuthError::invalid_client(format!(
+            "client is registered for {}",
+            client.metadata.token_endpoint_auth_method.as_str()
+        ))
+        .into());
+    }
+    match presented {
+        Presented::Basic { secret, .. } => check_secret(&client, &secret)?,
+        Presented::Post { secret, .. } => check_secret(&client, secret)?,
+        Presented::Assertion { assertion, .. } => check_assertion(state, &client, assertion, endpoint).await?,
+        Presented::None { .. } => {
+            if public == Public::Refused {
+                return Err(OAuthError::invalid_client("this endpoint requires client authentication").into());
+            }
+        }
+    }
+    Ok(AuthenticatedClient { client, method })
+}
+
+/// Exactly one method per request (RFC 6749 §2.3).
+fn presented<'a>(headers: &HeaderMap, form: &'a OAuthForm) -> Result<Presented<'a>, OAuthError> {
+    let basic = basic_credentials(headers)?;
+    let secret = form.get("client_secret");
+    let assertion = form.get("client_assertion");
+    let count = usize::from(basic.is_some()) + usize::from(secret.is_some()) + usize::from(assertion.is_some());
+    if count > 1 {
+        return Err(OAuthError::invalid_request("use exactly one client authentication method"));
+    }
+    let form_client_id = form.get("client_id");
+    if let Some((client_id, secret)) = basic {
+        if form_client_id.is_some_and(|id| id != client_id) {
+            return Err(OAuthError::invalid_client("client_id differs from the authenticated client"));
+        }
+        return Ok(Presented::Basic { client_id, secret });
+    }
+    if let Some(secret) = secret {
+        let client_id = form_client_id.ok_or_else(|| OAuthError::invalid_client("client_secret without client_id"))?;
+        return Ok(Presented::Post { client_id, secret });
+    }
+    if let Some(assertion) = assertion {
+        if form.get("client_assertion_type") != Some(JWT_BEARER) {
+            return Err(OAuthError::invalid_client(format!("client_assertion_type must be {JWT_BEARER}")));
+        }
+        let client_id = client_assertion::unverified_issuer(assertion)
+            .ok_or_else(|| OAuthError::invalid_client("client_assertion is not a valid JWT"))?;
+        if form_client_id.is_some_and(|id| id != client_id) {
+            return Err(OAuthError::invalid_client("client_id differs from the assertion issuer"));
+        }
+        return Ok(Presented::Assertion { client_id, assertion });
+    }
+    match form_client_id {
+        Some(client_id) => Ok(Presented::None { client_id }),
+        None => Err(OAuthError::invalid_client("client authentication is required")),
+    }
+}
+
+/// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
+/// `Ok(None)` when no Basic credentials were sent.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::invalid_client("malformed Basic credentials");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(malformed());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    let unescape = |s: &str| -> Result<String, OAuthError> {
+        let plus_as_space = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&plus_as_space)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| malformed())
+    };
+    let (id, secret) = (unescape(id)?, unescape(secret)?);
+    if id.is_empty() {
+        return Err(malformed());
+    }
+    Ok(Some((id, secret)))
+}
+
+fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
+    let ok = client.client_secret_hash.as_deref().is_some_and(|hash| verify_secret(secret, hash));
+    if ok { Ok(()) } else { Err(OAuthError::invalid_client("client authentication failed")) }
+}
+
+async fn check_assertion(state: &State, client: &ClientRecord, assertion: &str, endpoint: &str) -> Result<(), Error> {
+    let now = state.now();
+    let token_endpoint = state.config.endpoint("/token");
+    let audiences = [state.config.issuer.as_str(), token_endpoint.as_str(), endpoint];
+    let registered_alg = client.metadata.token_endpoint_auth_signing_alg.as_deref();
+    let verify = |keys: &JwkSet| {
+        client_assertion::verify(assertion, &client.client_id, keys, &audiences, registered_alg, now)
+    };
+    let claims = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
+        (Some(keys), _) => verify(keys),
+        (None, Some(uri)) => {
+            let keys = client_jwks(state, uri, false).await?;
+            match verify(&keys) {
+                // The client may have rotated its keys: refetch once.
+                Err(_) => verify(client_jwks(state, uri, true).await?.as_ref()),
+                ok => ok,
+            }
+        }
+        (None, None) => Err("client has no registered keys"),
+    }
+    .map_err(OAuthError::invalid_client)?;
+    // RFC 7523 §3 item 7: the jti is single-use, across every node.
+    let key = format!("client_assertion:{}:{}", client.client_id, claims.jti);
+    if !store::replay::use_once(&state.db, &key, claims.exp).await? {
+        return Err(OAuthError::invalid_client("client assertion jti was already used").into());
+    }
+    Ok(())
+}
+
+/// Minimum age of a cached `jwks_uri` document before a miss may refetch it.
+const JWKS_REFETCH_AFTER_SECS: u64 = 30;
+
+async fn client_jwks(state: &State, uri: &str, refresh: bool) -> Result<Arc<JwkSet>, OAuthError> {
+    if let Some((fetched, keys)) = state.client_jwks.get(uri).await {
+        if !refresh || fetched.elapsed().as_secs() < JWKS_REFETCH_AFTER_SECS {
+            return Ok(keys);
+        }
+    }
+    let body = state.fetcher.get(uri).await.map_err(|e| {
+        tracing::info!(jwks_uri = uri, error = %e, "client jwks_uri fetch failed");
+        OAuthError::invalid_client("the client's jwks_uri could not be fetched")
+    })?;
+    let keys: JwkSet =
+        serde_json::from_slice(&body).map_err(|_| OAuthError::invalid_client("the client's jwks_uri is not a JWK Set"))?;
+    let keys = Arc::new(keys);
+    state.client_jwks.insert(uri.to_string(), (Instant::now(), keys.clone())).await;
+    Ok(keys)
+}

@@ -1,0 +1,90 @@
+//! RFC 7662 token introspection, for authenticated clients (resource
+//! servers). Anything that is not a live token we issued is exactly
+//! `{"active":false}`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+
+use super::client_auth::{self, Public};
+use super::{OAuthForm, json_no_store};
+use crate::app::{AppState, State as AppStateInner};
+use crate::error::{OAuthError, Result};
+use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, Confirmation};
+use crate::store::{self, StoreError};
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Introspection {
+    Active(Box<ActiveToken>),
+    Inactive { active: bool },
+}
+
+#[derive(Serialize)]
+struct ActiveToken {
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    client_id: String,
+    sub: String,
+    aud: Audience,
+    iss: String,
+    exp: i64,
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    jti: String,
+    token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    let form = form?;
+    let endpoint = state.config.endpoint("/introspect");
+    client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Refused).await?;
+    let token = form.require("token")?;
+    let body = match live_access_token(&state, token).await? {
+        Some(claims) => Introspection::Active(Box::new(ActiveToken {
+            active: true,
+            token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
+            scope: claims.scope,
+            client_id: claims.client_id,
+            sub: claims.sub,
+            aud: claims.aud,
+            iss: claims.iss,
+            exp: claims.exp,
+            iat: claims.iat,
+            nbf: claims.nbf,
+            jti: claims.jti,
+            cnf: claims.cnf,
+        })),
+        None => Introspection::Inactive { active: false },
+    };
+    Ok(json_no_store(StatusCode::OK, &body))
+}
+
+/// The claims of `token` if it is an access token we signed that has not
+/// expired, was not revoked, and whose client still exists. A storage
+/// failure is an error (fail closed), never "active".
+pub async fn live_access_token(state: &AppStateInner, token: &str) -> std::result::Result<Option<AccessTokenClaims>, StoreError> {
+    let Ok(claims) = state.keys.verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP) else {
+        return Ok(None);
+    };
+    let now = state.now();
+    if claims.iss != state.config.issuer || claims.exp <= now || claims.nbf.is_some_and(|nbf| nbf > now) {
+        return Ok(None);
+    }
+    if store::revocations::is_revoked(&state.db, &claims.jti).await? {
+        return Ok(None);
+    }
+    if state.client(&claims.client_id).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(claims))
+}

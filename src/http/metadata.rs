@@ -1,0 +1,49 @@
+//! RFC 8414 authorization server metadata. Advertises exactly what this
+//! build implements; the `issuer` is the configured string, byte for byte.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::oauth::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS, GrantType};
+
+/// Client authentication methods accepted at introspection and revocation:
+/// every method except `none` (those endpoints need an authenticated client).
+const AUTHENTICATED_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+
+pub fn document(config: &Config) -> Value {
+    let grants: Vec<&str> = GrantType::SUPPORTED.iter().map(|g| g.as_str()).collect();
+    let mut doc = json!({
+        "issuer": config.issuer,
+        "token_endpoint": config.endpoint("/token"),
+        "jwks_uri": config.endpoint("/jwks.json"),
+        "registration_endpoint": config.endpoint("/register"),
+        "introspection_endpoint": config.endpoint("/introspect"),
+        "revocation_endpoint": config.endpoint("/revoke"),
+        // RFC 8414 §2 makes this member REQUIRED; this build has no
+        // authorization endpoint yet, so the honest list is empty.
+        "response_types_supported": [],
+        "grant_types_supported": grants,
+        "token_endpoint_auth_methods_supported": AuthMethod::ALL,
+        "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+    });
+    if let (Some(scopes), Some(obj)) = (&config.scopes_supported, doc.as_object_mut()) {
+        obj.insert("scopes_supported".into(), json!(scopes.iter().collect::<Vec<_>>()));
+    }
+    doc
+}
+
+pub async fn get(State(state): State<AppState>) -> Response {
+    let mut r = state.metadata_json.clone().into_response();
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r
+}

@@ -1,0 +1,206 @@
+//! RFC 7591 dynamic client registration and RFC 7592 management.
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{ClientIp, bearer_token, json_no_store};
+use crate::app::AppState;
+use crate::config::RegistrationMode;
+use crate::crypto::{random_id, random_token, sha256};
+use crate::error::{Error, OAuthError, Result};
+use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
+use crate::store::audit::AuditEvent;
+use crate::store::{self, clients::ClientRecord};
+
+/// Largest registration request body (SECURITY-CASES 31).
+pub const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
+
+/// A JSON body of at most [`MAX_REGISTRATION_BYTES`].
+pub struct MetadataBody(pub ClientMetadataRequest);
+
+impl<S: Send + Sync> FromRequest<S> for MetadataBody {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> std::result::Result<Self, OAuthError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(OAuthError::invalid_client_metadata("the body must be application/json"));
+        }
+        let body = super::read_body(req, state, MAX_REGISTRATION_BYTES)
+            .await
+            .map_err(|_| OAuthError::payload_too_large(MAX_REGISTRATION_BYTES))?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| OAuthError::invalid_client_metadata(format!("body is not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(OAuthError::invalid_client_metadata("body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| OAuthError::invalid_client_metadata(format!("invalid metadata: {e}")))
+    }
+}
+
+fn policy(state: &AppState) -> RegistrationPolicy<'_> {
+    RegistrationPolicy { scopes_supported: state.config.scopes_supported.as_ref(), insecure_fetch: state.config.insecure_fetch }
+}
+
+/// RFC 7591 §3.1.
+pub async fn create(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: std::result::Result<MetadataBody, OAuthError>,
+) -> Result<Response> {
+    if let Some(addr) = ip.0 {
+        if let Err(not_until) = state.registration_limiter.check_key(&addr) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            return Err(OAuthError::too_many_requests(wait.as_secs() + 1).into());
+        }
+    }
+    let now = state.now();
+    if state.config.registration == RegistrationMode::Protected {
+        let token = bearer_token(&headers).ok_or_else(|| OAuthError::invalid_token("an initial access token is required"))?;
+        if !store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
+            return Err(OAuthError::invalid_token("the initial access token is invalid, expired or used up").into());
+        }
+    }
+    let MetadataBody(request) = body?;
+    let metadata = ClientMetadata::validate(request, &policy(&state))?;
+
+    let client_id = random_id();
+    let secret = metadata.token_endpoint_auth_method.uses_secret().then(random_token);
+    let registration_access_token = random_token();
+    let record = ClientRecord {
+        client_id: client_id.clone(),
+        client_secret_hash: secret.as_ref().map(|s| sha256(s.as_bytes()).to_vec()),
+        registration_access_token_hash: Some(sha256(registration_access_token.as_bytes()).to_vec()),
+        metadata,
+        client_id_issued_at: now,
+    };
+    let event = AuditEvent {
+        at: now,
+        event: "client.registered",
+        client_id: Some(client_id.clone()),
+        subject: None,
+        ip: ip.to_audit(),
+        detail: json!({
+            "client_name": record.metadata.client_name,
+            "grant_types": record.metadata.grant_types,
+            "token_endpoint_auth_method": record.metadata.token_endpoint_auth_method,
+        }),
+    };
+    store::clients::insert_audited(&state.db, &record, event).await?;
+    tracing::info!(client_id = %client_id, "client registered");
+
+    let mut body = registration_response(&state, &record)?;
+    if let Some(obj) = body.as_object_mut() {
+        if let Some(secret) = secret {
+            obj.insert("client_secret".into(), json!(secret));
+            obj.insert("client_secret_expires_at".into(), json!(0));
+        }
+        obj.insert("registration_access_token".into(), json!(registration_access_token));
+    }
+    Ok(json_no_store(StatusCode::CREATED, &body))
+}
+
+/// The client information response (RFC 7591 §3.2.1, RFC 7592 §3).
+fn registration_response(state: &AppState, record: &ClientRecord) -> Result<Value> {
+    let mut body = serde_json::to_value(&record.metadata).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("client_id".into(), json!(record.client_id));
+        obj.insert("client_id_issued_at".into(), json!(record.client_id_issued_at));
+        obj.insert(
+            "registration_client_uri".into(),
+            json!(state.config.endpoint(&format!("/register/{}", record.client_id))),
+        );
+    }
+    Ok(body)
+}
+
+/// RFC 7592 §2: the registration access token must match; every failure
+/// is the same 401, so the endpoint is no oracle for client ids.
+async fn authorize_management(state: &AppState, headers: &HeaderMap, client_id: &str) -> Result<ClientRecord> {
+    let unauthorized = || OAuthError::invalid_token("invalid registration access token");
+    let token = bearer_token(headers).ok_or_else(unauthorized)?;
+    let record = store::clients::get(&state.db, client_id).await?.ok_or_else(unauthorized)?;
+    let ok = record
+        .registration_access_token_hash
+        .as_deref()
+        .is_some_and(|hash| crate::crypto::verify_secret(token, hash));
+    if !ok {
+        return Err(unauthorized().into());
+    }
+    Ok(record)
+}
+
+/// RFC 7592 §2.1 read.
+pub async fn read(State(state): State<AppState>, Path(client_id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let record = authorize_management(&state, &headers, &client_id).await?;
+    Ok(json_no_store(StatusCode::OK, &registration_response(&state, &record)?))
+}
+
+/// RFC 7592 §2.2 update: the request replaces the metadata.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: std::result::Result<MetadataBody, OAuthError>,
+) -> Result<Response> {
+    let mut record = authorize_management(&state, &headers, &client_id).await?;
+    let MetadataBody(request) = body?;
+    if request.client_id.as_deref() != Some(client_id.as_str()) {
+        return Err(OAuthError::invalid_client_metadata("client_id must be present and match the client (RFC 7592 §2.2)").into());
+    }
+    let metadata = ClientMetadata::validate(request, &policy(&state))?;
+    if metadata.token_endpoint_auth_method != record.metadata.token_endpoint_auth_method {
+        return Err(OAuthError::invalid_client_metadata(
+            "token_endpoint_auth_method cannot change; register a new client instead",
+        )
+        .into());
+    }
+    let now = state.now();
+    let event = AuditEvent {
+        at: now,
+        event: "client.updated",
+        client_id: Some(client_id.clone()),
+        subject: None,
+        ip: ip.to_audit(),
+        detail: json!({ "client_name": metadata.client_name, "grant_types": metadata.grant_types }),
+    };
+    if !store::clients::update_audited(&state.db, &client_id, &metadata, now, event).await? {
+        return Err(OAuthError::invalid_token("invalid registration access token").into());
+    }
+    state.clients.invalidate(&client_id).await;
+    record.metadata = metadata;
+    Ok(json_no_store(StatusCode::OK, &registration_response(&state, &record)?))
+}
+
+/// RFC 7592 §2.3 delete.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize_management(&state, &headers, &client_id).await?;
+    let event = AuditEvent {
+        at: state.now(),
+        event: "client.deleted",
+        client_id: Some(client_id.clone()),
+        subject: None,
+        ip: ip.to_audit(),
+        detail: json!({}),
+    };
+    store::clients::delete_audited(&state.db, &client_id, event).await?;
+    state.clients.invalidate(&client_id).await;
+    tracing::info!(client_id = %client_id, "client deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,52 @@
+//! RFC 7009 token revocation. Unknown, foreign, expired and other
+//! clients' tokens get the same 200 (§2.2: no oracle); a storage failure
+//! is a 503, never a 200 that did not revoke.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::client_auth::{self, Public};
+use super::{ClientIp, OAuthForm};
+use crate::app::AppState;
+use crate::error::{OAuthError, Result};
+use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use crate::store::{self, audit::AuditEvent};
+
+pub async fn post(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    let form = form?;
+    let endpoint = state.config.endpoint("/revoke");
+    // §2.1: public clients may revoke their own tokens by client_id.
+    let client = client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
+    let token = form.require("token")?;
+    let now = state.now();
+    let Ok(claims) = state.keys.verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP) else {
+        return Ok(ok());
+    };
+    // §2.1: the server verifies the token was issued to the requesting client.
+    if claims.iss != state.config.issuer || claims.client_id != client.client_id() || claims.exp <= now {
+        return Ok(ok());
+    }
+    let event = AuditEvent {
+        at: now,
+        event: "token.revoked",
+        client_id: Some(claims.client_id.clone()),
+        subject: Some(claims.sub.clone()),
+        ip: ip.to_audit(),
+        detail: json!({ "jti": claims.jti, "token_type": "access_token" }),
+    };
+    store::revocations::revoke_audited(&state.db, &claims.jti, &claims.client_id, claims.exp, now, event).await?;
+    Ok(ok())
+}
+
+fn ok() -> Response {
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,475 @@
+//! RFC 7591 §2 client metadata: what a client may ask for, and the checks a
+//! careful authorization server makes before it stores any of it.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::scope::Scope;
+use crate::error::OAuthError;
+
+/// RFC 7591 §2 `token_endpoint_auth_method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    pub const ALL: [&'static str; 4] = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "none" => Self::None,
+            "client_secret_basic" => Self::ClientSecretBasic,
+            "client_secret_post" => Self::ClientSecretPost,
+            "private_key_jwt" => Self::PrivateKeyJwt,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    pub fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+}
+
+/// Grant types this server implements. Registration accepts exactly these,
+/// and metadata advertises exactly these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantType {
+    #[serde(rename = "client_credentials")]
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub const SUPPORTED: [GrantType; 1] = [GrantType::ClientCredentials];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, OAuthError> {
+        Self::SUPPORTED.into_iter().find(|g| g.as_str() == text).ok_or_else(|| {
+            let why = match text {
+                "implicit" => "the implicit grant is not allowed (OAuth 2.1)".to_string(),
+                "password" => "the password grant is not allowed (OAuth 2.1)".to_string(),
+                other => format!("grant type {other:?} is not supported by this server"),
+            };
+            OAuthError::invalid_client_metadata(why)
+        })
+    }
+}
+
+/// JWS algorithms accepted for `private_key_jwt` client assertions. MACs
+/// and `none` are never accepted.
+pub const CLIENT_ASSERTION_ALGS: [&str; 4] = ["RS256", "PS256", "ES256", "EdDSA"];
+
+/// Client metadata as a client sends it (RFC 7591 §2). Unknown members are
+/// ignored (§2), and `client_id`/`client_secret` are never taken from it (§3.1).
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientMetadataRequest {
+    pub redirect_uris: Option<Vec<String>>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub client_name: Option<String>,
+    pub client_uri: Option<String>,
+    pub logo_uri: Option<String>,
+    pub scope: Option<String>,
+    pub contacts: Option<Vec<String>>,
+    pub tos_uri: Option<String>,
+    pub policy_uri: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub jwks: Option<serde_json::Value>,
+    pub software_id: Option<String>,
+    pub software_version: Option<String>,
+    pub token_endpoint_auth_signing_alg: Option<String>,
+    pub dpop_bound_access_tokens: Option<bool>,
+    /// Only meaningful in an RFC 7592 update, where it must match.
+    pub client_id: Option<String>,
+}
+
+/// Validated client metadata, as stored and as returned to the client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: AuthMethod,
+    pub grant_types: Vec<GrantType>,
+    pub response_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwkSet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_alg: Option<String>,
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
+}
+
+/// What the server allows, for validation.
+pub struct RegistrationPolicy<'a> {
+    pub scopes_supported: Option<&'a Scope>,
+    /// Allows http `jwks_uri` (tests only).
+    pub insecure_fetch: bool,
+}
+
+const MAX_URI_LEN: usize = 2048;
+const MAX_TEXT_LEN: usize = 256;
+const MAX_LIST_LEN: usize = 16;
+
+impl ClientMetadata {
+    pub fn scope(&self) -> Scope {
+        Scope::parse(&self.scope).unwrap_or_default()
+    }
+
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+
+    /// RFC 7591 §2 and §5: validate a registration or update request.
+    pub fn validate(req: ClientMetadataRequest, policy: &RegistrationPolicy<'_>) -> Result<Self, OAuthError> {
+        let token_endpoint_auth_method = match req.token_endpoint_auth_method.as_deref() {
+            None => AuthMethod::ClientSecretBasic,
+            Some(m) => AuthMethod::parse(m).ok_or_else(|| {
+                OAuthError::invalid_client_metadata(format!(
+                    "token_endpoint_auth_method must be one of {}",
+                    AuthMethod::ALL.join(", ")
+                ))
+            })?,
+        };
+
+        let requested_grants = req.grant_types.unwrap_or_else(|| vec!["authorization_code".into()]);
+        bounded_list("grant_types", &requested_grants)?;
+        let mut grant_types = Vec::new();
+        for g in &requested_grants {
+            let g = GrantType::parse(g)?;
+            if !grant_types.contains(&g) {
+                grant_types.push(g);
+            }
+        }
+        if grant_types.is_empty() {
+            return Err(OAuthError::invalid_client_metadata("grant_types must not be empty"));
+        }
+
+        // RFC 7591 §2.1: response_types and grant_types must agree. Only
+        // "code" exists in OAuth 2.1, and only with authorization_code.
+        let response_types = req.response_types.unwrap_or_default();
+        if let Some(bad) = response_types.iter().find(|r| r.as_str() != "code") {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "response_type {bad:?} is not supported (only \"code\")"
+            )));
+        }
+        if !response_types.is_empty() {
+            return Err(OAuthError::invalid_client_metadata(
+                "response_type \"code\" requires the authorization_code grant",
+            ));
+        }
+
+        if grant_types.contains(&GrantType::ClientCredentials) && token_endpoint_auth_method == AuthMethod::None {
+            return Err(OAuthError::invalid_client_metadata(
+                "client_credentials requires a confidential client (token_endpoint_auth_method other than none)",
+            ));
+        }
+
+        let redirect_uris = req.redirect_uris.unwrap_or_default();
+        bounded_list("redirect_uris", &redirect_uris)?;
+        for uri in &redirect_uris {
+            validate_redirect_uri(uri).map_err(OAuthError::invalid_redirect_uri)?;
+        }
+
+        let scope = match req.scope.as_deref() {
+            Some(text) => {
+                let scope = Scope::parse(text).map_err(|e| OAuthError::invalid_client_metadata(e.to_string()))?;
+                if let Some(supported) = policy.scopes_supported {
+                    if let Some(extra) = scope.missing_from(supported).next() {
+                        return Err(OAuthError::invalid_client_metadata(format!(
+                            "scope {extra:?} is not offered by this server"
+                        )));
+                    }
+                }
+                scope
+            }
+            None => policy.scopes_supported.cloned().unwrap_or_default(),
+        };
+
+        let client_uri = req.client_uri.map(|u| https_uri("client_uri", u, None)).transpose()?;
+        let home = client_uri.as_deref().and_then(|u| Url::parse(u).ok());
+        let logo_uri = req.logo_uri.map(|u| https_uri("logo_uri", u, home.as_ref())).transpose()?;
+        let tos_uri = req.tos_uri.map(|u| https_uri("tos_uri", u, home.as_ref())).transpose()?;
+        let policy_uri = req.policy_uri.map(|u| https_uri("policy_uri", u, home.as_ref())).transpose()?;
+
+        let contacts = req.contacts.unwrap_or_default();
+        bounded_list("contacts", &contacts)?;
+        for c in &contacts {
+            bounded_text("contacts", c)?;
+        }
+        for (field, value) in [
+            ("client_name", &req.client_name),
+            ("software_id", &req.software_id),
+            ("software_version", &req.software_version),
+        ] {
+            if let Some(v) = value {
+                bounded_text(field, v)?;
+            }
+        }
+
+        if let Some(alg) = &req.token_endpoint_auth_signing_alg {
+            if !CLIENT_ASSERTION_ALGS.contains(&alg.as_str()) {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "token_endpoint_auth_signing_alg must be one of {}",
+                    CLIENT_ASSERTION_ALGS.join(", ")
+                )));
+            }
+        }
+
+        if req.jwks.is_some() && req.jwks_uri.is_some() {
+            return Err(OAuthError::invalid_client_metadata("jwks and jwks_uri are mutually exclusive (RFC 7591 §2)"));
+        }
+        let jwks = req.jwks.map(validate_jwks).transpose()?;
+        let jwks_uri = req.jwks_uri.map(|u| fetchable_uri("jwks_uri", u, policy.insecure_fetch)).transpose()?;
+        if token_endpoint_auth_method == AuthMethod::PrivateKeyJwt && jwks.is_none() && jwks_uri.is_none() {
+            return Err(OAuthError::invalid_client_metadata("private_key_jwt requires jwks or jwks_uri"));
+        }
+
+        Ok(Self {
+            redirect_uris,
+            token_endpoint_auth_method,
+            grant_types,
+            response_types,
+            client_name: req.client_name,
+            client_uri,
+            logo_uri,
+            scope: scope.to_string(),
+            contacts,
+            tos_uri,
+            policy_uri,
+            jwks_uri,
+            jwks,
+            software_id: req.software_id,
+            software_version: req.software_version,
+            token_endpoint_auth_signing_alg: req.token_endpoint_auth_signing_alg,
+            dpop_bound_access_tokens: req.dpop_bound_access_tokens.unwrap_or(false),
+        })
+    }
+}
+
+fn bounded_list(field: &str, list: &[String]) -> Result<(), OAuthError> {
+    if list.len() > MAX_LIST_LEN {
+        return Err(OAuthError::invalid_client_metadata(format!("{field} has more than {MAX_LIST_LEN} entries")));
+    }
+    Ok(())
+}
+
+fn bounded_text(field: &str, text: &str) -> Result<(), OAuthError> {
+    if text.len() > MAX_TEXT_LEN || text.chars().any(char::is_control) {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "{field} must be at most {MAX_TEXT_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A human-facing URI (`client_uri`, `logo_uri`, …): https, and on the
+/// client's own host when `client_uri` names one (RFC 7591 §5). These are
+/// self-asserted and never fetched by the server.
+fn https_uri(field: &str, uri: String, home: Option<&Url>) -> Result<String, OAuthError> {
+    let bad = || OAuthError::invalid_client_metadata(format!("{field} must be an https URL on the client's own host"));
+    if uri.len() > MAX_URI_LEN {
+        return Err(bad());
+    }
+    let url = Url::parse(&uri).map_err(|_| bad())?;
+    if url.scheme() != "https" || url.host_str().is_none() || !url.username().is_empty() || url.password().is_some()
+    {
+        return Err(bad());
+    }
+    if let (Some(home), Some(host)) = (home.and_then(Url::host_str), url.host_str()) {
+        let same_site = host == home || host.ends_with(&format!(".{home}"));
+        if !same_site {
+            return Err(bad());
+        }
+    }
+    Ok(uri)
+}
+
+/// A URI the server will fetch (`jwks_uri`): https only, no userinfo, no
+/// fragment. Where it resolves is checked at fetch time.
+fn fetchable_uri(field: &str, uri: String, insecure: bool) -> Result<String, OAuthError> {
+    let bad = || OAuthError::invalid_client_metadata(format!("{field} must be an https URL without userinfo or fragment"));
+    if uri.len() > MAX_URI_LEN {
+        return Err(bad());
+    }
+    let url = Url::parse(&uri).map_err(|_| bad())?;
+    let scheme_ok = url.scheme() == "https" || (insecure && url.scheme() == "http");
+    if !scheme_ok || url.host_str().is_none() || !url.username().is_empty() || url.fragment().is_some() {
+        return Err(bad());
+    }
+    Ok(uri)
+}
+
+/// RFC 7591 §2 `jwks`: public keys only, of types we can verify.
+fn validate_jwks(value: serde_json::Value) -> Result<JwkSet, OAuthError> {
+    let bad = |why: &str| OAuthError::invalid_client_metadata(format!("jwks: {why}"));
+    let private_members = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
+    let keys = value.get("keys").and_then(|k| k.as_array()).ok_or_else(|| bad("must be an object with a keys array"))?;
+    if keys.is_empty() || keys.len() > 8 {
+        return Err(bad("must hold between 1 and 8 keys"));
+    }
+    for key in keys {
+        if private_members.iter().any(|m| key.get(m).is_some()) {
+            return Err(bad("must contain public keys only"));
+        }
+    }
+    let set: JwkSet = serde_json::from_value(value).map_err(|e| bad(&e.to_string()))?;
+    for jwk in &set.keys {
+        check_public_jwk(jwk).map_err(bad)?;
+    }
+    Ok(set)
+}
+
+/// A JWK we can use to verify a client's signature: RSA, EC P-256 or Ed25519.
+pub fn check_public_jwk(jwk: &Jwk) -> Result<(), &'static str> {
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Ok(()),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            jsonwebtoken::jwk::EllipticCurve::P256 => Ok(()),
+            _ => Err("only the P-256 curve is supported for EC keys"),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            jsonwebtoken::jwk::EllipticCurve::Ed25519 => Ok(()),
+            _ => Err("only Ed25519 is supported for OKP keys"),
+        },
+        AlgorithmParameters::OctetKey(_) => Err("symmetric keys are not allowed"),
+        _ => Err("unsupported key type"),
+    }
+}
+
+/// RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1: a redirect URI the server
+/// can match exactly and that cannot be bent into an open redirect.
+pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
+    if uri.len() > MAX_URI_LEN {
+        return Err("redirect_uri is too long".into());
+    }
+    if uri.contains('#') {
+        return Err(format!("redirect_uri {uri:?} must not contain a fragment"));
+    }
+    if uri.contains('*') {
+        return Err(format!("redirect_uri {uri:?} must not contain a wildcard"));
+    }
+    let lower = uri.to_ascii_lowercase();
+    if lower.contains("/../") || lower.ends_with("/..") || lower.contains("/./") || lower.contains("..;") || lower.contains("%2e")
+    {
+        return Err(format!("redirect_uri {uri:?} must not contain dot segments"));
+    }
+    let url = Url::parse(uri).map_err(|_| format!("redirect_uri {uri:?} is not an absolute URI"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("redirect_uri {uri:?} must not contain userinfo"));
+    }
+    match url.scheme() {
+        "https" if url.host_str().is_some() => Ok(()),
+        "http" => match url.host_str() {
+            Some("127.0.0.1" | "[::1]" | "localhost") => Ok(()),
+            _ => Err(format!("redirect_uri {uri:?}: http is allowed only for loopback addresses (RFC 8252 §7.3)")),
+        },
+        "https" => Err(format!("redirect_uri {uri:?} has no host")),
+        scheme if scheme.contains('.') => Ok(()),
+        _ => Err(format!(
+            "redirect_uri {uri:?}: use https, http on loopback, or a private-use scheme in reverse-domain form (RFC 8252 §7.1)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris() {
+        for ok in [
+            "https://app.example.com/cb",
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:53111/cb",
+            "http://[::1]:8080/cb",
+            "http://localhost:3000/callback",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert!(validate_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://app.example.com/cb#x",
+            "http://app.example.com/cb",
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "https://*.example.com/cb",
+            "https://a@b@evil.com/cb",
+            "https://user@app.example.com/cb",
+            "https://app.example.com/a/../cb",
+            "https://app.example.com/a/..;/cb",
+            "https://app.example.com/%2e%2e/cb",
+            "/relative",
+            "myapp:/cb",
+        ] {
+            assert!(validate_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn policy() -> RegistrationPolicy<'static> {
+        RegistrationPolicy { scopes_supported: None, insecure_fetch: false }
+    }
+
+    #[test]
+    fn refuses_password_and_implicit() {
+        for g in ["password", "implicit"] {
+            let req = ClientMetadataRequest { grant_types: Some(vec![g.into()]), ..Default::default() };
+            let err = ClientMetadata::validate(req, &policy()).unwrap_err();
+            assert_eq!(err.error, "invalid_client_metadata");
+        }
+    }
+
+    #[test]
+    fn private_key_jwt_needs_keys_and_rejects_private_ones() {
+        let req = ClientMetadataRequest {
+            grant_types: Some(vec!["client_credentials".into()]),
+            token_endpoint_auth_method: Some("private_key_jwt".into()),
+            ..Default::default()
+        };
+        assert!(ClientMetadata::validate(req, &policy()).is_err());
+        let req = ClientMetadataRequest {
+            grant_types: Some(vec!["client_credentials".into()]),
+            token_endpoint_auth_method: Some("private_key_jwt".into()),
+            jwks: Some(serde_json::json!({"keys":[{"kty":"oct","k":"c2VjcmV0"}]})),
+            ..Default::default()
+        };
+        assert!(ClientMetadata::validate(req, &policy()).is_err());
+    }
+}

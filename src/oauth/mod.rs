@@ -1,0 +1,8 @@
+//! Pure protocol helpers: parsing and checking values defined by the RFCs.
+//! Nothing here touches storage or HTTP.
+
+pub mod client_assertion;
+pub mod client_metadata;
+pub mod jwt;
+pub mod resource;
+pub mod scope;

@@ -1,0 +1,46 @@
+//! The audit table: who did what, when, from where. Never a secret.
+
+use entity::audit_log;
+use sea_orm::{ConnectionTrait, EntityTrait, NotSet, QueryOrder, QuerySelect, Set};
+
+use super::StoreResult;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub event: &'static str,
+    pub client_id: Option<String>,
+    pub subject: Option<String>,
+    pub ip: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+fn row(e: AuditEvent) -> audit_log::ActiveModel {
+    audit_log::ActiveModel {
+        id: NotSet,
+        at: Set(e.at),
+        event: Set(e.event.to_string()),
+        client_id: Set(e.client_id),
+        subject: Set(e.subject),
+        ip: Set(e.ip),
+        detail: Set(e.detail),
+    }
+}
+
+pub async fn insert(db: &impl ConnectionTrait, event: AuditEvent) -> StoreResult<()> {
+    audit_log::Entity::insert(row(event)).exec_without_returning(db).await?;
+    Ok(())
+}
+
+pub async fn insert_many(db: &impl ConnectionTrait, events: Vec<AuditEvent>) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    audit_log::Entity::insert_many(events.into_iter().map(row)).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// The most recent events, newest first.
+pub async fn recent(db: &impl ConnectionTrait, limit: u64) -> StoreResult<Vec<audit_log::Model>> {
+    Ok(audit_log::Entity::find().order_by_desc(audit_log::Column::Id).limit(limit).all(db).await?)
+}

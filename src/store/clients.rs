@@ -1,0 +1,129 @@
+//! Registered clients.
+
+use entity::client;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, QueryOrder, Set, TransactionTrait};
+
+use super::audit::{self, AuditEvent};
+
+use super::StoreResult;
+use crate::oauth::client_metadata::ClientMetadata;
+
+/// A client as the rest of the server sees it. Secrets are hashes only.
+#[derive(Clone, Debug)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub client_secret_hash: Option<Vec<u8>>,
+    pub registration_access_token_hash: Option<Vec<u8>>,
+    pub metadata: ClientMetadata,
+    pub client_id_issued_at: i64,
+}
+
+impl TryFrom<client::Model> for ClientRecord {
+    type Error = DbErr;
+
+    fn try_from(m: client::Model) -> Result<Self, DbErr> {
+        let metadata = serde_json::from_value(m.metadata)
+            .map_err(|e| DbErr::Custom(format!("client {} has unreadable metadata: {e}", m.client_id)))?;
+        Ok(Self {
+            client_id: m.client_id,
+            client_secret_hash: m.client_secret_hash,
+            registration_access_token_hash: m.registration_access_token_hash,
+            metadata,
+            client_id_issued_at: m.client_id_issued_at,
+        })
+    }
+}
+
+fn metadata_json(metadata: &ClientMetadata) -> Result<serde_json::Value, DbErr> {
+    serde_json::to_value(metadata).map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+pub async fn insert(db: &impl ConnectionTrait, record: &ClientRecord) -> StoreResult<()> {
+    let row = client::ActiveModel {
+        client_id: Set(record.client_id.clone()),
+        client_secret_hash: Set(record.client_secret_hash.clone()),
+        registration_access_token_hash: Set(record.registration_access_token_hash.clone()),
+        metadata: Set(metadata_json(&record.metadata)?),
+        client_id_issued_at: Set(record.client_id_issued_at),
+        updated_at: Set(record.client_id_issued_at),
+    };
+    client::Entity::insert(row).exec_without_returning(db).await?;
+    Ok(())
+}
+
+pub async fn get(db: &impl ConnectionTrait, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+    let row = client::Entity::find_by_id(client_id.to_string()).one(db).await?;
+    Ok(row.map(ClientRecord::try_from).transpose()?)
+}
+
+pub async fn list(db: &impl ConnectionTrait) -> StoreResult<Vec<ClientRecord>> {
+    let rows = client::Entity::find().order_by_asc(client::Column::ClientIdIssuedAt).all(db).await?;
+    Ok(rows.into_iter().map(ClientRecord::try_from).collect::<Result<_, _>>()?)
+}
+
+/// Replaces the metadata (RFC 7592 §2.2). Returns `false` if the client is gone.
+pub async fn update_metadata(
+    db: &impl ConnectionTrait,
+    client_id: &str,
+    metadata: &ClientMetadata,
+    now: i64,
+) -> StoreResult<bool> {
+    let Some(row) = client::Entity::find_by_id(client_id.to_string()).one(db).await? else {
+        return Ok(false);
+    };
+    let mut row: client::ActiveModel = row.into();
+    row.metadata = Set(metadata_json(metadata)?);
+    row.updated_at = Set(now);
+    row.update(db).await?;
+    Ok(true)
+}
+
+pub async fn delete(db: &impl ConnectionTrait, client_id: &str) -> StoreResult<bool> {
+    let result = client::Entity::delete_by_id(client_id.to_string()).exec(db).await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Inserts a client and its audit row in one transaction.
+pub async fn insert_audited<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    record: &ClientRecord,
+    event: AuditEvent,
+) -> StoreResult<()> {
+    let txn = db.begin().await?;
+    insert(&txn, record).await?;
+    audit::insert(&txn, event).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Updates a client's metadata and writes its audit row in one transaction.
+pub async fn update_audited<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    client_id: &str,
+    metadata: &ClientMetadata,
+    now: i64,
+    event: AuditEvent,
+) -> StoreResult<bool> {
+    let txn = db.begin().await?;
+    if !update_metadata(&txn, client_id, metadata, now).await? {
+        return Ok(false);
+    }
+    audit::insert(&txn, event).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Deletes a client and writes its audit row in one transaction.
+pub async fn delete_audited<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    client_id: &str,
+    event: AuditEvent,
+) -> StoreResult<bool> {
+    let txn = db.begin().await?;
+    if !delete(&txn, client_id).await? {
+        return Ok(false);
+    }
+    audit::insert(&txn, event).await?;
+    txn.commit().await?;
+    Ok(true)
+}
