@@ -1,0 +1,245 @@
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use agentauth::app::{self, AppState, State};
+use agentauth::clock::{Clock, ManualClock};
+use agentauth::config::{Config, ServeArgs};
+use agentauth::crypto::{Kek, random_bytes};
+use agentauth::store;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const ISSUER: &str = "https://auth.example.com";
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test case on both backends: `both!(case_fn)` makes
+/// `case_fn::sqlite` and `case_fn::postgres`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await).await
+            }
+        }
+    };
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub backend: Backend,
+    pub kek_bytes: [u8; 32],
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 6749 §5.2 error: status, `error` code, no-store.
+    pub fn assert_error(&self, status: u16, error: &str) -> Value {
+        let body = self.json();
+        assert_eq!(self.status.as_u16(), status, "status; body {body}");
+        assert_eq!(body["error"], error, "error code; body {body}");
+        assert_eq!(self.header("cache-control"), Some("no-store"));
+        body
+    }
+}
+
+pub fn serve_args() -> ServeArgs {
+    ServeArgs { issuer: ISSUER.into(), ..ServeArgs::default() }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, serve_args()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
+    let (db, dir) = fresh_db(backend).await;
+    let config = Config::from_args(&args).unwrap();
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    let kek_bytes = random_bytes::<32>();
+    let kek = Kek::from_bytes(&kek_bytes).unwrap();
+    let (state, _audit) = State::new(config, db, kek, clock.clone()).await.unwrap();
+    let router = app::build(state.clone()).layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
+    TestApp { router, state, clock, backend, kek_bytes, _dir: dir }
+}
+
+/// A fresh database: a new SQLite file, or a new PostgreSQL schema.
+pub async fn fresh_db(backend: Backend) -> (sea_orm::DatabaseConnection, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("agentauth.db").display());
+            (store::connect(&url, 4, None).await.unwrap(), Some(dir))
+        }
+        Backend::Postgres => {
+            let schema = fresh_schema().await;
+            (store::connect(PG_URL, 4, Some(&schema)).await.expect("PostgreSQL at 127.0.0.1:5432 (user postgres, database test)"), None)
+        }
+    }
+}
+
+/// Creates a uniquely named schema, and drops ones older runs left behind
+/// (their names carry the creation time).
+pub async fn fresh_schema() -> String {
+    let admin = Database::connect(PG_URL)
+        .await
+        .expect("PostgreSQL must be reachable at 127.0.0.1:5432 (user postgres, database test)");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let stale = admin
+        .query_all(sea_orm::Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'aa_test_%'".to_string(),
+        ))
+        .await
+        .unwrap();
+    for row in stale {
+        let name: String = row.try_get("", "nspname").unwrap();
+        let created: u64 = name.split('_').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+        if created + 3600 < now {
+            let _ = admin.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).await;
+        }
+    }
+    let schema = format!("aa_test_{now}_{}", hex(&random_bytes::<6>()));
+    admin.execute_unprepared(&format!("CREATE SCHEMA \"{schema}\"")).await.unwrap();
+    schema
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret))))
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+impl TestApp {
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        TestResponse { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(Request::get(path).body(Body::empty()).unwrap()).await
+    }
+
+    /// POSTs a form, with Basic credentials when `auth` is given.
+    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)], auth: Option<(&str, &str)>) -> TestResponse {
+        let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((id, secret)) = auth {
+            req = req.header(header::AUTHORIZATION, basic(id, secret));
+        }
+        self.send(req.body(Body::from(form(pairs))).unwrap()).await
+    }
+
+    pub async fn json_request(&self, method: &str, path: &str, body: &Value, bearer: Option<&str>) -> TestResponse {
+        let mut req = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.send(req.body(Body::from(body.to_string())).unwrap()).await
+    }
+
+    pub async fn register(&self, metadata: Value) -> Value {
+        let r = self.json_request("POST", "/register", &metadata, None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    /// Registers a client_secret_basic client_credentials client.
+    pub async fn cc_client(&self, scope: &str) -> (String, String) {
+        let reg = self
+            .register(serde_json::json!({
+                "client_name": "worker",
+                "grant_types": ["client_credentials"],
+                "token_endpoint_auth_method": "client_secret_basic",
+                "scope": scope,
+            }))
+            .await;
+        (reg["client_id"].as_str().unwrap().into(), reg["client_secret"].as_str().unwrap().into())
+    }
+
+    pub async fn token(&self, id: &str, secret: &str, extra: &[(&str, &str)]) -> TestResponse {
+        let mut pairs = vec![("grant_type", "client_credentials")];
+        pairs.extend_from_slice(extra);
+        self.post_form("/token", &pairs, Some((id, secret))).await
+    }
+
+    /// A client_credentials access token for a fresh client.
+    pub async fn access_token(&self, scope: &str) -> (String, String, String) {
+        let (id, secret) = self.cc_client(scope).await;
+        let r = self.token(&id, &secret, &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        (id, secret, r.json()["access_token"].as_str().unwrap().to_string())
+    }
+
+    pub async fn introspect(&self, id: &str, secret: &str, token: &str) -> Value {
+        let r = self.post_form("/introspect", &[("token", token)], Some((id, secret))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    pub async fn audit_events(&self) -> Vec<String> {
+        // Issuance events are batched; give the writer a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        store::audit::recent(&self.state.db, 1000).await.unwrap().into_iter().map(|e| e.event).collect()
+    }
+}
+
+/// Decodes a JWT's header and claims without verifying (tests only).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let dec = |p: &str| -> Value {
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+    };
+    let header = dec(parts.next().unwrap());
+    let claims = dec(parts.next().unwrap());
+    (header, claims)
+}

@@ -1,0 +1,119 @@
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use crate::both;
+use crate::helpers::{Backend, ISSUER, TestApp, jwt_parts, spawn_app};
+
+/// RFC 7662 §2.2: an active token's claims, for an authenticated client.
+async fn introspection_reports_active_token(app: TestApp) {
+    let (id, secret) = app.cc_client("read write").await;
+    let r = app.token(&id, &secret, &[("scope", "read"), ("resource", "https://mcp.example.com/")]).await;
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    let (rs_id, rs_secret) = app.cc_client("").await;
+    let r = app.post_form("/introspect", &[("token", &token), ("token_type_hint", "access_token")], Some((&rs_id, &rs_secret))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let i = r.json();
+    assert_eq!(i["active"], true);
+    assert_eq!(i["client_id"], id.as_str());
+    assert_eq!(i["sub"], id.as_str());
+    assert_eq!(i["scope"], "read");
+    assert_eq!(i["aud"], "https://mcp.example.com/");
+    assert_eq!(i["iss"], ISSUER);
+    assert_eq!(i["token_type"], "Bearer");
+    let (_, claims) = jwt_parts(&token);
+    assert_eq!(i["jti"], claims["jti"]);
+    assert_eq!(i["exp"], claims["exp"]);
+}
+both!(introspection_reports_active_token);
+
+/// SECURITY-CASES 33: no client authentication is 401.
+async fn introspection_requires_client_authentication(app: TestApp) {
+    let (_, _, token) = app.access_token("read").await;
+    let r = app.post_form("/introspect", &[("token", &token)], None).await;
+    r.assert_error(401, "invalid_client");
+    assert!(r.header("www-authenticate").is_some());
+    let r = app.post_form("/introspect", &[("token", &token)], Some(("nobody", "nothing"))).await;
+    r.assert_error(401, "invalid_client");
+    let (id, secret) = app.cc_client("read").await;
+    app.post_form("/introspect", &[], Some((&id, &secret))).await.assert_error(400, "invalid_request");
+}
+both!(introspection_requires_client_authentication);
+
+/// SECURITY-CASES 34: expired, garbage, foreign and alg-confused tokens are
+/// exactly `{"active":false}`.
+async fn introspection_reports_inactive_exactly(app: TestApp) {
+    let (id, secret, token) = app.access_token("read").await;
+    let kid = jwt_parts(&token).0["kid"].as_str().unwrap().to_string();
+    let (_, claims) = jwt_parts(&token);
+
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.typ = Some("at+jwt".into());
+    hs.kid = Some(kid.clone());
+    let jwks = app.get("/jwks.json").await.body;
+    let hs256_with_public_key = jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(&jwks)).unwrap();
+
+    let other = spawn_app(Backend::Sqlite).await;
+    let (_, _, foreign) = other.access_token("read").await;
+
+    let mut unsigned_parts: Vec<&str> = token.split('.').collect();
+    unsigned_parts[2] = "";
+    let stripped = unsigned_parts.join(".");
+    let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0";
+    let alg_none = format!("{none_header}.{}.", token.split('.').nth(1).unwrap());
+
+    for garbage in ["garbage", "a.b.c", "", &hs256_with_public_key, &foreign, &stripped, &alg_none] {
+        if garbage.is_empty() {
+            continue;
+        }
+        assert_eq!(app.introspect(&id, &secret, garbage).await, json!({"active": false}), "{garbage}");
+    }
+
+    assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+    app.clock.advance(901);
+    assert_eq!(app.introspect(&id, &secret, &token).await, json!({"active": false}), "expired");
+}
+both!(introspection_reports_inactive_exactly);
+
+/// RFC 7009 §2.1–2.2: a revoked access token is inactive until it expires;
+/// unknown tokens get 200; another client's token stays active.
+async fn revocation_deactivates_own_tokens_only(app: TestApp) {
+    let (id, secret, token) = app.access_token("read").await;
+    let (other_id, other_secret, other_token) = app.access_token("read").await;
+
+    let r = app.post_form("/revoke", &[("token", "not-a-token")], Some((&id, &secret))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+
+    let r = app.post_form("/revoke", &[("token", &other_token)], Some((&id, &secret))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.introspect(&other_id, &other_secret, &other_token).await["active"], true);
+
+    let r = app.post_form("/revoke", &[("token", &token), ("token_type_hint", "access_token")], Some((&id, &secret))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.introspect(&id, &secret, &token).await, json!({"active": false}));
+    // Revoking twice is fine.
+    assert_eq!(app.post_form("/revoke", &[("token", &token)], Some((&id, &secret))).await.status, 200);
+    assert!(app.audit_events().await.contains(&"token.revoked".to_string()));
+
+    app.post_form("/revoke", &[("token", &token)], None).await.assert_error(401, "invalid_client");
+    app.post_form("/revoke", &[("token", &token)], Some((&id, "wrong"))).await.assert_error(401, "invalid_client");
+    app.post_form("/revoke", &[], Some((&id, &secret))).await.assert_error(400, "invalid_request");
+}
+both!(revocation_deactivates_own_tokens_only);
+
+/// A deleted client's tokens stop being active.
+async fn tokens_of_deleted_clients_are_inactive(app: TestApp) {
+    let reg = app
+        .register(json!({"grant_types": ["client_credentials"], "scope": "read"}))
+        .await;
+    let id = reg["client_id"].as_str().unwrap();
+    let r = app.token(id, reg["client_secret"].as_str().unwrap(), &[]).await;
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    let (rs_id, rs_secret) = app.cc_client("").await;
+    assert_eq!(app.introspect(&rs_id, &rs_secret, &token).await["active"], true);
+    let r = app.json_request("DELETE", &format!("/register/{id}"), &json!({}), reg["registration_access_token"].as_str()).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(app.introspect(&rs_id, &rs_secret, &token).await, json!({"active": false}));
+}
+both!(tokens_of_deleted_clients_are_inactive);

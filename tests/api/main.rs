@@ -1,0 +1,14 @@
+//! One integration binary. Every storage-touching case runs twice: on a
+//! fresh SQLite file and on a fresh PostgreSQL schema (127.0.0.1:5432,
+//! user postgres, database test). PostgreSQL cases fail, never skip, when
+//! the server is unreachable.
+
+mod helpers;
+
+mod introspect_revoke;
+mod keys;
+mod metadata;
+mod ops;
+mod private_key_jwt;
+mod register;
+mod token;

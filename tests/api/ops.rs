@@ -1,0 +1,48 @@
+use crate::both;
+use crate::helpers::TestApp;
+
+async fn health_readiness_and_metrics(app: TestApp) {
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert_eq!(app.get("/readyz").await.status, 200);
+    app.access_token("read").await;
+    let m = app.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8(m.body).unwrap();
+    assert!(text.contains("agentauth_tokens_issued_total{grant_type=\"client_credentials\"} 1"), "{text}");
+    assert!(text.contains("agentauth_http_requests_total"));
+}
+both!(health_readiness_and_metrics);
+
+/// A storage failure is a 503 with Retry-After, never a panic, a 500 or a
+/// success that did not happen; introspection fails closed; metadata and
+/// JWKS are still served from memory; /healthz stays up, /readyz is 503.
+async fn storage_failure_answers_503_with_retry_after(app: TestApp) {
+    let (id, secret, token) = app.access_token("read").await;
+    app.state.db.clone().close().await.unwrap();
+
+    let r = app.json_request("POST", "/register", &serde_json::json!({"grant_types":["client_credentials"]}), None).await;
+    r.assert_error(503, "temporarily_unavailable");
+    assert_eq!(r.header("retry-after"), Some("5"));
+
+    // The client is cached, so authentication passes; the revocation check
+    // needs the database and must not report the token active.
+    let r = app.post_form("/introspect", &[("token", &token)], Some((&id, &secret))).await;
+    r.assert_error(503, "temporarily_unavailable");
+
+    let r = app.post_form("/revoke", &[("token", &token)], Some((&id, &secret))).await;
+    r.assert_error(503, "temporarily_unavailable");
+
+    assert_eq!(app.get("/readyz").await.status, 503);
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert_eq!(app.get("/jwks.json").await.status, 200);
+    assert_eq!(app.get("/.well-known/oauth-authorization-server").await.status, 200);
+}
+both!(storage_failure_answers_503_with_retry_after);
+
+#[tokio::test]
+async fn unknown_path_is_a_json_404() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    let r = app.get("/nope").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+}
