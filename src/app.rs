@@ -66,12 +66,20 @@ impl State {
     ) -> Result<(AppState, tokio::task::JoinHandle<()>), StartError> {
         let keys = KeyRing::load_or_init(&db, kek, clock.now()).await?;
         let (audit, audit_task) = AuditSink::start(db.clone());
-        let per_minute = NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
         let state = State {
             metadata_json: http::metadata::document(&config).to_string(),
-            clients: Cache::builder().max_capacity(100_000).time_to_live(config.client_cache_ttl).build(),
-            client_jwks: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
-            fetcher: Fetcher::new(config.insecure_fetch).map_err(|e| StartError::Fetch(e.to_string()))?,
+            clients: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.client_cache_ttl)
+                .build(),
+            client_jwks: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            fetcher: Fetcher::new(config.insecure_fetch)
+                .map_err(|e| StartError::Fetch(e.to_string()))?,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             metrics: Metrics::default(),
             config,
@@ -96,7 +104,9 @@ impl State {
             return Ok(None);
         };
         let record = Arc::new(record);
-        self.clients.insert(client_id.to_string(), record.clone()).await;
+        self.clients
+            .insert(client_id.to_string(), record.clone())
+            .await;
         Ok(Some(record))
     }
 }
@@ -123,12 +133,17 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
 
 pub fn build(state: AppState) -> Router {
     Router::new()
-        .route("/.well-known/oauth-authorization-server", get(http::metadata::get))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(http::metadata::get),
+        )
         .route("/jwks.json", get(http::jwks::get))
         .route("/register", post(http::register::create))
         .route(
             "/register/{client_id}",
-            get(http::register::read).put(http::register::update).delete(http::register::delete),
+            get(http::register::read)
+                .put(http::register::update)
+                .delete(http::register::delete),
         )
         .route("/token", post(http::token::post))
         .route("/introspect", post(http::introspect::post))
@@ -137,11 +152,18 @@ pub fn build(state: AppState) -> Router {
         .route("/readyz", get(http::ops::readyz))
         .route("/metrics", get(http::ops::metrics))
         .fallback(http::ops::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .with_state(state)
 }
 
-async fn record_metrics(AxumState(state): AxumState<AppState>, request: Request, next: Next) -> Response {
+async fn record_metrics(
+    AxumState(state): AxumState<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
@@ -151,7 +173,19 @@ async fn record_metrics(AxumState(state): AxumState<AppState>, request: Request,
     let method = request.method().as_str().to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    state.metrics.http_requests.get_or_create(&HttpLabels { route: route.clone(), method, status }).inc();
-    state.metrics.http_duration.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            method,
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
     response
 }

@@ -10,7 +10,9 @@ use serde_json::json;
 
 use crate::app::{self, State};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ClientCommand, ClientCreateArgs, Command, Config, KeysCommand, ServeArgs, StorageArgs};
+use crate::config::{
+    ClientCommand, ClientCreateArgs, Command, Config, KeysCommand, ServeArgs, StorageArgs,
+};
 use crate::crypto::{Kek, random_bytes, random_id, random_token, sha256};
 use crate::keys;
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
@@ -38,7 +40,9 @@ impl ServeArgs {
             #[command(flatten)]
             serve: ServeArgs,
         }
-        Only::try_parse_from(["agentauth"]).map(|o| o.serve).unwrap_or_default()
+        Only::try_parse_from(["agentauth"])
+            .map(|o| o.serve)
+            .unwrap_or_default()
     }
 }
 
@@ -54,7 +58,9 @@ pub fn database_url(url: &str) -> String {
 
 /// The SQLite database file a URL names, if any.
 fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
 }
@@ -68,7 +74,10 @@ pub fn load_kek(storage: &StorageArgs) -> anyhow::Result<Kek> {
     let path = match (&storage.kek_file, sqlite_path(&storage.database_url)) {
         (Some(path), _) => path.clone(),
         (None, Some(db)) => {
-            let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "agentauth.db".into());
+            let mut name = db
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "agentauth.db".into());
             name.push(".kek");
             db.with_file_name(name)
         }
@@ -76,7 +85,9 @@ pub fn load_kek(storage: &StorageArgs) -> anyhow::Result<Kek> {
             if storage.database_url.contains(":memory:") {
                 return Ok(Kek::from_bytes(&random_bytes::<32>())?);
             }
-            bail!("set AGENTAUTH_KEK (32 bytes, base64) or --kek-file: every node sharing this database needs the same key-encryption key")
+            bail!(
+                "set AGENTAUTH_KEK (32 bytes, base64) or --kek-file: every node sharing this database needs the same key-encryption key"
+            )
         }
     };
     read_or_create_kek(&path)
@@ -89,7 +100,8 @@ fn read_or_create_kek(path: &Path) -> anyhow::Result<Kek> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = random_bytes::<32>();
             let text = base64::engine::general_purpose::STANDARD.encode(key);
-            write_private(path, text.as_bytes()).with_context(|| format!("creating key file {}", path.display()))?;
+            write_private(path, text.as_bytes())
+                .with_context(|| format!("creating key file {}", path.display()))?;
             tracing::info!(path = %path.display(), "created the key-encryption key file");
             Ok(Kek::from_bytes(&key)?)
         }
@@ -101,7 +113,11 @@ fn read_or_create_kek(path: &Path) -> anyhow::Result<Kek> {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -114,19 +130,28 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let config = Config::from_args(&args)?;
     let kek = load_kek(&storage)?;
-    let db = store::connect(&database_url(&storage.database_url), storage.db_max_connections, None)
-        .await
-        .context("connecting to the database")?;
+    let db = store::connect(
+        &database_url(&storage.database_url),
+        storage.db_max_connections,
+        None,
+    )
+    .await
+    .context("connecting to the database")?;
     let listen = config.listen;
     let (state, audit_task) = State::new(config, db, kek, Arc::new(SystemClock)).await?;
     let upkeep = app::spawn_upkeep(state.clone());
     let router = app::build(state.clone());
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(issuer = %state.config.issuer, listen = %listen, "agentauth listening");
     drop(state);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     upkeep.abort();
     let _ = upkeep.await;
     // The audit writer ends once the last sender (in State) is gone.
@@ -171,7 +196,9 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
             }
         }
         ClientCommand::Show { client_id } => {
-            let c = store::clients::get(&db, &client_id).await?.with_context(|| format!("no client {client_id}"))?;
+            let c = store::clients::get(&db, &client_id)
+                .await?
+                .with_context(|| format!("no client {client_id}"))?;
             let mut v = serde_json::to_value(&c.metadata)?;
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("client_id".into(), json!(c.client_id));
@@ -190,7 +217,14 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
             let token = random_token();
             let uses = i32::try_from(uses.max(1)).unwrap_or(i32::MAX);
             let expires_at = expires_in.map(|s| now + i64::from(s));
-            store::initial_tokens::insert(&db, sha256(token.as_bytes()), now, expires_at, Some(uses)).await?;
+            store::initial_tokens::insert(
+                &db,
+                sha256(token.as_bytes()),
+                now,
+                expires_at,
+                Some(uses),
+            )
+            .await?;
             println!("{token}");
         }
     }
@@ -206,11 +240,17 @@ async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyh
         token_endpoint_auth_method: Some(args.auth_method),
         ..Default::default()
     };
-    let policy = RegistrationPolicy { scopes_supported: None, insecure_fetch: false };
+    let policy = RegistrationPolicy {
+        scopes_supported: None,
+        insecure_fetch: false,
+    };
     let metadata = ClientMetadata::validate(request, &policy)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.error, e.description.unwrap_or_default()))?;
     let client_id = random_id();
-    let secret = metadata.token_endpoint_auth_method.uses_secret().then(random_token);
+    let secret = metadata
+        .token_endpoint_auth_method
+        .uses_secret()
+        .then(random_token);
     let record = ClientRecord {
         client_id: client_id.clone(),
         client_secret_hash: secret.as_ref().map(|s| sha256(s.as_bytes()).to_vec()),
@@ -218,7 +258,12 @@ async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyh
         metadata,
         client_id_issued_at: now,
     };
-    store::clients::insert_audited(db, &record, cli_event(now, "client.registered", Some(&client_id))).await?;
+    store::clients::insert_audited(
+        db,
+        &record,
+        cli_event(now, "client.registered", Some(&client_id)),
+    )
+    .await?;
     if args.json {
         let mut v = serde_json::to_value(&record.metadata)?;
         if let Some(obj) = v.as_object_mut() {
@@ -254,7 +299,11 @@ async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<
     match cmd {
         KeysCommand::List => {
             let rows = store::keys::list(&db).await?;
-            let signing = rows.iter().filter(|r| r.activates_at <= now).map(|r| (r.activates_at, r.kid.as_str())).max();
+            let signing = rows
+                .iter()
+                .filter(|r| r.activates_at <= now)
+                .map(|r| (r.activates_at, r.kid.as_str()))
+                .max();
             println!("kid\talg\tstate\tactivates_at\tretire_after");
             for r in &rows {
                 let state = if signing.is_some_and(|(_, k)| k == r.kid) {
@@ -266,16 +315,35 @@ async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<
                 } else {
                     "retired"
                 };
-                let retire = r.retire_after.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-                println!("{}\t{}\t{}\t{}\t{}", r.kid, r.alg, state, r.activates_at, retire);
+                let retire = r
+                    .retire_after
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    r.kid, r.alg, state, r.activates_at, retire
+                );
             }
         }
-        KeysCommand::Rotate { publish_delay, access_token_ttl } => {
+        KeysCommand::Rotate {
+            publish_delay,
+            access_token_ttl,
+        } => {
             let kek = load_kek(&storage)?;
             // Refuse to rotate under a KEK that cannot open the current keys.
             keys::KeyRing::load_or_init(&db, load_kek(&storage)?, now).await?;
-            let row = keys::rotate(&db, &kek, now, i64::from(publish_delay), i64::from(access_token_ttl)).await?;
-            println!("published {} (signs from {}, in {publish_delay} s)", row.kid, row.activates_at);
+            let row = keys::rotate(
+                &db,
+                &kek,
+                now,
+                i64::from(publish_delay),
+                i64::from(access_token_ttl),
+            )
+            .await?;
+            println!(
+                "published {} (signs from {}, in {publish_delay} s)",
+                row.kid, row.activates_at
+            );
         }
     }
     Ok(())

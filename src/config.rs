@@ -49,7 +49,12 @@ pub struct StorageArgs {
     pub kek_file: Option<PathBuf>,
 
     /// Maximum database connections in the pool.
-    #[arg(long, env = "AGENTAUTH_DB_MAX_CONNECTIONS", global = true, default_value_t = 16)]
+    #[arg(
+        long,
+        env = "AGENTAUTH_DB_MAX_CONNECTIONS",
+        global = true,
+        default_value_t = 16
+    )]
     pub db_max_connections: u32,
 }
 
@@ -70,7 +75,11 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Issuer identifier (RFC 8414): the exact string in metadata and in every token.
-    #[arg(long, env = "AGENTAUTH_ISSUER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "AGENTAUTH_ISSUER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub issuer: String,
 
     /// Address to listen on.
@@ -222,7 +231,9 @@ pub struct Config {
 pub enum ConfigError {
     #[error("issuer {0:?} is not an absolute URL: {1}")]
     IssuerUrl(String, url::ParseError),
-    #[error("issuer {0:?} must be https (http is allowed only on loopback) with no query or fragment")]
+    #[error(
+        "issuer {0:?} must be https (http is allowed only on loopback) with no query or fragment"
+    )]
     IssuerShape(String),
     #[error("--default-audience {0:?} must be an absolute URI without a fragment")]
     Audience(String),

@@ -73,7 +73,9 @@ impl Kek {
         let mut in_out = plaintext.to_vec();
         let nonce = Nonce::assume_unique_for_key(nonce_bytes);
         // Sealing only fails for inputs beyond AES-GCM's length limit (64 GiB).
-        let sealed = self.0.seal_in_place_append_tag(nonce, Aad::from(aad), &mut in_out);
+        let sealed = self
+            .0
+            .seal_in_place_append_tag(nonce, Aad::from(aad), &mut in_out);
         debug_assert!(sealed.is_ok());
         let mut out = Vec::with_capacity(NONCE_LEN + in_out.len());
         out.extend_from_slice(&nonce_bytes);

@@ -26,8 +26,18 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    pub fn new(status: StatusCode, error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, error, description: Some(description.into()), challenge: None, retry_after: None }
+    pub fn new(
+        status: StatusCode,
+        error: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            error,
+            description: Some(description.into()),
+            challenge: None,
+            retry_after: None,
+        }
     }
 
     /// RFC 6749 §5.2 `invalid_request`.
@@ -52,11 +62,19 @@ impl OAuthError {
     }
 
     pub fn unsupported_grant_type(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
     }
 
     pub fn unsupported_token_type(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unsupported_token_type", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_token_type",
+            description,
+        )
     }
 
     pub fn invalid_scope(description: impl Into<Cow<'static, str>>) -> Self {
@@ -71,7 +89,11 @@ impl OAuthError {
     /// RFC 6750 §3.1 `invalid_token`, with a `Bearer` challenge.
     pub fn invalid_token(description: impl Into<Cow<'static, str>>) -> Self {
         let description = description.into();
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description.clone());
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            description.clone(),
+        );
         e.challenge = Some(format!(
             r#"Bearer realm="agentauth", error="invalid_token", error_description="{}""#,
             description.replace(['"', '\\'], "'")
@@ -86,7 +108,11 @@ impl OAuthError {
 
     /// RFC 7591 §3.2.2 `invalid_client_metadata`.
     pub fn invalid_client_metadata(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_client_metadata", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            description,
+        )
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -98,7 +124,11 @@ impl OAuthError {
     }
 
     pub fn too_many_requests(retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many requests; retry later");
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "too many requests; retry later",
+        );
         e.retry_after = Some(retry_after.max(1));
         e
     }
@@ -134,10 +164,16 @@ const RETRY_AFTER_UNAVAILABLE: u64 = 5;
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = Body { error: self.error, error_description: self.description.as_deref() };
+        let body = Body {
+            error: self.error,
+            error_description: self.description.as_deref(),
+        };
         let mut response = (self.status, json_no_store(&body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -166,8 +202,12 @@ impl IntoResponse for Error {
             }
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
-                OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
-                    .into_response()
+                OAuthError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+                .into_response()
             }
         }
     }

@@ -44,7 +44,9 @@ impl Fetcher {
         if !insecure {
             builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
         }
-        let client = builder.build().map_err(|e| FetchError::Http(e.to_string()))?;
+        let client = builder
+            .build()
+            .map_err(|e| FetchError::Http(e.to_string()))?;
         Ok(Self { client, insecure })
     }
 
@@ -62,11 +64,18 @@ impl Fetcher {
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status().as_u16()));
         }
-        if response.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+        {
             return Err(FetchError::TooLarge);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| FetchError::Http(e.to_string()))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Http(e.to_string()))?
+        {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
                 return Err(FetchError::TooLarge);
             }
@@ -86,13 +95,19 @@ impl Fetcher {
             return Err(FetchError::Forbidden("scheme must be https"));
         }
         if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-            return Err(FetchError::Forbidden("userinfo and fragments are not allowed"));
+            return Err(FetchError::Forbidden(
+                "userinfo and fragments are not allowed",
+            ));
         }
         // IP literals never reach the resolver, so check them here. The URL
         // parser already turned forms like `https://2130706433` into 127.0.0.1.
         match url.host() {
-            Some(Host::Ipv4(ip)) if !is_public(IpAddr::V4(ip)) => Err(FetchError::Forbidden("non-public address")),
-            Some(Host::Ipv6(ip)) if !is_public(IpAddr::V6(ip)) => Err(FetchError::Forbidden("non-public address")),
+            Some(Host::Ipv4(ip)) if !is_public(IpAddr::V4(ip)) => {
+                Err(FetchError::Forbidden("non-public address"))
+            }
+            Some(Host::Ipv6(ip)) if !is_public(IpAddr::V6(ip)) => {
+                Err(FetchError::Forbidden("non-public address"))
+            }
             Some(_) => Ok(()),
             None => Err(FetchError::Forbidden("no host")),
         }
@@ -107,7 +122,8 @@ impl Resolve for PublicOnlyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
                 return Err(format!("{host} resolves to a non-public address").into());
             }
@@ -168,12 +184,28 @@ mod tests {
     #[test]
     fn refuses_non_public_addresses() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "::1", "fc00::1", "fd12::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a00:1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "1.1.1.1",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -191,6 +223,9 @@ mod tests {
         ] {
             assert!(f.check_url(&Url::parse(url).unwrap()).is_err(), "{url}");
         }
-        assert!(f.check_url(&Url::parse("https://example.com/jwks").unwrap()).is_ok());
+        assert!(
+            f.check_url(&Url::parse("https://example.com/jwks").unwrap())
+                .is_ok()
+        );
     }
 }

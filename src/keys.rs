@@ -57,7 +57,12 @@ impl SigningKey {
             typ: &'a str,
             kid: &'a str,
         }
-        let header = serde_json::to_vec(&Header { alg: SIGNING_ALG, typ, kid: &self.kid }).map_err(|_| KeyError::Sign)?;
+        let header = serde_json::to_vec(&Header {
+            alg: SIGNING_ALG,
+            typ,
+            kid: &self.kid,
+        })
+        .map_err(|_| KeyError::Sign)?;
         let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Sign)?;
         let mut jws = String::with_capacity(64 + payload.len() * 4 / 3 + 360);
         jws.push_str(&b64url(&header));
@@ -115,16 +120,26 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads the keys, generating the first one if there is none.
-    pub async fn load_or_init(db: &DatabaseConnection, kek: Kek, now: i64) -> Result<Self, KeyError> {
+    pub async fn load_or_init(
+        db: &DatabaseConnection,
+        kek: Kek,
+        now: i64,
+    ) -> Result<Self, KeyError> {
         let mut rows = store::keys::list(db).await?;
-        if !rows.iter().any(|k| k.activates_at <= now && k.retire_after.is_none_or(|r| r > now)) {
+        if !rows
+            .iter()
+            .any(|k| k.activates_at <= now && k.retire_after.is_none_or(|r| r > now))
+        {
             let row = generate(&kek, now, now).await?;
             store::keys::insert(db, row.clone()).await?;
             tracing::info!(kid = %row.kid, "generated the first signing key");
             rows = store::keys::list(db).await?;
         }
         let set = build_set(&kek, &rows, now, None)?;
-        Ok(Self { kek, set: RwLock::new(Arc::new(set)) })
+        Ok(Self {
+            kek,
+            set: RwLock::new(Arc::new(set)),
+        })
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -170,13 +185,19 @@ impl KeyRing {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<T>(token, key, &validation).map(|d| d.claims).map_err(|_| VerifyError::Signature)
+        jsonwebtoken::decode::<T>(token, key, &validation)
+            .map(|d| d.claims)
+            .map_err(|_| VerifyError::Signature)
     }
 }
 
 /// Generates an RSA-2048 key and seals its PKCS#8 DER under the KEK.
 /// Key generation runs on the blocking pool: it takes tens of milliseconds.
-pub async fn generate(kek: &Kek, now: i64, activates_at: i64) -> Result<store::keys::KeyRow, KeyError> {
+pub async fn generate(
+    kek: &Kek,
+    now: i64,
+    activates_at: i64,
+) -> Result<store::keys::KeyRow, KeyError> {
     let pair = tokio::task::spawn_blocking(|| aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048))
         .await
         .map_err(|_| KeyError::Generate)?
@@ -239,27 +260,48 @@ fn build_set(
     let mut signers = Vec::new();
     let mut verifiers = HashMap::new();
     let mut jwks = Vec::new();
-    let mut rows: Vec<&store::keys::KeyRow> =
-        rows.iter().filter(|r| r.alg == SIGNING_ALG && r.retire_after.is_none_or(|t| t > now)).collect();
+    let mut rows: Vec<&store::keys::KeyRow> = rows
+        .iter()
+        .filter(|r| r.alg == SIGNING_ALG && r.retire_after.is_none_or(|t| t > now))
+        .collect();
     rows.sort_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)));
     for row in rows {
-        let reused = previous.and_then(|p| p.signers.iter().find(|k| k.kid == row.kid)).cloned();
+        let reused = previous
+            .and_then(|p| p.signers.iter().find(|k| k.kid == row.kid))
+            .cloned();
         let signer = match reused {
             Some(k) => k,
             None => {
                 let der = kek
                     .open(row.kid.as_bytes(), &row.private_key_sealed)
-                    .map_err(|e| KeyError::Open { kid: row.kid.clone(), why: e.to_string() })?;
-                let pair = RsaKeyPair::from_pkcs8(&der)
-                    .map_err(|e| KeyError::Open { kid: row.kid.clone(), why: e.to_string() })?;
-                Arc::new(SigningKey { kid: row.kid.clone(), activates_at: row.activates_at, pair, rng: SystemRandom::new() })
+                    .map_err(|e| KeyError::Open {
+                        kid: row.kid.clone(),
+                        why: e.to_string(),
+                    })?;
+                let pair = RsaKeyPair::from_pkcs8(&der).map_err(|e| KeyError::Open {
+                    kid: row.kid.clone(),
+                    why: e.to_string(),
+                })?;
+                Arc::new(SigningKey {
+                    kid: row.kid.clone(),
+                    activates_at: row.activates_at,
+                    pair,
+                    rng: SystemRandom::new(),
+                })
             }
         };
         let (n, e) = rsa_components(&signer.pair);
-        verifiers.insert(row.kid.clone(), DecodingKey::from_rsa_raw_components(&n, &e));
+        verifiers.insert(
+            row.kid.clone(),
+            DecodingKey::from_rsa_raw_components(&n, &e),
+        );
         jwks.push(row.public_jwk.clone());
         signers.push(signer);
     }
     let jwks_json = serde_json::json!({ "keys": jwks }).to_string();
-    Ok(KeySet { signers, verifiers, jwks_json })
+    Ok(KeySet {
+        signers,
+        verifiers,
+        jwks_json,
+    })
 }

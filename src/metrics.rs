@@ -35,13 +35,32 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("agentauth");
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
         });
         let tokens_issued = Family::<GrantLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
-        registry.register("tokens_issued", "Access tokens issued by grant type", tokens_issued.clone());
-        Self { registry, http_requests, http_duration, tokens_issued }
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
+        registry.register(
+            "tokens_issued",
+            "Access tokens issued by grant type",
+            tokens_issued.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            tokens_issued,
+        }
     }
 }
 
@@ -55,6 +74,10 @@ impl Metrics {
     }
 
     pub fn token_issued(&self, grant_type: &str) {
-        self.tokens_issued.get_or_create(&GrantLabels { grant_type: grant_type.to_string() }).inc();
+        self.tokens_issued
+            .get_or_create(&GrantLabels {
+                grant_type: grant_type.to_string(),
+            })
+            .inc();
     }
 }

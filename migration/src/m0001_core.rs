@@ -70,11 +70,20 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Clients::Table)
-                    .col(ColumnDef::new(Clients::ClientId).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Clients::ClientId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Clients::ClientSecretHash).binary())
                     .col(ColumnDef::new(Clients::RegistrationAccessTokenHash).binary())
                     .col(ColumnDef::new(Clients::Metadata).json_binary().not_null())
-                    .col(ColumnDef::new(Clients::ClientIdIssuedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Clients::ClientIdIssuedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Clients::UpdatedAt).big_integer().not_null())
                     .to_owned(),
             )
@@ -83,12 +92,33 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(SigningKeys::Table)
-                    .col(ColumnDef::new(SigningKeys::Kid).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(SigningKeys::Kid)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(SigningKeys::Alg).string().not_null())
-                    .col(ColumnDef::new(SigningKeys::PrivateKeySealed).binary().not_null())
-                    .col(ColumnDef::new(SigningKeys::PublicJwk).json_binary().not_null())
-                    .col(ColumnDef::new(SigningKeys::CreatedAt).big_integer().not_null())
-                    .col(ColumnDef::new(SigningKeys::ActivatesAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(SigningKeys::PrivateKeySealed)
+                            .binary()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SigningKeys::PublicJwk)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SigningKeys::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SigningKeys::ActivatesAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(SigningKeys::RetireAfter).big_integer())
                     .to_owned(),
             )
@@ -97,10 +127,23 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(RevokedTokens::Table)
-                    .col(ColumnDef::new(RevokedTokens::Jti).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(RevokedTokens::Jti)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(RevokedTokens::ClientId).string().not_null())
-                    .col(ColumnDef::new(RevokedTokens::RevokedAt).big_integer().not_null())
-                    .col(ColumnDef::new(RevokedTokens::ExpiresAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(RevokedTokens::RevokedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RevokedTokens::ExpiresAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -117,7 +160,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(UsedJtis::Table)
-                    .col(ColumnDef::new(UsedJtis::Key).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(UsedJtis::Key)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(UsedJtis::ExpiresAt).big_integer().not_null())
                     .to_owned(),
             )
@@ -141,7 +189,11 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(InitialAccessTokens::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(InitialAccessTokens::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(InitialAccessTokens::ExpiresAt).big_integer())
                     .col(ColumnDef::new(InitialAccessTokens::UsesRemaining).integer())
                     .to_owned(),
@@ -187,7 +239,9 @@ impl MigrationTrait for Migration {
             SigningKeys::Table.into_iden(),
             Clients::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

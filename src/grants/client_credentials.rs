@@ -17,7 +17,10 @@ pub async fn handle(
     // §4.4: "The client credentials grant type MUST only be used by
     // confidential clients."
     if client.method == AuthMethod::None {
-        return Err(OAuthError::unauthorized_client("client_credentials requires client authentication").into());
+        return Err(OAuthError::unauthorized_client(
+            "client_credentials requires client authentication",
+        )
+        .into());
     }
     let scope = requested_scope(form, &client.client.metadata.scope())?;
     let resources = resources(form)?;

@@ -32,7 +32,9 @@ pub fn parse_grant_type(value: &str) -> Result<GrantType, OAuthError> {
     GrantType::SUPPORTED
         .into_iter()
         .find(|g| g.as_str() == value)
-        .ok_or_else(|| OAuthError::unsupported_grant_type(format!("grant_type {value:?} is not supported")))
+        .ok_or_else(|| {
+            OAuthError::unsupported_grant_type(format!("grant_type {value:?} is not supported"))
+        })
 }
 
 /// Runs the grant for an authenticated client.
@@ -58,7 +60,9 @@ pub async fn dispatch(
 /// RFC 8707 §2: every `resource` is an absolute URI without a fragment.
 pub fn resources(form: &OAuthForm) -> Result<Vec<ResourceUri>, OAuthError> {
     form.get_all("resource")
-        .map(|r| ResourceUri::parse(r).map_err(|why| OAuthError::invalid_target(format!("{why}: {r:?}"))))
+        .map(|r| {
+            ResourceUri::parse(r).map_err(|why| OAuthError::invalid_target(format!("{why}: {r:?}")))
+        })
         .collect()
 }
 
@@ -70,7 +74,9 @@ pub fn requested_scope(form: &OAuthForm, allowed: &Scope) -> Result<Scope, OAuth
     };
     let requested = Scope::parse(text).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
     if let Some(extra) = requested.missing_from(allowed).next() {
-        return Err(OAuthError::invalid_scope(format!("scope {extra:?} is not allowed for this client")));
+        return Err(OAuthError::invalid_scope(format!(
+            "scope {extra:?} is not allowed for this client"
+        )));
     }
     Ok(requested)
 }
@@ -86,13 +92,21 @@ pub struct AccessTokenRequest<'a> {
 }
 
 /// Signs an RFC 9068 access token and records its issuance.
-pub fn issue_access_token(state: &State, req: AccessTokenRequest<'_>) -> Result<TokenResponse, Error> {
+pub fn issue_access_token(
+    state: &State,
+    req: AccessTokenRequest<'_>,
+) -> Result<TokenResponse, Error> {
     let now = state.now();
     let ttl = state.config.access_token_ttl;
     let aud = if req.resources.is_empty() {
         Audience::One(state.config.default_audience.clone())
     } else {
-        Audience::from_list(req.resources.iter().map(|r| r.as_str().to_string()).collect())
+        Audience::from_list(
+            req.resources
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+        )
     };
     let scope = (!req.scope.is_empty()).then(|| req.scope.to_string());
     let claims = AccessTokenClaims {
@@ -108,8 +122,12 @@ pub fn issue_access_token(state: &State, req: AccessTokenRequest<'_>) -> Result<
         cnf: None,
     };
     let keys = state.keys.current();
-    let signer = keys.signer(now).ok_or_else(|| Error::Internal("no active signing key".into()))?;
-    let access_token = signer.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| Error::Internal(e.to_string()))?;
+    let signer = keys
+        .signer(now)
+        .ok_or_else(|| Error::Internal("no active signing key".into()))?;
+    let access_token = signer
+        .sign(ACCESS_TOKEN_TYP, &claims)
+        .map_err(|e| Error::Internal(e.to_string()))?;
 
     state.metrics.token_issued(req.grant_type);
     state.audit.record(AuditEvent {
@@ -120,5 +138,10 @@ pub fn issue_access_token(state: &State, req: AccessTokenRequest<'_>) -> Result<
         ip: req.ip,
         detail: json!({ "grant_type": req.grant_type, "jti": claims.jti, "aud": claims.aud, "scope": claims.scope, "exp": claims.exp }),
     });
-    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in: ttl, scope })
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: ttl,
+        scope,
+    })
 }

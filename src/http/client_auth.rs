@@ -37,10 +37,21 @@ pub enum Public {
 }
 
 enum Presented<'a> {
-    Basic { client_id: String, secret: String },
-    Post { client_id: &'a str, secret: &'a str },
-    Assertion { client_id: String, assertion: &'a str },
-    None { client_id: &'a str },
+    Basic {
+        client_id: String,
+        secret: String,
+    },
+    Post {
+        client_id: &'a str,
+        secret: &'a str,
+    },
+    Assertion {
+        client_id: String,
+        assertion: &'a str,
+    },
+    None {
+        client_id: &'a str,
+    },
 }
 
 /// Authenticates the client of this request with exactly one method, the
@@ -77,10 +88,15 @@ pub async fn authenticate(
     match presented {
         Presented::Basic { secret, .. } => check_secret(&client, &secret)?,
         Presented::Post { secret, .. } => check_secret(&client, secret)?,
-        Presented::Assertion { assertion, .. } => check_assertion(state, &client, assertion, endpoint).await?,
+        Presented::Assertion { assertion, .. } => {
+            check_assertion(state, &client, assertion, endpoint).await?
+        }
         Presented::None { .. } => {
             if public == Public::Refused {
-                return Err(OAuthError::invalid_client("this endpoint requires client authentication").into());
+                return Err(OAuthError::invalid_client(
+                    "this endpoint requires client authentication",
+                )
+                .into());
             }
         }
     }
@@ -92,35 +108,51 @@ fn presented<'a>(headers: &HeaderMap, form: &'a OAuthForm) -> Result<Presented<'
     let basic = basic_credentials(headers)?;
     let secret = form.get("client_secret");
     let assertion = form.get("client_assertion");
-    let count = usize::from(basic.is_some()) + usize::from(secret.is_some()) + usize::from(assertion.is_some());
+    let count = usize::from(basic.is_some())
+        + usize::from(secret.is_some())
+        + usize::from(assertion.is_some());
     if count > 1 {
-        return Err(OAuthError::invalid_request("use exactly one client authentication method"));
+        return Err(OAuthError::invalid_request(
+            "use exactly one client authentication method",
+        ));
     }
     let form_client_id = form.get("client_id");
     if let Some((client_id, secret)) = basic {
         if form_client_id.is_some_and(|id| id != client_id) {
-            return Err(OAuthError::invalid_client("client_id differs from the authenticated client"));
+            return Err(OAuthError::invalid_client(
+                "client_id differs from the authenticated client",
+            ));
         }
         return Ok(Presented::Basic { client_id, secret });
     }
     if let Some(secret) = secret {
-        let client_id = form_client_id.ok_or_else(|| OAuthError::invalid_client("client_secret without client_id"))?;
+        let client_id = form_client_id
+            .ok_or_else(|| OAuthError::invalid_client("client_secret without client_id"))?;
         return Ok(Presented::Post { client_id, secret });
     }
     if let Some(assertion) = assertion {
         if form.get("client_assertion_type") != Some(JWT_BEARER) {
-            return Err(OAuthError::invalid_client(format!("client_assertion_type must be {JWT_BEARER}")));
+            return Err(OAuthError::invalid_client(format!(
+                "client_assertion_type must be {JWT_BEARER}"
+            )));
         }
         let client_id = client_assertion::unverified_issuer(assertion)
             .ok_or_else(|| OAuthError::invalid_client("client_assertion is not a valid JWT"))?;
         if form_client_id.is_some_and(|id| id != client_id) {
-            return Err(OAuthError::invalid_client("client_id differs from the assertion issuer"));
+            return Err(OAuthError::invalid_client(
+                "client_id differs from the assertion issuer",
+            ));
         }
-        return Ok(Presented::Assertion { client_id, assertion });
+        return Ok(Presented::Assertion {
+            client_id,
+            assertion,
+        });
     }
     match form_client_id {
         Some(client_id) => Ok(Presented::None { client_id }),
-        None => Err(OAuthError::invalid_client("client authentication is required")),
+        None => Err(OAuthError::invalid_client(
+            "client authentication is required",
+        )),
     }
 }
 
@@ -138,7 +170,9 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
     let unescape = |s: &str| -> Result<String, OAuthError> {
@@ -156,17 +190,40 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
 }
 
 fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
-    let ok = client.client_secret_hash.as_deref().is_some_and(|hash| verify_secret(secret, hash));
-    if ok { Ok(()) } else { Err(OAuthError::invalid_client("client authentication failed")) }
+    let ok = client
+        .client_secret_hash
+        .as_deref()
+        .is_some_and(|hash| verify_secret(secret, hash));
+    if ok {
+        Ok(())
+    } else {
+        Err(OAuthError::invalid_client("client authentication failed"))
+    }
 }
 
-async fn check_assertion(state: &State, client: &ClientRecord, assertion: &str, endpoint: &str) -> Result<(), Error> {
+async fn check_assertion(
+    state: &State,
+    client: &ClientRecord,
+    assertion: &str,
+    endpoint: &str,
+) -> Result<(), Error> {
     let now = state.now();
     let token_endpoint = state.config.endpoint("/token");
-    let audiences = [state.config.issuer.as_str(), token_endpoint.as_str(), endpoint];
+    let audiences = [
+        state.config.issuer.as_str(),
+        token_endpoint.as_str(),
+        endpoint,
+    ];
     let registered_alg = client.metadata.token_endpoint_auth_signing_alg.as_deref();
     let verify = |keys: &JwkSet| {
-        client_assertion::verify(assertion, &client.client_id, keys, &audiences, registered_alg, now)
+        client_assertion::verify(
+            assertion,
+            &client.client_id,
+            keys,
+            &audiences,
+            registered_alg,
+            now,
+        )
     };
     let claims = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
         (Some(keys), _) => verify(keys),
@@ -193,18 +250,21 @@ async fn check_assertion(state: &State, client: &ClientRecord, assertion: &str, 
 const JWKS_REFETCH_AFTER_SECS: u64 = 30;
 
 async fn client_jwks(state: &State, uri: &str, refresh: bool) -> Result<Arc<JwkSet>, OAuthError> {
-    if let Some((fetched, keys)) = state.client_jwks.get(uri).await {
-        if !refresh || fetched.elapsed().as_secs() < JWKS_REFETCH_AFTER_SECS {
-            return Ok(keys);
-        }
+    if let Some((fetched, keys)) = state.client_jwks.get(uri).await
+        && (!refresh || fetched.elapsed().as_secs() < JWKS_REFETCH_AFTER_SECS)
+    {
+        return Ok(keys);
     }
     let body = state.fetcher.get(uri).await.map_err(|e| {
         tracing::info!(jwks_uri = uri, error = %e, "client jwks_uri fetch failed");
         OAuthError::invalid_client("the client's jwks_uri could not be fetched")
     })?;
-    let keys: JwkSet =
-        serde_json::from_slice(&body).map_err(|_| OAuthError::invalid_client("the client's jwks_uri is not a JWK Set"))?;
+    let keys: JwkSet = serde_json::from_slice(&body)
+        .map_err(|_| OAuthError::invalid_client("the client's jwks_uri is not a JWK Set"))?;
     let keys = Arc::new(keys);
-    state.client_jwks.insert(uri.to_string(), (Instant::now(), keys.clone())).await;
+    state
+        .client_jwks
+        .insert(uri.to_string(), (Instant::now(), keys.clone()))
+        .await;
     Ok(keys)
 }

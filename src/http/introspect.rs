@@ -52,7 +52,11 @@ pub async fn post(
     let body = match live_access_token(&state, token).await? {
         Some(claims) => Introspection::Active(Box::new(ActiveToken {
             active: true,
-            token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
+            token_type: if claims.cnf.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
             scope: claims.scope,
             client_id: claims.client_id,
             sub: claims.sub,
@@ -72,12 +76,21 @@ pub async fn post(
 /// The claims of `token` if it is an access token we signed that has not
 /// expired, was not revoked, and whose client still exists. A storage
 /// failure is an error (fail closed), never "active".
-pub async fn live_access_token(state: &AppStateInner, token: &str) -> std::result::Result<Option<AccessTokenClaims>, StoreError> {
-    let Ok(claims) = state.keys.verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP) else {
+pub async fn live_access_token(
+    state: &AppStateInner,
+    token: &str,
+) -> std::result::Result<Option<AccessTokenClaims>, StoreError> {
+    let Ok(claims) = state
+        .keys
+        .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)
+    else {
         return Ok(None);
     };
     let now = state.now();
-    if claims.iss != state.config.issuer || claims.exp <= now || claims.nbf.is_some_and(|nbf| nbf > now) {
+    if claims.iss != state.config.issuer
+        || claims.exp <= now
+        || claims.nbf.is_some_and(|nbf| nbf > now)
+    {
         return Ok(None);
     }
     if store::revocations::is_revoked(&state.db, &claims.jti).await? {

@@ -12,7 +12,11 @@ use crate::oauth::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS, GrantType
 
 /// Client authentication methods accepted at introspection and revocation:
 /// every method except `none` (those endpoints need an authenticated client).
-const AUTHENTICATED_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+const AUTHENTICATED_METHODS: [&str; 3] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
 
 pub fn document(config: &Config) -> Value {
     let grants: Vec<&str> = GrantType::SUPPORTED.iter().map(|g| g.as_str()).collect();
@@ -35,7 +39,10 @@ pub fn document(config: &Config) -> Value {
         "revocation_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
     });
     if let (Some(scopes), Some(obj)) = (&config.scopes_supported, doc.as_object_mut()) {
-        obj.insert("scopes_supported".into(), json!(scopes.iter().collect::<Vec<_>>()));
+        obj.insert(
+            "scopes_supported".into(),
+            json!(scopes.iter().collect::<Vec<_>>()),
+        );
     }
     doc
 }
@@ -43,7 +50,13 @@ pub fn document(config: &Config) -> Value {
 pub async fn get(State(state): State<AppState>) -> Response {
     let mut r = state.metadata_json.clone().into_response();
     let headers = r.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     r
 }

@@ -44,7 +44,9 @@ impl OAuthForm {
                 continue;
             }
             if !REPEATABLE.contains(&name.as_ref()) && pairs.iter().any(|(n, _)| *n == name) {
-                return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {name} is repeated"
+                )));
             }
             pairs.push((name.into_owned(), value.into_owned()));
         }
@@ -52,15 +54,22 @@ impl OAuthForm {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.pairs.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
-        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name}")))
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name}")))
     }
 }
 
@@ -73,9 +82,14 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+            .is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
         if !is_form {
-            return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+            return Err(OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded",
+            ));
         }
         let body = read_body(req, state, MAX_FORM_BYTES).await.map_err(|_| {
             OAuthError::invalid_request(format!("request body larger than {MAX_FORM_BYTES} bytes"))
@@ -85,8 +99,14 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
 }
 
 /// Reads at most `limit` bytes of body; `Err` when there are more.
-pub async fn read_body<S: Send + Sync>(req: Request, _state: &S, limit: usize) -> Result<Bytes, ()> {
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ())
+pub async fn read_body<S: Send + Sync>(
+    req: Request,
+    _state: &S,
+    limit: usize,
+) -> Result<Bytes, ()> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| ())
 }
 
 /// The peer address, when the server knows it.
@@ -98,7 +118,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         // Also honours axum's MockConnectInfo, which tests install.
-        Ok(Self(ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.ok().map(|c| c.0.ip())))
+        Ok(Self(
+            ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+                .await
+                .ok()
+                .map(|c| c.0.ip()),
+        ))
     }
 }
 
@@ -113,7 +138,10 @@ pub fn json_no_store<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = (status, body).into_response();
     let headers: &mut HeaderMap = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
@@ -123,7 +151,10 @@ pub fn json_no_store<T: Serialize>(status: StatusCode, body: &T) -> Response {
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -132,8 +163,12 @@ mod tests {
 
     #[test]
     fn form_rejects_repeats_but_allows_resource() {
-        assert_eq!(OAuthForm::parse(b"a=1&a=2").unwrap_err().error, "invalid_request");
-        let f = OAuthForm::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=").unwrap();
+        assert_eq!(
+            OAuthForm::parse(b"a=1&a=2").unwrap_err().error,
+            "invalid_request"
+        );
+        let f =
+            OAuthForm::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=").unwrap();
         assert_eq!(f.get_all("resource").count(), 2);
         assert_eq!(f.get("scope"), None);
     }

@@ -19,7 +19,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Err(e) => {
             tracing::warn!(error = %e, "not ready: database unreachable");
             let mut r = (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             r
         }
     }

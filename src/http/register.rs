@@ -31,7 +31,9 @@ impl<S: Send + Sync> FromRequest<S> for MetadataBody {
             .and_then(|v| v.split(';').next())
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
-            return Err(OAuthError::invalid_client_metadata("the body must be application/json"));
+            return Err(OAuthError::invalid_client_metadata(
+                "the body must be application/json",
+            ));
         }
         let body = super::read_body(req, state, MAX_REGISTRATION_BYTES)
             .await
@@ -39,7 +41,9 @@ impl<S: Send + Sync> FromRequest<S> for MetadataBody {
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| OAuthError::invalid_client_metadata(format!("body is not JSON: {e}")))?;
         if !value.is_object() {
-            return Err(OAuthError::invalid_client_metadata("body must be a JSON object"));
+            return Err(OAuthError::invalid_client_metadata(
+                "body must be a JSON object",
+            ));
         }
         serde_json::from_value(value)
             .map(Self)
@@ -48,7 +52,10 @@ impl<S: Send + Sync> FromRequest<S> for MetadataBody {
 }
 
 fn policy(state: &AppState) -> RegistrationPolicy<'_> {
-    RegistrationPolicy { scopes_supported: state.config.scopes_supported.as_ref(), insecure_fetch: state.config.insecure_fetch }
+    RegistrationPolicy {
+        scopes_supported: state.config.scopes_supported.as_ref(),
+        insecure_fetch: state.config.insecure_fetch,
+    }
 }
 
 /// RFC 7591 §3.1.
@@ -58,24 +65,33 @@ pub async fn create(
     headers: HeaderMap,
     body: std::result::Result<MetadataBody, OAuthError>,
 ) -> Result<Response> {
-    if let Some(addr) = ip.0 {
-        if let Err(not_until) = state.registration_limiter.check_key(&addr) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            return Err(OAuthError::too_many_requests(wait.as_secs() + 1).into());
-        }
+    if let Some(addr) = ip.0
+        && let Err(not_until) = state.registration_limiter.check_key(&addr)
+    {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(OAuthError::too_many_requests(wait.as_secs() + 1).into());
     }
     let now = state.now();
     if state.config.registration == RegistrationMode::Protected {
-        let token = bearer_token(&headers).ok_or_else(|| OAuthError::invalid_token("an initial access token is required"))?;
+        let token = bearer_token(&headers)
+            .ok_or_else(|| OAuthError::invalid_token("an initial access token is required"))?;
         if !store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
-            return Err(OAuthError::invalid_token("the initial access token is invalid, expired or used up").into());
+            return Err(OAuthError::invalid_token(
+                "the initial access token is invalid, expired or used up",
+            )
+            .into());
         }
     }
     let MetadataBody(request) = body?;
     let metadata = ClientMetadata::validate(request, &policy(&state))?;
 
     let client_id = random_id();
-    let secret = metadata.token_endpoint_auth_method.uses_secret().then(random_token);
+    let secret = metadata
+        .token_endpoint_auth_method
+        .uses_secret()
+        .then(random_token);
     let registration_access_token = random_token();
     let record = ClientRecord {
         client_id: client_id.clone(),
@@ -105,20 +121,31 @@ pub async fn create(
             obj.insert("client_secret".into(), json!(secret));
             obj.insert("client_secret_expires_at".into(), json!(0));
         }
-        obj.insert("registration_access_token".into(), json!(registration_access_token));
+        obj.insert(
+            "registration_access_token".into(),
+            json!(registration_access_token),
+        );
     }
     Ok(json_no_store(StatusCode::CREATED, &body))
 }
 
 /// The client information response (RFC 7591 §3.2.1, RFC 7592 §3).
 fn registration_response(state: &AppState, record: &ClientRecord) -> Result<Value> {
-    let mut body = serde_json::to_value(&record.metadata).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut body =
+        serde_json::to_value(&record.metadata).map_err(|e| Error::Internal(e.to_string()))?;
     if let Some(obj) = body.as_object_mut() {
         obj.insert("client_id".into(), json!(record.client_id));
-        obj.insert("client_id_issued_at".into(), json!(record.client_id_issued_at));
+        obj.insert(
+            "client_id_issued_at".into(),
+            json!(record.client_id_issued_at),
+        );
         obj.insert(
             "registration_client_uri".into(),
-            json!(state.config.endpoint(&format!("/register/{}", record.client_id))),
+            json!(
+                state
+                    .config
+                    .endpoint(&format!("/register/{}", record.client_id))
+            ),
         );
     }
     Ok(body)
@@ -126,10 +153,16 @@ fn registration_response(state: &AppState, record: &ClientRecord) -> Result<Valu
 
 /// RFC 7592 §2: the registration access token must match; every failure
 /// is the same 401, so the endpoint is no oracle for client ids.
-async fn authorize_management(state: &AppState, headers: &HeaderMap, client_id: &str) -> Result<ClientRecord> {
+async fn authorize_management(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_id: &str,
+) -> Result<ClientRecord> {
     let unauthorized = || OAuthError::invalid_token("invalid registration access token");
     let token = bearer_token(headers).ok_or_else(unauthorized)?;
-    let record = store::clients::get(&state.db, client_id).await?.ok_or_else(unauthorized)?;
+    let record = store::clients::get(&state.db, client_id)
+        .await?
+        .ok_or_else(unauthorized)?;
     let ok = record
         .registration_access_token_hash
         .as_deref()
@@ -141,9 +174,16 @@ async fn authorize_management(state: &AppState, headers: &HeaderMap, client_id: 
 }
 
 /// RFC 7592 §2.1 read.
-pub async fn read(State(state): State<AppState>, Path(client_id): Path<String>, headers: HeaderMap) -> Result<Response> {
+pub async fn read(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let record = authorize_management(&state, &headers, &client_id).await?;
-    Ok(json_no_store(StatusCode::OK, &registration_response(&state, &record)?))
+    Ok(json_no_store(
+        StatusCode::OK,
+        &registration_response(&state, &record)?,
+    ))
 }
 
 /// RFC 7592 §2.2 update: the request replaces the metadata.
@@ -157,7 +197,10 @@ pub async fn update(
     let mut record = authorize_management(&state, &headers, &client_id).await?;
     let MetadataBody(request) = body?;
     if request.client_id.as_deref() != Some(client_id.as_str()) {
-        return Err(OAuthError::invalid_client_metadata("client_id must be present and match the client (RFC 7592 §2.2)").into());
+        return Err(OAuthError::invalid_client_metadata(
+            "client_id must be present and match the client (RFC 7592 §2.2)",
+        )
+        .into());
     }
     let metadata = ClientMetadata::validate(request, &policy(&state))?;
     if metadata.token_endpoint_auth_method != record.metadata.token_endpoint_auth_method {
@@ -180,7 +223,10 @@ pub async fn update(
     }
     state.clients.invalidate(&client_id).await;
     record.metadata = metadata;
-    Ok(json_no_store(StatusCode::OK, &registration_response(&state, &record)?))
+    Ok(json_no_store(
+        StatusCode::OK,
+        &registration_response(&state, &record)?,
+    ))
 }
 
 /// RFC 7592 §2.3 delete.

@@ -23,14 +23,21 @@ pub async fn post(
     let form = form?;
     let endpoint = state.config.endpoint("/revoke");
     // §2.1: public clients may revoke their own tokens by client_id.
-    let client = client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
+    let client =
+        client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
     let token = form.require("token")?;
     let now = state.now();
-    let Ok(claims) = state.keys.verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP) else {
+    let Ok(claims) = state
+        .keys
+        .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)
+    else {
         return Ok(ok());
     };
     // §2.1: the server verifies the token was issued to the requesting client.
-    if claims.iss != state.config.issuer || claims.client_id != client.client_id() || claims.exp <= now {
+    if claims.iss != state.config.issuer
+        || claims.client_id != client.client_id()
+        || claims.exp <= now
+    {
         return Ok(ok());
     }
     let event = AuditEvent {
@@ -41,12 +48,23 @@ pub async fn post(
         ip: ip.to_audit(),
         detail: json!({ "jti": claims.jti, "token_type": "access_token" }),
     };
-    store::revocations::revoke_audited(&state.db, &claims.jti, &claims.client_id, claims.exp, now, event).await?;
+    store::revocations::revoke_audited(
+        &state.db,
+        &claims.jti,
+        &claims.client_id,
+        claims.exp,
+        now,
+        event,
+    )
+    .await?;
     Ok(ok())
 }
 
 fn ok() -> Response {
     let mut r = StatusCode::OK.into_response();
-    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     r
 }

@@ -21,7 +21,8 @@ pub async fn post(
     let form = form?;
     let grant = grants::parse_grant_type(form.require("grant_type")?)?;
     let endpoint = state.config.endpoint("/token");
-    let client = client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
+    let client =
+        client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
     let response = grants::dispatch(&state, grant, &client, &form, ip.to_audit()).await?;
     Ok(json_no_store(StatusCode::OK, &response))
 }

@@ -37,7 +37,9 @@ pub fn unverified_issuer(assertion: &str) -> Option<String> {
     struct Iss {
         iss: String,
     }
-    jsonwebtoken::dangerous::insecure_decode::<Iss>(assertion).ok().map(|d| d.claims.iss)
+    jsonwebtoken::dangerous::insecure_decode::<Iss>(assertion)
+        .ok()
+        .map(|d| d.claims.iss)
 }
 
 fn algorithm(name: &str) -> Option<Algorithm> {
@@ -51,7 +53,10 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 }
 
 fn alg_name(alg: Algorithm) -> Option<&'static str> {
-    CLIENT_ASSERTION_ALGS.iter().copied().find(|n| algorithm(n) == Some(alg))
+    CLIENT_ASSERTION_ALGS
+        .iter()
+        .copied()
+        .find(|n| algorithm(n) == Some(alg))
 }
 
 /// RFC 7523 §3 checks, in order: algorithm allowed (and equal to the
@@ -67,7 +72,8 @@ pub fn verify(
     registered_alg: Option<&str>,
     now: i64,
 ) -> Result<AssertionClaims, &'static str> {
-    let header = jsonwebtoken::decode_header(assertion).map_err(|_| "client assertion is not a valid JWT")?;
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| "client assertion is not a valid JWT")?;
     let name = alg_name(header.alg).ok_or("client assertion algorithm is not allowed")?;
     if registered_alg.is_some_and(|r| r != name) {
         return Err("client assertion algorithm differs from the registered one");
@@ -76,7 +82,11 @@ pub fn verify(
         .keys
         .iter()
         .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
-        .filter(|k| k.common.key_algorithm.is_none_or(|ka| ka.to_string() == name))
+        .filter(|k| {
+            k.common
+                .key_algorithm
+                .is_none_or(|ka| ka.to_string() == name)
+        })
         .collect();
     if candidates.is_empty() {
         return Err("no registered key matches the client assertion");
@@ -103,7 +113,9 @@ pub fn verify(
     if claims.exp > now + MAX_LIFETIME {
         return Err("client assertion lives too long");
     }
-    if claims.nbf.is_some_and(|nbf| nbf > now + SKEW) || claims.iat.is_some_and(|iat| iat > now + SKEW) {
+    if claims.nbf.is_some_and(|nbf| nbf > now + SKEW)
+        || claims.iat.is_some_and(|iat| iat > now + SKEW)
+    {
         return Err("client assertion is not valid yet");
     }
     if claims.jti.is_empty() || claims.jti.len() > 256 {

@@ -19,7 +19,12 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
-    pub const ALL: [&'static str; 4] = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
+    pub const ALL: [&'static str; 4] = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ];
 
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
@@ -63,14 +68,17 @@ impl GrantType {
     }
 
     fn parse(text: &str) -> Result<Self, OAuthError> {
-        Self::SUPPORTED.into_iter().find(|g| g.as_str() == text).ok_or_else(|| {
-            let why = match text {
-                "implicit" => "the implicit grant is not allowed (OAuth 2.1)".to_string(),
-                "password" => "the password grant is not allowed (OAuth 2.1)".to_string(),
-                other => format!("grant type {other:?} is not supported by this server"),
-            };
-            OAuthError::invalid_client_metadata(why)
-        })
+        Self::SUPPORTED
+            .into_iter()
+            .find(|g| g.as_str() == text)
+            .ok_or_else(|| {
+                let why = match text {
+                    "implicit" => "the implicit grant is not allowed (OAuth 2.1)".to_string(),
+                    "password" => "the password grant is not allowed (OAuth 2.1)".to_string(),
+                    other => format!("grant type {other:?} is not supported by this server"),
+                };
+                OAuthError::invalid_client_metadata(why)
+            })
     }
 }
 
@@ -158,7 +166,10 @@ impl ClientMetadata {
     }
 
     /// RFC 7591 §2 and §5: validate a registration or update request.
-    pub fn validate(req: ClientMetadataRequest, policy: &RegistrationPolicy<'_>) -> Result<Self, OAuthError> {
+    pub fn validate(
+        req: ClientMetadataRequest,
+        policy: &RegistrationPolicy<'_>,
+    ) -> Result<Self, OAuthError> {
         let token_endpoint_auth_method = match req.token_endpoint_auth_method.as_deref() {
             None => AuthMethod::ClientSecretBasic,
             Some(m) => AuthMethod::parse(m).ok_or_else(|| {
@@ -169,7 +180,9 @@ impl ClientMetadata {
             })?,
         };
 
-        let requested_grants = req.grant_types.unwrap_or_else(|| vec!["authorization_code".into()]);
+        let requested_grants = req
+            .grant_types
+            .unwrap_or_else(|| vec!["authorization_code".into()]);
         bounded_list("grant_types", &requested_grants)?;
         let mut grant_types = Vec::new();
         for g in &requested_grants {
@@ -179,7 +192,9 @@ impl ClientMetadata {
             }
         }
         if grant_types.is_empty() {
-            return Err(OAuthError::invalid_client_metadata("grant_types must not be empty"));
+            return Err(OAuthError::invalid_client_metadata(
+                "grant_types must not be empty",
+            ));
         }
 
         // RFC 7591 §2.1: response_types and grant_types must agree. Only
@@ -196,7 +211,9 @@ impl ClientMetadata {
             ));
         }
 
-        if grant_types.contains(&GrantType::ClientCredentials) && token_endpoint_auth_method == AuthMethod::None {
+        if grant_types.contains(&GrantType::ClientCredentials)
+            && token_endpoint_auth_method == AuthMethod::None
+        {
             return Err(OAuthError::invalid_client_metadata(
                 "client_credentials requires a confidential client (token_endpoint_auth_method other than none)",
             ));
@@ -210,24 +227,37 @@ impl ClientMetadata {
 
         let scope = match req.scope.as_deref() {
             Some(text) => {
-                let scope = Scope::parse(text).map_err(|e| OAuthError::invalid_client_metadata(e.to_string()))?;
-                if let Some(supported) = policy.scopes_supported {
-                    if let Some(extra) = scope.missing_from(supported).next() {
-                        return Err(OAuthError::invalid_client_metadata(format!(
-                            "scope {extra:?} is not offered by this server"
-                        )));
-                    }
+                let scope = Scope::parse(text)
+                    .map_err(|e| OAuthError::invalid_client_metadata(e.to_string()))?;
+                if let Some(supported) = policy.scopes_supported
+                    && let Some(extra) = scope.missing_from(supported).next()
+                {
+                    return Err(OAuthError::invalid_client_metadata(format!(
+                        "scope {extra:?} is not offered by this server"
+                    )));
                 }
                 scope
             }
             None => policy.scopes_supported.cloned().unwrap_or_default(),
         };
 
-        let client_uri = req.client_uri.map(|u| https_uri("client_uri", u, None)).transpose()?;
+        let client_uri = req
+            .client_uri
+            .map(|u| https_uri("client_uri", u, None))
+            .transpose()?;
         let home = client_uri.as_deref().and_then(|u| Url::parse(u).ok());
-        let logo_uri = req.logo_uri.map(|u| https_uri("logo_uri", u, home.as_ref())).transpose()?;
-        let tos_uri = req.tos_uri.map(|u| https_uri("tos_uri", u, home.as_ref())).transpose()?;
-        let policy_uri = req.policy_uri.map(|u| https_uri("policy_uri", u, home.as_ref())).transpose()?;
+        let logo_uri = req
+            .logo_uri
+            .map(|u| https_uri("logo_uri", u, home.as_ref()))
+            .transpose()?;
+        let tos_uri = req
+            .tos_uri
+            .map(|u| https_uri("tos_uri", u, home.as_ref()))
+            .transpose()?;
+        let policy_uri = req
+            .policy_uri
+            .map(|u| https_uri("policy_uri", u, home.as_ref()))
+            .transpose()?;
 
         let contacts = req.contacts.unwrap_or_default();
         bounded_list("contacts", &contacts)?;
@@ -244,22 +274,32 @@ impl ClientMetadata {
             }
         }
 
-        if let Some(alg) = &req.token_endpoint_auth_signing_alg {
-            if !CLIENT_ASSERTION_ALGS.contains(&alg.as_str()) {
-                return Err(OAuthError::invalid_client_metadata(format!(
-                    "token_endpoint_auth_signing_alg must be one of {}",
-                    CLIENT_ASSERTION_ALGS.join(", ")
-                )));
-            }
+        if let Some(alg) = &req.token_endpoint_auth_signing_alg
+            && !CLIENT_ASSERTION_ALGS.contains(&alg.as_str())
+        {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "token_endpoint_auth_signing_alg must be one of {}",
+                CLIENT_ASSERTION_ALGS.join(", ")
+            )));
         }
 
         if req.jwks.is_some() && req.jwks_uri.is_some() {
-            return Err(OAuthError::invalid_client_metadata("jwks and jwks_uri are mutually exclusive (RFC 7591 §2)"));
+            return Err(OAuthError::invalid_client_metadata(
+                "jwks and jwks_uri are mutually exclusive (RFC 7591 §2)",
+            ));
         }
         let jwks = req.jwks.map(validate_jwks).transpose()?;
-        let jwks_uri = req.jwks_uri.map(|u| fetchable_uri("jwks_uri", u, policy.insecure_fetch)).transpose()?;
-        if token_endpoint_auth_method == AuthMethod::PrivateKeyJwt && jwks.is_none() && jwks_uri.is_none() {
-            return Err(OAuthError::invalid_client_metadata("private_key_jwt requires jwks or jwks_uri"));
+        let jwks_uri = req
+            .jwks_uri
+            .map(|u| fetchable_uri("jwks_uri", u, policy.insecure_fetch))
+            .transpose()?;
+        if token_endpoint_auth_method == AuthMethod::PrivateKeyJwt
+            && jwks.is_none()
+            && jwks_uri.is_none()
+        {
+            return Err(OAuthError::invalid_client_metadata(
+                "private_key_jwt requires jwks or jwks_uri",
+            ));
         }
 
         Ok(Self {
@@ -286,7 +326,9 @@ impl ClientMetadata {
 
 fn bounded_list(field: &str, list: &[String]) -> Result<(), OAuthError> {
     if list.len() > MAX_LIST_LEN {
-        return Err(OAuthError::invalid_client_metadata(format!("{field} has more than {MAX_LIST_LEN} entries")));
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "{field} has more than {MAX_LIST_LEN} entries"
+        )));
     }
     Ok(())
 }
@@ -304,12 +346,19 @@ fn bounded_text(field: &str, text: &str) -> Result<(), OAuthError> {
 /// client's own host when `client_uri` names one (RFC 7591 §5). These are
 /// self-asserted and never fetched by the server.
 fn https_uri(field: &str, uri: String, home: Option<&Url>) -> Result<String, OAuthError> {
-    let bad = || OAuthError::invalid_client_metadata(format!("{field} must be an https URL on the client's own host"));
+    let bad = || {
+        OAuthError::invalid_client_metadata(format!(
+            "{field} must be an https URL on the client's own host"
+        ))
+    };
     if uri.len() > MAX_URI_LEN {
         return Err(bad());
     }
     let url = Url::parse(&uri).map_err(|_| bad())?;
-    if url.scheme() != "https" || url.host_str().is_none() || !url.username().is_empty() || url.password().is_some()
+    if url.scheme() != "https"
+        || url.host_str().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
     {
         return Err(bad());
     }
@@ -325,13 +374,21 @@ fn https_uri(field: &str, uri: String, home: Option<&Url>) -> Result<String, OAu
 /// A URI the server will fetch (`jwks_uri`): https only, no userinfo, no
 /// fragment. Where it resolves is checked at fetch time.
 fn fetchable_uri(field: &str, uri: String, insecure: bool) -> Result<String, OAuthError> {
-    let bad = || OAuthError::invalid_client_metadata(format!("{field} must be an https URL without userinfo or fragment"));
+    let bad = || {
+        OAuthError::invalid_client_metadata(format!(
+            "{field} must be an https URL without userinfo or fragment"
+        ))
+    };
     if uri.len() > MAX_URI_LEN {
         return Err(bad());
     }
     let url = Url::parse(&uri).map_err(|_| bad())?;
     let scheme_ok = url.scheme() == "https" || (insecure && url.scheme() == "http");
-    if !scheme_ok || url.host_str().is_none() || !url.username().is_empty() || url.fragment().is_some() {
+    if !scheme_ok
+        || url.host_str().is_none()
+        || !url.username().is_empty()
+        || url.fragment().is_some()
+    {
         return Err(bad());
     }
     Ok(uri)
@@ -341,7 +398,10 @@ fn fetchable_uri(field: &str, uri: String, insecure: bool) -> Result<String, OAu
 fn validate_jwks(value: serde_json::Value) -> Result<JwkSet, OAuthError> {
     let bad = |why: &str| OAuthError::invalid_client_metadata(format!("jwks: {why}"));
     let private_members = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
-    let keys = value.get("keys").and_then(|k| k.as_array()).ok_or_else(|| bad("must be an object with a keys array"))?;
+    let keys = value
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or_else(|| bad("must be an object with a keys array"))?;
     if keys.is_empty() || keys.len() > 8 {
         return Err(bad("must hold between 1 and 8 keys"));
     }
@@ -387,11 +447,18 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
         return Err(format!("redirect_uri {uri:?} must not contain a wildcard"));
     }
     let lower = uri.to_ascii_lowercase();
-    if lower.contains("/../") || lower.ends_with("/..") || lower.contains("/./") || lower.contains("..;") || lower.contains("%2e")
+    if lower.contains("/../")
+        || lower.ends_with("/..")
+        || lower.contains("/./")
+        || lower.contains("..;")
+        || lower.contains("%2e")
     {
-        return Err(format!("redirect_uri {uri:?} must not contain dot segments"));
+        return Err(format!(
+            "redirect_uri {uri:?} must not contain dot segments"
+        ));
     }
-    let url = Url::parse(uri).map_err(|_| format!("redirect_uri {uri:?} is not an absolute URI"))?;
+    let url =
+        Url::parse(uri).map_err(|_| format!("redirect_uri {uri:?} is not an absolute URI"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!("redirect_uri {uri:?} must not contain userinfo"));
     }
@@ -399,7 +466,9 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
         "https" if url.host_str().is_some() => Ok(()),
         "http" => match url.host_str() {
             Some("127.0.0.1" | "[::1]" | "localhost") => Ok(()),
-            _ => Err(format!("redirect_uri {uri:?}: http is allowed only for loopback addresses (RFC 8252 §7.3)")),
+            _ => Err(format!(
+                "redirect_uri {uri:?}: http is allowed only for loopback addresses (RFC 8252 §7.3)"
+            )),
         },
         "https" => Err(format!("redirect_uri {uri:?} has no host")),
         scheme if scheme.contains('.') => Ok(()),
@@ -444,13 +513,19 @@ mod tests {
     }
 
     fn policy() -> RegistrationPolicy<'static> {
-        RegistrationPolicy { scopes_supported: None, insecure_fetch: false }
+        RegistrationPolicy {
+            scopes_supported: None,
+            insecure_fetch: false,
+        }
     }
 
     #[test]
     fn refuses_password_and_implicit() {
         for g in ["password", "implicit"] {
-            let req = ClientMetadataRequest { grant_types: Some(vec![g.into()]), ..Default::default() };
+            let req = ClientMetadataRequest {
+                grant_types: Some(vec![g.into()]),
+                ..Default::default()
+            };
             let err = ClientMetadata::validate(req, &policy()).unwrap_err();
             assert_eq!(err.error, "invalid_client_metadata");
         }

@@ -41,7 +41,10 @@ impl Scope {
 
     /// Tokens of `self` that `other` lacks.
     pub fn missing_from<'a>(&'a self, other: &'a Scope) -> impl Iterator<Item = &'a str> {
-        self.0.iter().filter(|t| !other.contains(t)).map(String::as_str)
+        self.0
+            .iter()
+            .filter(|t| !other.contains(t))
+            .map(String::as_str)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {

@@ -28,7 +28,9 @@ fn row(e: AuditEvent) -> audit_log::ActiveModel {
 }
 
 pub async fn insert(db: &impl ConnectionTrait, event: AuditEvent) -> StoreResult<()> {
-    audit_log::Entity::insert(row(event)).exec_without_returning(db).await?;
+    audit_log::Entity::insert(row(event))
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
@@ -36,11 +38,17 @@ pub async fn insert_many(db: &impl ConnectionTrait, events: Vec<AuditEvent>) -> 
     if events.is_empty() {
         return Ok(());
     }
-    audit_log::Entity::insert_many(events.into_iter().map(row)).exec_without_returning(db).await?;
+    audit_log::Entity::insert_many(events.into_iter().map(row))
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
 /// The most recent events, newest first.
 pub async fn recent(db: &impl ConnectionTrait, limit: u64) -> StoreResult<Vec<audit_log::Model>> {
-    Ok(audit_log::Entity::find().order_by_desc(audit_log::Column::Id).limit(limit).all(db).await?)
+    Ok(audit_log::Entity::find()
+        .order_by_desc(audit_log::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
 }

@@ -1,7 +1,9 @@
 //! Registered clients.
 
 use entity::client;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, QueryOrder, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, QueryOrder, Set, TransactionTrait,
+};
 
 use super::audit::{self, AuditEvent};
 
@@ -22,8 +24,12 @@ impl TryFrom<client::Model> for ClientRecord {
     type Error = DbErr;
 
     fn try_from(m: client::Model) -> Result<Self, DbErr> {
-        let metadata = serde_json::from_value(m.metadata)
-            .map_err(|e| DbErr::Custom(format!("client {} has unreadable metadata: {e}", m.client_id)))?;
+        let metadata = serde_json::from_value(m.metadata).map_err(|e| {
+            DbErr::Custom(format!(
+                "client {} has unreadable metadata: {e}",
+                m.client_id
+            ))
+        })?;
         Ok(Self {
             client_id: m.client_id,
             client_secret_hash: m.client_secret_hash,
@@ -47,18 +53,28 @@ pub async fn insert(db: &impl ConnectionTrait, record: &ClientRecord) -> StoreRe
         client_id_issued_at: Set(record.client_id_issued_at),
         updated_at: Set(record.client_id_issued_at),
     };
-    client::Entity::insert(row).exec_without_returning(db).await?;
+    client::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
 pub async fn get(db: &impl ConnectionTrait, client_id: &str) -> StoreResult<Option<ClientRecord>> {
-    let row = client::Entity::find_by_id(client_id.to_string()).one(db).await?;
+    let row = client::Entity::find_by_id(client_id.to_string())
+        .one(db)
+        .await?;
     Ok(row.map(ClientRecord::try_from).transpose()?)
 }
 
 pub async fn list(db: &impl ConnectionTrait) -> StoreResult<Vec<ClientRecord>> {
-    let rows = client::Entity::find().order_by_asc(client::Column::ClientIdIssuedAt).all(db).await?;
-    Ok(rows.into_iter().map(ClientRecord::try_from).collect::<Result<_, _>>()?)
+    let rows = client::Entity::find()
+        .order_by_asc(client::Column::ClientIdIssuedAt)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(ClientRecord::try_from)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Replaces the metadata (RFC 7592 §2.2). Returns `false` if the client is gone.
@@ -68,7 +84,10 @@ pub async fn update_metadata(
     metadata: &ClientMetadata,
     now: i64,
 ) -> StoreResult<bool> {
-    let Some(row) = client::Entity::find_by_id(client_id.to_string()).one(db).await? else {
+    let Some(row) = client::Entity::find_by_id(client_id.to_string())
+        .one(db)
+        .await?
+    else {
         return Ok(false);
     };
     let mut row: client::ActiveModel = row.into();
@@ -79,7 +98,9 @@ pub async fn update_metadata(
 }
 
 pub async fn delete(db: &impl ConnectionTrait, client_id: &str) -> StoreResult<bool> {
-    let result = client::Entity::delete_by_id(client_id.to_string()).exec(db).await?;
+    let result = client::Entity::delete_by_id(client_id.to_string())
+        .exec(db)
+        .await?;
     Ok(result.rows_affected == 1)
 }
 

@@ -25,13 +25,26 @@ pub async fn insert(
 
 /// Spends one use of the token: one conditional `UPDATE`, so concurrent
 /// registrations cannot spend the same last use twice.
-pub async fn consume(db: &impl ConnectionTrait, token_hash: [u8; 32], now: i64) -> StoreResult<bool> {
+pub async fn consume(
+    db: &impl ConnectionTrait,
+    token_hash: [u8; 32],
+    now: i64,
+) -> StoreResult<bool> {
     let result = iat::Entity::update_many()
-        .col_expr(iat::Column::UsesRemaining, Expr::col(iat::Column::UsesRemaining).sub(1))
+        .col_expr(
+            iat::Column::UsesRemaining,
+            Expr::col(iat::Column::UsesRemaining).sub(1),
+        )
         .filter(iat::Column::TokenHash.eq(token_hash.to_vec()))
-        .filter(Condition::any().add(iat::Column::ExpiresAt.is_null()).add(iat::Column::ExpiresAt.gt(now)))
         .filter(
-            Condition::any().add(iat::Column::UsesRemaining.is_null()).add(iat::Column::UsesRemaining.gt(0)),
+            Condition::any()
+                .add(iat::Column::ExpiresAt.is_null())
+                .add(iat::Column::ExpiresAt.gt(now)),
+        )
+        .filter(
+            Condition::any()
+                .add(iat::Column::UsesRemaining.is_null())
+                .add(iat::Column::UsesRemaining.gt(0)),
         )
         .exec(db)
         .await?;

@@ -2,19 +2,26 @@
 
 use entity::signing_key;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
 
 use super::StoreResult;
 
 pub type KeyRow = signing_key::Model;
 
 pub async fn list(db: &impl ConnectionTrait) -> StoreResult<Vec<KeyRow>> {
-    Ok(signing_key::Entity::find().order_by_asc(signing_key::Column::ActivatesAt).all(db).await?)
+    Ok(signing_key::Entity::find()
+        .order_by_asc(signing_key::Column::ActivatesAt)
+        .all(db)
+        .await?)
 }
 
 pub async fn insert(db: &impl ConnectionTrait, row: KeyRow) -> StoreResult<()> {
     let active: signing_key::ActiveModel = row.into();
-    signing_key::Entity::insert(active).exec_without_returning(db).await?;
+    signing_key::Entity::insert(active)
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
@@ -33,7 +40,10 @@ pub async fn insert_rotation<C: ConnectionTrait + TransactionTrait>(
         .filter(signing_key::Column::RetireAfter.is_null())
         .exec(&txn)
         .await?;
-    signing_key::Entity::delete_many().filter(signing_key::Column::RetireAfter.lt(now)).exec(&txn).await?;
+    signing_key::Entity::delete_many()
+        .filter(signing_key::Column::RetireAfter.lt(now))
+        .exec(&txn)
+        .await?;
     insert(&txn, row).await?;
     txn.commit().await?;
     Ok(())

@@ -28,7 +28,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// SQLite runs in WAL mode with `synchronous=NORMAL` (durable across
 /// process crashes; the last transactions may be lost only on power loss)
 /// and a busy timeout so that writers queue instead of failing.
-pub async fn connect(url: &str, max_connections: u32, schema: Option<&str>) -> StoreResult<DatabaseConnection> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    schema: Option<&str>,
+) -> StoreResult<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_string());
     options
         .max_connections(max_connections)

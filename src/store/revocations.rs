@@ -6,7 +6,13 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
 use super::StoreResult;
 
-pub async fn revoke(db: &impl ConnectionTrait, jti: &str, client_id: &str, expires_at: i64, now: i64) -> StoreResult<()> {
+pub async fn revoke(
+    db: &impl ConnectionTrait,
+    jti: &str,
+    client_id: &str,
+    expires_at: i64,
+    now: i64,
+) -> StoreResult<()> {
     let row = revoked_token::ActiveModel {
         jti: Set(jti.to_string()),
         client_id: Set(client_id.to_string()),
@@ -14,19 +20,28 @@ pub async fn revoke(db: &impl ConnectionTrait, jti: &str, client_id: &str, expir
         expires_at: Set(expires_at),
     };
     revoked_token::Entity::insert(row)
-        .on_conflict(OnConflict::column(revoked_token::Column::Jti).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(revoked_token::Column::Jti)
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_without_returning(db)
         .await?;
     Ok(())
 }
 
 pub async fn is_revoked(db: &impl ConnectionTrait, jti: &str) -> StoreResult<bool> {
-    Ok(revoked_token::Entity::find_by_id(jti.to_string()).one(db).await?.is_some())
+    Ok(revoked_token::Entity::find_by_id(jti.to_string())
+        .one(db)
+        .await?
+        .is_some())
 }
 
 pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
-    let result =
-        revoked_token::Entity::delete_many().filter(revoked_token::Column::ExpiresAt.lt(now)).exec(db).await?;
+    let result = revoked_token::Entity::delete_many()
+        .filter(revoked_token::Column::ExpiresAt.lt(now))
+        .exec(db)
+        .await?;
     Ok(result.rows_affected)
 }
 

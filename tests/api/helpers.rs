@@ -1,4 +1,4 @@
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,11 +35,13 @@ macro_rules! both {
         mod $name {
             #[tokio::test]
             async fn sqlite() {
-                super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await).await
+                super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await)
+                    .await
             }
             #[tokio::test]
             async fn postgres() {
-                super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await).await
+                super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await)
+                    .await
             }
         }
     };
@@ -81,7 +83,10 @@ impl TestResponse {
 }
 
 pub fn serve_args() -> ServeArgs {
-    ServeArgs { issuer: ISSUER.into(), ..ServeArgs::default() }
+    ServeArgs {
+        issuer: ISSUER.into(),
+        ..ServeArgs::default()
+    }
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -95,21 +100,39 @@ pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
     let kek_bytes = random_bytes::<32>();
     let kek = Kek::from_bytes(&kek_bytes).unwrap();
     let (state, _audit) = State::new(config, db, kek, clock.clone()).await.unwrap();
-    let router = app::build(state.clone()).layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
-    TestApp { router, state, clock, backend, kek_bytes, _dir: dir }
+    let router = app::build(state.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
+    TestApp {
+        router,
+        state,
+        clock,
+        backend,
+        kek_bytes,
+        _dir: dir,
+    }
 }
 
 /// A fresh database: a new SQLite file, or a new PostgreSQL schema.
-pub async fn fresh_db(backend: Backend) -> (sea_orm::DatabaseConnection, Option<tempfile::TempDir>) {
+pub async fn fresh_db(
+    backend: Backend,
+) -> (sea_orm::DatabaseConnection, Option<tempfile::TempDir>) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("agentauth.db").display());
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("agentauth.db").display()
+            );
             (store::connect(&url, 4, None).await.unwrap(), Some(dir))
         }
         Backend::Postgres => {
             let schema = fresh_schema().await;
-            (store::connect(PG_URL, 4, Some(&schema)).await.expect("PostgreSQL at 127.0.0.1:5432 (user postgres, database test)"), None)
+            (
+                store::connect(PG_URL, 4, Some(&schema))
+                    .await
+                    .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, database test)"),
+                None,
+            )
         }
     }
 }
@@ -120,7 +143,10 @@ pub async fn fresh_schema() -> String {
     let admin = Database::connect(PG_URL)
         .await
         .expect("PostgreSQL must be reachable at 127.0.0.1:5432 (user postgres, database test)");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let stale = admin
         .query_all(sea_orm::Statement::from_string(
             admin.get_database_backend(),
@@ -130,13 +156,22 @@ pub async fn fresh_schema() -> String {
         .unwrap();
     for row in stale {
         let name: String = row.try_get("", "nspname").unwrap();
-        let created: u64 = name.split('_').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+        let created: u64 = name
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
         if created + 3600 < now {
-            let _ = admin.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).await;
+            let _ = admin
+                .execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .await;
         }
     }
     let schema = format!("aa_test_{now}_{}", hex(&random_bytes::<6>()));
-    admin.execute_unprepared(&format!("CREATE SCHEMA \"{schema}\"")).await.unwrap();
+    admin
+        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .unwrap();
     schema
 }
 
@@ -146,11 +181,16 @@ fn hex(bytes: &[u8]) -> String {
 
 pub fn basic(id: &str, secret: &str) -> String {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret))))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
 }
 
 pub fn form(pairs: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 impl TestApp {
@@ -162,34 +202,68 @@ impl TestApp {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
-        TestResponse { status, headers, body }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> TestResponse {
-        self.send(Request::get(path).body(Body::empty()).unwrap()).await
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
     }
 
     /// POSTs a form, with Basic credentials when `auth` is given.
-    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)], auth: Option<(&str, &str)>) -> TestResponse {
-        let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    pub async fn post_form(
+        &self,
+        path: &str,
+        pairs: &[(&str, &str)],
+        auth: Option<(&str, &str)>,
+    ) -> TestResponse {
+        let mut req =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some((id, secret)) = auth {
             req = req.header(header::AUTHORIZATION, basic(id, secret));
         }
         self.send(req.body(Body::from(form(pairs))).unwrap()).await
     }
 
-    pub async fn json_request(&self, method: &str, path: &str, body: &Value, bearer: Option<&str>) -> TestResponse {
-        let mut req = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
+    pub async fn json_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        bearer: Option<&str>,
+    ) -> TestResponse {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json");
         if let Some(token) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        self.send(req.body(Body::from(body.to_string())).unwrap()).await
+        self.send(req.body(Body::from(body.to_string())).unwrap())
+            .await
     }
 
     pub async fn register(&self, metadata: Value) -> Value {
-        let r = self.json_request("POST", "/register", &metadata, None).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+        let r = self
+            .json_request("POST", "/register", &metadata, None)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
         r.json()
     }
 
@@ -203,7 +277,10 @@ impl TestApp {
                 "scope": scope,
             }))
             .await;
-        (reg["client_id"].as_str().unwrap().into(), reg["client_secret"].as_str().unwrap().into())
+        (
+            reg["client_id"].as_str().unwrap().into(),
+            reg["client_secret"].as_str().unwrap().into(),
+        )
     }
 
     pub async fn token(&self, id: &str, secret: &str, extra: &[(&str, &str)]) -> TestResponse {
@@ -217,19 +294,35 @@ impl TestApp {
         let (id, secret) = self.cc_client(scope).await;
         let r = self.token(&id, &secret, &[]).await;
         assert_eq!(r.status, StatusCode::OK);
-        (id, secret, r.json()["access_token"].as_str().unwrap().to_string())
+        (
+            id,
+            secret,
+            r.json()["access_token"].as_str().unwrap().to_string(),
+        )
     }
 
     pub async fn introspect(&self, id: &str, secret: &str, token: &str) -> Value {
-        let r = self.post_form("/introspect", &[("token", token)], Some((id, secret))).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        let r = self
+            .post_form("/introspect", &[("token", token)], Some((id, secret)))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
         r.json()
     }
 
     pub async fn audit_events(&self) -> Vec<String> {
         // Issuance events are batched; give the writer a moment.
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        store::audit::recent(&self.state.db, 1000).await.unwrap().into_iter().map(|e| e.event).collect()
+        store::audit::recent(&self.state.db, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
     }
 }
 
@@ -237,7 +330,12 @@ impl TestApp {
 pub fn jwt_parts(token: &str) -> (Value, Value) {
     let mut parts = token.split('.');
     let dec = |p: &str| -> Value {
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .unwrap(),
+        )
+        .unwrap()
     };
     let header = dec(parts.next().unwrap());
     let claims = dec(parts.next().unwrap());

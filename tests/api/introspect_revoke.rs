@@ -7,10 +7,22 @@ use crate::helpers::{Backend, ISSUER, TestApp, jwt_parts, spawn_app};
 /// RFC 7662 §2.2: an active token's claims, for an authenticated client.
 async fn introspection_reports_active_token(app: TestApp) {
     let (id, secret) = app.cc_client("read write").await;
-    let r = app.token(&id, &secret, &[("scope", "read"), ("resource", "https://mcp.example.com/")]).await;
+    let r = app
+        .token(
+            &id,
+            &secret,
+            &[("scope", "read"), ("resource", "https://mcp.example.com/")],
+        )
+        .await;
     let token = r.json()["access_token"].as_str().unwrap().to_string();
     let (rs_id, rs_secret) = app.cc_client("").await;
-    let r = app.post_form("/introspect", &[("token", &token), ("token_type_hint", "access_token")], Some((&rs_id, &rs_secret))).await;
+    let r = app
+        .post_form(
+            "/introspect",
+            &[("token", &token), ("token_type_hint", "access_token")],
+            Some((&rs_id, &rs_secret)),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let i = r.json();
@@ -30,13 +42,23 @@ both!(introspection_reports_active_token);
 /// SECURITY-CASES 33: no client authentication is 401.
 async fn introspection_requires_client_authentication(app: TestApp) {
     let (_, _, token) = app.access_token("read").await;
-    let r = app.post_form("/introspect", &[("token", &token)], None).await;
+    let r = app
+        .post_form("/introspect", &[("token", &token)], None)
+        .await;
     r.assert_error(401, "invalid_client");
     assert!(r.header("www-authenticate").is_some());
-    let r = app.post_form("/introspect", &[("token", &token)], Some(("nobody", "nothing"))).await;
+    let r = app
+        .post_form(
+            "/introspect",
+            &[("token", &token)],
+            Some(("nobody", "nothing")),
+        )
+        .await;
     r.assert_error(401, "invalid_client");
     let (id, secret) = app.cc_client("read").await;
-    app.post_form("/introspect", &[], Some((&id, &secret))).await.assert_error(400, "invalid_request");
+    app.post_form("/introspect", &[], Some((&id, &secret)))
+        .await
+        .assert_error(400, "invalid_request");
 }
 both!(introspection_requires_client_authentication);
 
@@ -51,7 +73,8 @@ async fn introspection_reports_inactive_exactly(app: TestApp) {
     hs.typ = Some("at+jwt".into());
     hs.kid = Some(kid.clone());
     let jwks = app.get("/jwks.json").await.body;
-    let hs256_with_public_key = jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(&jwks)).unwrap();
+    let hs256_with_public_key =
+        jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(&jwks)).unwrap();
 
     let other = spawn_app(Backend::Sqlite).await;
     let (_, _, foreign) = other.access_token("read").await;
@@ -62,16 +85,32 @@ async fn introspection_reports_inactive_exactly(app: TestApp) {
     let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0";
     let alg_none = format!("{none_header}.{}.", token.split('.').nth(1).unwrap());
 
-    for garbage in ["garbage", "a.b.c", "", &hs256_with_public_key, &foreign, &stripped, &alg_none] {
+    for garbage in [
+        "garbage",
+        "a.b.c",
+        "",
+        &hs256_with_public_key,
+        &foreign,
+        &stripped,
+        &alg_none,
+    ] {
         if garbage.is_empty() {
             continue;
         }
-        assert_eq!(app.introspect(&id, &secret, garbage).await, json!({"active": false}), "{garbage}");
+        assert_eq!(
+            app.introspect(&id, &secret, garbage).await,
+            json!({"active": false}),
+            "{garbage}"
+        );
     }
 
     assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
     app.clock.advance(901);
-    assert_eq!(app.introspect(&id, &secret, &token).await, json!({"active": false}), "expired");
+    assert_eq!(
+        app.introspect(&id, &secret, &token).await,
+        json!({"active": false}),
+        "expired"
+    );
 }
 both!(introspection_reports_inactive_exactly);
 
@@ -81,24 +120,55 @@ async fn revocation_deactivates_own_tokens_only(app: TestApp) {
     let (id, secret, token) = app.access_token("read").await;
     let (other_id, other_secret, other_token) = app.access_token("read").await;
 
-    let r = app.post_form("/revoke", &[("token", "not-a-token")], Some((&id, &secret))).await;
+    let r = app
+        .post_form("/revoke", &[("token", "not-a-token")], Some((&id, &secret)))
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
 
-    let r = app.post_form("/revoke", &[("token", &other_token)], Some((&id, &secret))).await;
+    let r = app
+        .post_form("/revoke", &[("token", &other_token)], Some((&id, &secret)))
+        .await;
     assert_eq!(r.status, 200);
-    assert_eq!(app.introspect(&other_id, &other_secret, &other_token).await["active"], true);
+    assert_eq!(
+        app.introspect(&other_id, &other_secret, &other_token).await["active"],
+        true
+    );
 
-    let r = app.post_form("/revoke", &[("token", &token), ("token_type_hint", "access_token")], Some((&id, &secret))).await;
+    let r = app
+        .post_form(
+            "/revoke",
+            &[("token", &token), ("token_type_hint", "access_token")],
+            Some((&id, &secret)),
+        )
+        .await;
     assert_eq!(r.status, 200);
-    assert_eq!(app.introspect(&id, &secret, &token).await, json!({"active": false}));
+    assert_eq!(
+        app.introspect(&id, &secret, &token).await,
+        json!({"active": false})
+    );
     // Revoking twice is fine.
-    assert_eq!(app.post_form("/revoke", &[("token", &token)], Some((&id, &secret))).await.status, 200);
-    assert!(app.audit_events().await.contains(&"token.revoked".to_string()));
+    assert_eq!(
+        app.post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
+            .await
+            .status,
+        200
+    );
+    assert!(
+        app.audit_events()
+            .await
+            .contains(&"token.revoked".to_string())
+    );
 
-    app.post_form("/revoke", &[("token", &token)], None).await.assert_error(401, "invalid_client");
-    app.post_form("/revoke", &[("token", &token)], Some((&id, "wrong"))).await.assert_error(401, "invalid_client");
-    app.post_form("/revoke", &[], Some((&id, &secret))).await.assert_error(400, "invalid_request");
+    app.post_form("/revoke", &[("token", &token)], None)
+        .await
+        .assert_error(401, "invalid_client");
+    app.post_form("/revoke", &[("token", &token)], Some((&id, "wrong")))
+        .await
+        .assert_error(401, "invalid_client");
+    app.post_form("/revoke", &[], Some((&id, &secret)))
+        .await
+        .assert_error(400, "invalid_request");
 }
 both!(revocation_deactivates_own_tokens_only);
 
@@ -108,12 +178,27 @@ async fn tokens_of_deleted_clients_are_inactive(app: TestApp) {
         .register(json!({"grant_types": ["client_credentials"], "scope": "read"}))
         .await;
     let id = reg["client_id"].as_str().unwrap();
-    let r = app.token(id, reg["client_secret"].as_str().unwrap(), &[]).await;
+    let r = app
+        .token(id, reg["client_secret"].as_str().unwrap(), &[])
+        .await;
     let token = r.json()["access_token"].as_str().unwrap().to_string();
     let (rs_id, rs_secret) = app.cc_client("").await;
-    assert_eq!(app.introspect(&rs_id, &rs_secret, &token).await["active"], true);
-    let r = app.json_request("DELETE", &format!("/register/{id}"), &json!({}), reg["registration_access_token"].as_str()).await;
+    assert_eq!(
+        app.introspect(&rs_id, &rs_secret, &token).await["active"],
+        true
+    );
+    let r = app
+        .json_request(
+            "DELETE",
+            &format!("/register/{id}"),
+            &json!({}),
+            reg["registration_access_token"].as_str(),
+        )
+        .await;
     assert_eq!(r.status, 204);
-    assert_eq!(app.introspect(&rs_id, &rs_secret, &token).await, json!({"active": false}));
+    assert_eq!(
+        app.introspect(&rs_id, &rs_secret, &token).await,
+        json!({"active": false})
+    );
 }
 both!(tokens_of_deleted_clients_are_inactive);

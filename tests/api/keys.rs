@@ -6,7 +6,12 @@ use crate::both;
 use crate::helpers::{TestApp, jwt_parts};
 
 fn kids(jwks: &serde_json::Value) -> Vec<String> {
-    jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect()
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Rotation publishes the next key before it signs, and keeps the old key
@@ -19,20 +24,36 @@ async fn key_rotation_publishes_before_use_and_retires_after_expiry(app: TestApp
     let row = rotate(&app, now).await;
     app.state.keys.reload(&app.state.db, now).await.unwrap();
     let jwks = app.get("/jwks.json").await.json();
-    assert_eq!(kids(&jwks), vec![old_kid.clone(), row.kid.clone()], "next key published at once");
+    assert_eq!(
+        kids(&jwks),
+        vec![old_kid.clone(), row.kid.clone()],
+        "next key published at once"
+    );
     let r = app.token(&id, &secret, &[]).await;
-    assert_eq!(jwt_parts(r.json()["access_token"].as_str().unwrap()).0["kid"], old_kid.as_str(), "not yet signing");
+    assert_eq!(
+        jwt_parts(r.json()["access_token"].as_str().unwrap()).0["kid"],
+        old_kid.as_str(),
+        "not yet signing"
+    );
 
     app.clock.advance(600);
     let r = app.token(&id, &secret, &[]).await;
     let second = r.json()["access_token"].as_str().unwrap().to_string();
-    assert_eq!(jwt_parts(&second).0["kid"], row.kid.as_str(), "signs after the publish delay");
+    assert_eq!(
+        jwt_parts(&second).0["kid"],
+        row.kid.as_str(),
+        "signs after the publish delay"
+    );
     // Tokens signed by the old key still verify.
     assert_eq!(app.introspect(&id, &secret, &first).await["active"], true);
 
     // After the longest token lifetime (+ margin) the old key leaves the JWKS.
     app.clock.advance(900 + 61);
-    app.state.keys.reload(&app.state.db, app.now()).await.unwrap();
+    app.state
+        .keys
+        .reload(&app.state.db, app.now())
+        .await
+        .unwrap();
     let jwks = app.get("/jwks.json").await.json();
     assert_eq!(kids(&jwks), vec![row.kid.clone()]);
 }
@@ -41,7 +62,9 @@ both!(key_rotation_publishes_before_use_and_retires_after_expiry);
 /// What `agentauth keys rotate` does, under the app's own KEK.
 async fn rotate(app: &TestApp, now: i64) -> store::keys::KeyRow {
     let kek = Kek::from_bytes(&app.kek_bytes).unwrap();
-    keys::rotate(&app.state.db, &kek, now, 600, 900).await.unwrap()
+    keys::rotate(&app.state.db, &kek, now, 600, 900)
+        .await
+        .unwrap()
 }
 
 /// Private keys are sealed: the stored bytes are not a PKCS#8 key, the
@@ -54,6 +77,10 @@ async fn signing_keys_are_encrypted_at_rest(app: TestApp) {
     assert!(row.public_jwk.get("d").is_none());
     assert_eq!(row.alg, "RS256");
     let wrong = Kek::from_bytes(&random_bytes::<32>()).unwrap();
-    assert!(KeyRing::load_or_init(&app.state.db, wrong, app.now()).await.is_err());
+    assert!(
+        KeyRing::load_or_init(&app.state.db, wrong, app.now())
+            .await
+            .is_err()
+    );
 }
 both!(signing_keys_are_encrypted_at_rest);

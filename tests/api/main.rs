@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! One integration binary. Every storage-touching case runs twice: on a
 //! fresh SQLite file and on a fresh PostgreSQL schema (127.0.0.1:5432,
 //! user postgres, database test). PostgreSQL cases fail, never skip, when

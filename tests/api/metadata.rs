@@ -23,14 +23,31 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
         let status = app.get(path).await.status.as_u16();
         assert_ne!(status, 404, "{path} must be implemented");
     }
-    assert_eq!(m["grant_types_supported"], serde_json::json!(["client_credentials"]));
-    let methods: Vec<&str> =
-        m["token_endpoint_auth_methods_supported"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    for method in ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"] {
+    assert_eq!(
+        m["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
+    let methods: Vec<&str> = m["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for method in [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ] {
         assert!(methods.contains(&method));
     }
-    let algs = m["token_endpoint_auth_signing_alg_values_supported"].as_array().unwrap();
-    assert!(algs.iter().all(|a| a != "none" && !a.as_str().unwrap().starts_with("HS")));
+    let algs = m["token_endpoint_auth_signing_alg_values_supported"]
+        .as_array()
+        .unwrap();
+    assert!(
+        algs.iter()
+            .all(|a| a != "none" && !a.as_str().unwrap().starts_with("HS"))
+    );
     // No authorization endpoint in this build, so none is advertised.
     assert!(m.get("authorization_endpoint").is_none());
 }

@@ -8,7 +8,10 @@ async fn health_readiness_and_metrics(app: TestApp) {
     let m = app.get("/metrics").await;
     assert_eq!(m.status, 200);
     let text = String::from_utf8(m.body).unwrap();
-    assert!(text.contains("agentauth_tokens_issued_total{grant_type=\"client_credentials\"} 1"), "{text}");
+    assert!(
+        text.contains("agentauth_tokens_issued_total{grant_type=\"client_credentials\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("agentauth_http_requests_total"));
 }
 both!(health_readiness_and_metrics);
@@ -20,22 +23,38 @@ async fn storage_failure_answers_503_with_retry_after(app: TestApp) {
     let (id, secret, token) = app.access_token("read").await;
     app.state.db.clone().close().await.unwrap();
 
-    let r = app.json_request("POST", "/register", &serde_json::json!({"grant_types":["client_credentials"]}), None).await;
+    let r = app
+        .json_request(
+            "POST",
+            "/register",
+            &serde_json::json!({"grant_types":["client_credentials"]}),
+            None,
+        )
+        .await;
     r.assert_error(503, "temporarily_unavailable");
     assert_eq!(r.header("retry-after"), Some("5"));
 
     // The client is cached, so authentication passes; the revocation check
     // needs the database and must not report the token active.
-    let r = app.post_form("/introspect", &[("token", &token)], Some((&id, &secret))).await;
+    let r = app
+        .post_form("/introspect", &[("token", &token)], Some((&id, &secret)))
+        .await;
     r.assert_error(503, "temporarily_unavailable");
 
-    let r = app.post_form("/revoke", &[("token", &token)], Some((&id, &secret))).await;
+    let r = app
+        .post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
+        .await;
     r.assert_error(503, "temporarily_unavailable");
 
     assert_eq!(app.get("/readyz").await.status, 503);
     assert_eq!(app.get("/healthz").await.status, 200);
     assert_eq!(app.get("/jwks.json").await.status, 200);
-    assert_eq!(app.get("/.well-known/oauth-authorization-server").await.status, 200);
+    assert_eq!(
+        app.get("/.well-known/oauth-authorization-server")
+            .await
+            .status,
+        200
+    );
 }
 both!(storage_failure_answers_503_with_retry_after);
 

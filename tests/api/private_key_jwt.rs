@@ -16,7 +16,9 @@ struct ClientKey {
 }
 
 fn client_key(kid: &str) -> ClientKey {
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
     let public = pair.public_key().as_ref().to_vec();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
@@ -52,7 +54,11 @@ async fn register_pkjwt(app: &TestApp, jwks: Value) -> String {
 async fn token_with(app: &TestApp, assertion: &str) -> crate::helpers::TestResponse {
     app.post_form(
         "/token",
-        &[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion)],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion),
+        ],
         None,
     )
     .await
@@ -80,10 +86,14 @@ async fn private_key_jwt_replayed_jti_is_invalid_client(app: TestApp) {
     let id = register_pkjwt(&app, json!({ "keys": [key.jwk] })).await;
     let assertion = key.assertion(claims(&app, &id, "once"));
     assert_eq!(token_with(&app, &assertion).await.status, 200);
-    token_with(&app, &assertion).await.assert_error(401, "invalid_client");
+    token_with(&app, &assertion)
+        .await
+        .assert_error(401, "invalid_client");
     // A new assertion reusing the jti is a replay too.
     let again = key.assertion(claims(&app, &id, "once"));
-    token_with(&app, &again).await.assert_error(401, "invalid_client");
+    token_with(&app, &again)
+        .await
+        .assert_error(401, "invalid_client");
 }
 both!(private_key_jwt_replayed_jti_is_invalid_client);
 
@@ -99,32 +109,73 @@ async fn private_key_jwt_bad_assertions_are_invalid_client(app: TestApp) {
         f(&mut c);
         key.assertion(c)
     };
-    cases.push(("wrong aud", with(&|c| c["aud"] = json!("https://evil.example.com"))));
+    cases.push((
+        "wrong aud",
+        with(&|c| c["aud"] = json!("https://evil.example.com")),
+    ));
     cases.push(("expired", with(&|c| c["exp"] = json!(now - 1))));
     cases.push(("exp far ahead", with(&|c| c["exp"] = json!(now + 3600))));
-    cases.push(("exp as string", with(&|c| c["exp"] = json!((now + 60).to_string()))));
-    cases.push(("no exp", with(&|c| { c.as_object_mut().unwrap().remove("exp"); })));
-    cases.push(("no jti", with(&|c| { c.as_object_mut().unwrap().remove("jti"); })));
+    cases.push((
+        "exp as string",
+        with(&|c| c["exp"] = json!((now + 60).to_string())),
+    ));
+    cases.push((
+        "no exp",
+        with(&|c| {
+            c.as_object_mut().unwrap().remove("exp");
+        }),
+    ));
+    cases.push((
+        "no jti",
+        with(&|c| {
+            c.as_object_mut().unwrap().remove("jti");
+        }),
+    ));
     cases.push(("iat in the future", with(&|c| c["iat"] = json!(now + 300))));
     cases.push(("sub differs", with(&|c| c["sub"] = json!("someone-else"))));
     let stranger = client_key("k1");
-    cases.push(("foreign key", stranger.assertion(claims(&app, &id, "foreign"))));
+    cases.push((
+        "foreign key",
+        stranger.assertion(claims(&app, &id, "foreign")),
+    ));
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some("k1".into());
-    let mac = jsonwebtoken::encode(&hs, &claims(&app, &id, "mac"), &EncodingKey::from_secret(b"k1")).unwrap();
+    let mac = jsonwebtoken::encode(
+        &hs,
+        &claims(&app, &id, "mac"),
+        &EncodingKey::from_secret(b"k1"),
+    )
+    .unwrap();
     cases.push(("HS256", mac));
     let mut payload = claims(&app, &id, "none");
     payload["alg"] = json!("none");
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    cases.push(("alg none", format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&payload))));
+    cases.push((
+        "alg none",
+        format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&payload)),
+    ));
     cases.push(("garbage", "not.a.jwt".to_string()));
     for (name, assertion) in cases {
         let r = token_with(&app, &assertion).await;
-        assert_eq!(r.status, 401, "{name}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            401,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert_eq!(r.json()["error"], "invalid_client", "{name}");
     }
     let ok = key.assertion(claims(&app, &id, "typeless"));
-    let r = app.post_form("/token", &[("grant_type", "client_credentials"), ("client_assertion", &ok)], None).await;
+    let r = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_assertion", &ok),
+            ],
+            None,
+        )
+        .await;
     r.assert_error(401, "invalid_client");
 }
 both!(private_key_jwt_bad_assertions_are_invalid_client);
@@ -135,14 +186,21 @@ both!(private_key_jwt_bad_assertions_are_invalid_client);
 async fn jwks_uri_on_private_address_is_refused() {
     let app = crate::helpers::spawn_app(Backend::Sqlite).await;
     let key = client_key("k1");
-    for uri in ["https://127.0.0.1/jwks.json", "https://2130706433/jwks.json", "https://[::1]/jwks.json", "https://localhost/jwks.json"] {
+    for uri in [
+        "https://127.0.0.1/jwks.json",
+        "https://2130706433/jwks.json",
+        "https://[::1]/jwks.json",
+        "https://localhost/jwks.json",
+    ] {
         let reg = app
             .register(json!({
                 "grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": uri,
             }))
             .await;
         let id = reg["client_id"].as_str().unwrap();
-        token_with(&app, &key.assertion(claims(&app, id, "x"))).await.assert_error(401, "invalid_client");
+        token_with(&app, &key.assertion(claims(&app, id, "x")))
+            .await
+            .assert_error(401, "invalid_client");
     }
 }
 
@@ -154,7 +212,10 @@ async fn jwks_uri_is_fetched_and_used() {
     let jwks = json!({ "keys": [key.jwk] }).to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = axum::Router::new().route("/jwks.json", axum::routing::get(move || async move { jwks }));
+    let server = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || async move { jwks }),
+    );
     tokio::spawn(async move { axum::serve(listener, server).await });
 
     let mut args = serve_args();

@@ -21,7 +21,9 @@ fn cc(extra: Value) -> Value {
 /// RFC 7591 §3.2.1: 201 with client_id, a secret for secret-based methods,
 /// a registration access token and URI; secrets stored only as hashes.
 async fn registration_returns_credentials_and_stores_hashes(app: TestApp) {
-    let r = app.json_request("POST", "/register", &cc(json!({})), None).await;
+    let r = app
+        .json_request("POST", "/register", &cc(json!({})), None)
+        .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let reg = r.json();
@@ -30,19 +32,39 @@ async fn registration_returns_credentials_and_stores_hashes(app: TestApp) {
     assert!(secret.len() >= 43, "256-bit secret");
     assert_eq!(reg["client_secret_expires_at"], 0);
     assert_eq!(reg["token_endpoint_auth_method"], "client_secret_basic");
-    assert_eq!(reg["registration_client_uri"], format!("{ISSUER}/register/{id}"));
+    assert_eq!(
+        reg["registration_client_uri"],
+        format!("{ISSUER}/register/{id}")
+    );
     let rat = reg["registration_access_token"].as_str().unwrap();
 
-    let stored = store::clients::get(&app.state.db, id).await.unwrap().unwrap();
-    assert_eq!(stored.client_secret_hash.as_deref(), Some(&sha256(secret.as_bytes())[..]));
-    assert_eq!(stored.registration_access_token_hash.as_deref(), Some(&sha256(rat.as_bytes())[..]));
-    assert!(app.audit_events().await.contains(&"client.registered".to_string()));
+    let stored = store::clients::get(&app.state.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.client_secret_hash.as_deref(),
+        Some(&sha256(secret.as_bytes())[..])
+    );
+    assert_eq!(
+        stored.registration_access_token_hash.as_deref(),
+        Some(&sha256(rat.as_bytes())[..])
+    );
+    assert!(
+        app.audit_events()
+            .await
+            .contains(&"client.registered".to_string())
+    );
 }
 both!(registration_returns_credentials_and_stores_hashes);
 
 /// SECURITY-CASES 29: client_id and client_secret in the request are ignored.
 async fn registration_ignores_client_chosen_id_and_secret(app: TestApp) {
-    let reg = app.register(cc(json!({ "client_id": "chosen", "client_secret": "chosen-secret" }))).await;
+    let reg = app
+        .register(cc(
+            json!({ "client_id": "chosen", "client_secret": "chosen-secret" }),
+        ))
+        .await;
     assert_ne!(reg["client_id"], "chosen");
     assert_ne!(reg["client_secret"], "chosen-secret");
 }
@@ -52,34 +74,88 @@ both!(registration_ignores_client_chosen_id_and_secret);
 /// with the right code, and nothing is stored.
 async fn registration_rejects_bad_metadata(app: TestApp) {
     let cases: Vec<(Value, &str)> = vec![
-        (cc(json!({"redirect_uris": ["https://app.example.com/cb#frag"]})), "invalid_redirect_uri"),
-        (cc(json!({"redirect_uris": ["javascript:alert(1)"]})), "invalid_redirect_uri"),
-        (cc(json!({"redirect_uris": ["data:text/html,x"]})), "invalid_redirect_uri"),
-        (cc(json!({"redirect_uris": ["http://app.example.com/cb"]})), "invalid_redirect_uri"),
-        (cc(json!({"redirect_uris": ["https://*.example.com/cb"]})), "invalid_redirect_uri"),
-        (cc(json!({"redirect_uris": ["https://a@b@evil.example/cb"]})), "invalid_redirect_uri"),
-        (cc(json!({"grant_types": ["password"]})), "invalid_client_metadata"),
-        (cc(json!({"grant_types": ["implicit"]})), "invalid_client_metadata"),
-        (cc(json!({"grant_types": ["urn:example:custom"]})), "invalid_client_metadata"),
-        (cc(json!({"response_types": ["token"]})), "invalid_client_metadata"),
-        (cc(json!({"token_endpoint_auth_method": "client_secret_jwt"})), "invalid_client_metadata"),
-        (cc(json!({"token_endpoint_auth_method": "none"})), "invalid_client_metadata"),
-        (cc(json!({"token_endpoint_auth_method": "private_key_jwt"})), "invalid_client_metadata"),
         (
-            cc(json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}})),
+            cc(json!({"redirect_uris": ["https://app.example.com/cb#frag"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            cc(json!({"redirect_uris": ["javascript:alert(1)"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            cc(json!({"redirect_uris": ["data:text/html,x"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            cc(json!({"redirect_uris": ["http://app.example.com/cb"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            cc(json!({"redirect_uris": ["https://*.example.com/cb"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            cc(json!({"redirect_uris": ["https://a@b@evil.example/cb"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            cc(json!({"grant_types": ["password"]})),
             "invalid_client_metadata",
         ),
         (
-            cc(json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://keys.example.com/jwks"})),
+            cc(json!({"grant_types": ["implicit"]})),
             "invalid_client_metadata",
         ),
-        (cc(json!({"logo_uri": "http://app.example.com/logo.png"})), "invalid_client_metadata"),
         (
-            cc(json!({"client_uri": "https://app.example.com", "policy_uri": "https://evil.example/policy"})),
+            cc(json!({"grant_types": ["urn:example:custom"]})),
             "invalid_client_metadata",
         ),
-        (cc(json!({"scope": "read \"quoted\""})), "invalid_client_metadata"),
-        (cc(json!({"grant_types": "client_credentials"})), "invalid_client_metadata"),
+        (
+            cc(json!({"response_types": ["token"]})),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(json!({"token_endpoint_auth_method": "client_secret_jwt"})),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(json!({"token_endpoint_auth_method": "none"})),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(json!({"token_endpoint_auth_method": "private_key_jwt"})),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(
+                json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(
+                json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://keys.example.com/jwks"}),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(json!({"logo_uri": "http://app.example.com/logo.png"})),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(
+                json!({"client_uri": "https://app.example.com", "policy_uri": "https://evil.example/policy"}),
+            ),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(json!({"scope": "read \"quoted\""})),
+            "invalid_client_metadata",
+        ),
+        (
+            cc(json!({"grant_types": "client_credentials"})),
+            "invalid_client_metadata",
+        ),
         (json!(["not", "an", "object"]), "invalid_client_metadata"),
     ];
     for (body, code) in cases {
@@ -88,7 +164,12 @@ async fn registration_rejects_bad_metadata(app: TestApp) {
         assert_eq!(r.json()["error"], code, "{body}");
         assert!(r.json()["error_description"].is_string());
     }
-    assert!(store::clients::list(&app.state.db).await.unwrap().is_empty());
+    assert!(
+        store::clients::list(&app.state.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 both!(registration_rejects_bad_metadata);
 
@@ -104,7 +185,12 @@ async fn registration_rejects_non_json_and_oversized_bodies(app: TestApp) {
     r.assert_error(400, "invalid_client_metadata");
 
     let r = app
-        .send(Request::post("/register").header(header::CONTENT_TYPE, "application/json").body(Body::from("{")).unwrap())
+        .send(
+            Request::post("/register")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{"))
+                .unwrap(),
+        )
         .await;
     r.assert_error(400, "invalid_client_metadata");
 
@@ -124,10 +210,16 @@ async fn registration_flood_is_rate_limited() {
     for _ in 0..3 {
         app.register(cc(json!({}))).await;
     }
-    let r = app.json_request("POST", "/register", &cc(json!({})), None).await;
+    let r = app
+        .json_request("POST", "/register", &cc(json!({})), None)
+        .await;
     let body = r.json();
     assert_eq!(r.status, 429, "{body}");
-    assert!(r.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+    assert!(
+        r.header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|s| s >= 1)
+    );
 }
 
 /// RFC 7591 §3: protected registration needs a valid initial access
@@ -147,26 +239,50 @@ async fn protected_registration(backend: Backend) {
     args.registration = RegistrationMode::Protected;
     let app = spawn_app_with(backend, args).await;
 
-    let r = app.json_request("POST", "/register", &cc(json!({})), None).await;
+    let r = app
+        .json_request("POST", "/register", &cc(json!({})), None)
+        .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "invalid_token");
     assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
 
     let iat = random_token();
-    store::initial_tokens::insert(&app.state.db, sha256(iat.as_bytes()), app.now(), None, Some(1)).await.unwrap();
-    let r = app.json_request("POST", "/register", &cc(json!({})), Some("wrong-token")).await;
+    store::initial_tokens::insert(
+        &app.state.db,
+        sha256(iat.as_bytes()),
+        app.now(),
+        None,
+        Some(1),
+    )
+    .await
+    .unwrap();
+    let r = app
+        .json_request("POST", "/register", &cc(json!({})), Some("wrong-token"))
+        .await;
     assert_eq!(r.status, 401);
-    let r = app.json_request("POST", "/register", &cc(json!({})), Some(&iat)).await;
+    let r = app
+        .json_request("POST", "/register", &cc(json!({})), Some(&iat))
+        .await;
     assert_eq!(r.status, 201);
-    let r = app.json_request("POST", "/register", &cc(json!({})), Some(&iat)).await;
+    let r = app
+        .json_request("POST", "/register", &cc(json!({})), Some(&iat))
+        .await;
     assert_eq!(r.status, 401, "a single-use initial access token is spent");
 
     let expiring = random_token();
-    store::initial_tokens::insert(&app.state.db, sha256(expiring.as_bytes()), app.now(), Some(app.now() + 60), None)
-        .await
-        .unwrap();
+    store::initial_tokens::insert(
+        &app.state.db,
+        sha256(expiring.as_bytes()),
+        app.now(),
+        Some(app.now() + 60),
+        None,
+    )
+    .await
+    .unwrap();
     app.clock.advance(61);
-    let r = app.json_request("POST", "/register", &cc(json!({})), Some(&expiring)).await;
+    let r = app
+        .json_request("POST", "/register", &cc(json!({})), Some(&expiring))
+        .await;
     assert_eq!(r.status, 401, "an expired initial access token is refused");
 }
 
@@ -182,7 +298,10 @@ async fn registration_management_with_registration_access_token(app: TestApp) {
     let r = app.json_request("GET", &uri, &json!({}), Some(rat)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["client_name"], "worker");
-    assert!(r.json().get("client_secret").is_none(), "the secret is not stored, so never returned again");
+    assert!(
+        r.json().get("client_secret").is_none(),
+        "the secret is not stored, so never returned again"
+    );
 
     for bad in [None, Some("wrong"), Some(secret)] {
         let r = app.json_request("GET", &uri, &json!({}), bad).await;
@@ -191,25 +310,57 @@ async fn registration_management_with_registration_access_token(app: TestApp) {
     }
     // Another client's token does not open this one.
     let other = app.register(cc(json!({}))).await;
-    let r = app.json_request("GET", &uri, &json!({}), other["registration_access_token"].as_str()).await;
+    let r = app
+        .json_request(
+            "GET",
+            &uri,
+            &json!({}),
+            other["registration_access_token"].as_str(),
+        )
+        .await;
     assert_eq!(r.status, 401);
 
-    let r = app.json_request("PUT", &uri, &cc(json!({"client_name": "renamed"})), Some(rat)).await;
+    let r = app
+        .json_request(
+            "PUT",
+            &uri,
+            &cc(json!({"client_name": "renamed"})),
+            Some(rat),
+        )
+        .await;
     r.assert_error(400, "invalid_client_metadata");
-    let r = app.json_request("PUT", &uri, &cc(json!({"client_id": id, "client_name": "renamed", "scope": "read"})), Some(rat)).await;
+    let r = app
+        .json_request(
+            "PUT",
+            &uri,
+            &cc(json!({"client_id": id, "client_name": "renamed", "scope": "read"})),
+            Some(rat),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["client_name"], "renamed");
     // The narrowed scope takes effect at once on this node.
-    app.token(id, secret, &[("scope", "write")]).await.assert_error(400, "invalid_scope");
+    app.token(id, secret, &[("scope", "write")])
+        .await
+        .assert_error(400, "invalid_scope");
 
     let r = app
-        .json_request("PUT", &uri, &cc(json!({"client_id": id, "token_endpoint_auth_method": "client_secret_post"})), Some(rat))
+        .json_request(
+            "PUT",
+            &uri,
+            &cc(json!({"client_id": id, "token_endpoint_auth_method": "client_secret_post"})),
+            Some(rat),
+        )
         .await;
     r.assert_error(400, "invalid_client_metadata");
 
-    let r = app.json_request("DELETE", &uri, &json!({}), Some(rat)).await;
+    let r = app
+        .json_request("DELETE", &uri, &json!({}), Some(rat))
+        .await;
     assert_eq!(r.status, 204);
-    app.token(id, secret, &[]).await.assert_error(401, "invalid_client");
+    app.token(id, secret, &[])
+        .await
+        .assert_error(401, "invalid_client");
     let r = app.json_request("GET", &uri, &json!({}), Some(rat)).await;
     assert_eq!(r.status, 401);
     let events = app.audit_events().await;
