@@ -168,26 +168,75 @@ impl KeyRing {
     /// valid signature. Time and issuer checks are the caller's (they own
     /// the clock); this only proves we issued the bytes.
     pub fn verify<T: DeserializeOwned>(&self, token: &str, typ: &str) -> Result<T, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        if header.alg != Algorithm::RS256 {
-            return Err(VerifyError::Signature);
-        }
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(typ) || t.eq_ignore_ascii_case(&format!("application/{typ}"))
-        });
-        if !typ_ok {
-            return Err(VerifyError::Type);
-        }
-        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
         let set = self.current();
-        let key = set.verifier(&kid).ok_or(VerifyError::UnknownKey)?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<T>(token, key, &validation)
-            .map(|d| d.claims)
-            .map_err(|_| VerifyError::Signature)
+        verify_jwt(token, typ, |kid| set.verifier(kid))
+    }
+}
+
+/// Verifies a JWT signed by one of our keys: known `kid`, pinned RS256,
+/// expected `typ` (short or `application/` form), valid signature.
+pub fn verify_jwt<'k, T: DeserializeOwned>(
+    token: &str,
+    typ: &str,
+    key_for: impl Fn(&str) -> Option<&'k DecodingKey>,
+) -> Result<T, VerifyError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+    if header.alg != Algorithm::RS256 {
+        return Err(VerifyError::Signature);
+    }
+    // RFC 8725 §3.11: explicit typing; `application/` may be omitted (RFC 7515 §4.1.9).
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        let bare = match t.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &t[12..],
+            _ => t,
+        };
+        bare.eq_ignore_ascii_case(typ)
+    });
+    if !typ_ok {
+        return Err(VerifyError::Type);
+    }
+    let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+    let key = key_for(&kid).ok_or(VerifyError::UnknownKey)?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<T>(token, key, &validation)
+        .map(|d| d.claims)
+        .map_err(|_| VerifyError::Signature)
+}
+
+impl SigningKey {
+    /// Parses a PKCS#8 RSA private key.
+    pub fn from_pkcs8(kid: &str, activates_at: i64, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| KeyError::Open {
+            kid: kid.to_string(),
+            why: e.to_string(),
+        })?;
+        Ok(Self {
+            kid: kid.to_string(),
+            activates_at,
+            pair,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A fresh RSA-2048 key and its PKCS#8 encoding (benchmarks, tests).
+    pub fn generate(kid: &str) -> Result<(Self, Vec<u8>), KeyError> {
+        let pair =
+            aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+        let pkcs8 = pair
+            .as_der()
+            .map_err(|_| KeyError::Generate)?
+            .as_ref()
+            .to_vec();
+        Ok((Self::from_pkcs8(kid, 0, &pkcs8)?, pkcs8))
+    }
+
+    /// The public half, for verification.
+    pub fn decoding_key(&self) -> DecodingKey {
+        let (n, e) = rsa_components(&self.pair);
+        DecodingKey::from_rsa_raw_components(&n, &e)
     }
 }
 
