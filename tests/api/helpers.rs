@@ -33,12 +33,12 @@ pub enum Backend {
 macro_rules! both {
     ($name:ident) => {
         mod $name {
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await)
                     .await
             }
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await)
                     .await

@@ -231,3 +231,33 @@ async fn jwks_uri_is_fetched_and_used() {
     let r = token_with(&app, &key.assertion(claims(&app, id, "remote-1"))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// SECURITY-CASES 12/18 and the reliability rule: 64 concurrent uses of
+/// one assertion, exactly one wins.
+async fn private_key_jwt_concurrent_replay_has_one_winner(app: TestApp) {
+    let key = client_key("k1");
+    let id = register_pkjwt(&app, json!({ "keys": [key.jwk] })).await;
+    let assertion = key.assertion(claims(&app, &id, "raced"));
+    let app = std::sync::Arc::new(app);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let app = app.clone();
+            let assertion = assertion.clone();
+            tokio::spawn(async move { token_with(&app, &assertion).await.status.as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 401),
+        "{statuses:?}"
+    );
+}
+both!(private_key_jwt_concurrent_replay_has_one_winner);

@@ -369,3 +369,55 @@ async fn registration_management_with_registration_access_token(app: TestApp) {
     }
 }
 both!(registration_management_with_registration_access_token);
+
+/// One use left, sixteen concurrent registrations: exactly one succeeds.
+#[tokio::test]
+async fn initial_access_token_last_use_has_one_winner_postgres() {
+    initial_token_race(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn initial_access_token_last_use_has_one_winner_sqlite() {
+    initial_token_race(Backend::Sqlite).await
+}
+
+async fn initial_token_race(backend: Backend) {
+    let mut args = serve_args();
+    args.registration = RegistrationMode::Protected;
+    let app = std::sync::Arc::new(spawn_app_with(backend, args).await);
+    let iat = random_token();
+    store::initial_tokens::insert(
+        &app.state.db,
+        sha256(iat.as_bytes()),
+        app.now(),
+        None,
+        Some(1),
+    )
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let app = app.clone();
+            let iat = iat.clone();
+            tokio::spawn(async move {
+                app.json_request("POST", "/register", &cc(json!({})), Some(&iat))
+                    .await
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 401),
+        "{statuses:?}"
+    );
+}
