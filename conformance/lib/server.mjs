@@ -1,0 +1,63 @@
+// Starts the real agentauth binary on a free loopback port with a fresh
+// SQLite database, and stops it after the suite.
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve, dirname } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+
+const here = dirname(fileURLToPath(import.meta.url))
+export const BIN = process.env.AGENTAUTH_BIN ?? resolve(here, '../../target/debug/agentauth')
+
+export async function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createServer()
+    srv.on('error', rej)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => res(port))
+    })
+  })
+}
+
+/** Starts a server; returns { issuer, stop }. Extra CLI flags and env may be given. */
+export async function startServer({ args = [], env = {} } = {}) {
+  const port = await freePort()
+  const issuer = `http://127.0.0.1:${port}`
+  const dir = mkdtempSync(join(tmpdir(), 'agentauth-conformance-'))
+  let stderr = ''
+  const child = spawn(
+    BIN,
+    ['serve', '--listen', `127.0.0.1:${port}`, '--issuer', issuer, '--database-url', `sqlite://${dir}/agentauth.db?mode=rwc`, ...args],
+    { env: { ...process.env, AGENTAUTH_KEK: randomBytes(32).toString('base64'), RUST_LOG: 'warn', ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+  )
+  child.stderr.on('data', (d) => { stderr += d })
+  const exited = new Promise((res) => child.on('exit', (code) => res(code)))
+
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`agentauth exited with ${child.exitCode}:\n${stderr}`)
+    try {
+      const r = await fetch(`${issuer}/healthz`)
+      if (r.status === 200) break
+    } catch {}
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL')
+      throw new Error(`agentauth did not become healthy in 30 s:\n${stderr}`)
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+
+  return {
+    issuer,
+    stderr: () => stderr,
+    async stop() {
+      child.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+      if (child.exitCode === null) child.kill('SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
