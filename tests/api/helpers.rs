@@ -112,6 +112,40 @@ pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
     }
 }
 
+/// Two server nodes (separate pools, states and caches) on one fresh
+/// PostgreSQL schema, sharing a KEK as real nodes must.
+pub async fn spawn_pg_nodes() -> (TestApp, TestApp) {
+    let schema = fresh_schema().await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    let kek_bytes = random_bytes::<32>();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let db = store::connect(PG_URL, 4, Some(&schema)).await.unwrap();
+        let config = Config::from_args(&serve_args()).unwrap();
+        let (state, _audit) = State::new(
+            config,
+            db,
+            Kek::from_bytes(&kek_bytes).unwrap(),
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        let router = app::build(state.clone())
+            .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
+        nodes.push(TestApp {
+            router,
+            state,
+            clock: clock.clone(),
+            backend: Backend::Postgres,
+            kek_bytes,
+            _dir: None,
+        });
+    }
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    (a, b)
+}
+
 /// A fresh database: a new SQLite file, or a new PostgreSQL schema.
 pub async fn fresh_db(
     backend: Backend,

@@ -261,3 +261,39 @@ async fn private_key_jwt_concurrent_replay_has_one_winner(app: TestApp) {
     );
 }
 both!(private_key_jwt_concurrent_replay_has_one_winner);
+
+/// Two nodes on one PostgreSQL: an assertion spent on one is refused on
+/// the other (the replay store is the database, not a node's memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_replay_is_refused_across_nodes() {
+    let (a, b) = crate::helpers::spawn_pg_nodes().await;
+    let key = client_key("k1");
+    let id = register_pkjwt(&a, json!({ "keys": [key.jwk] })).await;
+    let assertion = key.assertion(claims(&a, &id, "cross-node"));
+    let (ra, rb) = tokio::join!(token_with(&a, &assertion), token_with(&b, &assertion));
+    let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 401]);
+    token_with(&b, &assertion)
+        .await
+        .assert_error(401, "invalid_client");
+    // Both nodes sign with keys the other publishes.
+    let token = a.token_for_pkjwt(&key, &id).await;
+    let (rs_id, rs_secret) = b.cc_client("").await;
+    assert_eq!(
+        b.introspect(&rs_id, &rs_secret, &token).await["active"],
+        true
+    );
+}
+
+impl TestApp {
+    async fn token_for_pkjwt(&self, key: &ClientKey, id: &str) -> String {
+        let r = token_with(
+            self,
+            &key.assertion(claims(self, id, &agentauth::crypto::random_id())),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        r.json()["access_token"].as_str().unwrap().to_string()
+    }
+}
