@@ -23,6 +23,7 @@ use crate::fetch::Fetcher;
 use crate::http;
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::oauth::dpop::NonceKey;
 use crate::store::clients::ClientRecord;
 use crate::store::{self, StoreError};
 
@@ -45,6 +46,16 @@ pub struct State {
     pub registration_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// RFC 8414 metadata, serialized once.
     pub metadata_json: String,
+    /// RFC 9449 §8 nonce key, derived from the KEK (same on every node).
+    pub dpop_nonces: NonceKey,
+    /// DPoP `jti` replay store: this node's memory on SQLite (one node),
+    /// the database on PostgreSQL (many nodes).
+    pub dpop_replay: DpopReplay,
+}
+
+pub enum DpopReplay {
+    Memory(Cache<String, ()>),
+    Database,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +75,23 @@ impl State {
         kek: Kek,
         clock: SharedClock,
     ) -> Result<(AppState, tokio::task::JoinHandle<()>), StartError> {
+        let dpop_nonces = NonceKey::new(
+            &kek.derive(b"agentauth dpop nonce v1"),
+            config.dpop_nonce_period,
+        );
+        let dpop_replay = if store::is_shared(&db) {
+            DpopReplay::Database
+        } else {
+            // A jti only matters while its proof's iat is inside the window.
+            let ttl =
+                Duration::from_secs(u64::try_from(2 * config.dpop_iat_window + 1).unwrap_or(121));
+            DpopReplay::Memory(
+                Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(ttl)
+                    .build(),
+            )
+        };
         let keys = KeyRing::load_or_init(&db, kek, clock.now()).await?;
         let (audit, audit_task) = AuditSink::start(db.clone());
         let per_minute =
@@ -82,6 +110,8 @@ impl State {
                 .map_err(|e| StartError::Fetch(e.to_string()))?,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             metrics: Metrics::default(),
+            dpop_nonces,
+            dpop_replay,
             config,
             db,
             keys,

@@ -107,6 +107,16 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_DEFAULT_AUDIENCE")]
     pub default_audience: Option<String>,
 
+    /// Require DPoP server nonces (RFC 9449 §8): proofs must carry a nonce
+    /// the server issued, valid across nodes that share the KEK.
+    #[arg(long, env = "AGENTAUTH_DPOP_NONCE")]
+    pub dpop_nonce: bool,
+
+    /// Accepted distance, in seconds, between a DPoP proof's `iat` and the
+    /// server clock, in either direction.
+    #[arg(long, env = "AGENTAUTH_DPOP_IAT_WINDOW", default_value_t = 60)]
+    pub dpop_iat_window: u32,
+
     /// Log format.
     #[arg(long, env = "AGENTAUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -127,6 +137,8 @@ impl Default for ServeArgs {
             registration_rate_per_minute: 30,
             scopes: String::new(),
             default_audience: None,
+            dpop_nonce: false,
+            dpop_iat_window: 60,
             log_format: LogFormat::Text,
             insecure_fetch: false,
         }
@@ -218,6 +230,12 @@ pub struct Config {
     pub scopes_supported: Option<Scope>,
     pub default_audience: String,
     pub insecure_fetch: bool,
+    /// RFC 9449 §8 server nonces on or off.
+    pub dpop_nonce: bool,
+    /// Seconds a DPoP proof's `iat` may differ from now.
+    pub dpop_iat_window: i64,
+    /// Lifetime of one DPoP nonce window (a nonce lives one to two windows).
+    pub dpop_nonce_period: i64,
     /// How often a node reloads signing keys from the database.
     pub key_reload_interval: Duration,
     /// JWKS `Cache-Control: max-age`.
@@ -279,6 +297,9 @@ impl Config {
             scopes_supported,
             default_audience,
             insecure_fetch: args.insecure_fetch,
+            dpop_nonce: args.dpop_nonce,
+            dpop_iat_window: i64::from(args.dpop_iat_window.clamp(1, 3600)),
+            dpop_nonce_period: 300,
             key_reload_interval: Duration::from_secs(60),
             jwks_max_age: 300,
             client_cache_ttl: Duration::from_secs(30),

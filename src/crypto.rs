@@ -42,8 +42,13 @@ pub fn verify_secret(presented: &str, stored_hash: &[u8]) -> bool {
     presented.as_slice().ct_eq(stored_hash).into()
 }
 
-/// The key-encryption key that seals signing keys at rest.
-pub struct Kek(LessSafeKey);
+/// The key-encryption key that seals signing keys at rest. Other
+/// cluster-wide secrets (the DPoP nonce key) are derived from it, so every
+/// node that shares the KEK agrees on them without more configuration.
+pub struct Kek {
+    aead: LessSafeKey,
+    raw: [u8; 32],
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KekError {
@@ -56,7 +61,20 @@ pub enum KekError {
 impl Kek {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KekError> {
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KekError::BadLength)?;
-        Ok(Self(LessSafeKey::new(key)))
+        let raw: [u8; 32] = bytes.try_into().map_err(|_| KekError::BadLength)?;
+        Ok(Self {
+            aead: LessSafeKey::new(key),
+            raw,
+        })
+    }
+
+    /// A 256-bit key for `label`, derived as HMAC-SHA256(KEK, label): an
+    /// independent key per purpose, never the KEK itself.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.raw);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(aws_lc_rs::hmac::sign(&key, label).as_ref());
+        out
     }
 
     pub fn from_base64(text: &str) -> Result<Self, KekError> {
@@ -74,7 +92,7 @@ impl Kek {
         let nonce = Nonce::assume_unique_for_key(nonce_bytes);
         // Sealing only fails for inputs beyond AES-GCM's length limit (64 GiB).
         let sealed = self
-            .0
+            .aead
             .seal_in_place_append_tag(nonce, Aad::from(aad), &mut in_out);
         debug_assert!(sealed.is_ok());
         let mut out = Vec::with_capacity(NONCE_LEN + in_out.len());
@@ -91,7 +109,7 @@ impl Kek {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KekError::Open)?;
         let mut in_out = ciphertext.to_vec();
         let plain = self
-            .0
+            .aead
             .open_in_place(nonce, Aad::from(aad), &mut in_out)
             .map_err(|_| KekError::Open)?;
         Ok(plain.to_vec())

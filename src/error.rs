@@ -23,6 +23,8 @@ pub struct OAuthError {
     pub challenge: Option<String>,
     /// `Retry-After`, for 429s.
     pub retry_after: Option<u64>,
+    /// `DPoP-Nonce` (RFC 9449 §8), with `use_dpop_nonce`.
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -37,6 +39,7 @@ impl OAuthError {
             description: Some(description.into()),
             challenge: None,
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -115,6 +118,22 @@ impl OAuthError {
         )
     }
 
+    /// RFC 9449 §5 `invalid_dpop_proof` at the token endpoint.
+    pub fn invalid_dpop_proof(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description)
+    }
+
+    /// RFC 9449 §8 `use_dpop_nonce`, carrying the nonce to retry with.
+    pub fn use_dpop_nonce(nonce: String) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "use_dpop_nonce",
+            "a DPoP nonce is required; retry with the one in DPoP-Nonce",
+        );
+        e.dpop_nonce = Some(nonce);
+        e
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -178,6 +197,9 @@ impl IntoResponse for OAuthError {
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(nonce) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            headers.insert("dpop-nonce", nonce);
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

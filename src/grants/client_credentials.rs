@@ -7,11 +7,13 @@ use crate::error::{Error, OAuthError};
 use crate::http::OAuthForm;
 use crate::http::client_auth::AuthenticatedClient;
 use crate::oauth::client_metadata::AuthMethod;
+use crate::oauth::dpop::VerifiedProof;
 
 pub async fn handle(
     state: &State,
     client: &AuthenticatedClient,
     form: &OAuthForm,
+    proof: Option<&VerifiedProof>,
     ip: Option<String>,
 ) -> Result<TokenResponse, Error> {
     // §4.4: "The client credentials grant type MUST only be used by
@@ -32,6 +34,7 @@ pub async fn handle(
             client_id: client.client_id(),
             scope: &scope,
             resources: &resources,
+            jkt: proof.map(|p| p.jkt.as_str()),
             ip,
         },
     )

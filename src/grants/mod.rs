@@ -12,7 +12,8 @@ use crate::error::{Error, OAuthError};
 use crate::http::OAuthForm;
 use crate::http::client_auth::AuthenticatedClient;
 use crate::oauth::client_metadata::GrantType;
-use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience};
+use crate::oauth::dpop::VerifiedProof;
+use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, Confirmation};
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
 use crate::store::audit::AuditEvent;
@@ -25,6 +26,13 @@ pub struct TokenResponse {
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+}
+
+impl TokenResponse {
+    /// RFC 9449 §5: `DPoP` only when the token is bound, else `Bearer`.
+    fn token_type(bound: bool) -> &'static str {
+        if bound { "DPoP" } else { "Bearer" }
+    }
 }
 
 /// `grant_type` values this server implements.
@@ -43,6 +51,7 @@ pub async fn dispatch(
     grant: GrantType,
     client: &AuthenticatedClient,
     form: &OAuthForm,
+    proof: Option<&VerifiedProof>,
     ip: Option<String>,
 ) -> Result<TokenResponse, Error> {
     if !client.client.metadata.allows_grant(grant) {
@@ -53,7 +62,9 @@ pub async fn dispatch(
         .into());
     }
     match grant {
-        GrantType::ClientCredentials => client_credentials::handle(state, client, form, ip).await,
+        GrantType::ClientCredentials => {
+            client_credentials::handle(state, client, form, proof, ip).await
+        }
     }
 }
 
@@ -88,6 +99,8 @@ pub struct AccessTokenRequest<'a> {
     pub client_id: &'a str,
     pub scope: &'a Scope,
     pub resources: &'a [ResourceUri],
+    /// RFC 9449 §6: the proof key's thumbprint, when the token is bound.
+    pub jkt: Option<&'a str>,
     pub ip: Option<String>,
 }
 
@@ -119,7 +132,9 @@ pub fn issue_access_token(
         iat: now,
         exp: now + ttl,
         nbf: None,
-        cnf: None,
+        cnf: req.jkt.map(|jkt| Confirmation {
+            jkt: jkt.to_string(),
+        }),
     };
     let keys = state.keys.current();
     let signer = keys
@@ -136,11 +151,14 @@ pub fn issue_access_token(
         client_id: Some(claims.client_id.clone()),
         subject: Some(claims.sub.clone()),
         ip: req.ip,
-        detail: json!({ "grant_type": req.grant_type, "jti": claims.jti, "aud": claims.aud, "scope": claims.scope, "exp": claims.exp }),
+        detail: json!({
+            "grant_type": req.grant_type, "jti": claims.jti, "aud": claims.aud,
+            "scope": claims.scope, "exp": claims.exp, "jkt": req.jkt,
+        }),
     });
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: TokenResponse::token_type(req.jkt.is_some()),
         expires_in: ttl,
         scope,
     })

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::config::Config;
 use crate::oauth::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS, GrantType};
+use crate::oauth::dpop::DPOP_ALGS;
 
 /// Client authentication methods accepted at introspection and revocation:
 /// every method except `none` (those endpoints need an authenticated client).
@@ -37,6 +38,8 @@ pub fn document(config: &Config) -> Value {
         "introspection_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
         "revocation_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
         "revocation_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        // RFC 9449 §5.1.
+        "dpop_signing_alg_values_supported": DPOP_ALGS,
     });
     if let (Some(scopes), Some(obj)) = (&config.scopes_supported, doc.as_object_mut()) {
         obj.insert(

@@ -1,6 +1,7 @@
 //! HTTP endpoints, one file each, plus the extractors they share.
 
 pub mod client_auth;
+pub mod dpop;
 pub mod introspect;
 pub mod jwks;
 pub mod metadata;

@@ -3,10 +3,11 @@
 //! Every response carries `Cache-Control: no-store`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use super::client_auth::{self, Public};
+use super::dpop::{self, DpopHeader};
 use super::{ClientIp, OAuthForm, json_no_store};
 use crate::app::AppState;
 use crate::error::{OAuthError, Result};
@@ -16,13 +17,31 @@ pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
+    dpop_header: std::result::Result<DpopHeader, OAuthError>,
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
+    let DpopHeader(dpop_header) = dpop_header?;
     let grant = grants::parse_grant_type(form.require("grant_type")?)?;
     let endpoint = state.config.endpoint("/token");
     let client =
         client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
-    let response = grants::dispatch(&state, grant, &client, &form, ip.to_audit()).await?;
-    Ok(json_no_store(StatusCode::OK, &response))
+    // RFC 9449 §5: a valid proof binds the token, whatever the grant.
+    let proof = match dpop_header {
+        Some(proof) => Some(dpop::check(&state, &proof, "POST", &endpoint, None).await?),
+        None if client.client.metadata.dpop_bound_access_tokens => {
+            return Err(OAuthError::invalid_dpop_proof(
+                "this client is registered for DPoP-bound tokens; send a DPoP proof",
+            )
+            .into());
+        }
+        None => None,
+    };
+    let response =
+        grants::dispatch(&state, grant, &client, &form, proof.as_ref(), ip.to_audit()).await?;
+    let mut response = json_no_store(StatusCode::OK, &response);
+    if let Some(nonce) = dpop::fresh_nonce(&state).and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert("dpop-nonce", nonce);
+    }
+    Ok(response)
 }

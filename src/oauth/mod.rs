@@ -3,6 +3,7 @@
 
 pub mod client_assertion;
 pub mod client_metadata;
+pub mod dpop;
 pub mod jwt;
 pub mod resource;
 pub mod scope;

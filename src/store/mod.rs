@@ -57,6 +57,12 @@ pub async fn connect(
     Ok(db)
 }
 
+/// True when the database is shared by many nodes (PostgreSQL), so
+/// cluster-wide state must live there rather than in a node's memory.
+pub fn is_shared(db: &impl ConnectionTrait) -> bool {
+    db.get_database_backend() == sea_orm::DbBackend::Postgres
+}
+
 /// `/readyz`: the database answers a trivial query.
 pub async fn ping(db: &impl ConnectionTrait) -> StoreResult<()> {
     db.execute_unprepared("SELECT 1").await?;

@@ -1,0 +1,83 @@
+//! DPoP at our endpoints: the header extractor (RFC 9449 §4.3 check 1)
+//! and the proof check with replay protection.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::app::{DpopReplay, State};
+use crate::error::{Error, OAuthError};
+use crate::oauth::dpop::{self, DpopError, Expectations, VerifiedProof};
+use crate::store;
+
+/// The `DPoP` request header: absent, or exactly one.
+#[derive(Debug, Clone, Default)]
+pub struct DpopHeader(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for DpopHeader {
+    type Rejection = OAuthError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, OAuthError> {
+        let mut values = parts.headers.get_all("dpop").iter();
+        let Some(first) = values.next() else {
+            return Ok(Self(None));
+        };
+        if values.next().is_some() {
+            return Err(OAuthError::invalid_dpop_proof(
+                "exactly one DPoP header is allowed",
+            ));
+        }
+        let proof = first
+            .to_str()
+            .map_err(|_| OAuthError::invalid_dpop_proof("DPoP header is not ASCII"))?;
+        Ok(Self(Some(proof.trim().to_string())))
+    }
+}
+
+/// Checks a proof sent to one of our endpoints and spends its `jti`
+/// (keyed by thumbprint and jti, RFC 9449 §11.1). Failures are the token
+/// endpoint's shapes: 400 `invalid_dpop_proof` or `use_dpop_nonce`.
+pub async fn check(
+    state: &State,
+    proof: &str,
+    htm: &str,
+    htu: &str,
+    access_token: Option<&str>,
+) -> Result<VerifiedProof, Error> {
+    let now = state.now();
+    let expect = Expectations {
+        htm,
+        htu,
+        now,
+        iat_window: state.config.dpop_iat_window,
+        access_token,
+        nonces: state.config.dpop_nonce.then_some(&state.dpop_nonces),
+    };
+    let verified = dpop::verify_proof(proof, &expect).map_err(|e| match e {
+        DpopError::UseNonce => OAuthError::use_dpop_nonce(state.dpop_nonces.current(now)),
+        DpopError::Invalid(why) => OAuthError::invalid_dpop_proof(why),
+    })?;
+    let key = format!("dpop:{}:{}", verified.jkt, verified.jti);
+    let fresh = match &state.dpop_replay {
+        DpopReplay::Memory(cache) => cache.entry(key).or_insert(()).await.is_fresh(),
+        DpopReplay::Database => {
+            store::replay::use_once(
+                &state.db,
+                &key,
+                verified.iat + state.config.dpop_iat_window + 1,
+            )
+            .await?
+        }
+    };
+    if !fresh {
+        return Err(OAuthError::invalid_dpop_proof("DPoP proof jti was already used").into());
+    }
+    Ok(verified)
+}
+
+/// The `DPoP-Nonce` to send with a successful response, when nonces are on.
+pub fn fresh_nonce(state: &State) -> Option<String> {
+    state
+        .config
+        .dpop_nonce
+        .then(|| state.dpop_nonces.current(state.now()))
+}
