@@ -115,13 +115,19 @@ pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
 /// Two server nodes (separate pools, states and caches) on one fresh
 /// PostgreSQL schema, sharing a KEK as real nodes must.
 pub async fn spawn_pg_nodes() -> (TestApp, TestApp) {
+    spawn_pg_nodes_with(|_| {}).await
+}
+
+pub async fn spawn_pg_nodes_with(configure: impl Fn(&mut ServeArgs)) -> (TestApp, TestApp) {
     let schema = fresh_schema().await;
     let clock = Arc::new(ManualClock::new(1_800_000_000));
     let kek_bytes = random_bytes::<32>();
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let db = store::connect(PG_URL, 4, Some(&schema)).await.unwrap();
-        let config = Config::from_args(&serve_args()).unwrap();
+        let mut args = serve_args();
+        configure(&mut args);
+        let config = Config::from_args(&args).unwrap();
         let (state, _audit) = State::new(
             config,
             db,

@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod dpop;
 mod introspect_revoke;
 mod keys;
 mod metadata;
