@@ -18,7 +18,9 @@ use crate::crypto::sha256;
 pub const DPOP_TYP: &str = "dpop+jwt";
 
 /// Asymmetric algorithms accepted for proofs (never `none` or a MAC).
-pub const DPOP_ALGS: [&str; 4] = ["ES256", "EdDSA", "RS256", "PS256"];
+/// `Ed25519` is the fully-specified name of RFC 9864 (what oauth4webapi
+/// and other current clients send); `EdDSA` the older polymorphic one.
+pub const DPOP_ALGS: [&str; 5] = ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"];
 
 /// Why a proof failed. `UseNonce` is the §8 "retry with this nonce" case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +69,7 @@ pub struct Expectations<'a> {
 fn algorithm(name: &str) -> Option<Algorithm> {
     Some(match name {
         "ES256" => Algorithm::ES256,
-        "EdDSA" => Algorithm::EdDSA,
+        "EdDSA" | "Ed25519" => Algorithm::EdDSA,
         "RS256" => Algorithm::RS256,
         "PS256" => Algorithm::PS256,
         _ => return None,
@@ -115,13 +117,18 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
     check_public_jwk(&jwk).map_err(Invalid)?;
     let key = DecodingKey::from_jwk(&jwk).map_err(|_| Invalid("DPoP proof jwk is malformed"))?;
     // §4.3 (6): the signature, with the header's alg pinned to the key type.
-    let mut validation = Validation::new(alg);
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let claims = jsonwebtoken::decode::<ProofClaims>(proof, &key, &validation)
-        .map_err(|_| Invalid("DPoP proof signature or claims are invalid"))?
-        .claims;
+    let claims = if alg_name == "Ed25519" {
+        // jsonwebtoken does not know the RFC 9864 name yet.
+        verify_ed25519(proof, &jwk)?
+    } else {
+        let mut validation = Validation::new(alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<ProofClaims>(proof, &key, &validation)
+            .map_err(|_| Invalid("DPoP proof signature or claims are invalid"))?
+            .claims
+    };
     if claims.jti.is_empty() || claims.jti.len() > 256 {
         return Err(Invalid("DPoP proof jti must be 1 to 256 characters"));
     }
@@ -158,6 +165,33 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
         jti: claims.jti,
         iat: claims.iat,
     })
+}
+
+/// A JWS with `alg: Ed25519` (RFC 9864 §2.2), verified with aws-lc-rs.
+fn verify_ed25519(proof: &str, jwk: &Jwk) -> Result<ProofClaims, DpopError> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+    let invalid = DpopError::Invalid("DPoP proof signature or claims are invalid");
+    let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm else {
+        return Err(invalid);
+    };
+    if okp.curve != EllipticCurve::Ed25519 {
+        return Err(invalid);
+    }
+    let public = URL_SAFE_NO_PAD
+        .decode(&okp.x)
+        .map_err(|_| invalid.clone())?;
+    let (input, signature) = proof.rsplit_once('.').ok_or(invalid.clone())?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| invalid.clone())?;
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, public)
+        .verify(input.as_bytes(), &signature)
+        .map_err(|_| invalid.clone())?;
+    let payload = input.split('.').nth(1).ok_or(invalid.clone())?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| invalid.clone())?;
+    serde_json::from_slice(&payload).map_err(|_| invalid)
 }
 
 /// RFC 9449 §4.2 `ath`: base64url(SHA-256(access token)).
