@@ -20,6 +20,8 @@ OUT=bench/results/load-$STAMP
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 [ -x "$BIN" ] || cargo build --release
+PROOFS_BIN=${PROOFS_BIN:-target/release/examples/dpop_proofs}
+[ -x "$PROOFS_BIN" ] || cargo build --release --example dpop_proofs
 export AGENTAUTH_KEK=${AGENTAUTH_KEK:-$(openssl rand -base64 32)}
 export RUST_LOG=${RUST_LOG:-warn}
 
@@ -33,10 +35,10 @@ JSON=()      # json objects
 
 rss_kib() { awk -v k="$2" '$1==k":" {print $2}' "/proc/$1/status"; }
 
-run() { # backend scenario conns method path body auth
-  local backend=$1 scenario=$2 conns=$3 method=$4 path=$5 body=$6 auth=$7 line
-  line=$(WRK_METHOD=$method WRK_BODY=$body WRK_AUTH=$auth \
-    wrk -t2 -c"$conns" -d"$DURATION" --latency -s bench/wrk/request.lua "http://127.0.0.1:$PORT$path" | grep '^RESULT')
+run() { # backend scenario conns method path body auth [lua script]
+  local backend=$1 scenario=$2 conns=$3 method=$4 path=$5 body=$6 auth=$7 script=${8:-bench/wrk/request.lua} line
+  line=$(WRK_METHOD=$method WRK_BODY=$body WRK_AUTH=$auth WRK_PROOFS=$TMP/proofs.txt \
+    wrk -t2 -c"$conns" -d"$DURATION" --latency -s "$script" "http://127.0.0.1:$PORT$path" | grep '^RESULT')
   local rps p50_ms p99_ms non2xx socket_errors kv
   for kv in ${line#RESULT }; do
     case $kv in
@@ -50,7 +52,7 @@ run() { # backend scenario conns method path body auth
   LAST_RPS=$rps
 }
 
-declare -A IDLE PEAK CC64
+declare -A IDLE PEAK CC64 DPOP64
 for backend in sqlite postgres; do
   if [ "$backend" = sqlite ]; then
     DB="sqlite://$TMP/agentauth.db?mode=rwc"
@@ -78,6 +80,12 @@ for backend in sqlite postgres; do
     run "$backend" client_credentials "$c" POST /token "grant_type=client_credentials&scope=read" "$AUTH"
     [ "$c" = 64 ] && CC64[$backend]=$LAST_RPS
   done
+  # A fresh ES256 proof per request, minted just before the run (iat = now).
+  for c in 16 64; do
+    "$PROOFS_BIN" 80000 POST "http://127.0.0.1:$PORT/token" >"$TMP/proofs.txt"
+    run "$backend" client_credentials_dpop "$c" POST /token "grant_type=client_credentials&scope=read" "$AUTH" bench/wrk/dpop.lua
+    [ "$c" = 64 ] && DPOP64[$backend]=$LAST_RPS
+  done
   for c in 16 64; do
     run "$backend" introspection "$c" POST /introspect "token=$TOKEN" "$AUTH"
   done
@@ -102,11 +110,11 @@ signN=$(openssl speed -seconds 3 -multi "$(nproc)" rsa2048 2>/dev/null | awk '/^
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "| backend | idle RSS MiB | peak RSS MiB | client_credentials@64 / signing ceiling |"
-  echo "|---|---|---|---|"
+  echo "| backend | idle RSS MiB | peak RSS MiB | client_credentials@64 / signing ceiling | DPoP cost @64 |"
+  echo "|---|---|---|---|---|"
   for b in sqlite postgres; do
-    python3 -c 'import sys; b, i, p, c, s = sys.argv[1:]; print(f"| {b} | {int(i)/1024:.1f} | {int(p)/1024:.1f} | {100*float(c)/float(s):.0f}% |")' \
-      "$b" "${IDLE[$b]}" "${PEAK[$b]}" "${CC64[$b]}" "$signN"
+    python3 -c 'import sys; b, i, p, c, s, d = sys.argv[1:]; print(f"| {b} | {int(i)/1024:.1f} | {int(p)/1024:.1f} | {100*float(c)/float(s):.0f}% | {100*(1-float(d)/float(c)):.1f}% |")' \
+      "$b" "${IDLE[$b]}" "${PEAK[$b]}" "${CC64[$b]}" "$signN" "${DPOP64[$b]}"
   done
   echo
   echo "Signing ceiling (openssl speed rsa2048): $sign1 sign/s on one core, $signN sign/s on $(nproc) cores."

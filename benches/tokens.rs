@@ -5,7 +5,11 @@
 //! same key, which re-parses the PKCS#8 key on every call.
 
 use agentauth::keys::{SigningKey, verify_jwt};
+use agentauth::oauth::dpop::{Expectations, verify_proof};
 use agentauth::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
@@ -52,6 +56,43 @@ fn bench(c: &mut Criterion) {
             verify_jwt::<AccessTokenClaims>(&token, ACCESS_TOKEN_TYP, |_| Some(&decoding))
                 .expect("verify")
         })
+    });
+    group.finish();
+
+    // RFC 9449 §4.3 proof verification (stateless part; the jti spend is a
+    // moka insert on one node or a database insert on PostgreSQL).
+    let mut group = c.benchmark_group("dpop");
+    group.throughput(Throughput::Elements(1));
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("key");
+    let public = pair.public_key().as_ref();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = serde_json::json!({
+        "typ": "dpop+jwt", "alg": "ES256",
+        "jwk": { "kty": "EC", "crv": "P-256", "x": b64(&public[1..33]), "y": b64(&public[33..65]) },
+    });
+    let claims = serde_json::json!({ "jti": "j1", "htm": "POST", "htu": "https://auth.example.com/token", "iat": 1_800_000_000 });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let proof = format!(
+        "{input}.{}",
+        b64(pair.sign(&rng, input.as_bytes()).expect("sign").as_ref())
+    );
+    let expect = Expectations {
+        htm: "POST",
+        htu: "https://auth.example.com/token",
+        now: 1_800_000_000,
+        iat_window: 60,
+        access_token: None,
+        nonces: None,
+    };
+    group.bench_function("verify_proof_es256", |b| {
+        b.iter(|| verify_proof(&proof, &expect).expect("valid"))
     });
     group.finish();
 }

@@ -175,10 +175,10 @@ impl KeyRing {
 
 /// Verifies a JWT signed by one of our keys: known `kid`, pinned RS256,
 /// expected `typ` (short or `application/` form), valid signature.
-pub fn verify_jwt<'k, T: DeserializeOwned>(
+pub fn verify_jwt<T: DeserializeOwned, D: std::borrow::Borrow<DecodingKey>>(
     token: &str,
     typ: &str,
-    key_for: impl Fn(&str) -> Option<&'k DecodingKey>,
+    key_for: impl FnOnce(&str) -> Option<D>,
 ) -> Result<T, VerifyError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
     if header.alg != Algorithm::RS256 {
@@ -201,7 +201,7 @@ pub fn verify_jwt<'k, T: DeserializeOwned>(
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    jsonwebtoken::decode::<T>(token, key, &validation)
+    jsonwebtoken::decode::<T>(token, key.borrow(), &validation)
         .map(|d| d.claims)
         .map_err(|_| VerifyError::Signature)
 }

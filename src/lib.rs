@@ -17,4 +17,5 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod resource;
 pub mod store;

@@ -152,10 +152,10 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
         return Err(Invalid("DPoP proof iat is outside the acceptable window"));
     }
     // §4.3 (12): ath, when an access token comes with the proof.
-    if let Some(token) = expect.access_token {
-        if claims.ath.as_deref() != Some(ath(token).as_str()) {
-            return Err(Invalid("DPoP proof ath does not match the access token"));
-        }
+    if let Some(token) = expect.access_token
+        && claims.ath.as_deref() != Some(ath(token).as_str())
+    {
+        return Err(Invalid("DPoP proof ath does not match the access token"));
     }
     let jkt = jwk
         .thumbprint(ThumbprintHash::SHA256)

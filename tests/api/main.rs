@@ -14,4 +14,5 @@ mod metadata;
 mod ops;
 mod private_key_jwt;
 mod register;
+mod resource;
 mod token;
