@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
     let decoding = key.decoding_key();
     group.bench_function("verify", |b| {
         b.iter(|| {
-            verify_jwt::<AccessTokenClaims>(&token, ACCESS_TOKEN_TYP, |_| Some(&decoding))
+            verify_jwt::<AccessTokenClaims, _>(&token, ACCESS_TOKEN_TYP, |_| Some(&decoding))
                 .expect("verify")
         })
     });
