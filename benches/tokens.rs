@@ -1,3 +1,5 @@
+#![allow(clippy::expect_used)]
+
 //! Access-token signing and verification per second.
 //!
 //! `sign/preparsed` is what the server does: an aws-lc-rs RSA key parsed

@@ -1,3 +1,4 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 //! Writes fresh RFC 9449 DPoP proofs, one per line, for load tests
 //! (bench/load.sh feeds them to wrk, one per request).
 //!
