@@ -60,7 +60,7 @@ pub async fn check(
     let fresh = match &state.dpop_replay {
         DpopReplay::Memory(cache) => cache.entry(key).or_insert(()).await.is_fresh(),
         DpopReplay::Database => {
-            store::replay::use_once(
+            store::replay::use_once_fast(
                 &state.db,
                 &key,
                 verified.iat + state.config.dpop_iat_window + 1,
