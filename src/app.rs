@@ -51,6 +51,12 @@ pub struct State {
     /// DPoP `jti` replay store: this node's memory on SQLite (one node),
     /// the database on PostgreSQL (many nodes).
     pub dpop_replay: DpopReplay,
+    pub templates: minijinja::Environment<'static>,
+    /// Key for CSRF MACs, derived from the KEK.
+    pub csrf_key: [u8; 32],
+    /// Login attempts per username and per client IP.
+    pub login_by_user: governor::DefaultKeyedRateLimiter<String>,
+    pub login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 pub enum DpopReplay {
@@ -92,6 +98,7 @@ impl State {
                     .build(),
             )
         };
+        let csrf_key = kek.derive(b"agentauth csrf v1");
         let keys = KeyRing::load_or_init(&db, kek, clock.now()).await?;
         let (audit, audit_task) = AuditSink::start(db.clone());
         let per_minute =
@@ -112,6 +119,14 @@ impl State {
             metrics: Metrics::default(),
             dpop_nonces,
             dpop_replay,
+            templates: http::pages::templates(),
+            csrf_key,
+            login_by_user: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            )),
+            login_by_ip: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
+            )),
             config,
             db,
             keys,
@@ -157,6 +172,8 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(error = %e, "purge of expired rows failed");
             }
             state.registration_limiter.retain_recent();
+            state.login_by_user.retain_recent();
+            state.login_by_ip.retain_recent();
         }
     })
 }
@@ -175,6 +192,15 @@ pub fn build(state: AppState) -> Router {
                 .put(http::register::update)
                 .delete(http::register::delete),
         )
+        .route("/authorize", get(http::authorize::get))
+        .route("/authorize/decision", post(http::authorize::decision))
+        .route(
+            "/login",
+            get(http::account::login_form).post(http::account::login),
+        )
+        .route("/logout", post(http::account::logout))
+        .route("/account", get(http::account::account))
+        .route("/account/revoke", post(http::account::revoke))
         .route("/token", post(http::token::post))
         .route("/introspect", post(http::introspect::post))
         .route("/revoke", post(http::revoke::post))

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::app::{self, State};
 use crate::clock::{Clock, SystemClock};
+use crate::config::UserCommand;
 use crate::config::{
     ClientCommand, ClientCreateArgs, Command, Config, KeysCommand, ServeArgs, StorageArgs,
 };
@@ -28,6 +29,7 @@ pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Resu
         }
         Command::Client(cmd) => client(cmd, storage).await,
         Command::Keys(cmd) => keys_command(cmd, storage).await,
+        Command::User(cmd) => user_command(cmd, storage).await,
     }
 }
 
@@ -344,6 +346,49 @@ async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<
                 "published {} (signs from {}, in {publish_delay} s)",
                 row.kid, row.activates_at
             );
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("AGENTAUTH_PASSWORD") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+async fn user_command(cmd: UserCommand, storage: StorageArgs) -> anyhow::Result<()> {
+    let db = store::connect(&database_url(&storage.database_url), 2, None).await?;
+    let now = SystemClock.now();
+    match cmd {
+        UserCommand::Create { username } => {
+            let user = crate::accounts::create_user(&db, &username, read_password()?, now).await?;
+            println!("created user {} ({})", user.username, user.id);
+        }
+        UserCommand::List => {
+            for u in store::users::list(&db).await? {
+                println!("{}\t{}\t{}", u.username, u.id, u.created_at);
+            }
+        }
+        UserCommand::Delete { username } => {
+            store::users::delete(&db, &username)
+                .await?
+                .with_context(|| format!("no user {username}"))?;
+            println!("deleted {username}");
+        }
+        UserCommand::SetPassword { username } => {
+            let password = read_password()?;
+            if password.chars().count() < 8 {
+                bail!("password must be at least 8 characters");
+            }
+            let hash = crate::accounts::hash_password(password).await?;
+            if !store::users::set_password(&db, &username, hash).await? {
+                bail!("no user {username}");
+            }
+            println!("password set for {username}");
         }
     }
     Ok(())

@@ -70,6 +70,22 @@ pub enum Command {
     /// List or rotate token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage human owner accounts (they sign in and consent).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from AGENTAUTH_PASSWORD or, if
+    /// unset, from the first line of standard input.
+    Create { username: String },
+    /// List users.
+    List,
+    /// Delete a user and their sessions.
+    Delete { username: String },
+    /// Set a user's password (read like `create`).
+    SetPassword { username: String },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -89,6 +105,10 @@ pub struct ServeArgs {
     /// Access-token lifetime in seconds.
     #[arg(long, env = "AGENTAUTH_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: u32,
+
+    /// Refresh-token lifetime in seconds (each rotation starts a new one).
+    #[arg(long, env = "AGENTAUTH_REFRESH_TOKEN_TTL", default_value_t = 2_592_000)]
+    pub refresh_token_ttl: u32,
 
     /// Who may register clients at /register: anyone, or only holders of an
     /// initial access token (`agentauth client initial-token`).
@@ -133,6 +153,7 @@ impl Default for ServeArgs {
             issuer: "http://127.0.0.1:8080".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             access_token_ttl: 900,
+            refresh_token_ttl: 2_592_000,
             registration: RegistrationMode::Open,
             registration_rate_per_minute: 30,
             scopes: String::new(),
@@ -224,6 +245,7 @@ pub struct Config {
     pub issuer: String,
     pub listen: SocketAddr,
     pub access_token_ttl: i64,
+    pub refresh_token_ttl: i64,
     pub registration: RegistrationMode,
     pub registration_rate_per_minute: u32,
     /// `None`: any well-formed scope may be registered.
@@ -292,6 +314,7 @@ impl Config {
             issuer,
             listen: args.listen,
             access_token_ttl: i64::from(args.access_token_ttl),
+            refresh_token_ttl: i64::from(args.refresh_token_ttl.max(60)),
             registration: args.registration,
             registration_rate_per_minute: args.registration_rate_per_minute.max(1),
             scopes_supported,

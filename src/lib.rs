@@ -4,6 +4,7 @@
 //! `app::build` assembles the router from an [`app::AppState`];
 //! `main.rs` only parses the command line and runs it.
 
+pub mod accounts;
 pub mod app;
 pub mod audit;
 pub mod cli;

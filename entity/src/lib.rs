@@ -4,8 +4,13 @@
 //! and compare them the same way.
 
 pub mod audit_log;
+pub mod authorization_code;
 pub mod client;
+pub mod consent;
 pub mod initial_access_token;
+pub mod refresh_token;
 pub mod revoked_token;
+pub mod session;
 pub mod signing_key;
 pub mod used_jti;
+pub mod user;

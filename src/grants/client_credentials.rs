@@ -26,7 +26,7 @@ pub async fn handle(
     }
     let scope = requested_scope(form, &client.client.metadata.scope())?;
     let resources = resources(form)?;
-    issue_access_token(
+    let issued = issue_access_token(
         state,
         AccessTokenRequest {
             grant_type: "client_credentials",
@@ -37,5 +37,6 @@ pub async fn handle(
             jkt: proof.map(|p| p.jkt.as_str()),
             ip,
         },
-    )
+    )?;
+    Ok(issued.response)
 }

@@ -1,7 +1,9 @@
 //! The grants of the token endpoint: one file each, and a closed dispatch
 //! over `grant_type` that ends in `unsupported_grant_type`.
 
+pub mod authorization_code;
 pub mod client_credentials;
+pub mod refresh_token;
 
 use serde::Serialize;
 use serde_json::json;
@@ -26,6 +28,15 @@ pub struct TokenResponse {
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// An access token and what its issuer must remember about it.
+pub struct Issued {
+    pub response: TokenResponse,
+    pub jti: String,
+    pub exp: i64,
 }
 
 impl TokenResponse {
@@ -62,6 +73,10 @@ pub async fn dispatch(
         .into());
     }
     match grant {
+        GrantType::AuthorizationCode => {
+            authorization_code::handle(state, client, form, proof, ip).await
+        }
+        GrantType::RefreshToken => refresh_token::handle(state, client, form, proof, ip).await,
         GrantType::ClientCredentials => {
             client_credentials::handle(state, client, form, proof, ip).await
         }
@@ -105,10 +120,7 @@ pub struct AccessTokenRequest<'a> {
 }
 
 /// Signs an RFC 9068 access token and records its issuance.
-pub fn issue_access_token(
-    state: &State,
-    req: AccessTokenRequest<'_>,
-) -> Result<TokenResponse, Error> {
+pub fn issue_access_token(state: &State, req: AccessTokenRequest<'_>) -> Result<Issued, Error> {
     let now = state.now();
     let ttl = state.config.access_token_ttl;
     let aud = if req.resources.is_empty() {
@@ -156,10 +168,42 @@ pub fn issue_access_token(
             "scope": claims.scope, "exp": claims.exp, "jkt": req.jkt,
         }),
     });
-    Ok(TokenResponse {
-        access_token,
-        token_type: TokenResponse::token_type(req.jkt.is_some()),
-        expires_in: ttl,
-        scope,
+    Ok(Issued {
+        response: TokenResponse {
+            access_token,
+            token_type: TokenResponse::token_type(req.jkt.is_some()),
+            expires_in: ttl,
+            scope,
+            refresh_token: None,
+        },
+        jti: claims.jti,
+        exp: claims.exp,
     })
+}
+
+/// RFC 8707 §2.2: resources requested at the token endpoint must lie within
+/// those granted; none requested means all granted.
+pub fn narrow_resources(
+    requested: Vec<ResourceUri>,
+    granted: &[String],
+) -> Result<Vec<ResourceUri>, OAuthError> {
+    if requested.is_empty() {
+        return granted
+            .iter()
+            .map(|g| {
+                ResourceUri::parse(g)
+                    .map_err(|_| OAuthError::invalid_grant("the grant holds an invalid resource"))
+            })
+            .collect();
+    }
+    if let Some(extra) = requested
+        .iter()
+        .find(|r| !granted.iter().any(|g| g == r.as_str()))
+    {
+        return Err(OAuthError::invalid_target(format!(
+            "resource {:?} was not granted",
+            extra.as_str()
+        )));
+    }
+    Ok(requested)
 }

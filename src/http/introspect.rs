@@ -18,7 +18,20 @@ use crate::store::{self, StoreError};
 #[serde(untagged)]
 enum Introspection {
     Active(Box<ActiveToken>),
+    Refresh(Box<ActiveRefresh>),
     Inactive { active: bool },
+}
+
+#[derive(Serialize)]
+struct ActiveRefresh {
+    active: bool,
+    scope: String,
+    client_id: String,
+    sub: String,
+    iss: String,
+    exp: i64,
+    iat: i64,
+    token_type: &'static str,
 }
 
 #[derive(Serialize)]
@@ -68,7 +81,27 @@ pub async fn post(
             jti: claims.jti,
             cnf: claims.cnf,
         })),
-        None => Introspection::Inactive { active: false },
+        None => match store::grants::refresh(&state.db, crate::crypto::sha256(token.as_bytes()))
+            .await?
+        {
+            Some(rt)
+                if rt.rotated_at.is_none()
+                    && rt.revoked_at.is_none()
+                    && rt.expires_at > state.now() =>
+            {
+                Introspection::Refresh(Box::new(ActiveRefresh {
+                    active: true,
+                    scope: rt.scope,
+                    client_id: rt.client_id,
+                    sub: rt.user_id,
+                    iss: state.config.issuer.clone(),
+                    exp: rt.expires_at,
+                    iat: rt.created_at,
+                    token_type: "refresh_token",
+                }))
+            }
+            _ => Introspection::Inactive { active: false },
+        },
     };
     Ok(json_no_store(StatusCode::OK, &body))
 }

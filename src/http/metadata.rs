@@ -23,14 +23,18 @@ pub fn document(config: &Config) -> Value {
     let grants: Vec<&str> = GrantType::SUPPORTED.iter().map(|g| g.as_str()).collect();
     let mut doc = json!({
         "issuer": config.issuer,
+        "authorization_endpoint": config.endpoint("/authorize"),
         "token_endpoint": config.endpoint("/token"),
         "jwks_uri": config.endpoint("/jwks.json"),
         "registration_endpoint": config.endpoint("/register"),
         "introspection_endpoint": config.endpoint("/introspect"),
         "revocation_endpoint": config.endpoint("/revoke"),
-        // RFC 8414 §2 makes this member REQUIRED; this build has no
-        // authorization endpoint yet, so the honest list is empty.
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        // OAuth 2.1 §4.1.1: PKCE with S256 only.
+        "code_challenge_methods_supported": ["S256"],
+        // RFC 9207.
+        "authorization_response_iss_parameter_supported": true,
         "grant_types_supported": grants,
         "token_endpoint_auth_methods_supported": AuthMethod::ALL,
         "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,

@@ -1,11 +1,14 @@
 //! HTTP endpoints, one file each, plus the extractors they share.
 
+pub mod account;
+pub mod authorize;
 pub mod client_auth;
 pub mod dpop;
 pub mod introspect;
 pub mod jwks;
 pub mod metadata;
 pub mod ops;
+pub mod pages;
 pub mod register;
 pub mod revoke;
 pub mod token;

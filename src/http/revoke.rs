@@ -31,7 +31,7 @@ pub async fn post(
         .keys
         .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)
     else {
-        return Ok(ok());
+        return revoke_refresh_token(&state, client.client_id(), token, ip).await;
     };
     // §2.1: the server verifies the token was issued to the requesting client.
     if claims.iss != state.config.issuer
@@ -55,6 +55,39 @@ pub async fn post(
         claims.exp,
         now,
         event,
+    )
+    .await?;
+    Ok(ok())
+}
+
+/// A refresh token: revoking it revokes its family and the access tokens
+/// issued with it (SECURITY-CASES 37).
+async fn revoke_refresh_token(
+    state: &crate::app::State,
+    client_id: &str,
+    token: &str,
+    ip: super::ClientIp,
+) -> Result<Response> {
+    let now = state.now();
+    let Some(row) =
+        store::grants::refresh(&state.db, crate::crypto::sha256(token.as_bytes())).await?
+    else {
+        return Ok(ok());
+    };
+    if row.client_id != client_id {
+        return Ok(ok());
+    }
+    store::grants::revoke_family(&state.db, &row.family_id, now).await?;
+    store::audit::insert(
+        &state.db,
+        AuditEvent {
+            at: now,
+            event: "token.revoked",
+            client_id: Some(row.client_id.clone()),
+            subject: Some(row.user_id.clone()),
+            ip: ip.to_audit(),
+            detail: json!({ "family_id": row.family_id, "token_type": "refresh_token" }),
+        },
     )
     .await?;
     Ok(ok())

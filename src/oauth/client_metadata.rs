@@ -54,15 +54,25 @@ impl AuthMethod {
 /// and metadata advertises exactly these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GrantType {
+    #[serde(rename = "authorization_code")]
+    AuthorizationCode,
+    #[serde(rename = "refresh_token")]
+    RefreshToken,
     #[serde(rename = "client_credentials")]
     ClientCredentials,
 }
 
 impl GrantType {
-    pub const SUPPORTED: [GrantType; 1] = [GrantType::ClientCredentials];
+    pub const SUPPORTED: [GrantType; 3] = [
+        GrantType::AuthorizationCode,
+        GrantType::RefreshToken,
+        GrantType::ClientCredentials,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
         }
     }
@@ -199,15 +209,27 @@ impl ClientMetadata {
 
         // RFC 7591 §2.1: response_types and grant_types must agree. Only
         // "code" exists in OAuth 2.1, and only with authorization_code.
-        let response_types = req.response_types.unwrap_or_default();
+        let code_flow = grant_types.contains(&GrantType::AuthorizationCode);
+        let response_types = req.response_types.unwrap_or_else(|| {
+            if code_flow {
+                vec!["code".into()]
+            } else {
+                Vec::new()
+            }
+        });
         if let Some(bad) = response_types.iter().find(|r| r.as_str() != "code") {
             return Err(OAuthError::invalid_client_metadata(format!(
                 "response_type {bad:?} is not supported (only \"code\")"
             )));
         }
-        if !response_types.is_empty() {
+        if code_flow != !response_types.is_empty() {
             return Err(OAuthError::invalid_client_metadata(
-                "response_type \"code\" requires the authorization_code grant",
+                "response_type \"code\" and the authorization_code grant go together",
+            ));
+        }
+        if grant_types.contains(&GrantType::RefreshToken) && !code_flow {
+            return Err(OAuthError::invalid_client_metadata(
+                "refresh_token is only issued with the authorization_code grant",
             ));
         }
 
@@ -223,6 +245,11 @@ impl ClientMetadata {
         bounded_list("redirect_uris", &redirect_uris)?;
         for uri in &redirect_uris {
             validate_redirect_uri(uri).map_err(OAuthError::invalid_redirect_uri)?;
+        }
+        if code_flow && redirect_uris.is_empty() {
+            return Err(OAuthError::invalid_redirect_uri(
+                "the authorization_code grant needs redirect_uris",
+            ));
         }
 
         let scope = match req.scope.as_deref() {
@@ -546,5 +573,65 @@ mod tests {
             ..Default::default()
         };
         assert!(ClientMetadata::validate(req, &policy()).is_err());
+    }
+}
+
+/// RFC 6749 §3.1.2.3 exact matching, with RFC 8252 §7.3's one exception:
+/// for an http loopback IP literal the port may differ (and nothing else:
+/// not the host, path or query).
+pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
+        return false;
+    };
+    let loopback_ip = matches!(reg.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(reg.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+    if reg.scheme() != "http" || !loopback_ip {
+        return false;
+    }
+    // Compare the raw strings with the port removed, so that no
+    // normalization (case, dot segments, encoding) can make them equal.
+    let strip_port = |raw: &str, url: &Url| match url.port() {
+        Some(port) => raw.replacen(&format!(":{port}"), "", 1),
+        None => raw.to_string(),
+    };
+    req.scheme() == "http"
+        && req.host() == reg.host()
+        && strip_port(registered, &reg) == strip_port(requested, &req)
+}
+
+#[cfg(test)]
+mod redirect_match_tests {
+    use super::redirect_uri_matches as m;
+
+    #[test]
+    fn exact_except_loopback_port() {
+        assert!(m(
+            "https://app.example.com/cb",
+            "https://app.example.com/cb"
+        ));
+        for bad in [
+            "https://app.example.com/cb/",
+            "https://APP.example.com/cb",
+            "https://app.example.com/CB",
+            "https://app.example.com/cb?x=1",
+            "https://evil.app.example.com/cb",
+            "https://app.example.com/cb#f",
+            "https://app.example.com/a/../cb",
+        ] {
+            assert!(!m("https://app.example.com/cb", bad), "{bad}");
+        }
+        assert!(m("http://127.0.0.1/cb", "http://127.0.0.1:53111/cb"));
+        assert!(m("http://127.0.0.1:8080/cb", "http://127.0.0.1:53111/cb"));
+        assert!(m("http://[::1]/cb", "http://[::1]:4000/cb"));
+        assert!(!m("http://127.0.0.1/cb", "http://127.0.0.1:53111/cb?x=1"));
+        assert!(!m("http://127.0.0.1/cb", "http://localhost:53111/cb"));
+        assert!(
+            !m("http://localhost/cb", "http://localhost:53111/cb"),
+            "localhost is a name, not a loopback IP"
+        );
+        assert!(!m("http://127.0.0.1/cb", "http://127.0.0.1:53111/cb/"));
     }
 }

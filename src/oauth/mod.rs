@@ -5,5 +5,6 @@ pub mod client_assertion;
 pub mod client_metadata;
 pub mod dpop;
 pub mod jwt;
+pub mod pkce;
 pub mod resource;
 pub mod scope;

@@ -4,10 +4,12 @@
 
 pub mod audit;
 pub mod clients;
+pub mod grants;
 pub mod initial_tokens;
 pub mod keys;
 pub mod replay;
 pub mod revocations;
+pub mod users;
 
 use std::time::Duration;
 

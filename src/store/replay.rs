@@ -41,13 +41,20 @@ pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
 /// can lose is the last few hundred milliseconds of rows, which only
 /// matters for proofs replayed across that crash inside their short
 /// `iat` window. Other backends use [`use_once`].
-pub async fn use_once_fast(db: &impl ConnectionTrait, key: &str, expires_at: i64) -> StoreResult<bool> {
+pub async fn use_once_fast(
+    db: &impl ConnectionTrait,
+    key: &str,
+    expires_at: i64,
+) -> StoreResult<bool> {
     if !super::is_shared(db) {
         return use_once(db, key, expires_at).await;
     }
     // Simple-query protocol takes no parameters: the key is hashed to hex
     // so that nothing a client sent reaches the SQL text.
-    let hashed: String = crate::crypto::sha256(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let hashed: String = crate::crypto::sha256(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let sql = format!(
         "BEGIN; SET LOCAL synchronous_commit TO OFF; \
          INSERT INTO used_jtis (key, expires_at) VALUES ('h:{hashed}', {expires_at}) ON CONFLICT (key) DO NOTHING; \

@@ -1,0 +1,262 @@
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Users {
+    Table,
+    Id,
+    Username,
+    PasswordHash,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Sessions {
+    Table,
+    IdHash,
+    UserId,
+    AuthTime,
+    ExpiresAt,
+}
+
+#[derive(DeriveIden)]
+enum AuthorizationCodes {
+    Table,
+    CodeHash,
+    ClientId,
+    UserId,
+    RedirectUri,
+    CodeChallenge,
+    Scope,
+    Resources,
+    DpopJkt,
+    AuthTime,
+    ExpiresAt,
+    ConsumedAt,
+    FamilyId,
+    AccessJti,
+    AccessExp,
+}
+
+#[derive(DeriveIden)]
+enum RefreshTokens {
+    Table,
+    TokenHash,
+    FamilyId,
+    Generation,
+    ClientId,
+    UserId,
+    Scope,
+    Resources,
+    DpopJkt,
+    CreatedAt,
+    ExpiresAt,
+    RotatedAt,
+    RevokedAt,
+    AccessJti,
+    AccessExp,
+}
+
+#[derive(DeriveIden)]
+enum Consents {
+    Table,
+    UserId,
+    ClientId,
+    Scope,
+    Resources,
+    GrantedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Users::Table)
+                    .col(ColumnDef::new(Users::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Users::Username)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(Users::PasswordHash).string().not_null())
+                    .col(ColumnDef::new(Users::CreatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Sessions::Table)
+                    .col(
+                        ColumnDef::new(Sessions::IdHash)
+                            .binary()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Sessions::UserId).string().not_null())
+                    .col(ColumnDef::new(Sessions::AuthTime).big_integer().not_null())
+                    .col(ColumnDef::new(Sessions::ExpiresAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuthorizationCodes::Table)
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::CodeHash)
+                            .binary()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::ClientId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::UserId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::RedirectUri)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::CodeChallenge)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::Scope)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::Resources)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AuthorizationCodes::DpopJkt).string())
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::AuthTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthorizationCodes::ExpiresAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AuthorizationCodes::ConsumedAt).big_integer())
+                    .col(ColumnDef::new(AuthorizationCodes::FamilyId).string())
+                    .col(ColumnDef::new(AuthorizationCodes::AccessJti).string())
+                    .col(ColumnDef::new(AuthorizationCodes::AccessExp).big_integer())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RefreshTokens::Table)
+                    .col(
+                        ColumnDef::new(RefreshTokens::TokenHash)
+                            .binary()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(RefreshTokens::FamilyId).string().not_null())
+                    .col(
+                        ColumnDef::new(RefreshTokens::Generation)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(RefreshTokens::ClientId).string().not_null())
+                    .col(ColumnDef::new(RefreshTokens::UserId).string().not_null())
+                    .col(ColumnDef::new(RefreshTokens::Scope).string().not_null())
+                    .col(
+                        ColumnDef::new(RefreshTokens::Resources)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(RefreshTokens::DpopJkt).string())
+                    .col(
+                        ColumnDef::new(RefreshTokens::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RefreshTokens::ExpiresAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(RefreshTokens::RotatedAt).big_integer())
+                    .col(ColumnDef::new(RefreshTokens::RevokedAt).big_integer())
+                    .col(ColumnDef::new(RefreshTokens::AccessJti).string().not_null())
+                    .col(
+                        ColumnDef::new(RefreshTokens::AccessExp)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_refresh_tokens_family")
+                    .table(RefreshTokens::Table)
+                    .col(RefreshTokens::FamilyId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_refresh_tokens_user")
+                    .table(RefreshTokens::Table)
+                    .col(RefreshTokens::UserId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Consents::Table)
+                    .col(ColumnDef::new(Consents::UserId).string().not_null())
+                    .col(ColumnDef::new(Consents::ClientId).string().not_null())
+                    .col(ColumnDef::new(Consents::Scope).string().not_null())
+                    .col(ColumnDef::new(Consents::Resources).json_binary().not_null())
+                    .col(ColumnDef::new(Consents::GrantedAt).big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Consents::UserId)
+                            .col(Consents::ClientId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Consents::Table.into_iden(),
+            RefreshTokens::Table.into_iden(),
+            AuthorizationCodes::Table.into_iden(),
+            Sessions::Table.into_iden(),
+            Users::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

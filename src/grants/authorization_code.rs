@@ -1,0 +1,138 @@
+//! OAuth 2.1 §4.1.3 authorization code grant, with PKCE (RFC 7636),
+//! resource narrowing (RFC 8707), DPoP code binding (RFC 9449 §10) and
+//! replay revocation (RFC 9700 §4.5: a code used twice revokes what the
+//! first use issued).
+
+use serde_json::Value;
+
+use super::{AccessTokenRequest, TokenResponse, issue_access_token, narrow_resources, resources};
+use crate::app::State;
+use crate::crypto::{random_id, random_token, sha256};
+use crate::error::{Error, OAuthError};
+use crate::http::OAuthForm;
+use crate::http::client_auth::AuthenticatedClient;
+use crate::oauth::client_metadata::{AuthMethod, GrantType};
+use crate::oauth::dpop::VerifiedProof;
+use crate::oauth::pkce;
+use crate::oauth::scope::Scope;
+use crate::store::{self, grants::RefreshRow};
+
+pub async fn handle(
+    state: &State,
+    client: &AuthenticatedClient,
+    form: &OAuthForm,
+    proof: Option<&VerifiedProof>,
+    ip: Option<String>,
+) -> Result<TokenResponse, Error> {
+    let code = form.require("code")?;
+    let code_hash = sha256(code.as_bytes());
+    let now = state.now();
+    let invalid =
+        || OAuthError::invalid_grant("the authorization code is invalid, expired or already used");
+    let row = store::grants::code(&state.db, code_hash)
+        .await?
+        .ok_or_else(invalid)?;
+    // SECURITY-CASES 13: another client's code; it stays unspent.
+    if row.client_id != client.client_id() {
+        return Err(invalid().into());
+    }
+    if row.consumed_at.is_some() {
+        // SECURITY-CASES 11: a replay revokes the first redemption's tokens.
+        store::grants::revoke_code_issuance(&state.db, &row, now).await?;
+        tracing::warn!(client_id = %row.client_id, "authorization code replayed; its tokens were revoked");
+        return Err(invalid().into());
+    }
+    if row.expires_at <= now {
+        return Err(invalid().into());
+    }
+    if form
+        .get("redirect_uri")
+        .is_some_and(|r| r != row.redirect_uri)
+    {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        )
+        .into());
+    }
+    let verifier = form
+        .get("code_verifier")
+        .ok_or_else(|| OAuthError::invalid_grant("code_verifier is required (PKCE)"))?;
+    if !pkce::verify(verifier, &row.code_challenge) {
+        return Err(
+            OAuthError::invalid_grant("code_verifier does not match the code_challenge").into(),
+        );
+    }
+    if let Some(bound) = &row.dpop_jkt {
+        match proof {
+            Some(p) if &p.jkt == bound => {}
+            _ => {
+                return Err(OAuthError::invalid_dpop_proof(
+                    "the code is bound to a DPoP key (dpop_jkt); prove it",
+                )
+                .into());
+            }
+        }
+    }
+    let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
+    let resources = narrow_resources(resources(form)?, &granted)?;
+    // The one atomic step: exactly one redemption wins.
+    if !store::grants::consume_code(&state.db, code_hash, now).await? {
+        return Err(invalid().into());
+    }
+
+    let scope = Scope::parse(&row.scope).unwrap_or_default();
+    let jkt = proof.map(|p| p.jkt.as_str());
+    let mut issued = issue_access_token(
+        state,
+        AccessTokenRequest {
+            grant_type: "authorization_code",
+            subject: &row.user_id,
+            client_id: &row.client_id,
+            scope: &scope,
+            resources: &resources,
+            jkt,
+            ip,
+        },
+    )?;
+    let mut family_id = None;
+    if client.client.metadata.allows_grant(GrantType::RefreshToken) {
+        let refresh_token = random_token();
+        let family = random_id();
+        store::grants::insert_refresh(
+            &state.db,
+            RefreshRow {
+                token_hash: sha256(refresh_token.as_bytes()).to_vec(),
+                family_id: family.clone(),
+                generation: 0,
+                client_id: row.client_id.clone(),
+                user_id: row.user_id.clone(),
+                scope: row.scope.clone(),
+                resources: Value::from(granted.clone()),
+                // RFC 9449 §5: refresh tokens of public clients are bound.
+                dpop_jkt: if client.method == AuthMethod::None {
+                    jkt.map(str::to_string)
+                } else {
+                    None
+                },
+                created_at: now,
+                expires_at: now + state.config.refresh_token_ttl,
+                rotated_at: None,
+                revoked_at: None,
+                access_jti: issued.jti.clone(),
+                access_exp: issued.exp,
+            },
+        )
+        .await?;
+        issued.response.refresh_token = Some(refresh_token);
+        family_id = Some(family);
+    }
+    store::grants::record_code_issuance(
+        &state.db,
+        code_hash,
+        family_id.as_deref(),
+        &issued.jti,
+        issued.exp,
+    )
+    .await?;
+    Ok(issued.response)
+}

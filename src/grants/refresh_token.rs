@@ -1,0 +1,110 @@
+//! OAuth 2.1 §4.3 refresh token grant with rotation on every use. A
+//! rotated token used again revokes its whole family (RFC 9700 §4.14.2);
+//! of concurrent uses exactly one wins. Scope may narrow, never widen;
+//! `resource` may narrow per request.
+
+use super::{AccessTokenRequest, TokenResponse, issue_access_token, narrow_resources, resources};
+use crate::app::State;
+use crate::crypto::{random_token, sha256};
+use crate::error::{Error, OAuthError};
+use crate::http::OAuthForm;
+use crate::http::client_auth::AuthenticatedClient;
+use crate::oauth::dpop::VerifiedProof;
+use crate::oauth::scope::Scope;
+use crate::store::{self, grants::RefreshRow};
+
+pub async fn handle(
+    state: &State,
+    client: &AuthenticatedClient,
+    form: &OAuthForm,
+    proof: Option<&VerifiedProof>,
+    ip: Option<String>,
+) -> Result<TokenResponse, Error> {
+    let presented = form.require("refresh_token")?;
+    let old_hash = sha256(presented.as_bytes());
+    let now = state.now();
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let row = store::grants::refresh(&state.db, old_hash)
+        .await?
+        .ok_or_else(invalid)?;
+    // SECURITY-CASES 23: another client's token.
+    if row.client_id != client.client_id() {
+        return Err(invalid().into());
+    }
+    if row.revoked_at.is_some() || row.expires_at <= now {
+        return Err(invalid().into());
+    }
+    if row.rotated_at.is_some() {
+        reuse_detected(state, &row, now).await?;
+        return Err(invalid().into());
+    }
+    // SECURITY-CASES 25: a bound token needs a proof by the same key.
+    if let Some(bound) = &row.dpop_jkt {
+        match proof {
+            Some(p) if &p.jkt == bound => {}
+            Some(_) => {
+                return Err(OAuthError::invalid_dpop_proof(
+                    "the refresh token is bound to another DPoP key",
+                )
+                .into());
+            }
+            None => {
+                return Err(OAuthError::invalid_dpop_proof(
+                    "the refresh token is DPoP-bound; send a proof",
+                )
+                .into());
+            }
+        }
+    }
+    let granted_scope = Scope::parse(&row.scope).unwrap_or_default();
+    let scope = super::requested_scope(form, &granted_scope)?;
+    let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
+    let resources = narrow_resources(resources(form)?, &granted)?;
+
+    let jkt = proof.map(|p| p.jkt.as_str());
+    let mut issued = issue_access_token(
+        state,
+        AccessTokenRequest {
+            grant_type: "refresh_token",
+            subject: &row.user_id,
+            client_id: &row.client_id,
+            scope: &scope,
+            resources: &resources,
+            jkt,
+            ip,
+        },
+    )?;
+    let refresh_token = random_token();
+    let next = RefreshRow {
+        token_hash: sha256(refresh_token.as_bytes()).to_vec(),
+        generation: row.generation + 1,
+        created_at: now,
+        expires_at: now + state.config.refresh_token_ttl,
+        rotated_at: None,
+        revoked_at: None,
+        access_jti: issued.jti.clone(),
+        access_exp: issued.exp,
+        ..row.clone()
+    };
+    if !store::grants::rotate_refresh(&state.db, old_hash, next, now).await? {
+        // Lost a race with another use of the same token: treat as reuse.
+        reuse_detected(state, &row, now).await?;
+        return Err(invalid().into());
+    }
+    issued.response.refresh_token = Some(refresh_token);
+    Ok(issued.response)
+}
+
+async fn reuse_detected(state: &State, row: &RefreshRow, now: i64) -> Result<(), Error> {
+    store::grants::revoke_family(&state.db, &row.family_id, now).await?;
+    state.audit.record(store::audit::AuditEvent {
+        at: now,
+        event: "refresh_token.reuse",
+        client_id: Some(row.client_id.clone()),
+        subject: Some(row.user_id.clone()),
+        ip: None,
+        detail: serde_json::json!({ "family_id": row.family_id, "generation": row.generation }),
+    });
+    tracing::warn!(client_id = %row.client_id, "refresh token reused; family revoked");
+    Ok(())
+}

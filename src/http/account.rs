@@ -1,0 +1,228 @@
+//! Login, logout and the owner's account page.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pages;
+use super::{ClientIp, OAuthForm};
+use crate::accounts;
+use crate::app::{AppState, State as AppStateInner};
+use crate::error::{OAuthError, Result};
+use crate::store::{self, audit::AuditEvent};
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    return_to: Option<String>,
+}
+
+/// Only our own pages may be returned to (no open redirect).
+fn safe_return_to(value: Option<&str>) -> String {
+    match value {
+        Some(v)
+            if (v.starts_with("/authorize?") || v == "/account")
+                && !v.contains("//")
+                && !v.contains('\\') =>
+        {
+            v.to_string()
+        }
+        _ => "/account".to_string(),
+    }
+}
+
+fn login_page(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response> {
+    let csrf = pages::csrf(state, headers);
+    let page = pages::render(
+        state,
+        status,
+        "login.html",
+        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+pub async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response> {
+    login_page(
+        &state,
+        &headers,
+        &safe_return_to(q.return_to.as_deref()),
+        "",
+        None,
+        StatusCode::OK,
+    )
+}
+
+/// `POST /login`: CSRF, throttling per account and per IP, argon2id, then
+/// a brand-new session (rotated at login).
+pub async fn login(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    let form = form.unwrap_or_default();
+    let return_to = safe_return_to(form.get("return_to"));
+    let username = form.get("username").unwrap_or_default().to_string();
+    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
+        return login_page(
+            &state,
+            &headers,
+            &return_to,
+            &username,
+            Some("The form expired. Please try again."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let throttled = state
+        .login_by_user
+        .check_key(&username.to_lowercase())
+        .is_err()
+        || ip
+            .0
+            .is_some_and(|addr| state.login_by_ip.check_key(&addr).is_err());
+    if throttled {
+        return login_page(
+            &state,
+            &headers,
+            &return_to,
+            &username,
+            Some("Too many attempts. Wait a minute and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let user = store::users::by_username(&state.db, &username).await?;
+    let password = form.get("password").unwrap_or_default().to_string();
+    let ok =
+        accounts::verify_password(user.as_ref().map(|u| u.password_hash.clone()), password).await;
+    let Some(user) = user.filter(|_| ok) else {
+        return login_page(
+            &state,
+            &headers,
+            &return_to,
+            &username,
+            Some("Wrong username or password."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    // A previous session cookie (possibly planted) is dropped, not reused.
+    if let Some(old) = pages::cookie(&headers, pages::SESSION_COOKIE) {
+        store::users::delete_session(&state.db, crate::crypto::sha256(old.as_bytes())).await?;
+    }
+    let cookie = pages::start_session(&state, &user.id).await?;
+    state.audit.record(AuditEvent {
+        at: state.now(),
+        event: "user.login",
+        client_id: None,
+        subject: Some(user.id.clone()),
+        ip: ip.to_audit(),
+        detail: json!({}),
+    });
+    Ok(pages::with_cookies(pages::see_other(&return_to), [cookie]))
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    let form = form.unwrap_or_default();
+    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
+        return Ok(pages::see_other("/account"));
+    }
+    if let Some(session) = pages::session(&state, &headers).await? {
+        store::users::delete_session(&state.db, session.id_hash).await?;
+    }
+    let clear = pages::set_cookie(&state, pages::SESSION_COOKIE, "", 0, cookie::SameSite::Lax);
+    Ok(pages::with_cookies(pages::see_other("/login"), [clear]))
+}
+
+/// `GET /account`: the consents and refresh-token grants the user gave.
+pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    let Some(session) = pages::session(&state, &headers).await? else {
+        return Ok(pages::see_other("/login?return_to=%2Faccount"));
+    };
+    let mut consents = Vec::new();
+    for c in store::grants::user_consents(&state.db, &session.user_id).await? {
+        let name = state
+            .client(&c.client_id)
+            .await?
+            .and_then(|r| r.metadata.client_name.clone())
+            .unwrap_or_else(|| c.client_id.clone());
+        consents.push(json!({ "client_id": c.client_id, "client_name": name, "scope": c.scope }));
+    }
+    let grants: Vec<_> = store::grants::user_families(&state.db, &session.user_id, state.now())
+        .await?
+        .into_iter()
+        .map(|g| json!({ "client_id": g.client_id, "scope": g.scope, "family_id": g.family_id }))
+        .collect();
+    let csrf = pages::csrf(&state, &headers);
+    let page = pages::render(
+        &state,
+        StatusCode::OK,
+        "account.html",
+        json!({ "username": session.username, "consents": consents, "grants": grants, "csrf_token": csrf.token }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+/// `POST /account/revoke`: one click removes a consent (and the refresh
+/// tokens of that client) or one refresh-token family.
+pub async fn revoke(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    let form = form.unwrap_or_default();
+    let Some(session) = pages::session(&state, &headers).await? else {
+        return Ok(pages::see_other("/login?return_to=%2Faccount"));
+    };
+    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
+        return Ok(pages::see_other("/account"));
+    }
+    let now = state.now();
+    let id = form.get("id").unwrap_or_default();
+    match form.get("kind") {
+        Some("consent") => {
+            store::grants::delete_consent(&state.db, &session.user_id, id).await?;
+            for g in store::grants::user_families(&state.db, &session.user_id, now).await? {
+                if g.client_id == id {
+                    store::grants::revoke_family(&state.db, &g.family_id, now).await?;
+                }
+            }
+        }
+        Some("grant") => {
+            // Only the user's own families.
+            if store::grants::user_families(&state.db, &session.user_id, now)
+                .await?
+                .iter()
+                .any(|g| g.family_id == id)
+            {
+                store::grants::revoke_family(&state.db, id, now).await?;
+            }
+        }
+        _ => {}
+    }
+    state.audit.record(AuditEvent {
+        at: now,
+        event: "grant.revoked_by_owner",
+        client_id: None,
+        subject: Some(session.user_id.clone()),
+        ip: ip.to_audit(),
+        detail: json!({ "kind": form.get("kind"), "id": id }),
+    });
+    Ok(pages::see_other("/account"))
+}

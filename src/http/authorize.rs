@@ -1,0 +1,523 @@
+//! The authorization endpoint (OAuth 2.1 §4.1, RFC 9207, RFC 8707, RFC 9449
+//! §10) with login and consent pages.
+//!
+//! Until the client and its redirect URI are verified, errors are shown on
+//! a page and never redirected (RFC 6749 §4.1.2.1, RFC 9700 §4.11); after
+//! that they go back to the client with `state` and `iss`, by 303.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+use url::Url;
+
+use super::pages::{self, Session};
+use super::{ClientIp, OAuthForm};
+use crate::app::{AppState, State as AppStateInner};
+use crate::crypto::{random_token, sha256};
+use crate::error::{Error, Result};
+use crate::oauth::client_metadata::{GrantType, redirect_uri_matches};
+use crate::oauth::pkce;
+use crate::oauth::resource::ResourceUri;
+use crate::oauth::scope::Scope;
+use crate::store::{self, clients::ClientRecord, grants::CodeRow};
+
+/// Authorization codes live 60 s (SECURITY-CASES 16).
+pub const CODE_TTL: i64 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prompt {
+    None,
+    Login,
+    Consent,
+}
+
+/// A validated authorization request.
+struct AuthorizationRequest {
+    client: Arc<ClientRecord>,
+    redirect_uri: String,
+    state: Option<String>,
+    scope: Scope,
+    resources: Vec<ResourceUri>,
+    code_challenge: String,
+    prompt: Option<Prompt>,
+    dpop_jkt: Option<String>,
+    /// The query string as received, carried through login and consent.
+    raw_query: String,
+}
+
+/// Where an error goes.
+enum Failure {
+    /// Client or redirect URI not verified: a page, never a redirect.
+    Page {
+        error: &'static str,
+        description: String,
+    },
+    /// Verified: back to the client.
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
+    Backend(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Backend(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Backend(e.into())
+    }
+}
+
+/// RFC 9207 / RFC 6749 §4.1.2: `redirect_uri` plus parameters, keeping any
+/// query the registered URI already has.
+fn redirect_with(state: &AppStateInner, redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let Ok(mut url) = Url::parse(redirect_uri) else {
+        return pages::see_other("/");
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        q.append_pair("iss", &state.config.issuer);
+    }
+    pages::see_other(url.as_str())
+}
+
+fn failure_response(state: &AppStateInner, f: Failure) -> Result<Response> {
+    match f {
+        Failure::Page { error, description } => pages::render(
+            state,
+            StatusCode::BAD_REQUEST,
+            "error.html",
+            json!({ "error": error, "description": description }),
+        ),
+        Failure::Redirect {
+            redirect_uri,
+            state: client_state,
+            error,
+            description,
+        } => {
+            let mut params = vec![
+                ("error", error),
+                ("error_description", description.as_str()),
+            ];
+            if let Some(s) = client_state.as_deref() {
+                params.push(("state", s));
+            }
+            Ok(redirect_with(state, &redirect_uri, &params))
+        }
+        Failure::Backend(e) => Err(e),
+    }
+}
+
+fn page(error: &'static str, description: impl Into<String>) -> Failure {
+    Failure::Page {
+        error,
+        description: description.into(),
+    }
+}
+
+/// Parses and validates, in the order that decides where errors go.
+async fn parse(
+    state: &AppStateInner,
+    raw_query: &str,
+) -> std::result::Result<AuthorizationRequest, Failure> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
+    let all = |name: &str| {
+        pairs
+            .iter()
+            .filter(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    let single = |name: &str| -> std::result::Result<Option<&str>, String> {
+        match all(name).as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            _ => Err(format!("parameter {name} is repeated")),
+        }
+    };
+
+    // 1. Client and redirect URI: failures are pages.
+    let client_id = single("client_id")
+        .map_err(|d| page("invalid_request", d))?
+        .ok_or_else(|| page("invalid_request", "client_id is missing"))?;
+    let client = state
+        .client(client_id)
+        .await?
+        .ok_or_else(|| page("invalid_client", "unknown client_id"))?;
+    let registered = &client.metadata.redirect_uris;
+    let redirect_uri = match single("redirect_uri").map_err(|d| page("invalid_request", d))? {
+        Some(uri) => {
+            if !registered.iter().any(|r| redirect_uri_matches(r, uri)) {
+                return Err(page(
+                    "invalid_request",
+                    "redirect_uri is not registered for this client",
+                ));
+            }
+            uri.to_string()
+        }
+        None => match registered.as_slice() {
+            [only] => only.clone(),
+            _ => return Err(page("invalid_request", "redirect_uri is required")),
+        },
+    };
+    let client_state = single("state").ok().flatten().map(str::to_string);
+
+    // 2. Everything else: failures go back to the client.
+    let back = |error: &'static str, description: String| Failure::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        state: client_state.clone(),
+        error,
+        description,
+    };
+    for (name, _) in &pairs {
+        if name != "resource" && all(name).len() > 1 {
+            return Err(back(
+                "invalid_request",
+                format!("parameter {name} is repeated"),
+            ));
+        }
+    }
+    let get = |name: &str| single(name).ok().flatten();
+    match get("response_type") {
+        Some("code") => {}
+        Some(_) => {
+            return Err(back(
+                "unsupported_response_type",
+                "only response_type=code is supported".into(),
+            ));
+        }
+        None => return Err(back("invalid_request", "response_type is missing".into())),
+    }
+    if !client.metadata.allows_grant(GrantType::AuthorizationCode) {
+        return Err(back(
+            "unauthorized_client",
+            "client is not registered for the authorization_code grant".into(),
+        ));
+    }
+    // OAuth 2.1 §4.1.1: PKCE with S256 is mandatory.
+    let code_challenge = get("code_challenge").ok_or_else(|| {
+        back(
+            "invalid_request",
+            "code_challenge is required (PKCE)".into(),
+        )
+    })?;
+    if get("code_challenge_method") != Some("S256") {
+        return Err(back(
+            "invalid_request",
+            "code_challenge_method must be S256".into(),
+        ));
+    }
+    if !pkce::valid_challenge(code_challenge) {
+        return Err(back(
+            "invalid_request",
+            "code_challenge must be a base64url SHA-256 (43 characters)".into(),
+        ));
+    }
+    let allowed = client.metadata.scope();
+    let scope = match get("scope") {
+        Some(text) => {
+            let s = Scope::parse(text).map_err(|e| back("invalid_scope", e.to_string()))?;
+            if let Some(extra) = s.missing_from(&allowed).next() {
+                return Err(back(
+                    "invalid_scope",
+                    format!("scope {extra:?} is not allowed for this client"),
+                ));
+            }
+            s
+        }
+        None => allowed,
+    };
+    let resources = all("resource")
+        .into_iter()
+        .map(|r| {
+            ResourceUri::parse(r).map_err(|why| back("invalid_target", format!("{why}: {r:?}")))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let prompt = match get("prompt") {
+        None => None,
+        Some("none") => Some(Prompt::None),
+        Some("login") => Some(Prompt::Login),
+        Some("consent") => Some(Prompt::Consent),
+        Some(other) => {
+            return Err(back(
+                "invalid_request",
+                format!("prompt={other} is not supported"),
+            ));
+        }
+    };
+    // RFC 9449 §10: binds the code to a DPoP key.
+    let dpop_jkt = get("dpop_jkt").map(str::to_string);
+    if dpop_jkt.as_ref().is_some_and(|j| j.len() != 43) {
+        return Err(back(
+            "invalid_request",
+            "dpop_jkt must be a base64url SHA-256 thumbprint".into(),
+        ));
+    }
+    Ok(AuthorizationRequest {
+        client,
+        redirect_uri,
+        state: client_state,
+        scope,
+        resources,
+        code_challenge: code_challenge.to_string(),
+        prompt,
+        dpop_jkt,
+        raw_query: raw_query.to_string(),
+    })
+}
+
+/// `GET /authorize`.
+pub async fn get(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let query = query.unwrap_or_default();
+    let req = match parse(&state, &query).await {
+        Ok(r) => r,
+        Err(f) => return failure_response(&state, f),
+    };
+    let session = pages::session(&state, &headers).await?;
+    let session = match (session, req.prompt) {
+        (Some(s), Some(Prompt::Login)) => {
+            // Re-authenticate once: the login page returns here without prompt=login.
+            let _ = s;
+            return Ok(pages::see_other(&login_url(&strip_prompt_login(&query))));
+        }
+        (Some(s), _) => s,
+        (None, Some(Prompt::None)) => {
+            return failure_response(
+                &state,
+                back_to(&req, "login_required", "the user is not signed in"),
+            );
+        }
+        (None, _) => return Ok(pages::see_other(&login_url(&strip_prompt_login(&query)))),
+    };
+    let consented =
+        match store::grants::consent(&state.db, &session.user_id, &req.client.client_id).await? {
+            Some(c) => covers(&c, &req),
+            None => false,
+        };
+    if consented && req.prompt != Some(Prompt::Consent) {
+        return issue_code(&state, &req, &session).await;
+    }
+    if req.prompt == Some(Prompt::None) {
+        return failure_response(
+            &state,
+            back_to(&req, "consent_required", "the user has not consented"),
+        );
+    }
+    consent_page(&state, &headers, &req, &session)
+}
+
+fn back_to(req: &AuthorizationRequest, error: &'static str, description: &str) -> Failure {
+    Failure::Redirect {
+        redirect_uri: req.redirect_uri.clone(),
+        state: req.state.clone(),
+        error,
+        description: description.into(),
+    }
+}
+
+fn login_url(query: &str) -> String {
+    let return_to = format!("/authorize?{query}");
+    format!(
+        "/login?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("return_to", &return_to)
+            .finish()
+    )
+}
+
+fn strip_prompt_login(query: &str) -> String {
+    let kept =
+        form_urlencoded::parse(query.as_bytes()).filter(|(k, v)| !(k == "prompt" && v == "login"));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(kept)
+        .finish()
+}
+
+fn covers(consent: &store::grants::ConsentRow, req: &AuthorizationRequest) -> bool {
+    let granted = Scope::parse(&consent.scope).unwrap_or_default();
+    let resources: Vec<String> =
+        serde_json::from_value(consent.resources.clone()).unwrap_or_default();
+    req.scope.is_subset_of(&granted)
+        && req
+            .resources
+            .iter()
+            .all(|r| resources.iter().any(|g| g == r.as_str()))
+}
+
+/// Human words for a scope on the consent page.
+fn describe(scope: &str) -> String {
+    match scope {
+        "offline_access" => "Keep access while you are away (a refresh token)".into(),
+        "openid" => "Know who you are".into(),
+        "profile" => "See your profile".into(),
+        other => match other.split_once(':') {
+            Some((what, "read")) => format!("Read your {what}"),
+            Some((what, "write")) => format!("Change your {what}"),
+            _ => format!("Use the permission “{other}”"),
+        },
+    }
+}
+
+fn consent_page(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+    session: &Session,
+) -> Result<Response> {
+    let csrf = pages::csrf(state, headers);
+    let host = Url::parse(&req.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| req.redirect_uri.clone());
+    let localhost_only = req.client.client_id.starts_with("https://")
+        && req.client.metadata.redirect_uris.iter().all(|u| {
+            Url::parse(u)
+                .ok()
+                .and_then(|u| {
+                    u.host_str()
+                        .map(|h| matches!(h, "localhost" | "127.0.0.1" | "[::1]"))
+                })
+                .unwrap_or(false)
+        });
+    let scopes: Vec<_> = req
+        .scope
+        .iter()
+        .map(|s| json!({ "name": s, "text": describe(s) }))
+        .collect();
+    let resources: Vec<&str> = req.resources.iter().map(ResourceUri::as_str).collect();
+    let page = pages::render(
+        state,
+        StatusCode::OK,
+        "consent.html",
+        json!({
+            "client_name": req.client.metadata.client_name.clone().unwrap_or_else(|| req.client.client_id.clone()),
+            "client_id": req.client.client_id,
+            "username": session.username,
+            "redirect_host": host,
+            "localhost_only": localhost_only,
+            "resources": resources,
+            "scopes": scopes,
+            "request": req.raw_query,
+            "csrf_token": csrf.token,
+        }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+async fn issue_code(
+    state: &AppStateInner,
+    req: &AuthorizationRequest,
+    session: &Session,
+) -> Result<Response> {
+    let code = random_token();
+    let now = state.now();
+    let resources: Vec<&str> = req.resources.iter().map(ResourceUri::as_str).collect();
+    store::grants::insert_code(
+        &state.db,
+        CodeRow {
+            code_hash: sha256(code.as_bytes()).to_vec(),
+            client_id: req.client.client_id.clone(),
+            user_id: session.user_id.clone(),
+            redirect_uri: req.redirect_uri.clone(),
+            code_challenge: req.code_challenge.clone(),
+            scope: req.scope.to_string(),
+            resources: json!(resources),
+            dpop_jkt: req.dpop_jkt.clone(),
+            auth_time: session.auth_time,
+            expires_at: now + CODE_TTL,
+            consumed_at: None,
+            family_id: None,
+            access_jti: None,
+            access_exp: None,
+        },
+    )
+    .await?;
+    let mut params = vec![("code", code.as_str())];
+    if let Some(s) = req.state.as_deref() {
+        params.push(("state", s));
+    }
+    Ok(redirect_with(state, &req.redirect_uri, &params))
+}
+
+/// `POST /authorize/decision`: the consent form.
+pub async fn decision(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, crate::error::OAuthError>,
+) -> Result<Response> {
+    let Ok(form) = form else {
+        return failure_response(&state, page("invalid_request", "malformed form"));
+    };
+    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
+        return failure_response(
+            &state,
+            page(
+                "invalid_request",
+                "the form expired or was not sent by this site; go back and try again",
+            ),
+        );
+    }
+    let Some(session) = pages::session(&state, &headers).await? else {
+        return failure_response(
+            &state,
+            page(
+                "login_required",
+                "your session ended; start again from the application",
+            ),
+        );
+    };
+    let req = match parse(&state, form.get("request").unwrap_or_default()).await {
+        Ok(r) => r,
+        Err(f) => return failure_response(&state, f),
+    };
+    match form.get("decision") {
+        Some("approve") => {
+            let now = state.now();
+            let resources: Vec<&str> = req.resources.iter().map(ResourceUri::as_str).collect();
+            store::grants::save_consent(
+                &state.db,
+                store::grants::ConsentRow {
+                    user_id: session.user_id.clone(),
+                    client_id: req.client.client_id.clone(),
+                    scope: req.scope.to_string(),
+                    resources: json!(resources),
+                    granted_at: now,
+                },
+            )
+            .await?;
+            state.audit.record(store::audit::AuditEvent {
+                at: now,
+                event: "consent.granted",
+                client_id: Some(req.client.client_id.clone()),
+                subject: Some(session.user_id.clone()),
+                ip: ip.to_audit(),
+                detail: json!({ "scope": req.scope.to_string(), "resources": resources }),
+            });
+            issue_code(&state, &req, &session).await
+        }
+        Some("deny") => failure_response(
+            &state,
+            back_to(&req, "access_denied", "the user denied the request"),
+        ),
+        _ => failure_response(&state, back_to(&req, "invalid_request", "no decision")),
+    }
+}

@@ -1,0 +1,220 @@
+//! Server-rendered pages: templates, security headers, the session cookie
+//! and CSRF tokens.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use minijinja::Environment;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::app::State;
+use crate::crypto::{random_token, sha256};
+use crate::error::Error;
+use crate::store;
+
+pub const SESSION_COOKIE: &str = "agentauth_session";
+pub const CSRF_COOKIE: &str = "agentauth_csrf";
+/// Login sessions last 12 hours.
+pub const SESSION_TTL: i64 = 12 * 3600;
+
+/// The templates, compiled into the binary.
+pub fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    // `.html` names turn on HTML auto-escaping.
+    for (name, source) in [
+        ("base.html", include_str!("../../templates/base.html")),
+        ("login.html", include_str!("../../templates/login.html")),
+        ("consent.html", include_str!("../../templates/consent.html")),
+        ("error.html", include_str!("../../templates/error.html")),
+        ("account.html", include_str!("../../templates/account.html")),
+    ] {
+        if let Err(e) = env.add_template(name, source) {
+            tracing::error!(template = name, error = %e, "template does not compile");
+        }
+    }
+    env
+}
+
+/// Renders a page with the headers every page carries: no caching, no
+/// framing (RFC 9700 §4.16), no scripts, no referrer.
+pub fn render<C: Serialize>(
+    state: &State,
+    status: StatusCode,
+    name: &str,
+    context: C,
+) -> Result<Response, Error> {
+    let html = state
+        .templates
+        .get_template(name)
+        .and_then(|t| t.render(context))
+        .map_err(|e| Error::Internal(format!("template {name}: {e}")))?;
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(r)
+}
+
+/// A cookie's value from the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+/// `Set-Cookie` for one of our cookies: HttpOnly, Path=/, Secure when the
+/// issuer is https. `max_age` 0 deletes it.
+pub fn set_cookie(
+    state: &State,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    same_site: cookie::SameSite,
+) -> Option<HeaderValue> {
+    let c = cookie::Cookie::build((name, value))
+        .http_only(true)
+        .path("/")
+        .secure(state.config.issuer.starts_with("https://"))
+        .same_site(same_site)
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .build();
+    HeaderValue::from_str(&c.to_string()).ok()
+}
+
+/// The signed-in user, if the session cookie names a live session.
+pub struct Session {
+    pub user_id: String,
+    pub username: String,
+    pub auth_time: i64,
+    pub id_hash: [u8; 32],
+}
+
+pub async fn session(state: &State, headers: &HeaderMap) -> Result<Option<Session>, Error> {
+    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let id_hash = sha256(secret.as_bytes());
+    let Some(row) = store::users::session(&state.db, id_hash, state.now()).await? else {
+        return Ok(None);
+    };
+    let Some(user) = store::users::by_id(&state.db, &row.user_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Session {
+        user_id: user.id,
+        username: user.username,
+        auth_time: row.auth_time,
+        id_hash,
+    }))
+}
+
+/// Starts a fresh session (a new secret at every login: no fixation) and
+/// returns its `Set-Cookie`.
+pub async fn start_session(state: &State, user_id: &str) -> Result<Option<HeaderValue>, Error> {
+    let secret = random_token();
+    store::users::create_session(
+        &state.db,
+        sha256(secret.as_bytes()),
+        user_id,
+        state.now(),
+        SESSION_TTL,
+    )
+    .await?;
+    Ok(set_cookie(
+        state,
+        SESSION_COOKIE,
+        &secret,
+        SESSION_TTL,
+        cookie::SameSite::Lax,
+    ))
+}
+
+/// CSRF: a random per-browser cookie (SameSite=Strict) and, in each form,
+/// an HMAC of it under a server key. A forged form can neither read the
+/// cookie nor compute the MAC.
+pub struct Csrf {
+    pub token: String,
+    /// Set when the browser had no CSRF cookie yet.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+fn csrf_mac(state: &State, cookie_value: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.csrf_key);
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, cookie_value.as_bytes()).as_ref())
+}
+
+pub fn csrf(state: &State, headers: &HeaderMap) -> Csrf {
+    match cookie(headers, CSRF_COOKIE) {
+        Some(value) => Csrf {
+            token: csrf_mac(state, &value),
+            set_cookie: None,
+        },
+        None => {
+            let value = random_token();
+            Csrf {
+                token: csrf_mac(state, &value),
+                set_cookie: set_cookie(
+                    state,
+                    CSRF_COOKIE,
+                    &value,
+                    SESSION_TTL,
+                    cookie::SameSite::Strict,
+                ),
+            }
+        }
+    }
+}
+
+pub fn csrf_ok(state: &State, headers: &HeaderMap, presented: Option<&str>) -> bool {
+    let (Some(value), Some(presented)) = (cookie(headers, CSRF_COOKIE), presented) else {
+        return false;
+    };
+    csrf_mac(state, &value)
+        .as_bytes()
+        .ct_eq(presented.as_bytes())
+        .into()
+}
+
+/// 303 See Other (RFC 9700 §4.12: never 307 after a POST).
+pub fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub fn with_cookies(
+    mut r: Response,
+    cookies: impl IntoIterator<Item = Option<HeaderValue>>,
+) -> Response {
+    for c in cookies.into_iter().flatten() {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    r
+}

@@ -1,0 +1,219 @@
+//! Authorization codes, refresh-token families and consents: the state of
+//! the code flow. Every single-use step is one conditional write.
+
+use entity::{authorization_code as code, consent, refresh_token as rt};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
+
+use super::{StoreResult, revocations};
+
+pub type CodeRow = code::Model;
+pub type RefreshRow = rt::Model;
+pub type ConsentRow = consent::Model;
+
+pub async fn insert_code(db: &impl ConnectionTrait, row: CodeRow) -> StoreResult<()> {
+    let active: code::ActiveModel = row.into();
+    code::Entity::insert(active)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn code(db: &impl ConnectionTrait, code_hash: [u8; 32]) -> StoreResult<Option<CodeRow>> {
+    Ok(code::Entity::find_by_id(code_hash.to_vec()).one(db).await?)
+}
+
+/// Spends the code: exactly one caller sees `true`.
+pub async fn consume_code(
+    db: &impl ConnectionTrait,
+    code_hash: [u8; 32],
+    now: i64,
+) -> StoreResult<bool> {
+    let r = code::Entity::update_many()
+        .col_expr(code::Column::ConsumedAt, Expr::value(now))
+        .filter(code::Column::CodeHash.eq(code_hash.to_vec()))
+        .filter(code::Column::ConsumedAt.is_null())
+        .filter(code::Column::ExpiresAt.gt(now))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected == 1)
+}
+
+/// Records what the code's redemption issued (for replay revocation).
+pub async fn record_code_issuance(
+    db: &impl ConnectionTrait,
+    code_hash: [u8; 32],
+    family_id: Option<&str>,
+    access_jti: &str,
+    access_exp: i64,
+) -> StoreResult<()> {
+    code::Entity::update_many()
+        .col_expr(
+            code::Column::FamilyId,
+            Expr::value(family_id.map(str::to_string)),
+        )
+        .col_expr(code::Column::AccessJti, Expr::value(access_jti.to_string()))
+        .col_expr(code::Column::AccessExp, Expr::value(access_exp))
+        .filter(code::Column::CodeHash.eq(code_hash.to_vec()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// RFC 6749 §4.1.2 / RFC 9700 §4.5: a replayed code revokes what it issued.
+pub async fn revoke_code_issuance<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    row: &CodeRow,
+    now: i64,
+) -> StoreResult<()> {
+    let txn = db.begin().await?;
+    if let (Some(jti), Some(exp)) = (&row.access_jti, row.access_exp) {
+        revocations::revoke(&txn, jti, &row.client_id, exp, now).await?;
+    }
+    if let Some(family) = &row.family_id {
+        revoke_family_in(&txn, family, now).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+pub async fn insert_refresh(db: &impl ConnectionTrait, row: RefreshRow) -> StoreResult<()> {
+    let active: rt::ActiveModel = row.into();
+    rt::Entity::insert(active)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn refresh(
+    db: &impl ConnectionTrait,
+    token_hash: [u8; 32],
+) -> StoreResult<Option<RefreshRow>> {
+    Ok(rt::Entity::find_by_id(token_hash.to_vec()).one(db).await?)
+}
+
+/// Rotation: marks `old` rotated and inserts `new` in one transaction; the
+/// conditional update makes exactly one of any concurrent callers win.
+/// Returns `false` when `old` was already rotated, revoked or expired.
+pub async fn rotate_refresh<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    old_hash: [u8; 32],
+    new: RefreshRow,
+    now: i64,
+) -> StoreResult<bool> {
+    let txn = db.begin().await?;
+    let r = rt::Entity::update_many()
+        .col_expr(rt::Column::RotatedAt, Expr::value(now))
+        .filter(rt::Column::TokenHash.eq(old_hash.to_vec()))
+        .filter(rt::Column::RotatedAt.is_null())
+        .filter(rt::Column::RevokedAt.is_null())
+        .filter(rt::Column::ExpiresAt.gt(now))
+        .exec(&txn)
+        .await?;
+    if r.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    insert_refresh(&txn, new).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Revokes every refresh token of a family and the access tokens issued
+/// with them.
+pub async fn revoke_family<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    family_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    let txn = db.begin().await?;
+    revoke_family_in(&txn, family_id, now).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn revoke_family_in(db: &impl ConnectionTrait, family_id: &str, now: i64) -> StoreResult<()> {
+    rt::Entity::update_many()
+        .col_expr(rt::Column::RevokedAt, Expr::value(now))
+        .filter(rt::Column::FamilyId.eq(family_id))
+        .filter(rt::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    let members = rt::Entity::find()
+        .filter(rt::Column::FamilyId.eq(family_id))
+        .all(db)
+        .await?;
+    for m in members.iter().filter(|m| m.access_exp > now) {
+        revocations::revoke(db, &m.access_jti, &m.client_id, m.access_exp, now).await?;
+    }
+    Ok(())
+}
+
+/// A user's live refresh-token families: the newest token of each.
+pub async fn user_families(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    now: i64,
+) -> StoreResult<Vec<RefreshRow>> {
+    let rows = rt::Entity::find()
+        .filter(rt::Column::UserId.eq(user_id))
+        .filter(rt::Column::RevokedAt.is_null())
+        .filter(rt::Column::RotatedAt.is_null())
+        .filter(rt::Column::ExpiresAt.gt(now))
+        .order_by_desc(rt::Column::CreatedAt)
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
+pub async fn consent(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    client_id: &str,
+) -> StoreResult<Option<ConsentRow>> {
+    Ok(
+        consent::Entity::find_by_id((user_id.to_string(), client_id.to_string()))
+            .one(db)
+            .await?,
+    )
+}
+
+pub async fn save_consent(db: &impl ConnectionTrait, row: ConsentRow) -> StoreResult<()> {
+    let active: consent::ActiveModel = row.into();
+    consent::Entity::insert(active)
+        .on_conflict(
+            OnConflict::columns([consent::Column::UserId, consent::Column::ClientId])
+                .update_columns([
+                    consent::Column::Scope,
+                    consent::Column::Resources,
+                    consent::Column::GrantedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn user_consents(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+) -> StoreResult<Vec<ConsentRow>> {
+    Ok(consent::Entity::find()
+        .filter(consent::Column::UserId.eq(user_id))
+        .all(db)
+        .await?)
+}
+
+pub async fn delete_consent(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    client_id: &str,
+) -> StoreResult<()> {
+    consent::Entity::delete_by_id((user_id.to_string(), client_id.to_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
