@@ -206,11 +206,8 @@ pub async fn revoke(
         }
         Some("grant") => {
             // Only the user's own families.
-            if store::grants::user_families(&state.db, &session.user_id, now)
-                .await?
-                .iter()
-                .any(|g| g.family_id == id)
-            {
+            let families = store::grants::user_families(&state.db, &session.user_id, now).await?;
+            if families.iter().any(|g| g.family_id == id) {
                 store::grants::revoke_family(&state.db, id, now).await?;
             }
         }

@@ -222,7 +222,7 @@ impl ClientMetadata {
                 "response_type {bad:?} is not supported (only \"code\")"
             )));
         }
-        if code_flow != !response_types.is_empty() {
+        if code_flow == response_types.is_empty() {
             return Err(OAuthError::invalid_client_metadata(
                 "response_type \"code\" and the authorization_code grant go together",
             ));

@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod code_flow;
 mod dpop;
 mod introspect_revoke;
 mod keys;

@@ -25,8 +25,16 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
     }
     assert_eq!(
         m["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
     );
+    assert_eq!(m["authorization_endpoint"], format!("{ISSUER}/authorize"));
+    assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+    // SECURITY-CASES 38.
+    assert_eq!(
+        m["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
     let methods: Vec<&str> = m["token_endpoint_auth_methods_supported"]
         .as_array()
         .unwrap()
@@ -48,8 +56,6 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
         algs.iter()
             .all(|a| a != "none" && !a.as_str().unwrap().starts_with("HS"))
     );
-    // No authorization endpoint in this build, so none is advertised.
-    assert!(m.get("authorization_endpoint").is_none());
 }
 both!(metadata_issuer_is_exact_and_endpoints_are_implemented);
 

@@ -251,12 +251,11 @@ async fn token_endpoint_rejects_malformed_requests(app: TestApp) {
     app.send(send(form, "scope=read".into()))
         .await
         .assert_error(400, "invalid_request");
-    for grant in [
-        "password",
-        "implicit",
-        "urn:example:made-up",
-        "authorization_code",
-    ] {
+    // A grant the server has but this client is not registered for.
+    app.send(send(form, "grant_type=authorization_code&code=x".into()))
+        .await
+        .assert_error(400, "unauthorized_client");
+    for grant in ["password", "implicit", "urn:example:made-up", "token"] {
         app.send(send(form, format!("grant_type={grant}")))
             .await
             .assert_error(400, "unsupported_grant_type");

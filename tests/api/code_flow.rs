@@ -1,0 +1,815 @@
+//! OAuth 2.1 authorization code flow, as a browser and a client drive it,
+//! and the RFC 9700 attacks on it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use agentauth::accounts;
+use axum::body::Body;
+use axum::http::{Request, header};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::both;
+use crate::helpers::{ISSUER, TestApp, TestResponse, form};
+
+pub const REDIRECT: &str = "http://127.0.0.1/cb";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A cookie jar over the test router.
+pub struct Browser<'a> {
+    app: &'a TestApp,
+    jar: Mutex<HashMap<String, String>>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            jar: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn store(&self, r: &TestResponse) {
+        for v in r.headers.get_all(header::SET_COOKIE) {
+            let c = cookie::Cookie::parse(v.to_str().unwrap().to_string()).unwrap();
+            let mut jar = self.jar.lock().unwrap();
+            if c.value().is_empty() {
+                jar.remove(c.name());
+            } else {
+                jar.insert(c.name().to_string(), c.value().to_string());
+            }
+        }
+    }
+
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.jar.lock().unwrap().insert(name.into(), value.into());
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.jar.lock().unwrap().get(name).cloned()
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        let r = self
+            .app
+            .send(
+                Request::get(path)
+                    .header(header::COOKIE, self.cookie_header())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        self.store(&r);
+        r
+    }
+
+    pub async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> TestResponse {
+        let r = self
+            .app
+            .send(
+                Request::post(path)
+                    .header(header::COOKIE, self.cookie_header())
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(form(pairs)))
+                    .unwrap(),
+            )
+            .await;
+        self.store(&r);
+        r
+    }
+
+    /// Signs in through the login form.
+    pub async fn login(&self, username: &str, password: &str) -> TestResponse {
+        let page = self.get("/login").await;
+        let csrf = hidden(&page, "csrf_token");
+        self.post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("username", username),
+                ("password", password),
+                ("return_to", "/account"),
+            ],
+        )
+        .await
+    }
+}
+
+/// The value of a hidden form field on an HTML page.
+pub fn hidden(page: &TestResponse, name: &str) -> String {
+    let html = String::from_utf8_lossy(&page.body);
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end]
+        .replace("&amp;", "&")
+        .replace("&#x3d;", "=")
+        .replace("&#x2f;", "/")
+        .replace("&quot;", "\"")
+}
+
+pub fn location(r: &TestResponse) -> String {
+    assert_eq!(
+        r.status,
+        303,
+        "expected a 303; body {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.header("location").unwrap().to_string()
+}
+
+pub fn query_of(url: &str) -> HashMap<String, String> {
+    let q = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+pub fn pkce() -> (String, String) {
+    let verifier = agentauth::crypto::random_token();
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(agentauth::crypto::sha256(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+pub async fn public_client(app: &TestApp) -> String {
+    let reg = app
+        .register(json!({
+            "client_name": "Test MCP Client",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "redirect_uris": [REDIRECT, "https://app.example.com/cb"],
+            "token_endpoint_auth_method": "none",
+            "scope": "read write offline_access",
+        }))
+        .await;
+    reg["client_id"].as_str().unwrap().to_string()
+}
+
+pub async fn user(app: &TestApp, name: &str) {
+    accounts::create_user(&app.state.db, name, PASSWORD.into(), app.now())
+        .await
+        .unwrap();
+}
+
+pub fn authorize_url(client_id: &str, challenge: &str, extra: &[(&str, &str)]) -> String {
+    let mut pairs = vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("scope", "read"),
+        ("state", "xyz"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("resource", "https://mcp.example.com/mcp"),
+    ];
+    pairs.extend_from_slice(extra);
+    format!("/authorize?{}", form(&pairs))
+}
+
+/// Signs in, approves, and returns the code.
+pub async fn get_code(
+    app: &TestApp,
+    browser: &Browser<'_>,
+    client_id: &str,
+    challenge: &str,
+) -> String {
+    let r = browser.get(&authorize_url(client_id, challenge, &[])).await;
+    let r = if r.status == 303 && location(&r).starts_with("/login") {
+        let login = browser.get(&location(&r)).await;
+        let csrf = hidden(&login, "csrf_token");
+        let return_to = hidden(&login, "return_to");
+        let r = browser
+            .post(
+                "/login",
+                &[
+                    ("csrf_token", &csrf),
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                    ("return_to", &return_to),
+                ],
+            )
+            .await;
+        browser.get(&location(&r)).await
+    } else {
+        r
+    };
+    let r = if r.status == 200 {
+        let csrf = hidden(&r, "csrf_token");
+        let request = hidden(&r, "request");
+        browser
+            .post(
+                "/authorize/decision",
+                &[
+                    ("csrf_token", &csrf),
+                    ("request", &request),
+                    ("decision", "approve"),
+                ],
+            )
+            .await
+    } else {
+        r
+    };
+    let to = location(&r);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let q = query_of(&to);
+    assert_eq!(q["state"], "xyz");
+    assert_eq!(q["iss"], ISSUER, "RFC 9207");
+    let _ = app;
+    q["code"].clone()
+}
+
+pub async fn exchange(app: &TestApp, client_id: &str, code: &str, verifier: &str) -> TestResponse {
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", REDIRECT),
+        ],
+        None,
+    )
+    .await
+}
+
+pub async fn refresh(
+    app: &TestApp,
+    client_id: &str,
+    rt: &str,
+    extra: &[(&str, &str)],
+) -> TestResponse {
+    let mut pairs = vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id),
+        ("refresh_token", rt),
+    ];
+    pairs.extend_from_slice(extra);
+    app.post_form("/token", &pairs, None).await
+}
+
+/// The whole flow: login page, consent page (client name, redirect host,
+/// resource, scopes; CSP), code with state and iss, PKCE exchange, token
+/// for the resource with the user as subject, refresh rotation.
+async fn code_flow_end_to_end(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+
+    let r = browser
+        .get(&authorize_url(&client_id, &challenge, &[]))
+        .await;
+    let login_url = location(&r);
+    assert!(login_url.starts_with("/login?return_to="));
+    let login = browser.get(&login_url).await;
+    assert_eq!(login.status, 200);
+    assert!(
+        login
+            .header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let csrf = hidden(&login, "csrf_token");
+    let return_to = hidden(&login, "return_to");
+    let r = browser
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("return_to", &return_to),
+            ],
+        )
+        .await;
+    let session_cookie = r
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("agentauth_session="))
+        .unwrap();
+    assert!(
+        session_cookie.contains("HttpOnly")
+            && session_cookie.contains("SameSite=Lax")
+            && session_cookie.contains("Secure"),
+        "{session_cookie}"
+    );
+    let consent = browser.get(&location(&r)).await;
+    assert_eq!(consent.status, 200);
+    assert!(
+        consent
+            .header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let html = String::from_utf8_lossy(&consent.body).to_string();
+    for shown in [
+        "Test MCP Client",
+        "127.0.0.1",
+        "mcp.example.com",
+        "Use the permission “read”",
+    ] {
+        assert!(html.contains(shown), "consent page shows {shown}");
+    }
+    let r = browser
+        .post(
+            "/authorize/decision",
+            &[
+                ("csrf_token", &hidden(&consent, "csrf_token")),
+                ("request", &hidden(&consent, "request")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    let q = query_of(&location(&r));
+    assert_eq!(q["state"], "xyz");
+    assert_eq!(q["iss"], ISSUER);
+
+    let r = exchange(&app, &client_id, &q["code"], &verifier).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let body = r.json();
+    assert_eq!(body["token_type"], "Bearer");
+    let claims = crate::helpers::jwt_parts(body["access_token"].as_str().unwrap()).1;
+    assert_eq!(claims["aud"], "https://mcp.example.com/mcp");
+    assert_ne!(claims["sub"], client_id.as_str(), "sub is the user");
+    assert_eq!(claims["scope"], "read");
+    let rt = body["refresh_token"].as_str().unwrap().to_string();
+
+    // Consent is remembered: a second authorization goes straight back.
+    let (v2, c2) = pkce();
+    let r = browser.get(&authorize_url(&client_id, &c2, &[])).await;
+    let code2 = query_of(&location(&r))["code"].clone();
+    assert_eq!(exchange(&app, &client_id, &code2, &v2).await.status, 200);
+
+    // Refresh rotates.
+    let r = refresh(&app, &client_id, &rt, &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rt2 = r.json()["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(rt, rt2);
+    assert_eq!(refresh(&app, &client_id, &rt2, &[]).await.status, 200);
+}
+both!(code_flow_end_to_end);
+
+/// SECURITY-CASES 11 and 12: a code works once; a replay fails and revokes
+/// what the first redemption issued; 64 racers, one winner.
+async fn code_replay_fails_and_revokes_tokens(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let first = exchange(&app, &client_id, &code, &verifier).await.json();
+    exchange(&app, &client_id, &code, &verifier)
+        .await
+        .assert_error(400, "invalid_grant");
+    let (rs_id, rs_secret) = app.cc_client("").await;
+    assert_eq!(
+        app.introspect(&rs_id, &rs_secret, first["access_token"].as_str().unwrap())
+            .await,
+        json!({"active": false})
+    );
+    refresh(
+        &app,
+        &client_id,
+        first["refresh_token"].as_str().unwrap(),
+        &[],
+    )
+    .await
+    .assert_error(400, "invalid_grant");
+
+    let (verifier, challenge) = pkce();
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let app = std::sync::Arc::new(app);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (app, client_id, code, verifier) = (
+                app.clone(),
+                client_id.clone(),
+                code.clone(),
+                verifier.clone(),
+            );
+            tokio::spawn(async move {
+                exchange(&app, &client_id, &code, &verifier)
+                    .await
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+}
+both!(code_replay_fails_and_revokes_tokens);
+
+/// SECURITY-CASES 13–16: another client, wrong or missing verifier, another
+/// redirect_uri, an expired code: all `invalid_grant`.
+async fn code_exchange_checks_binding(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let other = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    exchange(&app, &other, &code, &verifier)
+        .await
+        .assert_error(400, "invalid_grant");
+    exchange(&app, &client_id, &code, &pkce().0)
+        .await
+        .assert_error(400, "invalid_grant");
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+        ],
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_grant");
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("redirect_uri", "https://app.example.com/cb"),
+        ],
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_grant");
+    // A resource outside the grant.
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("resource", "https://other.example.com/"),
+        ],
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_target");
+    // None of the failures spent the code.
+    assert_eq!(
+        exchange(&app, &client_id, &code, &verifier).await.status,
+        200
+    );
+
+    let (verifier, challenge) = pkce();
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    app.clock.advance(61);
+    exchange(&app, &client_id, &code, &verifier)
+        .await
+        .assert_error(400, "invalid_grant");
+}
+both!(code_exchange_checks_binding);
+
+/// SECURITY-CASES 1–8, 10: errors before the client and redirect URI are
+/// verified are pages, never redirects; after, 303 back with state and iss.
+async fn authorize_errors_never_redirect_to_unverified_uris(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (_, challenge) = pkce();
+    let browser = Browser::new(&app);
+    browser.login("alice", PASSWORD).await;
+    let base = |uri: &str| {
+        format!(
+            "/authorize?{}",
+            form(&[
+                ("response_type", "code"),
+                ("client_id", &client_id),
+                ("redirect_uri", uri),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("state", "s")
+            ])
+        )
+    };
+    for bad in [
+        "http://127.0.0.1/cb/",
+        "http://127.0.0.1/CB",
+        "http://127.0.0.1/cb?x=1",
+        "http://127.0.0.1/cb#f",
+        "http://localhost/cb",
+        "http://127.0.0.1:8080/cb?x=1",
+        "https://app.example.com/cb/..;/evil",
+        "https://app.example.com/%2e%2e/cb",
+        "https://evil.app.example.com/cb",
+        "https://app.example.com@evil.com/cb",
+        "https://a@b@evil.com/cb",
+        "HTTPS://app.example.com/cb",
+    ] {
+        let r = browser.get(&base(bad)).await;
+        assert_eq!(r.status, 400, "{bad} must not redirect");
+        assert!(r.header("location").is_none());
+    }
+    // Unknown client, missing client_id, duplicated client_id: pages.
+    for path in [
+        format!("/authorize?response_type=code&client_id=nope&redirect_uri={REDIRECT}"),
+        "/authorize?response_type=code".to_string(),
+        format!("/authorize?client_id={client_id}&client_id={client_id}&redirect_uri={REDIRECT}"),
+    ] {
+        let r = browser.get(&path).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert!(r.header("location").is_none());
+    }
+    // Loopback: any port.
+    let r = browser.get(&base("http://127.0.0.1:53111/cb")).await;
+    assert_eq!(r.status, 200, "loopback port may vary (RFC 8252 §7.3)");
+
+    // Verified redirect: errors go back with state and iss.
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+        (vec![("scope", "admin")], "invalid_scope"),
+        (vec![("resource", "/relative")], "invalid_target"),
+        (
+            vec![("resource", "https://mcp.example.com/#frag")],
+            "invalid_target",
+        ),
+        (vec![("state", "again")], "invalid_request"),
+    ];
+    for (overrides, error) in cases {
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("state", "s"),
+            ("code_challenge", &challenge),
+        ];
+        let mut has_rt = false;
+        let mut has_method = false;
+        for (k, v) in &overrides {
+            has_rt |= *k == "response_type";
+            has_method |= *k == "code_challenge_method";
+            pairs.push((k, v));
+        }
+        if !has_rt {
+            pairs.push(("response_type", "code"));
+        }
+        if !has_method {
+            pairs.push(("code_challenge_method", "S256"));
+        }
+        let r = browser.get(&format!("/authorize?{}", form(&pairs))).await;
+        let q = query_of(&location(&r));
+        assert_eq!(
+            q.get("error").map(String::as_str),
+            Some(error),
+            "{overrides:?} -> {q:?}"
+        );
+        assert_eq!(q["iss"], ISSUER);
+        // A repeated state is ambiguous, so none is echoed.
+        let expected_state = if overrides.iter().any(|(k, _)| *k == "state") {
+            None
+        } else {
+            Some("s")
+        };
+        assert_eq!(q.get("state").map(String::as_str), expected_state);
+    }
+    // No code_challenge at all.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            form(&[
+                ("response_type", "code"),
+                ("client_id", &client_id),
+                ("redirect_uri", REDIRECT)
+            ])
+        ))
+        .await;
+    assert_eq!(query_of(&location(&r))["error"], "invalid_request");
+}
+both!(authorize_errors_never_redirect_to_unverified_uris);
+
+/// SECURITY-CASES 20–24: rotation, reuse revokes the family, generation
+/// order, other clients, narrower scope only, 64 racers.
+async fn refresh_rotation_and_reuse(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let other = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let rt1 = exchange(&app, &client_id, &code, &verifier).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    refresh(&app, &other, &rt1, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+    refresh(&app, &client_id, &rt1, &[("scope", "read write")])
+        .await
+        .assert_error(400, "invalid_scope");
+    refresh(
+        &app,
+        &client_id,
+        &rt1,
+        &[("resource", "https://other.example.com/")],
+    )
+    .await
+    .assert_error(400, "invalid_target");
+    let r = refresh(&app, &client_id, &rt1, &[("scope", "read")]).await;
+    assert_eq!(r.status, 200);
+    let rt2 = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let r = refresh(&app, &client_id, &rt2, &[]).await;
+    let rt3 = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let at3 = r.json()["access_token"].as_str().unwrap().to_string();
+    // Two rotations in the same second, then the oldest replayed: rejected,
+    // and the whole family (including the newest) dies.
+    refresh(&app, &client_id, &rt1, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+    refresh(&app, &client_id, &rt3, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+    let (rs_id, rs_secret) = app.cc_client("").await;
+    assert_eq!(
+        app.introspect(&rs_id, &rs_secret, &at3).await,
+        json!({"active": false})
+    );
+
+    // 64 concurrent refreshes of one token: exactly one wins.
+    let (verifier, challenge) = pkce();
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let rt = exchange(&app, &client_id, &code, &verifier).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app = std::sync::Arc::new(app);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (app, client_id, rt) = (app.clone(), client_id.clone(), rt.clone());
+            tokio::spawn(async move { refresh(&app, &client_id, &rt, &[]).await.status.as_u16() })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+}
+both!(refresh_rotation_and_reuse);
+
+/// CSRF on the consent form, session fixation, and deny.
+async fn consent_csrf_fixation_and_deny(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (_, challenge) = pkce();
+    let browser = Browser::new(&app);
+
+    // Fixation: a planted session cookie is replaced at login.
+    browser.set_cookie("agentauth_session", "planted-by-attacker");
+    browser.login("alice", PASSWORD).await;
+    assert_ne!(
+        browser.cookie("agentauth_session").as_deref(),
+        Some("planted-by-attacker")
+    );
+
+    let consent = browser
+        .get(&authorize_url(&client_id, &challenge, &[]))
+        .await;
+    assert_eq!(consent.status, 200);
+    let request = hidden(&consent, "request");
+    // A forged form without the right token: refused, no redirect, no code.
+    for token in ["", "forged"] {
+        let r = browser
+            .post(
+                "/authorize/decision",
+                &[
+                    ("csrf_token", token),
+                    ("request", &request),
+                    ("decision", "approve"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 400);
+        assert!(r.header("location").is_none());
+    }
+    let r = browser
+        .post(
+            "/authorize/decision",
+            &[
+                ("csrf_token", &hidden(&consent, "csrf_token")),
+                ("request", &request),
+                ("decision", "deny"),
+            ],
+        )
+        .await;
+    let q = query_of(&location(&r));
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "xyz");
+
+    // Wrong password, and login CSRF.
+    let other = Browser::new(&app);
+    let r = other.login("alice", "wrong password").await;
+    assert_eq!(r.status, 401);
+    let r = other
+        .post(
+            "/login",
+            &[
+                ("csrf_token", "forged"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+}
+both!(consent_csrf_fixation_and_deny);
+
+/// prompt=none without a session or consent answers with an error redirect.
+async fn prompt_none(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (_, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let r = browser
+        .get(&authorize_url(
+            &client_id,
+            &challenge,
+            &[("prompt", "none")],
+        ))
+        .await;
+    assert_eq!(query_of(&location(&r))["error"], "login_required");
+    browser.login("alice", PASSWORD).await;
+    let r = browser
+        .get(&authorize_url(
+            &client_id,
+            &challenge,
+            &[("prompt", "none")],
+        ))
+        .await;
+    assert_eq!(query_of(&location(&r))["error"], "consent_required");
+    let _: Value = json!({});
+}
+both!(prompt_none);
+
+/// The owner's page lists grants and revokes them in one click.
+async fn account_page_revokes_grants(app: TestApp) {
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let rt = exchange(&app, &client_id, &code, &verifier).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert!(html.contains("Test MCP Client"));
+    let r = browser
+        .post(
+            "/account/revoke",
+            &[
+                ("csrf_token", &hidden(&page, "csrf_token")),
+                ("kind", "consent"),
+                ("id", &client_id),
+            ],
+        )
+        .await;
+    assert_eq!(location(&r), "/account");
+    refresh(&app, &client_id, &rt, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+    // Consent is gone: the next authorization asks again.
+    let (_, challenge) = pkce();
+    assert_eq!(
+        browser
+            .get(&authorize_url(&client_id, &challenge, &[]))
+            .await
+            .status,
+        200
+    );
+}
+both!(account_page_revokes_grants);
