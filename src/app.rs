@@ -23,6 +23,8 @@ use crate::fetch::Fetcher;
 use crate::http;
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::oauth::cimd;
+use crate::oauth::client_metadata::RegistrationPolicy;
 use crate::oauth::dpop::NonceKey;
 use crate::store::clients::ClientRecord;
 use crate::store::{self, StoreError};
@@ -38,6 +40,9 @@ pub struct State {
     /// Client records by client_id; stale for at most `client_cache_ttl`
     /// on other nodes, invalidated at once on this one.
     pub clients: Cache<String, Arc<ClientRecord>>,
+    /// Clients known by a metadata document URL: (valid until, record or
+    /// the remembered failure).
+    pub document_clients: Cache<String, (std::time::Instant, Option<Arc<ClientRecord>>)>,
     /// Fetched `jwks_uri` documents by URL.
     pub client_jwks: Cache<String, (std::time::Instant, Arc<JwkSet>)>,
     pub fetcher: Fetcher,
@@ -109,6 +114,10 @@ impl State {
                 .max_capacity(100_000)
                 .time_to_live(config.client_cache_ttl)
                 .build(),
+            document_clients: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(86_400))
+                .build(),
             client_jwks: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(300))
@@ -145,6 +154,9 @@ impl State {
         if let Some(c) = self.clients.get(client_id).await {
             return Ok(Some(c));
         }
+        if cimd::is_document_url(client_id, self.config.insecure_fetch) {
+            return Ok(self.document_client(client_id).await);
+        }
         let Some(record) = store::clients::get(&self.db, client_id).await? else {
             return Ok(None);
         };
@@ -153,6 +165,66 @@ impl State {
             .insert(client_id.to_string(), record.clone())
             .await;
         Ok(Some(record))
+    }
+}
+
+impl State {
+    /// A client whose client_id is the URL of its metadata document:
+    /// fetched with the SSRF guards, cached per its `Cache-Control`
+    /// (1 minute to 1 day; 5 minutes when it says nothing); failures are
+    /// remembered for a minute so that a hostile client_id cannot make us
+    /// fetch on every request.
+    async fn document_client(&self, client_id: &str) -> Option<Arc<ClientRecord>> {
+        if let Some((until, record)) = self.document_clients.get(client_id).await {
+            if until > std::time::Instant::now() {
+                return record;
+            }
+        }
+        let record = match self.fetch_document_client(client_id).await {
+            Ok((record, ttl)) => {
+                let until = std::time::Instant::now() + ttl;
+                let record = Some(Arc::new(record));
+                self.document_clients
+                    .insert(client_id.to_string(), (until, record.clone()))
+                    .await;
+                return record;
+            }
+            Err(why) => {
+                tracing::info!(client_id, why, "client metadata document refused");
+                None
+            }
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        self.document_clients
+            .insert(client_id.to_string(), (until, record.clone()))
+            .await;
+        record
+    }
+
+    async fn fetch_document_client(
+        &self,
+        client_id: &str,
+    ) -> Result<(ClientRecord, Duration), String> {
+        cimd::check_url(client_id, self.config.insecure_fetch)?;
+        let (body, max_age) = self
+            .fetcher
+            .get_cacheable(client_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let policy = RegistrationPolicy {
+            scopes_supported: self.config.scopes_supported.as_ref(),
+            insecure_fetch: self.config.insecure_fetch,
+        };
+        let metadata = cimd::parse_document(client_id, &body, &policy)?;
+        let ttl = Duration::from_secs(max_age.unwrap_or(300).clamp(60, 86_400));
+        let record = ClientRecord {
+            client_id: client_id.to_string(),
+            client_secret_hash: None,
+            registration_access_token_hash: None,
+            metadata,
+            client_id_issued_at: self.now(),
+        };
+        Ok((record, ttl))
     }
 }
 

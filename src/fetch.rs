@@ -52,6 +52,12 @@ impl Fetcher {
 
     /// GETs `url` and returns at most [`MAX_DOCUMENT_BYTES`] of body.
     pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        self.get_cacheable(url).await.map(|(body, _)| body)
+    }
+
+    /// Like [`Fetcher::get`], also returning the `Cache-Control: max-age`
+    /// the server sent (`no-store`/`no-cache` count as 0).
+    pub async fn get_cacheable(&self, url: &str) -> Result<(Vec<u8>, Option<u64>), FetchError> {
         let parsed = Url::parse(url).map_err(|_| FetchError::Forbidden("not a URL"))?;
         self.check_url(&parsed)?;
         let mut response = self
@@ -64,6 +70,11 @@ impl Fetcher {
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status().as_u16()));
         }
+        let max_age = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(cache_max_age);
         if response
             .content_length()
             .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
@@ -81,7 +92,7 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, max_age.flatten()))
     }
 
     fn check_url(&self, url: &Url) -> Result<(), FetchError> {
@@ -112,6 +123,21 @@ impl Fetcher {
             None => Err(FetchError::Forbidden("no host")),
         }
     }
+}
+
+/// `max-age` from a Cache-Control value; `no-store`/`no-cache` mean 0.
+fn cache_max_age(value: &str) -> Option<u64> {
+    let mut max_age = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(0);
+        }
+        if let Some(v) = lower.strip_prefix("max-age=") {
+            max_age = v.trim_matches('"').parse().ok();
+        }
+    }
+    max_age
 }
 
 /// Resolves names and keeps only public addresses; a name with any

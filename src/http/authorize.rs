@@ -387,16 +387,17 @@ fn consent_page(
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_else(|| req.redirect_uri.clone());
-    let localhost_only = req.client.client_id.starts_with("https://")
-        && req.client.metadata.redirect_uris.iter().all(|u| {
-            Url::parse(u)
-                .ok()
-                .and_then(|u| {
-                    u.host_str()
-                        .map(|h| matches!(h, "localhost" | "127.0.0.1" | "[::1]"))
-                })
-                .unwrap_or(false)
-        });
+    let localhost_only =
+        crate::oauth::cimd::is_document_url(&req.client.client_id, state.config.insecure_fetch)
+            && req.client.metadata.redirect_uris.iter().all(|u| {
+                Url::parse(u)
+                    .ok()
+                    .and_then(|u| {
+                        u.host_str()
+                            .map(|h| matches!(h, "localhost" | "127.0.0.1" | "[::1]"))
+                    })
+                    .unwrap_or(false)
+            });
     let scopes: Vec<_> = req
         .scope
         .iter()

@@ -35,6 +35,8 @@ pub fn document(config: &Config) -> Value {
         "code_challenge_methods_supported": ["S256"],
         // RFC 9207.
         "authorization_response_iss_parameter_supported": true,
+        // Client ID metadata documents (MCP authorization, 2025-11-25).
+        "client_id_metadata_document_supported": true,
         "grant_types_supported": grants,
         "token_endpoint_auth_methods_supported": AuthMethod::ALL,
         "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,

@@ -1,6 +1,7 @@
 //! Pure protocol helpers: parsing and checking values defined by the RFCs.
 //! Nothing here touches storage or HTTP.
 
+pub mod cimd;
 pub mod client_assertion;
 pub mod client_metadata;
 pub mod dpop;

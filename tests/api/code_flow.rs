@@ -813,3 +813,134 @@ async fn account_page_revokes_grants(app: TestApp) {
     );
 }
 both!(account_page_revokes_grants);
+
+/// Serves `documents` (path → JSON) on a loopback port; returns the base URL.
+async fn document_server(documents: Vec<(&'static str, Value, &'static str)>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut router = axum::Router::new();
+    for (path, doc, cache) in documents {
+        let body = doc.to_string().replace("{base}", &base);
+        router = router.route(
+            path,
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move {
+                    (
+                        [
+                            (header::CONTENT_TYPE, "application/json"),
+                            (header::CACHE_CONTROL, cache),
+                        ],
+                        body,
+                    )
+                }
+            }),
+        );
+    }
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+/// A client ID metadata document drives a full flow; a document whose
+/// client_id differs, one asking for a client secret, and a URL with a
+/// fragment are refused without a redirect (SECURITY-CASES 32).
+#[tokio::test]
+async fn client_id_metadata_document_flow() {
+    let base = document_server(vec![
+        (
+            "/client.json",
+            json!({
+                "client_id": "{base}/client.json",
+                "client_name": "Document Client",
+                "redirect_uris": [REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+                "scope": "read"
+            }),
+            "max-age=600",
+        ),
+        ("/wrong-id.json", json!({ "client_id": "https://elsewhere.example/client.json", "redirect_uris": [REDIRECT] }), "max-age=600"),
+        (
+            "/secret.json",
+            json!({ "client_id": "{base}/secret.json", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic" }),
+            "no-store",
+        ),
+    ])
+    .await;
+    let mut args = crate::helpers::serve_args();
+    args.insecure_fetch = true;
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, args).await;
+    user(&app, "alice").await;
+    let m = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
+    assert_eq!(m["client_id_metadata_document_supported"], true);
+
+    let client_id = format!("{base}/client.json");
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    browser.login("alice", PASSWORD).await;
+    let consent = browser
+        .get(&authorize_url(&client_id, &challenge, &[]))
+        .await;
+    assert_eq!(
+        consent.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&consent.body)
+    );
+    let html = String::from_utf8_lossy(&consent.body).to_string();
+    assert!(html.contains("Document Client"));
+    assert!(
+        html.contains("only redirect addresses are on this computer"),
+        "localhost-only warning"
+    );
+    let r = browser
+        .post(
+            "/authorize/decision",
+            &[
+                ("csrf_token", &hidden(&consent, "csrf_token")),
+                ("request", &hidden(&consent, "request")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    let code = query_of(&location(&r))["code"].clone();
+    let r = exchange(&app, &client_id, &code, &verifier).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["refresh_token"].is_string());
+
+    for bad in [
+        format!("{base}/wrong-id.json"),
+        format!("{base}/secret.json"),
+        format!("{base}/client.json#frag"),
+        format!("{base}/missing.json"),
+    ] {
+        let r = browser.get(&authorize_url(&bad, &challenge, &[])).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.header("location").is_none(), "{bad}");
+    }
+}
+
+/// SECURITY-CASES 28: with the SSRF guards on, a document URL on a
+/// loopback or private address is never fetched.
+#[tokio::test]
+async fn client_id_metadata_document_on_private_address_is_refused() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    user(&app, "alice").await;
+    let browser = Browser::new(&app);
+    browser.login("alice", PASSWORD).await;
+    let (_, challenge) = pkce();
+    for id in [
+        "https://127.0.0.1/client.json",
+        "https://10.0.0.1/client.json",
+        "https://[::1]/client.json",
+        "http://example.com/client.json",
+    ] {
+        let r = browser.get(&authorize_url(id, &challenge, &[])).await;
+        assert_eq!(r.status, 400, "{id}");
+        assert!(r.header("location").is_none());
+    }
+}
