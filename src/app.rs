@@ -175,10 +175,10 @@ impl State {
     /// remembered for a minute so that a hostile client_id cannot make us
     /// fetch on every request.
     async fn document_client(&self, client_id: &str) -> Option<Arc<ClientRecord>> {
-        if let Some((until, record)) = self.document_clients.get(client_id).await {
-            if until > std::time::Instant::now() {
-                return record;
-            }
+        if let Some((until, record)) = self.document_clients.get(client_id).await
+            && until > std::time::Instant::now()
+        {
+            return record;
         }
         let record = match self.fetch_document_client(client_id).await {
             Ok((record, ttl)) => {
