@@ -944,3 +944,121 @@ async fn client_id_metadata_document_on_private_address_is_refused() {
         assert!(r.header("location").is_none());
     }
 }
+
+async fn dpop_form(app: &TestApp, pairs: &[(&str, &str)], proof: Option<&str>) -> TestResponse {
+    let mut req =
+        Request::post("/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(p) = proof {
+        req = req.header("DPoP", p);
+    }
+    app.send(req.body(Body::from(form(pairs))).unwrap()).await
+}
+
+/// RFC 9449 §5 and §10, SECURITY-CASES 25 and 50: a public client's refresh
+/// token is bound to the proof key of the code exchange; `dpop_jkt` binds
+/// the code itself.
+async fn dpop_binds_public_refresh_tokens_and_codes(app: TestApp) {
+    use crate::dpop::ProofKey;
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let browser = Browser::new(&app);
+    let key = ProofKey::new();
+
+    let (verifier, challenge) = pkce();
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let pairs = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let r = dpop_form(&app, &pairs, Some(&key.proof(&app))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["token_type"], "DPoP");
+    let rt = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let refresh_pairs = [
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id.as_str()),
+        ("refresh_token", rt.as_str()),
+    ];
+    dpop_form(&app, &refresh_pairs, None)
+        .await
+        .assert_error(400, "invalid_dpop_proof");
+    dpop_form(&app, &refresh_pairs, Some(&ProofKey::new().proof(&app)))
+        .await
+        .assert_error(400, "invalid_dpop_proof");
+    let r = dpop_form(&app, &refresh_pairs, Some(&key.proof(&app))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // dpop_jkt at /authorize: the code needs a proof by that key.
+    let (verifier, challenge) = pkce();
+    let jkt = key.thumbprint();
+    let r = browser
+        .get(&authorize_url(
+            &client_id,
+            &challenge,
+            &[("dpop_jkt", &jkt)],
+        ))
+        .await;
+    let code = query_of(&location(&r))["code"].clone();
+    let pairs = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    dpop_form(&app, &pairs, None)
+        .await
+        .assert_error(400, "invalid_dpop_proof");
+    dpop_form(&app, &pairs, Some(&ProofKey::new().proof(&app)))
+        .await
+        .assert_error(400, "invalid_dpop_proof");
+    assert_eq!(
+        dpop_form(&app, &pairs, Some(&key.proof(&app))).await.status,
+        200
+    );
+}
+both!(dpop_binds_public_refresh_tokens_and_codes);
+
+/// Two nodes on one PostgreSQL race one refresh token: one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refresh_across_nodes_has_one_winner() {
+    let (a, b) = crate::helpers::spawn_pg_nodes().await;
+    user(&a, "alice").await;
+    let client_id = public_client(&a).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&a);
+    let code = get_code(&a, &browser, &client_id, &challenge).await;
+    let rt = exchange(&a, &client_id, &code, &verifier).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (client_id, rt) = (client_id.clone(), rt.clone());
+            tokio::spawn(async move { refresh(&node, &client_id, &rt, &[]).await.status.as_u16() })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+/// Login is throttled per account: the sixth try in a minute is refused
+/// even with the right password.
+#[tokio::test]
+async fn login_is_throttled_per_account() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    user(&app, "alice").await;
+    let browser = Browser::new(&app);
+    for _ in 0..5 {
+        assert_eq!(browser.login("alice", "wrong password").await.status, 401);
+    }
+    assert_eq!(browser.login("alice", PASSWORD).await.status, 429);
+}
