@@ -22,16 +22,34 @@ export async function freePort() {
   })
 }
 
-/** Starts a server; returns { issuer, stop }. Extra CLI flags and env may be given. */
-export async function startServer({ args = [], env = {} } = {}) {
+/** Runs the CLI against a database (e.g. `user create`); resolves on exit 0. */
+export function cli(args, env) {
+  return new Promise((res, rej) => {
+    const child = spawn(BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d) => { stderr += d })
+    child.on('exit', (code) => (code === 0 ? res() : rej(new Error(`agentauth ${args.join(' ')} exited ${code}: ${stderr}`))))
+  })
+}
+
+/**
+ * Starts a server; returns { issuer, stop }. Extra CLI flags and env may be
+ * given; `users` ({ name: password }) are created with the CLI first.
+ */
+export async function startServer({ args = [], env = {}, users = {} } = {}) {
   const port = await freePort()
   const issuer = `http://127.0.0.1:${port}`
   const dir = mkdtempSync(join(tmpdir(), 'agentauth-conformance-'))
+  const database = `sqlite://${dir}/agentauth.db?mode=rwc`
+  const childEnv = { ...process.env, AGENTAUTH_KEK: randomBytes(32).toString('base64'), RUST_LOG: 'warn', ...env }
+  for (const [name, password] of Object.entries(users)) {
+    await cli(['user', 'create', name, '--database-url', database], { ...childEnv, AGENTAUTH_PASSWORD: password })
+  }
   let stderr = ''
   const child = spawn(
     BIN,
-    ['serve', '--listen', `127.0.0.1:${port}`, '--issuer', issuer, '--database-url', `sqlite://${dir}/agentauth.db?mode=rwc`, ...args],
-    { env: { ...process.env, AGENTAUTH_KEK: randomBytes(32).toString('base64'), RUST_LOG: 'warn', ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+    ['serve', '--listen', `127.0.0.1:${port}`, '--issuer', issuer, '--database-url', database, ...args],
+    { env: childEnv, stdio: ['ignore', 'ignore', 'pipe'] },
   )
   child.stderr.on('data', (d) => { stderr += d })
   const exited = new Promise((res) => child.on('exit', (code) => res(code)))

@@ -1,0 +1,126 @@
+// A real browser (Debian's Chromium via playwright-core) signs in, reads the
+// consent page and approves; oauth4webapi then completes the code exchange
+// with PKCE and a refresh. A second run denies and sees access_denied.
+// Screenshots of the login and consent pages go to conformance/test-output/.
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer } from 'node:http'
+import { mkdirSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import * as oauth from 'oauth4webapi'
+import { chromium } from 'playwright-core'
+import { freePort, startServer } from '../lib/server.mjs'
+
+const insecure = { [oauth.allowInsecureRequests]: true }
+const out = resolve(dirname(fileURLToPath(import.meta.url)), '../test-output')
+const PASSWORD = 'correct horse battery'
+
+let server, as, browser, callback, redirectUri
+
+before(async () => {
+  mkdirSync(out, { recursive: true })
+  server = await startServer({ users: { alice: PASSWORD } })
+  const issuer = new URL(server.issuer)
+  as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
+  // The client's redirect target: a loopback listener, as a native MCP client has.
+  const port = await freePort()
+  redirectUri = `http://127.0.0.1:${port}/callback`
+  callback = createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('done') })
+  await new Promise((r) => callback.listen(port, '127.0.0.1', r))
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  })
+})
+
+after(async () => {
+  await browser?.close()
+  callback?.close()
+  await server?.stop()
+})
+
+async function registerClient() {
+  return oauth.processDynamicClientRegistrationResponse(
+    await oauth.dynamicClientRegistrationRequest(as, {
+      client_name: 'Browser Test MCP Client',
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      scope: 'tools:read offline_access',
+    }, insecure),
+  )
+}
+
+/** Drives login and consent in Chromium; returns the callback URL. */
+async function authorize(client, decision, shots) {
+  const verifier = oauth.generateRandomCodeVerifier()
+  const state = oauth.generateRandomState()
+  const url = new URL(as.authorization_endpoint)
+  url.search = new URLSearchParams({
+    response_type: 'code',
+    client_id: client.client_id,
+    redirect_uri: redirectUri,
+    scope: 'tools:read offline_access',
+    state,
+    code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    resource: 'https://mcp.example.com/mcp',
+  }).toString()
+
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  await page.goto(url.href)
+  assert.match(page.url(), /\/login\?/)
+  if (shots) await page.screenshot({ path: `${out}/login.png`, fullPage: true })
+  await page.fill('#username', 'alice')
+  await page.fill('#password', PASSWORD)
+  await Promise.all([page.waitForURL(/\/authorize\?/), page.click('button[type=submit]')])
+
+  const text = await page.textContent('main')
+  assert.ok(text.includes('Browser Test MCP Client'), 'consent names the client')
+  assert.ok(text.includes('127.0.0.1'), 'consent names the redirect host')
+  assert.ok(text.includes('https://mcp.example.com/mcp'), 'consent names the resource')
+  assert.ok(text.includes('Keep access while you are away'), 'consent describes offline_access')
+  if (shots) await page.screenshot({ path: `${out}/consent.png`, fullPage: true })
+
+  await Promise.all([
+    page.waitForURL((u) => u.href.startsWith(redirectUri)),
+    page.click(`button[value=${decision}]`),
+  ])
+  const callbackUrl = new URL(page.url())
+  await context.close()
+  return { callbackUrl, verifier, state }
+}
+
+describe('authorization code flow in a real browser', () => {
+  it('approves; oauth4webapi exchanges the code with PKCE and refreshes', async () => {
+    const client = await registerClient()
+    const { callbackUrl, verifier, state } = await authorize(client, 'approve', true)
+    // RFC 9207: oauth4webapi checks iss because metadata says it is sent.
+    const params = oauth.validateAuthResponse(as, client, callbackUrl, state)
+    const tokens = await oauth.processAuthorizationCodeResponse(
+      as, client,
+      await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), params, redirectUri, verifier, insecure),
+    )
+    assert.equal(tokens.token_type, 'bearer')
+    assert.ok(tokens.refresh_token)
+    const refreshed = await oauth.processRefreshTokenResponse(
+      as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token, insecure),
+    )
+    assert.ok(refreshed.access_token)
+    assert.notEqual(refreshed.refresh_token, tokens.refresh_token, 'rotated')
+    console.log(`screenshots: ${out}/login.png ${out}/consent.png`)
+  })
+
+  it('denies; the client sees access_denied', async () => {
+    const client = await registerClient()
+    const { callbackUrl, state } = await authorize(client, 'deny', false)
+    assert.throws(() => oauth.validateAuthResponse(as, client, callbackUrl, state), (err) => {
+      assert.ok(err instanceof oauth.AuthorizationResponseError, err)
+      assert.equal(err.error, 'access_denied')
+      return true
+    })
+  })
+})
