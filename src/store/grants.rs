@@ -217,3 +217,15 @@ pub async fn delete_consent(
         .await?;
     Ok(())
 }
+
+/// Bulk insert (benchmarks, imports), in chunks.
+pub async fn insert_codes(db: &impl ConnectionTrait, rows: Vec<CodeRow>) -> StoreResult<()> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<code::ActiveModel> = rows.by_ref().take(500).map(Into::into).collect();
+        code::Entity::insert_many(chunk)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
