@@ -75,11 +75,6 @@ pub async fn handle(
     }
     let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
     let resources = narrow_resources(resources(form)?, &granted)?;
-    // The one atomic step: exactly one redemption wins.
-    if !store::grants::consume_code(&state.db, code_hash, now).await? {
-        return Err(invalid().into());
-    }
-
     let scope = Scope::parse(&row.scope).unwrap_or_default();
     let jkt = proof.map(|p| p.jkt.as_str());
     let mut issued = issue_access_token(
@@ -94,15 +89,15 @@ pub async fn handle(
             ip,
         },
     )?;
-    let mut family_id = None;
-    if client.client.metadata.allows_grant(GrantType::RefreshToken) {
-        let refresh_token = random_token();
-        let family = random_id();
-        store::grants::insert_refresh(
-            &state.db,
-            RefreshRow {
-                token_hash: sha256(refresh_token.as_bytes()).to_vec(),
-                family_id: family.clone(),
+    let refresh = client
+        .client
+        .metadata
+        .allows_grant(GrantType::RefreshToken)
+        .then(|| {
+            let token = random_token();
+            let row = RefreshRow {
+                token_hash: sha256(token.as_bytes()).to_vec(),
+                family_id: random_id(),
                 generation: 0,
                 client_id: row.client_id.clone(),
                 user_id: row.user_id.clone(),
@@ -120,19 +115,24 @@ pub async fn handle(
                 revoked_at: None,
                 access_jti: issued.jti.clone(),
                 access_exp: issued.exp,
-            },
-        )
-        .await?;
-        issued.response.refresh_token = Some(refresh_token);
-        family_id = Some(family);
-    }
-    store::grants::record_code_issuance(
+            };
+            (token, row)
+        });
+    let (refresh_token, refresh_row) = refresh.unzip();
+    // The one atomic step: exactly one redemption wins.
+    let _gate = state.write_gate().await;
+    if !store::grants::redeem_code(
         &state.db,
         code_hash,
-        family_id.as_deref(),
+        now,
+        refresh_row,
         &issued.jti,
         issued.exp,
     )
-    .await?;
+    .await?
+    {
+        return Err(invalid().into());
+    }
+    issued.response.refresh_token = refresh_token;
     Ok(issued.response)
 }

@@ -86,7 +86,10 @@ pub async fn handle(
         access_exp: issued.exp,
         ..row.clone()
     };
-    if !store::grants::rotate_refresh(&state.db, old_hash, next, now).await? {
+    let gate = state.write_gate().await;
+    let rotated = store::grants::rotate_refresh(&state.db, old_hash, next, now).await?;
+    drop(gate);
+    if !rotated {
         // Lost a race with another use of the same token: treat as reuse.
         reuse_detected(state, &row, now).await?;
         return Err(invalid().into());

@@ -229,3 +229,28 @@ pub async fn insert_codes(db: &impl ConnectionTrait, rows: Vec<CodeRow>) -> Stor
     }
     Ok(())
 }
+
+/// Redeems a code in one transaction: spends it (exactly one caller wins),
+/// stores the refresh token if any, and records what was issued so that a
+/// replay can revoke it. Returns `false` when the code was already spent.
+pub async fn redeem_code<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    code_hash: [u8; 32],
+    now: i64,
+    refresh: Option<RefreshRow>,
+    access_jti: &str,
+    access_exp: i64,
+) -> StoreResult<bool> {
+    let txn = db.begin().await?;
+    if !consume_code(&txn, code_hash, now).await? {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    let family = refresh.as_ref().map(|r| r.family_id.clone());
+    if let Some(row) = refresh {
+        insert_refresh(&txn, row).await?;
+    }
+    record_code_issuance(&txn, code_hash, family.as_deref(), access_jti, access_exp).await?;
+    txn.commit().await?;
+    Ok(true)
+}
