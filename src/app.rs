@@ -284,6 +284,10 @@ pub fn build(state: AppState) -> Router {
             get(http::account::login_form).post(http::account::login),
         )
         .route("/logout", post(http::account::logout))
+        .route(
+            "/signup",
+            get(http::account::signup_form).post(http::account::signup),
+        )
         .route("/account", get(http::account::account))
         .route("/account/revoke", post(http::account::revoke))
         .route("/token", post(http::token::post))

@@ -115,6 +115,10 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_REGISTRATION", value_enum, default_value_t = RegistrationMode::Open)]
     pub registration: RegistrationMode,
 
+    /// Let people create their own owner accounts at /signup.
+    #[arg(long, env = "AGENTAUTH_SIGNUP")]
+    pub signup: bool,
+
     /// Registrations allowed per client IP per minute (429 beyond).
     #[arg(long, env = "AGENTAUTH_REGISTRATION_RATE", default_value_t = 30)]
     pub registration_rate_per_minute: u32,
@@ -156,6 +160,7 @@ impl Default for ServeArgs {
             refresh_token_ttl: 2_592_000,
             registration: RegistrationMode::Open,
             registration_rate_per_minute: 30,
+            signup: false,
             scopes: String::new(),
             default_audience: None,
             dpop_nonce: false,
@@ -248,6 +253,7 @@ pub struct Config {
     pub refresh_token_ttl: i64,
     pub registration: RegistrationMode,
     pub registration_rate_per_minute: u32,
+    pub signup: bool,
     /// `None`: any well-formed scope may be registered.
     pub scopes_supported: Option<Scope>,
     pub default_audience: String,
@@ -317,6 +323,7 @@ impl Config {
             refresh_token_ttl: i64::from(args.refresh_token_ttl.max(60)),
             registration: args.registration,
             registration_rate_per_minute: args.registration_rate_per_minute.max(1),
+            signup: args.signup,
             scopes_supported,
             default_audience,
             insecure_fetch: args.insecure_fetch,

@@ -45,7 +45,7 @@ fn login_page(
         state,
         status,
         "login.html",
-        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error }),
+        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error, "signup": state.config.signup }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
 }
@@ -222,4 +222,113 @@ pub async fn revoke(
         detail: json!({ "kind": form.get("kind"), "id": id }),
     });
     Ok(pages::see_other("/account"))
+}
+
+fn signup_page(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response> {
+    let csrf = pages::csrf(state, headers);
+    let page = pages::render(
+        state,
+        status,
+        "signup.html",
+        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+/// `GET /signup`, when self sign-up is on.
+pub async fn signup_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response> {
+    if !state.config.signup {
+        return Err(
+            OAuthError::new(StatusCode::NOT_FOUND, "not_found", "self sign-up is off").into(),
+        );
+    }
+    signup_page(
+        &state,
+        &headers,
+        &safe_return_to(q.return_to.as_deref()),
+        "",
+        None,
+        StatusCode::OK,
+    )
+}
+
+/// `POST /signup`: CSRF, per-IP throttling, then a new account and session.
+pub async fn signup(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    if !state.config.signup {
+        return Err(
+            OAuthError::new(StatusCode::NOT_FOUND, "not_found", "self sign-up is off").into(),
+        );
+    }
+    let form = form.unwrap_or_default();
+    let return_to = safe_return_to(form.get("return_to"));
+    let username = form.get("username").unwrap_or_default().to_string();
+    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
+        return signup_page(
+            &state,
+            &headers,
+            &return_to,
+            &username,
+            Some("The form expired. Please try again."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    if ip
+        .0
+        .is_some_and(|addr| state.login_by_ip.check_key(&addr).is_err())
+    {
+        return signup_page(
+            &state,
+            &headers,
+            &return_to,
+            &username,
+            Some("Too many attempts. Wait a minute and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let password = form.get("password").unwrap_or_default().to_string();
+    let user = match accounts::create_user(&state.db, &username, password, state.now()).await {
+        Ok(u) => u,
+        Err(accounts::AccountError::Store(e)) => return Err(e.into()),
+        Err(accounts::AccountError::Hash) => {
+            return Err(crate::error::Error::Internal(
+                "password hashing failed".into(),
+            ));
+        }
+        Err(e) => {
+            return signup_page(
+                &state,
+                &headers,
+                &return_to,
+                &username,
+                Some(&e.to_string()),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let cookie = pages::start_session(&state, &user.id).await?;
+    state.audit.record(AuditEvent {
+        at: state.now(),
+        event: "user.signup",
+        client_id: None,
+        subject: Some(user.id.clone()),
+        ip: ip.to_audit(),
+        detail: json!({}),
+    });
+    Ok(pages::with_cookies(pages::see_other(&return_to), [cookie]))
 }

@@ -29,6 +29,7 @@ pub fn templates() -> Environment<'static> {
         ("consent.html", include_str!("../../templates/consent.html")),
         ("error.html", include_str!("../../templates/error.html")),
         ("account.html", include_str!("../../templates/account.html")),
+        ("signup.html", include_str!("../../templates/signup.html")),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "template does not compile");

@@ -1062,3 +1062,66 @@ async fn login_is_throttled_per_account() {
     }
     assert_eq!(browser.login("alice", PASSWORD).await.status, 429);
 }
+
+/// Self sign-up is off by default (404) and, when on, creates an account
+/// and signs it in; a taken name is refused.
+#[tokio::test]
+async fn self_signup_switch() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    assert_eq!(Browser::new(&app).get("/signup").await.status, 404);
+
+    let mut args = crate::helpers::serve_args();
+    args.signup = true;
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, args).await;
+    let browser = Browser::new(&app);
+    let page = browser.get("/signup").await;
+    assert_eq!(page.status, 200);
+    let csrf = hidden(&page, "csrf_token");
+    let r = browser
+        .post(
+            "/signup",
+            &[
+                ("csrf_token", &csrf),
+                ("username", "bob"),
+                ("password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = browser
+        .post(
+            "/signup",
+            &[
+                ("csrf_token", &csrf),
+                ("username", "bob"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(location(&r), "/account");
+    assert_eq!(browser.get("/account").await.status, 200);
+    let other = Browser::new(&app);
+    let page = other.get("/signup").await;
+    let r = other
+        .post(
+            "/signup",
+            &[
+                ("csrf_token", &hidden(&page, "csrf_token")),
+                ("username", "bob"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400, "name taken");
+    let r = other
+        .post(
+            "/signup",
+            &[
+                ("csrf_token", "forged"),
+                ("username", "carol"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400, "CSRF");
+}
