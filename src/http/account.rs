@@ -45,7 +45,10 @@ fn login_page(
         state,
         status,
         "login.html",
-        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error, "signup": state.config.signup }),
+        json!({
+            "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error,
+            "signup": state.config.signup, "return_to_q": encode(return_to),
+        }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
 }
@@ -237,9 +240,13 @@ fn signup_page(
         state,
         status,
         "signup.html",
-        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error }),
+        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error, "return_to_q": encode(return_to) }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// `GET /signup`, when self sign-up is on.
