@@ -114,6 +114,27 @@ describe('authorization code flow in a real browser', () => {
     console.log(`screenshots: ${out}/login.png ${out}/consent.png`)
   })
 
+  it('with DPoP: the code exchange and refresh are bound to the client key (RFC 9449 §5)', async () => {
+    const client = await registerClient()
+    const DPoP = oauth.DPoP(client, await oauth.generateKeyPair('ES256'))
+    const { callbackUrl, verifier, state } = await authorize(client, 'approve', false)
+    const params = oauth.validateAuthResponse(as, client, callbackUrl, state)
+    const tokens = await oauth.processAuthorizationCodeResponse(
+      as, client,
+      await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), params, redirectUri, verifier, { ...insecure, DPoP }),
+    )
+    assert.equal(tokens.token_type, 'dpop')
+    const refreshed = await oauth.processRefreshTokenResponse(
+      as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token, { ...insecure, DPoP }),
+    )
+    assert.equal(refreshed.token_type, 'dpop')
+    // The refresh token of this public client is bound: another key fails.
+    const thief = oauth.DPoP(client, await oauth.generateKeyPair('ES256'))
+    const stolen = await oauth.refreshTokenGrantRequest(as, client, oauth.None(), refreshed.refresh_token, { ...insecure, DPoP: thief })
+    assert.equal(stolen.status, 400)
+    assert.equal((await stolen.json()).error, 'invalid_dpop_proof')
+  })
+
   it('denies; the client sees access_denied', async () => {
     const client = await registerClient()
     const { callbackUrl, state } = await authorize(client, 'deny', false)
