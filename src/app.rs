@@ -70,7 +70,7 @@ pub struct State {
 
 pub enum DpopReplay {
     Memory(Cache<String, ()>),
-    Database,
+    Database(crate::replay_batch::ReplayBatcher),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ impl State {
             config.dpop_nonce_period,
         );
         let dpop_replay = if store::is_shared(&db) {
-            DpopReplay::Database
+            DpopReplay::Database(crate::replay_batch::ReplayBatcher::start(db.clone()))
         } else {
             // A jti only matters while its proof's iat is inside the window.
             let ttl =

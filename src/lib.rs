@@ -18,5 +18,6 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod replay_batch;
 pub mod resource;
 pub mod store;

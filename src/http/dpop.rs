@@ -7,7 +7,6 @@ use axum::http::request::Parts;
 use crate::app::{DpopReplay, State};
 use crate::error::{Error, OAuthError};
 use crate::oauth::dpop::{self, DpopError, Expectations, VerifiedProof};
-use crate::store;
 
 /// The `DPoP` request header: absent, or exactly one.
 #[derive(Debug, Clone, Default)]
@@ -59,13 +58,10 @@ pub async fn check(
     let key = format!("dpop:{}:{}", verified.jkt, verified.jti);
     let fresh = match &state.dpop_replay {
         DpopReplay::Memory(cache) => cache.entry(key).or_insert(()).await.is_fresh(),
-        DpopReplay::Database => {
-            store::replay::use_once_fast(
-                &state.db,
-                &key,
-                verified.iat + state.config.dpop_iat_window + 1,
-            )
-            .await?
+        DpopReplay::Database(batcher) => {
+            batcher
+                .use_once(key, verified.iat + state.config.dpop_iat_window + 1)
+                .await?
         }
     };
     if !fresh {

@@ -33,33 +33,60 @@ pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
     Ok(result.rows_affected)
 }
 
-/// [`use_once`] for high-rate, short-lived identifiers (DPoP proof `jti`s)
-/// on PostgreSQL: the same unique-key insert, committed with
-/// `synchronous_commit = off` in one round trip, so a proof costs no WAL
-/// flush. Uniqueness is enforced exactly as before (asynchronous commit
-/// changes durability, not visibility or locking); what a database crash
-/// can lose is the last few hundred milliseconds of rows, which only
-/// matters for proofs replayed across that crash inside their short
-/// `iat` window. Other backends use [`use_once`].
-pub async fn use_once_fast(
-    db: &impl ConnectionTrait,
-    key: &str,
-    expires_at: i64,
-) -> StoreResult<bool> {
-    if !super::is_shared(db) {
-        return use_once(db, key, expires_at).await;
+/// Many [`use_once`]s at once on PostgreSQL, for the DPoP replay batcher:
+/// one `INSERT … ON CONFLICT DO NOTHING RETURNING` committed with
+/// `synchronous_commit = off`. Uniqueness is enforced exactly as before
+/// (asynchronous commit changes durability, not visibility or locking);
+/// what a database crash can lose is the last few hundred milliseconds of
+/// rows, which matters only for a proof replayed across that crash inside
+/// its short `iat` window. Keys are stored hashed. Returns, per input,
+/// whether it was the first use; within one batch only the first
+/// occurrence of a key can win.
+pub async fn use_many_fast<C: ConnectionTrait + sea_orm::TransactionTrait>(
+    db: &C,
+    items: &[(String, i64)],
+) -> StoreResult<Vec<bool>> {
+    use std::collections::HashSet;
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
-    // Simple-query protocol takes no parameters: the key is hashed to hex
-    // so that nothing a client sent reaches the SQL text.
-    let hashed: String = crate::crypto::sha256(key.as_bytes())
+    let hashed: Vec<String> = items
         .iter()
-        .map(|b| format!("{b:02x}"))
+        .map(|(k, _)| {
+            format!(
+                "h:{}",
+                crate::crypto::sha256(k.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        })
         .collect();
-    let sql = format!(
-        "BEGIN; SET LOCAL synchronous_commit TO OFF; \
-         INSERT INTO used_jtis (key, expires_at) VALUES ('h:{hashed}', {expires_at}) ON CONFLICT (key) DO NOTHING; \
-         COMMIT;"
-    );
-    let result = db.execute_unprepared(&sql).await?;
-    Ok(result.rows_affected() == 1)
+    let mut sql = String::from("INSERT INTO used_jtis (key, expires_at) VALUES ");
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(items.len() * 2);
+    for (i, (key, (_, exp))) in hashed.iter().zip(items).enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+        values.push(key.clone().into());
+        values.push((*exp).into());
+    }
+    sql.push_str(" ON CONFLICT (key) DO NOTHING RETURNING key");
+    let txn = db.begin().await?;
+    txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
+        .await?;
+    let rows = txn
+        .query_all(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    txn.commit().await?;
+    let mut inserted: HashSet<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<String>("", "key").ok())
+        .collect();
+    Ok(hashed.iter().map(|k| inserted.remove(k)).collect())
 }

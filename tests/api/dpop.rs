@@ -429,3 +429,34 @@ async fn metadata_advertises_dpop_algorithms() {
     assert!(algs.iter().all(|a| *a != "none" && !a.starts_with("HS")));
     assert_eq!(m["issuer"], ISSUER);
 }
+
+/// 64 concurrent uses of one proof: exactly one is accepted (on PostgreSQL
+/// the jti spends are batched; the batch must not let two win).
+async fn dpop_concurrent_replay_has_one_winner(app: TestApp) {
+    let (id, secret) = app.cc_client("read").await;
+    let key = ProofKey::new();
+    let proof = key.proof(&app);
+    let app = std::sync::Arc::new(app);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (app, id, secret, proof) = (app.clone(), id.clone(), secret.clone(), proof.clone());
+            tokio::spawn(async move {
+                token_with_proofs(&app, &id, &secret, &[&proof])
+                    .await
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 400));
+}
+both!(dpop_concurrent_replay_has_one_winner);
