@@ -30,7 +30,7 @@ end
 function request()
   local proof = proofs[next_proof] or proofs[1]
   next_proof = next_proof + 1
-  wrk.headers["DPoP"] = proof
+  wrk.headers[os.getenv("WRK_PROOF_HEADER") or "DPoP"] = proof
   return wrk.format()
 end
 
