@@ -32,9 +32,12 @@ fn safe_return_to(value: Option<&str>) -> String {
     }
 }
 
-fn login_page(
+/// The login or sign-up form (`template`), with a CSRF token and the page
+/// to return to.
+fn form_page(
     state: &AppStateInner,
     headers: &HeaderMap,
+    template: &str,
     return_to: &str,
     username: &str,
     error: Option<&str>,
@@ -44,13 +47,32 @@ fn login_page(
     let page = pages::render(
         state,
         status,
-        "login.html",
+        template,
         json!({
             "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error,
             "signup": state.config.signup, "return_to_q": encode(return_to),
         }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+fn login_page(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response> {
+    form_page(
+        state,
+        headers,
+        "login.html",
+        return_to,
+        username,
+        error,
+        status,
+    )
 }
 
 pub async fn login_form(
@@ -235,14 +257,15 @@ fn signup_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response> {
-    let csrf = pages::csrf(state, headers);
-    let page = pages::render(
+    form_page(
         state,
-        status,
+        headers,
         "signup.html",
-        json!({ "csrf_token": csrf.token, "return_to": return_to, "username": username, "error": error, "return_to_q": encode(return_to) }),
-    )?;
-    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+        return_to,
+        username,
+        error,
+        status,
+    )
 }
 
 fn encode(value: &str) -> String {

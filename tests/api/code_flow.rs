@@ -394,29 +394,26 @@ async fn code_replay_fails_and_revokes_tokens(app: TestApp) {
     let (verifier, challenge) = pkce();
     let code = get_code(&app, &browser, &client_id, &challenge).await;
     let app = std::sync::Arc::new(app);
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (app, client_id, code, verifier) = (
-                app.clone(),
-                client_id.clone(),
-                code.clone(),
-                verifier.clone(),
-            );
-            tokio::spawn(async move {
-                exchange(&app, &client_id, &code, &verifier)
-                    .await
-                    .status
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut ok = 0;
-    for t in tasks {
-        if t.await.unwrap() == 200 {
-            ok += 1;
+    let statuses = crate::helpers::race(64, || {
+        let (app, client_id, code, verifier) = (
+            app.clone(),
+            client_id.clone(),
+            code.clone(),
+            verifier.clone(),
+        );
+        async move {
+            exchange(&app, &client_id, &code, &verifier)
+                .await
+                .status
+                .as_u16()
         }
-    }
-    assert_eq!(ok, 1);
+    })
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
 }
 both!(code_replay_fails_and_revokes_tokens);
 
@@ -663,19 +660,16 @@ async fn refresh_rotation_and_reuse(app: TestApp) {
         .unwrap()
         .to_string();
     let app = std::sync::Arc::new(app);
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (app, client_id, rt) = (app.clone(), client_id.clone(), rt.clone());
-            tokio::spawn(async move { refresh(&app, &client_id, &rt, &[]).await.status.as_u16() })
-        })
-        .collect();
-    let mut ok = 0;
-    for t in tasks {
-        if t.await.unwrap() == 200 {
-            ok += 1;
-        }
-    }
-    assert_eq!(ok, 1);
+    let statuses = crate::helpers::race(64, || {
+        let (app, client_id, rt) = (app.clone(), client_id.clone(), rt.clone());
+        async move { refresh(&app, &client_id, &rt, &[]).await.status.as_u16() }
+    })
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
 }
 both!(refresh_rotation_and_reuse);
 
@@ -1034,20 +1028,23 @@ async fn concurrent_refresh_across_nodes_has_one_winner() {
         .unwrap()
         .to_string();
     let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
-            let (client_id, rt) = (client_id.clone(), rt.clone());
-            tokio::spawn(async move { refresh(&node, &client_id, &rt, &[]).await.status.as_u16() })
-        })
-        .collect();
-    let mut ok = 0;
-    for t in tasks {
-        if t.await.unwrap() == 200 {
-            ok += 1;
-        }
-    }
-    assert_eq!(ok, 1);
+    let turn = std::sync::atomic::AtomicUsize::new(0);
+    let statuses = crate::helpers::race(32, || {
+        let i = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = if i.is_multiple_of(2) {
+            a.clone()
+        } else {
+            b.clone()
+        };
+        let (client_id, rt) = (client_id.clone(), rt.clone());
+        async move { refresh(&node, &client_id, &rt, &[]).await.status.as_u16() }
+    })
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
 }
 
 /// Login is throttled per account: the sixth try in a minute is refused

@@ -381,3 +381,17 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
     let claims = dec(parts.next().unwrap());
     (header, claims)
 }
+
+/// Runs `n` copies of `attempt` concurrently; returns their statuses.
+pub async fn race<F, Fut>(n: usize, attempt: F) -> Vec<u16>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(attempt())).collect();
+    let mut statuses = Vec::with_capacity(n);
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}

@@ -239,17 +239,11 @@ async fn private_key_jwt_concurrent_replay_has_one_winner(app: TestApp) {
     let id = register_pkjwt(&app, json!({ "keys": [key.jwk] })).await;
     let assertion = key.assertion(claims(&app, &id, "raced"));
     let app = std::sync::Arc::new(app);
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let app = app.clone();
-            let assertion = assertion.clone();
-            tokio::spawn(async move { token_with(&app, &assertion).await.status.as_u16() })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = crate::helpers::race(64, || {
+        let (app, assertion) = (app.clone(), assertion.clone());
+        async move { token_with(&app, &assertion).await.status.as_u16() }
+    })
+    .await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         1,

@@ -395,22 +395,16 @@ async fn initial_token_race(backend: Backend) {
     )
     .await
     .unwrap();
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let app = app.clone();
-            let iat = iat.clone();
-            tokio::spawn(async move {
-                app.json_request("POST", "/register", &cc(json!({})), Some(&iat))
-                    .await
-                    .status
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = crate::helpers::race(16, || {
+        let (app, iat) = (app.clone(), iat.clone());
+        async move {
+            app.json_request("POST", "/register", &cc(json!({})), Some(&iat))
+                .await
+                .status
+                .as_u16()
+        }
+    })
+    .await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 201).count(),
         1,
