@@ -254,3 +254,22 @@ pub async fn redeem_code<C: ConnectionTrait + TransactionTrait>(
     txn.commit().await?;
     Ok(true)
 }
+
+/// Deletes codes a day past expiry (kept that long so that a late replay is
+/// still recognised and revokes its tokens), expired refresh tokens, and
+/// expired sessions.
+pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
+    let codes = code::Entity::delete_many()
+        .filter(code::Column::ExpiresAt.lt(now - 86_400))
+        .exec(db)
+        .await?;
+    let refresh = rt::Entity::delete_many()
+        .filter(rt::Column::ExpiresAt.lt(now))
+        .exec(db)
+        .await?;
+    let sessions = entity::session::Entity::delete_many()
+        .filter(entity::session::Column::ExpiresAt.lt(now))
+        .exec(db)
+        .await?;
+    Ok(codes.rows_affected + refresh.rows_affected + sessions.rows_affected)
+}

@@ -73,5 +73,7 @@ pub async fn ping(db: &impl ConnectionTrait) -> StoreResult<()> {
 
 /// Deletes expired rows from the replay and revocation tables.
 pub async fn purge_expired(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
-    Ok(replay::purge(db, now).await? + revocations::purge(db, now).await?)
+    Ok(replay::purge(db, now).await?
+        + revocations::purge(db, now).await?
+        + grants::purge(db, now).await?)
 }

@@ -65,3 +65,36 @@ async fn unknown_path_is_a_json_404() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "not_found");
 }
+
+/// Upkeep deletes expired replay rows, revocations, sessions, refresh
+/// tokens and day-old codes, and nothing live.
+async fn purge_removes_only_expired_rows(app: TestApp) {
+    let db = &app.state.db;
+    let now = app.now();
+    agentauth::store::replay::use_once(db, "old", now - 1)
+        .await
+        .unwrap();
+    agentauth::store::replay::use_once(db, "live", now + 60)
+        .await
+        .unwrap();
+    agentauth::store::users::create_session(db, [1u8; 32], "u", now - 100, 10)
+        .await
+        .unwrap();
+    agentauth::store::users::create_session(db, [2u8; 32], "u", now, 3600)
+        .await
+        .unwrap();
+    assert_eq!(agentauth::store::purge_expired(db, now).await.unwrap(), 2);
+    assert!(
+        !agentauth::store::replay::use_once(db, "live", now + 60)
+            .await
+            .unwrap(),
+        "live row kept"
+    );
+    assert!(
+        agentauth::store::users::session(db, [2u8; 32], now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+both!(purge_removes_only_expired_rows);
