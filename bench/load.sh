@@ -16,7 +16,7 @@ PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/test}
 PG_DB=agentauth_bench
 PORT=${PORT:-18180}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=bench/results/load-$STAMP
+OUT=${OUT:-bench/results/load-$STAMP}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 [ -x "$BIN" ] || cargo build --release
@@ -30,27 +30,8 @@ SERVER_PID=
 cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-ROWS=()      # markdown rows
-JSON=()      # json objects
-
-rss_kib() { awk -v k="$2" '$1==k":" {print $2}' "/proc/$1/status"; }
-
-run() { # backend scenario conns method path body auth [lua script]
-  local backend=$1 scenario=$2 conns=$3 method=$4 path=$5 body=$6 auth=$7 script=${8:-bench/wrk/request.lua} line
-  line=$(WRK_METHOD=$method WRK_BODY=$body WRK_AUTH=$auth WRK_PROOFS=$TMP/proofs.txt \
-    wrk -t2 -c"$conns" -d"$DURATION" --latency -s "$script" "http://127.0.0.1:$PORT$path" | grep '^RESULT')
-  local rps p50_ms p99_ms non2xx socket_errors kv
-  for kv in ${line#RESULT }; do
-    case $kv in
-      rps=*) rps=${kv#*=} ;; p50_ms=*) p50_ms=${kv#*=} ;; p99_ms=*) p99_ms=${kv#*=} ;;
-      non2xx=*) non2xx=${kv#*=} ;; socket_errors=*) socket_errors=${kv#*=} ;;
-    esac
-  done
-  printf '%-8s %-24s c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s\n' "$backend" "$scenario" "$conns" "$rps" "$p50_ms" "$p99_ms" "$non2xx"
-  ROWS+=("| $backend | $scenario | $conns | $rps | $p50_ms | $p99_ms | $non2xx |")
-  JSON+=("{\"backend\":\"$backend\",\"scenario\":\"$scenario\",\"connections\":$conns,\"rps\":$rps,\"p50_ms\":$p50_ms,\"p99_ms\":$p99_ms,\"non_2xx\":$non2xx,\"socket_errors\":$socket_errors}")
-  LAST_RPS=$rps
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 declare -A IDLE PEAK CC64 DPOP64
 for backend in sqlite postgres; do

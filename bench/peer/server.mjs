@@ -1,0 +1,40 @@
+// node-oidc-provider configured for the same work as agentauth's bench:
+// a confidential client with client_secret_basic, client_credentials, RS256
+// JWT access tokens for a resource indicator, DPoP enabled.
+//
+//   PORT=18380 CLIENT_ID=bench CLIENT_SECRET=... RESOURCE=https://mcp.example.com/mcp node server.mjs
+import { generateKeyPairSync } from 'node:crypto'
+import Provider from 'oidc-provider'
+
+const port = Number(process.env.PORT ?? 18380)
+const issuer = `http://127.0.0.1:${port}`
+const resource = process.env.RESOURCE ?? 'https://mcp.example.com/mcp'
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+const jwk = { ...privateKey.export({ format: 'jwk' }), alg: 'RS256', use: 'sig', kid: 'bench' }
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: process.env.CLIENT_ID ?? 'bench',
+    client_secret: process.env.CLIENT_SECRET ?? 'bench-secret',
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: 'read write',
+  }],
+  jwks: { keys: [jwk] },
+  scopes: ['read', 'write'],
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    dPoP: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({ scope: 'read write', audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
+    },
+  },
+})
+provider.listen(port, '127.0.0.1', () => console.error(`oidc-provider listening on ${issuer}`))
