@@ -3,6 +3,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use moka::ops::compute::{CompResult, Op};
 
 use crate::app::{DpopReplay, State};
 use crate::error::{Error, OAuthError};
@@ -57,7 +58,17 @@ pub async fn check(
     })?;
     let key = format!("dpop:{}:{}", verified.jkt, verified.jti);
     let fresh = match &state.dpop_replay {
-        DpopReplay::Memory(cache) => cache.entry(key).or_insert(()).await.is_fresh(),
+        // `and_compute_with` runs calls on one key one after another;
+        // `or_insert` does not promise a single fresh winner (moka #545).
+        DpopReplay::Memory(cache) => matches!(
+            cache
+                .entry(key)
+                .and_compute_with(|seen| async move {
+                    if seen.is_some() { Op::Nop } else { Op::Put(()) }
+                })
+                .await,
+            CompResult::Inserted(_)
+        ),
         DpopReplay::Database(batcher) => {
             batcher
                 .use_once(key, verified.iat + state.config.dpop_iat_window + 1)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::DecodingKey;
+use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
 use crate::keys::{KeyRing, verify_jwt};
@@ -153,7 +154,13 @@ impl<K: KeySource> ResourceVerifier<K> {
                     ));
                 }
                 let key = format!("{}:{}", verified.jkt, verified.jti);
-                if !self.replay.entry(key).or_insert(()).is_fresh() {
+                // Serialized per key, so exactly one concurrent use wins
+                // (`or_insert` makes no such promise, moka #545).
+                let spent = self
+                    .replay
+                    .entry(key)
+                    .and_compute_with(|seen| if seen.is_some() { Op::Nop } else { Op::Put(()) });
+                if !matches!(spent, CompResult::Inserted(_)) {
                     return Err(ResourceError::InvalidDpopProof(
                         "DPoP proof jti was already used",
                     ));

@@ -244,3 +244,38 @@ async fn resource_nonce_is_required_when_configured() {
         .is_ok()
     );
 }
+
+/// RFC 9449 §11.1 at the resource: one proof replayed from many threads at
+/// once is accepted exactly once, round after round.
+#[tokio::test]
+async fn concurrent_proof_replay_at_the_resource_has_one_winner() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let key = ProofKey::new();
+    let token = dpop_token(&app, &key).await;
+    let v = std::sync::Arc::new(verifier(&app));
+    let now = app.now();
+    for _ in 0..50 {
+        let headers = request(
+            "DPoP",
+            &token,
+            Some(&resource_proof(&key, now, Some(&token))),
+        );
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let winners: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (v, headers, barrier) = (v.clone(), headers.clone(), barrier.clone());
+                    s.spawn(move || {
+                        barrier.wait();
+                        v.verify("GET", MCP, &headers, now).is_ok()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(winners, 1);
+    }
+}
