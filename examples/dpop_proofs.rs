@@ -1,6 +1,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 //! Writes fresh RFC 9449 DPoP proofs, one per line, for load tests
-//! (bench/load.sh feeds them to wrk, one per request).
+//! (bench/compare.sh feeds them to wrk, one per request).
 //!
 //! ```sh
 //! cargo run --release --example dpop_proofs -- 40000 POST http://127.0.0.1:18180/token > proofs.txt

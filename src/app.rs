@@ -66,6 +66,10 @@ pub struct State {
     /// instead of in SQLite's busy handler (which sleeps in steps of up to
     /// 100 ms) keeps tail latency low. Unused on PostgreSQL.
     sqlite_writer: Option<tokio::sync::Mutex<()>>,
+    /// Revoked access-token jtis, node-local and refreshed every second.
+    pub revocations: crate::revocation_cache::RevocationCache,
+    /// RSA signing threads (one per core) behind one FIFO queue.
+    pub signing: crate::signing_pool::SigningPool,
 }
 
 pub enum DpopReplay {
@@ -81,6 +85,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("http client: {0}")]
     Fetch(String),
+    #[error("signing threads: {0}")]
+    Threads(#[from] std::io::Error),
 }
 
 impl State {
@@ -132,6 +138,8 @@ impl State {
             metrics: Metrics::default(),
             dpop_nonces,
             dpop_replay,
+            revocations: Default::default(),
+            signing: crate::signing_pool::SigningPool::new(config.signing_threads)?,
             sqlite_writer: (!store::is_shared(&db)).then(|| tokio::sync::Mutex::new(())),
             templates: http::pages::templates(),
             csrf_key,
@@ -239,6 +247,19 @@ impl State {
         };
         Ok((record, ttl))
     }
+}
+
+/// Refreshes the node-local revocation cache every second.
+pub fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.revocations.refresh(&state.db, state.now()).await {
+                tracing::warn!(error = %e, "revocation cache refresh failed; introspection reads the database");
+            }
+        }
+    })
 }
 
 /// Background upkeep: reload keys (rotations by other processes), purge

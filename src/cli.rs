@@ -142,6 +142,7 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let listen = config.listen;
     let (state, audit_task) = State::new(config, db, kek, Arc::new(SystemClock)).await?;
     let upkeep = app::spawn_upkeep(state.clone());
+    let revocation_refresh = app::spawn_revocation_refresh(state.clone());
     let router = app::build(state.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -155,7 +156,9 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     upkeep.abort();
+    revocation_refresh.abort();
     let _ = upkeep.await;
+    let _ = revocation_refresh.await;
     // The audit writer ends once the last sender (in State) is gone.
     let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;
     tracing::info!("stopped");

@@ -141,6 +141,13 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_DPOP_IAT_WINDOW", default_value_t = 60)]
     pub dpop_iat_window: u32,
 
+    /// Threads that make RSA signatures, behind one FIFO queue (default: one
+    /// per core). 0 signs on the async workers instead: 5 to 10% more peak
+    /// token throughput, but JWKS, metadata and introspection then wait
+    /// behind token minting.
+    #[arg(long, env = "AGENTAUTH_SIGNING_THREADS")]
+    pub signing_threads: Option<usize>,
+
     /// Log format.
     #[arg(long, env = "AGENTAUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -165,6 +172,7 @@ impl Default for ServeArgs {
             default_audience: None,
             dpop_nonce: false,
             dpop_iat_window: 60,
+            signing_threads: None,
             log_format: LogFormat::Text,
             insecure_fetch: false,
         }
@@ -264,6 +272,8 @@ pub struct Config {
     pub dpop_iat_window: i64,
     /// Lifetime of one DPoP nonce window (a nonce lives one to two windows).
     pub dpop_nonce_period: i64,
+    /// Signing threads; 0 signs inline on the async workers.
+    pub signing_threads: usize,
     /// How often a node reloads signing keys from the database.
     pub key_reload_interval: Duration,
     /// JWKS `Cache-Control: max-age`.
@@ -330,6 +340,10 @@ impl Config {
             dpop_nonce: args.dpop_nonce,
             dpop_iat_window: i64::from(args.dpop_iat_window.clamp(1, 3600)),
             dpop_nonce_period: 300,
+            signing_threads: args
+                .signing_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .min(256),
             key_reload_interval: Duration::from_secs(60),
             jwks_max_age: 300,
             client_cache_ttl: Duration::from_secs(30),

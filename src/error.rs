@@ -161,6 +161,18 @@ pub enum Error {
     Unavailable(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// More work queued than the node will hold (the signing queue is full).
+    #[error("overloaded")]
+    Overloaded,
+}
+
+impl From<crate::signing_pool::SignError> for Error {
+    fn from(e: crate::signing_pool::SignError) -> Self {
+        match e {
+            crate::signing_pool::SignError::Busy => Self::Overloaded,
+            crate::signing_pool::SignError::Key(e) => Self::Internal(e.to_string()),
+        }
+    }
 }
 
 impl From<OAuthError> for Error {
@@ -222,6 +234,16 @@ impl IntoResponse for Error {
                 e.retry_after = Some(RETRY_AFTER_UNAVAILABLE);
                 e.into_response()
             }
+            Error::Overloaded => {
+                tracing::warn!("signing queue full; request refused");
+                let mut e = OAuthError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the server is at capacity; retry later",
+                );
+                e.retry_after = Some(1);
+                e.into_response()
+            }
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
                 OAuthError::new(
@@ -237,4 +259,18 @@ impl IntoResponse for Error {
 
 fn json_no_store<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| r#"{"error":"server_error"}"#.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_a_503_with_retry_after() {
+        let response = Error::from(crate::signing_pool::SignError::Busy).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
 }

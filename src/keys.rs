@@ -51,6 +51,12 @@ impl SigningKey {
     /// RFC 7515 compact serialization of `claims` with header
     /// `{"alg":"RS256","typ":typ,"kid":kid}`.
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
+        self.finish(self.signing_input(typ, claims)?)
+    }
+
+    /// The JWS signing input `BASE64URL(header).BASE64URL(payload)`, with room
+    /// left for the signature.
+    pub fn signing_input<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
         #[derive(Serialize)]
         struct Header<'a> {
             alg: &'static str,
@@ -68,6 +74,12 @@ impl SigningKey {
         jws.push_str(&b64url(&header));
         jws.push('.');
         jws.push_str(&b64url(&payload));
+        Ok(jws)
+    }
+
+    /// Signs a signing input and appends the signature: the private-key
+    /// operation, and the only expensive step.
+    pub fn finish(&self, mut jws: String) -> Result<String, KeyError> {
         let mut signature = vec![0u8; self.pair.public_modulus_len()];
         self.pair
             .sign(&RSA_PKCS1_SHA256, &self.rng, jws.as_bytes(), &mut signature)

@@ -39,6 +39,7 @@ pub async fn handle(
     if row.consumed_at.is_some() {
         // SECURITY-CASES 11: a replay revokes the first redemption's tokens.
         store::grants::revoke_code_issuance(&state.db, &row, now).await?;
+        state.revocations.invalidate();
         tracing::warn!(client_id = %row.client_id, "authorization code replayed; its tokens were revoked");
         return Err(invalid().into());
     }
@@ -88,7 +89,8 @@ pub async fn handle(
             jkt,
             ip,
         },
-    )?;
+    )
+    .await?;
     let refresh = client
         .client
         .metadata

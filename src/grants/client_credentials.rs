@@ -37,6 +37,7 @@ pub async fn handle(
             jkt: proof.map(|p| p.jkt.as_str()),
             ip,
         },
-    )?;
+    )
+    .await?;
     Ok(issued.response)
 }

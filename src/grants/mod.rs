@@ -120,7 +120,10 @@ pub struct AccessTokenRequest<'a> {
 }
 
 /// Signs an RFC 9068 access token and records its issuance.
-pub fn issue_access_token(state: &State, req: AccessTokenRequest<'_>) -> Result<Issued, Error> {
+pub async fn issue_access_token(
+    state: &State,
+    req: AccessTokenRequest<'_>,
+) -> Result<Issued, Error> {
     let now = state.now();
     let ttl = state.config.access_token_ttl;
     let aud = if req.resources.is_empty() {
@@ -152,9 +155,10 @@ pub fn issue_access_token(state: &State, req: AccessTokenRequest<'_>) -> Result<
     let signer = keys
         .signer(now)
         .ok_or_else(|| Error::Internal("no active signing key".into()))?;
-    let access_token = signer
-        .sign(ACCESS_TOKEN_TYP, &claims)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let access_token = state
+        .signing
+        .sign(signer, ACCESS_TOKEN_TYP, &claims)
+        .await?;
 
     state.metrics.token_issued(req.grant_type);
     state.audit.record(AuditEvent {

@@ -73,7 +73,8 @@ pub async fn handle(
             jkt,
             ip,
         },
-    )?;
+    )
+    .await?;
     let refresh_token = random_token();
     let next = RefreshRow {
         token_hash: sha256(refresh_token.as_bytes()).to_vec(),
@@ -100,6 +101,7 @@ pub async fn handle(
 
 async fn reuse_detected(state: &State, row: &RefreshRow, now: i64) -> Result<(), Error> {
     store::grants::revoke_family(&state.db, &row.family_id, now).await?;
+    state.revocations.invalidate();
     state.audit.record(store::audit::AuditEvent {
         at: now,
         event: "refresh_token.reuse",

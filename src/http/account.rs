@@ -238,6 +238,7 @@ pub async fn revoke(
         }
         _ => {}
     }
+    state.revocations.invalidate();
     state.audit.record(AuditEvent {
         at: now,
         event: "grant.revoked_by_owner",

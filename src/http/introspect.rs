@@ -126,7 +126,11 @@ pub async fn live_access_token(
     {
         return Ok(None);
     }
-    if store::revocations::is_revoked(&state.db, &claims.jti).await? {
+    if state
+        .revocations
+        .is_revoked(&state.db, &claims.jti, now)
+        .await?
+    {
         return Ok(None);
     }
     if state.client(&claims.client_id).await?.is_none() {

@@ -57,6 +57,7 @@ pub async fn post(
         event,
     )
     .await?;
+    state.revocations.invalidate();
     Ok(ok())
 }
 
@@ -78,6 +79,7 @@ async fn revoke_refresh_token(
         return Ok(ok());
     }
     store::grants::revoke_family(&state.db, &row.family_id, now).await?;
+    state.revocations.invalidate();
     store::audit::insert(
         &state.db,
         AuditEvent {

@@ -61,3 +61,15 @@ pub async fn revoke_audited<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
     txn.commit().await?;
     Ok(())
 }
+
+/// Revocations recorded at or after `since` (for the node-local cache).
+pub async fn since(db: &impl ConnectionTrait, since: i64) -> StoreResult<Vec<(String, i64, i64)>> {
+    let rows = revoked_token::Entity::find()
+        .filter(revoked_token::Column::RevokedAt.gte(since))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.jti, r.expires_at, r.revoked_at))
+        .collect())
+}

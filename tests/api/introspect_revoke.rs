@@ -202,3 +202,60 @@ async fn tokens_of_deleted_clients_are_inactive(app: TestApp) {
     );
 }
 both!(tokens_of_deleted_clients_are_inactive);
+
+/// The node-local revocation cache: while fresh it answers from memory; a
+/// revocation on this node falls back to the database at once; another
+/// node's revocation (a row written directly) shows after the next refresh.
+async fn revocation_cache_is_fresh_or_falls_back(app: TestApp) {
+    let (id, secret, token) = app.access_token("read").await;
+    let (_, _, other) = app.access_token("read").await;
+    let now = app.now();
+    app.state
+        .revocations
+        .refresh(&app.state.db, now)
+        .await
+        .unwrap();
+    assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+
+    // Revoked here: visible at once.
+    app.post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
+        .await;
+    assert_eq!(
+        app.introspect(&id, &secret, &token).await,
+        json!({"active": false})
+    );
+
+    // Revoked by "another node": a direct row, seen after the next refresh.
+    app.state
+        .revocations
+        .refresh(&app.state.db, now)
+        .await
+        .unwrap();
+    let claims = jwt_parts(&other).1;
+    agentauth::store::revocations::revoke(
+        &app.state.db,
+        claims["jti"].as_str().unwrap(),
+        "x",
+        claims["exp"].as_i64().unwrap(),
+        now,
+    )
+    .await
+    .unwrap();
+    // Until the next refresh the cache answers alone (the window is a second).
+    assert_eq!(app.introspect(&id, &secret, &other).await["active"], true);
+    app.state
+        .revocations
+        .refresh(&app.state.db, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.introspect(&id, &secret, &other).await,
+        json!({"active": false})
+    );
+    // And the first revocation is in the cache too.
+    assert_eq!(
+        app.introspect(&id, &secret, &token).await,
+        json!({"active": false})
+    );
+}
+both!(revocation_cache_is_fresh_or_falls_back);
