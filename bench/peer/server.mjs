@@ -1,6 +1,8 @@
 // node-oidc-provider configured for the same work as agentauth's bench:
 // a confidential client with client_secret_basic, client_credentials, RS256
-// JWT access tokens for a resource indicator, DPoP enabled.
+// JWT access tokens for a resource indicator, DPoP enabled. node-oidc-provider
+// does not introspect JWT access tokens, so a second resource indicator
+// (OPAQUE_RESOURCE) gets opaque tokens, for the introspection scenario.
 //
 //   PORT=18380 CLIENT_ID=bench CLIENT_SECRET=... RESOURCE=https://mcp.example.com/mcp node server.mjs
 import { generateKeyPairSync } from 'node:crypto'
@@ -9,6 +11,7 @@ import Provider from 'oidc-provider'
 const port = Number(process.env.PORT ?? 18380)
 const issuer = `http://127.0.0.1:${port}`
 const resource = process.env.RESOURCE ?? 'https://mcp.example.com/mcp'
+const opaqueResource = process.env.OPAQUE_RESOURCE ?? 'https://opaque.example.com/mcp'
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
 const jwk = { ...privateKey.export({ format: 'jwk' }), alg: 'RS256', use: 'sig', kid: 'bench' }
 
@@ -24,16 +27,20 @@ const provider = new Provider(issuer, {
   }],
   jwks: { keys: [jwk] },
   scopes: ['read', 'write'],
+  // agentauth's default access-token lifetime.
+  ttl: { ClientCredentials: 900 },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
+    introspection: { enabled: true, allowedPolicy: () => true },
     dPoP: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => resource,
       useGrantedResource: () => true,
-      getResourceServerInfo: () => ({ scope: 'read write', audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
+      getResourceServerInfo: (ctx, indicator) => indicator === opaqueResource
+        ? { scope: 'read write', audience: opaqueResource, accessTokenFormat: 'opaque' }
+        : { scope: 'read write', audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } },
     },
   },
 })
