@@ -82,11 +82,19 @@ for r in rows:
         continue
     where = f"{r['backend']} {r['scenario']}@{r['connections']}"
     if r["scenario"] == "client_credentials" and r["ratio_to_peer"] is not None:
-        target(f"{where}: ≥ 3× peer", f"{r['ratio_to_peer']:.2f}×", r["ratio_to_peer"] >= 3)
+        # Is 3× within physics? Say what it would take.
+        need = 3 * r["peer_rps"]
+        target(f"{where}: ≥ 3× peer",
+               f"{r['ratio_to_peer']:.2f}× (3× = {need:,.0f}/s = {need / ceiling:.0%} of the all-core signing ceiling)",
+               r["ratio_to_peer"] >= 3)
     if r["scenario"] == "client_credentials" and r["connections"] == 64:
         f = r["fraction_of_ceiling_of_cores_used"]
         target(f"{where}: ≥ 80% of the signing ceiling of the cores used", cell(f, "{:.0%}"), f is not None and f >= 0.8)
-        target(f"{where}: p99 < 20 ms", f"{r['p99_ms']:.1f} ms", r["p99_ms"] < 20)
+        # Little's law: 64 requests always in flight wait 64 ÷ throughput on
+        # average, whatever the server does; p99 cannot be below that.
+        target(f"{where}: p99 < 20 ms",
+               f"{r['p99_ms']:.1f} ms (mean by Little's law: 64 ÷ {r['rps']:,.0f}/s = {64000 / r['rps']:.1f} ms)",
+               r["p99_ms"] < 20)
     if r["scenario"] in ("metadata", "jwks", "introspection", "jwks_under_token_load") and r["ratio_to_peer"] is not None:
         target(f"{where}: ≥ 4× peer", f"{r['ratio_to_peer']:.2f}×", r["ratio_to_peer"] >= 4)
 for b in ("sqlite", "postgres"):

@@ -8,6 +8,7 @@
 #   bench/compare.sh                 # 10 s per row, about 10 minutes
 #   DURATION=5s bench/compare.sh     # DURATION is in seconds
 #   PEER=0 bench/compare.sh          # agentauth only
+#   ONLY="introspection jwks" bench/compare.sh   # some scenarios only
 #
 # Traffic goes to 127.0.0.1 only.
 set -euo pipefail
@@ -95,13 +96,14 @@ for s in "${SERVERS[@]}"; do
 done
 
 use() { PORT=${PORTS[$1]}; CPU_PID=${PID[$1]}; }
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 CC="grant_type=client_credentials&scope=read"
 
 sample_ceiling
-for c in 16 64; do
+want client_credentials && for c in 16 64; do
   for s in "${SERVERS[@]}"; do use "$s"; run "$s" client_credentials "$c" POST "${TOKEN_PATH[$s]}" "$CC" "${AUTH[$s]}"; done
 done
-for c in 16 64; do
+want client_credentials_dpop && for c in 16 64; do
   for s in "${SERVERS[@]}"; do
     use "$s"
     # A fresh ES256 proof per request, minted just before the row (iat = now).
@@ -110,18 +112,18 @@ for c in 16 64; do
   done
 done
 sample_ceiling
-for c in 16 64; do
+want introspection && for c in 16 64; do
   for s in "${SERVERS[@]}"; do use "$s"; run "$s" introspection "$c" POST "${INTROSPECT_PATH[$s]}" "token=${TOKEN[$s]}" "${AUTH[$s]}"; done
 done
-for c in 16 64; do
+want jwks && for c in 16 64; do
   for s in "${SERVERS[@]}"; do use "$s"; run "$s" jwks "$c" GET "${JWKS_PATH[$s]}" "" ""; done
 done
-for c in 16 64; do
+want metadata && for c in 16 64; do
   for s in "${SERVERS[@]}"; do use "$s"; run "$s" metadata "$c" GET "${METADATA_PATH[$s]}" "" ""; done
 done
 # Cheap requests while tokens are being minted (48 connections of
 # client_credentials in the background): do they queue behind signing?
-for s in "${SERVERS[@]}"; do
+want jwks_under_token_load && for s in "${SERVERS[@]}"; do
   use "$s"
   background_tokens 48 "${AUTH[$s]}"
   run "$s" jwks_under_token_load 16 GET "${JWKS_PATH[$s]}" "" ""

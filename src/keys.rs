@@ -5,7 +5,9 @@
 //! Signing uses aws-lc-rs directly with a key parsed once at load:
 //! `jsonwebtoken::encode` re-parses the PKCS#8 key on every call, which
 //! costs a measurable share of each signature (see `benches/tokens.rs`).
-//! Verification goes through `jsonwebtoken` with the algorithm pinned.
+//! Verification goes through `jsonwebtoken` with the algorithm pinned;
+//! access tokens it has verified are remembered per key set (see
+//! [`KeyRing::verify_access_token`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -20,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crypto::{Kek, b64url, random_id};
+use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims};
 use crate::store::{self, StoreError};
 
 /// The one algorithm our keys sign with. Pinned per key and stored with it.
@@ -97,7 +100,18 @@ pub struct KeySet {
     signers: Vec<Arc<SigningKey>>,
     verifiers: HashMap<String, DecodingKey>,
     pub jwks_json: String,
+    /// Access tokens whose signature one of these keys verified, by SHA-256
+    /// of the token. Shared by a reloaded set with exactly the same keys;
+    /// a set with other keys starts empty, so the tokens of a retired key
+    /// stop verifying the moment it leaves the set.
+    verified: VerifiedTokens,
 }
+
+type VerifiedTokens = moka::sync::Cache<[u8; 32], Arc<AccessTokenClaims>>;
+
+/// Resource servers introspect the same token on every call they receive;
+/// this many recent ones skip the RSA verification (about 0.5 KiB each).
+const VERIFIED_TOKENS: u64 = 20_000;
 
 impl KeySet {
     pub fn signer(&self, now: i64) -> Option<&Arc<SigningKey>> {
@@ -182,6 +196,25 @@ impl KeyRing {
     pub fn verify<T: DeserializeOwned>(&self, token: &str, typ: &str) -> Result<T, VerifyError> {
         let set = self.current();
         verify_jwt(token, typ, |kid| set.verifier(kid))
+    }
+
+    /// [`Self::verify`] for an access token (`typ` `at+jwt`), remembering
+    /// tokens already verified by the current keys: a repeat costs a
+    /// SHA-256 of the token instead of an RSA verification and a JSON parse.
+    /// Only what the signature proves is remembered; expiry, revocation and
+    /// the client's standing are the caller's to check on every call.
+    pub fn verify_access_token(&self, token: &str) -> Result<Arc<AccessTokenClaims>, VerifyError> {
+        let set = self.current();
+        let digest = crate::crypto::sha256(token.as_bytes());
+        if let Some(claims) = set.verified.get(&digest) {
+            return Ok(claims);
+        }
+        let claims: Arc<AccessTokenClaims> =
+            Arc::new(verify_jwt(token, ACCESS_TOKEN_TYP, |kid| {
+                set.verifier(kid)
+            })?);
+        set.verified.insert(digest, claims.clone());
+        Ok(claims)
     }
 }
 
@@ -360,9 +393,22 @@ fn build_set(
         signers.push(signer);
     }
     let jwks_json = serde_json::json!({ "keys": jwks }).to_string();
+    let verified = match previous {
+        Some(p)
+            if p.verifiers.len() == verifiers.len()
+                && verifiers.keys().all(|kid| p.verifiers.contains_key(kid)) =>
+        {
+            p.verified.clone()
+        }
+        _ => moka::sync::Cache::builder()
+            .max_capacity(VERIFIED_TOKENS)
+            .time_to_idle(std::time::Duration::from_secs(300))
+            .build(),
+    };
     Ok(KeySet {
         signers,
         verifiers,
         jwks_json,
+        verified,
     })
 }

@@ -1,15 +1,21 @@
-//! Groups DPoP `jti` spends on PostgreSQL: requests that arrive while one
-//! insert is in flight go into the next one, so a burst of proofs costs a
-//! few statements instead of one transaction each. Exactly-once holds as
-//! before: the unique key decides, and within a batch only the first
-//! occurrence of a key can win.
+//! Groups DPoP `jti` spends on PostgreSQL: requests that arrive while
+//! [`IN_FLIGHT`] inserts are under way go into the next one, so a burst of
+//! proofs costs a few statements instead of one transaction each.
+//! Exactly-once holds as before: the unique key decides (a second statement
+//! inserting the same key waits for the first to commit, then skips it),
+//! and within a batch only the first occurrence of a key can win.
+
+use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::store::{self, StoreError};
 
 const MAX_BATCH: usize = 256;
+/// Batches whose statement may be on the wire at once: the next batch
+/// fills while the database answers.
+const IN_FLIGHT: usize = 2;
 
 type Reply = oneshot::Sender<Result<bool, String>>;
 
@@ -42,16 +48,28 @@ impl ReplayBatcher {
 }
 
 async fn worker(db: DatabaseConnection, mut rx: mpsc::Receiver<(String, i64, Reply)>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let items: Vec<(String, i64)> = batch.iter().map(|(k, e, _)| (k.clone(), *e)).collect();
-        let result = store::replay::use_many_fast(&db, &items).await;
-        for (i, (_, _, reply)) in batch.drain(..).enumerate() {
-            let answer = match &result {
-                Ok(won) => Ok(won.get(i).copied().unwrap_or(false)),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = reply.send(answer);
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // Waiting for a free slot before receiving lets requests gather.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
+        let db = db.clone();
+        tokio::spawn(async move {
+            let items: Vec<(String, i64)> = batch.iter().map(|(k, e, _)| (k.clone(), *e)).collect();
+            let result = store::replay::use_many_fast(&db, &items).await;
+            drop(slot);
+            for (i, (_, _, reply)) in batch.into_iter().enumerate() {
+                let answer = match &result {
+                    Ok(won) => Ok(won.get(i).copied().unwrap_or(false)),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
+        });
     }
 }

@@ -11,7 +11,7 @@ use super::client_auth::{self, Public};
 use super::{OAuthForm, json_no_store};
 use crate::app::{AppState, State as AppStateInner};
 use crate::error::{OAuthError, Result};
-use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, Confirmation};
+use crate::oauth::jwt::{AccessTokenClaims, Audience, Confirmation};
 use crate::store::{self, StoreError};
 
 #[derive(Serialize)]
@@ -113,10 +113,7 @@ pub async fn live_access_token(
     state: &AppStateInner,
     token: &str,
 ) -> std::result::Result<Option<AccessTokenClaims>, StoreError> {
-    let Ok(claims) = state
-        .keys
-        .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)
-    else {
+    let Ok(claims) = state.keys.verify_access_token(token) else {
         return Ok(None);
     };
     let now = state.now();
@@ -136,5 +133,5 @@ pub async fn live_access_token(
     if state.client(&claims.client_id).await?.is_none() {
         return Ok(None);
     }
-    Ok(Some(claims))
+    Ok(Some(AccessTokenClaims::clone(&claims)))
 }

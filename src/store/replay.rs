@@ -42,7 +42,7 @@ pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
 /// its short `iat` window. Keys are stored hashed. Returns, per input,
 /// whether it was the first use; within one batch only the first
 /// occurrence of a key can win.
-pub async fn use_many_fast<C: ConnectionTrait + sea_orm::TransactionTrait>(
+pub async fn use_many_fast<C: ConnectionTrait>(
     db: &C,
     items: &[(String, i64)],
 ) -> StoreResult<Vec<bool>> {
@@ -62,28 +62,31 @@ pub async fn use_many_fast<C: ConnectionTrait + sea_orm::TransactionTrait>(
             )
         })
         .collect();
-    let mut sql = String::from("INSERT INTO used_jtis (key, expires_at) VALUES ");
+    // One statement, one round trip: autocommit, with asynchronous commit
+    // switched on for this statement's own transaction only (`set_config`
+    // with is_local; the setting is read when the transaction commits).
+    let mut sql =
+        String::from("INSERT INTO used_jtis (key, expires_at) SELECT v.k, v.e FROM (VALUES ");
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(items.len() * 2);
     for (i, (key, (_, exp))) in hashed.iter().zip(items).enumerate() {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+        sql.push_str(&format!("(${}, ${}::bigint)", 2 * i + 1, 2 * i + 2));
         values.push(key.clone().into());
         values.push((*exp).into());
     }
-    sql.push_str(" ON CONFLICT (key) DO NOTHING RETURNING key");
-    let txn = db.begin().await?;
-    txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
-        .await?;
-    let rows = txn
+    sql.push_str(
+        ") AS v(k, e) WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL \
+         ON CONFLICT (key) DO NOTHING RETURNING key",
+    );
+    let rows = db
         .query_all(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
             sql,
             values,
         ))
         .await?;
-    txn.commit().await?;
     let mut inserted: HashSet<String> = rows
         .iter()
         .filter_map(|r| r.try_get::<String>("", "key").ok())

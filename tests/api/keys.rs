@@ -84,3 +84,35 @@ async fn signing_keys_are_encrypted_at_rest(app: TestApp) {
     );
 }
 both!(signing_keys_are_encrypted_at_rest);
+
+/// Introspection remembers tokens it has verified, per key set: a repeat is
+/// still active, and once the signing key leaves the set (deleted outright
+/// here, as after a key compromise) its unexpired token is inactive at once.
+async fn remembered_tokens_die_with_their_key(app: TestApp) {
+    use sea_orm::EntityTrait;
+    let (id, secret, token) = app.access_token("read").await;
+    let kid = jwt_parts(&token).0["kid"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+    }
+    // Same keys after a reload: still remembered, still active.
+    app.state
+        .keys
+        .reload(&app.state.db, app.now())
+        .await
+        .unwrap();
+    assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+
+    let now = app.now();
+    rotate(&app, now - 600).await; // signs from now on
+    entity::signing_key::Entity::delete_by_id(kid)
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    app.state.keys.reload(&app.state.db, now).await.unwrap();
+    assert_eq!(app.introspect(&id, &secret, &token).await["active"], false);
+    // A token the new key signs is active.
+    let (id, secret, fresh) = app.access_token("read").await;
+    assert_eq!(app.introspect(&id, &secret, &fresh).await["active"], true);
+}
+both!(remembered_tokens_die_with_their_key);
