@@ -127,7 +127,7 @@ for r in raw["rows"]:
     values[(r["backend"], f"{r['scenario']}@{r['connections']}")] = r["rps"]
 top = max(values.values())
 scale_max = 10 ** math.ceil(math.log10(top))
-W, H, left, bottom, top_pad = 1100, 520, 80, 150, 50
+W, H, left, bottom, top_pad = 1140, 520, 130, 150, 50
 plot_w, plot_h = W - left - 20, H - bottom - top_pad
 gw = plot_w / len(groups)
 bw = gw / (len(series) + 1)
@@ -151,7 +151,7 @@ for gi, g in enumerate(groups):
         y = y_of(v)
         svg.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw*0.9:.1f}" height="{top_pad+plot_h-y:.1f}" fill="{color}"><title>{g} {key}: {v:,.0f}</title></rect>')
     cx = left + gi * gw + gw / 2
-    svg.append(f'<text transform="translate({cx:.1f},{top_pad+plot_h+10}) rotate(40)" text-anchor="start">{g}</text>')
+    svg.append(f'<text transform="translate({cx:.1f},{top_pad+plot_h+14}) rotate(-40)" text-anchor="end">{g}</text>')
 for si, (label, _, color) in enumerate(series):
     svg.append(f'<rect x="{left + si*220}" y="{H-24}" width="14" height="14" fill="{color}"/><text x="{left + si*220 + 20}" y="{H-12}">{label}</text>')
 svg.append("</svg>")
