@@ -6,9 +6,9 @@
 //! once. `sign/jsonwebtoken_encode` is `jsonwebtoken::encode` with the
 //! same key, which re-parses the PKCS#8 key on every call.
 
-use agentauth::keys::{SigningKey, verify_jwt};
-use agentauth::oauth::dpop::{Expectations, verify_proof};
-use agentauth::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience};
+use agentauth::keys::{SigningAlg, SigningKey, verify_jwt};
+use agentauth_resource::dpop::{Expectations, verify_proof};
+use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
@@ -27,11 +27,16 @@ fn claims() -> AccessTokenClaims {
         exp: 1_800_000_900,
         nbf: None,
         cnf: None,
+        act: None,
+        may_act: None,
+        agent_id: None,
+        owner: None,
+        extra: Default::default(),
     }
 }
 
 fn bench(c: &mut Criterion) {
-    let (key, pkcs8) = SigningKey::generate("bench").expect("key");
+    let (key, pkcs8) = SigningKey::generate("bench", SigningAlg::Rs256).expect("key");
     let claims = claims();
     let mut group = c.benchmark_group("access_token");
     group.throughput(Throughput::Elements(1));
@@ -52,7 +57,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let token = key.sign(ACCESS_TOKEN_TYP, &claims).expect("sign");
-    let decoding = key.decoding_key();
+    let decoding = key.verifying_key().expect("public key");
     group.bench_function("verify", |b| {
         b.iter(|| {
             verify_jwt::<AccessTokenClaims, _>(&token, ACCESS_TOKEN_TYP, |_| Some(&decoding))

@@ -25,7 +25,7 @@ use crate::keys::{KeyError, KeyRing};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::oauth::cimd;
 use crate::oauth::client_metadata::RegistrationPolicy;
-use crate::oauth::dpop::NonceKey;
+use agentauth_resource::dpop::NonceKey;
 use crate::store::clients::ClientRecord;
 use crate::store::{self, StoreError};
 
@@ -114,7 +114,14 @@ impl State {
             )
         };
         let csrf_key = kek.derive(b"agentauth csrf v1");
-        let keys = KeyRing::load_or_init(&db, kek, clock.now()).await?;
+        let keys = KeyRing::load_or_init(
+            &db,
+            kek,
+            config.signing_alg,
+            clock.now(),
+            config.access_token_ttl,
+        )
+        .await?;
         let (audit, audit_task) = AuditSink::start(db.clone());
         let per_minute =
             NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);

@@ -304,14 +304,20 @@ async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<
     match cmd {
         KeysCommand::List => {
             let rows = store::keys::list(&db).await?;
-            let signing = rows
-                .iter()
-                .filter(|r| r.activates_at <= now)
-                .map(|r| (r.activates_at, r.kid.as_str()))
-                .max();
+            // Per algorithm, the newest active key signs (for the nodes
+            // whose --signing-alg it is).
+            let signs = |r: &store::keys::KeyRow| {
+                let live = |k: &store::keys::KeyRow| {
+                    k.activates_at <= now && k.retire_after.is_none_or(|t| t > now)
+                };
+                live(r)
+                    && !rows.iter().any(|o| {
+                        o.alg == r.alg && live(o) && (o.activates_at, &o.kid) > (r.activates_at, &r.kid)
+                    })
+            };
             println!("kid\talg\tstate\tactivates_at\tretire_after");
             for r in &rows {
-                let state = if signing.is_some_and(|(_, k)| k == r.kid) {
+                let state = if signs(r) {
                     "signing"
                 } else if r.activates_at > now {
                     "next"
@@ -333,13 +339,22 @@ async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<
         KeysCommand::Rotate {
             publish_delay,
             access_token_ttl,
+            signing_alg,
         } => {
             let kek = load_kek(&storage)?;
             // Refuse to rotate under a KEK that cannot open the current keys.
-            keys::KeyRing::load_or_init(&db, load_kek(&storage)?, now).await?;
+            keys::KeyRing::load_or_init(
+                &db,
+                load_kek(&storage)?,
+                signing_alg,
+                now,
+                i64::from(access_token_ttl),
+            )
+            .await?;
             let row = keys::rotate(
                 &db,
                 &kek,
+                signing_alg,
                 now,
                 i64::from(publish_delay),
                 i64::from(access_token_ttl),

@@ -2,31 +2,85 @@
 //! publish-before-use window, and the in-memory key set every node signs
 //! and verifies with.
 //!
+//! Keys sign with RS256 (the default), ES256 or EdDSA (`--signing-alg`).
+//! The algorithm is stored with each key and pinned to it: verification
+//! never reads it from the token. Keys of every algorithm are published in
+//! the JWKS side by side; the newest active key of the configured algorithm
+//! signs.
+//!
 //! Signing uses aws-lc-rs directly with a key parsed once at load:
 //! `jsonwebtoken::encode` re-parses the PKCS#8 key on every call, which
 //! costs a measurable share of each signature (see `benches/tokens.rs`).
-//! Verification goes through `jsonwebtoken` with the algorithm pinned;
-//! access tokens it has verified are remembered per key set (see
+//! Verification goes through the resource kit's [`verify_jwt`]; access
+//! tokens it has verified are remembered per key set (see
 //! [`KeyRing::verify_access_token`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use agentauth_resource::jwt::{KeySource, VerifyingKey};
+pub use agentauth_resource::jwt::{VerifyError, verify_jwt};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use sea_orm::DatabaseConnection;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+    RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crypto::{Kek, b64url, random_id};
-use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims};
-use crate::store::{self, StoreError};
+use crate::store::{self, Db, StoreError};
 
-/// The one algorithm our keys sign with. Pinned per key and stored with it.
-pub const SIGNING_ALG: &str = "RS256";
+/// The JWS algorithms our keys sign with (RFC 7518 §3, RFC 8037).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SigningAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, RSA-2048 (what every client verifies).
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 with SHA-256: about ten times the signing rate of RS256.
+    #[value(name = "ES256")]
+    Es256,
+    /// Ed25519 (RFC 8037 `EdDSA`).
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "RS256" => Self::Rs256,
+            "ES256" => Self::Es256,
+            "EdDSA" => Self::EdDsa,
+            _ => return None,
+        })
+    }
+
+    pub fn jws(self) -> Algorithm {
+        match self {
+            Self::Rs256 => Algorithm::RS256,
+            Self::Es256 => Algorithm::ES256,
+            Self::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
+impl std::fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -42,17 +96,24 @@ pub enum KeyError {
     NoActiveKey,
 }
 
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
 /// A private key ready to sign, parsed once.
 pub struct SigningKey {
     pub kid: String,
+    pub alg: SigningAlg,
     pub activates_at: i64,
-    pair: RsaKeyPair,
+    pair: Pair,
     rng: SystemRandom,
 }
 
 impl SigningKey {
     /// RFC 7515 compact serialization of `claims` with header
-    /// `{"alg":"RS256","typ":typ,"kid":kid}`.
+    /// `{"alg":alg,"typ":typ,"kid":kid}`.
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
         self.finish(self.signing_input(typ, claims)?)
     }
@@ -67,7 +128,7 @@ impl SigningKey {
             kid: &'a str,
         }
         let header = serde_json::to_vec(&Header {
-            alg: SIGNING_ALG,
+            alg: self.alg.as_str(),
             typ,
             kid: &self.kid,
         })
@@ -83,13 +144,138 @@ impl SigningKey {
     /// Signs a signing input and appends the signature: the private-key
     /// operation, and the only expensive step.
     pub fn finish(&self, mut jws: String) -> Result<String, KeyError> {
-        let mut signature = vec![0u8; self.pair.public_modulus_len()];
-        self.pair
-            .sign(&RSA_PKCS1_SHA256, &self.rng, jws.as_bytes(), &mut signature)
-            .map_err(|_| KeyError::Sign)?;
+        let signature = match &self.pair {
+            Pair::Rsa(pair) => {
+                let mut signature = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &self.rng, jws.as_bytes(), &mut signature)
+                    .map_err(|_| KeyError::Sign)?;
+                signature
+            }
+            // RFC 7518 §3.4: R ‖ S, 64 bytes (the FIXED encoding).
+            Pair::Ec(pair) => pair
+                .sign(&self.rng, jws.as_bytes())
+                .map_err(|_| KeyError::Sign)?
+                .as_ref()
+                .to_vec(),
+            Pair::Ed(pair) => pair.sign(jws.as_bytes()).as_ref().to_vec(),
+        };
         jws.push('.');
         jws.push_str(&b64url(&signature));
         Ok(jws)
+    }
+
+    /// Parses a PKCS#8 private key of `alg`.
+    pub fn from_pkcs8(
+        kid: &str,
+        alg: SigningAlg,
+        activates_at: i64,
+        pkcs8: &[u8],
+    ) -> Result<Self, KeyError> {
+        let open = |why: String| KeyError::Open {
+            kid: kid.to_string(),
+            why,
+        };
+        let pair = match alg {
+            SigningAlg::Rs256 => {
+                Pair::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| open(e.to_string()))?)
+            }
+            SigningAlg::Es256 => Pair::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .map_err(|e| open(e.to_string()))?,
+            ),
+            SigningAlg::EdDsa => {
+                Pair::Ed(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| open(e.to_string()))?)
+            }
+        };
+        Ok(Self {
+            kid: kid.to_string(),
+            alg,
+            activates_at,
+            pair,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A fresh key and its PKCS#8 encoding. RSA generation takes tens of
+    /// milliseconds: call it off the async executor.
+    pub fn generate(kid: &str, alg: SigningAlg) -> Result<(Self, Vec<u8>), KeyError> {
+        let pkcs8 = match alg {
+            SigningAlg::Rs256 => aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048)
+                .map_err(|_| KeyError::Generate)?
+                .as_der()
+                .map_err(|_| KeyError::Generate)?
+                .as_ref()
+                .to_vec(),
+            SigningAlg::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .and_then(|p| p.to_pkcs8v1())
+                .map_err(|_| KeyError::Generate)?
+                .as_ref()
+                .to_vec(),
+            SigningAlg::EdDsa => Ed25519KeyPair::generate()
+                .and_then(|p| p.to_pkcs8())
+                .map_err(|_| KeyError::Generate)?
+                .as_ref()
+                .to_vec(),
+        };
+        Ok((Self::from_pkcs8(kid, alg, 0, &pkcs8)?, pkcs8))
+    }
+
+    /// The public half with its pinned algorithm, for verification.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
+        let key = match &self.pair {
+            Pair::Rsa(pair) => {
+                let (n, e) = rsa_components(pair);
+                DecodingKey::from_rsa_raw_components(&n, &e)
+            }
+            Pair::Ec(pair) => {
+                let (x, y) = ec_coordinates(pair)?;
+                DecodingKey::from_ec_components(&b64url(x), &b64url(y))
+                    .map_err(|_| KeyError::Generate)?
+            }
+            Pair::Ed(pair) => DecodingKey::from_ed_components(&b64url(pair.public_key().as_ref()))
+                .map_err(|_| KeyError::Generate)?,
+        };
+        Ok(VerifyingKey {
+            alg: self.alg.jws(),
+            key,
+        })
+    }
+
+    /// RFC 7517 public JWK with `kid`, `alg` and `use`.
+    pub fn public_jwk(&self) -> Result<serde_json::Value, KeyError> {
+        let mut jwk = match &self.pair {
+            Pair::Rsa(pair) => {
+                let (n, e) = rsa_components(pair);
+                serde_json::json!({ "kty": "RSA", "n": b64url(&n), "e": b64url(&e) })
+            }
+            Pair::Ec(pair) => {
+                let (x, y) = ec_coordinates(pair)?;
+                serde_json::json!({ "kty": "EC", "crv": "P-256", "x": b64url(x), "y": b64url(y) })
+            }
+            Pair::Ed(pair) => serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": b64url(pair.public_key().as_ref()),
+            }),
+        };
+        jwk["use"] = "sig".into();
+        jwk["alg"] = self.alg.as_str().into();
+        jwk["kid"] = self.kid.clone().into();
+        Ok(jwk)
+    }
+}
+
+fn rsa_components(pair: &RsaKeyPair) -> (Vec<u8>, Vec<u8>) {
+    use aws_lc_rs::signature::RsaSubjectPublicKey;
+    let public: &RsaSubjectPublicKey = pair.public_key();
+    let n = public.modulus().big_endian_without_leading_zero().to_vec();
+    let e = public.exponent().big_endian_without_leading_zero().to_vec();
+    (n, e)
+}
+
+/// The affine coordinates of an uncompressed P-256 point `04 ‖ x ‖ y`.
+fn ec_coordinates(pair: &EcdsaKeyPair) -> Result<(&[u8], &[u8]), KeyError> {
+    match pair.public_key().as_ref() {
+        [0x04, rest @ ..] if rest.len() == 64 => Ok(rest.split_at(32)),
+        _ => Err(KeyError::Generate),
     }
 }
 
@@ -98,7 +284,9 @@ impl SigningKey {
 pub struct KeySet {
     /// Sorted by `activates_at`; the newest already active one signs.
     signers: Vec<Arc<SigningKey>>,
-    verifiers: HashMap<String, DecodingKey>,
+    /// The algorithm this node signs with.
+    alg: SigningAlg,
+    verifiers: HashMap<String, Arc<VerifyingKey>>,
     pub jwks_json: String,
     /// Access tokens whose signature one of these keys verified, by SHA-256
     /// of the token. Shared by a reloaded set with exactly the same keys;
@@ -114,58 +302,67 @@ type VerifiedTokens = moka::sync::Cache<[u8; 32], Arc<AccessTokenClaims>>;
 const VERIFIED_TOKENS: u64 = 20_000;
 
 impl KeySet {
+    /// The newest active key of the configured algorithm.
     pub fn signer(&self, now: i64) -> Option<&Arc<SigningKey>> {
-        self.signers.iter().rev().find(|k| k.activates_at <= now)
+        self.signers
+            .iter()
+            .rev()
+            .find(|k| k.alg == self.alg && k.activates_at <= now)
     }
 
-    pub fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
+    pub fn verifier(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.verifiers.get(kid)
     }
 }
 
-/// Verification failures. Deliberately coarse: callers turn any of them
-/// into "inactive" or `invalid_token`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum VerifyError {
-    #[error("malformed token")]
-    Malformed,
-    #[error("wrong token type")]
-    Type,
-    #[error("unknown key")]
-    UnknownKey,
-    #[error("bad signature or claims")]
-    Signature,
+impl KeySource for KeyRing {
+    fn key(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+        self.current().verifier(kid).cloned()
+    }
 }
 
 /// The node's key ring. Reloaded from the database periodically so that a
 /// key rotated by another process or node is picked up.
 pub struct KeyRing {
     kek: Kek,
+    alg: SigningAlg,
     set: RwLock<Arc<KeySet>>,
 }
 
 impl KeyRing {
-    /// Loads the keys, generating the first one if there is none.
+    /// Loads the keys, generating one of `alg` if none of that algorithm
+    /// can sign. Keys of another algorithm (the operator switched
+    /// `--signing-alg`) stay published until every token they signed has
+    /// expired (`max_token_ttl`), then leave the JWKS.
     pub async fn load_or_init(
-        db: &DatabaseConnection,
+        db: &Db,
         kek: Kek,
+        alg: SigningAlg,
         now: i64,
+        max_token_ttl: i64,
     ) -> Result<Self, KeyError> {
         let mut rows = store::keys::list(db).await?;
-        if !rows
-            .iter()
-            .any(|k| k.activates_at <= now && k.retire_after.is_none_or(|r| r > now))
-        {
-            let row = generate(&kek, now, now).await?;
-            store::keys::insert(db, row.clone()).await?;
-            tracing::info!(kid = %row.kid, "generated the first signing key");
+        if !rows.iter().any(|k| {
+            k.alg == alg.as_str()
+                && k.activates_at <= now
+                && k.retire_after.is_none_or(|r| r > now)
+        }) {
+            let row = generate(&kek, alg, now, now).await?;
+            let others_retire = now + max_token_ttl + 60;
+            store::keys::insert_first_of_alg(db, row.clone(), others_retire).await?;
+            tracing::info!(kid = %row.kid, alg = %alg, "generated a signing key");
             rows = store::keys::list(db).await?;
         }
-        let set = build_set(&kek, &rows, now, None)?;
+        let set = build_set(&kek, alg, &rows, now, None)?;
         Ok(Self {
             kek,
+            alg,
             set: RwLock::new(Arc::new(set)),
         })
+    }
+
+    pub fn alg(&self) -> SigningAlg {
+        self.alg
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -176,10 +373,10 @@ impl KeyRing {
     }
 
     /// Re-reads keys from the database, reusing already parsed ones.
-    pub async fn reload(&self, db: &DatabaseConnection, now: i64) -> Result<(), KeyError> {
+    pub async fn reload(&self, db: &Db, now: i64) -> Result<(), KeyError> {
         let rows = store::keys::list(db).await?;
         let old = self.current();
-        let set = build_set(&self.kek, &rows, now, Some(&old))?;
+        let set = build_set(&self.kek, self.alg, &rows, now, Some(&old))?;
         if set.signer(now).is_none() {
             return Err(KeyError::NoActiveKey);
         }
@@ -190,12 +387,12 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Verifies a JWT we signed: known `kid`, pinned RS256, expected `typ`,
+    /// Verifies a JWT we signed: known `kid`, its pinned `alg`, expected `typ`,
     /// valid signature. Time and issuer checks are the caller's (they own
     /// the clock); this only proves we issued the bytes.
     pub fn verify<T: DeserializeOwned>(&self, token: &str, typ: &str) -> Result<T, VerifyError> {
         let set = self.current();
-        verify_jwt(token, typ, |kid| set.verifier(kid))
+        verify_jwt(token, typ, |kid| set.verifier(kid).map(Arc::as_ref))
     }
 
     /// [`Self::verify`] for an access token (`typ` `at+jwt`), remembering
@@ -211,134 +408,50 @@ impl KeyRing {
         }
         let claims: Arc<AccessTokenClaims> =
             Arc::new(verify_jwt(token, ACCESS_TOKEN_TYP, |kid| {
-                set.verifier(kid)
+                set.verifier(kid).map(Arc::as_ref)
             })?);
         set.verified.insert(digest, claims.clone());
         Ok(claims)
     }
 }
 
-/// Verifies a JWT signed by one of our keys: known `kid`, pinned RS256,
-/// expected `typ` (short or `application/` form), valid signature.
-pub fn verify_jwt<T: DeserializeOwned, D: std::borrow::Borrow<DecodingKey>>(
-    token: &str,
-    typ: &str,
-    key_for: impl FnOnce(&str) -> Option<D>,
-) -> Result<T, VerifyError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-    if header.alg != Algorithm::RS256 {
-        return Err(VerifyError::Signature);
-    }
-    // RFC 8725 §3.11: explicit typing; `application/` may be omitted (RFC 7515 §4.1.9).
-    let typ_ok = header.typ.as_deref().is_some_and(|t| {
-        let bare = match t.get(..12) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &t[12..],
-            _ => t,
-        };
-        bare.eq_ignore_ascii_case(typ)
-    });
-    if !typ_ok {
-        return Err(VerifyError::Type);
-    }
-    let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
-    let key = key_for(&kid).ok_or(VerifyError::UnknownKey)?;
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    jsonwebtoken::decode::<T>(token, key.borrow(), &validation)
-        .map(|d| d.claims)
-        .map_err(|_| VerifyError::Signature)
-}
-
-impl SigningKey {
-    /// Parses a PKCS#8 RSA private key.
-    pub fn from_pkcs8(kid: &str, activates_at: i64, pkcs8: &[u8]) -> Result<Self, KeyError> {
-        let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| KeyError::Open {
-            kid: kid.to_string(),
-            why: e.to_string(),
-        })?;
-        Ok(Self {
-            kid: kid.to_string(),
-            activates_at,
-            pair,
-            rng: SystemRandom::new(),
-        })
-    }
-
-    /// A fresh RSA-2048 key and its PKCS#8 encoding (benchmarks, tests).
-    pub fn generate(kid: &str) -> Result<(Self, Vec<u8>), KeyError> {
-        let pair =
-            aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
-        let pkcs8 = pair
-            .as_der()
-            .map_err(|_| KeyError::Generate)?
-            .as_ref()
-            .to_vec();
-        Ok((Self::from_pkcs8(kid, 0, &pkcs8)?, pkcs8))
-    }
-
-    /// The public half, for verification.
-    pub fn decoding_key(&self) -> DecodingKey {
-        let (n, e) = rsa_components(&self.pair);
-        DecodingKey::from_rsa_raw_components(&n, &e)
-    }
-}
-
-/// Generates an RSA-2048 key and seals its PKCS#8 DER under the KEK.
-/// Key generation runs on the blocking pool: it takes tens of milliseconds.
+/// Generates a key of `alg` and seals its PKCS#8 DER under the KEK. Key
+/// generation runs on the blocking pool (RSA takes tens of milliseconds).
 pub async fn generate(
     kek: &Kek,
+    alg: SigningAlg,
     now: i64,
     activates_at: i64,
 ) -> Result<store::keys::KeyRow, KeyError> {
-    let pair = tokio::task::spawn_blocking(|| aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048))
-        .await
-        .map_err(|_| KeyError::Generate)?
-        .map_err(|_| KeyError::Generate)?;
-    let pkcs8 = pair.as_der().map_err(|_| KeyError::Generate)?;
-    let signing = RsaKeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Generate)?;
-    let (n, e) = rsa_components(&signing);
     let kid = random_id();
-    let public_jwk = serde_json::json!({
-        "kty": "RSA",
-        "use": "sig",
-        "alg": SIGNING_ALG,
-        "kid": kid,
-        "n": b64url(&n),
-        "e": b64url(&e),
-    });
+    let kid_for_key = kid.clone();
+    let (key, pkcs8) = tokio::task::spawn_blocking(move || SigningKey::generate(&kid_for_key, alg))
+        .await
+        .map_err(|_| KeyError::Generate)??;
     Ok(store::keys::KeyRow {
-        private_key_sealed: kek.seal(kid.as_bytes(), pkcs8.as_ref()),
+        private_key_sealed: kek.seal(kid.as_bytes(), &pkcs8),
+        public_jwk: key.public_jwk()?,
         kid,
-        alg: SIGNING_ALG.to_string(),
-        public_jwk,
+        alg: alg.as_str().to_string(),
         created_at: now,
         activates_at,
         retire_after: None,
     })
 }
 
-fn rsa_components(pair: &RsaKeyPair) -> (Vec<u8>, Vec<u8>) {
-    use aws_lc_rs::signature::RsaSubjectPublicKey;
-    let public: &RsaSubjectPublicKey = pair.public_key();
-    let n = public.modulus().big_endian_without_leading_zero().to_vec();
-    let e = public.exponent().big_endian_without_leading_zero().to_vec();
-    (n, e)
-}
-
 /// Publishes a new key that starts signing after `publish_delay` seconds,
 /// and schedules the current keys to leave the JWKS once every token they
 /// can have signed has expired.
 pub async fn rotate(
-    db: &DatabaseConnection,
+    db: &Db,
     kek: &Kek,
+    alg: SigningAlg,
     now: i64,
     publish_delay: i64,
     max_token_ttl: i64,
 ) -> Result<store::keys::KeyRow, KeyError> {
     let activates_at = now + publish_delay;
-    let row = generate(kek, now, activates_at).await?;
+    let row = generate(kek, alg, now, activates_at).await?;
     // A small margin covers clock skew between nodes.
     let retire_after = activates_at + max_token_ttl + 60;
     store::keys::insert_rotation(db, row.clone(), retire_after, now).await?;
@@ -347,6 +460,7 @@ pub async fn rotate(
 
 fn build_set(
     kek: &Kek,
+    alg: SigningAlg,
     rows: &[store::keys::KeyRow],
     now: i64,
     previous: Option<&KeySet>,
@@ -354,12 +468,19 @@ fn build_set(
     let mut signers = Vec::new();
     let mut verifiers = HashMap::new();
     let mut jwks = Vec::new();
-    let mut rows: Vec<&store::keys::KeyRow> = rows
+    let mut rows: Vec<(&store::keys::KeyRow, SigningAlg)> = rows
         .iter()
-        .filter(|r| r.alg == SIGNING_ALG && r.retire_after.is_none_or(|t| t > now))
+        .filter(|r| r.retire_after.is_none_or(|t| t > now))
+        .filter_map(|r| match SigningAlg::parse(&r.alg) {
+            Some(alg) => Some((r, alg)),
+            None => {
+                tracing::warn!(kid = %r.kid, alg = %r.alg, "signing key of an unknown algorithm skipped");
+                None
+            }
+        })
         .collect();
-    rows.sort_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)));
-    for row in rows {
+    rows.sort_by(|(a, _), (b, _)| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)));
+    for (row, row_alg) in rows {
         let reused = previous
             .and_then(|p| p.signers.iter().find(|k| k.kid == row.kid))
             .cloned();
@@ -372,23 +493,19 @@ fn build_set(
                         kid: row.kid.clone(),
                         why: e.to_string(),
                     })?;
-                let pair = RsaKeyPair::from_pkcs8(&der).map_err(|e| KeyError::Open {
-                    kid: row.kid.clone(),
-                    why: e.to_string(),
-                })?;
-                Arc::new(SigningKey {
-                    kid: row.kid.clone(),
-                    activates_at: row.activates_at,
-                    pair,
-                    rng: SystemRandom::new(),
-                })
+                Arc::new(SigningKey::from_pkcs8(
+                    &row.kid,
+                    row_alg,
+                    row.activates_at,
+                    &der,
+                )?)
             }
         };
-        let (n, e) = rsa_components(&signer.pair);
-        verifiers.insert(
-            row.kid.clone(),
-            DecodingKey::from_rsa_raw_components(&n, &e),
-        );
+        let verifier = match previous.and_then(|p| p.verifiers.get(&row.kid)) {
+            Some(v) => v.clone(),
+            None => Arc::new(signer.verifying_key()?),
+        };
+        verifiers.insert(row.kid.clone(), verifier);
         jwks.push(row.public_jwk.clone());
         signers.push(signer);
     }
@@ -407,6 +524,7 @@ fn build_set(
     };
     Ok(KeySet {
         signers,
+        alg,
         verifiers,
         jwks_json,
         verified,

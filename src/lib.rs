@@ -19,7 +19,6 @@ pub mod keys;
 pub mod metrics;
 pub mod oauth;
 pub mod replay_batch;
-pub mod resource;
 pub mod revocation_cache;
 pub mod signing_pool;
 pub mod store;

@@ -1,4 +1,5 @@
-//! RSA signing on dedicated threads, in arrival order.
+//! RSA signing on dedicated threads, in arrival order (ES256 and EdDSA
+//! keys sign inline: their signatures cost less than the hand-off).
 //!
 //! One RSA-2048 signature is about a quarter of a millisecond of CPU. Done
 //! inline, it occupies a tokio worker, so that cheap requests (JWKS,
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::keys::{KeyError, SigningKey};
+use crate::keys::{KeyError, SigningAlg, SigningKey};
 
 /// Jobs waiting beyond this many are refused (about a third of a second of
 /// work at this machine class's signing rate).
@@ -88,7 +89,9 @@ impl SigningPool {
         claims: &T,
     ) -> Result<String, SignError> {
         let input = key.signing_input(typ, claims)?;
-        let Some(queue) = &self.queue else {
+        // ES256 and EdDSA sign in tens of microseconds, less than the
+        // hand-off to another thread costs: inline.
+        let Some(queue) = self.queue.as_ref().filter(|_| key.alg == SigningAlg::Rs256) else {
             return Ok(key.finish(input)?);
         };
         let (reply, response) = oneshot::channel();
@@ -110,11 +113,10 @@ impl SigningPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::SigningKey;
 
     #[tokio::test]
     async fn signs_in_the_pool_and_refuses_when_the_queue_is_full() {
-        let key = Arc::new(SigningKey::generate("k").unwrap().0);
+        let key = Arc::new(SigningKey::generate("k", SigningAlg::Rs256).unwrap().0);
         let claims = serde_json::json!({"sub": "a"});
 
         // RSASSA-PKCS1-v1_5 is deterministic: the pool signs what inline would.

@@ -12,7 +12,7 @@ use crate::error::{Error, OAuthError};
 use crate::http::OAuthForm;
 use crate::http::client_auth::AuthenticatedClient;
 use crate::oauth::client_metadata::{AuthMethod, GrantType};
-use crate::oauth::dpop::VerifiedProof;
+use agentauth_resource::dpop::VerifiedProof;
 use crate::oauth::pkce;
 use crate::oauth::scope::Scope;
 use crate::store::{self, grants::RefreshRow};

@@ -7,7 +7,7 @@ use crate::error::{Error, OAuthError};
 use crate::http::OAuthForm;
 use crate::http::client_auth::AuthenticatedClient;
 use crate::oauth::client_metadata::AuthMethod;
-use crate::oauth::dpop::VerifiedProof;
+use agentauth_resource::dpop::VerifiedProof;
 
 pub async fn handle(
     state: &State,

@@ -14,8 +14,8 @@ use crate::error::{Error, OAuthError};
 use crate::http::OAuthForm;
 use crate::http::client_auth::AuthenticatedClient;
 use crate::oauth::client_metadata::GrantType;
-use crate::oauth::dpop::VerifiedProof;
-use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, Confirmation};
+use agentauth_resource::dpop::VerifiedProof;
+use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, Confirmation};
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
 use crate::store::audit::AuditEvent;
@@ -150,6 +150,11 @@ pub async fn issue_access_token(
         cnf: req.jkt.map(|jkt| Confirmation {
             jkt: jkt.to_string(),
         }),
+        act: None,
+        may_act: None,
+        agent_id: None,
+        owner: None,
+        extra: Default::default(),
     };
     let keys = state.keys.current();
     let signer = keys

@@ -9,7 +9,7 @@ use crate::crypto::{random_token, sha256};
 use crate::error::{Error, OAuthError};
 use crate::http::OAuthForm;
 use crate::http::client_auth::AuthenticatedClient;
-use crate::oauth::dpop::VerifiedProof;
+use agentauth_resource::dpop::VerifiedProof;
 use crate::oauth::scope::Scope;
 use crate::store::{self, grants::RefreshRow};
 

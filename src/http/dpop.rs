@@ -7,7 +7,7 @@ use moka::ops::compute::{CompResult, Op};
 
 use crate::app::{DpopReplay, State};
 use crate::error::{Error, OAuthError};
-use crate::oauth::dpop::{self, DpopError, Expectations, VerifiedProof};
+use agentauth_resource::dpop::{self, DpopError, Expectations, VerifiedProof};
 
 /// The `DPoP` request header: absent, or exactly one.
 #[derive(Debug, Clone, Default)]

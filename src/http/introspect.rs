@@ -11,7 +11,7 @@ use super::client_auth::{self, Public};
 use super::{OAuthForm, json_no_store};
 use crate::app::{AppState, State as AppStateInner};
 use crate::error::{OAuthError, Result};
-use crate::oauth::jwt::{AccessTokenClaims, Audience, Confirmation};
+use agentauth_resource::claims::{AccessTokenClaims, Audience, Confirmation};
 use crate::store::{self, StoreError};
 
 #[derive(Serialize)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::config::Config;
 use crate::oauth::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS, GrantType};
-use crate::oauth::dpop::DPOP_ALGS;
+use agentauth_resource::dpop::DPOP_ALGS;
 
 /// Client authentication methods accepted at introspection and revocation:
 /// every method except `none` (those endpoints need an authenticated client).

@@ -11,7 +11,7 @@ use super::client_auth::{self, Public};
 use super::{ClientIp, OAuthForm};
 use crate::app::AppState;
 use crate::error::{OAuthError, Result};
-use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
 use crate::store::{self, audit::AuditEvent};
 
 pub async fn post(

@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::client_metadata::CLIENT_ASSERTION_ALGS;
-use super::jwt::Audience;
+use agentauth_resource::claims::Audience;
 
 /// RFC 7523 §2.2 `client_assertion_type`.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

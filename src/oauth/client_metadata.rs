@@ -1,7 +1,7 @@
 //! RFC 7591 §2 client metadata: what a client may ask for, and the checks a
 //! careful authorization server makes before it stores any of it.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -444,22 +444,7 @@ fn validate_jwks(value: serde_json::Value) -> Result<JwkSet, OAuthError> {
     Ok(set)
 }
 
-/// A JWK we can use to verify a client's signature: RSA, EC P-256 or Ed25519.
-pub fn check_public_jwk(jwk: &Jwk) -> Result<(), &'static str> {
-    match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Ok(()),
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            jsonwebtoken::jwk::EllipticCurve::P256 => Ok(()),
-            _ => Err("only the P-256 curve is supported for EC keys"),
-        },
-        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
-            jsonwebtoken::jwk::EllipticCurve::Ed25519 => Ok(()),
-            _ => Err("only Ed25519 is supported for OKP keys"),
-        },
-        AlgorithmParameters::OctetKey(_) => Err("symmetric keys are not allowed"),
-        _ => Err("unsupported key type"),
-    }
-}
+pub use agentauth_resource::jwk::check_public_jwk;
 
 /// RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1: a redirect URI the server
 /// can match exactly and that cannot be bent into an open redirect.

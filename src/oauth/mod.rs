@@ -4,8 +4,6 @@
 pub mod cimd;
 pub mod client_assertion;
 pub mod client_metadata;
-pub mod dpop;
-pub mod jwt;
 pub mod pkce;
 pub mod resource;
 pub mod scope;

@@ -48,3 +48,26 @@ pub async fn insert_rotation<C: ConnectionTrait + TransactionTrait>(
     txn.commit().await?;
     Ok(())
 }
+
+/// In one transaction: keys of other algorithms not yet scheduled for
+/// retirement get `others_retire_after`, and the new key (the first
+/// active one of its algorithm) is inserted.
+pub async fn insert_first_of_alg<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    row: KeyRow,
+    others_retire_after: i64,
+) -> StoreResult<()> {
+    let txn = db.begin().await?;
+    signing_key::Entity::update_many()
+        .col_expr(
+            signing_key::Column::RetireAfter,
+            Expr::value(others_retire_after),
+        )
+        .filter(signing_key::Column::RetireAfter.is_null())
+        .filter(signing_key::Column::Alg.ne(row.alg.clone()))
+        .exec(&txn)
+        .await?;
+    insert(&txn, row).await?;
+    txn.commit().await?;
+    Ok(())
+}

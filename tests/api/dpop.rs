@@ -1,6 +1,6 @@
 //! RFC 9449 at the token endpoint: one test per §4.3 check.
 
-use agentauth::oauth::dpop::{self, DpopError, Expectations};
+use agentauth_resource::dpop::{self, DpopError, Expectations};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use axum::body::Body;

@@ -1,9 +1,9 @@
 use agentauth::crypto::{Kek, random_bytes};
-use agentauth::keys::{self, KeyRing};
+use agentauth::keys::{self, KeyRing, SigningAlg};
 use agentauth::store;
 
 use crate::both;
-use crate::helpers::{TestApp, jwt_parts};
+use crate::helpers::{Backend, TestApp, jwt_parts, serve_args, spawn_app_with};
 
 fn kids(jwks: &serde_json::Value) -> Vec<String> {
     jwks["keys"]
@@ -62,7 +62,7 @@ both!(key_rotation_publishes_before_use_and_retires_after_expiry);
 /// What `agentauth keys rotate` does, under the app's own KEK.
 async fn rotate(app: &TestApp, now: i64) -> store::keys::KeyRow {
     let kek = Kek::from_bytes(&app.kek_bytes).unwrap();
-    keys::rotate(&app.state.db, &kek, now, 600, 900)
+    keys::rotate(&app.state.db, &kek, SigningAlg::Rs256, now, 600, 900)
         .await
         .unwrap()
 }
@@ -78,7 +78,7 @@ async fn signing_keys_are_encrypted_at_rest(app: TestApp) {
     assert_eq!(row.alg, "RS256");
     let wrong = Kek::from_bytes(&random_bytes::<32>()).unwrap();
     assert!(
-        KeyRing::load_or_init(&app.state.db, wrong, app.now())
+        KeyRing::load_or_init(&app.state.db, wrong, SigningAlg::Rs256, app.now(), 900)
             .await
             .is_err()
     );
@@ -116,3 +116,59 @@ async fn remembered_tokens_die_with_their_key(app: TestApp) {
     assert_eq!(app.introspect(&id, &secret, &fresh).await["active"], true);
 }
 both!(remembered_tokens_die_with_their_key);
+
+/// `--signing-alg ES256` and `EdDSA`: tokens carry the key's algorithm, the
+/// JWKS publishes the key with it, introspection accepts the tokens, and a
+/// resource server that knows only the published JWKS verifies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_and_eddsa_keys_sign_and_verify() {
+    use agentauth_resource::{ACCESS_TOKEN_TYP, AccessTokenClaims, StaticKeys, verify_jwt};
+    for (alg, kty) in [(SigningAlg::Es256, "EC"), (SigningAlg::EdDsa, "OKP")] {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let mut args = serve_args();
+            args.signing_alg = alg;
+            let app = spawn_app_with(backend, args).await;
+            let (id, secret, token) = app.access_token("read").await;
+            let (header, _) = jwt_parts(&token);
+            assert_eq!(header["alg"], alg.as_str());
+            let jwks = app.get("/jwks.json").await.json();
+            let key = &jwks["keys"][0];
+            assert_eq!((key["alg"].as_str(), key["kty"].as_str()), (Some(alg.as_str()), Some(kty)));
+            assert!(key.get("d").is_none(), "no private member");
+            assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+
+            let keys = StaticKeys::from_jwks(&serde_json::from_value(jwks).unwrap());
+            let claims: AccessTokenClaims =
+                verify_jwt(&token, ACCESS_TOKEN_TYP, |kid| keys.get(kid)).unwrap();
+            assert_eq!(claims.client_id, id);
+        }
+    }
+}
+
+/// Switching `--signing-alg` generates a key of the new algorithm at start,
+/// keeps the old one published until the longest token it signed has
+/// expired, then drops it; its tokens verify meanwhile.
+async fn switching_algorithm_retires_the_old_key_after_its_tokens(app: TestApp) {
+    let (id, secret, old_token) = app.access_token("read").await;
+    let now = app.now();
+    let kek = Kek::from_bytes(&app.kek_bytes).unwrap();
+    let ring = KeyRing::load_or_init(&app.state.db, kek, SigningAlg::Es256, now, 900)
+        .await
+        .unwrap();
+    let set = ring.current();
+    let signer = set.signer(now).unwrap();
+    assert_eq!(signer.alg, SigningAlg::Es256);
+    let rows = store::keys::list(&app.state.db).await.unwrap();
+    let old = rows.iter().find(|r| r.alg == "RS256").unwrap();
+    assert_eq!(old.retire_after, Some(now + 900 + 60));
+    assert_eq!(kids(&serde_json::from_str(&set.jwks_json).unwrap()).len(), 2);
+    assert!(ring.verify_access_token(&old_token).is_ok());
+    // The running RS256 node now finds its key retiring but still signing.
+    app.state.keys.reload(&app.state.db, now).await.unwrap();
+    assert_eq!(app.introspect(&id, &secret, &old_token).await["active"], true);
+
+    ring.reload(&app.state.db, now + 961).await.unwrap();
+    let jwks: serde_json::Value = serde_json::from_str(&ring.current().jwks_json).unwrap();
+    assert_eq!(kids(&jwks), vec![signer.kid.clone()]);
+}
+both!(switching_algorithm_retires_the_old_key_after_its_tokens);

@@ -2,11 +2,10 @@
 //! server using our kit sees.
 
 use agentauth::app::AppState;
-use agentauth::oauth::dpop::{self, NonceKey};
-use agentauth::resource::{KeySource, ResourceError, ResourceVerifier};
+use agentauth_resource::dpop::{self, NonceKey};
+use agentauth_resource::{KeySource, ResourceError, ResourceVerifier, VerifyingKey};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
-use jsonwebtoken::DecodingKey;
 use serde_json::json;
 
 use crate::dpop::ProofKey;
@@ -17,7 +16,7 @@ const MCP: &str = "https://mcp.example.com/mcp";
 struct AsKeys(AppState);
 
 impl KeySource for AsKeys {
-    fn key(&self, kid: &str) -> Option<DecodingKey> {
+    fn key(&self, kid: &str) -> Option<std::sync::Arc<VerifyingKey>> {
         self.0.keys.key(kid)
     }
 }

@@ -2,32 +2,18 @@
 //! when it is DPoP-bound, its proof (RFC 9449 §7), and answer failures with
 //! RFC 6750 / RFC 9449 `WWW-Authenticate` challenges.
 //!
-//! This is the core of the resource kit; fetching and caching a remote
-//! JWKS and RFC 9728 metadata come with the kit itself. Keys come from any
-//! [`KeySource`]; the authorization server's own [`KeyRing`] is one.
+//! Keys come from any [`KeySource`]: a [`crate::StaticKeys`] read from a
+//! JWKS, or the authorization server's own key ring.
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use jsonwebtoken::DecodingKey;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
-use crate::keys::{KeyRing, verify_jwt};
-use crate::oauth::dpop::{self, DPOP_ALGS, DpopError, Expectations, NonceKey};
-use crate::oauth::jwt::{ACCESS_TOKEN_TYP, AccessTokenClaims};
-
-/// Where verification keys come from, by `kid`.
-pub trait KeySource: Send + Sync {
-    fn key(&self, kid: &str) -> Option<DecodingKey>;
-}
-
-impl KeySource for KeyRing {
-    fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.current().verifier(kid).cloned()
-    }
-}
+use crate::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use crate::dpop::{self, DPOP_ALGS, DpopError, Expectations, NonceKey};
+use crate::jwt::{KeySource, verify_jwt};
 
 /// Why a request was refused; each maps to one challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +157,19 @@ impl<K: KeySource> ResourceVerifier<K> {
     }
 }
 
-impl IntoResponse for ResourceError {
+/// An HTTP status with the `WWW-Authenticate` challenges and the
+/// `DPoP-Nonce` that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub status: StatusCode,
+    pub www_authenticate: Vec<HeaderValue>,
+    pub dpop_nonce: Option<HeaderValue>,
+}
+
+impl ResourceError {
     /// RFC 6750 §3 and RFC 9449 §7.1: a `DPoP` challenge (with `algs`)
     /// always, and a `Bearer` one for bearer failures.
-    fn into_response(self) -> Response {
+    pub fn challenge(&self) -> Challenge {
         let algs = DPOP_ALGS.join(" ");
         let quote = |s: &str| s.replace(['"', '\\'], "'");
         let (status, challenges, nonce) = match &self {
@@ -224,16 +219,33 @@ impl IntoResponse for ResourceError {
                 Some(nonce.clone()),
             ),
         };
-        let mut response = status.into_response();
-        let headers = response.headers_mut();
-        for c in challenges {
-            if let Ok(v) = HeaderValue::from_str(&c) {
-                headers.append(header::WWW_AUTHENTICATE, v);
-            }
+        Challenge {
+            status,
+            www_authenticate: challenges
+                .iter()
+                .filter_map(|c| HeaderValue::from_str(c).ok())
+                .collect(),
+            dpop_nonce: nonce.and_then(|n| HeaderValue::from_str(&n).ok()),
         }
-        if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+    }
+
+    /// The response headers of [`Self::challenge`], for any HTTP stack.
+    pub fn headers(&self) -> (StatusCode, HeaderMap) {
+        let challenge = self.challenge();
+        let mut headers = HeaderMap::new();
+        for v in challenge.www_authenticate {
+            headers.append(header::WWW_AUTHENTICATE, v);
+        }
+        if let Some(v) = challenge.dpop_nonce {
             headers.insert("dpop-nonce", v);
         }
-        response
+        (challenge.status, headers)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for ResourceError {
+    fn into_response(self) -> axum::response::Response {
+        self.headers().into_response()
     }
 }

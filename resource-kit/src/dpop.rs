@@ -1,18 +1,19 @@
 //! RFC 9449 DPoP: proof checking (§4.3), server nonces (§8), the JWK
 //! thumbprint that binds tokens (§6, RFC 7638), and `ath` (§4.2).
 //!
-//! Pure protocol code: the replay store and the HTTP shapes live with the
-//! callers ([`crate::http::dpop`]).
+//! Pure protocol code: the replay store (a `jti` is spent once per
+//! `(jkt, jti)`) and the HTTP shapes live with the callers: the
+//! authorization server's token endpoint and [`crate::ResourceVerifier`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use url::Url;
 
-use super::client_metadata::check_public_jwk;
-use crate::crypto::sha256;
+use crate::jwk::{check_public_jwk, has_private_members, thumbprint};
+use crate::sha256;
 
 /// RFC 9449 §4.2 `typ`.
 pub const DPOP_TYP: &str = "dpop+jwt";
@@ -106,10 +107,7 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
     let alg = algorithm(alg_name).ok_or(Invalid("DPoP proof alg is not supported"))?;
     // §4.3 (7): the jwk is a public key.
     let jwk_value = raw.get("jwk").ok_or(Invalid("DPoP proof has no jwk"))?;
-    if ["d", "p", "q", "dp", "dq", "qi", "k", "oth"]
-        .iter()
-        .any(|m| jwk_value.get(m).is_some())
-    {
+    if has_private_members(jwk_value) {
         return Err(Invalid("DPoP proof jwk must not contain a private key"));
     }
     let jwk: Jwk = serde_json::from_value(jwk_value.clone())
@@ -157,9 +155,7 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
     {
         return Err(Invalid("DPoP proof ath does not match the access token"));
     }
-    let jkt = jwk
-        .thumbprint(ThumbprintHash::SHA256)
-        .map_err(|_| Invalid("DPoP proof jwk is malformed"))?;
+    let jkt = thumbprint(&jwk).map_err(|_| Invalid("DPoP proof jwk is malformed"))?;
     Ok(VerifiedProof {
         jkt,
         jti: claims.jti,
