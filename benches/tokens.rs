@@ -7,8 +7,8 @@
 //! same key, which re-parses the PKCS#8 key on every call.
 
 use agentauth::keys::{SigningAlg, SigningKey, verify_jwt};
-use agentauth_resource::dpop::{Expectations, verify_proof};
 use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience};
+use agentauth_resource::dpop::{Expectations, verify_proof};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;

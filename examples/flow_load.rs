@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         &RegistrationPolicy {
             scopes_supported: None,
             insecure_fetch: false,
+            grants: &agentauth::grants::Registry::standard(),
         },
     )
     .map_err(|e| anyhow::anyhow!("{:?}", e.description))?;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
+use crate::store::Db;
 use tokio::sync::mpsc;
 
 use crate::store::{self, audit::AuditEvent};
@@ -25,7 +25,7 @@ pub struct AuditSink {
 impl AuditSink {
     /// Starts the writer task; it drains the channel and exits when every
     /// sender is dropped.
-    pub fn start(db: DatabaseConnection) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(db: Db) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CAPACITY);
         let handle = tokio::spawn(writer(db, rx));
         (Self { tx }, handle)
@@ -40,7 +40,7 @@ impl AuditSink {
     }
 }
 
-async fn writer(db: DatabaseConnection, mut rx: mpsc::Receiver<AuditEvent>) {
+async fn writer(db: Db, mut rx: mpsc::Receiver<AuditEvent>) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let received = rx.recv_many(&mut batch, BATCH).await;

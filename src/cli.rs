@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::app::{self, State};
 use crate::clock::{Clock, SystemClock};
 use crate::config::UserCommand;
 use crate::config::{
@@ -17,6 +16,8 @@ use crate::config::{
 use crate::crypto::{Kek, random_bytes, random_id, random_token, sha256};
 use crate::keys;
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
+use crate::router;
+use crate::state::{self, State};
 use crate::store::{self, audit::AuditEvent, clients::ClientRecord};
 
 pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Result<()> {
@@ -141,9 +142,9 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     .context("connecting to the database")?;
     let listen = config.listen;
     let (state, audit_task) = State::new(config, db, kek, Arc::new(SystemClock)).await?;
-    let upkeep = app::spawn_upkeep(state.clone());
-    let revocation_refresh = app::spawn_revocation_refresh(state.clone());
-    let router = app::build(state.clone());
+    let upkeep = state::spawn_upkeep(state.clone());
+    let revocation_refresh = state::spawn_revocation_refresh(state.clone());
+    let router = router::build(state.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -190,7 +191,7 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
         ClientCommand::Create(args) => create_client(&db, args, now).await?,
         ClientCommand::List => {
             for c in store::clients::list(&db).await? {
-                let grants: Vec<&str> = c.metadata.grant_types.iter().map(|g| g.as_str()).collect();
+                let grants = &c.metadata.grant_types;
                 println!(
                     "{}\t{}\t{}\t{}",
                     c.client_id,
@@ -245,9 +246,11 @@ async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyh
         token_endpoint_auth_method: Some(args.auth_method),
         ..Default::default()
     };
+    let grants = crate::grants::Registry::standard();
     let policy = RegistrationPolicy {
         scopes_supported: None,
         insecure_fetch: false,
+        grants: &grants,
     };
     let metadata = ClientMetadata::validate(request, &policy)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.error, e.description.unwrap_or_default()))?;
@@ -312,7 +315,9 @@ async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<
                 };
                 live(r)
                     && !rows.iter().any(|o| {
-                        o.alg == r.alg && live(o) && (o.activates_at, &o.kid) > (r.activates_at, &r.kid)
+                        o.alg == r.alg
+                            && live(o)
+                            && (o.activates_at, &o.kid) > (r.activates_at, &r.kid)
                     })
             };
             println!("kid\talg\tstate\tactivates_at\tretire_after");

@@ -5,153 +5,12 @@
 //! (503 with `Retry-After`) or [`Error::Internal`] (500 `server_error`);
 //! their cause is logged, never sent.
 
-use std::borrow::Cow;
-
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+pub use crate::oauth::error::OAuthError;
 use crate::store::StoreError;
-
-/// An error the client is told about, named by its RFC code.
-#[derive(Debug, Clone)]
-pub struct OAuthError {
-    pub status: StatusCode,
-    pub error: &'static str,
-    pub description: Option<Cow<'static, str>>,
-    /// `WWW-Authenticate` challenge, for 401s.
-    pub challenge: Option<String>,
-    /// `Retry-After`, for 429s.
-    pub retry_after: Option<u64>,
-    /// `DPoP-Nonce` (RFC 9449 §8), with `use_dpop_nonce`.
-    pub dpop_nonce: Option<String>,
-}
-
-impl OAuthError {
-    pub fn new(
-        status: StatusCode,
-        error: &'static str,
-        description: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            status,
-            error,
-            description: Some(description.into()),
-            challenge: None,
-            retry_after: None,
-            dpop_nonce: None,
-        }
-    }
-
-    /// RFC 6749 §5.2 `invalid_request`.
-    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
-    }
-
-    /// RFC 6749 §5.2 `invalid_client`: 401 with a `Basic` challenge
-    /// (RFC 7235 requires a challenge on every 401).
-    pub fn invalid_client(description: impl Into<Cow<'static, str>>) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description);
-        e.challenge = Some(r#"Basic realm="agentauth", charset="UTF-8""#.into());
-        e
-    }
-
-    pub fn invalid_grant(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
-    }
-
-    pub fn unauthorized_client(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
-    }
-
-    pub fn unsupported_grant_type(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            description,
-        )
-    }
-
-    pub fn unsupported_token_type(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_token_type",
-            description,
-        )
-    }
-
-    pub fn invalid_scope(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
-    }
-
-    /// RFC 8707 §2 `invalid_target`.
-    pub fn invalid_target(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
-    }
-
-    /// RFC 6750 §3.1 `invalid_token`, with a `Bearer` challenge.
-    pub fn invalid_token(description: impl Into<Cow<'static, str>>) -> Self {
-        let description = description.into();
-        let mut e = Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            description.clone(),
-        );
-        e.challenge = Some(format!(
-            r#"Bearer realm="agentauth", error="invalid_token", error_description="{}""#,
-            description.replace(['"', '\\'], "'")
-        ));
-        e
-    }
-
-    /// RFC 7591 §3.2.2 `invalid_redirect_uri`.
-    pub fn invalid_redirect_uri(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_redirect_uri", description)
-    }
-
-    /// RFC 7591 §3.2.2 `invalid_client_metadata`.
-    pub fn invalid_client_metadata(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_client_metadata",
-            description,
-        )
-    }
-
-    /// RFC 9449 §5 `invalid_dpop_proof` at the token endpoint.
-    pub fn invalid_dpop_proof(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description)
-    }
-
-    /// RFC 9449 §8 `use_dpop_nonce`, carrying the nonce to retry with.
-    pub fn use_dpop_nonce(nonce: String) -> Self {
-        let mut e = Self::new(
-            StatusCode::BAD_REQUEST,
-            "use_dpop_nonce",
-            "a DPoP nonce is required; retry with the one in DPoP-Nonce",
-        );
-        e.dpop_nonce = Some(nonce);
-        e
-    }
-
-    pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            format!("request body larger than {limit} bytes"),
-        )
-    }
-
-    pub fn too_many_requests(retry_after: u64) -> Self {
-        let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "slow_down",
-            "too many requests; retry later",
-        );
-        e.retry_after = Some(retry_after.max(1));
-        e
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -199,7 +58,8 @@ impl IntoResponse for OAuthError {
             error: self.error,
             error_description: self.description.as_deref(),
         };
-        let mut response = (self.status, json_no_store(&body)).into_response();
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut response = (status, json_no_store(&body)).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -227,7 +87,7 @@ impl IntoResponse for Error {
             Error::Unavailable(cause) => {
                 tracing::error!(error = %cause, "storage failure");
                 let mut e = OAuthError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    503,
                     "temporarily_unavailable",
                     "storage is unavailable; retry later",
                 );
@@ -237,7 +97,7 @@ impl IntoResponse for Error {
             Error::Overloaded => {
                 tracing::warn!("signing queue full; request refused");
                 let mut e = OAuthError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    503,
                     "temporarily_unavailable",
                     "the server is at capacity; retry later",
                 );
@@ -246,12 +106,7 @@ impl IntoResponse for Error {
             }
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
-                OAuthError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal error",
-                )
-                .into_response()
+                OAuthError::new(500, "server_error", "internal error").into_response()
             }
         }
     }

@@ -25,8 +25,8 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
-    RSA_PKCS1_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+    RsaKeyPair,
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
@@ -343,9 +343,7 @@ impl KeyRing {
     ) -> Result<Self, KeyError> {
         let mut rows = store::keys::list(db).await?;
         if !rows.iter().any(|k| {
-            k.alg == alg.as_str()
-                && k.activates_at <= now
-                && k.retire_after.is_none_or(|r| r > now)
+            k.alg == alg.as_str() && k.activates_at <= now && k.retire_after.is_none_or(|r| r > now)
         }) {
             let row = generate(&kek, alg, now, now).await?;
             let others_retire = now + max_token_ttl + 60;

@@ -1,13 +1,15 @@
 //! agentauth: an OAuth 2.1 authorization server for AI agents and the MCP
 //! servers they call.
 //!
-//! `app::build` assembles the router from an [`app::AppState`];
-//! `main.rs` only parses the command line and runs it.
+//! [`state::State::new`] builds what handlers share, [`router::build`] the
+//! routes over it; `main.rs` only parses the command line and runs it.
+//! The layers, and what may import what, are in the README's architecture
+//! section.
 
 pub mod accounts;
-pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -20,5 +22,8 @@ pub mod metrics;
 pub mod oauth;
 pub mod replay_batch;
 pub mod revocation_cache;
+pub mod router;
 pub mod signing_pool;
+pub mod state;
 pub mod store;
+pub mod templates;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
+use crate::store::Db;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::store::{self, StoreError};
@@ -25,7 +25,7 @@ pub struct ReplayBatcher {
 }
 
 impl ReplayBatcher {
-    pub fn start(db: DatabaseConnection) -> Self {
+    pub fn start(db: Db) -> Self {
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(worker(db, rx));
         Self { tx }
@@ -33,8 +33,7 @@ impl ReplayBatcher {
 
     /// `true` when this is the first use of `key`.
     pub async fn use_once(&self, key: String, expires_at: i64) -> Result<bool, StoreError> {
-        let unavailable =
-            |why: &str| StoreError(sea_orm::DbErr::Custom(format!("replay store: {why}")));
+        let unavailable = |why: &str| StoreError::unavailable(format!("replay store: {why}"));
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((key, expires_at, reply))
@@ -47,7 +46,7 @@ impl ReplayBatcher {
     }
 }
 
-async fn worker(db: DatabaseConnection, mut rx: mpsc::Receiver<(String, i64, Reply)>) {
+async fn worker(db: Db, mut rx: mpsc::Receiver<(String, i64, Reply)>) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         // Waiting for a free slot before receiving lets requests gather.

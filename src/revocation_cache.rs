@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use sea_orm::DatabaseConnection;
+use crate::store::Db;
 
 use crate::store::{self, StoreError};
 
@@ -36,7 +36,7 @@ pub struct RevocationCache {
 
 impl RevocationCache {
     /// Pulls new revocations and drops expired ones.
-    pub async fn refresh(&self, db: &DatabaseConnection, now: i64) -> Result<(), StoreError> {
+    pub async fn refresh(&self, db: &Db, now: i64) -> Result<(), StoreError> {
         // A revocation committed after this point invalidates, changing
         // `fresh_at`; the compare-and-swap below then leaves the cache stale.
         let seen = self.fresh_at.load(Ordering::Acquire);
@@ -66,12 +66,7 @@ impl RevocationCache {
         self.fresh_at.store(-n, Ordering::Release);
     }
 
-    pub async fn is_revoked(
-        &self,
-        db: &DatabaseConnection,
-        jti: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn is_revoked(&self, db: &Db, jti: &str, now: i64) -> Result<bool, StoreError> {
         let at = self.fresh_at.load(Ordering::Acquire);
         let fresh = at > 0 && now - at <= FRESH_FOR;
         if fresh && let Ok(map) = self.revoked.read() {

@@ -109,7 +109,11 @@ pub struct AccessTokenClaims {
 impl AccessTokenClaims {
     /// The token's scopes, in order.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty())
+        self.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
@@ -132,7 +136,13 @@ mod tests {
         let text = r#"{"iss":"i","sub":"alice","aud":["a","b"],"client_id":"c","jti":"j","iat":1,"exp":2,
             "act":{"sub":"agent-2","act":{"sub":"agent-1"}},"agent_id":"agent-2","owner":"alice","x_custom":7}"#;
         let claims: AccessTokenClaims = serde_json::from_str(text).unwrap();
-        let chain: Vec<&str> = claims.act.as_ref().unwrap().chain().map(|a| a.sub.as_str()).collect();
+        let chain: Vec<&str> = claims
+            .act
+            .as_ref()
+            .unwrap()
+            .chain()
+            .map(|a| a.sub.as_str())
+            .collect();
         assert_eq!(chain, ["agent-2", "agent-1"]);
         assert_eq!(claims.extra["x_custom"], 7);
         assert!(claims.aud.contains("b"));

@@ -97,7 +97,9 @@ impl StaticKeys {
                     Ok(a) => a,
                     Err(_) => continue,
                 },
-                (None, AlgorithmParameters::EllipticCurve(ec)) if ec.curve == EllipticCurve::P256 => {
+                (None, AlgorithmParameters::EllipticCurve(ec))
+                    if ec.curve == EllipticCurve::P256 =>
+                {
                     Algorithm::ES256
                 }
                 (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,

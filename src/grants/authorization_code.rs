@@ -5,28 +5,35 @@
 
 use serde_json::Value;
 
-use super::{AccessTokenRequest, TokenResponse, issue_access_token, narrow_resources, resources};
-use crate::app::State;
+use super::{
+    AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
+    narrow_resources, resources,
+};
 use crate::crypto::{random_id, random_token, sha256};
 use crate::error::{Error, OAuthError};
-use crate::http::OAuthForm;
-use crate::http::client_auth::AuthenticatedClient;
-use crate::oauth::client_metadata::{AuthMethod, GrantType};
-use agentauth_resource::dpop::VerifiedProof;
+use crate::oauth::client_metadata::{AUTHORIZATION_CODE, AuthMethod, REFRESH_TOKEN};
 use crate::oauth::pkce;
 use crate::oauth::scope::Scope;
+use crate::state::State;
 use crate::store::{self, grants::RefreshRow};
 
-pub async fn handle(
-    state: &State,
-    client: &AuthenticatedClient,
-    form: &OAuthForm,
-    proof: Option<&VerifiedProof>,
-    ip: Option<String>,
-) -> Result<TokenResponse, Error> {
+pub struct AuthorizationCode;
+
+impl Grant for AuthorizationCode {
+    fn grant_type(&self) -> &'static str {
+        AUTHORIZATION_CODE
+    }
+
+    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(state, request))
+    }
+}
+
+async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let (client, form, proof) = (req.client, req.params, req.proof);
     let code = form.require("code")?;
     let code_hash = sha256(code.as_bytes());
-    let now = state.now();
+    let now = req.now;
     let invalid =
         || OAuthError::invalid_grant("the authorization code is invalid, expired or already used");
     let row = store::grants::code(&state.db, code_hash)
@@ -81,45 +88,46 @@ pub async fn handle(
     let mut issued = issue_access_token(
         state,
         AccessTokenRequest {
-            grant_type: "authorization_code",
+            grant_type: AUTHORIZATION_CODE,
             subject: &row.user_id,
             client_id: &row.client_id,
             scope: &scope,
             resources: &resources,
             jkt,
-            ip,
+            act: None,
+            agent_id: None,
+            owner: None,
+            max_ttl: None,
+            now,
+            ip: req.ip,
         },
     )
     .await?;
-    let refresh = client
-        .client
-        .metadata
-        .allows_grant(GrantType::RefreshToken)
-        .then(|| {
-            let token = random_token();
-            let row = RefreshRow {
-                token_hash: sha256(token.as_bytes()).to_vec(),
-                family_id: random_id(),
-                generation: 0,
-                client_id: row.client_id.clone(),
-                user_id: row.user_id.clone(),
-                scope: row.scope.clone(),
-                resources: Value::from(granted.clone()),
-                // RFC 9449 §5: refresh tokens of public clients are bound.
-                dpop_jkt: if client.method == AuthMethod::None {
-                    jkt.map(str::to_string)
-                } else {
-                    None
-                },
-                created_at: now,
-                expires_at: now + state.config.refresh_token_ttl,
-                rotated_at: None,
-                revoked_at: None,
-                access_jti: issued.jti.clone(),
-                access_exp: issued.exp,
-            };
-            (token, row)
-        });
+    let refresh = client.client.metadata.allows_grant(REFRESH_TOKEN).then(|| {
+        let token = random_token();
+        let row = RefreshRow {
+            token_hash: sha256(token.as_bytes()).to_vec(),
+            family_id: random_id(),
+            generation: 0,
+            client_id: row.client_id.clone(),
+            user_id: row.user_id.clone(),
+            scope: row.scope.clone(),
+            resources: Value::from(granted.clone()),
+            // RFC 9449 §5: refresh tokens of public clients are bound.
+            dpop_jkt: if client.method == AuthMethod::None {
+                jkt.map(str::to_string)
+            } else {
+                None
+            },
+            created_at: now,
+            expires_at: now + state.config.refresh_token_ttl,
+            rotated_at: None,
+            revoked_at: None,
+            access_jti: issued.jti.clone(),
+            access_exp: issued.exp,
+        };
+        (token, row)
+    });
     let (refresh_token, refresh_row) = refresh.unzip();
     // The one atomic step: exactly one redemption wins.
     let _gate = state.write_gate().await;

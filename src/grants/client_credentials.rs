@@ -1,41 +1,60 @@
 //! RFC 6749 §4.4 client credentials grant: a confidential client acting
 //! as itself. `sub` is the client_id.
 
-use super::{AccessTokenRequest, TokenResponse, issue_access_token, requested_scope, resources};
-use crate::app::State;
+use super::{
+    AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
+    requested_scope, resources,
+};
 use crate::error::{Error, OAuthError};
-use crate::http::OAuthForm;
-use crate::http::client_auth::AuthenticatedClient;
-use crate::oauth::client_metadata::AuthMethod;
-use agentauth_resource::dpop::VerifiedProof;
+use crate::oauth::client_metadata::{AuthMethod, CLIENT_CREDENTIALS, ClientMetadata};
+use crate::state::State;
 
-pub async fn handle(
-    state: &State,
-    client: &AuthenticatedClient,
-    form: &OAuthForm,
-    proof: Option<&VerifiedProof>,
-    ip: Option<String>,
-) -> Result<TokenResponse, Error> {
-    // §4.4: "The client credentials grant type MUST only be used by
-    // confidential clients."
+pub struct ClientCredentials;
+
+impl Grant for ClientCredentials {
+    fn grant_type(&self) -> &'static str {
+        CLIENT_CREDENTIALS
+    }
+
+    /// §4.4: "The client credentials grant type MUST only be used by
+    /// confidential clients."
+    fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
+        if metadata.token_endpoint_auth_method == AuthMethod::None {
+            return Err("client_credentials requires a confidential client (token_endpoint_auth_method other than none)".into());
+        }
+        Ok(())
+    }
+
+    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(state, request))
+    }
+}
+
+async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let client = req.client;
     if client.method == AuthMethod::None {
         return Err(OAuthError::unauthorized_client(
             "client_credentials requires client authentication",
         )
         .into());
     }
-    let scope = requested_scope(form, &client.client.metadata.scope())?;
-    let resources = resources(form)?;
+    let scope = requested_scope(req.params, &client.client.metadata.scope())?;
+    let resources = resources(req.params)?;
     let issued = issue_access_token(
         state,
         AccessTokenRequest {
-            grant_type: "client_credentials",
+            grant_type: CLIENT_CREDENTIALS,
             subject: client.client_id(),
             client_id: client.client_id(),
             scope: &scope,
             resources: &resources,
-            jkt: proof.map(|p| p.jkt.as_str()),
-            ip,
+            jkt: req.proof.map(|p| p.jkt.as_str()),
+            act: None,
+            agent_id: None,
+            owner: None,
+            max_ttl: None,
+            now: req.now,
+            ip: req.ip,
         },
     )
     .await?;

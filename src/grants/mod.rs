@@ -1,29 +1,163 @@
-//! The grants of the token endpoint: one file each, and a closed dispatch
-//! over `grant_type` that ends in `unsupported_grant_type`.
+//! The grants of the token endpoint (RFC 6749 §4, §4.5): one file each,
+//! implementing [`Grant`] over a protocol-level [`TokenRequest`]. The
+//! [`Registry`] is built once at start-up; `/token` looks the `grant_type`
+//! up in it (unknown: `unsupported_grant_type`), registration accepts
+//! exactly its grants (each with its own client rule), and metadata's
+//! `grant_types_supported` is read from it.
+//!
+//! A new grant is one file here and one `.with(…)` line in
+//! [`Registry::standard`].
 
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use agentauth_resource::claims::{
+    ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation,
+};
+use agentauth_resource::dpop::VerifiedProof;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::State;
+use crate::clients::AuthenticatedClient;
 use crate::crypto::random_id;
 use crate::error::{Error, OAuthError};
-use crate::http::OAuthForm;
-use crate::http::client_auth::AuthenticatedClient;
-use crate::oauth::client_metadata::GrantType;
-use agentauth_resource::dpop::VerifiedProof;
-use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, Confirmation};
+use crate::oauth::client_metadata::{ClientMetadata, GrantRules};
+use crate::oauth::form::OAuthForm;
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
+use crate::state::State;
 use crate::store::audit::AuditEvent;
 
-/// RFC 6749 §5.1 successful response.
+/// What every grant receives: the parsed parameters, the authenticated
+/// client, the verified DPoP proof (RFC 9449 §5) and the request's clock.
+pub struct TokenRequest<'a> {
+    pub params: &'a OAuthForm,
+    pub client: &'a AuthenticatedClient,
+    pub proof: Option<&'a VerifiedProof>,
+    /// The time of the request, read once.
+    pub now: i64,
+    /// The client's address, for the audit trail.
+    pub ip: Option<String>,
+}
+
+impl TokenRequest<'_> {
+    /// RFC 9449 §6: the thumbprint the issued token is bound to.
+    pub fn jkt(&self) -> Option<&str> {
+        self.proof.map(|p| p.jkt.as_str())
+    }
+}
+
+pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<TokenResponse, Error>> + Send + 'a>>;
+
+/// One grant type of the token endpoint.
+pub trait Grant: Send + Sync {
+    /// The `grant_type` value: an RFC 6749 name, or an absolute URI for an
+    /// extension grant (RFC 6749 §4.5).
+    fn grant_type(&self) -> &'static str;
+
+    /// RFC 7591 §2: `Err(reason)` when a client with this metadata may not
+    /// register the grant.
+    fn check_client(&self, _metadata: &ClientMetadata) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Runs the grant for an authenticated client allowed to use it.
+    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a>;
+}
+
+/// The grants this server runs, by `grant_type`.
+#[derive(Default)]
+pub struct Registry {
+    grants: Vec<Box<dyn Grant>>,
+}
+
+impl Registry {
+    /// The grants every agentauth server runs.
+    pub fn standard() -> Self {
+        Self::default()
+            .with(authorization_code::AuthorizationCode)
+            .with(refresh_token::RefreshToken)
+            .with(client_credentials::ClientCredentials)
+    }
+
+    pub fn with(mut self, grant: impl Grant + 'static) -> Self {
+        self.grants.retain(|g| g.grant_type() != grant.grant_type());
+        self.grants.push(Box::new(grant));
+        self
+    }
+
+    pub fn get(&self, grant_type: &str) -> Option<&dyn Grant> {
+        self.grants
+            .iter()
+            .find(|g| g.grant_type() == grant_type)
+            .map(|g| g.as_ref())
+    }
+
+    /// `grant_types_supported`, in registration order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.grants.iter().map(|g| g.grant_type()).collect()
+    }
+
+    /// The grant named by `grant_type` (RFC 6749 §5.2 `unsupported_grant_type`).
+    pub fn lookup(&self, grant_type: &str) -> Result<&dyn Grant, OAuthError> {
+        self.get(grant_type).ok_or_else(|| {
+            OAuthError::unsupported_grant_type(format!(
+                "grant_type {grant_type:?} is not supported"
+            ))
+        })
+    }
+}
+
+impl GrantRules for Registry {
+    fn supports(&self, grant_type: &str) -> bool {
+        self.get(grant_type).is_some()
+    }
+
+    fn check_client(&self, grant_type: &str, metadata: &ClientMetadata) -> Result<(), String> {
+        match self.get(grant_type) {
+            Some(g) => g.check_client(metadata),
+            None => Err(format!(
+                "grant type {grant_type:?} is not supported by this server"
+            )),
+        }
+    }
+}
+
+/// Runs `grant` for a client: RFC 6749 §5.2 `unauthorized_client` unless
+/// the client registered it.
+pub async fn dispatch(
+    state: &State,
+    grant: &dyn Grant,
+    request: TokenRequest<'_>,
+) -> Result<TokenResponse, Error> {
+    if !request
+        .client
+        .client
+        .metadata
+        .allows_grant(grant.grant_type())
+    {
+        return Err(OAuthError::unauthorized_client(format!(
+            "client is not registered for the {} grant",
+            grant.grant_type()
+        ))
+        .into());
+    }
+    grant.handle(state, request).await
+}
+
+/// RFC 6749 §5.1 successful response, and RFC 8693 §2.2.1's
+/// `issued_token_type` for grants that issue something other than an
+/// access token.
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    /// `Bearer`, `DPoP` (RFC 9449 §5), or `N_A` (RFC 8693 §2.2.1).
     pub token_type: &'static str,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,6 +165,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
 }
+
+/// RFC 8693 §3 token type of an access token.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// An access token and what its issuer must remember about it.
 pub struct Issued {
@@ -43,43 +180,6 @@ impl TokenResponse {
     /// RFC 9449 §5: `DPoP` only when the token is bound, else `Bearer`.
     fn token_type(bound: bool) -> &'static str {
         if bound { "DPoP" } else { "Bearer" }
-    }
-}
-
-/// `grant_type` values this server implements.
-pub fn parse_grant_type(value: &str) -> Result<GrantType, OAuthError> {
-    GrantType::SUPPORTED
-        .into_iter()
-        .find(|g| g.as_str() == value)
-        .ok_or_else(|| {
-            OAuthError::unsupported_grant_type(format!("grant_type {value:?} is not supported"))
-        })
-}
-
-/// Runs the grant for an authenticated client.
-pub async fn dispatch(
-    state: &State,
-    grant: GrantType,
-    client: &AuthenticatedClient,
-    form: &OAuthForm,
-    proof: Option<&VerifiedProof>,
-    ip: Option<String>,
-) -> Result<TokenResponse, Error> {
-    if !client.client.metadata.allows_grant(grant) {
-        return Err(OAuthError::unauthorized_client(format!(
-            "client is not registered for the {} grant",
-            grant.as_str()
-        ))
-        .into());
-    }
-    match grant {
-        GrantType::AuthorizationCode => {
-            authorization_code::handle(state, client, form, proof, ip).await
-        }
-        GrantType::RefreshToken => refresh_token::handle(state, client, form, proof, ip).await,
-        GrantType::ClientCredentials => {
-            client_credentials::handle(state, client, form, proof, ip).await
-        }
     }
 }
 
@@ -116,6 +216,15 @@ pub struct AccessTokenRequest<'a> {
     pub resources: &'a [ResourceUri],
     /// RFC 9449 §6: the proof key's thumbprint, when the token is bound.
     pub jkt: Option<&'a str>,
+    /// RFC 8693 §4.1: who acts for the subject.
+    pub act: Option<Actor>,
+    /// The agent the token is issued to or through, and its owner.
+    pub agent_id: Option<&'a str>,
+    pub owner: Option<&'a str>,
+    /// Lifetime, when shorter than the configured one (a delegated token
+    /// never outlives its subject token).
+    pub max_ttl: Option<i64>,
+    pub now: i64,
     pub ip: Option<String>,
 }
 
@@ -124,8 +233,10 @@ pub async fn issue_access_token(
     state: &State,
     req: AccessTokenRequest<'_>,
 ) -> Result<Issued, Error> {
-    let now = state.now();
-    let ttl = state.config.access_token_ttl;
+    let now = req.now;
+    let ttl = req.max_ttl.map_or(state.config.access_token_ttl, |max| {
+        max.min(state.config.access_token_ttl)
+    });
     let aud = if req.resources.is_empty() {
         Audience::One(state.config.default_audience.clone())
     } else {
@@ -150,10 +261,10 @@ pub async fn issue_access_token(
         cnf: req.jkt.map(|jkt| Confirmation {
             jkt: jkt.to_string(),
         }),
-        act: None,
+        act: req.act,
         may_act: None,
-        agent_id: None,
-        owner: None,
+        agent_id: req.agent_id.map(str::to_string),
+        owner: req.owner.map(str::to_string),
         extra: Default::default(),
     };
     let keys = state.keys.current();
@@ -175,11 +286,13 @@ pub async fn issue_access_token(
         detail: json!({
             "grant_type": req.grant_type, "jti": claims.jti, "aud": claims.aud,
             "scope": claims.scope, "exp": claims.exp, "jkt": req.jkt,
+            "agent_id": claims.agent_id, "act": claims.act,
         }),
     });
     Ok(Issued {
         response: TokenResponse {
             access_token,
+            issued_token_type: None,
             token_type: TokenResponse::token_type(req.jkt.is_some()),
             expires_in: ttl,
             scope,

@@ -3,26 +3,42 @@
 //! of concurrent uses exactly one wins. Scope may narrow, never widen;
 //! `resource` may narrow per request.
 
-use super::{AccessTokenRequest, TokenResponse, issue_access_token, narrow_resources, resources};
-use crate::app::State;
+use super::{
+    AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
+    narrow_resources, resources,
+};
 use crate::crypto::{random_token, sha256};
 use crate::error::{Error, OAuthError};
-use crate::http::OAuthForm;
-use crate::http::client_auth::AuthenticatedClient;
-use agentauth_resource::dpop::VerifiedProof;
+use crate::oauth::client_metadata::{AUTHORIZATION_CODE, ClientMetadata, REFRESH_TOKEN};
 use crate::oauth::scope::Scope;
+use crate::state::State;
 use crate::store::{self, grants::RefreshRow};
 
-pub async fn handle(
-    state: &State,
-    client: &AuthenticatedClient,
-    form: &OAuthForm,
-    proof: Option<&VerifiedProof>,
-    ip: Option<String>,
-) -> Result<TokenResponse, Error> {
+pub struct RefreshToken;
+
+impl Grant for RefreshToken {
+    fn grant_type(&self) -> &'static str {
+        REFRESH_TOKEN
+    }
+
+    /// Refresh tokens come only from the authorization code grant here.
+    fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
+        if !metadata.allows_grant(AUTHORIZATION_CODE) {
+            return Err("refresh_token is only issued with the authorization_code grant".into());
+        }
+        Ok(())
+    }
+
+    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(state, request))
+    }
+}
+
+async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let (client, form, proof) = (req.client, req.params, req.proof);
     let presented = form.require("refresh_token")?;
     let old_hash = sha256(presented.as_bytes());
-    let now = state.now();
+    let now = req.now;
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
     let row = store::grants::refresh(&state.db, old_hash)
         .await?
@@ -65,13 +81,18 @@ pub async fn handle(
     let mut issued = issue_access_token(
         state,
         AccessTokenRequest {
-            grant_type: "refresh_token",
+            grant_type: REFRESH_TOKEN,
             subject: &row.user_id,
             client_id: &row.client_id,
             scope: &scope,
             resources: &resources,
             jkt,
-            ip,
+            act: None,
+            agent_id: None,
+            owner: None,
+            max_ttl: None,
+            now,
+            ip: req.ip,
         },
     )
     .await?;

@@ -9,8 +9,8 @@ use serde_json::json;
 use super::pages;
 use super::{ClientIp, OAuthForm};
 use crate::accounts;
-use crate::app::{AppState, State as AppStateInner};
 use crate::error::{OAuthError, Result};
+use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, audit::AuditEvent};
 
 #[derive(Deserialize)]
@@ -280,9 +280,7 @@ pub async fn signup_form(
     Query(q): Query<LoginQuery>,
 ) -> Result<Response> {
     if !state.config.signup {
-        return Err(
-            OAuthError::new(StatusCode::NOT_FOUND, "not_found", "self sign-up is off").into(),
-        );
+        return Err(OAuthError::new(404, "not_found", "self sign-up is off").into());
     }
     signup_page(
         &state,
@@ -302,9 +300,7 @@ pub async fn signup(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     if !state.config.signup {
-        return Err(
-            OAuthError::new(StatusCode::NOT_FOUND, "not_found", "self sign-up is off").into(),
-        );
+        return Err(OAuthError::new(404, "not_found", "self sign-up is off").into());
     }
     let form = form.unwrap_or_default();
     let return_to = safe_return_to(form.get("return_to"));

@@ -15,13 +15,13 @@ use url::Url;
 
 use super::pages::{self, Session};
 use super::{ClientIp, OAuthForm};
-use crate::app::{AppState, State as AppStateInner};
 use crate::crypto::{random_token, sha256};
 use crate::error::{Error, Result};
-use crate::oauth::client_metadata::{GrantType, redirect_uri_matches};
+use crate::oauth::client_metadata::{AUTHORIZATION_CODE, redirect_uri_matches};
 use crate::oauth::pkce;
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
+use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, clients::ClientRecord, grants::CodeRow};
 
 /// Authorization codes live 60 s (SECURITY-CASES 16).
@@ -202,7 +202,7 @@ async fn parse(
         }
         None => return Err(back("invalid_request", "response_type is missing".into())),
     }
-    if !client.metadata.allows_grant(GrantType::AuthorizationCode) {
+    if !client.metadata.allows_grant(AUTHORIZATION_CODE) {
         return Err(back(
             "unauthorized_client",
             "client is not registered for the authorization_code grant".into(),

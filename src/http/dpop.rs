@@ -5,8 +5,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use moka::ops::compute::{CompResult, Op};
 
-use crate::app::{DpopReplay, State};
 use crate::error::{Error, OAuthError};
+use crate::state::{DpopReplay, State};
 use agentauth_resource::dpop::{self, DpopError, Expectations, VerifiedProof};
 
 /// The `DPoP` request header: absent, or exactly one.

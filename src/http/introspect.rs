@@ -7,12 +7,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::client_auth::{self, Public};
 use super::{OAuthForm, json_no_store};
-use crate::app::{AppState, State as AppStateInner};
+use crate::clients::Public;
 use crate::error::{OAuthError, Result};
-use agentauth_resource::claims::{AccessTokenClaims, Audience, Confirmation};
+use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, StoreError};
+use agentauth_resource::claims::{AccessTokenClaims, Audience, Confirmation};
 
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -60,7 +60,7 @@ pub async fn post(
 ) -> Result<Response> {
     let form = form?;
     let endpoint = state.config.endpoint("/introspect");
-    client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Refused).await?;
+    super::authenticate_client(&state, &headers, &form, &endpoint, Public::Refused).await?;
     let token = form.require("token")?;
     let body = match live_access_token(&state, token).await? {
         Some(claims) => Introspection::Active(Box::new(ActiveToken {

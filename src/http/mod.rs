@@ -2,7 +2,6 @@
 
 pub mod account;
 pub mod authorize;
-pub mod client_auth;
 pub mod dpop;
 pub mod introspect;
 pub mod jwks;
@@ -21,61 +20,16 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use serde::Serialize;
 
-use crate::error::OAuthError;
+use crate::clients::{self, AuthenticatedClient, Basic, Public};
+use crate::error::{Error, OAuthError};
+pub use crate::oauth::form::OAuthForm;
+use crate::state::State;
 
 /// Largest form body the OAuth endpoints read.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
-
-/// An `application/x-www-form-urlencoded` body, parsed strictly: RFC 6749
-/// §3.1 and §3.2 say parameters MUST NOT be included more than once (only
-/// RFC 8707 `resource` may repeat), and a parameter sent without a value
-/// is treated as omitted.
-#[derive(Debug, Default)]
-pub struct OAuthForm {
-    pairs: Vec<(String, String)>,
-}
-
-/// Parameters that may legitimately repeat.
-const REPEATABLE: [&str; 1] = ["resource"];
-
-impl OAuthForm {
-    pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for (name, value) in form_urlencoded::parse(body) {
-            if value.is_empty() {
-                continue;
-            }
-            if !REPEATABLE.contains(&name.as_ref()) && pairs.iter().any(|(n, _)| *n == name) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name} is repeated"
-                )));
-            }
-            pairs.push((name.into_owned(), value.into_owned()));
-        }
-        Ok(Self { pairs })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.pairs
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
-        self.get(name)
-            .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name}")))
-    }
-}
 
 impl<S: Send + Sync> FromRequest<S> for OAuthForm {
     type Rejection = OAuthError;
@@ -161,19 +115,51 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Authenticates the client of a request to an OAuth endpoint
+/// ([`clients::auth`]), with `Authorization: Basic` decoded here.
+pub async fn authenticate_client(
+    state: &State,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+    endpoint: &str,
+    public: Public,
+) -> Result<AuthenticatedClient, Error> {
+    let basic = basic_credentials(headers)?;
+    clients::authenticate(state, basic, form, endpoint, public).await
+}
 
-    #[test]
-    fn form_rejects_repeats_but_allows_resource() {
-        assert_eq!(
-            OAuthForm::parse(b"a=1&a=2").unwrap_err().error,
-            "invalid_request"
-        );
-        let f =
-            OAuthForm::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=").unwrap();
-        assert_eq!(f.get_all("resource").count(), 2);
-        assert_eq!(f.get("scope"), None);
+/// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
+/// `Ok(None)` when no Basic credentials were sent.
+pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<Basic>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::invalid_client("malformed Basic credentials");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(malformed());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
     }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    let unescape = |s: &str| -> Result<String, OAuthError> {
+        let plus_as_space = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&plus_as_space)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| malformed())
+    };
+    let (id, secret) = (unescape(id)?, unescape(secret)?);
+    if id.is_empty() {
+        return Err(malformed());
+    }
+    Ok(Some(Basic {
+        client_id: id,
+        secret,
+    }))
 }

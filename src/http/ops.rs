@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::error::OAuthError;
+use crate::state::AppState;
 use crate::store;
 
 pub async fn healthz() -> &'static str {
@@ -36,5 +36,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn not_found() -> OAuthError {
-    OAuthError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    OAuthError::new(404, "not_found", "no such endpoint")
 }

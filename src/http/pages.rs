@@ -5,38 +5,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use minijinja::Environment;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::app::State;
 use crate::crypto::{random_token, sha256};
 use crate::error::Error;
+use crate::state::State;
 use crate::store;
 
 pub const SESSION_COOKIE: &str = "agentauth_session";
 pub const CSRF_COOKIE: &str = "agentauth_csrf";
 /// Login sessions last 12 hours.
 pub const SESSION_TTL: i64 = 12 * 3600;
-
-/// The templates, compiled into the binary.
-pub fn templates() -> Environment<'static> {
-    let mut env = Environment::new();
-    // `.html` names turn on HTML auto-escaping.
-    for (name, source) in [
-        ("base.html", include_str!("../../templates/base.html")),
-        ("login.html", include_str!("../../templates/login.html")),
-        ("consent.html", include_str!("../../templates/consent.html")),
-        ("error.html", include_str!("../../templates/error.html")),
-        ("account.html", include_str!("../../templates/account.html")),
-        ("signup.html", include_str!("../../templates/signup.html")),
-    ] {
-        if let Err(e) = env.add_template(name, source) {
-            tracing::error!(template = name, error = %e, "template does not compile");
-        }
-    }
-    env
-}
 
 /// Renders a page with the headers every page carries: no caching, no
 /// framing (RFC 9700 §4.16), no scripts, no referrer.

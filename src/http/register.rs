@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{ClientIp, bearer_token, json_no_store};
-use crate::app::AppState;
 use crate::config::RegistrationMode;
 use crate::crypto::{random_id, random_token, sha256};
 use crate::error::{Error, OAuthError, Result};
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
+use crate::state::AppState;
 use crate::store::audit::AuditEvent;
 use crate::store::{self, clients::ClientRecord};
 
@@ -55,6 +55,7 @@ fn policy(state: &AppState) -> RegistrationPolicy<'_> {
     RegistrationPolicy {
         scopes_supported: state.config.scopes_supported.as_ref(),
         insecure_fetch: state.config.insecure_fetch,
+        grants: &state.grants,
     }
 }
 

@@ -7,12 +7,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::client_auth::{self, Public};
 use super::{ClientIp, OAuthForm};
-use crate::app::AppState;
+use crate::clients::Public;
 use crate::error::{OAuthError, Result};
-use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use crate::state::AppState;
 use crate::store::{self, audit::AuditEvent};
+use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
 
 pub async fn post(
     State(state): State<AppState>,
@@ -24,7 +24,7 @@ pub async fn post(
     let endpoint = state.config.endpoint("/revoke");
     // §2.1: public clients may revoke their own tokens by client_id.
     let client =
-        client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
+        super::authenticate_client(&state, &headers, &form, &endpoint, Public::Allowed).await?;
     let token = form.require("token")?;
     let now = state.now();
     let Ok(claims) = state
@@ -64,7 +64,7 @@ pub async fn post(
 /// A refresh token: revoking it revokes its family and the access tokens
 /// issued with it (SECURITY-CASES 37).
 async fn revoke_refresh_token(
-    state: &crate::app::State,
+    state: &crate::state::State,
     client_id: &str,
     token: &str,
     ip: super::ClientIp,

@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use super::client_auth::{self, Public};
 use super::dpop::{self, DpopHeader};
 use super::{ClientIp, OAuthForm, json_no_store};
-use crate::app::AppState;
+use crate::clients::Public;
 use crate::error::{OAuthError, Result};
 use crate::grants;
+use crate::state::AppState;
 
 pub async fn post(
     State(state): State<AppState>,
@@ -22,10 +22,10 @@ pub async fn post(
 ) -> Result<Response> {
     let form = form?;
     let DpopHeader(dpop_header) = dpop_header?;
-    let grant = grants::parse_grant_type(form.require("grant_type")?)?;
+    let grant = state.grants.lookup(form.require("grant_type")?)?;
     let endpoint = state.config.endpoint("/token");
     let client =
-        client_auth::authenticate(&state, &headers, &form, &endpoint, Public::Allowed).await?;
+        super::authenticate_client(&state, &headers, &form, &endpoint, Public::Allowed).await?;
     // RFC 9449 §5: a valid proof binds the token, whatever the grant.
     let proof = match dpop_header {
         Some(proof) => Some(dpop::check(&state, &proof, "POST", &endpoint, None).await?),
@@ -37,8 +37,14 @@ pub async fn post(
         }
         None => None,
     };
-    let response =
-        grants::dispatch(&state, grant, &client, &form, proof.as_ref(), ip.to_audit()).await?;
+    let request = grants::TokenRequest {
+        params: &form,
+        client: &client,
+        proof: proof.as_ref(),
+        now: state.now(),
+        ip: ip.to_audit(),
+    };
+    let response = grants::dispatch(&state, grant, request).await?;
     let mut response = json_no_store(StatusCode::OK, &response);
     if let Some(nonce) = dpop::fresh_nonce(&state).and_then(|n| HeaderValue::from_str(&n).ok()) {
         response.headers_mut().insert("dpop-nonce", nonce);

@@ -50,46 +50,27 @@ impl AuthMethod {
     }
 }
 
-/// Grant types this server implements. Registration accepts exactly these,
-/// and metadata advertises exactly these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GrantType {
-    #[serde(rename = "authorization_code")]
-    AuthorizationCode,
-    #[serde(rename = "refresh_token")]
-    RefreshToken,
-    #[serde(rename = "client_credentials")]
-    ClientCredentials,
+/// RFC 6749 grant type names that the authorization endpoint and
+/// registration rules refer to.
+pub const AUTHORIZATION_CODE: &str = "authorization_code";
+pub const REFRESH_TOKEN: &str = "refresh_token";
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+
+/// Which grant types a client may register, and each grant's own rule for
+/// the clients that register it. The token endpoint's grant registry
+/// implements it, so registration accepts exactly the grants it runs.
+pub trait GrantRules {
+    fn supports(&self, grant_type: &str) -> bool;
+    /// `Err(reason)` when a client with `metadata` may not use `grant_type`.
+    fn check_client(&self, grant_type: &str, metadata: &ClientMetadata) -> Result<(), String>;
 }
 
-impl GrantType {
-    pub const SUPPORTED: [GrantType; 3] = [
-        GrantType::AuthorizationCode,
-        GrantType::RefreshToken,
-        GrantType::ClientCredentials,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AuthorizationCode => "authorization_code",
-            Self::RefreshToken => "refresh_token",
-            Self::ClientCredentials => "client_credentials",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, OAuthError> {
-        Self::SUPPORTED
-            .into_iter()
-            .find(|g| g.as_str() == text)
-            .ok_or_else(|| {
-                let why = match text {
-                    "implicit" => "the implicit grant is not allowed (OAuth 2.1)".to_string(),
-                    "password" => "the password grant is not allowed (OAuth 2.1)".to_string(),
-                    other => format!("grant type {other:?} is not supported by this server"),
-                };
-                OAuthError::invalid_client_metadata(why)
-            })
-    }
+fn unsupported_grant(text: &str) -> OAuthError {
+    OAuthError::invalid_client_metadata(match text {
+        "implicit" => "the implicit grant is not allowed (OAuth 2.1)".to_string(),
+        "password" => "the password grant is not allowed (OAuth 2.1)".to_string(),
+        other => format!("grant type {other:?} is not supported by this server"),
+    })
 }
 
 /// JWS algorithms accepted for `private_key_jwt` client assertions. MACs
@@ -126,7 +107,7 @@ pub struct ClientMetadataRequest {
 pub struct ClientMetadata {
     pub redirect_uris: Vec<String>,
     pub token_endpoint_auth_method: AuthMethod,
-    pub grant_types: Vec<GrantType>,
+    pub grant_types: Vec<String>,
     pub response_types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_name: Option<String>,
@@ -158,6 +139,8 @@ pub struct ClientMetadata {
 /// What the server allows, for validation.
 pub struct RegistrationPolicy<'a> {
     pub scopes_supported: Option<&'a Scope>,
+    /// The grants this server runs, with their registration rules.
+    pub grants: &'a dyn GrantRules,
     /// Allows http `jwks_uri` (tests only).
     pub insecure_fetch: bool,
 }
@@ -171,8 +154,8 @@ impl ClientMetadata {
         Scope::parse(&self.scope).unwrap_or_default()
     }
 
-    pub fn allows_grant(&self, grant: GrantType) -> bool {
-        self.grant_types.contains(&grant)
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
     }
 
     /// RFC 7591 §2 and §5: validate a registration or update request.
@@ -194,9 +177,11 @@ impl ClientMetadata {
             .grant_types
             .unwrap_or_else(|| vec!["authorization_code".into()]);
         bounded_list("grant_types", &requested_grants)?;
-        let mut grant_types = Vec::new();
-        for g in &requested_grants {
-            let g = GrantType::parse(g)?;
+        let mut grant_types: Vec<String> = Vec::new();
+        for g in requested_grants {
+            if !policy.grants.supports(&g) {
+                return Err(unsupported_grant(&g));
+            }
             if !grant_types.contains(&g) {
                 grant_types.push(g);
             }
@@ -209,7 +194,7 @@ impl ClientMetadata {
 
         // RFC 7591 §2.1: response_types and grant_types must agree. Only
         // "code" exists in OAuth 2.1, and only with authorization_code.
-        let code_flow = grant_types.contains(&GrantType::AuthorizationCode);
+        let code_flow = grant_types.iter().any(|g| g == AUTHORIZATION_CODE);
         let response_types = req.response_types.unwrap_or_else(|| {
             if code_flow {
                 vec!["code".into()]
@@ -227,20 +212,6 @@ impl ClientMetadata {
                 "response_type \"code\" and the authorization_code grant go together",
             ));
         }
-        if grant_types.contains(&GrantType::RefreshToken) && !code_flow {
-            return Err(OAuthError::invalid_client_metadata(
-                "refresh_token is only issued with the authorization_code grant",
-            ));
-        }
-
-        if grant_types.contains(&GrantType::ClientCredentials)
-            && token_endpoint_auth_method == AuthMethod::None
-        {
-            return Err(OAuthError::invalid_client_metadata(
-                "client_credentials requires a confidential client (token_endpoint_auth_method other than none)",
-            ));
-        }
-
         let redirect_uris = req.redirect_uris.unwrap_or_default();
         bounded_list("redirect_uris", &redirect_uris)?;
         for uri in &redirect_uris {
@@ -329,7 +300,7 @@ impl ClientMetadata {
             ));
         }
 
-        Ok(Self {
+        let metadata = Self {
             redirect_uris,
             token_endpoint_auth_method,
             grant_types,
@@ -347,7 +318,15 @@ impl ClientMetadata {
             software_version: req.software_version,
             token_endpoint_auth_signing_alg: req.token_endpoint_auth_signing_alg,
             dpop_bound_access_tokens: req.dpop_bound_access_tokens.unwrap_or(false),
-        })
+        };
+        // Each grant's own rule for the clients that use it.
+        for g in &metadata.grant_types {
+            policy
+                .grants
+                .check_client(g, &metadata)
+                .map_err(OAuthError::invalid_client_metadata)?;
+        }
+        Ok(metadata)
     }
 }
 
@@ -525,9 +504,12 @@ mod tests {
     }
 
     fn policy() -> RegistrationPolicy<'static> {
+        static GRANTS: std::sync::LazyLock<crate::grants::Registry> =
+            std::sync::LazyLock::new(crate::grants::Registry::standard);
         RegistrationPolicy {
             scopes_supported: None,
             insecure_fetch: false,
+            grants: &*GRANTS,
         }
     }
 

@@ -4,6 +4,9 @@
 pub mod cimd;
 pub mod client_assertion;
 pub mod client_metadata;
+pub mod error;
+pub mod form;
+pub mod metadata;
 pub mod pkce;
 pub mod resource;
 pub mod scope;

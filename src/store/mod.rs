@@ -23,6 +23,14 @@ pub use sea_orm::DatabaseConnection as Db;
 #[error("{0}")]
 pub struct StoreError(#[from] pub DbErr);
 
+impl StoreError {
+    /// A failure of a store component other than the database itself
+    /// (a batching task that stopped, say).
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        Self(DbErr::Custom(why.into()))
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Connects and applies pending migrations.

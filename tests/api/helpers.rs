@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use agentauth::app::{self, AppState, State};
 use agentauth::clock::{Clock, ManualClock};
 use agentauth::config::{Config, ServeArgs};
 use agentauth::crypto::{Kek, random_bytes};
+use agentauth::router;
+use agentauth::state::{AppState, State};
 use agentauth::store;
 use axum::Router;
 use axum::body::Body;
@@ -100,7 +101,7 @@ pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
     let kek_bytes = random_bytes::<32>();
     let kek = Kek::from_bytes(&kek_bytes).unwrap();
     let (state, _audit) = State::new(config, db, kek, clock.clone()).await.unwrap();
-    let router = app::build(state.clone())
+    let router = router::build(state.clone())
         .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
     TestApp {
         router,
@@ -136,7 +137,7 @@ pub async fn spawn_pg_nodes_with(configure: impl Fn(&mut ServeArgs)) -> (TestApp
         )
         .await
         .unwrap();
-        let router = app::build(state.clone())
+        let router = router::build(state.clone())
             .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
         nodes.push(TestApp {
             router,

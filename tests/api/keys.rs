@@ -133,7 +133,10 @@ async fn es256_and_eddsa_keys_sign_and_verify() {
             assert_eq!(header["alg"], alg.as_str());
             let jwks = app.get("/jwks.json").await.json();
             let key = &jwks["keys"][0];
-            assert_eq!((key["alg"].as_str(), key["kty"].as_str()), (Some(alg.as_str()), Some(kty)));
+            assert_eq!(
+                (key["alg"].as_str(), key["kty"].as_str()),
+                (Some(alg.as_str()), Some(kty))
+            );
             assert!(key.get("d").is_none(), "no private member");
             assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
 
@@ -161,11 +164,17 @@ async fn switching_algorithm_retires_the_old_key_after_its_tokens(app: TestApp) 
     let rows = store::keys::list(&app.state.db).await.unwrap();
     let old = rows.iter().find(|r| r.alg == "RS256").unwrap();
     assert_eq!(old.retire_after, Some(now + 900 + 60));
-    assert_eq!(kids(&serde_json::from_str(&set.jwks_json).unwrap()).len(), 2);
+    assert_eq!(
+        kids(&serde_json::from_str(&set.jwks_json).unwrap()).len(),
+        2
+    );
     assert!(ring.verify_access_token(&old_token).is_ok());
     // The running RS256 node now finds its key retiring but still signing.
     app.state.keys.reload(&app.state.db, now).await.unwrap();
-    assert_eq!(app.introspect(&id, &secret, &old_token).await["active"], true);
+    assert_eq!(
+        app.introspect(&id, &secret, &old_token).await["active"],
+        true
+    );
 
     ring.reload(&app.state.db, now + 961).await.unwrap();
     let jwks: serde_json::Value = serde_json::from_str(&ring.current().jwks_json).unwrap();

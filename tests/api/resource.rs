@@ -1,7 +1,7 @@
 //! Resource-side verification (RFC 9449 §7, RFC 6750 §3): what an MCP
 //! server using our kit sees.
 
-use agentauth::app::AppState;
+use agentauth::state::AppState;
 use agentauth_resource::dpop::{self, NonceKey};
 use agentauth_resource::{KeySource, ResourceError, ResourceVerifier, VerifyingKey};
 use axum::http::{HeaderMap, HeaderValue, header};

@@ -1,20 +1,26 @@
 //! Client authentication at the token, introspection and revocation
 //! endpoints (RFC 6749 §2.3, RFC 7523 §2.2, OpenID Connect Core §9).
+//! The HTTP layer decodes `Authorization: Basic` into [`Basic`]; the rest
+//! comes from the form.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::http::{HeaderMap, header};
-use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
 
-use super::OAuthForm;
-use crate::app::State;
 use crate::crypto::{sha256, verify_secret};
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_assertion::{self, JWT_BEARER};
 use crate::oauth::client_metadata::AuthMethod;
+use crate::oauth::form::OAuthForm;
+use crate::state::State;
 use crate::store::{self, clients::ClientRecord};
+
+/// RFC 6749 §2.3.1 credentials from `Authorization: Basic`, decoded.
+#[derive(Debug, Clone)]
+pub struct Basic {
+    pub client_id: String,
+    pub secret: String,
+}
 
 /// A client that proved who it is (or, for `none`, only said so).
 #[derive(Debug, Clone)]
@@ -59,12 +65,12 @@ enum Presented<'a> {
 /// client assertion audience besides the issuer.
 pub async fn authenticate(
     state: &State,
-    headers: &HeaderMap,
+    basic: Option<Basic>,
     form: &OAuthForm,
     endpoint: &str,
     public: Public,
 ) -> Result<AuthenticatedClient, Error> {
-    let presented = presented(headers, form)?;
+    let presented = presented(basic, form)?;
     let (client_id, method) = match &presented {
         Presented::Basic { client_id, .. } => (client_id.as_str(), AuthMethod::ClientSecretBasic),
         Presented::Post { client_id, .. } => (*client_id, AuthMethod::ClientSecretPost),
@@ -104,8 +110,7 @@ pub async fn authenticate(
 }
 
 /// Exactly one method per request (RFC 6749 §2.3).
-fn presented<'a>(headers: &HeaderMap, form: &'a OAuthForm) -> Result<Presented<'a>, OAuthError> {
-    let basic = basic_credentials(headers)?;
+fn presented(basic: Option<Basic>, form: &OAuthForm) -> Result<Presented<'_>, OAuthError> {
     let secret = form.get("client_secret");
     let assertion = form.get("client_assertion");
     let count = usize::from(basic.is_some())
@@ -117,7 +122,7 @@ fn presented<'a>(headers: &HeaderMap, form: &'a OAuthForm) -> Result<Presented<'
         ));
     }
     let form_client_id = form.get("client_id");
-    if let Some((client_id, secret)) = basic {
+    if let Some(Basic { client_id, secret }) = basic {
         if form_client_id.is_some_and(|id| id != client_id) {
             return Err(OAuthError::invalid_client(
                 "client_id differs from the authenticated client",
@@ -154,39 +159,6 @@ fn presented<'a>(headers: &HeaderMap, form: &'a OAuthForm) -> Result<Presented<'
             "client authentication is required",
         )),
     }
-}
-
-/// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
-/// `Ok(None)` when no Basic credentials were sent.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let malformed = || OAuthError::invalid_client("malformed Basic credentials");
-    let value = value.to_str().map_err(|_| malformed())?;
-    let Some((scheme, encoded)) = value.split_once(' ') else {
-        return Err(malformed());
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Ok(None);
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| malformed())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    let unescape = |s: &str| -> Result<String, OAuthError> {
-        let plus_as_space = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&plus_as_space)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| malformed())
-    };
-    let (id, secret) = (unescape(id)?, unescape(secret)?);
-    if id.is_empty() {
-        return Err(malformed());
-    }
-    Ok(Some((id, secret)))
 }
 
 fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
@@ -228,10 +200,10 @@ async fn check_assertion(
     let claims = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
         (Some(keys), _) => verify(keys),
         (None, Some(uri)) => {
-            let keys = client_jwks(state, uri, false).await?;
+            let keys = super::jwks::get(state, uri, false).await?;
             match verify(&keys) {
                 // The client may have rotated its keys: refetch once.
-                Err(_) => verify(client_jwks(state, uri, true).await?.as_ref()),
+                Err(_) => verify(super::jwks::get(state, uri, true).await?.as_ref()),
                 ok => ok,
             }
         }
@@ -244,27 +216,4 @@ async fn check_assertion(
         return Err(OAuthError::invalid_client("client assertion jti was already used").into());
     }
     Ok(())
-}
-
-/// Minimum age of a cached `jwks_uri` document before a miss may refetch it.
-const JWKS_REFETCH_AFTER_SECS: u64 = 30;
-
-async fn client_jwks(state: &State, uri: &str, refresh: bool) -> Result<Arc<JwkSet>, OAuthError> {
-    if let Some((fetched, keys)) = state.client_jwks.get(uri).await
-        && (!refresh || fetched.elapsed().as_secs() < JWKS_REFETCH_AFTER_SECS)
-    {
-        return Ok(keys);
-    }
-    let body = state.fetcher.get(uri).await.map_err(|e| {
-        tracing::info!(jwks_uri = uri, error = %e, "client jwks_uri fetch failed");
-        OAuthError::invalid_client("the client's jwks_uri could not be fetched")
-    })?;
-    let keys: JwkSet = serde_json::from_slice(&body)
-        .map_err(|_| OAuthError::invalid_client("the client's jwks_uri is not a JWK Set"))?;
-    let keys = Arc::new(keys);
-    state
-        .client_jwks
-        .insert(uri.to_string(), (Instant::now(), keys.clone()))
-        .await;
-    Ok(keys)
 }

@@ -1,0 +1,93 @@
+//! Clients whose `client_id` is the URL of their metadata document (the
+//! MCP authorization spec's client ID metadata documents): fetched with
+//! the SSRF guards of [`crate::fetch`], cached per the document's
+//! `Cache-Control` (1 minute to 1 day; 5 minutes when it says nothing).
+//! A failure is remembered for a minute, so that a hostile `client_id`
+//! cannot make us fetch on every request, and concurrent requests for one
+//! URL share one fetch (moka's `get_with`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use crate::oauth::cimd;
+use crate::oauth::client_metadata::RegistrationPolicy;
+use crate::state::State;
+use crate::store::clients::ClientRecord;
+
+/// A resolved document (or the remembered failure) and how long it holds.
+#[derive(Clone)]
+pub struct Resolved {
+    record: Option<Arc<ClientRecord>>,
+    ttl: Duration,
+}
+
+/// How long a failed fetch or a refused document is remembered.
+const FAILURE_TTL: Duration = Duration::from_secs(60);
+
+struct PerEntry;
+
+impl Expiry<String, Resolved> for PerEntry {
+    fn expire_after_create(&self, _: &String, value: &Resolved, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+pub type DocumentCache = Cache<String, Resolved>;
+
+pub fn cache() -> DocumentCache {
+    Cache::builder()
+        .max_capacity(10_000)
+        .expire_after(PerEntry)
+        .build()
+}
+
+/// The client a metadata document describes, or `None` when it cannot be
+/// fetched or is not acceptable (the reason is logged).
+pub async fn resolve(state: &State, client_id: &str) -> Option<Arc<ClientRecord>> {
+    state
+        .document_clients
+        .get_with_by_ref(client_id, async {
+            match fetch(state, client_id).await {
+                Ok((record, ttl)) => Resolved {
+                    record: Some(Arc::new(record)),
+                    ttl,
+                },
+                Err(why) => {
+                    tracing::info!(client_id, why, "client metadata document refused");
+                    Resolved {
+                        record: None,
+                        ttl: FAILURE_TTL,
+                    }
+                }
+            }
+        })
+        .await
+        .record
+}
+
+async fn fetch(state: &State, client_id: &str) -> Result<(ClientRecord, Duration), String> {
+    cimd::check_url(client_id, state.config.insecure_fetch)?;
+    let (body, max_age) = state
+        .fetcher
+        .get_cacheable(client_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let policy = RegistrationPolicy {
+        scopes_supported: state.config.scopes_supported.as_ref(),
+        insecure_fetch: state.config.insecure_fetch,
+        grants: &state.grants,
+    };
+    let metadata = cimd::parse_document(client_id, &body, &policy)?;
+    let ttl = Duration::from_secs(max_age.unwrap_or(300).clamp(60, 86_400));
+    let record = ClientRecord {
+        client_id: client_id.to_string(),
+        client_secret_hash: None,
+        registration_access_token_hash: None,
+        metadata,
+        client_id_issued_at: state.now(),
+    };
+    Ok((record, ttl))
+}

@@ -1,0 +1,50 @@
+//! Who the client is. A `client_id` names a registered client (RFC 7591,
+//! cached per node), or is the URL of a client ID metadata document
+//! ([`document`]); [`auth`] authenticates it at the token, introspection
+//! and revocation endpoints; [`jwks`] fetches the keys of `private_key_jwt`
+//! clients that registered a `jwks_uri`.
+
+pub mod auth;
+pub mod document;
+pub mod jwks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+pub use auth::{AuthenticatedClient, Basic, Public, authenticate};
+
+use crate::oauth::cimd;
+use crate::state::State;
+use crate::store::{self, StoreError, clients::ClientRecord};
+
+/// Registered clients by client_id. Stale for at most `ttl` on other nodes;
+/// invalidated at once on the node that changed the client.
+pub fn registered_cache(ttl: Duration) -> Cache<String, Arc<ClientRecord>> {
+    Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(ttl)
+        .build()
+}
+
+impl State {
+    /// A client by id: from the cache, the database, or its metadata
+    /// document.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {
+        if cimd::is_document_url(client_id, self.config.insecure_fetch) {
+            return Ok(document::resolve(self, client_id).await);
+        }
+        if let Some(c) = self.clients.get(client_id).await {
+            return Ok(Some(c));
+        }
+        let Some(record) = store::clients::get(&self.db, client_id).await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        self.clients
+            .insert(client_id.to_string(), record.clone())
+            .await;
+        Ok(Some(record))
+    }
+}

@@ -1,0 +1,53 @@
+//! RFC 8414 authorization server metadata. Advertises exactly what this
+//! build implements; the `issuer` is the configured string, byte for byte.
+
+use agentauth_resource::dpop::DPOP_ALGS;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::oauth::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS};
+
+/// Client authentication methods accepted at introspection and revocation:
+/// every method except `none` (those endpoints need an authenticated client).
+const AUTHENTICATED_METHODS: [&str; 3] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
+
+/// The metadata document; `grant_types` comes from the grant registry.
+pub fn document(config: &Config, grant_types: &[&str]) -> Value {
+    let mut doc = json!({
+        "issuer": config.issuer,
+        "authorization_endpoint": config.endpoint("/authorize"),
+        "token_endpoint": config.endpoint("/token"),
+        "jwks_uri": config.endpoint("/jwks.json"),
+        "registration_endpoint": config.endpoint("/register"),
+        "introspection_endpoint": config.endpoint("/introspect"),
+        "revocation_endpoint": config.endpoint("/revoke"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        // OAuth 2.1 §4.1.1: PKCE with S256 only.
+        "code_challenge_methods_supported": ["S256"],
+        // RFC 9207.
+        "authorization_response_iss_parameter_supported": true,
+        // Client ID metadata documents (MCP authorization, 2025-11-25).
+        "client_id_metadata_document_supported": true,
+        "grant_types_supported": grant_types,
+        "token_endpoint_auth_methods_supported": AuthMethod::ALL,
+        "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        // RFC 9449 §5.1.
+        "dpop_signing_alg_values_supported": DPOP_ALGS,
+    });
+    if let (Some(scopes), Some(obj)) = (&config.scopes_supported, doc.as_object_mut()) {
+        obj.insert(
+            "scopes_supported".into(),
+            json!(scopes.iter().collect::<Vec<_>>()),
+        );
+    }
+    doc
+}

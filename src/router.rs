@@ -1,0 +1,86 @@
+//! The routes, and the middleware around them. Handlers are in
+//! [`crate::http`], one file per endpoint.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State as AxumState};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::http;
+use crate::metrics::{HttpLabels, RouteLabels};
+use crate::state::AppState;
+
+pub fn build(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(http::metadata::get),
+        )
+        .route("/jwks.json", get(http::jwks::get))
+        .route("/register", post(http::register::create))
+        .route(
+            "/register/{client_id}",
+            get(http::register::read)
+                .put(http::register::update)
+                .delete(http::register::delete),
+        )
+        .route("/authorize", get(http::authorize::get))
+        .route("/authorize/decision", post(http::authorize::decision))
+        .route(
+            "/login",
+            get(http::account::login_form).post(http::account::login),
+        )
+        .route("/logout", post(http::account::logout))
+        .route(
+            "/signup",
+            get(http::account::signup_form).post(http::account::signup),
+        )
+        .route("/account", get(http::account::account))
+        .route("/account/revoke", post(http::account::revoke))
+        .route("/token", post(http::token::post))
+        .route("/introspect", post(http::introspect::post))
+        .route("/revoke", post(http::revoke::post))
+        .route("/healthz", get(http::ops::healthz))
+        .route("/readyz", get(http::ops::readyz))
+        .route("/metrics", get(http::ops::metrics))
+        .fallback(http::ops::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+async fn record_metrics(
+    AxumState(state): AxumState<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            method,
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,202 @@
+//! Everything a handler needs, built once at start-up, and the background
+//! tasks that keep it fresh. The routes are in [`crate::router`].
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentauth_resource::dpop::NonceKey;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use moka::future::Cache;
+
+use crate::audit::AuditSink;
+use crate::clients;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::crypto::Kek;
+use crate::fetch::Fetcher;
+use crate::grants::Registry;
+use crate::keys::{KeyError, KeyRing};
+use crate::metrics::Metrics;
+use crate::store::clients::ClientRecord;
+use crate::store::{self, Db, StoreError};
+
+pub type AppState = Arc<State>;
+
+/// Everything a handler needs, reached through axum's `State`.
+pub struct State {
+    pub config: Config,
+    pub db: Db,
+    /// The grants of the token endpoint, by `grant_type`.
+    pub grants: Registry,
+    pub keys: KeyRing,
+    pub clock: SharedClock,
+    /// Client records by client_id; stale for at most `client_cache_ttl`
+    /// on other nodes, invalidated at once on this one.
+    pub clients: Cache<String, Arc<ClientRecord>>,
+    /// Clients known by a metadata document URL (or the remembered
+    /// failure to fetch one), each for as long as its document allows.
+    pub document_clients: clients::document::DocumentCache,
+    /// Fetched `jwks_uri` documents by URL.
+    pub client_jwks: clients::jwks::JwksCache,
+    pub fetcher: Fetcher,
+    pub audit: AuditSink,
+    pub metrics: Metrics,
+    pub registration_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// RFC 8414 metadata, serialized once.
+    pub metadata_json: String,
+    /// RFC 9449 §8 nonce key, derived from the KEK (same on every node).
+    pub dpop_nonces: NonceKey,
+    /// DPoP `jti` replay store: this node's memory on SQLite (one node),
+    /// the database on PostgreSQL (many nodes).
+    pub dpop_replay: DpopReplay,
+    pub templates: minijinja::Environment<'static>,
+    /// Key for CSRF MACs, derived from the KEK.
+    pub csrf_key: [u8; 32],
+    /// Login attempts per username and per client IP.
+    pub login_by_user: governor::DefaultKeyedRateLimiter<String>,
+    pub login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// SQLite allows one writer; queueing hot write transactions here
+    /// instead of in SQLite's busy handler (which sleeps in steps of up to
+    /// 100 ms) keeps tail latency low. Unused on PostgreSQL.
+    sqlite_writer: Option<tokio::sync::Mutex<()>>,
+    /// Revoked access-token jtis, node-local and refreshed every second.
+    pub revocations: crate::revocation_cache::RevocationCache,
+    /// RSA signing threads (one per core) behind one FIFO queue.
+    pub signing: crate::signing_pool::SigningPool,
+}
+
+pub enum DpopReplay {
+    Memory(Cache<String, ()>),
+    Database(crate::replay_batch::ReplayBatcher),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("http client: {0}")]
+    Fetch(String),
+    #[error("signing threads: {0}")]
+    Threads(#[from] std::io::Error),
+}
+
+impl State {
+    pub async fn new(
+        config: Config,
+        db: Db,
+        kek: Kek,
+        clock: SharedClock,
+    ) -> Result<(AppState, tokio::task::JoinHandle<()>), StartError> {
+        let dpop_nonces = NonceKey::new(
+            &kek.derive(b"agentauth dpop nonce v1"),
+            config.dpop_nonce_period,
+        );
+        let dpop_replay = if store::is_shared(&db) {
+            DpopReplay::Database(crate::replay_batch::ReplayBatcher::start(db.clone()))
+        } else {
+            // A jti only matters while its proof's iat is inside the window.
+            let ttl =
+                Duration::from_secs(u64::try_from(2 * config.dpop_iat_window + 1).unwrap_or(121));
+            DpopReplay::Memory(
+                Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(ttl)
+                    .build(),
+            )
+        };
+        let csrf_key = kek.derive(b"agentauth csrf v1");
+        let keys = KeyRing::load_or_init(
+            &db,
+            kek,
+            config.signing_alg,
+            clock.now(),
+            config.access_token_ttl,
+        )
+        .await?;
+        let (audit, audit_task) = AuditSink::start(db.clone());
+        let per_minute =
+            NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
+        let grants = Registry::standard();
+        let state = State {
+            metadata_json: crate::oauth::metadata::document(&config, &grants.names()).to_string(),
+            grants,
+            clients: clients::registered_cache(config.client_cache_ttl),
+            document_clients: clients::document::cache(),
+            client_jwks: clients::jwks::cache(),
+            fetcher: Fetcher::new(config.insecure_fetch)
+                .map_err(|e| StartError::Fetch(e.to_string()))?,
+            registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            metrics: Metrics::default(),
+            dpop_nonces,
+            dpop_replay,
+            revocations: Default::default(),
+            signing: crate::signing_pool::SigningPool::new(config.signing_threads)?,
+            sqlite_writer: (!store::is_shared(&db)).then(|| tokio::sync::Mutex::new(())),
+            templates: crate::templates::environment(),
+            csrf_key,
+            login_by_user: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            )),
+            login_by_ip: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
+            )),
+            config,
+            db,
+            keys,
+            clock,
+            audit,
+        };
+        Ok((Arc::new(state), audit_task))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Held around hot write transactions on SQLite (see `sqlite_writer`).
+    pub async fn write_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.sqlite_writer {
+            Some(m) => Some(m.lock().await),
+            None => None,
+        }
+    }
+}
+
+/// Refreshes the node-local revocation cache every second.
+pub fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.revocations.refresh(&state.db, state.now()).await {
+                tracing::warn!(error = %e, "revocation cache refresh failed; introspection reads the database");
+            }
+        }
+    })
+}
+
+/// Background upkeep: reload keys (rotations by other processes), purge
+/// expired replay and revocation rows, forget idle rate-limit buckets.
+pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.config.key_reload_interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = state.now();
+            if let Err(e) = state.keys.reload(&state.db, now).await {
+                tracing::warn!(error = %e, "signing key reload failed; keeping the current keys");
+            }
+            if let Err(e) = store::purge_expired(&state.db, now).await {
+                tracing::warn!(error = %e, "purge of expired rows failed");
+            }
+            state.registration_limiter.retain_recent();
+            state.login_by_user.retain_recent();
+            state.login_by_ip.retain_recent();
+        }
+    })
+}
