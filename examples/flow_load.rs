@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .map_err(|e| anyhow::anyhow!("{:?}", e.description))?;
-    let client_id = random_id();
+    let client_id = random_id()?;
     store::clients::insert(
         &db,
         &ClientRecord {
@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let user_id = random_id();
+    let user_id = random_id()?;
     store::users::insert(
         &db,
         User {
@@ -75,11 +75,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let verifier = random_token();
+    let verifier = random_token()?;
     let challenge =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256(verifier.as_bytes()));
     let count = (seconds as usize) * 4000;
-    let codes: Vec<String> = (0..count).map(|_| random_token()).collect();
+    let codes: Vec<String> = (0..count)
+        .map(|_| random_token())
+        .collect::<Result<_, _>>()?;
     let rows = codes
         .iter()
         .map(|c| CodeRow {

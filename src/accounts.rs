@@ -13,6 +13,8 @@ pub enum AccountError {
     Store(#[from] StoreError),
     #[error("password hashing failed")]
     Hash,
+    #[error(transparent)]
+    Random(#[from] crate::crypto::RandomError),
     #[error("username must be 1 to 64 characters without spaces or control characters")]
     Username,
     #[error("password must be at least 8 characters")]
@@ -29,7 +31,8 @@ fn argon2() -> Argon2<'static> {
 
 pub async fn hash_password(password: String) -> Result<String, AccountError> {
     tokio::task::spawn_blocking(move || {
-        let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(|_| AccountError::Hash)?;
+        let salt =
+            SaltString::encode_b64(&random_bytes::<16>()?).map_err(|_| AccountError::Hash)?;
         argon2()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -73,7 +76,7 @@ pub async fn create_user(
         return Err(AccountError::Password);
     }
     let user = User {
-        id: random_id(),
+        id: random_id()?,
         username: username.to_string(),
         password_hash: hash_password(password).await?,
         created_at: now,

@@ -86,7 +86,7 @@ pub fn load_kek(storage: &StorageArgs) -> anyhow::Result<Kek> {
         }
         (None, None) => {
             if storage.database_url.contains(":memory:") {
-                return Ok(Kek::from_bytes(&random_bytes::<32>())?);
+                return Ok(Kek::from_bytes(&random_bytes::<32>()?)?);
             }
             bail!(
                 "set AGENTAUTH_KEK (32 bytes, base64) or --kek-file: every node sharing this database needs the same key-encryption key"
@@ -101,7 +101,7 @@ fn read_or_create_kek(path: &Path) -> anyhow::Result<Kek> {
     match std::fs::read_to_string(path) {
         Ok(text) => Kek::from_base64(&text).with_context(|| format!("key file {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = random_bytes::<32>();
+            let key = random_bytes::<32>()?;
             let text = base64::engine::general_purpose::STANDARD.encode(key);
             write_private(path, text.as_bytes())
                 .with_context(|| format!("creating key file {}", path.display()))?;
@@ -220,7 +220,7 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
             println!("deleted {client_id}");
         }
         ClientCommand::InitialToken { expires_in, uses } => {
-            let token = random_token();
+            let token = random_token()?;
             let uses = i32::try_from(uses.max(1)).unwrap_or(i32::MAX);
             let expires_at = expires_in.map(|s| now + i64::from(s));
             store::initial_tokens::insert(
@@ -254,11 +254,12 @@ async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyh
     };
     let metadata = ClientMetadata::validate(request, &policy)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.error, e.description.unwrap_or_default()))?;
-    let client_id = random_id();
+    let client_id = random_id()?;
     let secret = metadata
         .token_endpoint_auth_method
         .uses_secret()
-        .then(random_token);
+        .then(random_token)
+        .transpose()?;
     let record = ClientRecord {
         client_id: client_id.clone(),
         client_secret_hash: secret.as_ref().map(|s| sha256(s.as_bytes()).to_vec()),

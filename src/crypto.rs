@@ -9,25 +9,31 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
+/// The operating system's CSPRNG failed: no secret can be made, so the
+/// request fails (500) rather than waiting or using anything weaker.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomError;
+
 /// `n` random bytes from the operating system's CSPRNG.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut out = [0u8; N];
-    // SystemRandom only fails when the OS has no entropy source at all,
-    // which no supported platform lacks; fall back to an abort-free loop.
-    while SystemRandom::new().fill(&mut out).is_err() {}
-    out
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| RandomError)?;
+    Ok(out)
 }
 
 /// A 256-bit random value, base64url without padding (43 characters).
 /// Used for client secrets, registration access tokens, codes and refresh
 /// tokens: high-entropy secrets for which a fast hash is the right store.
-pub fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+pub fn random_token() -> Result<String, RandomError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
 }
 
 /// A 128-bit random identifier, base64url (22 characters).
-pub fn random_id() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<16>())
+pub fn random_id() -> Result<String, RandomError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<16>()?))
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -68,12 +74,20 @@ impl Kek {
         })
     }
 
-    /// A 256-bit key for `label`, derived as HMAC-SHA256(KEK, label): an
-    /// independent key per purpose, never the KEK itself.
+    /// A 256-bit key for `label`: HKDF-SHA256 (RFC 5869) with the KEK as
+    /// input keying material and `label` as info, an independent key per
+    /// purpose, never the KEK itself.
     pub fn derive(&self, label: &[u8]) -> [u8; 32] {
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.raw);
+        use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
         let mut out = [0u8; 32];
-        out.copy_from_slice(aws_lc_rs::hmac::sign(&key, label).as_ref());
+        let prk = Salt::new(HKDF_SHA256, b"agentauth kek").extract(&self.raw);
+        let info = [label];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expansion
+        // cannot fail, and a zero key is never used if it somehow did.
+        let filled = prk
+            .expand(&info, HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out));
+        debug_assert!(filled.is_ok());
         out
     }
 
@@ -86,8 +100,8 @@ impl Kek {
     }
 
     /// `nonce ‖ ciphertext ‖ tag`, with `aad` (e.g. the kid) authenticated.
-    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let nonce_bytes = random_bytes::<NONCE_LEN>();
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RandomError> {
+        let nonce_bytes = random_bytes::<NONCE_LEN>()?;
         let mut in_out = plaintext.to_vec();
         let nonce = Nonce::assume_unique_for_key(nonce_bytes);
         // Sealing only fails for inputs beyond AES-GCM's length limit (64 GiB).
@@ -98,7 +112,7 @@ impl Kek {
         let mut out = Vec::with_capacity(NONCE_LEN + in_out.len());
         out.extend_from_slice(&nonce_bytes);
         out.extend_from_slice(&in_out);
-        out
+        Ok(out)
     }
 
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, KekError> {
@@ -126,11 +140,11 @@ mod tests {
 
     #[test]
     fn seal_then_open_round_trips_and_binds_aad() {
-        let kek = Kek::from_bytes(&random_bytes::<32>()).unwrap();
-        let sealed = kek.seal(b"kid-1", b"secret key");
+        let kek = Kek::from_bytes(&random_bytes::<32>().unwrap()).unwrap();
+        let sealed = kek.seal(b"kid-1", b"secret key").unwrap();
         assert_eq!(kek.open(b"kid-1", &sealed).unwrap(), b"secret key");
         assert!(kek.open(b"kid-2", &sealed).is_err());
-        let other = Kek::from_bytes(&random_bytes::<32>()).unwrap();
+        let other = Kek::from_bytes(&random_bytes::<32>().unwrap()).unwrap();
         assert!(other.open(b"kid-1", &sealed).is_err());
     }
 

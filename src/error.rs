@@ -34,6 +34,12 @@ impl From<crate::signing_pool::SignError> for Error {
     }
 }
 
+impl From<crate::crypto::RandomError> for Error {
+    fn from(e: crate::crypto::RandomError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
 impl From<OAuthError> for Error {
     fn from(e: OAuthError) -> Self {
         Self::OAuth(e)

@@ -94,6 +94,8 @@ pub enum KeyError {
     Sign,
     #[error("no signing key is active")]
     NoActiveKey,
+    #[error(transparent)]
+    Random(#[from] crate::crypto::RandomError),
 }
 
 enum Pair {
@@ -421,13 +423,13 @@ pub async fn generate(
     now: i64,
     activates_at: i64,
 ) -> Result<store::keys::KeyRow, KeyError> {
-    let kid = random_id();
+    let kid = random_id()?;
     let kid_for_key = kid.clone();
     let (key, pkcs8) = tokio::task::spawn_blocking(move || SigningKey::generate(&kid_for_key, alg))
         .await
         .map_err(|_| KeyError::Generate)??;
     Ok(store::keys::KeyRow {
-        private_key_sealed: kek.seal(kid.as_bytes(), &pkcs8),
+        private_key_sealed: kek.seal(kid.as_bytes(), &pkcs8)?,
         public_jwk: key.public_jwk()?,
         kid,
         alg: alg.as_str().to_string(),

@@ -5,21 +5,26 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State as AxumState};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::http;
 use crate::metrics::{HttpLabels, RouteLabels};
 use crate::state::AppState;
 
+/// Largest request body any route reads; the OAuth endpoints set their
+/// own, smaller limits with an RFC 6749 §5.2 error (see `http::MAX_FORM_BYTES`).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
 pub fn build(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(http::metadata::get),
-        )
-        .route("/jwks.json", get(http::jwks::get))
+    // The OAuth endpoints proper: every response is no-store (RFC 6749
+    // §5.1, RFC 7591 §3.2.1), errors included.
+    let oauth = Router::new()
         .route("/register", post(http::register::create))
         .route(
             "/register/{client_id}",
@@ -27,6 +32,23 @@ pub fn build(state: AppState) -> Router {
                 .put(http::register::update)
                 .delete(http::register::delete),
         )
+        .route("/token", post(http::token::post))
+        .route("/introspect", post(http::introspect::post))
+        .route("/revoke", post(http::revoke::post))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::PRAGMA,
+            HeaderValue::from_static("no-cache"),
+        ));
+    Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(http::metadata::get),
+        )
+        .route("/jwks.json", get(http::jwks::get))
         .route("/authorize", get(http::authorize::get))
         .route("/authorize/decision", post(http::authorize::decision))
         .route(
@@ -40,13 +62,20 @@ pub fn build(state: AppState) -> Router {
         )
         .route("/account", get(http::account::account))
         .route("/account/revoke", post(http::account::revoke))
-        .route("/token", post(http::token::post))
-        .route("/introspect", post(http::introspect::post))
-        .route("/revoke", post(http::revoke::post))
         .route("/healthz", get(http::ops::healthz))
         .route("/readyz", get(http::ops::readyz))
         .route("/metrics", get(http::ops::metrics))
+        .merge(oauth)
         .fallback(http::ops::not_found)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,

@@ -103,31 +103,37 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         },
     )
     .await?;
-    let refresh = client.client.metadata.allows_grant(REFRESH_TOKEN).then(|| {
-        let token = random_token();
-        let row = RefreshRow {
-            token_hash: sha256(token.as_bytes()).to_vec(),
-            family_id: random_id(),
-            generation: 0,
-            client_id: row.client_id.clone(),
-            user_id: row.user_id.clone(),
-            scope: row.scope.clone(),
-            resources: Value::from(granted.clone()),
-            // RFC 9449 §5: refresh tokens of public clients are bound.
-            dpop_jkt: if client.method == AuthMethod::None {
-                jkt.map(str::to_string)
-            } else {
-                None
-            },
-            created_at: now,
-            expires_at: now + state.config.refresh_token_ttl,
-            rotated_at: None,
-            revoked_at: None,
-            access_jti: issued.jti.clone(),
-            access_exp: issued.exp,
-        };
-        (token, row)
-    });
+    let refresh =
+        client
+            .client
+            .metadata
+            .allows_grant(REFRESH_TOKEN)
+            .then(|| -> Result<_, Error> {
+                let token = random_token()?;
+                let row = RefreshRow {
+                    token_hash: sha256(token.as_bytes()).to_vec(),
+                    family_id: random_id()?,
+                    generation: 0,
+                    client_id: row.client_id.clone(),
+                    user_id: row.user_id.clone(),
+                    scope: row.scope.clone(),
+                    resources: Value::from(granted.clone()),
+                    // RFC 9449 §5: refresh tokens of public clients are bound.
+                    dpop_jkt: if client.method == AuthMethod::None {
+                        jkt.map(str::to_string)
+                    } else {
+                        None
+                    },
+                    created_at: now,
+                    expires_at: now + state.config.refresh_token_ttl,
+                    rotated_at: None,
+                    revoked_at: None,
+                    access_jti: issued.jti.clone(),
+                    access_exp: issued.exp,
+                };
+                Ok((token, row))
+            });
+    let refresh = refresh.transpose()?;
     let (refresh_token, refresh_row) = refresh.unzip();
     // The one atomic step: exactly one redemption wins.
     let _gate = state.write_gate().await;

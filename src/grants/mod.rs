@@ -254,7 +254,7 @@ pub async fn issue_access_token(
         aud,
         client_id: req.client_id.to_string(),
         scope: scope.clone(),
-        jti: random_id(),
+        jti: random_id()?,
         iat: now,
         exp: now + ttl,
         nbf: None,
@@ -328,4 +328,50 @@ pub fn narrow_resources(
         )));
     }
     Ok(requested)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Custom;
+
+    impl Grant for Custom {
+        fn grant_type(&self) -> &'static str {
+            "urn:example:params:grant-type:custom"
+        }
+
+        fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
+            Err(format!("not for {:?}", metadata.client_name))
+        }
+
+        fn handle<'a>(&'a self, _: &'a State, _: TokenRequest<'a>) -> GrantFuture<'a> {
+            Box::pin(async { Err(OAuthError::invalid_grant("custom").into()) })
+        }
+    }
+
+    /// A new grant is one `with` line: it is looked up, listed for
+    /// metadata, and its registration rule is the registry's.
+    #[test]
+    fn a_grant_is_one_registration_line() {
+        let registry = Registry::standard().with(Custom);
+        assert_eq!(
+            registry.names(),
+            [
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:example:params:grant-type:custom"
+            ]
+        );
+        assert!(registry.supports("urn:example:params:grant-type:custom"));
+        assert!(!Registry::standard().supports("urn:example:params:grant-type:custom"));
+        assert_eq!(
+            Registry::standard()
+                .lookup("password")
+                .err()
+                .map(|e| e.error),
+            Some("unsupported_grant_type")
+        );
+    }
 }

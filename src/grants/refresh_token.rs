@@ -96,7 +96,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         },
     )
     .await?;
-    let refresh_token = random_token();
+    let refresh_token = random_token()?;
     let next = RefreshRow {
         token_hash: sha256(refresh_token.as_bytes()).to_vec(),
         generation: row.generation + 1,

@@ -43,7 +43,7 @@ fn form_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response> {
-    let csrf = pages::csrf(state, headers);
+    let csrf = pages::csrf(state, headers)?;
     let page = pages::render(
         state,
         status,
@@ -193,7 +193,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Resul
         .into_iter()
         .map(|g| json!({ "client_id": g.client_id, "scope": g.scope, "family_id": g.family_id }))
         .collect();
-    let csrf = pages::csrf(&state, &headers);
+    let csrf = pages::csrf(&state, &headers)?;
     let page = pages::render(
         &state,
         StatusCode::OK,

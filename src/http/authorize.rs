@@ -382,7 +382,7 @@ fn consent_page(
     req: &AuthorizationRequest,
     session: &Session,
 ) -> Result<Response> {
-    let csrf = pages::csrf(state, headers);
+    let csrf = pages::csrf(state, headers)?;
     let host = Url::parse(&req.redirect_uri)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
@@ -428,7 +428,7 @@ async fn issue_code(
     req: &AuthorizationRequest,
     session: &Session,
 ) -> Result<Response> {
-    let code = random_token();
+    let code = random_token()?;
     let now = state.now();
     let resources: Vec<&str> = req.resources.iter().map(ResourceUri::as_str).collect();
     store::grants::insert_code(

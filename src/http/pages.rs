@@ -115,7 +115,7 @@ pub async fn session(state: &State, headers: &HeaderMap) -> Result<Option<Sessio
 /// Starts a fresh session (a new secret at every login: no fixation) and
 /// returns its `Set-Cookie`.
 pub async fn start_session(state: &State, user_id: &str) -> Result<Option<HeaderValue>, Error> {
-    let secret = random_token();
+    let secret = random_token()?;
     store::users::create_session(
         &state.db,
         sha256(secret.as_bytes()),
@@ -147,14 +147,14 @@ fn csrf_mac(state: &State, cookie_value: &str) -> String {
     URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, cookie_value.as_bytes()).as_ref())
 }
 
-pub fn csrf(state: &State, headers: &HeaderMap) -> Csrf {
-    match cookie(headers, CSRF_COOKIE) {
+pub fn csrf(state: &State, headers: &HeaderMap) -> Result<Csrf, Error> {
+    Ok(match cookie(headers, CSRF_COOKIE) {
         Some(value) => Csrf {
             token: csrf_mac(state, &value),
             set_cookie: None,
         },
         None => {
-            let value = random_token();
+            let value = random_token()?;
             Csrf {
                 token: csrf_mac(state, &value),
                 set_cookie: set_cookie(
@@ -166,7 +166,7 @@ pub fn csrf(state: &State, headers: &HeaderMap) -> Csrf {
                 ),
             }
         }
-    }
+    })
 }
 
 pub fn csrf_ok(state: &State, headers: &HeaderMap, presented: Option<&str>) -> bool {

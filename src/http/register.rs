@@ -88,12 +88,13 @@ pub async fn create(
     let MetadataBody(request) = body?;
     let metadata = ClientMetadata::validate(request, &policy(&state))?;
 
-    let client_id = random_id();
+    let client_id = random_id()?;
     let secret = metadata
         .token_endpoint_auth_method
         .uses_secret()
-        .then(random_token);
-    let registration_access_token = random_token();
+        .then(random_token)
+        .transpose()?;
+    let registration_access_token = random_token()?;
     let record = ClientRecord {
         client_id: client_id.clone(),
         client_secret_hash: secret.as_ref().map(|s| sha256(s.as_bytes()).to_vec()),

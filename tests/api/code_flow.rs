@@ -138,7 +138,7 @@ pub fn query_of(url: &str) -> HashMap<String, String> {
 }
 
 pub fn pkce() -> (String, String) {
-    let verifier = agentauth::crypto::random_token();
+    let verifier = agentauth::crypto::random_token().unwrap();
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(agentauth::crypto::sha256(verifier.as_bytes()));
     (verifier, challenge)

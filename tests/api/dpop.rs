@@ -55,7 +55,7 @@ impl ProofKey {
     }
 
     pub fn claims(&self, htm: &str, htu: &str, iat: i64) -> Value {
-        json!({ "jti": agentauth::crypto::random_id(), "htm": htm, "htu": htu, "iat": iat })
+        json!({ "jti": agentauth::crypto::random_id().unwrap(), "htm": htm, "htu": htu, "iat": iat })
     }
 
     /// A good proof for POST /token.

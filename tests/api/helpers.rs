@@ -98,7 +98,7 @@ pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
     let (db, dir) = fresh_db(backend).await;
     let config = Config::from_args(&args).unwrap();
     let clock = Arc::new(ManualClock::new(1_800_000_000));
-    let kek_bytes = random_bytes::<32>();
+    let kek_bytes = random_bytes::<32>().unwrap();
     let kek = Kek::from_bytes(&kek_bytes).unwrap();
     let (state, _audit) = State::new(config, db, kek, clock.clone()).await.unwrap();
     let router = router::build(state.clone())
@@ -122,7 +122,7 @@ pub async fn spawn_pg_nodes() -> (TestApp, TestApp) {
 pub async fn spawn_pg_nodes_with(configure: impl Fn(&mut ServeArgs)) -> (TestApp, TestApp) {
     let schema = fresh_schema().await;
     let clock = Arc::new(ManualClock::new(1_800_000_000));
-    let kek_bytes = random_bytes::<32>();
+    let kek_bytes = random_bytes::<32>().unwrap();
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let db = store::connect(PG_URL, 4, Some(&schema)).await.unwrap();
@@ -208,7 +208,7 @@ pub async fn fresh_schema() -> String {
                 .await;
         }
     }
-    let schema = format!("aa_test_{now}_{}", hex(&random_bytes::<6>()));
+    let schema = format!("aa_test_{now}_{}", hex(&random_bytes::<6>().unwrap()));
     admin
         .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
         .await

@@ -76,7 +76,7 @@ async fn signing_keys_are_encrypted_at_rest(app: TestApp) {
     assert!(aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&row.private_key_sealed).is_err());
     assert!(row.public_jwk.get("d").is_none());
     assert_eq!(row.alg, "RS256");
-    let wrong = Kek::from_bytes(&random_bytes::<32>()).unwrap();
+    let wrong = Kek::from_bytes(&random_bytes::<32>().unwrap()).unwrap();
     assert!(
         KeyRing::load_or_init(&app.state.db, wrong, SigningAlg::Rs256, app.now(), 900)
             .await

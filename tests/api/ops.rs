@@ -98,3 +98,42 @@ async fn purge_removes_only_expired_rows(app: TestApp) {
     );
 }
 both!(purge_removes_only_expired_rows);
+
+/// Every response says `nosniff` and `no-referrer`; the OAuth endpoints say
+/// `no-store` on success and on error alike; a body over the global limit is
+/// refused before any handler reads it.
+#[tokio::test]
+async fn security_headers_no_store_and_body_limit() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    for path in [
+        "/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/nope",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
+    }
+    let r = app
+        .post_form("/token", &[("grant_type", "client_credentials")], None)
+        .await;
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("pragma"), Some("no-cache"));
+
+    // Past every route's own limit: refused before the handler, by length.
+    let big = "a".repeat(100 * 1024);
+    let r = app
+        .send(
+            axum::http::Request::post("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", big.len())
+                .body(axum::body::Body::from(big))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 413);
+}

@@ -105,7 +105,11 @@ async fn private_key_jwt_bad_assertions_are_invalid_client(app: TestApp) {
     let now = app.now();
     let mut cases: Vec<(&str, String)> = Vec::new();
     let with = |f: &dyn Fn(&mut Value)| {
-        let mut c = claims(&app, &id, &format!("j-{}", agentauth::crypto::random_id()));
+        let mut c = claims(
+            &app,
+            &id,
+            &format!("j-{}", agentauth::crypto::random_id().unwrap()),
+        );
         f(&mut c);
         key.assertion(c)
     };
@@ -284,7 +288,7 @@ impl TestApp {
     async fn token_for_pkjwt(&self, key: &ClientKey, id: &str) -> String {
         let r = token_with(
             self,
-            &key.assertion(claims(self, id, &agentauth::crypto::random_id())),
+            &key.assertion(claims(self, id, &agentauth::crypto::random_id().unwrap())),
         )
         .await;
         assert_eq!(r.status, 200);

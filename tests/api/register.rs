@@ -246,7 +246,7 @@ async fn protected_registration(backend: Backend) {
     assert_eq!(r.json()["error"], "invalid_token");
     assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
 
-    let iat = random_token();
+    let iat = random_token().unwrap();
     store::initial_tokens::insert(
         &app.state.db,
         sha256(iat.as_bytes()),
@@ -269,7 +269,7 @@ async fn protected_registration(backend: Backend) {
         .await;
     assert_eq!(r.status, 401, "a single-use initial access token is spent");
 
-    let expiring = random_token();
+    let expiring = random_token().unwrap();
     store::initial_tokens::insert(
         &app.state.db,
         sha256(expiring.as_bytes()),
@@ -385,7 +385,7 @@ async fn initial_token_race(backend: Backend) {
     let mut args = serve_args();
     args.registration = RegistrationMode::Protected;
     let app = std::sync::Arc::new(spawn_app_with(backend, args).await);
-    let iat = random_token();
+    let iat = random_token().unwrap();
     store::initial_tokens::insert(
         &app.state.db,
         sha256(iat.as_bytes()),
