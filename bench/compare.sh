@@ -10,6 +10,10 @@
 #   PEER=0 bench/compare.sh          # agentauth only
 #   ONLY="introspection jwks" bench/compare.sh   # some scenarios only
 #
+# The client_credentials_es256 rows run on three more servers, started only
+# for them: agentauth with --signing-alg ES256 on SQLite and on PostgreSQL,
+# and node-oidc-provider with an ES256 key (labelled "-es256").
+#
 # Traffic goes to 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +38,7 @@ declare -A PID PORTS AUTH TOKEN_PATH INTROSPECT_PATH JWKS_PATH METADATA_PATH IDL
 cleanup() {
   for p in "${PID[@]}"; do kill "$p" 2>/dev/null || true; done
   psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
+  psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS ${PG_DB}_es256" >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -47,15 +52,33 @@ json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[
 # --- agentauth on SQLite and on PostgreSQL ---------------------------------
 psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null
 psql -q "$PG_ADMIN" -c "CREATE DATABASE $PG_DB" >/dev/null
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 SERVERS=(sqlite postgres)
+ES_SERVERS=()
 PORTS[sqlite]=18180
 PORTS[postgres]=18280
-for s in sqlite postgres; do
-  if [ "$s" = sqlite ]; then DB="sqlite://$TMP/agentauth.db?mode=rwc"; else DB="postgres://postgres@127.0.0.1:5432/$PG_DB"; fi
+PORTS[sqlite-es256]=18181
+PORTS[postgres-es256]=18281
+declare -A ALG=([sqlite]=RS256 [postgres]=RS256 [sqlite-es256]=ES256 [postgres-es256]=ES256)
+OURS=(sqlite postgres)
+if want client_credentials_es256; then
+  OURS+=(sqlite-es256 postgres-es256)
+  ES_SERVERS+=(sqlite-es256 postgres-es256)
+  psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS ${PG_DB}_es256" >/dev/null
+  psql -q "$PG_ADMIN" -c "CREATE DATABASE ${PG_DB}_es256" >/dev/null
+fi
+for s in "${OURS[@]}"; do
+  case $s in
+    sqlite) DB="sqlite://$TMP/agentauth.db?mode=rwc" ;;
+    sqlite-es256) DB="sqlite://$TMP/agentauth-es256.db?mode=rwc" ;;
+    postgres) DB="postgres://postgres@127.0.0.1:5432/$PG_DB" ;;
+    postgres-es256) DB="postgres://postgres@127.0.0.1:5432/${PG_DB}_es256" ;;
+  esac
   client=$("$BIN" client create --database-url "$DB" --name bench --grant-type client_credentials \
     --scope "read write" --auth-method client_secret_basic --json)
   AUTH[$s]=$(printf '%s:%s' "$(json_field client_id <<<"$client")" "$(json_field client_secret <<<"$client")" | base64 -w0)
-  "$BIN" serve --listen "127.0.0.1:${PORTS[$s]}" --issuer "http://127.0.0.1:${PORTS[$s]}" --database-url "$DB" 2>"$TMP/$s.log" &
+  "$BIN" serve --listen "127.0.0.1:${PORTS[$s]}" --issuer "http://127.0.0.1:${PORTS[$s]}" --database-url "$DB" \
+    --signing-alg "${ALG[$s]}" 2>"$TMP/$s.log" &
   PID[$s]=$!
   TOKEN_PATH[$s]=/token
   INTROSPECT_PATH[$s]=/introspect
@@ -67,23 +90,29 @@ done
 # --- node-oidc-provider, installed in a temporary directory ----------------
 if [ "$PEER" = 1 ]; then
   SERVERS+=(node-oidc-provider)
-  s=node-oidc-provider
-  PORTS[$s]=18380
+  PEERS=(node-oidc-provider)
+  PORTS[node-oidc-provider]=18380
+  PORTS[node-oidc-provider-es256]=18381
+  ALG[node-oidc-provider]=RS256
+  ALG[node-oidc-provider-es256]=ES256
+  if want client_credentials_es256; then PEERS+=(node-oidc-provider-es256); ES_SERVERS+=(node-oidc-provider-es256); fi
   cp bench/peer/package.json bench/peer/package-lock.json bench/peer/server.mjs "$TMP/"
   (cd "$TMP" && npm ci --no-audit --no-fund --silent >/dev/null)
-  secret=$(openssl rand -hex 24)
-  (cd "$TMP" && PORT=${PORTS[$s]} CLIENT_ID=bench CLIENT_SECRET=$secret NODE_ENV=production exec node server.mjs) 2>"$TMP/peer.log" &
-  PID[$s]=$!
-  AUTH[$s]=$(printf 'bench:%s' "$secret" | base64 -w0)
-  TOKEN_PATH[$s]=/token
-  INTROSPECT_PATH[$s]=/token/introspection
-  JWKS_PATH[$s]=/jwks
-  METADATA_PATH[$s]=/.well-known/openid-configuration
-  wait_up "http://127.0.0.1:${PORTS[$s]}/jwks"
+  for s in "${PEERS[@]}"; do
+    secret=$(openssl rand -hex 24)
+    (cd "$TMP" && PORT=${PORTS[$s]} ALG=${ALG[$s]} CLIENT_ID=bench CLIENT_SECRET=$secret NODE_ENV=production exec node server.mjs) 2>"$TMP/$s.log" &
+    PID[$s]=$!
+    AUTH[$s]=$(printf 'bench:%s' "$secret" | base64 -w0)
+    TOKEN_PATH[$s]=/token
+    INTROSPECT_PATH[$s]=/token/introspection
+    JWKS_PATH[$s]=/jwks
+    METADATA_PATH[$s]=/.well-known/openid-configuration
+    wait_up "http://127.0.0.1:${PORTS[$s]}/jwks"
+  done
 fi
 
 sleep 2
-for s in "${SERVERS[@]}"; do IDLE[$s]=$(rss_kib "${PID[$s]}" VmRSS); done
+for s in "${SERVERS[@]}" "${ES_SERVERS[@]}"; do IDLE[$s]=$(rss_kib "${PID[$s]}" VmRSS); done
 
 # One token per server to introspect. The peer cannot introspect its JWT
 # access tokens, so its token is an opaque one for a second resource.
@@ -96,12 +125,15 @@ for s in "${SERVERS[@]}"; do
 done
 
 use() { PORT=${PORTS[$1]}; CPU_PID=${PID[$1]}; }
-want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 CC="grant_type=client_credentials&scope=read"
 
 sample_ceiling
 want client_credentials && for c in 16 64; do
   for s in "${SERVERS[@]}"; do use "$s"; run "$s" client_credentials "$c" POST "${TOKEN_PATH[$s]}" "$CC" "${AUTH[$s]}"; done
+done
+# The same grant with ES256 signing keys on both sides.
+want client_credentials_es256 && for c in 16 64; do
+  for s in "${ES_SERVERS[@]}"; do use "$s"; run "$s" client_credentials_es256 "$c" POST "${TOKEN_PATH[$s]}" "$CC" "${AUTH[$s]}"; done
 done
 want client_credentials_dpop && for c in 16 64; do
   for s in "${SERVERS[@]}"; do
@@ -131,8 +163,8 @@ want jwks_under_token_load && for s in "${SERVERS[@]}"; do
 done
 sample_ceiling
 
-for s in "${SERVERS[@]}"; do PEAK[$s]=$(rss_kib "${PID[$s]}" VmHWM); done
-rss=$(for s in "${SERVERS[@]}"; do printf '"%s":{"idle":%s,"peak":%s},' "$s" "${IDLE[$s]}" "${PEAK[$s]}"; done)
+for s in "${SERVERS[@]}" "${ES_SERVERS[@]}"; do PEAK[$s]=$(rss_kib "${PID[$s]}" VmHWM); done
+rss=$(for s in "${SERVERS[@]}" "${ES_SERVERS[@]}"; do printf '"%s":{"idle":%s,"peak":%s},' "$s" "${IDLE[$s]}" "${PEAK[$s]}"; done)
 cat >"$OUT.raw.json" <<EOF
 {"stamp":"$STAMP","duration":"$DURATION","cpus":$(nproc),"cpu_model":"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)",
 "ceiling_samples":[$(IFS=,; echo "${CEILINGS[*]}")],

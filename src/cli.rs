@@ -148,6 +148,21 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let metrics_server = match state.config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (--metrics-listen)"))?;
+            tracing::info!(listen = %addr, "metrics listening");
+            let app = router::metrics(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(issuer = %state.config.issuer, listen = %listen, "agentauth listening");
     drop(state);
     axum::serve(
@@ -158,6 +173,10 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     .await?;
     upkeep.abort();
     revocation_refresh.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+        let _ = m.await;
+    }
     let _ = upkeep.await;
     let _ = revocation_refresh.await;
     // The audit writer ends once the last sender (in State) is gone.

@@ -156,6 +156,15 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_SIGNING_ALG", value_enum, default_value_t = SigningAlg::Rs256)]
     pub signing_alg: SigningAlg,
 
+    /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) and
+    /// not on --listen.
+    #[arg(long, env = "AGENTAUTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Require `Authorization: Bearer <token>` at /metrics.
+    #[arg(long, env = "AGENTAUTH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Log format.
     #[arg(long, env = "AGENTAUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -182,6 +191,8 @@ impl Default for ServeArgs {
             dpop_iat_window: 60,
             signing_threads: None,
             signing_alg: SigningAlg::Rs256,
+            metrics_listen: None,
+            metrics_token: None,
             log_format: LogFormat::Text,
             insecure_fetch: false,
         }
@@ -287,6 +298,10 @@ pub struct Config {
     /// Signing threads; 0 signs inline on the async workers.
     pub signing_threads: usize,
     pub signing_alg: SigningAlg,
+    /// Where /metrics is served: `None` on the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// SHA-256 of the bearer token /metrics requires, if any.
+    pub metrics_token_hash: Option<[u8; 32]>,
     /// How often a node reloads signing keys from the database.
     pub key_reload_interval: Duration,
     /// JWKS `Cache-Control: max-age`.
@@ -358,6 +373,12 @@ impl Config {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .min(256),
             signing_alg: args.signing_alg,
+            metrics_listen: args.metrics_listen,
+            metrics_token_hash: args
+                .metrics_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| crate::crypto::sha256(t.as_bytes())),
             key_reload_interval: Duration::from_secs(60),
             jwks_max_age: 300,
             client_cache_ttl: Duration::from_secs(30),

@@ -20,6 +20,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod proof;
 pub mod replay_batch;
 pub mod revocation_cache;
 pub mod router;

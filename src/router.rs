@@ -43,11 +43,17 @@ pub fn build(state: AppState) -> Router {
             header::PRAGMA,
             HeaderValue::from_static("no-cache"),
         ));
-    Router::new()
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(http::metadata::get),
-        )
+    let mut router = Router::new();
+    // RFC 8414 §3 and, because MCP clients try it first, OpenID Connect
+    // Discovery's location, with the same document; when the issuer has a
+    // path, RFC 8414 §3.1's path-inserted forms (and OIDC's appended one).
+    for path in metadata_paths(&state.config.issuer) {
+        router = router.route(&path, get(http::metadata::get));
+    }
+    if state.config.metrics_listen.is_none() {
+        router = router.route("/metrics", get(http::ops::metrics));
+    }
+    router
         .route("/jwks.json", get(http::jwks::get))
         .route("/authorize", get(http::authorize::get))
         .route("/authorize/decision", post(http::authorize::decision))
@@ -64,7 +70,6 @@ pub fn build(state: AppState) -> Router {
         .route("/account/revoke", post(http::account::revoke))
         .route("/healthz", get(http::ops::healthz))
         .route("/readyz", get(http::ops::readyz))
-        .route("/metrics", get(http::ops::metrics))
         .merge(oauth)
         .fallback(http::ops::not_found)
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -81,6 +86,34 @@ pub fn build(state: AppState) -> Router {
             record_metrics,
         ))
         .with_state(state)
+}
+
+/// The router of `--metrics-listen`: /metrics alone.
+pub fn metrics(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(http::ops::metrics))
+        .fallback(http::ops::not_found)
+        .with_state(state)
+}
+
+/// Where the metadata document is served, for an issuer with or without a
+/// path component.
+fn metadata_paths(issuer: &str) -> Vec<String> {
+    let mut paths = vec![
+        "/.well-known/oauth-authorization-server".to_string(),
+        "/.well-known/openid-configuration".to_string(),
+    ];
+    let issuer_path = url::Url::parse(issuer)
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    if !issuer_path.is_empty() {
+        paths.push(format!(
+            "/.well-known/oauth-authorization-server{issuer_path}"
+        ));
+        paths.push(format!("/.well-known/openid-configuration{issuer_path}"));
+        paths.push(format!("{issuer_path}/.well-known/openid-configuration"));
+    }
+    paths
 }
 
 async fn record_metrics(

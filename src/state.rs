@@ -69,7 +69,12 @@ pub struct State {
 
 pub enum DpopReplay {
     Memory(Cache<String, ()>),
-    Database(crate::replay_batch::ReplayBatcher),
+    /// The database decides; `seen` holds this node's recent wins, so a
+    /// proof replayed to the same node is refused without a round trip.
+    Database {
+        batcher: crate::replay_batch::ReplayBatcher,
+        seen: Cache<String, ()>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,18 +100,22 @@ impl State {
             &kek.derive(b"agentauth dpop nonce v1"),
             config.dpop_nonce_period,
         );
+        // A jti only matters while its proof's iat is inside the window.
+        let jti_ttl =
+            Duration::from_secs(u64::try_from(2 * config.dpop_iat_window + 1).unwrap_or(121));
+        let jti_cache = || {
+            Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(jti_ttl)
+                .build()
+        };
         let dpop_replay = if store::is_shared(&db) {
-            DpopReplay::Database(crate::replay_batch::ReplayBatcher::start(db.clone()))
+            DpopReplay::Database {
+                batcher: crate::replay_batch::ReplayBatcher::start(db.clone()),
+                seen: jti_cache(),
+            }
         } else {
-            // A jti only matters while its proof's iat is inside the window.
-            let ttl =
-                Duration::from_secs(u64::try_from(2 * config.dpop_iat_window + 1).unwrap_or(121));
-            DpopReplay::Memory(
-                Cache::builder()
-                    .max_capacity(1_000_000)
-                    .time_to_live(ttl)
-                    .build(),
-            )
+            DpopReplay::Memory(jti_cache())
         };
         let csrf_key = kek.derive(b"agentauth csrf v1");
         let keys = KeyRing::load_or_init(

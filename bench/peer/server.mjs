@@ -3,8 +3,9 @@
 // JWT access tokens for a resource indicator, DPoP enabled. node-oidc-provider
 // does not introspect JWT access tokens, so a second resource indicator
 // (OPAQUE_RESOURCE) gets opaque tokens, for the introspection scenario.
+// ALG=ES256 signs with a P-256 key instead (agentauth's --signing-alg ES256).
 //
-//   PORT=18380 CLIENT_ID=bench CLIENT_SECRET=... RESOURCE=https://mcp.example.com/mcp node server.mjs
+//   PORT=18380 CLIENT_ID=bench CLIENT_SECRET=... RESOURCE=https://mcp.example.com/mcp [ALG=ES256] node server.mjs
 import { generateKeyPairSync } from 'node:crypto'
 import Provider from 'oidc-provider'
 
@@ -12,8 +13,11 @@ const port = Number(process.env.PORT ?? 18380)
 const issuer = `http://127.0.0.1:${port}`
 const resource = process.env.RESOURCE ?? 'https://mcp.example.com/mcp'
 const opaqueResource = process.env.OPAQUE_RESOURCE ?? 'https://opaque.example.com/mcp'
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
-const jwk = { ...privateKey.export({ format: 'jwk' }), alg: 'RS256', use: 'sig', kid: 'bench' }
+const alg = process.env.ALG ?? 'RS256'
+const { privateKey } = alg === 'ES256'
+  ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  : generateKeyPairSync('rsa', { modulusLength: 2048 })
+const jwk = { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid: 'bench' }
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -24,6 +28,8 @@ const provider = new Provider(issuer, {
     response_types: [],
     token_endpoint_auth_method: 'client_secret_basic',
     scope: 'read write',
+    // Its default (RS256) must be a key we hold; irrelevant to the bench.
+    id_token_signed_response_alg: alg,
   }],
   jwks: { keys: [jwk] },
   scopes: ['read', 'write'],
@@ -40,7 +46,7 @@ const provider = new Provider(issuer, {
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, indicator) => indicator === opaqueResource
         ? { scope: 'read write', audience: opaqueResource, accessTokenFormat: 'opaque' }
-        : { scope: 'read write', audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } },
+        : { scope: 'read write', audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg } } },
     },
   },
 })

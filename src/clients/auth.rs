@@ -61,13 +61,11 @@ enum Presented<'a> {
 }
 
 /// Authenticates the client of this request with exactly one method, the
-/// one it registered. `endpoint` is this endpoint's URL, accepted as a
-/// client assertion audience besides the issuer.
+/// one it registered.
 pub async fn authenticate(
     state: &State,
     basic: Option<Basic>,
     form: &OAuthForm,
-    endpoint: &str,
     public: Public,
 ) -> Result<AuthenticatedClient, Error> {
     let presented = presented(basic, form)?;
@@ -84,18 +82,15 @@ pub async fn authenticate(
         }
         return Err(OAuthError::invalid_client("client authentication failed").into());
     };
+    // The same answer as for an unknown client: no client-id oracle.
     if client.metadata.token_endpoint_auth_method != method {
-        return Err(OAuthError::invalid_client(format!(
-            "client is registered for {}",
-            client.metadata.token_endpoint_auth_method.as_str()
-        ))
-        .into());
+        return Err(OAuthError::invalid_client("client authentication failed").into());
     }
     match presented {
         Presented::Basic { secret, .. } => check_secret(&client, &secret)?,
         Presented::Post { secret, .. } => check_secret(&client, secret)?,
         Presented::Assertion { assertion, .. } => {
-            check_assertion(state, &client, assertion, endpoint).await?
+            check_assertion(state, &client, assertion).await?
         }
         Presented::None { .. } => {
             if public == Public::Refused {
@@ -177,15 +172,12 @@ async fn check_assertion(
     state: &State,
     client: &ClientRecord,
     assertion: &str,
-    endpoint: &str,
 ) -> Result<(), Error> {
     let now = state.now();
+    // RFC 7523 §3 (3): our issuer, or our token endpoint as RFC 7523
+    // allows; never the URL of another endpoint (see the README).
     let token_endpoint = state.config.endpoint("/token");
-    let audiences = [
-        state.config.issuer.as_str(),
-        token_endpoint.as_str(),
-        endpoint,
-    ];
+    let audiences = [state.config.issuer.as_str(), token_endpoint.as_str()];
     let registered_alg = client.metadata.token_endpoint_auth_signing_alg.as_deref();
     let verify = |keys: &JwkSet| {
         client_assertion::verify(

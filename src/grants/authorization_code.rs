@@ -97,6 +97,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             act: None,
             agent_id: None,
             owner: None,
+            spend: req.proof.map(|p| &p.spend),
             max_ttl: None,
             now,
             ip: req.ip,
@@ -136,7 +137,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let refresh = refresh.transpose()?;
     let (refresh_token, refresh_row) = refresh.unzip();
     // The one atomic step: exactly one redemption wins.
-    let _gate = state.write_gate().await;
+    let gate = state.write_gate().await;
     if !store::grants::redeem_code(
         &state.db,
         code_hash,
@@ -147,6 +148,14 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     )
     .await?
     {
+        // Lost a race with another redemption of the same code: that is a
+        // replay too, and revokes what the winner got (RFC 9700 §4.5).
+        drop(gate);
+        if let Some(spent) = store::grants::code(&state.db, code_hash).await? {
+            store::grants::revoke_code_issuance(&state.db, &spent, now).await?;
+            state.revocations.invalidate();
+        }
+        tracing::warn!(client_id = %client.client_id(), "authorization code redeemed concurrently; its tokens were revoked");
         return Err(invalid().into());
     }
     issued.response.refresh_token = refresh_token;

@@ -18,7 +18,6 @@ use std::pin::Pin;
 use agentauth_resource::claims::{
     ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation,
 };
-use agentauth_resource::dpop::VerifiedProof;
 use serde::Serialize;
 use serde_json::json;
 
@@ -27,8 +26,9 @@ use crate::crypto::random_id;
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{ClientMetadata, GrantRules};
 use crate::oauth::form::OAuthForm;
-use crate::oauth::resource::ResourceUri;
+use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
 use crate::oauth::scope::Scope;
+use crate::proof::{CheckedProof, Spend};
 use crate::state::State;
 use crate::store::audit::AuditEvent;
 
@@ -37,7 +37,10 @@ use crate::store::audit::AuditEvent;
 pub struct TokenRequest<'a> {
     pub params: &'a OAuthForm,
     pub client: &'a AuthenticatedClient,
-    pub proof: Option<&'a VerifiedProof>,
+    /// The checked proof; its `jti` spend may still be under way: confirm
+    /// it ([`TokenRequest::confirm_proof`]) before any write. Issuing an
+    /// access token does.
+    pub proof: Option<&'a CheckedProof>,
     /// The time of the request, read once.
     pub now: i64,
     /// The client's address, for the audit trail.
@@ -48,6 +51,19 @@ impl TokenRequest<'_> {
     /// RFC 9449 §6: the thumbprint the issued token is bound to.
     pub fn jkt(&self) -> Option<&str> {
         self.proof.map(|p| p.jkt.as_str())
+    }
+
+    /// Waits until the proof's `jti` is known to be spent by this request.
+    pub async fn confirm_proof(&self) -> Result<(), Error> {
+        match self.proof {
+            Some(p) => p.spend.confirm().await,
+            None => Ok(()),
+        }
+    }
+
+    /// What [`issue_access_token`] confirms while it signs.
+    pub fn spend(&self) -> Option<&Spend> {
+        self.proof.map(|p| &p.spend)
     }
 }
 
@@ -146,7 +162,13 @@ pub async fn dispatch(
         ))
         .into());
     }
-    grant.handle(state, request).await
+    let proof = request.proof;
+    let response = grant.handle(state, request).await?;
+    // Nothing leaves the server before the proof's jti is spent.
+    if let Some(p) = proof {
+        p.spend.confirm().await?;
+    }
+    Ok(response)
 }
 
 /// RFC 6749 §5.1 successful response, and RFC 8693 §2.2.1's
@@ -185,6 +207,11 @@ impl TokenResponse {
 
 /// RFC 8707 §2: every `resource` is an absolute URI without a fragment.
 pub fn resources(form: &OAuthForm) -> Result<Vec<ResourceUri>, OAuthError> {
+    if form.get_all("resource").count() > MAX_RESOURCES {
+        return Err(OAuthError::invalid_target(format!(
+            "at most {MAX_RESOURCES} resource values per request"
+        )));
+    }
     form.get_all("resource")
         .map(|r| {
             ResourceUri::parse(r).map_err(|why| OAuthError::invalid_target(format!("{why}: {r:?}")))
@@ -221,6 +248,8 @@ pub struct AccessTokenRequest<'a> {
     /// The agent the token is issued to or through, and its owner.
     pub agent_id: Option<&'a str>,
     pub owner: Option<&'a str>,
+    /// The DPoP proof's pending `jti` spend, confirmed while signing.
+    pub spend: Option<&'a Spend>,
     /// Lifetime, when shorter than the configured one (a delegated token
     /// never outlives its subject token).
     pub max_ttl: Option<i64>,
@@ -271,10 +300,17 @@ pub async fn issue_access_token(
     let signer = keys
         .signer(now)
         .ok_or_else(|| Error::Internal("no active signing key".into()))?;
-    let access_token = state
-        .signing
-        .sign(signer, ACCESS_TOKEN_TYP, &claims)
-        .await?;
+    // The signature and the DPoP replay check (a database round trip on
+    // PostgreSQL) run side by side; no token without both.
+    let sign = state.signing.sign(signer, ACCESS_TOKEN_TYP, &claims);
+    let access_token = match req.spend {
+        Some(spend) => {
+            let (signed, spent) = tokio::join!(sign, spend.confirm());
+            spent?;
+            signed?
+        }
+        None => sign.await?,
+    };
 
     state.metrics.token_issued(req.grant_type);
     state.audit.record(AuditEvent {

@@ -90,6 +90,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             act: None,
             agent_id: None,
             owner: None,
+            spend: req.proof.map(|p| &p.spend),
             max_ttl: None,
             now,
             ip: req.ip,

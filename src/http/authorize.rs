@@ -19,7 +19,7 @@ use crate::crypto::{random_token, sha256};
 use crate::error::{Error, Result};
 use crate::oauth::client_metadata::{AUTHORIZATION_CODE, redirect_uri_matches};
 use crate::oauth::pkce;
-use crate::oauth::resource::ResourceUri;
+use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
 use crate::oauth::scope::Scope;
 use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, clients::ClientRecord, grants::CodeRow};
@@ -241,7 +241,14 @@ async fn parse(
         }
         None => allowed,
     };
-    let resources = all("resource")
+    let requested = all("resource");
+    if requested.len() > MAX_RESOURCES {
+        return Err(back(
+            "invalid_target",
+            format!("at most {MAX_RESOURCES} resource values per request"),
+        ));
+    }
+    let resources = requested
         .into_iter()
         .map(|r| {
             ResourceUri::parse(r).map_err(|why| back("invalid_target", format!("{why}: {r:?}")))

@@ -7,7 +7,9 @@ use moka::ops::compute::{CompResult, Op};
 
 use crate::error::{Error, OAuthError};
 use crate::state::{DpopReplay, State};
-use agentauth_resource::dpop::{self, DpopError, Expectations, VerifiedProof};
+use agentauth_resource::dpop::{self, DpopError, Expectations};
+
+use crate::proof::{CheckedProof, Spend};
 
 /// The `DPoP` request header: absent, or exactly one.
 #[derive(Debug, Clone, Default)]
@@ -33,16 +35,18 @@ impl<S: Send + Sync> FromRequestParts<S> for DpopHeader {
     }
 }
 
-/// Checks a proof sent to one of our endpoints and spends its `jti`
-/// (keyed by thumbprint and jti, RFC 9449 §11.1). Failures are the token
-/// endpoint's shapes: 400 `invalid_dpop_proof` or `use_dpop_nonce`.
+/// Checks a proof sent to one of our endpoints and starts spending its
+/// `jti` (keyed by thumbprint and jti, RFC 9449 §11.1); the caller confirms
+/// the spend ([`crate::proof::Spend::confirm`]) before it answers. Failures
+/// are the token endpoint's shapes: 400 `invalid_dpop_proof` or
+/// `use_dpop_nonce`.
 pub async fn check(
     state: &State,
     proof: &str,
     htm: &str,
     htu: &str,
     access_token: Option<&str>,
-) -> Result<VerifiedProof, Error> {
+) -> Result<CheckedProof, Error> {
     let now = state.now();
     let expect = Expectations {
         htm,
@@ -57,10 +61,10 @@ pub async fn check(
         DpopError::Invalid(why) => OAuthError::invalid_dpop_proof(why),
     })?;
     let key = format!("dpop:{}:{}", verified.jkt, verified.jti);
-    let fresh = match &state.dpop_replay {
+    let spend = match &state.dpop_replay {
         // `and_compute_with` runs calls on one key one after another;
         // `or_insert` does not promise a single fresh winner (moka #545).
-        DpopReplay::Memory(cache) => matches!(
+        DpopReplay::Memory(cache) => Spend::done(matches!(
             cache
                 .entry(key)
                 .and_compute_with(|seen| async move {
@@ -68,17 +72,26 @@ pub async fn check(
                 })
                 .await,
             CompResult::Inserted(_)
-        ),
-        DpopReplay::Database(batcher) => {
-            batcher
-                .use_once(key, verified.iat + state.config.dpop_iat_window + 1)
-                .await?
+        )),
+        // Seen on this node already: a replay, no round trip needed.
+        DpopReplay::Database { seen, .. } if seen.contains_key(&key) => Spend::done(false),
+        DpopReplay::Database { batcher, seen } => {
+            let (batcher, seen) = (batcher.clone(), seen.clone());
+            let expires_at = verified.iat + state.config.dpop_iat_window + 1;
+            Spend::pending(tokio::spawn(async move {
+                let fresh = batcher.use_once(key.clone(), expires_at).await?;
+                if fresh {
+                    seen.insert(key, ()).await;
+                }
+                Ok(fresh)
+            }))
         }
     };
-    if !fresh {
-        return Err(OAuthError::invalid_dpop_proof("DPoP proof jti was already used").into());
+    // A replay known at once fails at once.
+    if matches!(spend.known(), Some(false)) {
+        spend.confirm().await?;
     }
-    Ok(verified)
+    Ok(CheckedProof { verified, spend })
 }
 
 /// The `DPoP-Nonce` to send with a successful response, when nonces are on.

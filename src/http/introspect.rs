@@ -59,8 +59,7 @@ pub async fn post(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let endpoint = state.config.endpoint("/introspect");
-    super::authenticate_client(&state, &headers, &form, &endpoint, Public::Refused).await?;
+    super::authenticate_client(&state, &headers, &form, Public::Refused).await?;
     let token = form.require("token")?;
     let body = match live_access_token(&state, token).await? {
         Some(claims) => Introspection::Active(Box::new(ActiveToken {

@@ -117,15 +117,29 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Authenticates the client of a request to an OAuth endpoint
 /// ([`clients::auth`]), with `Authorization: Basic` decoded here.
+///
+/// RFC 6749 §5.2: a client that authenticated with the `Authorization`
+/// header gets `invalid_client` with a `WWW-Authenticate: Basic`
+/// challenge; any other gets the same 401 JSON without one (strict
+/// JavaScript clients otherwise treat it as a challenge and hide the body).
 pub async fn authenticate_client(
     state: &State,
     headers: &HeaderMap,
     form: &OAuthForm,
-    endpoint: &str,
     public: Public,
 ) -> Result<AuthenticatedClient, Error> {
-    let basic = basic_credentials(headers)?;
-    clients::authenticate(state, basic, form, endpoint, public).await
+    let header_used = headers.contains_key(header::AUTHORIZATION);
+    let result = match basic_credentials(headers) {
+        Ok(basic) => clients::authenticate(state, basic, form, public).await,
+        Err(e) => Err(e.into()),
+    };
+    result.map_err(|e| match e {
+        Error::OAuth(mut e) if header_used && e.error == "invalid_client" => {
+            e.challenge = Some(r#"Basic realm="agentauth", charset="UTF-8""#.into());
+            Error::OAuth(e)
+        }
+        other => other,
+    })
 }
 
 /// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.

@@ -1,7 +1,7 @@
 //! Liveness, readiness and metrics.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::OAuthError;
@@ -26,7 +26,21 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus text. With `--metrics-token`, only for `Authorization:
+/// Bearer <token>` (compared in constant time); anything else is a 401
+/// that says nothing about the metrics.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(hash) = &state.config.metrics_token_hash {
+        let presented = crate::http::bearer_token(&headers);
+        if !presented.is_some_and(|t| crate::crypto::verify_secret(t, hash)) {
+            let mut r = StatusCode::UNAUTHORIZED.into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="agentauth metrics""#),
+            );
+            return r;
+        }
+    }
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -21,10 +21,8 @@ pub async fn post(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let endpoint = state.config.endpoint("/revoke");
     // §2.1: public clients may revoke their own tokens by client_id.
-    let client =
-        super::authenticate_client(&state, &headers, &form, &endpoint, Public::Allowed).await?;
+    let client = super::authenticate_client(&state, &headers, &form, Public::Allowed).await?;
     let token = form.require("token")?;
     let now = state.now();
     let Ok(claims) = state

@@ -62,7 +62,8 @@ fn alg_name(alg: Algorithm) -> Option<&'static str> {
 /// RFC 7523 §3 checks, in order: algorithm allowed (and equal to the
 /// registered one, and to the key's own `alg` when it names one);
 /// signature by one of the client's keys; `iss` = `sub` = client_id; `aud`
-/// names us; `exp` in the future and not too far; `nbf`/`iat` not in the
+/// is the issuer or the token endpoint (a list only of those);
+/// `exp` in the future and not too far; `nbf`/`iat` not in the
 /// future. The caller then spends `jti` once.
 pub fn verify(
     assertion: &str,
@@ -104,8 +105,16 @@ pub fn verify(
     if claims.iss != client_id || claims.sub != client_id {
         return Err("client assertion iss and sub must both be the client_id");
     }
-    if !audiences.iter().any(|a| claims.aud.contains(a)) {
-        return Err("client assertion aud must be the issuer or the endpoint URL");
+    // RFC 7523 §3 (3): the authorization server, by its issuer or its
+    // token endpoint URL; a list must name nothing else (an audience that
+    // also names another party would let that party replay it here).
+    let accepted = |a: &str| audiences.contains(&a);
+    let aud_ok = match &claims.aud {
+        Audience::One(a) => accepted(a),
+        Audience::Many(list) => !list.is_empty() && list.iter().all(|a| accepted(a)),
+    };
+    if !aud_ok {
+        return Err("client assertion aud must be the issuer or the token endpoint URL");
     }
     if claims.exp <= now {
         return Err("client assertion has expired");

@@ -98,6 +98,8 @@ pub struct ClientMetadataRequest {
     pub software_version: Option<String>,
     pub token_endpoint_auth_signing_alg: Option<String>,
     pub dpop_bound_access_tokens: Option<bool>,
+    /// OpenID Connect Registration §2 `application_type`: `native` or `web`.
+    pub application_type: Option<String>,
     /// Only meaningful in an RFC 7592 update, where it must match.
     pub client_id: Option<String>,
 }
@@ -134,6 +136,18 @@ pub struct ClientMetadata {
     pub token_endpoint_auth_signing_alg: Option<String>,
     #[serde(default)]
     pub dpop_bound_access_tokens: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_type: Option<ApplicationType>,
+}
+
+/// OpenID Connect Registration §2 `application_type`. A `web` client
+/// redirects only to https URLs; a `native` one may also use loopback http
+/// (RFC 8252 §7.3) and private-use schemes (§7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationType {
+    Native,
+    Web,
 }
 
 /// What the server allows, for validation.
@@ -212,10 +226,25 @@ impl ClientMetadata {
                 "response_type \"code\" and the authorization_code grant go together",
             ));
         }
+        let application_type = match req.application_type.as_deref() {
+            None => None,
+            Some("native") => Some(ApplicationType::Native),
+            Some("web") => Some(ApplicationType::Web),
+            Some(other) => {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "application_type {other:?} must be \"native\" or \"web\""
+                )));
+            }
+        };
         let redirect_uris = req.redirect_uris.unwrap_or_default();
         bounded_list("redirect_uris", &redirect_uris)?;
         for uri in &redirect_uris {
             validate_redirect_uri(uri).map_err(OAuthError::invalid_redirect_uri)?;
+            if application_type == Some(ApplicationType::Web) && !uri.starts_with("https://") {
+                return Err(OAuthError::invalid_redirect_uri(format!(
+                    "redirect_uri {uri:?}: a web application redirects only to https URLs"
+                )));
+            }
         }
         if code_flow && redirect_uris.is_empty() {
             return Err(OAuthError::invalid_redirect_uri(
@@ -318,6 +347,7 @@ impl ClientMetadata {
             software_version: req.software_version,
             token_endpoint_auth_signing_alg: req.token_endpoint_auth_signing_alg,
             dpop_bound_access_tokens: req.dpop_bound_access_tokens.unwrap_or(false),
+            application_type,
         };
         // Each grant's own rule for the clients that use it.
         for g in &metadata.grant_types {
@@ -553,9 +583,16 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
     let (Ok(reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
         return false;
     };
-    let loopback_ip = matches!(reg.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-        || matches!(reg.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
-    if reg.scheme() != "http" || !loopback_ip {
+    // RFC 8252 §7.3: loopback redirects may use any port. `localhost` is
+    // treated like the IP literals (MCP clients register it and then listen
+    // on an ephemeral port); the host itself must still match exactly.
+    let loopback = match reg.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if reg.scheme() != "http" || !loopback {
         return false;
     }
     // Compare the raw strings with the port removed, so that no
@@ -595,10 +632,20 @@ mod redirect_match_tests {
         assert!(m("http://[::1]/cb", "http://[::1]:4000/cb"));
         assert!(!m("http://127.0.0.1/cb", "http://127.0.0.1:53111/cb?x=1"));
         assert!(!m("http://127.0.0.1/cb", "http://localhost:53111/cb"));
-        assert!(
-            !m("http://localhost/cb", "http://localhost:53111/cb"),
-            "localhost is a name, not a loopback IP"
-        );
+        // Issue 12 item 9: `localhost` varies its port like the IP literals
+        // (RFC 8252 §7.3 spirit); the host itself never changes.
+        assert!(m(
+            "http://localhost/callback",
+            "http://localhost:53111/callback"
+        ));
+        assert!(m("http://localhost:3000/cb", "http://localhost:53111/cb"));
+        assert!(!m("http://localhost/cb", "http://127.0.0.1:53111/cb"));
+        assert!(!m(
+            "http://localhost/cb",
+            "http://localhost.evil.com:53111/cb"
+        ));
+        assert!(!m("http://localhost/cb", "http://localhost:53111/cb/x"));
+        assert!(!m("http://localhost/cb", "https://localhost:53111/cb"));
         assert!(!m("http://127.0.0.1/cb", "http://127.0.0.1:53111/cb/"));
     }
 }

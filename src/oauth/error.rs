@@ -43,12 +43,10 @@ impl OAuthError {
         Self::new(400, "invalid_request", description)
     }
 
-    /// RFC 6749 §5.2 `invalid_client`: 401 with a `Basic` challenge
-    /// (RFC 7235 requires a challenge on every 401).
+    /// RFC 6749 §5.2 `invalid_client`: 401. The HTTP layer adds the
+    /// `Basic` challenge when the client used the `Authorization` header.
     pub fn invalid_client(description: impl Into<Cow<'static, str>>) -> Self {
-        let mut e = Self::new(401, "invalid_client", description);
-        e.challenge = Some(r#"Basic realm="agentauth", charset="UTF-8""#.into());
-        e
+        Self::new(401, "invalid_client", description)
     }
 
     pub fn invalid_grant(description: impl Into<Cow<'static, str>>) -> Self {

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::oauth::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS};
 
-/// Client authentication methods accepted at introspection and revocation:
-/// every method except `none` (those endpoints need an authenticated client).
+/// Client authentication methods accepted at introspection: every method
+/// except `none` (resource servers must authenticate).
 const AUTHENTICATED_METHODS: [&str; 3] = [
     "client_secret_basic",
     "client_secret_post",
@@ -38,7 +38,8 @@ pub fn document(config: &Config, grant_types: &[&str]) -> Value {
         "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
         "introspection_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
-        "revocation_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
+        // RFC 7009 §2.1: public clients revoke their own tokens too.
+        "revocation_endpoint_auth_methods_supported": AuthMethod::ALL,
         "revocation_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
         // RFC 9449 §5.1.
         "dpop_signing_alg_values_supported": DPOP_ALGS,

@@ -2,6 +2,10 @@
 
 use url::Url;
 
+/// Most `resource` values one request may name: each becomes an `aud`
+/// entry, and the token must stay small enough for an HTTP header.
+pub const MAX_RESOURCES: usize = 8;
+
 /// An absolute URI without a fragment (RFC 8707 §2), kept as sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceUri(String);

@@ -34,57 +34,52 @@ pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
 }
 
 /// Many [`use_once`]s at once on PostgreSQL, for the DPoP replay batcher:
-/// one `INSERT … ON CONFLICT DO NOTHING RETURNING` committed with
-/// `synchronous_commit = off`. Uniqueness is enforced exactly as before
-/// (asynchronous commit changes durability, not visibility or locking);
-/// what a database crash can lose is the last few hundred milliseconds of
-/// rows, which matters only for a proof replayed across that crash inside
-/// its short `iat` window. Keys are stored hashed. Returns, per input,
-/// whether it was the first use; within one batch only the first
-/// occurrence of a key can win.
+/// one `INSERT … SELECT FROM unnest($1, $2) ON CONFLICT DO NOTHING
+/// RETURNING` committed with `synchronous_commit = off`. The statement text
+/// is the same whatever the batch size, so PostgreSQL parses and plans it
+/// once per connection (a `VALUES` list of N rows is a new statement for
+/// every N). Uniqueness is enforced exactly as before (asynchronous commit
+/// changes durability, not visibility or locking); what a database crash
+/// can lose is the last few hundred milliseconds of rows, which matters
+/// only for a proof replayed across that crash inside its short `iat`
+/// window. Keys are stored hashed. Returns, per input, whether it was the
+/// first use; within one batch only the first occurrence of a key can win.
 pub async fn use_many_fast<C: ConnectionTrait>(
     db: &C,
     items: &[(String, i64)],
 ) -> StoreResult<Vec<bool>> {
     use std::collections::HashSet;
+    use std::fmt::Write as _;
     if items.is_empty() {
         return Ok(Vec::new());
     }
     let hashed: Vec<String> = items
         .iter()
         .map(|(k, _)| {
-            format!(
-                "h:{}",
-                crate::crypto::sha256(k.as_bytes())
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
+            let mut hex = String::with_capacity(66);
+            hex.push_str("h:");
+            for b in crate::crypto::sha256(k.as_bytes()) {
+                let _ = write!(hex, "{b:02x}");
+            }
+            hex
         })
         .collect();
+    let expires: Vec<i64> = items.iter().map(|(_, e)| *e).collect();
     // One statement, one round trip: autocommit, with asynchronous commit
     // switched on for this statement's own transaction only (`set_config`
     // with is_local; the setting is read when the transaction commits).
-    let mut sql =
-        String::from("INSERT INTO used_jtis (key, expires_at) SELECT v.k, v.e FROM (VALUES ");
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(items.len() * 2);
-    for (i, (key, (_, exp))) in hashed.iter().zip(items).enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!("(${}, ${}::bigint)", 2 * i + 1, 2 * i + 2));
-        values.push(key.clone().into());
-        values.push((*exp).into());
-    }
-    sql.push_str(
-        ") AS v(k, e) WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL \
-         ON CONFLICT (key) DO NOTHING RETURNING key",
-    );
+    let sql = "INSERT INTO used_jtis (key, expires_at) \
+               SELECT v.k, v.e FROM unnest($1::text[], $2::bigint[]) AS v(k, e) \
+               WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL \
+               ON CONFLICT (key) DO NOTHING RETURNING key";
     let rows = db
         .query_all(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
             sql,
-            values,
+            [
+                sea_orm::Value::from(hashed.clone()),
+                sea_orm::Value::from(expires),
+            ],
         ))
         .await?;
     let mut inserted: HashSet<String> = rows

@@ -39,14 +39,16 @@ async fn introspection_reports_active_token(app: TestApp) {
 }
 both!(introspection_reports_active_token);
 
-/// SECURITY-CASES 33: no client authentication is 401.
+/// SECURITY-CASES 33: no client authentication is 401. RFC 6749 §5.2: a
+/// `Basic` challenge only when the client used the Authorization header
+/// (issue 12 item 10: strict JS clients otherwise hide the JSON body).
 async fn introspection_requires_client_authentication(app: TestApp) {
     let (_, _, token) = app.access_token("read").await;
     let r = app
         .post_form("/introspect", &[("token", &token)], None)
         .await;
     r.assert_error(401, "invalid_client");
-    assert!(r.header("www-authenticate").is_some());
+    assert_eq!(r.header("www-authenticate"), None);
     let r = app
         .post_form(
             "/introspect",
@@ -54,7 +56,28 @@ async fn introspection_requires_client_authentication(app: TestApp) {
             Some(("nobody", "nothing")),
         )
         .await;
-    r.assert_error(401, "invalid_client");
+    let unknown = r.assert_error(401, "invalid_client");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Basic ")),
+        "Basic challenge after Basic credentials"
+    );
+    // A known client with the wrong method gets the very same answer as an
+    // unknown one: no client-id oracle.
+    let (id, _) = app.cc_client("read").await;
+    let r = app
+        .post_form(
+            "/introspect",
+            &[
+                ("token", &token),
+                ("client_id", &id),
+                ("client_secret", "x"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.assert_error(401, "invalid_client"), unknown);
+    assert_eq!(r.header("www-authenticate"), None);
     let (id, secret) = app.cc_client("read").await;
     app.post_form("/introspect", &[], Some((&id, &secret)))
         .await

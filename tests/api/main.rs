@@ -9,6 +9,7 @@ mod helpers;
 
 mod code_flow;
 mod dpop;
+mod hardening;
 mod introspect_revoke;
 mod keys;
 mod metadata;

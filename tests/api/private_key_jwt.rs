@@ -64,8 +64,10 @@ async fn token_with(app: &TestApp, assertion: &str) -> crate::helpers::TestRespo
     .await
 }
 
-/// RFC 7523 §3: a valid assertion authenticates; `aud` may be the issuer
-/// or the token endpoint URL.
+/// RFC 7523 §3: a valid assertion authenticates; `aud` is the issuer or
+/// the token endpoint URL, alone or in a list of only those (issue 12 item
+/// 4): a list that also names another party, or another endpoint's URL, is
+/// refused.
 async fn private_key_jwt_authenticates(app: TestApp) {
     let key = client_key("k1");
     let id = register_pkjwt(&app, json!({ "keys": [key.jwk] })).await;
@@ -75,8 +77,20 @@ async fn private_key_jwt_authenticates(app: TestApp) {
     c["aud"] = json!(format!("{ISSUER}/token"));
     assert_eq!(token_with(&app, &key.assertion(c)).await.status, 200);
     let mut c = claims(&app, &id, "jti-3");
-    c["aud"] = json!(["https://other.example.com", ISSUER]);
+    c["aud"] = json!([ISSUER]);
     assert_eq!(token_with(&app, &key.assertion(c)).await.status, 200);
+    for (jti, aud) in [
+        ("jti-4", json!(["https://other.example.com", ISSUER])),
+        ("jti-5", json!(format!("{ISSUER}/introspect"))),
+        ("jti-6", json!([])),
+        ("jti-7", json!(format!("{ISSUER}/"))),
+    ] {
+        let mut c = claims(&app, &id, jti);
+        c["aud"] = aud.clone();
+        token_with(&app, &key.assertion(c))
+            .await
+            .assert_error(401, "invalid_client");
+    }
 }
 both!(private_key_jwt_authenticates);
 

@@ -1,0 +1,243 @@
+//! Issue 12: what real MCP clients and attackers do. One regression test per
+//! item fixed so far.
+
+use serde_json::json;
+
+use crate::both;
+use crate::helpers::{Backend, ISSUER, TestApp, serve_args, spawn_app_with};
+
+/// Item 11: MCP clients and openid-client try OpenID Connect discovery
+/// first; it serves the same document. Public clients may revoke, so
+/// `none` is a revocation auth method.
+async fn discovery_at_both_well_known_locations(app: TestApp) {
+    let a = app.get("/.well-known/oauth-authorization-server").await;
+    let b = app.get("/.well-known/openid-configuration").await;
+    assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
+    assert_eq!(a.body, b.body);
+    let m = a.json();
+    assert!(
+        m["revocation_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
+    assert!(
+        !m["introspection_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
+}
+both!(discovery_at_both_well_known_locations);
+
+/// Item 11: RFC 8414 §3.1 for an issuer with a path: the well-known suffix
+/// goes between host and path (and OIDC's appended form works too).
+#[tokio::test]
+async fn discovery_for_an_issuer_with_a_path() {
+    let mut args = serve_args();
+    args.issuer = format!("{ISSUER}/tenant-a");
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    for path in [
+        "/.well-known/oauth-authorization-server/tenant-a",
+        "/.well-known/openid-configuration/tenant-a",
+        "/tenant-a/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.json()["issuer"], format!("{ISSUER}/tenant-a"), "{path}");
+    }
+}
+
+/// Item 12: `application_type` is validated and echoed; a web client
+/// redirects only to https.
+async fn application_type_is_validated_and_echoed(app: TestApp) {
+    let native = app
+        .json_request(
+            "POST",
+            "/register",
+            &json!({"application_type": "native", "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}),
+            None,
+        )
+        .await;
+    assert_eq!(native.status, 201, "{}", native.json());
+    assert_eq!(native.json()["application_type"], "native");
+    app.json_request(
+        "POST",
+        "/register",
+        &json!({"application_type": "web", "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}),
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_redirect_uri");
+    app.json_request(
+        "POST",
+        "/register",
+        &json!({"application_type": "web", "redirect_uris": ["com.example.app:/cb"], "token_endpoint_auth_method": "none"}),
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_redirect_uri");
+    app.json_request(
+        "POST",
+        "/register",
+        &json!({"application_type": "desktop", "redirect_uris": ["https://app.example.com/cb"]}),
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_client_metadata");
+    let web = app
+        .json_request(
+            "POST",
+            "/register",
+            &json!({"application_type": "web", "redirect_uris": ["https://app.example.com/cb"]}),
+            None,
+        )
+        .await;
+    assert_eq!(web.status, 201);
+    assert_eq!(web.json()["application_type"], "web");
+}
+both!(application_type_is_validated_and_echoed);
+
+/// Item 12: a bounded number of `resource` values per request (each
+/// becomes an `aud` entry of the token).
+async fn too_many_resources_are_invalid_target(app: TestApp) {
+    let (id, secret) = app.cc_client("read").await;
+    let resources: Vec<String> = (0..9)
+        .map(|i| format!("https://mcp{i}.example.com/"))
+        .collect();
+    let mut extra: Vec<(&str, &str)> = resources.iter().map(|r| ("resource", r.as_str())).collect();
+    app.token(&id, &secret, &extra)
+        .await
+        .assert_error(400, "invalid_target");
+    extra.truncate(8);
+    let r = app.token(&id, &secret, &extra).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+}
+both!(too_many_resources_are_invalid_target);
+
+/// Item 16: `--metrics-token` puts /metrics behind a bearer token;
+/// `--metrics-listen` takes it off the main listener.
+#[tokio::test]
+async fn metrics_behind_a_token_or_elsewhere() {
+    let mut args = serve_args();
+    args.metrics_token = Some("s3cret-scrape-token".into());
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer"))
+    );
+    let bearer = |t: &str| {
+        axum::http::Request::get("/metrics")
+            .header("authorization", format!("Bearer {t}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    assert_eq!(app.send(bearer("wrong")).await.status, 401);
+    let r = app.send(bearer("s3cret-scrape-token")).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("agentauth_"));
+
+    let mut args = serve_args();
+    args.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    assert_eq!(app.get("/metrics").await.status, 404);
+    let side = agentauth::router::metrics(app.state.clone());
+    let r = tower::ServiceExt::oneshot(
+        side,
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Item 9: a client registered with `http://localhost/callback` that
+/// listens on an ephemeral port (as a widely used MCP client does) is let
+/// through; another host is not.
+async fn localhost_redirects_may_change_port(app: TestApp) {
+    let reg = app
+        .register(json!({
+            "grant_types": ["authorization_code"],
+            "redirect_uris": ["http://localhost/callback"],
+            "token_endpoint_auth_method": "none",
+            "scope": "read",
+        }))
+        .await;
+    let client_id = reg["client_id"].as_str().unwrap();
+    let (_, challenge) = crate::code_flow::pkce();
+    let url = |redirect: &str| {
+        format!(
+            "/authorize?{}",
+            crate::helpers::form(&[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", redirect),
+                ("scope", "read"),
+                ("state", "s"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ])
+        )
+    };
+    // Accepted: the user is sent to sign in.
+    let r = app.get(&url("http://localhost:53111/callback")).await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("location").unwrap().starts_with("/login"));
+    for bad in [
+        "http://localhost.evil.example:53111/callback",
+        "http://127.0.0.1:53111/callback",
+        "http://localhost:53111/callback/x",
+    ] {
+        let r = app.get(&url(bad)).await;
+        assert_eq!(r.status, 400, "{bad}: never a redirect");
+        assert!(r.header("location").is_none());
+    }
+}
+both!(localhost_redirects_may_change_port);
+
+/// Item 5: a redemption that loses a race for the code is a replay too: the
+/// winner's tokens are revoked (RFC 9700 §4.5).
+async fn losing_a_code_race_revokes_the_winner(app: TestApp) {
+    use crate::code_flow::{Browser, exchange, get_code, pkce, public_client, user};
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let app = std::sync::Arc::new(app);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (app, client_id, code, verifier) = (
+                app.clone(),
+                client_id.clone(),
+                code.clone(),
+                verifier.clone(),
+            );
+            tokio::spawn(async move { exchange(&app, &client_id, &code, &verifier).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == 200 {
+            winners.push(r.json());
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let (rs_id, rs_secret) = app.cc_client("").await;
+    let at = winners[0]["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.introspect(&rs_id, &rs_secret, at).await,
+        json!({"active": false})
+    );
+    let rt = winners[0]["refresh_token"].as_str().unwrap();
+    crate::code_flow::refresh(&app, &client_id, rt, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+}
+both!(losing_a_code_race_revokes_the_winner);
