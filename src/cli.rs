@@ -417,7 +417,7 @@ async fn user_command(cmd: UserCommand, storage: StorageArgs) -> anyhow::Result<
             }
         }
         UserCommand::Delete { username } => {
-            store::users::delete(&db, &username)
+            store::users::delete(&db, &username, now)
                 .await?
                 .with_context(|| format!("no user {username}"))?;
             println!("deleted {username}");
@@ -428,7 +428,7 @@ async fn user_command(cmd: UserCommand, storage: StorageArgs) -> anyhow::Result<
                 bail!("password must be at least 8 characters");
             }
             let hash = crate::accounts::hash_password(password).await?;
-            if !store::users::set_password(&db, &username, hash).await? {
+            if !store::users::set_password(&db, &username, hash, now).await? {
                 bail!("no user {username}");
             }
             println!("password set for {username}");

@@ -156,6 +156,18 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_SIGNING_ALG", value_enum, default_value_t = SigningAlg::Rs256)]
     pub signing_alg: SigningAlg,
 
+    /// Origins whose pages may call /register, /token, /introspect and
+    /// /revoke from a browser (CORS), comma-separated; `*` allows any. The
+    /// metadata and JWKS are readable from any origin; the HTML pages from
+    /// none.
+    #[arg(
+        long,
+        env = "AGENTAUTH_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_allowed_origins: Vec<String>,
+
     /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) and
     /// not on --listen.
     #[arg(long, env = "AGENTAUTH_METRICS_LISTEN")]
@@ -193,6 +205,7 @@ impl Default for ServeArgs {
             signing_alg: SigningAlg::Rs256,
             metrics_listen: None,
             metrics_token: None,
+            cors_allowed_origins: vec!["*".into()],
             log_format: LogFormat::Text,
             insecure_fetch: false,
         }
@@ -298,6 +311,8 @@ pub struct Config {
     /// Signing threads; 0 signs inline on the async workers.
     pub signing_threads: usize,
     pub signing_alg: SigningAlg,
+    /// Origins allowed to call the OAuth endpoints from a browser.
+    pub cors_allowed_origins: Vec<String>,
     /// Where /metrics is served: `None` on the main listener.
     pub metrics_listen: Option<SocketAddr>,
     /// SHA-256 of the bearer token /metrics requires, if any.
@@ -373,6 +388,12 @@ impl Config {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .min(256),
             signing_alg: args.signing_alg,
+            cors_allowed_origins: args
+                .cors_allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
             metrics_listen: args.metrics_listen,
             metrics_token_hash: args
                 .metrics_token

@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State as AxumState};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -42,19 +43,28 @@ pub fn build(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::PRAGMA,
             HeaderValue::from_static("no-cache"),
-        ));
-    let mut router = Router::new();
+        ))
+        .layer(api_cors(&state.config.cors_allowed_origins));
+    // Public documents: any origin may read them (browser-based MCP
+    // clients discover us from a web page).
+    let mut public = Router::new().route("/jwks.json", get(http::jwks::get));
     // RFC 8414 §3 and, because MCP clients try it first, OpenID Connect
     // Discovery's location, with the same document; when the issuer has a
     // path, RFC 8414 §3.1's path-inserted forms (and OIDC's appended one).
     for path in metadata_paths(&state.config.issuer) {
-        router = router.route(&path, get(http::metadata::get));
+        public = public.route(&path, get(http::metadata::get));
     }
+    let public = public.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::any())
+            .allow_methods([Method::GET]),
+    );
+    let mut router = Router::new();
     if state.config.metrics_listen.is_none() {
         router = router.route("/metrics", get(http::ops::metrics));
     }
+    // The HTML pages and the rest: no CORS at all.
     router
-        .route("/jwks.json", get(http::jwks::get))
         .route("/authorize", get(http::authorize::get))
         .route("/authorize/decision", post(http::authorize::decision))
         .route(
@@ -71,6 +81,7 @@ pub fn build(state: AppState) -> Router {
         .route("/healthz", get(http::ops::healthz))
         .route("/readyz", get(http::ops::readyz))
         .merge(oauth)
+        .merge(public)
         .fallback(http::ops::not_found)
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -86,6 +97,31 @@ pub fn build(state: AppState) -> Router {
             record_metrics,
         ))
         .with_state(state)
+}
+
+/// CORS for the OAuth endpoints that browser-based clients call
+/// (registration, token, introspection, revocation). No cookies are read
+/// there, so credentials are never allowed; `*` allows any origin.
+fn api_cors(allowed: &[String]) -> CorsLayer {
+    let origin = if allowed.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(allowed.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("dpop"),
+        ])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+            HeaderName::from_static("dpop-nonce"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The router of `--metrics-listen`: /metrics alone.

@@ -54,8 +54,10 @@ pub struct State {
     pub templates: minijinja::Environment<'static>,
     /// Key for CSRF MACs, derived from the KEK.
     pub csrf_key: [u8; 32],
-    /// Login attempts per username and per client IP.
-    pub login_by_user: governor::DefaultKeyedRateLimiter<String>,
+    /// Failed sign-ins per `user:<name>` and `ip:<address>`, forgotten a
+    /// minute after the last failure.
+    pub login_failures: Cache<String, u32>,
+    /// Sign-up attempts per client IP.
     pub login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     /// SQLite allows one writer; queueing hot write transactions here
     /// instead of in SQLite's busy handler (which sleeps in steps of up to
@@ -147,9 +149,10 @@ impl State {
             sqlite_writer: (!store::is_shared(&db)).then(|| tokio::sync::Mutex::new(())),
             templates: crate::templates::environment(),
             csrf_key,
-            login_by_user: RateLimiter::keyed(Quota::per_minute(
-                NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
-            )),
+            login_failures: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
             login_by_ip: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
             )),
@@ -204,7 +207,6 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(error = %e, "purge of expired rows failed");
             }
             state.registration_limiter.retain_recent();
-            state.login_by_user.retain_recent();
             state.login_by_ip.retain_recent();
         }
     })

@@ -53,6 +53,13 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     if row.expires_at <= now {
         return Err(invalid().into());
     }
+    // The user may have been deleted since (issue 12 item 3).
+    if store::users::by_id(&state.db, &row.user_id)
+        .await?
+        .is_none()
+    {
+        return Err(invalid().into());
+    }
     if form
         .get("redirect_uri")
         .is_some_and(|r| r != row.redirect_uri)

@@ -50,6 +50,13 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     if row.revoked_at.is_some() || row.expires_at <= now {
         return Err(invalid().into());
     }
+    // The user may have been deleted since (issue 12 item 3).
+    if store::users::by_id(&state.db, &row.user_id)
+        .await?
+        .is_none()
+    {
+        return Err(invalid().into());
+    }
     if row.rotated_at.is_some() {
         reuse_detected(state, &row, now).await?;
         return Err(invalid().into());

@@ -92,6 +92,11 @@ pub async fn login_form(
 
 /// `POST /login`: CSRF, throttling per account and per IP, argon2id, then
 /// a brand-new session (rotated at login).
+/// Failed sign-ins per username, and per client address, after which
+/// further attempts wait until a minute has passed since the last failure.
+const LOGIN_FAILURES_PER_USER: u32 = 5;
+const LOGIN_FAILURES_PER_IP: u32 = 30;
+
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -111,13 +116,23 @@ pub async fn login(
             StatusCode::BAD_REQUEST,
         );
     }
+    // Failed attempts count, successful ones do not (issue 12 item 15):
+    // a user who signs in often is never throttled, a guesser is.
+    let user_key = format!("user:{}", username.to_lowercase());
+    let ip_key = ip.0.map(|addr| format!("ip:{addr}"));
     let throttled = state
-        .login_by_user
-        .check_key(&username.to_lowercase())
-        .is_err()
-        || ip
-            .0
-            .is_some_and(|addr| state.login_by_ip.check_key(&addr).is_err());
+        .login_failures
+        .get(&user_key)
+        .await
+        .is_some_and(|n| n >= LOGIN_FAILURES_PER_USER)
+        || match &ip_key {
+            Some(k) => state
+                .login_failures
+                .get(k)
+                .await
+                .is_some_and(|n| n >= LOGIN_FAILURES_PER_IP),
+            None => false,
+        };
     if throttled {
         return login_page(
             &state,
@@ -133,6 +148,15 @@ pub async fn login(
     let ok =
         accounts::verify_password(user.as_ref().map(|u| u.password_hash.clone()), password).await;
     let Some(user) = user.filter(|_| ok) else {
+        for key in std::iter::once(user_key).chain(ip_key) {
+            state
+                .login_failures
+                .entry(key)
+                .and_upsert_with(
+                    |n| async move { n.map_or(1, |e| e.into_value().saturating_add(1)) },
+                )
+                .await;
+        }
         return login_page(
             &state,
             &headers,

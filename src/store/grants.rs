@@ -273,3 +273,59 @@ pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
         .await?;
     Ok(codes.rows_affected + refresh.rows_affected + sessions.rows_affected)
 }
+
+/// Everything a user granted stops: every refresh family of theirs is
+/// revoked with the access tokens issued in it, and the access tokens of
+/// their redeemed codes are revoked. With `forget`, their consents and
+/// codes are deleted too (the user is going away). Run it inside the
+/// transaction that changes the user.
+pub async fn revoke_user_grants(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    now: i64,
+    forget: bool,
+) -> StoreResult<()> {
+    let families: Vec<String> = rt::Entity::find()
+        .filter(rt::Column::UserId.eq(user_id))
+        .filter(rt::Column::RevokedAt.is_null())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| r.family_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for family in &families {
+        revoke_family_in(db, family, now).await?;
+    }
+    let codes = code::Entity::find()
+        .filter(code::Column::UserId.eq(user_id))
+        .all(db)
+        .await?;
+    for c in &codes {
+        if let (Some(jti), Some(exp)) = (&c.access_jti, c.access_exp)
+            && exp > now
+        {
+            revocations::revoke(db, jti, &c.client_id, exp, now).await?;
+        }
+    }
+    if forget {
+        code::Entity::delete_many()
+            .filter(code::Column::UserId.eq(user_id))
+            .exec(db)
+            .await?;
+        consent::Entity::delete_many()
+            .filter(consent::Column::UserId.eq(user_id))
+            .exec(db)
+            .await?;
+    } else {
+        // Codes not yet redeemed can no longer be.
+        code::Entity::update_many()
+            .col_expr(code::Column::ConsumedAt, Expr::value(now))
+            .filter(code::Column::UserId.eq(user_id))
+            .filter(code::Column::ConsumedAt.is_null())
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,7 +1,9 @@
 //! Human owner accounts and their login sessions.
 
 use entity::{session, user};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
 
 use super::StoreResult;
 
@@ -41,32 +43,55 @@ pub async fn list(db: &impl ConnectionTrait) -> StoreResult<Vec<User>> {
         .await?)
 }
 
-pub async fn set_password(
-    db: &impl ConnectionTrait,
+/// Sets a new password in one transaction that also ends every session
+/// of the user and revokes their refresh families (whoever knew the old
+/// password is signed out everywhere). `false`: no such user.
+pub async fn set_password<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
     username: &str,
     password_hash: String,
+    now: i64,
 ) -> StoreResult<bool> {
-    let r = user::Entity::update_many()
+    let txn = db.begin().await?;
+    let Some(u) = by_username(&txn, username).await? else {
+        return Ok(false);
+    };
+    user::Entity::update_many()
         .col_expr(
             user::Column::PasswordHash,
             sea_orm::sea_query::Expr::value(password_hash),
         )
-        .filter(user::Column::Username.eq(username))
-        .exec(db)
+        .filter(user::Column::Id.eq(u.id.clone()))
+        .exec(&txn)
         .await?;
-    Ok(r.rows_affected == 1)
+    session::Entity::delete_many()
+        .filter(session::Column::UserId.eq(u.id.clone()))
+        .exec(&txn)
+        .await?;
+    super::grants::revoke_user_grants(&txn, &u.id, now, false).await?;
+    txn.commit().await?;
+    Ok(true)
 }
 
-/// Deletes the user and every session of theirs.
-pub async fn delete(db: &impl ConnectionTrait, username: &str) -> StoreResult<Option<String>> {
-    let Some(u) = by_username(db, username).await? else {
+/// Deletes the user in one transaction: their sessions, consents and
+/// codes go, and every refresh family and access token they granted is
+/// revoked.
+pub async fn delete<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    username: &str,
+    now: i64,
+) -> StoreResult<Option<String>> {
+    let txn = db.begin().await?;
+    let Some(u) = by_username(&txn, username).await? else {
         return Ok(None);
     };
     session::Entity::delete_many()
         .filter(session::Column::UserId.eq(u.id.clone()))
-        .exec(db)
+        .exec(&txn)
         .await?;
-    user::Entity::delete_by_id(u.id.clone()).exec(db).await?;
+    super::grants::revoke_user_grants(&txn, &u.id, now, true).await?;
+    user::Entity::delete_by_id(u.id.clone()).exec(&txn).await?;
+    txn.commit().await?;
     Ok(Some(u.id))
 }
 

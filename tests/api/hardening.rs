@@ -241,3 +241,221 @@ async fn losing_a_code_race_revokes_the_winner(app: TestApp) {
         .assert_error(400, "invalid_grant");
 }
 both!(losing_a_code_race_revokes_the_winner);
+
+/// Item 15: the login throttle counts failures only: an owner who signs in
+/// many times a minute is never refused; a guesser is, right password or not.
+#[tokio::test]
+async fn login_throttle_counts_failures_not_successes() {
+    use crate::code_flow::{Browser, PASSWORD, user};
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    user(&app, "alice").await;
+    for _ in 0..8 {
+        let browser = Browser::new(&app);
+        assert_eq!(browser.login("alice", PASSWORD).await.status, 303);
+    }
+    let browser = Browser::new(&app);
+    for _ in 0..5 {
+        assert_eq!(browser.login("alice", "wrong password").await.status, 401);
+    }
+    assert_eq!(browser.login("alice", PASSWORD).await.status, 429);
+}
+
+fn cors_request(
+    method: &str,
+    path: &str,
+    origin: &str,
+    preflight: bool,
+) -> axum::http::Request<axum::body::Body> {
+    let mut b = axum::http::Request::builder()
+        .method(if preflight { "OPTIONS" } else { method })
+        .uri(path)
+        .header("origin", origin);
+    if preflight {
+        b = b.header("access-control-request-method", method).header(
+            "access-control-request-headers",
+            "authorization, content-type, dpop",
+        );
+    } else if method == "POST" {
+        b = b.header("content-type", "application/x-www-form-urlencoded");
+    }
+    b.body(axum::body::Body::from(if method == "POST" && !preflight {
+        "grant_type=client_credentials"
+    } else {
+        ""
+    }))
+    .unwrap()
+}
+
+/// Item 7: browser-based MCP clients reach the OAuth endpoints and the
+/// public documents across origins; the HTML pages never answer CORS.
+async fn cors_for_api_and_documents_never_for_pages(app: TestApp) {
+    let origin = "https://inspector.example";
+    for path in ["/token", "/register", "/revoke", "/introspect"] {
+        let r = app.send(cors_request("POST", path, origin, true)).await;
+        assert!(r.status.is_success(), "{path} preflight: {}", r.status);
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{path}");
+        let methods = r
+            .header("access-control-allow-methods")
+            .unwrap_or_default()
+            .to_string();
+        assert!(methods.contains("POST"), "{path}: {methods}");
+        let headers = r
+            .header("access-control-allow-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(
+            headers.contains("dpop") && headers.contains("authorization"),
+            "{headers}"
+        );
+        assert_eq!(r.header("access-control-allow-credentials"), None);
+    }
+    let r = app
+        .send(cors_request("POST", "/token", origin, false))
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        r.header("access-control-expose-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .contains("dpop-nonce")
+    );
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/jwks.json",
+    ] {
+        let r = app.send(cors_request("GET", path, origin, false)).await;
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{path}");
+    }
+    for path in ["/login", "/account", "/authorize"] {
+        let r = app.send(cors_request("GET", path, origin, false)).await;
+        assert_eq!(r.header("access-control-allow-origin"), None, "{path}");
+        let r = app.send(cors_request("POST", path, origin, true)).await;
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            None,
+            "{path} preflight"
+        );
+    }
+}
+both!(cors_for_api_and_documents_never_for_pages);
+
+/// Item 7: `--cors-allowed-origins` narrows the API to listed origins; the
+/// public documents stay readable from anywhere.
+#[tokio::test]
+async fn cors_allow_list() {
+    let mut args = serve_args();
+    args.cors_allowed_origins = vec!["https://inspector.example/".into()];
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    let r = app
+        .send(cors_request(
+            "POST",
+            "/token",
+            "https://inspector.example",
+            true,
+        ))
+        .await;
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://inspector.example")
+    );
+    let r = app
+        .send(cors_request("POST", "/token", "https://evil.example", true))
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = app
+        .send(cors_request(
+            "GET",
+            "/jwks.json",
+            "https://evil.example",
+            false,
+        ))
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
+
+/// Item 3: deleting a user revokes what they granted (refresh families,
+/// access tokens, consents, codes); a new password ends their sessions and
+/// refresh families.
+async fn deleting_or_repasswording_a_user_revokes_their_grants(app: TestApp) {
+    use crate::code_flow::{Browser, exchange, get_code, pkce, public_client, refresh, user};
+    use agentauth::store;
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let browser = Browser::new(&app);
+    let (rs_id, rs_secret) = app.cc_client("").await;
+
+    // A new password: sessions end, refresh families are revoked.
+    let (verifier, challenge) = pkce();
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let tokens = exchange(&app, &client_id, &code, &verifier).await.json();
+    let hash = agentauth::accounts::hash_password("another long password".into())
+        .await
+        .unwrap();
+    assert!(
+        store::users::set_password(&app.state.db, "alice", hash, app.now())
+            .await
+            .unwrap()
+    );
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    refresh(&app, &client_id, rt, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+    let at = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.introspect(&rs_id, &rs_secret, at).await,
+        json!({"active": false})
+    );
+    let r = browser.get("/account").await;
+    assert_eq!(r.status, 303, "the session ended");
+
+    // Deletion: a code issued before it can no longer be redeemed, tokens die.
+    let browser = Browser::new(&app);
+    store::users::set_password(
+        &app.state.db,
+        "alice",
+        agentauth::accounts::hash_password(crate::code_flow::PASSWORD.into())
+            .await
+            .unwrap(),
+        app.now(),
+    )
+    .await
+    .unwrap();
+    let (verifier, challenge) = pkce();
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let tokens = exchange(&app, &client_id, &code, &verifier).await.json();
+    assert_eq!(tokens["token_type"], "Bearer", "{tokens}");
+    let (verifier2, challenge2) = pkce();
+    let code2 = get_code(&app, &browser, &client_id, &challenge2).await;
+    assert!(
+        store::users::delete(&app.state.db, "alice", app.now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    exchange(&app, &client_id, &code2, &verifier2)
+        .await
+        .assert_error(400, "invalid_grant");
+    refresh(
+        &app,
+        &client_id,
+        tokens["refresh_token"].as_str().unwrap(),
+        &[],
+    )
+    .await
+    .assert_error(400, "invalid_grant");
+    let at = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.introspect(&rs_id, &rs_secret, at).await,
+        json!({"active": false})
+    );
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let consents = entity::consent::Entity::find()
+        .filter(entity::consent::Column::ClientId.eq(client_id.clone()))
+        .count(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(consents, 0);
+}
+both!(deleting_or_repasswording_a_user_revokes_their_grants);

@@ -355,15 +355,27 @@ impl TestApp {
         r.json()
     }
 
-    pub async fn audit_events(&self) -> Vec<String> {
-        // Issuance events are batched; give the writer a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        store::audit::recent(&self.state.db, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event)
-            .collect()
+    /// The audit events written so far, once every one of `expected` is
+    /// among them (issuance events are written in batches, off the request
+    /// path): polls until they are, and fails after 10 s; no fixed sleep.
+    pub async fn audit_events_with(&self, expected: &[&str]) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events: Vec<String> = store::audit::recent(&self.state.db, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event)
+                .collect();
+            if expected.iter().all(|e| events.iter().any(|x| x == e)) {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "audit events {expected:?} never written; have {events:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

@@ -178,7 +178,7 @@ async fn revocation_deactivates_own_tokens_only(app: TestApp) {
         200
     );
     assert!(
-        app.audit_events()
+        app.audit_events_with(&["token.revoked"])
             .await
             .contains(&"token.revoked".to_string())
     );

@@ -65,7 +65,7 @@ async fn client_credentials_issues_rfc9068_access_token(app: TestApp) {
     let r = app.token(&id, &secret, &[]).await;
     assert_eq!(r.json()["scope"], "read write");
     assert!(
-        app.audit_events()
+        app.audit_events_with(&["token.issued"])
             .await
             .contains(&"token.issued".to_string())
     );
