@@ -94,21 +94,14 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let jkt = proof.map(|p| p.jkt.as_str());
     let mut issued = issue_access_token(
         state,
-        AccessTokenRequest {
-            grant_type: AUTHORIZATION_CODE,
-            subject: &row.user_id,
-            client_id: &row.client_id,
-            scope: &scope,
-            resources: &resources,
-            jkt,
-            act: None,
-            agent_id: None,
-            owner: None,
-            spend: req.proof.map(|p| &p.spend),
-            max_ttl: None,
-            now,
-            ip: req.ip,
-        },
+        AccessTokenRequest::plain(
+            AUTHORIZATION_CODE,
+            &row.user_id,
+            &row.client_id,
+            &scope,
+            &resources,
+            &req,
+        ),
     )
     .await?;
     let refresh =

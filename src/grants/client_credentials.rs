@@ -42,21 +42,14 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let resources = resources(req.params)?;
     let issued = issue_access_token(
         state,
-        AccessTokenRequest {
-            grant_type: CLIENT_CREDENTIALS,
-            subject: client.client_id(),
-            client_id: client.client_id(),
-            scope: &scope,
-            resources: &resources,
-            jkt: req.proof.map(|p| p.jkt.as_str()),
-            act: None,
-            agent_id: None,
-            owner: None,
-            spend: req.proof.map(|p| &p.spend),
-            max_ttl: None,
-            now: req.now,
-            ip: req.ip,
-        },
+        AccessTokenRequest::plain(
+            CLIENT_CREDENTIALS,
+            client.client_id(),
+            client.client_id(),
+            &scope,
+            &resources,
+            &req,
+        ),
     )
     .await?;
     Ok(issued.response)

@@ -257,6 +257,36 @@ pub struct AccessTokenRequest<'a> {
     pub ip: Option<String>,
 }
 
+impl<'a> AccessTokenRequest<'a> {
+    /// A token for `subject` through `client_id`, bound to the request's
+    /// DPoP proof (its spend confirmed while signing), with no actor, agent
+    /// or shortened lifetime: what the RFC 6749 grants issue.
+    pub fn plain(
+        grant_type: &'static str,
+        subject: &'a str,
+        client_id: &'a str,
+        scope: &'a Scope,
+        resources: &'a [ResourceUri],
+        request: &'a TokenRequest<'a>,
+    ) -> Self {
+        Self {
+            grant_type,
+            subject,
+            client_id,
+            scope,
+            resources,
+            jkt: request.jkt(),
+            act: None,
+            agent_id: None,
+            owner: None,
+            spend: request.spend(),
+            max_ttl: None,
+            now: request.now,
+            ip: request.ip.clone(),
+        }
+    }
+}
+
 /// Signs an RFC 9068 access token and records its issuance.
 pub async fn issue_access_token(
     state: &State,

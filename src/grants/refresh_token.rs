@@ -84,24 +84,16 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
     let resources = narrow_resources(resources(form)?, &granted)?;
 
-    let jkt = proof.map(|p| p.jkt.as_str());
     let mut issued = issue_access_token(
         state,
-        AccessTokenRequest {
-            grant_type: REFRESH_TOKEN,
-            subject: &row.user_id,
-            client_id: &row.client_id,
-            scope: &scope,
-            resources: &resources,
-            jkt,
-            act: None,
-            agent_id: None,
-            owner: None,
-            spend: req.proof.map(|p| &p.spend),
-            max_ttl: None,
-            now,
-            ip: req.ip,
-        },
+        AccessTokenRequest::plain(
+            REFRESH_TOKEN,
+            &row.user_id,
+            &row.client_id,
+            &scope,
+            &resources,
+            &req,
+        ),
     )
     .await?;
     let refresh_token = random_token()?;
