@@ -90,13 +90,13 @@ pub async fn login_form(
     )
 }
 
-/// `POST /login`: CSRF, throttling per account and per IP, argon2id, then
-/// a brand-new session (rotated at login).
 /// Failed sign-ins per username, and per client address, after which
 /// further attempts wait until a minute has passed since the last failure.
 const LOGIN_FAILURES_PER_USER: u32 = 5;
 const LOGIN_FAILURES_PER_IP: u32 = 30;
 
+/// `POST /login`: CSRF, throttling of failures per account and per IP,
+/// argon2id, then a brand-new session (rotated at login).
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -167,7 +167,7 @@ pub async fn login(
         );
     };
     // A previous session cookie (possibly planted) is dropped, not reused.
-    if let Some(old) = pages::cookie(&headers, pages::SESSION_COOKIE) {
+    if let Some(old) = pages::cookie(&headers, &pages::cookie_name(&state, pages::SESSION_COOKIE)) {
         store::users::delete_session(&state.db, crate::crypto::sha256(old.as_bytes())).await?;
     }
     let cookie = pages::start_session(&state, &user.id).await?;

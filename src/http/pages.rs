@@ -15,6 +15,17 @@ use crate::store;
 
 pub const SESSION_COOKIE: &str = "agentauth_session";
 pub const CSRF_COOKIE: &str = "agentauth_csrf";
+
+/// A cookie's name on the wire: with an https issuer, `__Host-` prefixed
+/// (RFC 6265bis §4.1.3.2: Secure, Path=/, no Domain), so that no other host
+/// or sibling subdomain, and no plain-http page, can set or shadow it.
+pub fn cookie_name(state: &State, base: &str) -> String {
+    if state.config.issuer.starts_with("https://") {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
+}
 /// Login sessions last 12 hours.
 pub const SESSION_TTL: i64 = 12 * 3600;
 
@@ -75,6 +86,7 @@ pub fn set_cookie(
     max_age: i64,
     same_site: cookie::SameSite,
 ) -> Option<HeaderValue> {
+    let name = cookie_name(state, name);
     let c = cookie::Cookie::build((name, value))
         .http_only(true)
         .path("/")
@@ -94,7 +106,7 @@ pub struct Session {
 }
 
 pub async fn session(state: &State, headers: &HeaderMap) -> Result<Option<Session>, Error> {
-    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+    let Some(secret) = cookie(headers, &cookie_name(state, SESSION_COOKIE)) else {
         return Ok(None);
     };
     let id_hash = sha256(secret.as_bytes());
@@ -134,29 +146,37 @@ pub async fn start_session(state: &State, user_id: &str) -> Result<Option<Header
 }
 
 /// CSRF: a random per-browser cookie (SameSite=Strict) and, in each form,
-/// an HMAC of it under a server key. A forged form can neither read the
-/// cookie nor compute the MAC.
+/// an HMAC under a server key of that cookie and of the session cookie the
+/// browser holds. A forged form can neither read the cookies nor compute
+/// the MAC, and a form rendered for one session is refused in another (a
+/// login, a logout or a planted session changes it).
 pub struct Csrf {
     pub token: String,
     /// Set when the browser had no CSRF cookie yet.
     pub set_cookie: Option<HeaderValue>,
 }
 
-fn csrf_mac(state: &State, cookie_value: &str) -> String {
+fn csrf_mac(state: &State, headers: &HeaderMap, cookie_value: &str) -> String {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.csrf_key);
-    URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, cookie_value.as_bytes()).as_ref())
+    let session = cookie(headers, &cookie_name(state, SESSION_COOKIE))
+        .map(|s| sha256(s.as_bytes()))
+        .unwrap_or([0u8; 32]);
+    let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+    ctx.update(&session);
+    ctx.update(cookie_value.as_bytes());
+    URL_SAFE_NO_PAD.encode(ctx.sign().as_ref())
 }
 
 pub fn csrf(state: &State, headers: &HeaderMap) -> Result<Csrf, Error> {
-    Ok(match cookie(headers, CSRF_COOKIE) {
+    Ok(match cookie(headers, &cookie_name(state, CSRF_COOKIE)) {
         Some(value) => Csrf {
-            token: csrf_mac(state, &value),
+            token: csrf_mac(state, headers, &value),
             set_cookie: None,
         },
         None => {
             let value = random_token()?;
             Csrf {
-                token: csrf_mac(state, &value),
+                token: csrf_mac(state, headers, &value),
                 set_cookie: set_cookie(
                     state,
                     CSRF_COOKIE,
@@ -170,10 +190,12 @@ pub fn csrf(state: &State, headers: &HeaderMap) -> Result<Csrf, Error> {
 }
 
 pub fn csrf_ok(state: &State, headers: &HeaderMap, presented: Option<&str>) -> bool {
-    let (Some(value), Some(presented)) = (cookie(headers, CSRF_COOKIE), presented) else {
+    let (Some(value), Some(presented)) =
+        (cookie(headers, &cookie_name(state, CSRF_COOKIE)), presented)
+    else {
         return false;
     };
-    csrf_mac(state, &value)
+    csrf_mac(state, headers, &value)
         .as_bytes()
         .ct_eq(presented.as_bytes())
         .into()

@@ -300,7 +300,7 @@ async fn code_flow_end_to_end(app: TestApp) {
         .get_all(header::SET_COOKIE)
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("agentauth_session="))
+        .find(|c| c.starts_with("__Host-agentauth_session="))
         .unwrap();
     assert!(
         session_cookie.contains("HttpOnly")
@@ -681,10 +681,10 @@ async fn consent_csrf_fixation_and_deny(app: TestApp) {
     let browser = Browser::new(&app);
 
     // Fixation: a planted session cookie is replaced at login.
-    browser.set_cookie("agentauth_session", "planted-by-attacker");
+    browser.set_cookie("__Host-agentauth_session", "planted-by-attacker");
     browser.login("alice", PASSWORD).await;
     assert_ne!(
-        browser.cookie("agentauth_session").as_deref(),
+        browser.cookie("__Host-agentauth_session").as_deref(),
         Some("planted-by-attacker")
     );
 

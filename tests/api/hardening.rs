@@ -459,3 +459,40 @@ async fn deleting_or_repasswording_a_user_revokes_their_grants(app: TestApp) {
     assert_eq!(consents, 0);
 }
 both!(deleting_or_repasswording_a_user_revokes_their_grants);
+
+/// Item 14: with an https issuer the cookies are `__Host-` prefixed
+/// (Secure, Path=/, no Domain), and a CSRF token is bound to the session it
+/// was rendered for: after a new sign-in the old form is refused.
+#[tokio::test]
+async fn host_prefixed_cookies_and_session_bound_csrf() {
+    use crate::code_flow::{Browser, PASSWORD, hidden, user};
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    user(&app, "alice").await;
+    let browser = Browser::new(&app);
+    let r = browser.login("alice", PASSWORD).await;
+    let cookies: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-agentauth_session="))
+        .expect("__Host- session cookie");
+    assert!(session.contains("Secure") && session.contains("Path=/"));
+    assert!(!session.to_ascii_lowercase().contains("domain="));
+    assert!(browser.cookie("__Host-agentauth_csrf").is_some());
+
+    let account = browser.get("/account").await;
+    assert_eq!(account.status, 200);
+    let old_token = hidden(&account, "csrf_token");
+    // A new sign-in: a new session, so the form rendered before is stale.
+    assert_eq!(browser.login("alice", PASSWORD).await.status, 303);
+    browser.post("/logout", &[("csrf_token", &old_token)]).await;
+    assert_eq!(browser.get("/account").await.status, 200, "still signed in");
+    let fresh = hidden(&browser.get("/account").await, "csrf_token");
+    assert_ne!(fresh, old_token);
+    browser.post("/logout", &[("csrf_token", &fresh)]).await;
+    assert_eq!(browser.get("/account").await.status, 303, "signed out");
+}
