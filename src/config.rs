@@ -168,6 +168,12 @@ pub struct ServeArgs {
     )]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDRs,
+    /// comma-separated), so that rate limits and the audit log see the
+    /// client's address. From anyone else the header is ignored.
+    #[arg(long, env = "AGENTAUTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
     /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) and
     /// not on --listen.
     #[arg(long, env = "AGENTAUTH_METRICS_LISTEN")]
@@ -206,6 +212,7 @@ impl Default for ServeArgs {
             metrics_listen: None,
             metrics_token: None,
             cors_allowed_origins: vec!["*".into()],
+            trusted_proxies: Vec::new(),
             log_format: LogFormat::Text,
             insecure_fetch: false,
         }
@@ -311,6 +318,8 @@ pub struct Config {
     /// Signing threads; 0 signs inline on the async workers.
     pub signing_threads: usize,
     pub signing_alg: SigningAlg,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Origins allowed to call the OAuth endpoints from a browser.
     pub cors_allowed_origins: Vec<String>,
     /// Where /metrics is served: `None` on the main listener.
@@ -340,6 +349,8 @@ pub enum ConfigError {
     Scopes(String),
     #[error("--access-token-ttl must be between 60 and 86400 seconds")]
     Ttl,
+    #[error("--trusted-proxies: {0:?} is not an IP address or CIDR block")]
+    Proxy(String),
 }
 
 impl Config {
@@ -388,6 +399,17 @@ impl Config {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .min(256),
             signing_alg: args.signing_alg,
+            trusted_proxies: args
+                .trusted_proxies
+                .iter()
+                .map(|p| p.trim())
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| ConfigError::Proxy(p.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
             cors_allowed_origins: args
                 .cors_allowed_origins
                 .iter()

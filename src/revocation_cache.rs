@@ -66,10 +66,16 @@ impl RevocationCache {
         self.fresh_at.store(-n, Ordering::Release);
     }
 
-    pub async fn is_revoked(&self, db: &Db, jti: &str, now: i64) -> Result<bool, StoreError> {
+    /// Whether lookups are answered from memory right now.
+    pub fn is_fresh(&self, now: i64) -> bool {
         let at = self.fresh_at.load(Ordering::Acquire);
-        let fresh = at > 0 && now - at <= FRESH_FOR;
-        if fresh && let Ok(map) = self.revoked.read() {
+        at > 0 && now - at <= FRESH_FOR
+    }
+
+    pub async fn is_revoked(&self, db: &Db, jti: &str, now: i64) -> Result<bool, StoreError> {
+        if self.is_fresh(now)
+            && let Ok(map) = self.revoked.read()
+        {
             return Ok(map.contains_key(jti));
         }
         store::revocations::is_revoked(db, jti).await

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::clients::{self, AuthenticatedClient, Basic, Public};
 use crate::error::{Error, OAuthError};
 pub use crate::oauth::form::OAuthForm;
-use crate::state::State;
+use crate::state::{AppState, State};
 
 /// Largest form body the OAuth endpoints read.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -67,22 +67,64 @@ pub async fn read_body<S: Send + Sync>(
         .map_err(|_| ())
 }
 
-/// The peer address, when the server knows it.
+/// The client's address, when the server knows it: the peer, or, when the
+/// peer is a trusted proxy, the nearest address in `X-Forwarded-For` that
+/// is not one (see [`client_address`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // Also honours axum's MockConnectInfo, which tests install.
-        Ok(Self(
-            ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
-                .await
-                .ok()
-                .map(|c| c.0.ip()),
-        ))
+        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .map(|c| c.0.ip());
+        Ok(Self(client_address(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+        )))
     }
+}
+
+/// The peer, unless it is a trusted proxy: then `X-Forwarded-For` is read
+/// from the right (the hop the proxy appended) past every trusted proxy; the
+/// first address that is not one is the client. A malformed entry stops the
+/// walk at the last address known good, so a client cannot pose as another
+/// by writing the header itself.
+pub fn client_address(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer?;
+    if !is_trusted(&client) {
+        return Some(client);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 impl ClientIp {

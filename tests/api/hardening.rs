@@ -496,3 +496,111 @@ async fn host_prefixed_cookies_and_session_bound_csrf() {
     browser.post("/logout", &[("csrf_token", &fresh)]).await;
     assert_eq!(browser.get("/account").await.status, 303, "signed out");
 }
+
+/// Item 15: behind a reverse proxy listed in `--trusted-proxies`, rate
+/// limits key on the client in `X-Forwarded-For`; from anyone else the
+/// header is ignored (a client cannot pose as another).
+#[tokio::test]
+async fn trusted_proxies_decide_whose_x_forwarded_for_counts() {
+    async fn register(app: &TestApp, xff: &str) -> u16 {
+        let request = axum::http::Request::post("/register")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", xff)
+            .body(axum::body::Body::from(
+                json!({"grant_types": ["client_credentials"]}).to_string(),
+            ))
+            .unwrap();
+        app.send(request).await.status.as_u16()
+    }
+    // The test peer is 192.0.2.10 (MockConnectInfo).
+    let mut args = serve_args();
+    args.registration_rate_per_minute = 2;
+    args.trusted_proxies = vec!["192.0.2.0/24".into()];
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    assert_eq!(register(&app, "203.0.113.7").await, 201);
+    assert_eq!(register(&app, "198.51.100.1, 203.0.113.7").await, 201);
+    assert_eq!(register(&app, "203.0.113.7").await, 429, "same client");
+    assert_eq!(register(&app, "203.0.113.8").await, 201, "another client");
+    assert_eq!(
+        register(&app, "203.0.113.9, 192.0.2.77").await,
+        201,
+        "past a second trusted proxy"
+    );
+
+    // Without trusted proxies the header means nothing: all one peer.
+    let mut args = serve_args();
+    args.registration_rate_per_minute = 2;
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    assert_eq!(register(&app, "203.0.113.1").await, 201);
+    assert_eq!(register(&app, "203.0.113.2").await, 201);
+    assert_eq!(register(&app, "203.0.113.3").await, 429);
+}
+
+#[test]
+fn client_address_walks_x_forwarded_for_from_the_right() {
+    use agentauth::http::client_address;
+    let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let peer = Some("10.0.0.1".parse().unwrap());
+    let h = |v: &str| {
+        let mut m = axum::http::HeaderMap::new();
+        m.insert("x-forwarded-for", v.parse().unwrap());
+        m
+    };
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(client_address(peer, &h("1.2.3.4"), &trusted), ip("1.2.3.4"));
+    assert_eq!(
+        client_address(peer, &h("6.6.6.6, 1.2.3.4, 10.0.0.9"), &trusted),
+        ip("1.2.3.4")
+    );
+    assert_eq!(
+        client_address(peer, &h("garbage, 1.2.3.4"), &trusted),
+        ip("1.2.3.4")
+    );
+    assert_eq!(
+        client_address(peer, &h("1.2.3.4, garbage"), &trusted),
+        ip("10.0.0.1")
+    );
+    assert_eq!(
+        client_address(ip("5.5.5.5"), &h("1.2.3.4"), &trusted),
+        ip("5.5.5.5")
+    );
+    assert_eq!(
+        client_address(peer, &axum::http::HeaderMap::new(), &trusted),
+        ip("10.0.0.1")
+    );
+}
+
+/// Item 17: the revocation cache's refresh task itself (not only its
+/// functions) carries another node's revocation to this node's in-memory
+/// answer within seconds, and the answer came from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_refresh_task_carries_another_nodes_revocation() {
+    let (a, b) = crate::helpers::spawn_pg_nodes().await;
+    let (id, secret, token) = a.access_token("read").await;
+    let task = agentauth::state::spawn_revocation_refresh(a.state.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !a.state.revocations.is_fresh(a.now()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh task never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.introspect(&id, &secret, &token).await["active"], true);
+    let r = b
+        .post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
+        .await;
+    assert_eq!(r.status, 200);
+    while a.introspect(&id, &secret, &token).await["active"] == true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A never saw node B's revocation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        a.state.revocations.is_fresh(a.now()),
+        "answered from memory"
+    );
+    task.abort();
+}

@@ -83,7 +83,67 @@ async fn purge_removes_only_expired_rows(app: TestApp) {
     agentauth::store::users::create_session(db, [2u8; 32], "u", now, 3600)
         .await
         .unwrap();
-    assert_eq!(agentauth::store::purge_expired(db, now).await.unwrap(), 2);
+    // Revocations, refresh tokens and codes: one expired, one live each
+    // (codes are kept a day past expiry, to recognise a late replay).
+    use agentauth::store::{grants, revocations};
+    revocations::revoke(db, "jti-old", "c", now - 1, now - 100)
+        .await
+        .unwrap();
+    revocations::revoke(db, "jti-live", "c", now + 600, now)
+        .await
+        .unwrap();
+    let refresh = |hash: u8, expires_at: i64| grants::RefreshRow {
+        token_hash: vec![hash; 32],
+        family_id: format!("f{hash}"),
+        generation: 0,
+        client_id: "c".into(),
+        user_id: "u".into(),
+        scope: "read".into(),
+        resources: serde_json::json!([]),
+        dpop_jkt: None,
+        created_at: now - 100,
+        expires_at,
+        rotated_at: None,
+        revoked_at: None,
+        access_jti: format!("a{hash}"),
+        access_exp: now,
+    };
+    grants::insert_refresh(db, refresh(1, now - 1))
+        .await
+        .unwrap();
+    grants::insert_refresh(db, refresh(2, now + 3600))
+        .await
+        .unwrap();
+    let code = |hash: u8, expires_at: i64| grants::CodeRow {
+        code_hash: vec![hash; 32],
+        client_id: "c".into(),
+        user_id: "u".into(),
+        redirect_uri: "https://app.example.com/cb".into(),
+        code_challenge: "x".into(),
+        scope: "read".into(),
+        resources: serde_json::json!([]),
+        dpop_jkt: None,
+        auth_time: now - 90_000,
+        expires_at,
+        consumed_at: None,
+        family_id: None,
+        access_jti: None,
+        access_exp: None,
+    };
+    grants::insert_code(db, code(1, now - 86_401))
+        .await
+        .unwrap();
+    grants::insert_code(db, code(2, now - 60)).await.unwrap();
+    assert_eq!(agentauth::store::purge_expired(db, now).await.unwrap(), 5);
+    assert!(revocations::is_revoked(db, "jti-live").await.unwrap());
+    assert!(!revocations::is_revoked(db, "jti-old").await.unwrap());
+    assert!(grants::refresh(db, [2u8; 32]).await.unwrap().is_some());
+    assert!(grants::refresh(db, [1u8; 32]).await.unwrap().is_none());
+    assert!(
+        grants::code(db, [2u8; 32]).await.unwrap().is_some(),
+        "a replay is still recognised"
+    );
+    assert!(grants::code(db, [1u8; 32]).await.unwrap().is_none());
     assert!(
         !agentauth::store::replay::use_once(db, "live", now + 60)
             .await
