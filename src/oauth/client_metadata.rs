@@ -209,6 +209,17 @@ impl ClientMetadata {
         // RFC 7591 §2.1: response_types and grant_types must agree. Only
         // "code" exists in OAuth 2.1, and only with authorization_code.
         let code_flow = grant_types.iter().any(|g| g == AUTHORIZATION_CODE);
+        // Issue 12 item 8: a public client of the code flow also gets
+        // refresh_token (rotated on every use, as the MCP authorization
+        // spec asks of public clients); some MCP clients refuse a
+        // registration response without it.
+        if code_flow
+            && token_endpoint_auth_method == AuthMethod::None
+            && policy.grants.supports(REFRESH_TOKEN)
+            && !grant_types.iter().any(|g| g == REFRESH_TOKEN)
+        {
+            grant_types.push(REFRESH_TOKEN.to_string());
+        }
         let response_types = req.response_types.unwrap_or_else(|| {
             if code_flow {
                 vec!["code".into()]

@@ -604,3 +604,26 @@ async fn revocation_refresh_task_carries_another_nodes_revocation() {
     );
     task.abort();
 }
+
+/// Item 8 (the part that needs no resource registry): an MCP-style public
+/// registration without grant_types gets the code flow with refresh_token;
+/// a confidential one is left as it asked.
+async fn scopeless_public_registration_gets_refresh_tokens(app: TestApp) {
+    let reg = app
+        .register(json!({
+            "client_name": "MCP client",
+            "redirect_uris": [crate::code_flow::REDIRECT],
+            "token_endpoint_auth_method": "none",
+        }))
+        .await;
+    assert_eq!(
+        reg["grant_types"],
+        json!(["authorization_code", "refresh_token"]),
+        "{reg}"
+    );
+    let confidential = app
+        .register(json!({"redirect_uris": ["https://app.example.com/cb"]}))
+        .await;
+    assert_eq!(confidential["grant_types"], json!(["authorization_code"]));
+}
+both!(scopeless_public_registration_gets_refresh_tokens);
