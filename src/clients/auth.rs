@@ -83,7 +83,7 @@ pub async fn authenticate(
         return Err(OAuthError::invalid_client("client authentication failed").into());
     };
     // The same answer as for an unknown client: no client-id oracle.
-    if client.metadata.token_endpoint_auth_method != method {
+    if !client.metadata.accepts_auth_method(method) {
         return Err(OAuthError::invalid_client("client authentication failed").into());
     }
     match presented {

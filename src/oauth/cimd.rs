@@ -50,15 +50,30 @@ pub fn parse_document(
     if value.get("client_id").and_then(|v| v.as_str()) != Some(client_id) {
         return Err("document client_id does not equal its URL".into());
     }
-    let request: ClientMetadataRequest =
+    let mut request: ClientMetadataRequest =
         serde_json::from_value(value).map_err(|e| format!("invalid metadata: {e}"))?;
+    let others = request.token_endpoint_auth_methods_supported.take();
     if request.token_endpoint_auth_method.is_none() {
         // The RFC 7591 default (client_secret_basic) cannot apply here.
-        let mut request = request;
         request.token_endpoint_auth_method = Some("none".into());
-        return finish(request, policy);
     }
-    finish(request, policy)
+    let mut metadata = finish(request, policy)?;
+    // Other declared methods: accepted as long as they need no shared
+    // secret and, for private_key_jwt, the document names its keys.
+    for name in others.unwrap_or_default() {
+        let method = AuthMethod::parse(&name)
+            .ok_or_else(|| format!("token_endpoint_auth_methods_supported: unknown {name:?}"))?;
+        if method.uses_secret() {
+            continue;
+        }
+        if method == AuthMethod::PrivateKeyJwt && metadata.jwks_uri.is_none() {
+            return Err("private_key_jwt needs a jwks_uri in the document".into());
+        }
+        if !metadata.accepts_auth_method(method) {
+            metadata.other_auth_methods.push(method);
+        }
+    }
+    Ok(metadata)
 }
 
 fn finish(

@@ -100,6 +100,11 @@ pub struct ClientMetadataRequest {
     pub dpop_bound_access_tokens: Option<bool>,
     /// OpenID Connect Registration §2 `application_type`: `native` or `web`.
     pub application_type: Option<String>,
+    /// Only from a client ID metadata document: the other methods the
+    /// client may authenticate with (a widely used MCP client declares
+    /// `["none", "private_key_jwt"]`). Ignored at `/register`.
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     /// Only meaningful in an RFC 7592 update, where it must match.
     pub client_id: Option<String>,
 }
@@ -138,6 +143,10 @@ pub struct ClientMetadata {
     pub dpop_bound_access_tokens: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_type: Option<ApplicationType>,
+    /// Methods accepted besides `token_endpoint_auth_method` (metadata
+    /// documents only; never a shared-secret method).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_auth_methods: Vec<AuthMethod>,
 }
 
 /// OpenID Connect Registration §2 `application_type`. A `web` client
@@ -166,6 +175,11 @@ const MAX_LIST_LEN: usize = 16;
 impl ClientMetadata {
     pub fn scope(&self) -> Scope {
         Scope::parse(&self.scope).unwrap_or_default()
+    }
+
+    /// Whether the client may authenticate with `method`.
+    pub fn accepts_auth_method(&self, method: AuthMethod) -> bool {
+        self.token_endpoint_auth_method == method || self.other_auth_methods.contains(&method)
     }
 
     pub fn allows_grant(&self, grant_type: &str) -> bool {
@@ -359,6 +373,7 @@ impl ClientMetadata {
             token_endpoint_auth_signing_alg: req.token_endpoint_auth_signing_alg,
             dpop_bound_access_tokens: req.dpop_bound_access_tokens.unwrap_or(false),
             application_type,
+            other_auth_methods: Vec::new(),
         };
         // Each grant's own rule for the clients that use it.
         for g in &metadata.grant_types {

@@ -809,7 +809,7 @@ async fn account_page_revokes_grants(app: TestApp) {
 both!(account_page_revokes_grants);
 
 /// Serves `documents` (path → JSON) on a loopback port; returns the base URL.
-async fn document_server(documents: Vec<(&'static str, Value, &'static str)>) -> String {
+pub async fn document_server(documents: Vec<(&'static str, Value, &'static str)>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut router = axum::Router::new();

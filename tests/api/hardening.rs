@@ -627,3 +627,65 @@ async fn scopeless_public_registration_gets_refresh_tokens(app: TestApp) {
     assert_eq!(confidential["grant_types"], json!(["authorization_code"]));
 }
 both!(scopeless_public_registration_gets_refresh_tokens);
+
+/// Item 13: a metadata document that declares `private_key_jwt` with a
+/// `jwks_uri` and lists `token_endpoint_auth_methods_supported: ["none",
+/// "private_key_jwt"]` (as a widely used MCP client does) works when the
+/// client then authenticates as a public client.
+#[tokio::test]
+async fn metadata_document_with_several_auth_methods() {
+    use crate::code_flow::{
+        Browser, PASSWORD, REDIRECT, authorize_url, document_server, exchange, hidden, location,
+        pkce, query_of, user,
+    };
+    let key = crate::private_key_jwt::client_key("k1");
+    let base = document_server(vec![
+        (
+            "/client.json",
+            json!({
+                "client_id": "{base}/client.json",
+                "client_name": "Several Methods",
+                "redirect_uris": [REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
+                "jwks_uri": "{base}/jwks.json",
+                "scope": "read"
+            }),
+            "max-age=600",
+        ),
+        ("/jwks.json", json!({ "keys": [key.jwk] }), "max-age=600"),
+    ])
+    .await;
+    let mut args = serve_args();
+    args.insecure_fetch = true;
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    user(&app, "alice").await;
+    let client_id = format!("{base}/client.json");
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    browser.login("alice", PASSWORD).await;
+    let consent = browser
+        .get(&authorize_url(&client_id, &challenge, &[]))
+        .await;
+    assert_eq!(
+        consent.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&consent.body)
+    );
+    let r = browser
+        .post(
+            "/authorize/decision",
+            &[
+                ("csrf_token", &hidden(&consent, "csrf_token")),
+                ("request", &hidden(&consent, "request")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    let code = query_of(&location(&r))["code"].clone();
+    let r = exchange(&app, &client_id, &code, &verifier).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["refresh_token"].is_string());
+}

@@ -10,12 +10,12 @@ use crate::helpers::{Backend, ISSUER, TestApp, serve_args, spawn_app_with};
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An ES256 key pair: the private key for signing, the public JWK to register.
-struct ClientKey {
+pub struct ClientKey {
     encoding: EncodingKey,
-    jwk: Value,
+    pub jwk: Value,
 }
 
-fn client_key(kid: &str) -> ClientKey {
+pub fn client_key(kid: &str) -> ClientKey {
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
             .unwrap();
