@@ -80,6 +80,16 @@ pub async fn authenticate(
             // Spend the same hashing work as for a known client.
             let _ = sha256(client_id.as_bytes());
         }
+        // A metadata-document client whose document failed: say why, and
+        // when it will be fetched again (issue 12 item 13). The URL is the
+        // client's own, so this reveals nothing about other clients.
+        if let Some((why, retry_after)) = super::document::failure(state, client_id).await {
+            let mut e = OAuthError::invalid_client(format!(
+                "the client's metadata document was not accepted: {why}"
+            ));
+            e.retry_after = Some(retry_after);
+            return Err(e.into());
+        }
         return Err(OAuthError::invalid_client("client authentication failed").into());
     };
     // The same answer as for an unknown client: no client-id oracle.

@@ -22,6 +22,8 @@ use crate::store::clients::ClientRecord;
 pub struct Resolved {
     record: Option<Arc<ClientRecord>>,
     ttl: Duration,
+    /// Why the document was not accepted, and when that was decided.
+    failure: Option<(Arc<str>, Instant)>,
 }
 
 /// How long a failed fetch or a refused document is remembered.
@@ -54,18 +56,29 @@ pub async fn resolve(state: &State, client_id: &str) -> Option<Arc<ClientRecord>
                 Ok((record, ttl)) => Resolved {
                     record: Some(Arc::new(record)),
                     ttl,
+                    failure: None,
                 },
                 Err(why) => {
                     tracing::info!(client_id, why, "client metadata document refused");
                     Resolved {
                         record: None,
                         ttl: FAILURE_TTL,
+                        failure: Some((why.into(), Instant::now())),
                     }
                 }
             }
         })
         .await
         .record
+}
+
+/// Why the document at `client_id` was last refused, and how many seconds
+/// remain before it is fetched again (for `Retry-After`).
+pub async fn failure(state: &State, client_id: &str) -> Option<(Arc<str>, u64)> {
+    let resolved = state.document_clients.get(client_id).await?;
+    let (why, at) = resolved.failure?;
+    let left = FAILURE_TTL.saturating_sub(at.elapsed()).as_secs().max(1);
+    Some((why, left))
 }
 
 async fn fetch(state: &State, client_id: &str) -> Result<(ClientRecord, Duration), String> {

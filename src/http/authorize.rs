@@ -154,10 +154,20 @@ async fn parse(
     let client_id = single("client_id")
         .map_err(|d| page("invalid_request", d))?
         .ok_or_else(|| page("invalid_request", "client_id is missing"))?;
-    let client = state
-        .client(client_id)
-        .await?
-        .ok_or_else(|| page("invalid_client", "unknown client_id"))?;
+    let Some(client) = state.client(client_id).await? else {
+        // A metadata-document client whose document failed: say why.
+        return Err(
+            match crate::clients::document::failure(state, client_id).await {
+                Some((why, retry_after)) => page(
+                    "invalid_client",
+                    format!(
+                        "the client's metadata document was not accepted: {why}; it is fetched again in {retry_after} s"
+                    ),
+                ),
+                None => page("invalid_client", "unknown client_id"),
+            },
+        );
+    };
     let registered = &client.metadata.redirect_uris;
     let redirect_uri = match single("redirect_uri").map_err(|d| page("invalid_request", d))? {
         Some(uri) => {

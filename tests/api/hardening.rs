@@ -689,3 +689,48 @@ async fn metadata_document_with_several_auth_methods() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["refresh_token"].is_string());
 }
+
+/// Item 13: a metadata document that cannot be used is a clear error that
+/// says why and when it will be fetched again (`Retry-After`), at the token
+/// endpoint and on the authorization error page.
+#[tokio::test]
+async fn refused_metadata_document_says_why_and_when() {
+    use crate::code_flow::{REDIRECT, authorize_url, document_server, pkce};
+    let base = document_server(vec![(
+        "/wrong.json",
+        json!({ "client_id": "https://elsewhere.example/client.json", "redirect_uris": [REDIRECT] }),
+        "max-age=600",
+    )])
+    .await;
+    let mut args = serve_args();
+    args.insecure_fetch = true;
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    let client_id = format!("{base}/wrong.json");
+    let r = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", "x"),
+                ("code_verifier", "y"),
+                ("client_id", &client_id),
+            ],
+            None,
+        )
+        .await;
+    let body = r.assert_error(401, "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("client_id does not equal its URL"),
+        "{body}"
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    let (_, challenge) = pkce();
+    let page = app.get(&authorize_url(&client_id, &challenge, &[])).await;
+    assert_eq!(page.status, 400);
+    assert!(page.header("location").is_none());
+    assert!(String::from_utf8_lossy(&page.body).contains("fetched again in"));
+}
