@@ -111,6 +111,13 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_REFRESH_TOKEN_TTL", default_value_t = 2_592_000)]
     pub refresh_token_ttl: u32,
 
+    /// Seconds after a refresh token's rotation during which the same client
+    /// (with the same DPoP key, when bound) may present it again and get the
+    /// pair the rotation issued, instead of having the family revoked. 0
+    /// turns the window off; at most 300.
+    #[arg(long, env = "AGENTAUTH_REFRESH_GRACE_PERIOD", default_value_t = 30)]
+    pub refresh_grace_period: u32,
+
     /// Who may register clients at /register: anyone, or only holders of an
     /// initial access token (`agentauth client initial-token`).
     #[arg(long, env = "AGENTAUTH_REGISTRATION", value_enum, default_value_t = RegistrationMode::Open)]
@@ -200,6 +207,7 @@ impl Default for ServeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             access_token_ttl: 900,
             refresh_token_ttl: 2_592_000,
+            refresh_grace_period: 30,
             registration: RegistrationMode::Open,
             registration_rate_per_minute: 30,
             signup: false,
@@ -302,6 +310,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub access_token_ttl: i64,
     pub refresh_token_ttl: i64,
+    /// Seconds a rotated refresh token may be retried (0: never).
+    pub refresh_grace_period: i64,
     pub registration: RegistrationMode,
     pub registration_rate_per_minute: u32,
     pub signup: bool,
@@ -385,6 +395,7 @@ impl Config {
             listen: args.listen,
             access_token_ttl: i64::from(args.access_token_ttl),
             refresh_token_ttl: i64::from(args.refresh_token_ttl.max(60)),
+            refresh_grace_period: i64::from(args.refresh_grace_period.min(300)),
             registration: args.registration,
             registration_rate_per_minute: args.registration_rate_per_minute.max(1),
             signup: args.signup,

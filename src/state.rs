@@ -54,6 +54,9 @@ pub struct State {
     pub templates: minijinja::Environment<'static>,
     /// Key for CSRF MACs, derived from the KEK.
     pub csrf_key: [u8; 32],
+    /// Seals the response a refresh rotation issued, for retries within
+    /// the grace window (derived from the KEK: the same on every node).
+    pub refresh_retry_key: Kek,
     /// Failed sign-ins per `user:<name>` and `ip:<address>`, forgotten a
     /// minute after the last failure.
     pub login_failures: Cache<String, u32>,
@@ -87,6 +90,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("http client: {0}")]
     Fetch(String),
+    #[error(transparent)]
+    Kek(#[from] crate::crypto::KekError),
     #[error("signing threads: {0}")]
     Threads(#[from] std::io::Error),
 }
@@ -120,6 +125,7 @@ impl State {
             DpopReplay::Memory(jti_cache())
         };
         let csrf_key = kek.derive(b"agentauth csrf v1");
+        let refresh_retry_key = Kek::from_bytes(&kek.derive(b"agentauth refresh retry v1"))?;
         let keys = KeyRing::load_or_init(
             &db,
             kek,
@@ -149,6 +155,7 @@ impl State {
             sqlite_writer: (!store::is_shared(&db)).then(|| tokio::sync::Mutex::new(())),
             templates: crate::templates::environment(),
             csrf_key,
+            refresh_retry_key,
             login_failures: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))

@@ -21,6 +21,10 @@ pub struct Model {
     /// The access token issued with this refresh token.
     pub access_jti: String,
     pub access_exp: i64,
+    /// After rotation, for the grace window only: the token response the
+    /// rotation produced, AES-256-GCM under a KEK-derived key (the token
+    /// hash is the associated data). Cleared by upkeep.
+    pub retry_sealed: Option<Vec<u8>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_core;
 mod m0002_code_flow;
+mod m0003_refresh_retry;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_core::Migration),
             Box::new(m0002_code_flow::Migration),
+            Box::new(m0003_refresh_retry::Migration),
         ]
     }
 }

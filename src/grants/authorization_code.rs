@@ -131,6 +131,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                     revoked_at: None,
                     access_jti: issued.jti.clone(),
                     access_exp: issued.exp,
+                    retry_sealed: None,
                 };
                 Ok((token, row))
             });

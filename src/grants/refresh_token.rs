@@ -1,6 +1,11 @@
 //! OAuth 2.1 §4.3 refresh token grant with rotation on every use. A
-//! rotated token used again revokes its whole family (RFC 9700 §4.14.2);
-//! of concurrent uses exactly one wins. Scope may narrow, never widen;
+//! rotated token used again revokes its whole family (RFC 9700 §4.14.2),
+//! except within a short grace window after its rotation (issue 12: clients
+//! retry after a timeout, or refresh from two addresses): then the same
+//! client, with the same DPoP key when the token is bound, gets the very
+//! pair the rotation issued, and nothing is revoked. Of concurrent uses
+//! exactly one rotates; the others, inside the window, get its pair. A
+//! family never has more than one usable token. Scope may narrow, never widen;
 //! `resource` may narrow per request.
 
 use super::{
@@ -58,8 +63,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         return Err(invalid().into());
     }
     if row.rotated_at.is_some() {
-        reuse_detected(state, &row, now).await?;
-        return Err(invalid().into());
+        return retry_or_reuse(state, &row, proof.map(|p| p.jkt.as_str()), now).await;
     }
     // SECURITY-CASES 25: a bound token needs a proof by the same key.
     if let Some(bound) = &row.dpop_jkt {
@@ -106,18 +110,113 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         revoked_at: None,
         access_jti: issued.jti.clone(),
         access_exp: issued.exp,
+        retry_sealed: None,
         ..row.clone()
     };
+    issued.response.refresh_token = Some(refresh_token);
+    // What a retry within the grace window gets back: this very response.
+    let sealed = if state.config.refresh_grace_period > 0 {
+        let plain =
+            serde_json::to_vec(&issued.response).map_err(|e| Error::Internal(e.to_string()))?;
+        Some(state.refresh_retry_key.seal(&old_hash, &plain)?)
+    } else {
+        None
+    };
     let gate = state.write_gate().await;
-    let rotated = store::grants::rotate_refresh(&state.db, old_hash, next, now).await?;
+    let rotated = store::grants::rotate_refresh(&state.db, old_hash, next, now, sealed).await?;
     drop(gate);
     if !rotated {
-        // Lost a race with another use of the same token: treat as reuse.
-        reuse_detected(state, &row, now).await?;
-        return Err(invalid().into());
+        // Lost a race with another use of the same token: a retry inside
+        // the window gets the winner's pair; anything else is reuse.
+        let Some(row) = store::grants::refresh(&state.db, old_hash).await? else {
+            return Err(invalid().into());
+        };
+        if row.revoked_at.is_some() {
+            return Err(invalid().into());
+        }
+        return retry_or_reuse(state, &row, proof.map(|p| p.jkt.as_str()), now).await;
     }
-    issued.response.refresh_token = Some(refresh_token);
     Ok(issued.response)
+}
+
+/// A rotated token presented again: inside the grace window, by the same
+/// key when bound, the pair its rotation issued; otherwise reuse, and the
+/// family is revoked.
+async fn retry_or_reuse(
+    state: &State,
+    row: &RefreshRow,
+    jkt: Option<&str>,
+    now: i64,
+) -> Result<TokenResponse, Error> {
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let grace = state.config.refresh_grace_period;
+    let in_window = row
+        .rotated_at
+        .is_some_and(|t| grace > 0 && now - t <= grace);
+    let same_key = row
+        .dpop_jkt
+        .as_deref()
+        .is_none_or(|bound| jkt == Some(bound));
+    // Only the just-rotated token: its child must still be the family's
+    // current token (SECURITY-CASES 22: an older one is reuse).
+    let child_is_current = in_window
+        && store::grants::family_head(&state.db, &row.family_id)
+            .await?
+            .is_some_and(|head| head.generation == row.generation + 1);
+    let retry = match (&row.retry_sealed, row.rotated_at) {
+        (Some(sealed), Some(rotated_at)) if in_window && same_key && child_is_current => {
+            let hash: [u8; 32] = row.token_hash.as_slice().try_into().unwrap_or([0u8; 32]);
+            state
+                .refresh_retry_key
+                .open(&hash, sealed)
+                .ok()
+                .and_then(|plain| serde_json::from_slice::<SealedResponse>(&plain).ok())
+                .map(|r| r.into_response(now - rotated_at))
+        }
+        _ => None,
+    };
+    let Some(response) = retry else {
+        reuse_detected(state, row, now).await?;
+        return Err(invalid().into());
+    };
+    state.audit.record(store::audit::AuditEvent {
+        at: now,
+        event: "refresh_token.retried",
+        client_id: Some(row.client_id.clone()),
+        subject: Some(row.user_id.clone()),
+        ip: None,
+        detail: serde_json::json!({ "family_id": row.family_id, "generation": row.generation }),
+    });
+    Ok(response)
+}
+
+/// The sealed copy of a rotation's response.
+#[derive(serde::Deserialize)]
+struct SealedResponse {
+    access_token: String,
+    token_type: String,
+    expires_in: i64,
+    #[serde(default)]
+    scope: Option<String>,
+    refresh_token: Option<String>,
+}
+
+impl SealedResponse {
+    /// The same pair, with `expires_in` counted from now.
+    fn into_response(self, elapsed: i64) -> TokenResponse {
+        TokenResponse {
+            access_token: self.access_token,
+            issued_token_type: None,
+            token_type: if self.token_type == "DPoP" {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
+            expires_in: (self.expires_in - elapsed).max(1),
+            scope: self.scope,
+            refresh_token: self.refresh_token,
+        }
+    }
 }
 
 async fn reuse_detected(state: &State, row: &RefreshRow, now: i64) -> Result<(), Error> {

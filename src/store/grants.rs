@@ -102,10 +102,12 @@ pub async fn rotate_refresh<C: ConnectionTrait + TransactionTrait>(
     old_hash: [u8; 32],
     new: RefreshRow,
     now: i64,
+    retry_sealed: Option<Vec<u8>>,
 ) -> StoreResult<bool> {
     let txn = db.begin().await?;
     let r = rt::Entity::update_many()
         .col_expr(rt::Column::RotatedAt, Expr::value(now))
+        .col_expr(rt::Column::RetrySealed, Expr::value(retry_sealed))
         .filter(rt::Column::TokenHash.eq(old_hash.to_vec()))
         .filter(rt::Column::RotatedAt.is_null())
         .filter(rt::Column::RevokedAt.is_null())
@@ -119,6 +121,20 @@ pub async fn rotate_refresh<C: ConnectionTrait + TransactionTrait>(
     insert_refresh(&txn, new).await?;
     txn.commit().await?;
     Ok(true)
+}
+
+/// The family's current token: neither rotated nor revoked.
+pub async fn family_head(
+    db: &impl ConnectionTrait,
+    family_id: &str,
+) -> StoreResult<Option<RefreshRow>> {
+    Ok(rt::Entity::find()
+        .filter(rt::Column::FamilyId.eq(family_id))
+        .filter(rt::Column::RotatedAt.is_null())
+        .filter(rt::Column::RevokedAt.is_null())
+        .order_by_desc(rt::Column::Generation)
+        .one(db)
+        .await?)
 }
 
 /// Revokes every refresh token of a family and the access tokens issued
@@ -137,6 +153,10 @@ pub async fn revoke_family<C: ConnectionTrait + TransactionTrait>(
 async fn revoke_family_in(db: &impl ConnectionTrait, family_id: &str, now: i64) -> StoreResult<()> {
     rt::Entity::update_many()
         .col_expr(rt::Column::RevokedAt, Expr::value(now))
+        .col_expr(
+            rt::Column::RetrySealed,
+            Expr::value(Option::<Vec<u8>>::None),
+        )
         .filter(rt::Column::FamilyId.eq(family_id))
         .filter(rt::Column::RevokedAt.is_null())
         .exec(db)
@@ -269,6 +289,16 @@ pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
         .await?;
     let sessions = entity::session::Entity::delete_many()
         .filter(entity::session::Column::ExpiresAt.lt(now))
+        .exec(db)
+        .await?;
+    // Sealed retry responses outlive no grace window (at most 300 s).
+    rt::Entity::update_many()
+        .col_expr(
+            rt::Column::RetrySealed,
+            Expr::value(Option::<Vec<u8>>::None),
+        )
+        .filter(rt::Column::RotatedAt.lt(now - 300))
+        .filter(rt::Column::RetrySealed.is_not_null())
         .exec(db)
         .await?;
     Ok(codes.rows_affected + refresh.rows_affected + sessions.rows_affected)

@@ -734,3 +734,61 @@ async fn refused_metadata_document_says_why_and_when() {
     assert!(page.header("location").is_none());
     assert!(String::from_utf8_lossy(&page.body).contains("fetched again in"));
 }
+
+/// Item 6: a client that retries a refresh inside the grace window (a
+/// timeout, a second egress address) gets the same pair and keeps its
+/// session; with the window off, the retry revokes the family as before.
+async fn refresh_retry_inside_the_grace_window(app: TestApp) {
+    use crate::code_flow::{Browser, exchange, get_code, pkce, public_client, refresh, user};
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let rt = exchange(&app, &client_id, &code, &verifier).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = refresh(&app, &client_id, &rt, &[]).await.json();
+    app.clock.advance(10);
+    let again = refresh(&app, &client_id, &rt, &[]).await;
+    assert_eq!(again.status, 200);
+    let again = again.json();
+    assert_eq!(again["refresh_token"], first["refresh_token"]);
+    assert_eq!(again["access_token"], first["access_token"]);
+    assert_eq!(again["expires_in"], 890, "counted from the rotation");
+    let child = first["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        refresh(&app, &client_id, child, &[]).await.status,
+        200,
+        "family alive"
+    );
+}
+both!(refresh_retry_inside_the_grace_window);
+
+#[tokio::test]
+async fn refresh_grace_window_can_be_turned_off() {
+    use crate::code_flow::{Browser, exchange, get_code, pkce, public_client, refresh, user};
+    let mut args = serve_args();
+    args.refresh_grace_period = 0;
+    let app = spawn_app_with(Backend::Sqlite, args).await;
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&app);
+    let code = get_code(&app, &browser, &client_id, &challenge).await;
+    let rt = exchange(&app, &client_id, &code, &verifier).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let child = refresh(&app, &client_id, &rt, &[]).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    refresh(&app, &client_id, &rt, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+    refresh(&app, &client_id, &child, &[])
+        .await
+        .assert_error(400, "invalid_grant");
+}

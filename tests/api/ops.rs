@@ -107,6 +107,7 @@ async fn purge_removes_only_expired_rows(app: TestApp) {
         revoked_at: None,
         access_jti: format!("a{hash}"),
         access_exp: now,
+        retry_sealed: None,
     };
     grants::insert_refresh(db, refresh(1, now - 1))
         .await
