@@ -178,6 +178,16 @@ pub fn authorize_url(client_id: &str, challenge: &str, extra: &[(&str, &str)]) -
     format!("/authorize?{}", form(&pairs))
 }
 
+/// Signs in (as alice, when not yet), approves, exchanges the code as a
+/// public client, and returns the refresh token.
+pub async fn refresh_token_for(app: &TestApp, browser: &Browser<'_>, client_id: &str) -> String {
+    let (verifier, challenge) = pkce();
+    let code = get_code(app, browser, client_id, &challenge).await;
+    let r = exchange(app, client_id, &code, &verifier).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["refresh_token"].as_str().unwrap().to_string()
+}
+
 /// Signs in, approves, and returns the code.
 pub async fn get_code(
     app: &TestApp,

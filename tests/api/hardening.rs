@@ -634,10 +634,7 @@ both!(scopeless_public_registration_gets_refresh_tokens);
 /// client then authenticates as a public client.
 #[tokio::test]
 async fn metadata_document_with_several_auth_methods() {
-    use crate::code_flow::{
-        Browser, PASSWORD, REDIRECT, authorize_url, document_server, exchange, hidden, location,
-        pkce, query_of, user,
-    };
+    use crate::code_flow::{Browser, REDIRECT, document_server, refresh_token_for, user};
     let key = crate::private_key_jwt::client_key("k1");
     let base = document_server(vec![
         (
@@ -662,32 +659,9 @@ async fn metadata_document_with_several_auth_methods() {
     let app = spawn_app_with(Backend::Sqlite, args).await;
     user(&app, "alice").await;
     let client_id = format!("{base}/client.json");
-    let (verifier, challenge) = pkce();
-    let browser = Browser::new(&app);
-    browser.login("alice", PASSWORD).await;
-    let consent = browser
-        .get(&authorize_url(&client_id, &challenge, &[]))
-        .await;
-    assert_eq!(
-        consent.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&consent.body)
-    );
-    let r = browser
-        .post(
-            "/authorize/decision",
-            &[
-                ("csrf_token", &hidden(&consent, "csrf_token")),
-                ("request", &hidden(&consent, "request")),
-                ("decision", "approve"),
-            ],
-        )
-        .await;
-    let code = query_of(&location(&r))["code"].clone();
-    let r = exchange(&app, &client_id, &code, &verifier).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert!(r.json()["refresh_token"].is_string());
+    // Signed in, consented, and the code exchanged as a public client.
+    let rt = refresh_token_for(&app, &Browser::new(&app), &client_id).await;
+    assert!(!rt.is_empty());
 }
 
 /// Item 13: a metadata document that cannot be used is a clear error that
@@ -739,16 +713,10 @@ async fn refused_metadata_document_says_why_and_when() {
 /// timeout, a second egress address) gets the same pair and keeps its
 /// session; with the window off, the retry revokes the family as before.
 async fn refresh_retry_inside_the_grace_window(app: TestApp) {
-    use crate::code_flow::{Browser, exchange, get_code, pkce, public_client, refresh, user};
+    use crate::code_flow::{Browser, public_client, refresh, refresh_token_for, user};
     user(&app, "alice").await;
     let client_id = public_client(&app).await;
-    let (verifier, challenge) = pkce();
-    let browser = Browser::new(&app);
-    let code = get_code(&app, &browser, &client_id, &challenge).await;
-    let rt = exchange(&app, &client_id, &code, &verifier).await.json()["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rt = refresh_token_for(&app, &Browser::new(&app), &client_id).await;
     let first = refresh(&app, &client_id, &rt, &[]).await.json();
     app.clock.advance(10);
     let again = refresh(&app, &client_id, &rt, &[]).await;
@@ -768,19 +736,13 @@ both!(refresh_retry_inside_the_grace_window);
 
 #[tokio::test]
 async fn refresh_grace_window_can_be_turned_off() {
-    use crate::code_flow::{Browser, exchange, get_code, pkce, public_client, refresh, user};
+    use crate::code_flow::{Browser, public_client, refresh, refresh_token_for, user};
     let mut args = serve_args();
     args.refresh_grace_period = 0;
     let app = spawn_app_with(Backend::Sqlite, args).await;
     user(&app, "alice").await;
     let client_id = public_client(&app).await;
-    let (verifier, challenge) = pkce();
-    let browser = Browser::new(&app);
-    let code = get_code(&app, &browser, &client_id, &challenge).await;
-    let rt = exchange(&app, &client_id, &code, &verifier).await.json()["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rt = refresh_token_for(&app, &Browser::new(&app), &client_id).await;
     let child = refresh(&app, &client_id, &rt, &[]).await.json()["refresh_token"]
         .as_str()
         .unwrap()
