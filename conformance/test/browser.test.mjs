@@ -145,3 +145,35 @@ describe('authorization code flow in a real browser', () => {
     })
   })
 })
+
+describe('cross-origin browser clients (CORS, issue 12)', () => {
+  it('a page on another origin reads metadata and /token answers (preflighted), but not the HTML pages', async () => {
+    const page = await browser.newPage()
+    // The loopback callback listener is another origin (another port).
+    await page.goto(redirectUri)
+    const result = await page.evaluate(async (issuer) => {
+      const meta = await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()
+      // The DPoP header makes this a preflighted request.
+      const r = await fetch(`${issuer}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', DPoP: 'not.a.proof' },
+        body: 'grant_type=client_credentials&client_id=nobody',
+      })
+      let login
+      try {
+        await fetch(`${issuer}/login`)
+        login = 'readable'
+      } catch {
+        login = 'blocked'
+      }
+      return { issuer: meta.issuer, status: r.status, body: await r.json(), login }
+    }, server.issuer)
+    await page.close()
+    assert.equal(result.issuer, server.issuer)
+    // The preflight passed (the DPoP header was sent) and the JSON error
+    // body is readable from the other origin.
+    assert.equal(result.status, 401)
+    assert.equal(result.body.error, 'invalid_client')
+    assert.equal(result.login, 'blocked', 'HTML pages answer no CORS')
+  })
+})

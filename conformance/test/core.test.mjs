@@ -183,3 +183,28 @@ describe('registration management (RFC 7592)', () => {
     assert.equal((await response.json()).error, 'invalid_client')
   })
 })
+
+describe('what MCP clients do (issue 12)', () => {
+  it('OpenID-style discovery (oauth4webapi algorithm "oidc") finds the same issuer', async () => {
+    const issuer = new URL(server.issuer)
+    const oidc = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oidc' }))
+    assert.equal(oidc.issuer, as.issuer)
+    assert.equal(oidc.token_endpoint, as.token_endpoint)
+    assert.ok(oidc.revocation_endpoint_auth_methods_supported.includes('none'))
+  })
+
+  it('invalid_client without the Authorization header is a response body error, not a challenge', async () => {
+    const client = await register({ grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: 'read' })
+    await assert.rejects(clientCredentials(client, oauth.ClientSecretPost('wrong secret')), (err) => {
+      assert.ok(err instanceof oauth.ResponseBodyError, `${err?.constructor?.name}: ${err}`)
+      assert.equal(err.error, 'invalid_client')
+      assert.equal(err.status, 401)
+      return true
+    })
+  })
+
+  it('a public MCP-style registration without grant_types gets refresh_token', async () => {
+    const client = await register({ client_name: 'mcp', redirect_uris: ['http://localhost/callback'], token_endpoint_auth_method: 'none' })
+    assert.deepEqual(client.grant_types, ['authorization_code', 'refresh_token'])
+  })
+})
