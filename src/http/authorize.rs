@@ -309,11 +309,20 @@ pub async fn get(
         Err(f) => return failure_response(&state, f),
     };
     let session = pages::session(&state, &headers).await?;
+    // After prompt=login the login page returns here with `login_after`:
+    // a session older than that has not signed in again yet.
+    let login_after = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "login_after")
+        .and_then(|(_, v)| v.parse::<i64>().ok());
     let session = match (session, req.prompt) {
-        (Some(s), Some(Prompt::Login)) => {
-            // Re-authenticate once: the login page returns here without prompt=login.
-            let _ = s;
-            return Ok(pages::see_other(&login_url(&strip_prompt_login(&query))));
+        (Some(_), Some(Prompt::Login)) => {
+            // OpenID Connect Core §3.1.2.1 `prompt=login`: a fresh sign-in,
+            // whatever session the browser has.
+            let back = fresh_login_required(&query, state.now());
+            return Ok(pages::see_other(&login_url(&back)));
+        }
+        (Some(s), _) if login_after.is_some_and(|t| s.auth_time < t) => {
+            return Ok(pages::see_other(&login_url(&query)));
         }
         (Some(s), _) => s,
         (None, Some(Prompt::None)) => {
@@ -358,6 +367,19 @@ fn login_url(query: &str) -> String {
             .append_pair("return_to", &return_to)
             .finish()
     )
+}
+
+/// The request again, with `prompt=login` replaced by `login_after=now`:
+/// it comes back from the login page and is served only to a session that
+/// signed in at or after `now`.
+fn fresh_login_required(query: &str, now: i64) -> String {
+    let now = now.to_string();
+    let kept = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, v)| !(k == "prompt" && v == "login") && k != "login_after");
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(kept)
+        .append_pair("login_after", &now)
+        .finish()
 }
 
 fn strip_prompt_login(query: &str) -> String {

@@ -754,3 +754,43 @@ async fn refresh_grace_window_can_be_turned_off() {
         .await
         .assert_error(400, "invalid_grant");
 }
+
+/// Item 5: `prompt=login` forces a fresh sign-in: following the way back
+/// without signing in again leads to the login page again, not to consent.
+#[tokio::test]
+async fn prompt_login_forces_a_fresh_sign_in() {
+    use crate::code_flow::{Browser, PASSWORD, authorize_url, location, pkce, public_client, user};
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    user(&app, "alice").await;
+    let client_id = public_client(&app).await;
+    let browser = Browser::new(&app);
+    assert_eq!(browser.login("alice", PASSWORD).await.status, 303);
+    app.clock.advance(100);
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&authorize_url(
+            &client_id,
+            &challenge,
+            &[("prompt", "login")],
+        ))
+        .await;
+    assert_eq!(r.status, 303);
+    let to_login = location(&r);
+    assert!(to_login.starts_with("/login"), "{to_login}");
+    let back = crate::code_flow::query_of(&to_login)["return_to"].clone();
+    assert!(
+        !back.contains("prompt=login") && back.contains("login_after="),
+        "{back}"
+    );
+    // Skipping the sign-in: sent to log in again.
+    let r = browser.get(&back).await;
+    assert_eq!(r.status, 303);
+    assert!(
+        location(&r).starts_with("/login"),
+        "no consent without a fresh sign-in"
+    );
+    // Signing in again: the request goes through.
+    assert_eq!(browser.login("alice", PASSWORD).await.status, 303);
+    let r = browser.get(&back).await;
+    assert_eq!(r.status, 200, "consent page");
+}
