@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_core;
 mod m0002_code_flow;
 mod m0003_refresh_retry;
+mod m0004_dpop_jtis;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_core::Migration),
             Box::new(m0002_code_flow::Migration),
             Box::new(m0003_refresh_retry::Migration),
+            Box::new(m0004_dpop_jtis::Migration),
         ]
     }
 }

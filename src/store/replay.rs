@@ -30,7 +30,14 @@ pub async fn purge(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
         .filter(used_jti::Column::ExpiresAt.lt(now))
         .exec(db)
         .await?;
-    Ok(result.rows_affected)
+    let dpop = sea_orm::sea_query::Query::delete()
+        .from_table(sea_orm::sea_query::Alias::new("dpop_jtis"))
+        .and_where(
+            sea_orm::sea_query::Expr::col(sea_orm::sea_query::Alias::new("expires_at")).lt(now),
+        )
+        .to_owned();
+    let dpop = db.execute(db.get_database_backend().build(&dpop)).await?;
+    Ok(result.rows_affected + dpop.rows_affected())
 }
 
 /// Many [`use_once`]s at once on PostgreSQL, for the DPoP replay batcher:
@@ -49,26 +56,20 @@ pub async fn use_many_fast<C: ConnectionTrait>(
     items: &[(String, i64)],
 ) -> StoreResult<Vec<bool>> {
     use std::collections::HashSet;
-    use std::fmt::Write as _;
     if items.is_empty() {
         return Ok(Vec::new());
     }
+    // 128 bits of SHA-256, base64url (22 characters): collisions are out
+    // of reach, and the index stays small.
     let hashed: Vec<String> = items
         .iter()
-        .map(|(k, _)| {
-            let mut hex = String::with_capacity(66);
-            hex.push_str("h:");
-            for b in crate::crypto::sha256(k.as_bytes()) {
-                let _ = write!(hex, "{b:02x}");
-            }
-            hex
-        })
+        .map(|(k, _)| crate::crypto::b64url(&crate::crypto::sha256(k.as_bytes())[..16]))
         .collect();
     let expires: Vec<i64> = items.iter().map(|(_, e)| *e).collect();
     // One statement, one round trip: autocommit, with asynchronous commit
     // switched on for this statement's own transaction only (`set_config`
     // with is_local; the setting is read when the transaction commits).
-    let sql = "INSERT INTO used_jtis (key, expires_at) \
+    let sql = "INSERT INTO dpop_jtis (key, expires_at) \
                SELECT v.k, v.e FROM unnest($1::text[], $2::bigint[]) AS v(k, e) \
                WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL \
                ON CONFLICT (key) DO NOTHING RETURNING key";

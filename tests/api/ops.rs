@@ -135,7 +135,34 @@ async fn purge_removes_only_expired_rows(app: TestApp) {
         .await
         .unwrap();
     grants::insert_code(db, code(2, now - 60)).await.unwrap();
-    assert_eq!(agentauth::store::purge_expired(db, now).await.unwrap(), 5);
+    // DPoP jtis (PostgreSQL keeps them in their own table).
+    let mut expected = 5;
+    if matches!(app.backend, crate::helpers::Backend::Postgres) {
+        let won = agentauth::store::replay::use_many_fast(
+            db,
+            &[("dpop:old".into(), now - 1), ("dpop:live".into(), now + 60)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(won, [true, true]);
+        expected += 1;
+    }
+    assert_eq!(
+        agentauth::store::purge_expired(db, now).await.unwrap(),
+        expected
+    );
+    if matches!(app.backend, crate::helpers::Backend::Postgres) {
+        let again = agentauth::store::replay::use_many_fast(
+            db,
+            &[
+                ("dpop:old".into(), now + 60),
+                ("dpop:live".into(), now + 60),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(again, [true, false], "the live jti is still spent");
+    }
     assert!(revocations::is_revoked(db, "jti-live").await.unwrap());
     assert!(!revocations::is_revoked(db, "jti-old").await.unwrap());
     assert!(grants::refresh(db, [2u8; 32]).await.unwrap().is_some());
