@@ -373,18 +373,18 @@ fn login_url(query: &str) -> String {
 /// it comes back from the login page and is served only to a session that
 /// signed in at or after `now`.
 fn fresh_login_required(query: &str, now: i64) -> String {
-    let now = now.to_string();
-    let kept = form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, v)| !(k == "prompt" && v == "login") && k != "login_after");
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(kept)
-        .append_pair("login_after", &now)
-        .finish()
+    let mut back = strip_prompt_login(query);
+    if !back.is_empty() {
+        back.push('&');
+    }
+    back.push_str(&format!("login_after={now}"));
+    back
 }
 
+/// The query without `prompt=login` (nor an earlier `login_after`).
 fn strip_prompt_login(query: &str) -> String {
-    let kept =
-        form_urlencoded::parse(query.as_bytes()).filter(|(k, v)| !(k == "prompt" && v == "login"));
+    let kept = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, v)| !(k == "prompt" && v == "login") && k != "login_after");
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs(kept)
         .finish()

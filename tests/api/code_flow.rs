@@ -1030,6 +1030,28 @@ async fn dpop_binds_public_refresh_tokens_and_codes(app: TestApp) {
         .assert_error(400, "invalid_dpop_proof");
     let r = dpop_form(&app, &refresh_pairs, Some(&key.proof(&app))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let child = r.json()["refresh_token"].as_str().unwrap().to_string();
+    // Issue 12 item 6: a retry inside the grace window by the same key gets
+    // the same pair; by another key it is reuse, and the family dies.
+    let again = dpop_form(&app, &refresh_pairs, Some(&key.proof(&app))).await;
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(again.json()["refresh_token"], child.as_str());
+    dpop_form(&app, &refresh_pairs, Some(&ProofKey::new().proof(&app)))
+        .await
+        .assert_error(400, "invalid_grant");
+    let child_pairs = [
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id.as_str()),
+        ("refresh_token", child.as_str()),
+    ];
+    dpop_form(&app, &child_pairs, Some(&key.proof(&app)))
+        .await
+        .assert_error(400, "invalid_grant");
 
     // dpop_jkt at /authorize: the code needs a proof by that key.
     let (verifier, challenge) = pkce();

@@ -62,30 +62,24 @@ async fn application_type_is_validated_and_echoed(app: TestApp) {
         .await;
     assert_eq!(native.status, 201, "{}", native.json());
     assert_eq!(native.json()["application_type"], "native");
-    app.json_request(
-        "POST",
-        "/register",
-        &json!({"application_type": "web", "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}),
-        None,
-    )
-    .await
-    .assert_error(400, "invalid_redirect_uri");
-    app.json_request(
-        "POST",
-        "/register",
-        &json!({"application_type": "web", "redirect_uris": ["com.example.app:/cb"], "token_endpoint_auth_method": "none"}),
-        None,
-    )
-    .await
-    .assert_error(400, "invalid_redirect_uri");
-    app.json_request(
-        "POST",
-        "/register",
-        &json!({"application_type": "desktop", "redirect_uris": ["https://app.example.com/cb"]}),
-        None,
-    )
-    .await
-    .assert_error(400, "invalid_client_metadata");
+    for (metadata, error) in [
+        (
+            json!({"application_type": "web", "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"application_type": "web", "redirect_uris": ["com.example.app:/cb"], "token_endpoint_auth_method": "none"}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"application_type": "desktop", "redirect_uris": ["https://app.example.com/cb"]}),
+            "invalid_client_metadata",
+        ),
+    ] {
+        app.json_request("POST", "/register", &metadata, None)
+            .await
+            .assert_error(400, error);
+    }
     let web = app
         .json_request(
             "POST",
