@@ -75,7 +75,7 @@ for s in "${OURS[@]}"; do
     postgres-es256) DB="postgres://postgres@127.0.0.1:5432/${PG_DB}_es256" ;;
   esac
   client=$("$BIN" client create --database-url "$DB" --name bench --grant-type client_credentials \
-    --scope "read write" --auth-method client_secret_basic --json)
+    --scope "read write" --auth-method client_secret_basic --introspect "*" --json)
   AUTH[$s]=$(printf '%s:%s' "$(json_field client_id <<<"$client")" "$(json_field client_secret <<<"$client")" | base64 -w0)
   "$BIN" serve --listen "127.0.0.1:${PORTS[$s]}" --issuer "http://127.0.0.1:${PORTS[$s]}" --database-url "$DB" \
     --signing-alg "${ALG[$s]}" 2>"$TMP/$s.log" &

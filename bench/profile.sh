@@ -30,7 +30,7 @@ SERVER_PID=
 trap '[ -n "$SERVER_PID" ] && kill $SERVER_PID 2>/dev/null; rm -rf "$TMP"' EXIT
 DB="sqlite://$TMP/agentauth.db?mode=rwc"
 client=$("$BIN" client create --database-url "$DB" --name bench --grant-type client_credentials \
-  --scope "read write" --auth-method client_secret_basic --json)
+  --scope "read write" --auth-method client_secret_basic --introspect "*" --json)
 ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$client")
 SECRET=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$client")
 AUTH=$(printf '%s:%s' "$ID" "$SECRET" | base64 -w0)

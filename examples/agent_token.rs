@@ -1,11 +1,16 @@
 //! An agent that gets its own token: discovers the server (RFC 8414),
-//! registers itself (RFC 7591), asks for a token for one MCP server
-//! (client_credentials + RFC 8707), and checks it by introspection.
+//! registers itself (RFC 7591) with the operator's initial access token,
+//! asks for a token for one MCP server (client_credentials + RFC 8707), and
+//! verifies it as that MCP server would, against the JWKS (resource kit).
 //!
 //! ```sh
-//! cargo run --release -- serve &
+//! cargo run --release -- serve --resource https://mcp.example.com/mcp --scopes tools:read &
+//! export AGENTAUTH_INITIAL_TOKEN=$(cargo run --release -- client initial-token)
 //! cargo run --example agent_token -- http://127.0.0.1:8080 https://mcp.example.com/mcp
 //! ```
+//!
+//! Without an initial access token the registration is anonymous, and by
+//! default anonymous clients may not use client_credentials.
 
 use serde_json::{Value, json};
 
@@ -46,10 +51,14 @@ async fn main() -> anyhow::Result<()> {
         "token_endpoint_auth_method": "client_secret_basic",
         "scope": "tools:read",
     });
+    let mut request = http
+        .post(endpoint("registration_endpoint")?)
+        .header("content-type", "application/json");
+    if let Ok(initial) = std::env::var("AGENTAUTH_INITIAL_TOKEN") {
+        request = request.bearer_auth(initial.trim());
+    }
     let client: Value = serde_json::from_slice(
-        &http
-            .post(endpoint("registration_endpoint")?)
-            .header("content-type", "application/json")
+        &request
             .body(registration.to_string())
             .send()
             .await?
@@ -90,17 +99,34 @@ async fn main() -> anyhow::Result<()> {
         token["token_type"], token["expires_in"]
     );
 
-    let introspection: Value = serde_json::from_slice(
+    // What the MCP server does with it: verify against our JWKS.
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(
         &http
-            .post(endpoint("introspection_endpoint")?)
-            .basic_auth(id, Some(secret))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("token", access_token)]))
+            .get(endpoint("jwks_uri")?)
             .send()
             .await?
             .bytes()
             .await?,
     )?;
-    println!("introspection: {introspection}");
+    let verifier = agentauth_resource::verifier::ResourceVerifier::new(
+        issuer.as_str(),
+        resource.as_str(),
+        agentauth_resource::jwt::StaticKeys::from_jwks(&jwks),
+    );
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        axum::http::header::AUTHORIZATION,
+        format!("Bearer {access_token}").parse()?,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = verifier
+        .verify("POST", &resource, &headers, i64::try_from(now)?)
+        .map_err(|e| anyhow::anyhow!("the MCP server would refuse it: {e:?}"))?;
+    println!(
+        "verified: sub {} aud {:?} scope {:?}",
+        claims.sub, claims.aud, claims.scope
+    );
     Ok(())
 }

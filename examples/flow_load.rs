@@ -60,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
             registration_access_token_hash: None,
             metadata,
             client_id_issued_at: now,
+            kind: agentauth::oauth::client_kind::ClientKind::Operator,
+            introspects: Vec::new(),
         },
     )
     .await?;

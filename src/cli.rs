@@ -15,7 +15,9 @@ use crate::config::{
 };
 use crate::crypto::{Kek, random_bytes, random_id, random_token, sha256};
 use crate::keys;
+use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
+use crate::oauth::resource::ResourceUri;
 use crate::router;
 use crate::state::{self, State};
 use crate::store::{self, audit::AuditEvent, clients::ClientRecord};
@@ -23,6 +25,7 @@ use crate::store::{self, audit::AuditEvent, clients::ClientRecord};
 pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Result<()> {
     match command.unwrap_or_else(|| Command::Serve(ServeArgs::default_from_env())) {
         Command::Serve(args) => serve(args, storage).await,
+        Command::Resources(args) => print_resources(&args),
         Command::Migrate => {
             store::connect(&database_url(&storage.database_url), 1, None).await?;
             println!("migrations applied");
@@ -32,6 +35,28 @@ pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Resu
         Command::Keys(cmd) => keys_command(cmd, storage).await,
         Command::User(cmd) => user_command(cmd, storage).await,
     }
+}
+
+/// `agentauth resources`: the registry `serve` would build, as JSON.
+fn print_resources(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args)?;
+    let registry = &config.resources;
+    let entry = |r: &crate::resources::Resource| {
+        json!({
+            "uri": r.uri,
+            "name": r.name,
+            "scopes": r.scopes.as_ref().map(|s| s.iter().collect::<Vec<_>>()),
+            "client_credentials": r.client_credentials,
+        })
+    };
+    let out = json!({
+        "open_resources": registry.is_open(),
+        "default_audience": entry(registry.default_audience()),
+        "resources": registry.iter().map(entry).collect::<Vec<_>>(),
+        "scopes_supported": config.scopes_supported.as_ref().map(|s| s.iter().collect::<Vec<_>>()),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 impl ServeArgs {
@@ -266,6 +291,12 @@ async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyh
         ..Default::default()
     };
     let grants = crate::grants::Registry::standard();
+    for uri in &args.introspect {
+        if uri != "*" {
+            ResourceUri::parse(uri)
+                .map_err(|why| anyhow::anyhow!("--introspect {uri:?}: {why}"))?;
+        }
+    }
     let policy = RegistrationPolicy {
         scopes_supported: None,
         insecure_fetch: false,
@@ -285,6 +316,8 @@ async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyh
         registration_access_token_hash: None,
         metadata,
         client_id_issued_at: now,
+        kind: ClientKind::Operator,
+        introspects: args.introspect,
     };
     store::clients::insert_audited(
         db,

@@ -63,6 +63,9 @@ pub struct StorageArgs {
 pub enum Command {
     /// Run the authorization server (the default).
     Serve(ServeArgs),
+    /// Print the resource registry that `serve` would use with these
+    /// flags (checking the resources file), and exit.
+    Resources(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Manage OAuth clients and initial access tokens.
@@ -131,9 +134,30 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_REGISTRATION_RATE", default_value_t = 30)]
     pub registration_rate_per_minute: u32,
 
-    /// Space-separated scopes clients may register; empty allows any well-formed scope.
+    /// Space-separated scopes of the default audience and of each
+    /// --resource. Clients may register these and those of the resources
+    /// file; with neither, any well-formed scope.
     #[arg(long, env = "AGENTAUTH_SCOPES", default_value = "")]
     pub scopes: String,
+
+    /// Register a protected resource (an MCP server's URI) offering
+    /// --scopes (any scope if --scopes is empty): the quick start, with no
+    /// file. Repeatable;
+    /// comma-separated in the environment.
+    #[arg(long = "resource", env = "AGENTAUTH_RESOURCES", value_delimiter = ',')]
+    pub resources: Vec<String>,
+
+    /// TOML file of protected resources: each one's `uri`, `name`,
+    /// `scopes` and the client kinds that may get its tokens by
+    /// client_credentials (see README, "Resources").
+    #[arg(long, env = "AGENTAUTH_RESOURCES_FILE")]
+    pub resources_file: Option<PathBuf>,
+
+    /// Accept any absolute `resource` URI as an audience, registered or
+    /// not (scopes of unregistered resources are then unchecked). Off by
+    /// default: an unregistered resource is `invalid_target`.
+    #[arg(long, env = "AGENTAUTH_OPEN_RESOURCES")]
+    pub open_resources: bool,
 
     /// Audience of access tokens requested without `resource` (default: the issuer).
     #[arg(long, env = "AGENTAUTH_DEFAULT_AUDIENCE")]
@@ -212,6 +236,9 @@ impl Default for ServeArgs {
             registration_rate_per_minute: 30,
             signup: false,
             scopes: String::new(),
+            resources: Vec::new(),
+            resources_file: None,
+            open_resources: false,
             default_audience: None,
             dpop_nonce: false,
             dpop_iat_window: 60,
@@ -277,6 +304,11 @@ pub struct ClientCreateArgs {
     /// Token endpoint authentication method.
     #[arg(long, default_value = "client_secret_basic")]
     pub auth_method: String,
+    /// Let the client introspect (RFC 7662) tokens whose audience includes
+    /// this resource URI: the client is that resource server. Repeatable;
+    /// `*` makes it an introspector for every token.
+    #[arg(long)]
+    pub introspect: Vec<String>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -317,6 +349,8 @@ pub struct Config {
     pub signup: bool,
     /// `None`: any well-formed scope may be registered.
     pub scopes_supported: Option<Scope>,
+    /// Protected resources, their scopes and client_credentials policy.
+    pub resources: std::sync::Arc<crate::resources::ResourceRegistry>,
     pub default_audience: String,
     pub insecure_fetch: bool,
     /// RFC 9449 §8 server nonces on or off.
@@ -357,6 +391,8 @@ pub enum ConfigError {
     Audience(String),
     #[error("--scopes: {0}")]
     Scopes(String),
+    #[error("resources: {0}")]
+    Resources(String),
     #[error("--access-token-ttl must be between 60 and 86400 seconds")]
     Ttl,
     #[error("--trusted-proxies: {0:?} is not an IP address or CIDR block")]
@@ -385,11 +421,29 @@ impl Config {
             }
             None => issuer.clone(),
         };
-        let scopes_supported = if args.scopes.trim().is_empty() {
+        let scopes = if args.scopes.trim().is_empty() {
             None
         } else {
             Some(Scope::parse(&args.scopes).map_err(|e| ConfigError::Scopes(e.to_string()))?)
         };
+        let file = match &args.resources_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Resources(format!("cannot read {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let resources = crate::resources::ResourceRegistry::build(crate::resources::Sources {
+            file: file.as_deref(),
+            flags: &args.resources,
+            scopes: scopes.as_ref(),
+            default_audience: &default_audience,
+            open: args.open_resources,
+        })
+        .map_err(|e| match &args.resources_file {
+            Some(path) => ConfigError::Resources(format!("{}: {e}", path.display())),
+            None => ConfigError::Resources(e),
+        })?;
+        let scopes_supported = resources.scopes_supported();
         Ok(Self {
             issuer,
             listen: args.listen,
@@ -400,6 +454,7 @@ impl Config {
             registration_rate_per_minute: args.registration_rate_per_minute.max(1),
             signup: args.signup,
             scopes_supported,
+            resources: std::sync::Arc::new(resources),
             default_audience,
             insecure_fetch: args.insecure_fetch,
             dpop_nonce: args.dpop_nonce,

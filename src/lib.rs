@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod proof;
 pub mod replay_batch;
+pub mod resources;
 pub mod revocation_cache;
 pub mod router;
 pub mod signing_pool;

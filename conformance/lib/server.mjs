@@ -22,19 +22,25 @@ export async function freePort() {
   })
 }
 
-/** Runs the CLI against a database (e.g. `user create`); resolves on exit 0. */
+/** Runs the CLI against a database (e.g. `user create`); resolves to its stdout on exit 0. */
 export function cli(args, env) {
   return new Promise((res, rej) => {
-    const child = spawn(BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] })
+    const child = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
     let stderr = ''
+    child.stdout.on('data', (d) => { stdout += d })
     child.stderr.on('data', (d) => { stderr += d })
-    child.on('exit', (code) => (code === 0 ? res() : rej(new Error(`agentauth ${args.join(' ')} exited ${code}: ${stderr}`))))
+    child.on('exit', (code) => (code === 0 ? res(stdout.trim()) : rej(new Error(`agentauth ${args.join(' ')} exited ${code}: ${stderr}`))))
   })
 }
 
 /**
- * Starts a server; returns { issuer, stop }. Extra CLI flags and env may be
- * given; `users` ({ name: password }) are created with the CLI first.
+ * Starts a server; returns { issuer, initialToken, introspector, stop }.
+ * Extra CLI flags and env may be given; `users` ({ name: password }) are
+ * created with the CLI first, as are an initial access token good for many
+ * registrations and a client allowed to introspect every token (what an
+ * operator makes with `agentauth client initial-token` and `agentauth
+ * client create --introspect '*'`).
  */
 export async function startServer({ args = [], env = {}, users = {} } = {}) {
   const port = await freePort()
@@ -45,6 +51,9 @@ export async function startServer({ args = [], env = {}, users = {} } = {}) {
   for (const [name, password] of Object.entries(users)) {
     await cli(['user', 'create', name, '--database-url', database], { ...childEnv, AGENTAUTH_PASSWORD: password })
   }
+  const db = ['--database-url', database]
+  const initialToken = await cli(['client', 'initial-token', '--uses', '10000', ...db], childEnv)
+  const introspector = JSON.parse(await cli(['client', 'create', '--name', 'introspector', '--introspect', '*', '--json', ...db], childEnv))
   let stderr = ''
   const child = spawn(
     BIN,
@@ -70,6 +79,8 @@ export async function startServer({ args = [], env = {}, users = {} } = {}) {
 
   return {
     issuer,
+    initialToken,
+    introspector,
     stderr: () => stderr,
     async stop() {
       child.kill('SIGTERM')

@@ -20,7 +20,7 @@ let server, as, browser, callback, redirectUri
 
 before(async () => {
   mkdirSync(out, { recursive: true })
-  server = await startServer({ users: { alice: PASSWORD } })
+  server = await startServer({ users: { alice: PASSWORD }, args: ['--resource', 'https://mcp.example.com/mcp'] })
   const issuer = new URL(server.issuer)
   as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
   // The client's redirect target: a loopback listener, as a native MCP client has.

@@ -11,7 +11,7 @@ let server
 let as
 
 before(async () => {
-  server = await startServer()
+  server = await startServer({ args: ['--resource', 'https://mcp.example.com/mcp'] })
   const issuer = new URL(server.issuer)
   as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
 })
@@ -20,9 +20,19 @@ after(async () => {
   await server?.stop()
 })
 
-async function register(metadata) {
-  const response = await oauth.dynamicClientRegistrationRequest(as, metadata, insecure)
+// Registrations carry the operator's initial access token: such clients
+// may use client_credentials (anonymous ones may not, by default).
+async function register(metadata, { anonymous = false } = {}) {
+  const options = anonymous ? insecure : { ...insecure, initialAccessToken: server.initialToken }
+  const response = await oauth.dynamicClientRegistrationRequest(as, metadata, options)
   return oauth.processDynamicClientRegistrationResponse(response)
+}
+
+/** Introspects as the operator's introspector client. */
+async function introspect(token) {
+  const client = { client_id: server.introspector.client_id }
+  const auth = oauth.ClientSecretBasic(server.introspector.client_secret)
+  return oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, auth, token, insecure))
 }
 
 async function clientCredentials(client, clientAuth, parameters = {}) {
@@ -121,6 +131,21 @@ describe('client_credentials (RFC 6749 §4.4, RFC 9068)', () => {
     })
   })
 
+  it('an unregistered resource is invalid_target; an anonymous registration gets no client_credentials', async () => {
+    const client = await register({ grant_types: ['client_credentials'], scope: 'read' })
+    await assert.rejects(clientCredentials(client, oauth.ClientSecretBasic(client.client_secret), { resource: 'https://evil.example/' }), (err) => {
+      assert.ok(err instanceof oauth.ResponseBodyError, err)
+      assert.equal(err.error, 'invalid_target')
+      return true
+    })
+    const anonymous = await register({ grant_types: ['client_credentials'], scope: 'read' }, { anonymous: true })
+    await assert.rejects(clientCredentials(anonymous, oauth.ClientSecretBasic(anonymous.client_secret)), (err) => {
+      assert.ok(err instanceof oauth.ResponseBodyError, err)
+      assert.equal(err.error, 'unauthorized_client')
+      return true
+    })
+  })
+
   it('a scope beyond the registration is invalid_scope', async () => {
     const client = await register({ grant_types: ['client_credentials'], scope: 'read' })
     await assert.rejects(clientCredentials(client, oauth.ClientSecretBasic(client.client_secret), { scope: 'read admin' }), (err) => {
@@ -145,14 +170,18 @@ describe('introspection (RFC 7662) and revocation (RFC 7009)', () => {
     const auth = oauth.ClientSecretBasic(client.client_secret)
     const { access_token } = await clientCredentials(client, auth)
 
-    let result = await oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, auth, access_token, insecure))
+    // The token's own client is not its audience: it learns nothing.
+    const own = await oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, auth, access_token, insecure))
+    assert.deepEqual(own, { active: false })
+
+    let result = await introspect(access_token)
     assert.equal(result.active, true)
     assert.equal(result.client_id, client.client_id)
     assert.equal(result.scope, 'read')
     assert.equal(result.iss, as.issuer)
 
     await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, auth, access_token, insecure))
-    result = await oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, auth, access_token, insecure))
+    result = await introspect(access_token)
     assert.deepEqual(result, { active: false })
 
     const garbage = await oauth.introspectionRequest(as, client, auth, 'not-a-token', insecure)

@@ -13,9 +13,10 @@ async function setup(args) {
   const issuer = new URL(server.issuer)
   const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
   const client = await oauth.processDynamicClientRegistrationResponse(
-    await oauth.dynamicClientRegistrationRequest(as, { grant_types: ['client_credentials'], scope: 'read' }, insecure),
+    await oauth.dynamicClientRegistrationRequest(as, { grant_types: ['client_credentials'], scope: 'read' }, { ...insecure, initialAccessToken: server.initialToken }),
   )
-  return { server, as, client, auth: oauth.ClientSecretBasic(client.client_secret) }
+  const introspector = { client_id: server.introspector.client_id }
+  return { server, as, client, auth: oauth.ClientSecretBasic(client.client_secret), introspector, introspectorAuth: oauth.ClientSecretBasic(server.introspector.client_secret) }
 }
 
 async function dpopClientCredentials({ as, client, auth }, DPoP) {
@@ -51,7 +52,7 @@ describe('DPoP without server nonces', () => {
       assert.equal(payload.cnf.jkt, await DPoP.calculateThumbprint())
 
       const introspection = await oauth.processIntrospectionResponse(
-        ctx.as, ctx.client, await oauth.introspectionRequest(ctx.as, ctx.client, ctx.auth, tokens.access_token, insecure),
+        ctx.as, ctx.introspector, await oauth.introspectionRequest(ctx.as, ctx.introspector, ctx.introspectorAuth, tokens.access_token, insecure),
       )
       assert.equal(introspection.active, true)
       assert.equal(introspection.token_type, 'DPoP')

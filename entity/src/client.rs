@@ -11,6 +11,10 @@ pub struct Model {
     pub registration_access_token_hash: Option<Vec<u8>>,
     pub metadata: Json,
     pub client_id_issued_at: i64,
+    /// `operator`, `initial_token`, `dynamic` or `agent`.
+    pub kind: String,
+    /// Resource URIs whose tokens the client may introspect (`*`: any).
+    pub introspects: Option<Json>,
     pub updated_at: i64,
 }
 

@@ -7,6 +7,7 @@ mod m0001_core;
 mod m0002_code_flow;
 mod m0003_refresh_retry;
 mod m0004_dpop_jtis;
+mod m0005_client_kind;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_code_flow::Migration),
             Box::new(m0003_refresh_retry::Migration),
             Box::new(m0004_dpop_jtis::Migration),
+            Box::new(m0005_client_kind::Migration),
         ]
     }
 }

@@ -13,6 +13,7 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use crate::oauth::cimd;
+use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::RegistrationPolicy;
 use crate::state::State;
 use crate::store::clients::ClientRecord;
@@ -101,6 +102,8 @@ async fn fetch(state: &State, client_id: &str) -> Result<(ClientRecord, Duration
         registration_access_token_hash: None,
         metadata,
         client_id_issued_at: state.now(),
+        kind: ClientKind::MetadataDocument,
+        introspects: Vec::new(),
     };
     Ok((record, ttl))
 }

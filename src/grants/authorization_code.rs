@@ -6,8 +6,8 @@
 use serde_json::Value;
 
 use super::{
-    AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
-    narrow_resources, resources,
+    AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, granted_targets,
+    issue_access_token,
 };
 use crate::crypto::{random_id, random_token, sha256};
 use crate::error::{Error, OAuthError};
@@ -89,8 +89,9 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         }
     }
     let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
-    let resources = narrow_resources(resources(form)?, &granted)?;
-    let scope = Scope::parse(&row.scope).unwrap_or_default();
+    let targets = granted_targets(&state.config.resources, form, &granted)?;
+    let resources = targets.uris();
+    let scope = targets.narrow(&Scope::parse(&row.scope).unwrap_or_default());
     let jkt = proof.map(|p| p.jkt.as_str());
     let mut issued = issue_access_token(
         state,

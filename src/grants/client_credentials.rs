@@ -3,7 +3,7 @@
 
 use super::{
     AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
-    requested_scope, resources,
+    resources, target_scope,
 };
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, CLIENT_CREDENTIALS, ClientMetadata};
@@ -38,8 +38,12 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         )
         .into());
     }
-    let scope = requested_scope(req.params, &client.client.metadata.scope())?;
-    let resources = resources(req.params)?;
+    // Tokens with no user: only for resources that accept this kind of
+    // client so (by default, clients someone vouched for).
+    let targets = state.config.resources.resolve(&resources(req.params)?)?;
+    targets.check_client_credentials(client.client.kind)?;
+    let scope = target_scope(&targets, req.params, &client.client.metadata.scope())?;
+    let resources = targets.uris();
     let issued = issue_access_token(
         state,
         AccessTokenRequest::plain(

@@ -29,6 +29,7 @@ use crate::oauth::form::OAuthForm;
 use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
 use crate::oauth::scope::Scope;
 use crate::proof::{CheckedProof, Spend};
+use crate::resources::{Denial, ResourceRegistry, Targets};
 use crate::state::State;
 use crate::store::audit::AuditEvent;
 
@@ -367,6 +368,50 @@ pub async fn issue_access_token(
         jti: claims.jti,
         exp: claims.exp,
     })
+}
+
+impl From<Denial> for OAuthError {
+    fn from(denial: Denial) -> Self {
+        match denial {
+            Denial::Target(why) => OAuthError::invalid_target(why),
+            Denial::Scope(why) => OAuthError::invalid_scope(why),
+            Denial::Client(why) => OAuthError::unauthorized_client(why),
+        }
+    }
+}
+
+impl From<Denial> for Error {
+    fn from(denial: Denial) -> Self {
+        Error::OAuth(denial.into())
+    }
+}
+
+/// The scope of a token for `targets`: the requested one, which must lie
+/// within `allowed` (what the client or grant holds) and be offered by
+/// every target; absent, `allowed` less what the targets do not offer.
+pub fn target_scope(
+    targets: &Targets<'_>,
+    form: &OAuthForm,
+    allowed: &Scope,
+) -> Result<Scope, OAuthError> {
+    if form.get("scope").is_none() {
+        return Ok(targets.narrow(allowed));
+    }
+    let scope = requested_scope(form, allowed)?;
+    targets.check_scope(&scope)?;
+    Ok(scope)
+}
+
+/// The resources of a token issued from a grant: those requested (as
+/// registered), which must lie within the grant's, or all the grant's;
+/// each must still be registered.
+pub fn granted_targets<'r>(
+    registry: &'r ResourceRegistry,
+    form: &OAuthForm,
+    granted: &[String],
+) -> Result<Targets<'r>, OAuthError> {
+    let requested = registry.resolve(&resources(form)?)?.uris();
+    Ok(registry.resolve(&narrow_resources(requested, granted)?)?)
 }
 
 /// RFC 8707 §2.2: resources requested at the token endpoint must lie within

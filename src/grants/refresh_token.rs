@@ -9,8 +9,8 @@
 //! `resource` may narrow per request.
 
 use super::{
-    AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
-    narrow_resources, resources,
+    AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, granted_targets,
+    issue_access_token,
 };
 use crate::crypto::{random_token, sha256};
 use crate::error::{Error, OAuthError};
@@ -84,9 +84,10 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         }
     }
     let granted_scope = Scope::parse(&row.scope).unwrap_or_default();
-    let scope = super::requested_scope(form, &granted_scope)?;
     let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
-    let resources = narrow_resources(resources(form)?, &granted)?;
+    let targets = granted_targets(&state.config.resources, form, &granted)?;
+    let scope = super::target_scope(&targets, form, &granted_scope)?;
+    let resources = targets.uris();
 
     let mut issued = issue_access_token(
         state,

@@ -21,6 +21,7 @@ use crate::oauth::client_metadata::{AUTHORIZATION_CODE, redirect_uri_matches};
 use crate::oauth::pkce;
 use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
 use crate::oauth::scope::Scope;
+use crate::resources::Denial;
 use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, clients::ClientRecord, grants::CodeRow};
 
@@ -237,6 +238,25 @@ async fn parse(
             "code_challenge must be a base64url SHA-256 (43 characters)".into(),
         ));
     }
+    let requested = all("resource");
+    if requested.len() > MAX_RESOURCES {
+        return Err(back(
+            "invalid_target",
+            format!("at most {MAX_RESOURCES} resource values per request"),
+        ));
+    }
+    let requested = requested
+        .into_iter()
+        .map(|r| {
+            ResourceUri::parse(r).map_err(|why| back("invalid_target", format!("{why}: {r:?}")))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let denied = |denial: Denial| match denial {
+        Denial::Target(why) => back("invalid_target", why),
+        Denial::Scope(why) => back("invalid_scope", why),
+        Denial::Client(why) => back("unauthorized_client", why),
+    };
+    let targets = state.config.resources.resolve(&requested).map_err(denied)?;
     let allowed = client.metadata.scope();
     let scope = match get("scope") {
         Some(text) => {
@@ -247,23 +267,12 @@ async fn parse(
                     format!("scope {extra:?} is not allowed for this client"),
                 ));
             }
+            targets.check_scope(&s).map_err(denied)?;
             s
         }
-        None => allowed,
+        None => targets.narrow(&allowed),
     };
-    let requested = all("resource");
-    if requested.len() > MAX_RESOURCES {
-        return Err(back(
-            "invalid_target",
-            format!("at most {MAX_RESOURCES} resource values per request"),
-        ));
-    }
-    let resources = requested
-        .into_iter()
-        .map(|r| {
-            ResourceUri::parse(r).map_err(|why| back("invalid_target", format!("{why}: {r:?}")))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let resources = targets.uris();
     let prompt = match get("prompt") {
         None => None,
         Some("none") => Some(Prompt::None),

@@ -1,6 +1,10 @@
 //! RFC 7662 token introspection, for authenticated clients (resource
 //! servers). Anything that is not a live token we issued is exactly
-//! `{"active":false}`.
+//! `{"active":false}`, and so is a live token the caller may not learn
+//! about (§4): a caller sees an access token only when it is a resource
+//! in the token's `aud` (`agentauth client create --introspect URI`), and
+//! refresh tokens only when it is an introspector for every token
+//! (`--introspect '*'`).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -59,9 +63,13 @@ pub async fn post(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    super::authenticate_client(&state, &headers, &form, Public::Refused).await?;
+    let caller = super::authenticate_client(&state, &headers, &form, Public::Refused).await?;
     let token = form.require("token")?;
+    let everything = caller.client.introspects.iter().any(|r| r == "*");
     let body = match live_access_token(&state, token).await? {
+        Some(claims) if !everything && !is_audience(&caller.client.introspects, &claims.aud) => {
+            Introspection::Inactive { active: false }
+        }
         Some(claims) => Introspection::Active(Box::new(ActiveToken {
             active: true,
             token_type: if claims.cnf.is_some() {
@@ -84,7 +92,8 @@ pub async fn post(
             .await?
         {
             Some(rt)
-                if rt.rotated_at.is_none()
+                if everything
+                    && rt.rotated_at.is_none()
                     && rt.revoked_at.is_none()
                     && rt.expires_at > state.now() =>
             {
@@ -103,6 +112,17 @@ pub async fn post(
         },
     };
     Ok(json_no_store(StatusCode::OK, &body))
+}
+
+/// Whether the caller is one of the resources the token is for.
+fn is_audience(introspects: &[String], aud: &Audience) -> bool {
+    let auds: &[String] = match aud {
+        Audience::One(one) => std::slice::from_ref(one),
+        Audience::Many(many) => many,
+    };
+    introspects
+        .iter()
+        .any(|r| auds.iter().any(|a| crate::resources::same_resource(r, a)))
 }
 
 /// The claims of `token` if it is an access token we signed that has not

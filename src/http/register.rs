@@ -9,6 +9,7 @@ use super::{ClientIp, bearer_token, json_no_store};
 use crate::config::RegistrationMode;
 use crate::crypto::{random_id, random_token, sha256};
 use crate::error::{Error, OAuthError, Result};
+use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
 use crate::state::AppState;
 use crate::store::audit::AuditEvent;
@@ -75,18 +76,28 @@ pub async fn create(
         return Err(OAuthError::too_many_requests(wait.as_secs() + 1).into());
     }
     let now = state.now();
-    if state.config.registration == RegistrationMode::Protected {
-        let token = bearer_token(&headers)
-            .ok_or_else(|| OAuthError::invalid_token("an initial access token is required"))?;
-        if !store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
-            return Err(OAuthError::invalid_token(
-                "the initial access token is invalid, expired or used up",
-            )
-            .into());
-        }
+    // An initial access token is required in protected mode and welcome
+    // in open mode: it marks the client as vouched for (kind
+    // `initial_token`), which the resource registry may trust with
+    // client_credentials. It is spent only once the metadata is valid.
+    let initial_token = bearer_token(&headers);
+    if initial_token.is_none() && state.config.registration == RegistrationMode::Protected {
+        return Err(OAuthError::invalid_token("an initial access token is required").into());
     }
     let MetadataBody(request) = body?;
     let metadata = ClientMetadata::validate(request, &policy(&state))?;
+    let kind = match initial_token {
+        Some(token) => {
+            if !store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
+                return Err(OAuthError::invalid_token(
+                    "the initial access token is invalid, expired or used up",
+                )
+                .into());
+            }
+            ClientKind::InitialToken
+        }
+        None => ClientKind::Dynamic,
+    };
 
     let client_id = random_id()?;
     let secret = metadata
@@ -101,6 +112,8 @@ pub async fn create(
         registration_access_token_hash: Some(sha256(registration_access_token.as_bytes()).to_vec()),
         metadata,
         client_id_issued_at: now,
+        kind,
+        introspects: Vec::new(),
     };
     let event = AuditEvent {
         at: now,
@@ -109,6 +122,7 @@ pub async fn create(
         subject: None,
         ip: ip.to_audit(),
         detail: json!({
+            "kind": record.kind,
             "client_name": record.metadata.client_name,
             "grant_types": record.metadata.grant_types,
             "token_endpoint_auth_method": record.metadata.token_endpoint_auth_method,

@@ -3,6 +3,7 @@
 
 pub mod cimd;
 pub mod client_assertion;
+pub mod client_kind;
 pub mod client_metadata;
 pub mod error;
 pub mod form;

@@ -47,6 +47,24 @@ impl Scope {
             .map(String::as_str)
     }
 
+    /// Tokens of `self` that `other` also has, in `self`'s order.
+    pub fn intersection(&self, other: &Scope) -> Scope {
+        Self(
+            self.0
+                .iter()
+                .filter(|t| other.contains(t))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// `self`, then the tokens of `other` it lacks.
+    pub fn union(&self, other: &Scope) -> Scope {
+        let mut all = self.0.clone();
+        all.extend(other.0.iter().filter(|t| !self.contains(t)).cloned());
+        Self(all)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }

@@ -8,6 +8,7 @@ use sea_orm::{
 use super::audit::{self, AuditEvent};
 
 use super::StoreResult;
+use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::ClientMetadata;
 
 /// A client as the rest of the server sees it. Secrets are hashes only.
@@ -18,6 +19,9 @@ pub struct ClientRecord {
     pub registration_access_token_hash: Option<Vec<u8>>,
     pub metadata: ClientMetadata,
     pub client_id_issued_at: i64,
+    pub kind: ClientKind,
+    /// Resource URIs whose tokens the client may introspect (`*`: any).
+    pub introspects: Vec<String>,
 }
 
 impl TryFrom<client::Model> for ClientRecord {
@@ -30,7 +34,22 @@ impl TryFrom<client::Model> for ClientRecord {
                 m.client_id
             ))
         })?;
+        let kind = m
+            .kind
+            .parse()
+            .map_err(|e| DbErr::Custom(format!("client {}: {e}", m.client_id)))?;
+        let introspects = match m.introspects {
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                DbErr::Custom(format!(
+                    "client {} has unreadable introspects: {e}",
+                    m.client_id
+                ))
+            })?,
+            None => Vec::new(),
+        };
         Ok(Self {
+            kind,
+            introspects,
             client_id: m.client_id,
             client_secret_hash: m.client_secret_hash,
             registration_access_token_hash: m.registration_access_token_hash,
@@ -52,6 +71,9 @@ pub async fn insert(db: &impl ConnectionTrait, record: &ClientRecord) -> StoreRe
         metadata: Set(metadata_json(&record.metadata)?),
         client_id_issued_at: Set(record.client_id_issued_at),
         updated_at: Set(record.client_id_issued_at),
+        kind: Set(record.kind.as_str().to_string()),
+        introspects: Set((!record.introspects.is_empty())
+            .then(|| serde_json::Value::from(record.introspects.clone()))),
     };
     client::Entity::insert(row)
         .exec_without_returning(db)

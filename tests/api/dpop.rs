@@ -102,7 +102,7 @@ async fn dpop_proof_binds_access_token(app: TestApp) {
     assert_eq!(body["token_type"], "DPoP");
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(jwt_parts(token).1["cnf"]["jkt"], key.thumbprint().as_str());
-    let i = app.introspect(&id, &secret, token).await;
+    let i = app.introspect(token).await;
     assert_eq!(i["token_type"], "DPoP");
     assert_eq!(i["cnf"]["jkt"], key.thumbprint().as_str());
     // Without a proof the same client gets a plain bearer token.

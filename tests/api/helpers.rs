@@ -54,6 +54,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub backend: Backend,
     pub kek_bytes: [u8; 32],
+    /// A client allowed to introspect every token, made on first use.
+    pub introspector: tokio::sync::OnceCell<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -83,9 +85,19 @@ impl TestResponse {
     }
 }
 
+/// The resources tests name, registered as `--resource` flags (any scope).
+pub const RESOURCES: &[&str] = &[
+    "https://mcp.example.com/mcp",
+    "https://mcp.example.com/",
+    "https://other.example.com/",
+    "https://a.example.com/",
+    "https://b.example.com/",
+];
+
 pub fn serve_args() -> ServeArgs {
     ServeArgs {
         issuer: ISSUER.into(),
+        resources: RESOURCES.iter().map(|r| r.to_string()).collect(),
         ..ServeArgs::default()
     }
 }
@@ -109,6 +121,7 @@ pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
         clock,
         backend,
         kek_bytes,
+        introspector: Default::default(),
         _dir: dir,
     }
 }
@@ -145,6 +158,7 @@ pub async fn spawn_pg_nodes_with(configure: impl Fn(&mut ServeArgs)) -> (TestApp
             clock: clock.clone(),
             backend: Backend::Postgres,
             kek_bytes,
+            introspector: Default::default(),
             _dir: None,
         });
     }
@@ -295,7 +309,39 @@ impl TestApp {
             .await
     }
 
+    /// An initial access token good for one registration.
+    pub async fn initial_token(&self) -> String {
+        let token = agentauth::crypto::random_token().unwrap();
+        store::initial_tokens::insert(
+            &self.state.db,
+            agentauth::crypto::sha256(token.as_bytes()),
+            self.state.now(),
+            None,
+            Some(1),
+        )
+        .await
+        .unwrap();
+        token
+    }
+
+    /// Registers a client with an initial access token (kind
+    /// `initial_token`, which may use client_credentials by default).
     pub async fn register(&self, metadata: Value) -> Value {
+        let token = self.initial_token().await;
+        let r = self
+            .json_request("POST", "/register", &metadata, Some(&token))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    /// Registers a client anonymously (open DCR: kind `dynamic`).
+    pub async fn register_open(&self, metadata: Value) -> Value {
         let r = self
             .json_request("POST", "/register", &metadata, None)
             .await;
@@ -342,7 +388,41 @@ impl TestApp {
         )
     }
 
-    pub async fn introspect(&self, id: &str, secret: &str, token: &str) -> Value {
+    /// A client the operator made an introspector for every token
+    /// (`agentauth client create --introspect '*'`).
+    pub async fn introspector(&self) -> &(String, String) {
+        self.introspector
+            .get_or_init(|| async {
+                let client = self.cc_client("").await;
+                self.set_introspects(&client.0, &["*"]).await;
+                client
+            })
+            .await
+    }
+
+    /// Sets the resources whose tokens a client may introspect, as
+    /// `agentauth client create --introspect` does.
+    pub async fn set_introspects(&self, client_id: &str, resources: &[&str]) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        entity::client::Entity::update_many()
+            .col_expr(
+                entity::client::Column::Introspects,
+                Expr::value(serde_json::json!(resources)),
+            )
+            .filter(entity::client::Column::ClientId.eq(client_id))
+            .exec(&self.state.db)
+            .await
+            .unwrap();
+        self.state.clients.invalidate(client_id).await;
+    }
+
+    /// Introspects as the all-seeing introspector.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let (id, secret) = self.introspector().await.clone();
+        self.introspect_as(&id, &secret, token).await
+    }
+
+    pub async fn introspect_as(&self, id: &str, secret: &str, token: &str) -> Value {
         let r = self
             .post_form("/introspect", &[("token", token)], Some((id, secret)))
             .await;

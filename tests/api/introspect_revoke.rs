@@ -4,7 +4,7 @@ use serde_json::json;
 use crate::both;
 use crate::helpers::{Backend, ISSUER, TestApp, jwt_parts, spawn_app};
 
-/// RFC 7662 §2.2: an active token's claims, for an authenticated client.
+/// RFC 7662 §2.2: an active token's claims, for the resource it is for.
 async fn introspection_reports_active_token(app: TestApp) {
     let (id, secret) = app.cc_client("read write").await;
     let r = app
@@ -16,6 +16,8 @@ async fn introspection_reports_active_token(app: TestApp) {
         .await;
     let token = r.json()["access_token"].as_str().unwrap().to_string();
     let (rs_id, rs_secret) = app.cc_client("").await;
+    app.set_introspects(&rs_id, &["https://mcp.example.com/"])
+        .await;
     let r = app
         .post_form(
             "/introspect",
@@ -88,7 +90,7 @@ both!(introspection_requires_client_authentication);
 /// SECURITY-CASES 34: expired, garbage, foreign and alg-confused tokens are
 /// exactly `{"active":false}`.
 async fn introspection_reports_inactive_exactly(app: TestApp) {
-    let (id, secret, token) = app.access_token("read").await;
+    let (_, _, token) = app.access_token("read").await;
     let kid = jwt_parts(&token).0["kid"].as_str().unwrap().to_string();
     let (_, claims) = jwt_parts(&token);
 
@@ -121,16 +123,16 @@ async fn introspection_reports_inactive_exactly(app: TestApp) {
             continue;
         }
         assert_eq!(
-            app.introspect(&id, &secret, garbage).await,
+            app.introspect(garbage).await,
             json!({"active": false}),
             "{garbage}"
         );
     }
 
-    assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+    assert_eq!(app.introspect(&token).await["active"], true);
     app.clock.advance(901);
     assert_eq!(
-        app.introspect(&id, &secret, &token).await,
+        app.introspect(&token).await,
         json!({"active": false}),
         "expired"
     );
@@ -141,7 +143,7 @@ both!(introspection_reports_inactive_exactly);
 /// unknown tokens get 200; another client's token stays active.
 async fn revocation_deactivates_own_tokens_only(app: TestApp) {
     let (id, secret, token) = app.access_token("read").await;
-    let (other_id, other_secret, other_token) = app.access_token("read").await;
+    let (_, _, other_token) = app.access_token("read").await;
 
     let r = app
         .post_form("/revoke", &[("token", "not-a-token")], Some((&id, &secret)))
@@ -153,10 +155,7 @@ async fn revocation_deactivates_own_tokens_only(app: TestApp) {
         .post_form("/revoke", &[("token", &other_token)], Some((&id, &secret)))
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        app.introspect(&other_id, &other_secret, &other_token).await["active"],
-        true
-    );
+    assert_eq!(app.introspect(&other_token).await["active"], true);
 
     let r = app
         .post_form(
@@ -166,10 +165,7 @@ async fn revocation_deactivates_own_tokens_only(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        app.introspect(&id, &secret, &token).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&token).await, json!({"active": false}));
     // Revoking twice is fine.
     assert_eq!(
         app.post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
@@ -205,11 +201,7 @@ async fn tokens_of_deleted_clients_are_inactive(app: TestApp) {
         .token(id, reg["client_secret"].as_str().unwrap(), &[])
         .await;
     let token = r.json()["access_token"].as_str().unwrap().to_string();
-    let (rs_id, rs_secret) = app.cc_client("").await;
-    assert_eq!(
-        app.introspect(&rs_id, &rs_secret, &token).await["active"],
-        true
-    );
+    assert_eq!(app.introspect(&token).await["active"], true);
     let r = app
         .json_request(
             "DELETE",
@@ -219,10 +211,7 @@ async fn tokens_of_deleted_clients_are_inactive(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 204);
-    assert_eq!(
-        app.introspect(&rs_id, &rs_secret, &token).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&token).await, json!({"active": false}));
 }
 both!(tokens_of_deleted_clients_are_inactive);
 
@@ -238,15 +227,12 @@ async fn revocation_cache_is_fresh_or_falls_back(app: TestApp) {
         .refresh(&app.state.db, now)
         .await
         .unwrap();
-    assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+    assert_eq!(app.introspect(&token).await["active"], true);
 
     // Revoked here: visible at once.
     app.post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
         .await;
-    assert_eq!(
-        app.introspect(&id, &secret, &token).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&token).await, json!({"active": false}));
 
     // Revoked by "another node": a direct row, seen after the next refresh.
     app.state
@@ -265,20 +251,14 @@ async fn revocation_cache_is_fresh_or_falls_back(app: TestApp) {
     .await
     .unwrap();
     // Until the next refresh the cache answers alone (the window is a second).
-    assert_eq!(app.introspect(&id, &secret, &other).await["active"], true);
+    assert_eq!(app.introspect(&other).await["active"], true);
     app.state
         .revocations
         .refresh(&app.state.db, now)
         .await
         .unwrap();
-    assert_eq!(
-        app.introspect(&id, &secret, &other).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&other).await, json!({"active": false}));
     // And the first revocation is in the cache too.
-    assert_eq!(
-        app.introspect(&id, &secret, &token).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&token).await, json!({"active": false}));
 }
 both!(revocation_cache_is_fresh_or_falls_back);

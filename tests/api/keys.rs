@@ -45,7 +45,7 @@ async fn key_rotation_publishes_before_use_and_retires_after_expiry(app: TestApp
         "signs after the publish delay"
     );
     // Tokens signed by the old key still verify.
-    assert_eq!(app.introspect(&id, &secret, &first).await["active"], true);
+    assert_eq!(app.introspect(&first).await["active"], true);
 
     // After the longest token lifetime (+ margin) the old key leaves the JWKS.
     app.clock.advance(900 + 61);
@@ -90,10 +90,10 @@ both!(signing_keys_are_encrypted_at_rest);
 /// here, as after a key compromise) its unexpired token is inactive at once.
 async fn remembered_tokens_die_with_their_key(app: TestApp) {
     use sea_orm::EntityTrait;
-    let (id, secret, token) = app.access_token("read").await;
+    let (_, _, token) = app.access_token("read").await;
     let kid = jwt_parts(&token).0["kid"].as_str().unwrap().to_string();
     for _ in 0..2 {
-        assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+        assert_eq!(app.introspect(&token).await["active"], true);
     }
     // Same keys after a reload: still remembered, still active.
     app.state
@@ -101,7 +101,7 @@ async fn remembered_tokens_die_with_their_key(app: TestApp) {
         .reload(&app.state.db, app.now())
         .await
         .unwrap();
-    assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+    assert_eq!(app.introspect(&token).await["active"], true);
 
     let now = app.now();
     rotate(&app, now - 600).await; // signs from now on
@@ -110,10 +110,10 @@ async fn remembered_tokens_die_with_their_key(app: TestApp) {
         .await
         .unwrap();
     app.state.keys.reload(&app.state.db, now).await.unwrap();
-    assert_eq!(app.introspect(&id, &secret, &token).await["active"], false);
+    assert_eq!(app.introspect(&token).await["active"], false);
     // A token the new key signs is active.
-    let (id, secret, fresh) = app.access_token("read").await;
-    assert_eq!(app.introspect(&id, &secret, &fresh).await["active"], true);
+    let (_, _, fresh) = app.access_token("read").await;
+    assert_eq!(app.introspect(&fresh).await["active"], true);
 }
 both!(remembered_tokens_die_with_their_key);
 
@@ -128,7 +128,7 @@ async fn es256_and_eddsa_keys_sign_and_verify() {
             let mut args = serve_args();
             args.signing_alg = alg;
             let app = spawn_app_with(backend, args).await;
-            let (id, secret, token) = app.access_token("read").await;
+            let (id, _, token) = app.access_token("read").await;
             let (header, _) = jwt_parts(&token);
             assert_eq!(header["alg"], alg.as_str());
             let jwks = app.get("/jwks.json").await.json();
@@ -138,7 +138,7 @@ async fn es256_and_eddsa_keys_sign_and_verify() {
                 (Some(alg.as_str()), Some(kty))
             );
             assert!(key.get("d").is_none(), "no private member");
-            assert_eq!(app.introspect(&id, &secret, &token).await["active"], true);
+            assert_eq!(app.introspect(&token).await["active"], true);
 
             let keys = StaticKeys::from_jwks(&serde_json::from_value(jwks).unwrap());
             let claims: AccessTokenClaims =
@@ -152,7 +152,7 @@ async fn es256_and_eddsa_keys_sign_and_verify() {
 /// keeps the old one published until the longest token it signed has
 /// expired, then drops it; its tokens verify meanwhile.
 async fn switching_algorithm_retires_the_old_key_after_its_tokens(app: TestApp) {
-    let (id, secret, old_token) = app.access_token("read").await;
+    let (_, _, old_token) = app.access_token("read").await;
     let now = app.now();
     let kek = Kek::from_bytes(&app.kek_bytes).unwrap();
     let ring = KeyRing::load_or_init(&app.state.db, kek, SigningAlg::Es256, now, 900)
@@ -171,10 +171,7 @@ async fn switching_algorithm_retires_the_old_key_after_its_tokens(app: TestApp) 
     assert!(ring.verify_access_token(&old_token).is_ok());
     // The running RS256 node now finds its key retiring but still signing.
     app.state.keys.reload(&app.state.db, now).await.unwrap();
-    assert_eq!(
-        app.introspect(&id, &secret, &old_token).await["active"],
-        true
-    );
+    assert_eq!(app.introspect(&old_token).await["active"], true);
 
     ring.reload(&app.state.db, now + 961).await.unwrap();
     let jwks: serde_json::Value = serde_json::from_str(&ring.current().jwks_json).unwrap();

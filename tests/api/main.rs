@@ -14,6 +14,7 @@ mod introspect_revoke;
 mod keys;
 mod metadata;
 mod ops;
+mod policy;
 mod private_key_jwt;
 mod register;
 mod resource;
