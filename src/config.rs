@@ -134,6 +134,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_REGISTRATION_RATE", default_value_t = 30)]
     pub registration_rate_per_minute: u32,
 
+    /// Distinct client ID metadata documents one client address may make
+    /// us fetch per minute (documents already cached cost nothing).
+    #[arg(long, env = "AGENTAUTH_DOCUMENT_FETCH_RATE", default_value_t = 20)]
+    pub document_fetch_rate_per_minute: u32,
+
     /// Space-separated scopes of the default audience and of each
     /// --resource. Clients may register these and those of the resources
     /// file; with neither, any well-formed scope.
@@ -235,6 +240,7 @@ impl Default for ServeArgs {
             registration: RegistrationMode::Open,
             registration_rate_per_minute: 30,
             signup: false,
+            document_fetch_rate_per_minute: 20,
             scopes: String::new(),
             resources: Vec::new(),
             resources_file: None,
@@ -346,6 +352,7 @@ pub struct Config {
     pub refresh_grace_period: i64,
     pub registration: RegistrationMode,
     pub registration_rate_per_minute: u32,
+    pub document_fetches_per_minute: u32,
     pub signup: bool,
     /// `None`: any well-formed scope may be registered.
     pub scopes_supported: Option<Scope>,
@@ -452,6 +459,7 @@ impl Config {
             refresh_grace_period: i64::from(args.refresh_grace_period.min(300)),
             registration: args.registration,
             registration_rate_per_minute: args.registration_rate_per_minute.max(1),
+            document_fetches_per_minute: args.document_fetch_rate_per_minute.max(1),
             signup: args.signup,
             scopes_supported,
             resources: std::sync::Arc::new(resources),

@@ -44,6 +44,11 @@ pub struct State {
     pub audit: AuditSink,
     pub metrics: Metrics,
     pub registration_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Client metadata documents fetched per source address (issue 12
+    /// item 13): a cache miss spends one.
+    pub document_fetch_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// (address, document URL) pairs charged to the limiter this minute.
+    pub document_fetch_charged: moka::sync::Cache<(IpAddr, String), ()>,
     /// RFC 8414 metadata, serialized once.
     pub metadata_json: String,
     /// RFC 9449 §8 nonce key, derived from the KEK (same on every node).
@@ -147,6 +152,13 @@ impl State {
             fetcher: Fetcher::new(config.insecure_fetch)
                 .map_err(|e| StartError::Fetch(e.to_string()))?,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            document_fetch_charged: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+            document_fetch_limiter: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(config.document_fetches_per_minute).unwrap_or(NonZeroU32::MIN),
+            )),
             metrics: Metrics::default(),
             dpop_nonces,
             dpop_replay,
@@ -214,6 +226,7 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(error = %e, "purge of expired rows failed");
             }
             state.registration_limiter.retain_recent();
+            state.document_fetch_limiter.retain_recent();
             state.login_by_ip.retain_recent();
         }
     })

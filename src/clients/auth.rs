@@ -67,6 +67,7 @@ pub async fn authenticate(
     basic: Option<Basic>,
     form: &OAuthForm,
     public: Public,
+    ip: Option<std::net::IpAddr>,
 ) -> Result<AuthenticatedClient, Error> {
     let presented = presented(basic, form)?;
     let (client_id, method) = match &presented {
@@ -75,6 +76,13 @@ pub async fn authenticate(
         Presented::Assertion { client_id, .. } => (client_id.as_str(), AuthMethod::PrivateKeyJwt),
         Presented::None { client_id } => (*client_id, AuthMethod::None),
     };
+    if let Err(retry_after) = state.document_fetch_allowed(client_id, ip) {
+        let mut e = OAuthError::invalid_client(format!(
+            "too many client metadata documents fetched for your address; retry in {retry_after} s"
+        ));
+        e.retry_after = Some(retry_after);
+        return Err(e.into());
+    }
     let Some(client) = state.client(client_id).await? else {
         if method.uses_secret() {
             // Spend the same hashing work as for a known client.

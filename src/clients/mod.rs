@@ -8,6 +8,7 @@ pub mod auth;
 pub mod document;
 pub mod jwks;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,43 @@ pub fn registered_cache(ttl: Duration) -> Cache<String, Arc<ClientRecord>> {
 }
 
 impl State {
+    /// Whether a request from `ip` naming `client_id` may make us fetch a
+    /// metadata document: always for registered clients and documents
+    /// already cached; otherwise within the address's budget of distinct
+    /// documents per minute. `Err` holds the seconds to wait. Checked
+    /// before the lookup, so a throttled address never poisons the cache
+    /// for the document's other users.
+    pub fn document_fetch_allowed(&self, client_id: &str, ip: Option<IpAddr>) -> Result<(), u64> {
+        let Some(ip) = ip else { return Ok(()) };
+        if !cimd::is_document_url(client_id, self.config.insecure_fetch)
+            || self.document_clients.contains_key(client_id)
+        {
+            return Ok(());
+        }
+        // Distinct documents, not requests: concurrent or repeated
+        // requests naming one document while its fetch is under way spend
+        // once (the entry is created atomically by exactly one of them).
+        let entry = self
+            .document_fetch_charged
+            .entry((ip, client_id.to_string()))
+            .or_insert(());
+        if !entry.is_fresh() {
+            return Ok(());
+        }
+        self.document_fetch_limiter
+            .check_key(&ip)
+            .map_err(|not_until| {
+                self.document_fetch_charged
+                    .invalidate(&(ip, client_id.to_string()));
+                not_until
+                    .wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    ))
+                    .as_secs()
+                    + 1
+            })
+    }
+
     /// A client by id: from the cache, the database, or its metadata
     /// document.
     pub async fn client(&self, client_id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {

@@ -132,6 +132,7 @@ fn page(error: &'static str, description: impl Into<String>) -> Failure {
 async fn parse(
     state: &AppStateInner,
     raw_query: &str,
+    ip: &ClientIp,
 ) -> std::result::Result<AuthorizationRequest, Failure> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
         .into_owned()
@@ -155,6 +156,14 @@ async fn parse(
     let client_id = single("client_id")
         .map_err(|d| page("invalid_request", d))?
         .ok_or_else(|| page("invalid_request", "client_id is missing"))?;
+    if let Err(retry_after) = state.document_fetch_allowed(client_id, ip.0) {
+        return Err(page(
+            "temporarily_unavailable",
+            format!(
+                "too many client metadata documents fetched for your address; retry in {retry_after} s"
+            ),
+        ));
+    }
     let Some(client) = state.client(client_id).await? else {
         // A metadata-document client whose document failed: say why.
         return Err(
@@ -310,10 +319,11 @@ async fn parse(
 pub async fn get(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Response> {
     let query = query.unwrap_or_default();
-    let req = match parse(&state, &query).await {
+    let req = match parse(&state, &query, &ip).await {
         Ok(r) => r,
         Err(f) => return failure_response(&state, f),
     };
@@ -534,7 +544,7 @@ pub async fn decision(
             ),
         );
     };
-    let req = match parse(&state, form.get("request").unwrap_or_default()).await {
+    let req = match parse(&state, form.get("request").unwrap_or_default(), &ip).await {
         Ok(r) => r,
         Err(f) => return failure_response(&state, f),
     };

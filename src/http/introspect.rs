@@ -59,11 +59,12 @@ struct ActiveToken {
 
 pub async fn post(
     State(state): State<AppState>,
+    ip: super::ClientIp,
     headers: HeaderMap,
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let caller = super::authenticate_client(&state, &headers, &form, Public::Refused).await?;
+    let caller = super::authenticate_client(&state, &headers, &form, Public::Refused, &ip).await?;
     let token = form.require("token")?;
     let everything = caller.client.introspects.iter().any(|r| r == "*");
     let body = match live_access_token(&state, token).await? {

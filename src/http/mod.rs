@@ -169,10 +169,11 @@ pub async fn authenticate_client(
     headers: &HeaderMap,
     form: &OAuthForm,
     public: Public,
+    ip: &ClientIp,
 ) -> Result<AuthenticatedClient, Error> {
     let header_used = headers.contains_key(header::AUTHORIZATION);
     let result = match basic_credentials(headers) {
-        Ok(basic) => clients::authenticate(state, basic, form, public).await,
+        Ok(basic) => clients::authenticate(state, basic, form, public, ip.0).await,
         Err(e) => Err(e.into()),
     };
     result.map_err(|e| match e {

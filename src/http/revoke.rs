@@ -22,7 +22,7 @@ pub async fn post(
 ) -> Result<Response> {
     let form = form?;
     // §2.1: public clients may revoke their own tokens by client_id.
-    let client = super::authenticate_client(&state, &headers, &form, Public::Allowed).await?;
+    let client = super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
     let token = form.require("token")?;
     let now = state.now();
     let Ok(claims) = state

@@ -24,7 +24,7 @@ pub async fn post(
     let DpopHeader(dpop_header) = dpop_header?;
     let grant = state.grants.lookup(form.require("grant_type")?)?;
     let endpoint = state.config.endpoint("/token");
-    let client = super::authenticate_client(&state, &headers, &form, Public::Allowed).await?;
+    let client = super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
     // RFC 9449 §5: a valid proof binds the token, whatever the grant.
     let proof = match dpop_header {
         Some(proof) => Some(dpop::check(&state, &proof, "POST", &endpoint, None).await?),

@@ -781,3 +781,121 @@ async fn prompt_login_forces_a_fresh_sign_in() {
     let r = browser.get(&back).await;
     assert_eq!(r.status, 200, "consent page");
 }
+
+/// Item 13: one address may make us fetch only so many distinct metadata
+/// documents per minute (cached ones are free, and a throttled address
+/// does not poison the cache for others); concurrent requests for one
+/// document share one fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_document_fetches_are_bounded_and_coalesced() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = {
+        let hits = hits.clone();
+        let base = base.clone();
+        axum::Router::new().route(
+            "/{name}",
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>| {
+                    let hits = hits.clone();
+                    let base = base.clone();
+                    async move {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        // Slow enough that concurrent lookups overlap.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            json!({
+                                "client_id": format!("{base}/{name}"),
+                                "client_name": name,
+                                "redirect_uris": [crate::code_flow::REDIRECT],
+                            })
+                            .to_string(),
+                        )
+                    }
+                },
+            ),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut args = serve_args();
+    args.insecure_fetch = true;
+    args.document_fetch_rate_per_minute = 2;
+    let app = Arc::new(spawn_app_with(Backend::Sqlite, args).await);
+
+    // Twenty concurrent token requests naming one new document: one fetch.
+    let first = format!("{base}/one.json");
+    let statuses = crate::helpers::race(20, || {
+        let app = app.clone();
+        let first = first.clone();
+        async move {
+            app.post_form(
+                "/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", &first),
+                    ("code", "nope"),
+                    ("code_verifier", &"v".repeat(43)),
+                    ("redirect_uri", crate::code_flow::REDIRECT),
+                ],
+                None,
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch for one URL");
+
+    let token_with = |client_id: String| {
+        let app = app.clone();
+        async move {
+            app.post_form(
+                "/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", &client_id),
+                    ("code", "nope"),
+                    ("code_verifier", &"v".repeat(43)),
+                    ("redirect_uri", crate::code_flow::REDIRECT),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    // The second distinct document is within the budget of two...
+    token_with(format!("{base}/two.json"))
+        .await
+        .assert_error(400, "invalid_grant");
+    // ...the third is not: a clear error with Retry-After, and no fetch.
+    let r = token_with(format!("{base}/three.json")).await;
+    let body = r.assert_error(401, "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many client metadata documents")
+    );
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // At /authorize too, as a page.
+    let r = app
+        .get(&format!(
+            "/authorize?response_type=code&client_id={base}/four.json&code_challenge={}&code_challenge_method=S256",
+            "a".repeat(43)
+        ))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("too many client metadata documents"));
+    // Documents already fetched still work from the throttled address.
+    token_with(first).await.assert_error(400, "invalid_grant");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
