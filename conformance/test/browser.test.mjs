@@ -2,6 +2,8 @@
 // consent page and approves; oauth4webapi then completes the code exchange
 // with PKCE and a refresh. A second run denies and sees access_denied.
 // Screenshots of the login and consent pages go to conformance/test-output/.
+// openid-client (OIDC discovery, as MCP clients built on it use it) then
+// registers with no scope and no grant_types, and retries a refresh.
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
@@ -9,6 +11,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as oauth from 'oauth4webapi'
+import * as openid from 'openid-client'
 import { chromium } from 'playwright-core'
 import { freePort, startServer } from '../lib/server.mjs'
 
@@ -20,7 +23,7 @@ let server, as, browser, callback, redirectUri
 
 before(async () => {
   mkdirSync(out, { recursive: true })
-  server = await startServer({ users: { alice: PASSWORD }, args: ['--resource', 'https://mcp.example.com/mcp'] })
+  server = await startServer({ users: { alice: PASSWORD }, args: ['--resource', 'https://mcp.example.com/mcp', '--scopes', 'tools:read offline_access'] })
   const issuer = new URL(server.issuer)
   as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
   // The client's redirect target: a loopback listener, as a native MCP client has.
@@ -68,7 +71,12 @@ async function authorize(client, decision, shots) {
     code_challenge_method: 'S256',
     resource: 'https://mcp.example.com/mcp',
   }).toString()
+  const callbackUrl = await signInAndDecide(url, 'Browser Test MCP Client', decision, shots)
+  return { callbackUrl, verifier, state }
+}
 
+/** Signs in as alice at `url`, checks the consent page, and decides. */
+async function signInAndDecide(url, clientName, decision, shots) {
   const context = await browser.newContext()
   const page = await context.newPage()
   await page.goto(url.href)
@@ -79,7 +87,7 @@ async function authorize(client, decision, shots) {
   await Promise.all([page.waitForURL(/\/authorize\?/), page.click('button[type=submit]')])
 
   const text = await page.textContent('main')
-  assert.ok(text.includes('Browser Test MCP Client'), 'consent names the client')
+  assert.ok(text.includes(clientName), 'consent names the client')
   assert.ok(text.includes('127.0.0.1'), 'consent names the redirect host')
   assert.ok(text.includes('https://mcp.example.com/mcp'), 'consent names the resource')
   assert.ok(text.includes('Keep access while you are away'), 'consent describes offline_access')
@@ -91,7 +99,7 @@ async function authorize(client, decision, shots) {
   ])
   const callbackUrl = new URL(page.url())
   await context.close()
-  return { callbackUrl, verifier, state }
+  return callbackUrl
 }
 
 describe('authorization code flow in a real browser', () => {
@@ -143,6 +151,48 @@ describe('authorization code flow in a real browser', () => {
       assert.equal(err.error, 'access_denied')
       return true
     })
+  })
+})
+
+describe('openid-client, as MCP clients use it (issue 12)', () => {
+  it('OIDC discovery, a scope-less registration, consent, code, refresh, and a retried refresh', async () => {
+    const execute = [openid.allowInsecureRequests]
+    // Discovery through /.well-known/openid-configuration (the default),
+    // then RFC 7591 with neither scope nor grant_types.
+    const config = await openid.dynamicClientRegistration(
+      new URL(server.issuer),
+      { client_name: 'Scope-less MCP Client', redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' },
+      openid.None(),
+      { execute },
+    )
+    assert.equal(config.serverMetadata().issuer, server.issuer)
+    const registered = config.clientMetadata()
+    assert.equal(registered.scope, 'tools:read offline_access', 'the resources\' scopes')
+    assert.ok(registered.grant_types.includes('refresh_token'))
+
+    const verifier = openid.randomPKCECodeVerifier()
+    const state = openid.randomState()
+    const url = openid.buildAuthorizationUrl(config, {
+      redirect_uri: redirectUri,
+      code_challenge: await openid.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      state,
+      resource: 'https://mcp.example.com/mcp',
+    })
+    const callbackUrl = await signInAndDecide(url, 'Scope-less MCP Client', 'approve', false)
+    const tokens = await openid.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state })
+    assert.equal(tokens.scope, 'tools:read offline_access')
+    assert.ok(tokens.refresh_token)
+
+    // A retry of the same refresh inside the grace window (a timeout, a
+    // second egress address) gets the same pair, and the family lives on.
+    const first = await openid.refreshTokenGrant(config, tokens.refresh_token)
+    const retried = await openid.refreshTokenGrant(config, tokens.refresh_token)
+    assert.equal(retried.refresh_token, first.refresh_token)
+    assert.equal(retried.access_token, first.access_token)
+    const next = await openid.refreshTokenGrant(config, first.refresh_token)
+    assert.ok(next.access_token)
+    assert.notEqual(next.refresh_token, first.refresh_token)
   })
 })
 
