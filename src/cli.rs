@@ -34,6 +34,7 @@ pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Resu
         Command::Client(cmd) => client(cmd, storage).await,
         Command::Keys(cmd) => keys_command(cmd, storage).await,
         Command::User(cmd) => user_command(cmd, storage).await,
+        Command::Agent(cmd) => agent_command(cmd, storage).await,
     }
 }
 
@@ -263,7 +264,20 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
             }
             println!("deleted {client_id}");
         }
-        ClientCommand::InitialToken { expires_in, uses } => {
+        ClientCommand::InitialToken {
+            expires_in,
+            uses,
+            owner,
+        } => {
+            let owner_id = match owner {
+                Some(name) => Some(
+                    store::users::by_username(&db, &name)
+                        .await?
+                        .with_context(|| format!("no user {name}"))?
+                        .id,
+                ),
+                None => None,
+            };
             let token = random_token()?;
             let uses = i32::try_from(uses.max(1)).unwrap_or(i32::MAX);
             let expires_at = expires_in.map(|s| now + i64::from(s));
@@ -273,6 +287,7 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
                 now,
                 expires_at,
                 Some(uses),
+                owner_id,
             )
             .await?;
             println!("{token}");
@@ -434,6 +449,211 @@ fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Reads a JWK or JWK set from a file (`-`: standard input).
+fn read_keys(path: &Path) -> anyhow::Result<Vec<jsonwebtoken::jwk::Jwk>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    crate::agents::parse_keys(&value).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
+}
+
+fn agent_json(
+    agent: &store::agents::AgentRow,
+    client: Option<&ClientRecord>,
+    owner: &str,
+) -> serde_json::Value {
+    let keys: Vec<_> = client
+        .and_then(|c| c.metadata.jwks.as_ref())
+        .map(|set| {
+            set.keys
+                .iter()
+                .map(|k| {
+                    json!({
+                        "kid": k.common.key_id,
+                        "jkt": agentauth_resource::jwk::thumbprint(k).ok(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "agent_id": agent.id,
+        "name": agent.name,
+        "owner": owner,
+        "status": if agent.active { "active" } else { "disabled" },
+        "scope": agent.scope,
+        "resources": agent.resources,
+        "keys": keys,
+        "created_at": agent.created_at,
+        "disabled_at": agent.disabled_at,
+    })
+}
+
+async fn agent_command(
+    cmd: crate::config::AgentCommand,
+    storage: StorageArgs,
+) -> anyhow::Result<()> {
+    use crate::config::AgentCommand;
+    let db = store::connect(&database_url(&storage.database_url), 2, None).await?;
+    let now = SystemClock.now();
+    let grants = crate::grants::Registry::standard();
+    let owner_name = |id: String| {
+        let db = db.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                store::users::by_id(&db, &id)
+                    .await?
+                    .map_or(id, |u| u.username),
+            )
+        }
+    };
+    let keys_of = |agent_id: String| {
+        let db = db.clone();
+        async move {
+            let client = store::clients::get(&db, &agent_id)
+                .await?
+                .with_context(|| format!("no agent {agent_id}"))?;
+            Ok::<_, anyhow::Error>(
+                client
+                    .metadata
+                    .jwks
+                    .clone()
+                    .unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() }),
+            )
+        }
+    };
+    match cmd {
+        AgentCommand::Create(args) => {
+            let owner = store::users::by_username(&db, &args.owner)
+                .await?
+                .with_context(|| format!("no user {}", args.owner))?;
+            let mut keys = Vec::new();
+            for path in &args.jwk {
+                keys.extend(read_keys(path)?);
+            }
+            let scope = crate::oauth::scope::Scope::parse(&args.scope)?;
+            let (agent, client) = crate::agents::create(
+                &db,
+                &grants,
+                crate::agents::NewAgent {
+                    name: args.name,
+                    owner_id: owner.id,
+                    scope,
+                    resources: args.resources,
+                    keys: jsonwebtoken::jwk::JwkSet { keys },
+                },
+                now,
+                "cli",
+            )
+            .await?;
+            if args.json {
+                println!("{}", agent_json(&agent, Some(&client), &owner.username));
+            } else {
+                println!("{}", agent.id);
+            }
+        }
+        AgentCommand::List { owner } => {
+            let owner_id = match owner {
+                Some(name) => Some(
+                    store::users::by_username(&db, &name)
+                        .await?
+                        .with_context(|| format!("no user {name}"))?
+                        .id,
+                ),
+                None => None,
+            };
+            for a in store::agents::list(&db, owner_id.as_deref()).await? {
+                let status = if a.active { "active" } else { "disabled" };
+                let owner = owner_name(a.owner_id.clone()).await?;
+                println!("{}\t{}\t{}\t{}\t{}", a.id, status, owner, a.name, a.scope);
+            }
+        }
+        AgentCommand::Show { agent_id } => {
+            let agent = store::agents::get(&db, &agent_id)
+                .await?
+                .with_context(|| format!("no agent {agent_id}"))?;
+            let client = store::clients::get(&db, &agent_id).await?;
+            let owner = owner_name(agent.owner_id.clone()).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&agent_json(&agent, client.as_ref(), &owner))?
+            );
+        }
+        AgentCommand::AddKey { agent_id, jwk } => {
+            let mut set = keys_of(agent_id.clone()).await?;
+            for key in read_keys(&jwk)? {
+                if set
+                    .keys
+                    .iter()
+                    .any(|k| k.common.key_id == key.common.key_id)
+                {
+                    bail!(
+                        "agent {agent_id} already has a key with kid {:?}",
+                        key.common.key_id
+                    );
+                }
+                set.keys.push(key);
+            }
+            crate::agents::set_keys(&db, &grants, &agent_id, set, now, "cli").await?;
+            println!("keys of {agent_id} updated");
+        }
+        AgentCommand::RemoveKey { agent_id, kid } => {
+            let mut set = keys_of(agent_id.clone()).await?;
+            let before = set.keys.len();
+            set.keys
+                .retain(|k| k.common.key_id.as_deref() != Some(kid.as_str()));
+            if set.keys.len() == before {
+                bail!("agent {agent_id} has no key {kid}");
+            }
+            if set.keys.is_empty() {
+                bail!("an agent keeps at least one key; add another first, or disable the agent");
+            }
+            crate::agents::set_keys(&db, &grants, &agent_id, set, now, "cli").await?;
+            println!("key {kid} removed from {agent_id}");
+        }
+        AgentCommand::Disable { agent_id } => set_agent_active(&db, agent_id, false, now).await?,
+        AgentCommand::Enable { agent_id } => set_agent_active(&db, agent_id, true, now).await?,
+        AgentCommand::Delete { agent_id } => {
+            let event = cli_event(now, "agent.deleted", Some(&agent_id));
+            if !store::agents::delete(&db, &agent_id, event).await? {
+                bail!("no agent {agent_id}");
+            }
+            println!("deleted {agent_id}");
+        }
+    }
+    Ok(())
+}
+
+/// The kill switch from the CLI (other nodes see it within a second).
+async fn set_agent_active(
+    db: &store::Db,
+    agent_id: String,
+    active: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    let event = AuditEvent {
+        at: now,
+        event: if active {
+            "agent.enabled"
+        } else {
+            "agent.disabled"
+        },
+        client_id: Some(agent_id.clone()),
+        subject: Some("cli".into()),
+        ip: None,
+        detail: json!({ "via": "cli" }),
+    };
+    if !store::agents::set_active(db, &agent_id, active, now, event).await? {
+        bail!("no agent {agent_id}");
+    }
+    println!("{agent_id} {}", if active { "enabled" } else { "disabled" });
+    Ok(())
 }
 
 async fn user_command(cmd: UserCommand, storage: StorageArgs) -> anyhow::Result<()> {

@@ -74,6 +74,9 @@ pub enum Command {
     /// List or rotate token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage agents: identities owned by a user, holding their own keys.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Manage human owner accounts (they sign in and consent).
     #[command(subcommand)]
     User(UserCommand),
@@ -109,6 +112,15 @@ pub struct ServeArgs {
     /// Access-token lifetime in seconds.
     #[arg(long, env = "AGENTAUTH_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: u32,
+
+    /// Agent passport lifetime in seconds (60 to 86400).
+    #[arg(long, env = "AGENTAUTH_PASSPORT_TTL", default_value_t = 3600)]
+    pub passport_ttl: u32,
+
+    /// Longest delegation chain a token exchange may produce (actors in
+    /// `act`, the new one included).
+    #[arg(long, env = "AGENTAUTH_MAX_DELEGATION_DEPTH", default_value_t = 3)]
+    pub max_delegation_depth: u32,
 
     /// Refresh-token lifetime in seconds (each rotation starts a new one).
     #[arg(long, env = "AGENTAUTH_REFRESH_TOKEN_TTL", default_value_t = 2_592_000)]
@@ -235,6 +247,8 @@ impl Default for ServeArgs {
             issuer: "http://127.0.0.1:8080".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             access_token_ttl: 900,
+            passport_ttl: 3600,
+            max_delegation_depth: 3,
             refresh_token_ttl: 2_592_000,
             refresh_grace_period: 30,
             registration: RegistrationMode::Open,
@@ -290,7 +304,62 @@ pub enum ClientCommand {
         /// How many registrations it allows (default: 1).
         #[arg(long, default_value_t = 1)]
         uses: u32,
+        /// A username: registrations with this token create agents that
+        /// user owns (they must send their public keys in `jwks`).
+        #[arg(long)]
+        owner: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent and print its id (its client_id at /token).
+    Create(AgentCreateArgs),
+    /// List agents (of one owner with --owner).
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show one agent, its keys and status.
+    Show { agent_id: String },
+    /// Add public keys (a JWK or JWK set file; `-` reads standard input).
+    AddKey {
+        agent_id: String,
+        #[arg(long)]
+        jwk: PathBuf,
+    },
+    /// Remove the key with this kid (an agent keeps at least one).
+    RemoveKey { agent_id: String, kid: String },
+    /// The kill switch: the agent's tokens and passports turn inactive
+    /// on every node within a second, and its grants are refused.
+    Disable { agent_id: String },
+    /// Undo `disable`.
+    Enable { agent_id: String },
+    /// Delete the agent (its tokens turn inactive with it).
+    Delete { agent_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentCreateArgs {
+    /// The owner's username.
+    #[arg(long)]
+    pub owner: String,
+    #[arg(long)]
+    pub name: String,
+    /// Space-separated scopes the agent may ask for.
+    #[arg(long, default_value = "")]
+    pub scope: String,
+    /// A resource the agent may get tokens for (repeatable; none: any
+    /// registered resource).
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+    /// Its public key(s): a JWK or JWK set file, Ed25519 or P-256; `-`
+    /// reads standard input. Repeatable.
+    #[arg(long, required = true)]
+    pub jwk: Vec<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +417,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub access_token_ttl: i64,
     pub refresh_token_ttl: i64,
+    pub passport_ttl: i64,
+    pub max_delegation_depth: usize,
     /// Seconds a rotated refresh token may be retried (0: never).
     pub refresh_grace_period: i64,
     pub registration: RegistrationMode,
@@ -445,6 +516,7 @@ impl Config {
             scopes: scopes.as_ref(),
             default_audience: &default_audience,
             open: args.open_resources,
+            issuer: Some(&issuer),
         })
         .map_err(|e| match &args.resources_file {
             Some(path) => ConfigError::Resources(format!("{}: {e}", path.display())),
@@ -456,6 +528,9 @@ impl Config {
             listen: args.listen,
             access_token_ttl: i64::from(args.access_token_ttl),
             refresh_token_ttl: i64::from(args.refresh_token_ttl.max(60)),
+            passport_ttl: i64::from(args.passport_ttl.clamp(60, 86_400)),
+            max_delegation_depth: usize::try_from(args.max_delegation_depth.clamp(1, 10))
+                .unwrap_or(3),
             refresh_grace_period: i64::from(args.refresh_grace_period.min(300)),
             registration: args.registration,
             registration_rate_per_minute: args.registration_rate_per_minute.max(1),

@@ -7,6 +7,7 @@
 //! section.
 
 pub mod accounts;
+pub mod agents;
 pub mod audit;
 pub mod cli;
 pub mod clients;
@@ -29,3 +30,4 @@ pub mod signing_pool;
 pub mod state;
 pub mod store;
 pub mod templates;
+pub mod tokens;

@@ -39,6 +39,9 @@ pub struct ResourceRegistry {
     default: Resource,
     open: bool,
     default_client_credentials: Vec<ClientKind>,
+    /// `{issuer}/agents/`: an agent as an audience, so that a user can
+    /// delegate to it (token exchange takes such a token).
+    agents_prefix: Option<String>,
 }
 
 /// Why a request may not have the token it asks for.
@@ -86,6 +89,8 @@ pub struct Sources<'a> {
     pub scopes: Option<&'a Scope>,
     pub default_audience: &'a str,
     pub open: bool,
+    /// The issuer: `{issuer}/agents/{id}` names an agent as an audience.
+    pub issuer: Option<&'a str>,
 }
 
 /// The key a resource is looked up by: the URL in WHATWG-normalized form
@@ -125,6 +130,7 @@ impl ResourceRegistry {
             },
             open: sources.open || file.open_resources,
             default_client_credentials,
+            agents_prefix: sources.issuer.map(|i| format!("{i}/agents/")),
         };
         for entry in file.resources {
             let scopes = Scope::parse(&entry.scopes.join(" "))
@@ -202,6 +208,15 @@ impl ResourceRegistry {
         Some(offered.fold(Scope::default(), |all, s| all.union(s)))
     }
 
+    /// `{issuer}/agents/{id}`: an agent as an audience (any scope; the
+    /// exchange that takes such a token checks the agent).
+    pub fn is_agent_audience(&self, uri: &str) -> bool {
+        self.agents_prefix.as_deref().is_some_and(|prefix| {
+            uri.strip_prefix(prefix)
+                .is_some_and(|id| id.starts_with("agent-") && !id.contains(['/', '?', '#']))
+        })
+    }
+
     /// The resources a request names, as registered. Unregistered ones are
     /// `invalid_target` unless resources are open.
     pub fn resolve(&self, requested: &[ResourceUri]) -> Result<Targets<'_>, Denial> {
@@ -215,7 +230,9 @@ impl ResourceRegistry {
                         list.push((registered, Some(resource)));
                     }
                 }
-                None if self.open => list.push((uri.clone(), None)),
+                None if self.open || self.is_agent_audience(uri.as_str()) => {
+                    list.push((uri.clone(), None));
+                }
                 None => {
                     return Err(Denial::Target(format!(
                         "resource {:?} is not registered at this server",
@@ -328,6 +345,7 @@ mod tests {
             scopes: Some(&scope("read")),
             default_audience: "https://as.example",
             open,
+            issuer: Some("https://as.example"),
         })
         .unwrap()
     }
@@ -362,6 +380,14 @@ mod tests {
         let open = registry(FILE, true);
         let t = open.resolve(&uris(&["https://evil.example/"])).unwrap();
         assert_eq!(t.uris()[0].as_str(), "https://evil.example/");
+        assert!(
+            r.resolve(&uris(&["https://as.example/agents/agent-abc"]))
+                .is_ok()
+        );
+        assert!(
+            r.resolve(&uris(&["https://as.example/agents/x/y"]))
+                .is_err()
+        );
     }
 
     #[test]
@@ -423,6 +449,7 @@ mod tests {
             scopes: None,
             default_audience: "https://as.example",
             open: false,
+            issuer: None,
         })
         .unwrap();
         assert_eq!(bare.scopes_supported(), None);
@@ -437,6 +464,7 @@ mod tests {
                 scopes: None,
                 default_audience: "https://as.example",
                 open: false,
+                issuer: None,
             })
         };
         assert!(build("[[resource]]\nuri = \"/relative\"").is_err());

@@ -35,6 +35,8 @@ pub struct State {
     /// Client records by client_id; stale for at most `client_cache_ttl`
     /// on other nodes, invalidated at once on this one.
     pub clients: Cache<String, Arc<ClientRecord>>,
+    /// Agents by id, at most a second stale (the kill switch's bound).
+    pub agents: Cache<String, Option<Arc<crate::store::agents::AgentRow>>>,
     /// Clients known by a metadata document URL (or the remembered
     /// failure to fetch one), each for as long as its document allows.
     pub document_clients: clients::document::DocumentCache,
@@ -147,6 +149,7 @@ impl State {
             metadata_json: crate::oauth::metadata::document(&config, &grants.names()).to_string(),
             grants,
             clients: clients::registered_cache(config.client_cache_ttl),
+            agents: crate::agents::status_cache(),
             document_clients: clients::document::cache(),
             client_jwks: clients::jwks::cache(),
             fetcher: Fetcher::new(config.insecure_fetch)

@@ -11,6 +11,8 @@ pub struct Model {
     pub expires_at: Option<i64>,
     /// `None` means unlimited uses until expiry.
     pub uses_remaining: Option<i32>,
+    /// A user: registrations with this token create agents they own.
+    pub owner_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

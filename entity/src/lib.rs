@@ -3,6 +3,7 @@
 //! Timestamps are Unix seconds (`i64`) so that SQLite and PostgreSQL store
 //! and compare them the same way.
 
+pub mod agent;
 pub mod audit_log;
 pub mod authorization_code;
 pub mod client;

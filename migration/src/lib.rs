@@ -8,6 +8,7 @@ mod m0002_code_flow;
 mod m0003_refresh_retry;
 mod m0004_dpop_jtis;
 mod m0005_client_kind;
+mod m0006_agents;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_refresh_retry::Migration),
             Box::new(m0004_dpop_jtis::Migration),
             Box::new(m0005_client_kind::Migration),
+            Box::new(m0006_agents::Migration),
         ]
     }
 }

@@ -121,6 +121,40 @@ impl AccessTokenClaims {
     }
 }
 
+/// JWT `typ` of an agent passport.
+pub const PASSPORT_TYP: &str = "agent-passport+jwt";
+
+/// RFC 8693 token type of an agent passport.
+pub const PASSPORT_TOKEN_TYPE: &str = "urn:agentauth:params:token-type:passport";
+
+/// An agent passport: a signed statement of who an agent is, whose it is,
+/// what it may do, and which key it holds. A site verifies it against the
+/// issuer's JWKS like any JWT (typ [`PASSPORT_TYP`]), and should ask the
+/// agent to prove the `cnf.jkt` key (a DPoP proof, or a signature).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassportClaims {
+    pub iss: String,
+    /// The agent.
+    pub sub: String,
+    /// The site it is for, when the agent named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// The agent's owner (a user id of the issuer).
+    pub owner: String,
+    /// The agent's name, as its owner gave it.
+    pub agent_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The key the agent holds.
+    pub cnf: Confirmation,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// The same as `sub`; present so that code reading access tokens'
+    /// `agent_id` reads passports the same way.
+    pub agent_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,12 @@ pub async fn authenticate(
         }
         return Err(OAuthError::invalid_client("client authentication failed").into());
     };
+    // The kill switch: a disabled (or deleted) agent authenticates nowhere.
+    if client.kind == crate::oauth::client_kind::ClientKind::Agent
+        && !state.agent_active(&client.client_id).await?
+    {
+        return Err(OAuthError::invalid_client("the agent is disabled").into());
+    }
     // The same answer as for an unknown client: no client-id oracle.
     if !client.metadata.accepts_auth_method(method) {
         return Err(OAuthError::invalid_client("client authentication failed").into());

@@ -1,11 +1,13 @@
 //! RFC 6749 §4.4 client credentials grant: a confidential client acting
 //! as itself. `sub` is the client_id.
 
+use super::agent::{agent_of, check_proof_key, check_resources};
 use super::{
     AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
     resources, target_scope,
 };
 use crate::error::{Error, OAuthError};
+use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{AuthMethod, CLIENT_CREDENTIALS, ClientMetadata};
 use crate::state::State;
 
@@ -44,17 +46,29 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     targets.check_client_credentials(client.client.kind)?;
     let scope = target_scope(&targets, req.params, &client.client.metadata.scope())?;
     let resources = targets.uris();
-    let issued = issue_access_token(
-        state,
-        AccessTokenRequest::plain(
-            CLIENT_CREDENTIALS,
-            client.client_id(),
-            client.client_id(),
-            &scope,
-            &resources,
-            &req,
-        ),
-    )
-    .await?;
+    // An agent acting as itself: its tokens name it and its owner, are
+    // bound only to its own keys, and reach only its resources.
+    let agent = match client.client.kind {
+        ClientKind::Agent => {
+            let agent = agent_of(state, &req).await?;
+            check_proof_key(&req)?;
+            check_resources(&agent, &targets)?;
+            Some(agent)
+        }
+        _ => None,
+    };
+    let mut token = AccessTokenRequest::plain(
+        CLIENT_CREDENTIALS,
+        client.client_id(),
+        client.client_id(),
+        &scope,
+        &resources,
+        &req,
+    );
+    if let Some(agent) = &agent {
+        token.agent_id = Some(&agent.id);
+        token.owner = Some(&agent.owner_id);
+    }
+    let issued = issue_access_token(state, token).await?;
     Ok(issued.response)
 }

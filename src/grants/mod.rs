@@ -8,9 +8,12 @@
 //! A new grant is one file here and one `.with(…)` line in
 //! [`Registry::standard`].
 
+pub mod agent;
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod passport;
 pub mod refresh_token;
+pub mod token_exchange;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -99,6 +102,8 @@ impl Registry {
             .with(authorization_code::AuthorizationCode)
             .with(refresh_token::RefreshToken)
             .with(client_credentials::ClientCredentials)
+            .with(passport::Passport)
+            .with(token_exchange::TokenExchange)
     }
 
     pub fn with(mut self, grant: impl Grant + 'static) -> Self {
@@ -188,6 +193,11 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
 }
+
+/// The agent passport grant.
+pub const PASSPORT: &str = "urn:agentauth:params:grant-type:passport";
+/// RFC 8693 token exchange.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// RFC 8693 §3 token type of an access token.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -472,6 +482,8 @@ mod tests {
                 "authorization_code",
                 "refresh_token",
                 "client_credentials",
+                PASSPORT,
+                TOKEN_EXCHANGE,
                 "urn:example:params:grant-type:custom"
             ]
         );

@@ -4,7 +4,9 @@
 //! about (§4): a caller sees an access token only when it is a resource
 //! in the token's `aud` (`agentauth client create --introspect URI`), and
 //! refresh tokens only when it is an introspector for every token
-//! (`--introspect '*'`).
+//! (`--introspect '*'`). Agent passports are answered to the site they
+//! name (`aud` holding the caller's client_id or one of its resources).
+//! Tokens naming an agent report `agent_id`, `owner` and the `act` chain.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -14,14 +16,16 @@ use serde::Serialize;
 use super::{OAuthForm, json_no_store};
 use crate::clients::Public;
 use crate::error::{OAuthError, Result};
-use crate::state::{AppState, State as AppStateInner};
-use crate::store::{self, StoreError};
-use agentauth_resource::claims::{AccessTokenClaims, Audience, Confirmation};
+use crate::state::AppState;
+use crate::store;
+use crate::tokens::{live_access_token, live_passport};
+use agentauth_resource::claims::{Actor, Audience, Confirmation, PASSPORT_TOKEN_TYPE};
 
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Introspection {
     Active(Box<ActiveToken>),
+    Passport(Box<ActivePassport>),
     Refresh(Box<ActiveRefresh>),
     Inactive { active: bool },
 }
@@ -36,6 +40,25 @@ struct ActiveRefresh {
     exp: i64,
     iat: i64,
     token_type: &'static str,
+}
+
+#[derive(Serialize)]
+struct ActivePassport {
+    active: bool,
+    token_type: &'static str,
+    sub: String,
+    agent_id: String,
+    owner: String,
+    agent_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<Audience>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    iss: String,
+    exp: i64,
+    iat: i64,
+    jti: String,
+    cnf: Confirmation,
 }
 
 #[derive(Serialize)]
@@ -55,6 +78,12 @@ struct ActiveToken {
     token_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 pub async fn post(
@@ -88,7 +117,36 @@ pub async fn post(
             nbf: claims.nbf,
             jti: claims.jti,
             cnf: claims.cnf,
+            act: claims.act,
+            agent_id: claims.agent_id,
+            owner: claims.owner,
         })),
+        None if token.matches('.').count() == 2 => match live_passport(&state, token).await? {
+            Some(p)
+                if everything
+                    || p.aud.as_ref().is_some_and(|aud| {
+                        aud.contains(caller.client_id())
+                            || is_audience(&caller.client.introspects, aud)
+                    }) =>
+            {
+                Introspection::Passport(Box::new(ActivePassport {
+                    active: true,
+                    token_type: PASSPORT_TOKEN_TYPE,
+                    sub: p.sub,
+                    agent_id: p.agent_id,
+                    owner: p.owner,
+                    agent_name: p.agent_name,
+                    aud: p.aud,
+                    scope: p.scope,
+                    iss: p.iss,
+                    exp: p.exp,
+                    iat: p.iat,
+                    jti: p.jti,
+                    cnf: p.cnf,
+                }))
+            }
+            _ => Introspection::Inactive { active: false },
+        },
         None => match store::grants::refresh(&state.db, crate::crypto::sha256(token.as_bytes()))
             .await?
         {
@@ -124,34 +182,4 @@ fn is_audience(introspects: &[String], aud: &Audience) -> bool {
     introspects
         .iter()
         .any(|r| auds.iter().any(|a| crate::resources::same_resource(r, a)))
-}
-
-/// The claims of `token` if it is an access token we signed that has not
-/// expired, was not revoked, and whose client still exists. A storage
-/// failure is an error (fail closed), never "active".
-pub async fn live_access_token(
-    state: &AppStateInner,
-    token: &str,
-) -> std::result::Result<Option<AccessTokenClaims>, StoreError> {
-    let Ok(claims) = state.keys.verify_access_token(token) else {
-        return Ok(None);
-    };
-    let now = state.now();
-    if claims.iss != state.config.issuer
-        || claims.exp <= now
-        || claims.nbf.is_some_and(|nbf| nbf > now)
-    {
-        return Ok(None);
-    }
-    if state
-        .revocations
-        .is_revoked(&state.db, &claims.jti, now)
-        .await?
-    {
-        return Ok(None);
-    }
-    if state.client(&claims.client_id).await?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(AccessTokenClaims::clone(&claims)))
 }

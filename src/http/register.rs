@@ -3,6 +3,7 @@
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 use super::{ClientIp, bearer_token, json_no_store};
@@ -11,6 +12,7 @@ use crate::crypto::{random_id, random_token, sha256};
 use crate::error::{Error, OAuthError, Result};
 use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
+use crate::oauth::scope::Scope;
 use crate::state::AppState;
 use crate::store::audit::AuditEvent;
 use crate::store::{self, clients::ClientRecord};
@@ -85,15 +87,20 @@ pub async fn create(
         return Err(OAuthError::invalid_token("an initial access token is required").into());
     }
     let MetadataBody(request) = body?;
+    // A token that names an owner registers an agent of that owner: its
+    // metadata is the agent's (name, scope, public keys), not a client's.
+    if let Some(token) = initial_token
+        && let Some(owner_id) =
+            store::initial_tokens::owner_of(&state.db, sha256(token.as_bytes())).await?
+    {
+        let new_agent = agent_request(&state, request, owner_id)?;
+        spend_initial_token(&state, token, now).await?;
+        return register_agent(&state, &ip, new_agent, now).await;
+    }
     let metadata = ClientMetadata::validate(request, &policy(&state))?;
     let kind = match initial_token {
         Some(token) => {
-            if !store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
-                return Err(OAuthError::invalid_token(
-                    "the initial access token is invalid, expired or used up",
-                )
-                .into());
-            }
+            spend_initial_token(&state, token, now).await?;
             ClientKind::InitialToken
         }
         None => ClientKind::Dynamic,
@@ -141,6 +148,82 @@ pub async fn create(
             "registration_access_token".into(),
             json!(registration_access_token),
         );
+    }
+    Ok(json_no_store(StatusCode::CREATED, &body))
+}
+
+async fn spend_initial_token(state: &AppState, token: &str, now: i64) -> Result<()> {
+    match store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
+        store::initial_tokens::Spent::Yes { .. } => Ok(()),
+        store::initial_tokens::Spent::No => Err(OAuthError::invalid_token(
+            "the initial access token is invalid, expired or used up",
+        )
+        .into()),
+    }
+}
+
+/// An agent registration: `client_name`, `scope` (within what the server
+/// offers) and its public keys in `jwks` (Ed25519 or P-256). Everything
+/// else an agent is follows from being an agent (private_key_jwt, the
+/// agent grants).
+fn agent_request(
+    state: &AppState,
+    request: ClientMetadataRequest,
+    owner_id: String,
+) -> std::result::Result<crate::agents::NewAgent, OAuthError> {
+    let bad = |why: String| OAuthError::invalid_client_metadata(why);
+    let jwks = request.jwks.ok_or_else(|| {
+        bad("an agent registers its public keys in jwks (Ed25519 or P-256)".into())
+    })?;
+    let keys = crate::agents::parse_keys(&jwks).map_err(|why| bad(format!("jwks: {why}")))?;
+    if request
+        .token_endpoint_auth_method
+        .as_deref()
+        .is_some_and(|m| m != "private_key_jwt")
+    {
+        return Err(bad("an agent authenticates with private_key_jwt".into()));
+    }
+    let scope = match &request.scope {
+        Some(text) => Scope::parse(text).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
+        None => state.config.scopes_supported.clone().unwrap_or_default(),
+    };
+    if let Some(supported) = &state.config.scopes_supported
+        && let Some(extra) = scope.missing_from(supported).next()
+    {
+        return Err(bad(format!(
+            "scope {extra:?} is not offered by this server"
+        )));
+    }
+    Ok(crate::agents::NewAgent {
+        name: request.client_name.unwrap_or_else(|| "agent".to_string()),
+        owner_id,
+        scope,
+        resources: Vec::new(),
+        keys: JwkSet { keys },
+    })
+}
+
+/// RFC 7591 with an initial access token naming an owner: the client is
+/// an agent of that owner, managed by the owner (CLI, console), so no
+/// registration access token is issued.
+async fn register_agent(
+    state: &AppState,
+    ip: &ClientIp,
+    new_agent: crate::agents::NewAgent,
+    now: i64,
+) -> Result<Response> {
+    let actor = ip.to_audit().unwrap_or_else(|| "register".into());
+    let created = crate::agents::create(&state.db, &state.grants, new_agent, now, &actor).await;
+    let (agent, record) = match created {
+        Ok(done) => done,
+        Err(crate::agents::AgentError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(OAuthError::invalid_client_metadata(e.to_string()).into()),
+    };
+    let mut body = registration_response(state, &record)?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("registration_client_uri");
+        obj.insert("agent_id".into(), json!(agent.id));
+        obj.insert("owner".into(), json!(agent.owner_id));
     }
     Ok(json_no_store(StatusCode::CREATED, &body))
 }

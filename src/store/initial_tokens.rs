@@ -12,15 +12,37 @@ pub async fn insert(
     now: i64,
     expires_at: Option<i64>,
     uses: Option<i32>,
+    owner_id: Option<String>,
 ) -> StoreResult<()> {
     let row = iat::ActiveModel {
         token_hash: Set(token_hash.to_vec()),
         created_at: Set(now),
         expires_at: Set(expires_at),
         uses_remaining: Set(uses),
+        owner_id: Set(owner_id),
     };
     iat::Entity::insert(row).exec_without_returning(db).await?;
     Ok(())
+}
+
+/// The owner an initial access token names, if the token exists (whether
+/// or not it is still usable: [`consume`] decides that).
+pub async fn owner_of(
+    db: &impl ConnectionTrait,
+    token_hash: [u8; 32],
+) -> StoreResult<Option<String>> {
+    Ok(iat::Entity::find_by_id(token_hash.to_vec())
+        .one(db)
+        .await?
+        .and_then(|row| row.owner_id))
+}
+
+/// What spending an initial access token yields.
+pub enum Spent {
+    /// Invalid, expired or used up.
+    No,
+    /// Spent; registrations with it create agents for this owner when set.
+    Yes { owner_id: Option<String> },
 }
 
 /// Spends one use of the token: one conditional `UPDATE`, so concurrent
@@ -29,7 +51,7 @@ pub async fn consume(
     db: &impl ConnectionTrait,
     token_hash: [u8; 32],
     now: i64,
-) -> StoreResult<bool> {
+) -> StoreResult<Spent> {
     let result = iat::Entity::update_many()
         .col_expr(
             iat::Column::UsesRemaining,
@@ -48,5 +70,12 @@ pub async fn consume(
         )
         .exec(db)
         .await?;
-    Ok(result.rows_affected == 1)
+    if result.rows_affected != 1 {
+        return Ok(Spent::No);
+    }
+    let owner_id = iat::Entity::find_by_id(token_hash.to_vec())
+        .one(db)
+        .await?
+        .and_then(|row| row.owner_id);
+    Ok(Spent::Yes { owner_id })
 }

@@ -2,6 +2,7 @@
 //! `&impl ConnectionTrait`, so it runs inside or outside a transaction, and
 //! every single-use or rotating record changes with one atomic statement.
 
+pub mod agents;
 pub mod audit;
 pub mod clients;
 pub mod grants;

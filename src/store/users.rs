@@ -90,6 +90,8 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         .exec(&txn)
         .await?;
     super::grants::revoke_user_grants(&txn, &u.id, now, true).await?;
+    // Their agents go too; tokens they hold turn inactive with them.
+    super::agents::delete_owned(&txn, &u.id).await?;
     user::Entity::delete_by_id(u.id.clone()).exec(&txn).await?;
     txn.commit().await?;
     Ok(Some(u.id))

@@ -291,6 +291,19 @@ impl TestApp {
         self.send(req.body(Body::from(form(pairs))).unwrap()).await
     }
 
+    /// POSTs a form with a `DPoP` proof header.
+    pub async fn post_form_with_dpop(
+        &self,
+        path: &str,
+        pairs: &[(&str, &str)],
+        proof: &str,
+    ) -> TestResponse {
+        let req = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("DPoP", proof);
+        self.send(req.body(Body::from(form(pairs))).unwrap()).await
+    }
+
     pub async fn json_request(
         &self,
         method: &str,
@@ -318,6 +331,7 @@ impl TestApp {
             self.state.now(),
             None,
             Some(1),
+            None,
         )
         .await
         .unwrap();

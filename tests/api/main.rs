@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod agents;
 mod code_flow;
 mod dpop;
 mod hardening;

@@ -25,7 +25,13 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
     }
     assert_eq!(
         m["grant_types_supported"],
-        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:agentauth:params:grant-type:passport",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     assert_eq!(m["authorization_endpoint"], format!("{ISSUER}/authorize"));
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));

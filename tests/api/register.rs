@@ -253,6 +253,7 @@ async fn protected_registration(backend: Backend) {
         app.now(),
         None,
         Some(1),
+        None,
     )
     .await
     .unwrap();
@@ -275,6 +276,7 @@ async fn protected_registration(backend: Backend) {
         sha256(expiring.as_bytes()),
         app.now(),
         Some(app.now() + 60),
+        None,
         None,
     )
     .await
@@ -394,6 +396,7 @@ async fn initial_token_race(backend: Backend) {
         app.now(),
         None,
         Some(1),
+        None,
     )
     .await
     .unwrap();

@@ -1,0 +1,305 @@
+//! Agents: identities of their own, owned by a user, holding their own
+//! keys (Ed25519 or P-256), scoped, revocable in one step.
+//!
+//! An agent is also a client (same id, kind `agent`, `private_key_jwt`
+//! with its keys as `jwks`), so it authenticates at `/token` like any
+//! client; [`store::agents`](crate::store::agents) holds its owner, status
+//! and limits. Every token issued to or through an agent names it
+//! (`agent_id`, and `act` when it acts for someone), and every check of
+//! such a token asks [`State::agent`] whether it is still active: the
+//! answer is at most a second old on any node, and immediate on the node
+//! that flipped it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use moka::future::Cache;
+use serde_json::json;
+
+use crate::crypto::random_id;
+use crate::grants::{PASSPORT, TOKEN_EXCHANGE};
+use crate::oauth::client_kind::ClientKind;
+use crate::oauth::client_metadata::{
+    CLIENT_CREDENTIALS, ClientMetadata, ClientMetadataRequest, GrantRules, RegistrationPolicy,
+};
+use crate::oauth::resource::ResourceUri;
+use crate::oauth::scope::Scope;
+use crate::state::State;
+use crate::store::agents::AgentRow;
+use crate::store::audit::AuditEvent;
+use crate::store::clients::ClientRecord;
+use crate::store::{self, StoreError};
+
+/// How stale an agent's status may be on a node other than the one that
+/// changed it: the kill switch's propagation bound.
+pub const STATUS_TTL: Duration = Duration::from_secs(1);
+
+/// Agent ids are `agent-` and a random id, so that a token's subject
+/// tells an agent from a user without a lookup.
+pub const ID_PREFIX: &str = "agent-";
+
+pub fn is_agent_id(id: &str) -> bool {
+    id.starts_with(ID_PREFIX)
+}
+
+/// Most keys one agent holds.
+pub const MAX_KEYS: usize = 8;
+
+pub fn status_cache() -> Cache<String, Option<Arc<AgentRow>>> {
+    Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(STATUS_TTL)
+        .build()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such agent")]
+    NotFound,
+    #[error("no such user {0:?}")]
+    NoOwner(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Random(#[from] crate::crypto::RandomError),
+}
+
+/// What an agent is created from.
+pub struct NewAgent {
+    pub name: String,
+    pub owner_id: String,
+    pub scope: Scope,
+    pub resources: Vec<String>,
+    pub keys: JwkSet,
+}
+
+/// An agent key: Ed25519 or P-256, public only, with a `kid` (its RFC 7638
+/// thumbprint when it has none) and, when it names one, the matching `alg`.
+pub fn check_key(value: &serde_json::Value) -> Result<Jwk, String> {
+    if agentauth_resource::jwk::has_private_members(value) {
+        return Err("an agent key must be public (no \"d\")".into());
+    }
+    let mut jwk: Jwk =
+        serde_json::from_value(value.clone()).map_err(|e| format!("not a JWK: {e}"))?;
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => "EdDSA",
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => "ES256",
+        _ => return Err("an agent key must be Ed25519 (OKP) or P-256 (EC)".into()),
+    };
+    agentauth_resource::jwk::check_public_jwk(&jwk)?;
+    if jwk
+        .common
+        .key_algorithm
+        .is_some_and(|a| a.to_string() != alg)
+    {
+        return Err(format!("the key's alg must be {alg}"));
+    }
+    if jwk.common.key_id.as_deref().is_none_or(str::is_empty) {
+        jwk.common.key_id = Some(agentauth_resource::jwk::thumbprint(&jwk)?);
+    }
+    Ok(jwk)
+}
+
+/// A JWK, or a JWK set, as the keys of an agent.
+pub fn parse_keys(value: &serde_json::Value) -> Result<Vec<Jwk>, String> {
+    let list: Vec<&serde_json::Value> = match value.get("keys") {
+        Some(serde_json::Value::Array(keys)) => keys.iter().collect(),
+        Some(_) => return Err("keys must be an array".into()),
+        None => vec![value],
+    };
+    list.into_iter().map(check_key).collect()
+}
+
+/// RFC 7638 thumbprints of the agent's keys.
+pub fn thumbprints(client: &ClientRecord) -> Vec<String> {
+    client
+        .metadata
+        .jwks
+        .iter()
+        .flat_map(|set| set.keys.iter())
+        .filter_map(|k| agentauth_resource::jwk::thumbprint(k).ok())
+        .collect()
+}
+
+/// The client metadata of an agent: `private_key_jwt` with its keys, the
+/// agent grants, its scopes.
+fn client_metadata(
+    name: &str,
+    scope: &Scope,
+    keys: &JwkSet,
+    grants: &(dyn GrantRules + Sync),
+) -> Result<ClientMetadata, AgentError> {
+    if keys.keys.is_empty() || keys.keys.len() > MAX_KEYS {
+        return Err(AgentError::Invalid(format!(
+            "an agent holds between 1 and {MAX_KEYS} keys"
+        )));
+    }
+    let request = ClientMetadataRequest {
+        client_name: Some(name.to_string()),
+        grant_types: Some(
+            [CLIENT_CREDENTIALS, PASSPORT, TOKEN_EXCHANGE]
+                .iter()
+                .filter(|g| grants.supports(g))
+                .map(|g| g.to_string())
+                .collect(),
+        ),
+        token_endpoint_auth_method: Some("private_key_jwt".into()),
+        jwks: Some(serde_json::to_value(keys).map_err(|e| AgentError::Invalid(e.to_string()))?),
+        scope: (!scope.is_empty()).then(|| scope.to_string()),
+        ..Default::default()
+    };
+    ClientMetadata::validate(
+        request,
+        &RegistrationPolicy {
+            scopes_supported: None,
+            insecure_fetch: false,
+            grants,
+        },
+    )
+    .map_err(|e| AgentError::Invalid(e.description.unwrap_or_default().into_owned()))
+}
+
+fn event(
+    now: i64,
+    event: &'static str,
+    agent_id: &str,
+    actor: &str,
+    detail: serde_json::Value,
+) -> AuditEvent {
+    AuditEvent {
+        at: now,
+        event,
+        client_id: Some(agent_id.to_string()),
+        subject: Some(actor.to_string()),
+        ip: None,
+        detail,
+    }
+}
+
+/// Creates an agent and its client row in one transaction. `actor` names
+/// who did it in the audit log (`cli`, or the registering address).
+pub async fn create(
+    db: &store::Db,
+    grants: &(dyn GrantRules + Sync),
+    new: NewAgent,
+    now: i64,
+    actor: &str,
+) -> Result<(AgentRow, ClientRecord), AgentError> {
+    let name = new.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(AgentError::Invalid(
+            "an agent name has 1 to 200 characters".into(),
+        ));
+    }
+    for r in &new.resources {
+        ResourceUri::parse(r).map_err(|why| AgentError::Invalid(format!("{why}: {r:?}")))?;
+    }
+    if store::users::by_id(db, &new.owner_id).await?.is_none() {
+        return Err(AgentError::NoOwner(new.owner_id));
+    }
+    let metadata = client_metadata(name, &new.scope, &new.keys, grants)?;
+    let id = format!("{ID_PREFIX}{}", random_id()?);
+    let agent = AgentRow {
+        id: id.clone(),
+        name: name.to_string(),
+        owner_id: new.owner_id,
+        active: true,
+        scope: new.scope.to_string(),
+        resources: new.resources,
+        created_at: now,
+        updated_at: now,
+        disabled_at: None,
+    };
+    let client = ClientRecord {
+        client_id: id.clone(),
+        client_secret_hash: None,
+        registration_access_token_hash: None,
+        metadata,
+        client_id_issued_at: now,
+        kind: ClientKind::Agent,
+        introspects: Vec::new(),
+    };
+    store::agents::insert(
+        db,
+        &agent,
+        &client,
+        event(
+            now,
+            "agent.created",
+            &id,
+            actor,
+            json!({ "owner": agent.owner_id, "name": agent.name, "scope": agent.scope,
+                    "keys": thumbprints(&client) }),
+        ),
+    )
+    .await?;
+    Ok((agent, client))
+}
+
+/// Replaces an agent's keys (add-key, remove-key).
+pub async fn set_keys(
+    db: &store::Db,
+    grants: &(dyn GrantRules + Sync),
+    agent_id: &str,
+    keys: JwkSet,
+    now: i64,
+    actor: &str,
+) -> Result<(), AgentError> {
+    let agent = store::agents::get(db, agent_id)
+        .await?
+        .ok_or(AgentError::NotFound)?;
+    let scope = Scope::parse(&agent.scope).unwrap_or_default();
+    let metadata = client_metadata(&agent.name, &scope, &keys, grants)?;
+    let kids: Vec<_> = keys
+        .keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .collect();
+    if !store::clients::update_audited(
+        db,
+        agent_id,
+        &metadata,
+        now,
+        event(
+            now,
+            "agent.keys_changed",
+            agent_id,
+            actor,
+            json!({ "kids": kids }),
+        ),
+    )
+    .await?
+    {
+        return Err(AgentError::NotFound);
+    }
+    Ok(())
+}
+
+impl State {
+    /// An agent, at most [`STATUS_TTL`] stale (fresh on this node after
+    /// [`State::forget_agent`]). `None`: no such agent.
+    pub async fn agent(&self, id: &str) -> Result<Option<Arc<AgentRow>>, StoreError> {
+        let db = self.db.clone();
+        let key = id.to_string();
+        self.agents
+            .try_get_with_by_ref(id, async move {
+                store::agents::get(&db, &key).await.map(|a| a.map(Arc::new))
+            })
+            .await
+            .map_err(|e| StoreError::unavailable(e.to_string()))
+    }
+
+    /// Whether the agent exists and is active.
+    pub async fn agent_active(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.agent(id).await?.is_some_and(|a| a.active))
+    }
+
+    /// Drops this node's cached view of an agent (and its client row).
+    pub async fn forget_agent(&self, id: &str) {
+        self.agents.invalidate(id).await;
+        self.clients.invalidate(id).await;
+    }
+}

@@ -1,0 +1,117 @@
+//! What the agent grants share: the authenticated client must be an
+//! active agent, and a key it proves (DPoP) must be one of its own.
+
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::Jwk;
+
+use super::TokenRequest;
+use crate::error::{Error, OAuthError};
+use crate::oauth::client_kind::ClientKind;
+use crate::resources::{Targets, same_resource};
+use crate::state::State;
+use crate::store::agents::AgentRow;
+
+/// The agent behind the request's client: `unauthorized_client` for a
+/// client that is not an agent, `invalid_client` for a disabled one (the
+/// kill switch bites at the token endpoint at once).
+pub async fn agent_of(state: &State, req: &TokenRequest<'_>) -> Result<Arc<AgentRow>, Error> {
+    if req.client.client.kind != ClientKind::Agent {
+        return Err(OAuthError::unauthorized_client("only agents may use this grant").into());
+    }
+    match state.agent(req.client.client_id()).await? {
+        Some(agent) if agent.active => Ok(agent),
+        _ => Err(OAuthError::invalid_client("the agent is disabled").into()),
+    }
+}
+
+/// RFC 7638 thumbprint of `jwk`, when it is one of the agent's keys.
+fn agent_jkt(req: &TokenRequest<'_>, matches: impl Fn(&Jwk) -> bool) -> Option<String> {
+    req.client
+        .client
+        .metadata
+        .jwks
+        .iter()
+        .flat_map(|set| set.keys.iter())
+        .filter(|k| matches(k))
+        .find_map(|k| agentauth_resource::jwk::thumbprint(k).ok())
+}
+
+/// An agent's DPoP proof must be made with one of its own keys: its tokens
+/// are bound to a key it registered, never to a stray one.
+pub fn check_proof_key(req: &TokenRequest<'_>) -> Result<(), OAuthError> {
+    match req.jkt() {
+        Some(jkt) if !is_agent_key(req, jkt) => Err(OAuthError::invalid_dpop_proof(
+            "an agent's DPoP proof must use one of its registered keys",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn is_agent_key(req: &TokenRequest<'_>, jkt: &str) -> bool {
+    agent_jkt(req, |k| {
+        agentauth_resource::jwk::thumbprint(k).is_ok_and(|t| t == jkt)
+    })
+    .is_some()
+}
+
+/// The key a passport names: the DPoP proof's (one of the agent's keys),
+/// else the one that signed the client assertion (by `kid`, or the only
+/// key).
+pub fn held_key(req: &TokenRequest<'_>) -> Result<String, OAuthError> {
+    check_proof_key(req)?;
+    if let Some(jkt) = req.jkt() {
+        return Ok(jkt.to_string());
+    }
+    let kid = req
+        .params
+        .get("client_assertion")
+        .and_then(|a| jsonwebtoken::decode_header(a).ok())
+        .and_then(|h| h.kid);
+    let keys: Vec<&Jwk> = req
+        .client
+        .client
+        .metadata
+        .jwks
+        .iter()
+        .flat_map(|set| set.keys.iter())
+        .collect();
+    let key = match (&kid, keys.as_slice()) {
+        (Some(kid), _) => keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid.as_str())),
+        (None, [only]) => Some(only),
+        (None, _) => None,
+    };
+    key.and_then(|k| agentauth_resource::jwk::thumbprint(k).ok())
+        .ok_or_else(|| {
+            OAuthError::invalid_request(
+                "name the key to bind: a DPoP proof, or a kid in the client assertion",
+            )
+        })
+}
+
+/// An agent limited to some resources gets tokens for those only.
+pub fn check_resources(agent: &AgentRow, targets: &Targets<'_>) -> Result<(), OAuthError> {
+    if agent.resources.is_empty() {
+        return Ok(());
+    }
+    for uri in targets.uris() {
+        if !agent
+            .resources
+            .iter()
+            .any(|r| same_resource(r, uri.as_str()))
+        {
+            return Err(OAuthError::invalid_target(format!(
+                "the agent may not get tokens for {:?}",
+                uri.as_str()
+            )));
+        }
+    }
+    if targets.uris().is_empty() {
+        return Err(OAuthError::invalid_target(
+            "this agent must name a resource it may use",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The passport grant (`urn:agentauth:params:grant-type:passport`): an
+//! agent, authenticated with its own key, gets a signed statement of who
+//! it is (a JWT any site verifies against our JWKS), bound to a key it
+//! holds. Response in RFC 8693 §2.2.1 shape: `issued_token_type` names
+//! the passport, `token_type` is `N_A`.
+
+use agentauth_resource::claims::{
+    Audience, Confirmation, PASSPORT_TOKEN_TYPE, PASSPORT_TYP, PassportClaims,
+};
+use serde_json::json;
+
+use super::agent::{agent_of, held_key};
+use super::{Grant, GrantFuture, PASSPORT, TokenRequest, TokenResponse, requested_scope};
+use crate::crypto::random_id;
+use crate::error::{Error, OAuthError};
+use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
+use crate::oauth::scope::Scope;
+use crate::state::State;
+use crate::store::audit::AuditEvent;
+
+/// Most sites one passport names.
+const MAX_AUDIENCES: usize = 4;
+
+pub struct Passport;
+
+impl Grant for Passport {
+    fn grant_type(&self) -> &'static str {
+        PASSPORT
+    }
+
+    fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
+        if metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
+            return Err("the passport grant is for agents (private_key_jwt)".into());
+        }
+        Ok(())
+    }
+
+    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(state, request))
+    }
+}
+
+/// A site a passport may name: an absolute URI, or a registered client.
+async fn audience(state: &State, value: &str) -> Result<String, Error> {
+    let uri = url::Url::parse(value).is_ok_and(|u| !u.cannot_be_a_base() && u.fragment().is_none());
+    if uri || state.client(value).await?.is_some() {
+        Ok(value.to_string())
+    } else {
+        Err(OAuthError::invalid_target(format!(
+            "audience {value:?} is neither an absolute URI nor a registered client"
+        ))
+        .into())
+    }
+}
+
+async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let agent = agent_of(state, &req).await?;
+    let jkt = held_key(&req)?;
+    let allowed = Scope::parse(&agent.scope).unwrap_or_default();
+    let scope = requested_scope(req.params, &allowed)?;
+    let requested: Vec<&str> = req.params.get_all("audience").collect();
+    if requested.len() > MAX_AUDIENCES {
+        return Err(
+            OAuthError::invalid_target(format!("at most {MAX_AUDIENCES} audience values")).into(),
+        );
+    }
+    let mut sites = Vec::with_capacity(requested.len());
+    for value in requested {
+        sites.push(audience(state, value).await?);
+    }
+    let now = req.now;
+    let ttl = state.config.passport_ttl;
+    let claims = PassportClaims {
+        iss: state.config.issuer.clone(),
+        sub: agent.id.clone(),
+        aud: (!sites.is_empty()).then(|| Audience::from_list(sites)),
+        owner: agent.owner_id.clone(),
+        agent_name: agent.name.clone(),
+        scope: (!scope.is_empty()).then(|| scope.to_string()),
+        cnf: Confirmation { jkt },
+        jti: random_id()?,
+        iat: now,
+        exp: now + ttl,
+        agent_id: agent.id.clone(),
+    };
+    let keys = state.keys.current();
+    let signer = keys
+        .signer(now)
+        .ok_or_else(|| Error::Internal("no active signing key".into()))?;
+    req.confirm_proof().await?;
+    let passport = state.signing.sign(signer, PASSPORT_TYP, &claims).await?;
+    state.metrics.token_issued(PASSPORT);
+    state.audit.record(AuditEvent {
+        at: now,
+        event: "passport.issued",
+        client_id: Some(agent.id.clone()),
+        subject: Some(agent.id.clone()),
+        ip: req.ip.clone(),
+        detail: json!({ "jti": claims.jti, "aud": claims.aud, "scope": claims.scope,
+                        "exp": claims.exp, "jkt": claims.cnf.jkt, "owner": claims.owner }),
+    });
+    Ok(TokenResponse {
+        access_token: passport,
+        issued_token_type: Some(PASSPORT_TOKEN_TYPE),
+        token_type: "N_A",
+        expires_in: ttl,
+        scope: claims.scope,
+        refresh_token: None,
+    })
+}

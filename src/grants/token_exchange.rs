@@ -1,0 +1,206 @@
+//! Delegation by token exchange (RFC 8693): an agent trades a subject
+//! token (a user's access token issued to the agent or naming it in
+//! `aud`, or a passport naming it, from an agent of the same owner) for an
+//! access token for one resource, acting for the subject. The result names
+//! the agent in `act` (nested for chains, at most
+//! `--max-delegation-depth` actors), carries no more scope than the
+//! subject token and the agent both allow, honours `may_act`, and never
+//! outlives the subject token. Errors per RFC 8693 §2.2.2: a subject token
+//! that is invalid or unacceptable is `invalid_request`; a target the
+//! agent may not have is `invalid_target`.
+
+use agentauth_resource::claims::{Actor, PASSPORT_TOKEN_TYPE};
+
+use super::agent::{agent_of, check_proof_key, check_resources};
+use super::{
+    ACCESS_TOKEN_TYPE, AccessTokenRequest, Grant, GrantFuture, TOKEN_EXCHANGE, TokenRequest,
+    TokenResponse, issue_access_token, resources, target_scope,
+};
+use crate::error::{Error, OAuthError};
+use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
+use crate::oauth::resource::ResourceUri;
+use crate::oauth::scope::Scope;
+use crate::state::State;
+use crate::tokens::{live_access_token, live_passport};
+
+pub struct TokenExchange;
+
+impl Grant for TokenExchange {
+    fn grant_type(&self) -> &'static str {
+        TOKEN_EXCHANGE
+    }
+
+    fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
+        if metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
+            return Err("token exchange is for agents (private_key_jwt)".into());
+        }
+        Ok(())
+    }
+
+    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(state, request))
+    }
+}
+
+/// What the exchange learned from the subject token.
+struct Subject {
+    sub: String,
+    scope: Scope,
+    act: Option<Actor>,
+    may_act: Option<Actor>,
+    exp: i64,
+}
+
+fn unacceptable(why: &'static str) -> Error {
+    OAuthError::invalid_request(why).into()
+}
+
+/// The agent's identifier as an audience: `{issuer}/agents/{id}`.
+pub fn agent_audience(issuer: &str, agent_id: &str) -> String {
+    format!("{issuer}/agents/{agent_id}")
+}
+
+async fn subject(
+    state: &State,
+    req: &TokenRequest<'_>,
+    agent_id: &str,
+    owner_id: &str,
+) -> Result<Subject, Error> {
+    let token = req.params.require("subject_token")?;
+    let token_type = req.params.require("subject_token_type")?;
+    let me = agent_audience(&state.config.issuer, agent_id);
+    match token_type {
+        ACCESS_TOKEN_TYPE => {
+            let claims = live_access_token(state, token)
+                .await?
+                .ok_or_else(|| unacceptable("the subject token is not an active access token"))?;
+            // Issued to the agent (the user consented to it), or for it.
+            if claims.client_id != agent_id && !claims.aud.contains(&me) {
+                return Err(unacceptable(
+                    "the subject token was not issued to or for this agent",
+                ));
+            }
+            Ok(Subject {
+                sub: claims.sub,
+                scope: Scope::parse(claims.scope.as_deref().unwrap_or("")).unwrap_or_default(),
+                act: claims.act,
+                may_act: claims.may_act,
+                exp: claims.exp,
+            })
+        }
+        PASSPORT_TOKEN_TYPE => {
+            let passport = live_passport(state, token)
+                .await?
+                .ok_or_else(|| unacceptable("the subject token is not an active passport"))?;
+            if passport.owner != owner_id {
+                return Err(unacceptable(
+                    "the passport is of an agent with another owner",
+                ));
+            }
+            let for_me = passport.sub == agent_id
+                || passport
+                    .aud
+                    .as_ref()
+                    .is_some_and(|aud| aud.contains(agent_id) || aud.contains(&me));
+            if !for_me {
+                return Err(unacceptable("the passport does not name this agent"));
+            }
+            Ok(Subject {
+                sub: passport.sub,
+                scope: Scope::parse(passport.scope.as_deref().unwrap_or("")).unwrap_or_default(),
+                act: None,
+                may_act: None,
+                exp: passport.exp,
+            })
+        }
+        _ => Err(OAuthError::invalid_request(format!(
+            "subject_token_type must be {ACCESS_TOKEN_TYPE} or {PASSPORT_TOKEN_TYPE}"
+        ))
+        .into()),
+    }
+}
+
+async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let agent = agent_of(state, &req).await?;
+    check_proof_key(&req)?;
+    if req.params.get("actor_token").is_some() {
+        return Err(unacceptable(
+            "the actor is the authenticated agent; actor_token is not accepted",
+        ));
+    }
+    if let Some(t) = req.params.get("requested_token_type")
+        && t != ACCESS_TOKEN_TYPE
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "requested_token_type must be {ACCESS_TOKEN_TYPE}"
+        ))
+        .into());
+    }
+    let subject = subject(state, &req, &agent.id, &agent.owner_id).await?;
+
+    // RFC 8693 §4.4: a subject token that says who may act for it.
+    if let Some(may) = &subject.may_act
+        && may.sub != agent.id
+        && may.agent_id.as_deref() != Some(agent.id.as_str())
+    {
+        return Err(unacceptable(
+            "may_act in the subject token does not name this agent",
+        ));
+    }
+    let act = if subject.sub == agent.id && subject.act.is_none() {
+        // The agent's own passport: a token for itself, no delegation.
+        None
+    } else {
+        let actor = Actor {
+            sub: agent.id.clone(),
+            iss: None,
+            client_id: None,
+            agent_id: Some(agent.id.clone()),
+            act: subject.act.map(Box::new),
+        };
+        if actor.chain().count() > state.config.max_delegation_depth {
+            return Err(OAuthError::invalid_request(format!(
+                "the delegation chain would exceed {} actors",
+                state.config.max_delegation_depth
+            ))
+            .into());
+        }
+        Some(actor)
+    };
+
+    // RFC 8693 §2.1: `resource` and `audience` both name where the token
+    // is for; both must be registered resources.
+    let mut requested = resources(req.params)?;
+    for audience in req.params.get_all("audience") {
+        requested.push(
+            ResourceUri::parse(audience)
+                .map_err(|why| OAuthError::invalid_target(format!("{why}: {audience:?}")))?,
+        );
+    }
+    let targets = state.config.resources.resolve(&requested)?;
+    check_resources(&agent, &targets)?;
+    let allowed = subject
+        .scope
+        .intersection(&Scope::parse(&agent.scope).unwrap_or_default());
+    let scope = target_scope(&targets, req.params, &allowed)?;
+    let resources = targets.uris();
+    let remaining = subject.exp - req.now;
+    if remaining <= 0 {
+        return Err(unacceptable("the subject token has expired"));
+    }
+    let mut token = AccessTokenRequest::plain(
+        TOKEN_EXCHANGE,
+        &subject.sub,
+        &agent.id,
+        &scope,
+        &resources,
+        &req,
+    );
+    token.act = act;
+    token.agent_id = Some(&agent.id);
+    token.owner = Some(&agent.owner_id);
+    token.max_ttl = Some(remaining);
+    let mut issued = issue_access_token(state, token).await?;
+    issued.response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
+    Ok(issued.response)
+}

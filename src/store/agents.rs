@@ -1,0 +1,162 @@
+//! Agents and, in the same transactions, their client rows.
+
+use entity::{agent, client};
+use sea_orm::sea_query::Query;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set, TransactionTrait,
+};
+
+use super::StoreResult;
+use super::audit::{self, AuditEvent};
+use super::clients::{self, ClientRecord};
+
+/// An agent as the rest of the server sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentRow {
+    pub id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub active: bool,
+    /// Space-separated scopes it may ask for.
+    pub scope: String,
+    /// Resources it may get tokens for (empty: any registered one).
+    pub resources: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+impl TryFrom<agent::Model> for AgentRow {
+    type Error = DbErr;
+
+    fn try_from(m: agent::Model) -> Result<Self, DbErr> {
+        let resources = serde_json::from_value(m.resources)
+            .map_err(|e| DbErr::Custom(format!("agent {} has unreadable resources: {e}", m.id)))?;
+        Ok(Self {
+            active: m.status == "active",
+            id: m.id,
+            name: m.name,
+            owner_id: m.owner_id,
+            scope: m.scope,
+            resources,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            disabled_at: m.disabled_at,
+        })
+    }
+}
+
+/// Inserts an agent, its client row and the audit row in one transaction.
+pub async fn insert<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    agent: &AgentRow,
+    client: &ClientRecord,
+    event: AuditEvent,
+) -> StoreResult<()> {
+    let txn = db.begin().await?;
+    clients::insert(&txn, client).await?;
+    agent::Entity::insert(agent::ActiveModel {
+        id: Set(agent.id.clone()),
+        name: Set(agent.name.clone()),
+        owner_id: Set(agent.owner_id.clone()),
+        status: Set(if agent.active { "active" } else { "disabled" }.into()),
+        scope: Set(agent.scope.clone()),
+        resources: Set(serde_json::Value::from(agent.resources.clone())),
+        created_at: Set(agent.created_at),
+        updated_at: Set(agent.updated_at),
+        disabled_at: Set(agent.disabled_at),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    audit::insert(&txn, event).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: &str) -> StoreResult<Option<AgentRow>> {
+    let row = agent::Entity::find_by_id(id.to_string()).one(db).await?;
+    Ok(row.map(AgentRow::try_from).transpose()?)
+}
+
+/// Agents, oldest first; only `owner_id`'s when given.
+pub async fn list(db: &impl ConnectionTrait, owner_id: Option<&str>) -> StoreResult<Vec<AgentRow>> {
+    let mut query = agent::Entity::find().order_by_asc(agent::Column::CreatedAt);
+    if let Some(owner) = owner_id {
+        query = query.filter(agent::Column::OwnerId.eq(owner));
+    }
+    Ok(query
+        .all(db)
+        .await?
+        .into_iter()
+        .map(AgentRow::try_from)
+        .collect::<Result<_, _>>()?)
+}
+
+/// The kill switch and its undo: flips the status (and `disabled_at`)
+/// with its audit row. `false` when the agent does not exist.
+pub async fn set_active<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    id: &str,
+    active: bool,
+    now: i64,
+    event: AuditEvent,
+) -> StoreResult<bool> {
+    let txn = db.begin().await?;
+    let Some(row) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {
+        return Ok(false);
+    };
+    let mut row: agent::ActiveModel = row.into();
+    row.status = Set(if active { "active" } else { "disabled" }.into());
+    row.disabled_at = Set((!active).then_some(now));
+    row.updated_at = Set(now);
+    row.update(&txn).await?;
+    audit::insert(&txn, event).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Deletes an agent and its client row, with the audit row.
+pub async fn delete<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    id: &str,
+    event: AuditEvent,
+) -> StoreResult<bool> {
+    let txn = db.begin().await?;
+    let gone = agent::Entity::delete_by_id(id.to_string())
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    if !gone {
+        return Ok(false);
+    }
+    client::Entity::delete_by_id(id.to_string())
+        .exec(&txn)
+        .await?;
+    audit::insert(&txn, event).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Deletes every agent of `owner_id` and their client rows (inside the
+/// caller's transaction: a user's deletion).
+pub async fn delete_owned(db: &impl ConnectionTrait, owner_id: &str) -> StoreResult<u64> {
+    client::Entity::delete_many()
+        .filter(
+            client::Column::ClientId.in_subquery(
+                Query::select()
+                    .column(agent::Column::Id)
+                    .from(agent::Entity)
+                    .and_where(agent::Column::OwnerId.eq(owner_id))
+                    .to_owned(),
+            ),
+        )
+        .exec(db)
+        .await?;
+    Ok(agent::Entity::delete_many()
+        .filter(agent::Column::OwnerId.eq(owner_id))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

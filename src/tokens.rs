@@ -1,0 +1,95 @@
+//! Whether a token we issued is still good: signed by one of our keys,
+//! unexpired, not revoked, its client still there, and every agent it
+//! names (its `agent_id`, each actor of its `act` chain) still active.
+//! Introspection and token exchange ask the same question here. A storage
+//! failure is an error (fail closed), never "live".
+
+use agentauth_resource::claims::{AccessTokenClaims, Actor, PASSPORT_TYP, PassportClaims};
+
+use crate::state::State;
+use crate::store::StoreError;
+
+/// The claims of `token` if it is a live access token.
+pub async fn live_access_token(
+    state: &State,
+    token: &str,
+) -> Result<Option<AccessTokenClaims>, StoreError> {
+    let Ok(claims) = state.keys.verify_access_token(token) else {
+        return Ok(None);
+    };
+    let now = state.now();
+    if claims.iss != state.config.issuer
+        || claims.exp <= now
+        || claims.nbf.is_some_and(|nbf| nbf > now)
+    {
+        return Ok(None);
+    }
+    if state
+        .revocations
+        .is_revoked(&state.db, &claims.jti, now)
+        .await?
+    {
+        return Ok(None);
+    }
+    if state.client(&claims.client_id).await?.is_none() {
+        return Ok(None);
+    }
+    if !agents_active(
+        state,
+        &claims.sub,
+        claims.agent_id.as_deref(),
+        claims.act.as_ref(),
+    )
+    .await?
+    {
+        return Ok(None);
+    }
+    Ok(Some(AccessTokenClaims::clone(&claims)))
+}
+
+/// The claims of `token` if it is a live agent passport.
+pub async fn live_passport(
+    state: &State,
+    token: &str,
+) -> Result<Option<PassportClaims>, StoreError> {
+    let Ok(claims) = state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) else {
+        return Ok(None);
+    };
+    let now = state.now();
+    if claims.iss != state.config.issuer || claims.exp <= now || claims.sub != claims.agent_id {
+        return Ok(None);
+    }
+    if state
+        .revocations
+        .is_revoked(&state.db, &claims.jti, now)
+        .await?
+    {
+        return Ok(None);
+    }
+    if !state.agent_active(&claims.agent_id).await? {
+        return Ok(None);
+    }
+    Ok(Some(claims))
+}
+
+/// Every agent a token names is active (the kill switch): its
+/// `agent_id`, each actor of its `act` chain, and its subject when that is
+/// an agent (a token derived from an agent's passport acts for the agent).
+pub async fn agents_active(
+    state: &State,
+    sub: &str,
+    agent_id: Option<&str>,
+    act: Option<&Actor>,
+) -> Result<bool, StoreError> {
+    let actors = act
+        .into_iter()
+        .flat_map(Actor::chain)
+        .filter_map(|a| a.agent_id.as_deref());
+    let subject = crate::agents::is_agent_id(sub).then_some(sub);
+    for id in agent_id.into_iter().chain(actors).chain(subject) {
+        if !state.agent_active(id).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
