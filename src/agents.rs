@@ -18,7 +18,7 @@ use moka::future::Cache;
 use serde_json::json;
 
 use crate::crypto::random_id;
-use crate::grants::{PASSPORT, TOKEN_EXCHANGE};
+use crate::grants::{JWT_BEARER, PASSPORT, TOKEN_EXCHANGE};
 use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{
     CLIENT_CREDENTIALS, ClientMetadata, ClientMetadataRequest, GrantRules, RegistrationPolicy,
@@ -140,7 +140,7 @@ fn client_metadata(
     let request = ClientMetadataRequest {
         client_name: Some(name.to_string()),
         grant_types: Some(
-            [CLIENT_CREDENTIALS, PASSPORT, TOKEN_EXCHANGE]
+            [CLIENT_CREDENTIALS, PASSPORT, TOKEN_EXCHANGE, JWT_BEARER]
                 .iter()
                 .filter(|g| grants.supports(g))
                 .map(|g| g.to_string())

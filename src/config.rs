@@ -170,6 +170,13 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_RESOURCES_FILE")]
     pub resources_file: Option<PathBuf>,
 
+    /// TOML file of trusted external issuers for the JWT bearer grant
+    /// (RFC 7523): workload issuers (CI, Kubernetes) whose tokens map to
+    /// agents by claim rules, and IdPs whose identity assertions
+    /// (oauth-id-jag+jwt) map to users (see README, "Federation").
+    #[arg(long, env = "AGENTAUTH_FEDERATION_FILE")]
+    pub federation_file: Option<PathBuf>,
+
     /// Accept any absolute `resource` URI as an audience, registered or
     /// not (scopes of unregistered resources are then unchecked). Off by
     /// default: an unregistered resource is `invalid_target`.
@@ -258,6 +265,7 @@ impl Default for ServeArgs {
             scopes: String::new(),
             resources: Vec::new(),
             resources_file: None,
+            federation_file: None,
             open_resources: false,
             default_audience: None,
             dpop_nonce: false,
@@ -429,6 +437,8 @@ pub struct Config {
     pub scopes_supported: Option<Scope>,
     /// Protected resources, their scopes and client_credentials policy.
     pub resources: std::sync::Arc<crate::resources::ResourceRegistry>,
+    /// Trusted external issuers for the JWT bearer grant.
+    pub federation: std::sync::Arc<crate::federation::Federation>,
     pub default_audience: String,
     pub insecure_fetch: bool,
     /// RFC 9449 §8 server nonces on or off.
@@ -471,6 +481,8 @@ pub enum ConfigError {
     Scopes(String),
     #[error("resources: {0}")]
     Resources(String),
+    #[error("federation: {0}")]
+    Federation(String),
     #[error("--access-token-ttl must be between 60 and 86400 seconds")]
     Ttl,
     #[error("--trusted-proxies: {0:?} is not an IP address or CIDR block")]
@@ -523,6 +535,16 @@ impl Config {
             None => ConfigError::Resources(e),
         })?;
         let scopes_supported = resources.scopes_supported();
+        let federation = match &args.federation_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::Federation(format!("cannot read {}: {e}", path.display()))
+                })?;
+                crate::federation::Federation::from_toml(&text, &issuer)
+                    .map_err(|e| ConfigError::Federation(format!("{}: {e}", path.display())))?
+            }
+            None => crate::federation::Federation::default(),
+        };
         Ok(Self {
             issuer,
             listen: args.listen,
@@ -538,6 +560,7 @@ impl Config {
             signup: args.signup,
             scopes_supported,
             resources: std::sync::Arc::new(resources),
+            federation: std::sync::Arc::new(federation),
             default_audience,
             insecure_fetch: args.insecure_fetch,
             dpop_nonce: args.dpop_nonce,

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod federation;
 pub mod fetch;
 pub mod grants;
 pub mod http;

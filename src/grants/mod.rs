@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod jwt_bearer;
 pub mod passport;
 pub mod refresh_token;
 pub mod token_exchange;
@@ -85,6 +86,13 @@ pub trait Grant: Send + Sync {
         Ok(())
     }
 
+    /// Whether the grant's assertion may authenticate the client by
+    /// itself when the request carries no client credentials (workload
+    /// federation: no stored secret).
+    fn authenticates_itself(&self) -> bool {
+        false
+    }
+
     /// Runs the grant for an authenticated client allowed to use it.
     fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a>;
 }
@@ -104,6 +112,7 @@ impl Registry {
             .with(client_credentials::ClientCredentials)
             .with(passport::Passport)
             .with(token_exchange::TokenExchange)
+            .with(jwt_bearer::JwtBearer)
     }
 
     pub fn with(mut self, grant: impl Grant + 'static) -> Self {
@@ -196,6 +205,8 @@ pub struct TokenResponse {
 
 /// The agent passport grant.
 pub const PASSPORT: &str = "urn:agentauth:params:grant-type:passport";
+/// RFC 7523 §2.1 JWT bearer grant.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// RFC 8693 token exchange.
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
@@ -484,6 +495,7 @@ mod tests {
                 "client_credentials",
                 PASSPORT,
                 TOKEN_EXCHANGE,
+                JWT_BEARER,
                 "urn:example:params:grant-type:custom"
             ]
         );

@@ -16,6 +16,7 @@ use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
 use crate::oauth::scope::Scope;
 use crate::state::State;
+use crate::store::agents::AgentRow;
 use crate::store::audit::AuditEvent;
 
 /// Most sites one passport names.
@@ -56,6 +57,17 @@ async fn audience(state: &State, value: &str) -> Result<String, Error> {
 async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let agent = agent_of(state, &req).await?;
     let jkt = held_key(&req)?;
+    issue(state, &req, &agent, jkt).await
+}
+
+/// Signs a passport for `agent` bound to `jkt`, with the request's
+/// `scope` (within the agent's) and `audience` values (the sites).
+pub async fn issue(
+    state: &State,
+    req: &TokenRequest<'_>,
+    agent: &AgentRow,
+    jkt: String,
+) -> Result<TokenResponse, Error> {
     let allowed = Scope::parse(&agent.scope).unwrap_or_default();
     let scope = requested_scope(req.params, &allowed)?;
     let requested: Vec<&str> = req.params.get_all("audience").collect();

@@ -13,6 +13,14 @@ use crate::error::{OAuthError, Result};
 use crate::grants;
 use crate::state::AppState;
 
+/// Whether the request names or authenticates a client at all.
+fn presents_client(headers: &HeaderMap, form: &OAuthForm) -> bool {
+    headers.contains_key(axum::http::header::AUTHORIZATION)
+        || ["client_id", "client_assertion", "client_secret"]
+            .iter()
+            .any(|p| form.get(p).is_some())
+}
+
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -24,7 +32,12 @@ pub async fn post(
     let DpopHeader(dpop_header) = dpop_header?;
     let grant = state.grants.lookup(form.require("grant_type")?)?;
     let endpoint = state.config.endpoint("/token");
-    let client = super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
+    // RFC 7523 §2.1 federation: a workload's assertion is its credential.
+    let client = if grant.authenticates_itself() && !presents_client(&headers, &form) {
+        grants::jwt_bearer::assertion_client(&state, &form).await?
+    } else {
+        super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?
+    };
     // RFC 9449 §5: a valid proof binds the token, whatever the grant.
     let proof = match dpop_header {
         Some(proof) => Some(dpop::check(&state, &proof, "POST", &endpoint, None).await?),

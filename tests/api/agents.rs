@@ -111,7 +111,13 @@ async fn owner_id(app: &TestApp, name: &str) -> String {
 /// and introspection says so; a DPoP proof must use one of its keys.
 async fn agent_tokens_name_the_agent(app: TestApp) {
     let proof_key = ProofKey::new();
-    let a = agent(&app, "alice", "read write", std::slice::from_ref(&proof_key.jwk)).await;
+    let a = agent(
+        &app,
+        "alice",
+        "read write",
+        std::slice::from_ref(&proof_key.jwk),
+    )
+    .await;
     let t = ok(a
         .token(
             &app,
@@ -173,7 +179,13 @@ crate::both!(agent_tokens_name_the_agent);
 /// against the JWKS, known to introspection (for the site it names).
 async fn passports(app: TestApp) {
     let proof_key = ProofKey::new();
-    let a = agent(&app, "alice", "read write", std::slice::from_ref(&proof_key.jwk)).await;
+    let a = agent(
+        &app,
+        "alice",
+        "read write",
+        std::slice::from_ref(&proof_key.jwk),
+    )
+    .await;
     let r = ok(a
         .token(
             &app,

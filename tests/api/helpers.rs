@@ -108,6 +108,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
     let (db, dir) = fresh_db(backend).await;
+    spawn_app_on(backend, db, dir, args).await
+}
+
+/// A node on a database prepared beforehand (rows the configuration must
+/// name, say).
+pub async fn spawn_app_on(
+    backend: Backend,
+    db: sea_orm::DatabaseConnection,
+    dir: Option<tempfile::TempDir>,
+    args: ServeArgs,
+) -> TestApp {
     let config = Config::from_args(&args).unwrap();
     let clock = Arc::new(ManualClock::new(1_800_000_000));
     let kek_bytes = random_bytes::<32>().unwrap();

@@ -10,6 +10,7 @@ mod helpers;
 mod agents;
 mod code_flow;
 mod dpop;
+mod federation;
 mod hardening;
 mod introspect_revoke;
 mod keys;

@@ -30,6 +30,14 @@ pub fn client_key(kid: &str) -> ClientKey {
 }
 
 impl ClientKey {
+    /// Signs `claims` with a `typ` header.
+    pub fn sign_typed(&self, typ: &str, claims: Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = self.jwk["kid"].as_str().map(str::to_string);
+        header.typ = Some(typ.to_string());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+
     pub fn assertion(&self, claims: Value) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = self.jwk["kid"].as_str().map(str::to_string);

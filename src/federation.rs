@@ -1,0 +1,316 @@
+//! Workload federation and enterprise-managed authorization (RFC 7523
+//! §2.1 JWT bearer grants): external issuers the operator trusts, their
+//! keys, and how their tokens map to our identities.
+//!
+//! - A **workload** issuer (a CI system's OIDC tokens, a Kubernetes
+//!   service account issuer) has rules mapping exact claim values (say
+//!   GitHub Actions' `repository` and `ref`) to one agent: a valid token
+//!   from it gets that agent a token or a passport with no stored secret.
+//! - An **IdP** issues Identity Assertion JWTs (`typ: oauth-id-jag+jwt`,
+//!   the MCP enterprise-managed authorization profile) for a user to a
+//!   registered client; the client presents one and gets a token for that
+//!   user. The user is the local account whose username equals the
+//!   configured claim (`email` by default).
+//!
+//! Configured in `--federation-file` (TOML), read at start like the
+//! resource registry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::state::State;
+
+/// JWT `typ` of an Identity Assertion JWT (ID-JAG).
+pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
+
+/// Longest remaining lifetime an external assertion may have.
+const MAX_LIFETIME: i64 = 3600;
+const LEEWAY: i64 = 30;
+
+#[derive(Debug, Default)]
+pub struct Federation {
+    workloads: Vec<Issuer>,
+    idps: Vec<Issuer>,
+}
+
+#[derive(Debug)]
+struct Issuer {
+    issuer: String,
+    keys: Keys,
+    /// Expected `aud` (default: our issuer).
+    audience: String,
+    algorithms: Vec<Algorithm>,
+    rules: Vec<Rule>,
+    /// IdPs: the claim naming the local user.
+    user_claim: String,
+}
+
+#[derive(Debug)]
+enum Keys {
+    Uri(String),
+    Static(Arc<JwkSet>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    /// Claims that must all be present with exactly these values.
+    claims: BTreeMap<String, Value>,
+    agent: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    workload: Vec<IssuerEntry>,
+    #[serde(default)]
+    idp: Vec<IssuerEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerEntry {
+    issuer: String,
+    jwks_uri: Option<String>,
+    jwks_file: Option<std::path::PathBuf>,
+    audience: Option<String>,
+    algorithms: Option<Vec<String>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Rule>,
+    user_claim: Option<String>,
+}
+
+/// What a verified external token maps to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mapped {
+    /// A workload: this agent.
+    Agent(String),
+    /// An ID-JAG: this local username, for this client, with these
+    /// optional scope and resource claims.
+    User {
+        username: String,
+        client_id: String,
+        scope: Option<String>,
+        resource: Option<String>,
+    },
+}
+
+/// Why an external assertion is refused (`invalid_grant`).
+pub type Refusal = String;
+
+impl Federation {
+    pub fn from_toml(text: &str, our_issuer: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let build = |entry: IssuerEntry, workload: bool| -> Result<Issuer, String> {
+            let keys = match (entry.jwks_uri, entry.jwks_file) {
+                (Some(uri), None) => Keys::Uri(uri),
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    Keys::Static(Arc::new(
+                        serde_json::from_str(&text)
+                            .map_err(|e| format!("{}: not a JWK Set: {e}", path.display()))?,
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "{}: give exactly one of jwks_uri, jwks_file",
+                        entry.issuer
+                    ));
+                }
+            };
+            let algorithms = entry
+                .algorithms
+                .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "EdDSA".into()])
+                .iter()
+                .map(|a| match a.as_str() {
+                    "RS256" => Ok(Algorithm::RS256),
+                    "PS256" => Ok(Algorithm::PS256),
+                    "ES256" => Ok(Algorithm::ES256),
+                    "EdDSA" => Ok(Algorithm::EdDSA),
+                    other => Err(format!(
+                        "{}: algorithm {other:?} is not accepted",
+                        entry.issuer
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            if workload && entry.rules.is_empty() {
+                return Err(format!(
+                    "{}: a workload issuer needs at least one rule",
+                    entry.issuer
+                ));
+            }
+            if workload && entry.rules.iter().any(|r| r.claims.is_empty()) {
+                return Err(format!(
+                    "{}: every rule names at least one claim",
+                    entry.issuer
+                ));
+            }
+            Ok(Issuer {
+                issuer: entry.issuer,
+                keys,
+                audience: entry.audience.unwrap_or_else(|| our_issuer.to_string()),
+                algorithms,
+                rules: entry.rules,
+                user_claim: entry.user_claim.unwrap_or_else(|| "email".into()),
+            })
+        };
+        Ok(Self {
+            workloads: file
+                .workload
+                .into_iter()
+                .map(|e| build(e, true))
+                .collect::<Result<_, _>>()?,
+            idps: file
+                .idp
+                .into_iter()
+                .map(|e| build(e, false))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workloads.is_empty() && self.idps.is_empty()
+    }
+}
+
+/// Verifies an external assertion and maps it; `(mapped, jti, exp)`.
+pub async fn verify(state: &State, assertion: &str) -> Result<(Mapped, String, i64), Refusal> {
+    let federation = &state.config.federation;
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| "the assertion is not a JWT".to_string())?;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let iss = jsonwebtoken::dangerous::insecure_decode::<Iss>(assertion)
+        .map_err(|_| "the assertion has no iss".to_string())?
+        .claims
+        .iss;
+    let is_jag = header.typ.as_deref() == Some(ID_JAG_TYP);
+    let list = if is_jag {
+        &federation.idps
+    } else {
+        &federation.workloads
+    };
+    let issuer = list
+        .iter()
+        .find(|i| i.issuer == iss)
+        .ok_or_else(|| format!("issuer {iss:?} is not trusted here"))?;
+    if !issuer.algorithms.contains(&header.alg) {
+        return Err(format!(
+            "algorithm {:?} is not accepted from {iss}",
+            header.alg
+        ));
+    }
+    let claims = match &issuer.keys {
+        Keys::Static(keys) => check(assertion, &header, keys, issuer)?,
+        Keys::Uri(uri) => {
+            let keys = crate::clients::jwks::get(state, uri, false)
+                .await
+                .map_err(|_| format!("the keys of {iss} could not be fetched"))?;
+            match check(assertion, &header, &keys, issuer) {
+                Ok(c) => c,
+                // The issuer may have rotated its keys: refetch once.
+                Err(_) => {
+                    let keys = crate::clients::jwks::get(state, uri, true)
+                        .await
+                        .map_err(|_| format!("the keys of {iss} could not be fetched"))?;
+                    check(assertion, &header, &keys, issuer)?
+                }
+            }
+        }
+    };
+    let now = state.now();
+    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let leeway = LEEWAY;
+    if exp <= now - leeway {
+        return Err("the assertion has expired".into());
+    }
+    let not_before = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_i64)
+            .is_some_and(|t| t > now + leeway)
+    };
+    if not_before("nbf") || not_before("iat") {
+        return Err("the assertion is not valid yet".into());
+    }
+    if exp > now + MAX_LIFETIME {
+        return Err("the assertion lives too long (at most an hour)".into());
+    }
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or("the assertion needs a jti")?
+        .to_string();
+    let mapped = if is_jag {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
+        Mapped::User {
+            username: text(&issuer.user_claim)
+                .ok_or_else(|| format!("the assertion has no {} claim", issuer.user_claim))?,
+            client_id: text("client_id").ok_or("the ID-JAG names no client_id")?,
+            scope: text("scope"),
+            resource: text("resource"),
+        }
+    } else {
+        let rule = issuer
+            .rules
+            .iter()
+            .find(|r| r.claims.iter().all(|(k, v)| claims.get(k) == Some(v)))
+            .ok_or("no rule maps this subject to an agent")?;
+        Mapped::Agent(rule.agent.clone())
+    };
+    Ok((mapped, format!("{iss}#{jti}"), exp))
+}
+
+fn check(
+    assertion: &str,
+    header: &jsonwebtoken::Header,
+    keys: &JwkSet,
+    issuer: &Issuer,
+) -> Result<Map<String, Value>, Refusal> {
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.set_issuer(&[&issuer.issuer]);
+    validation.set_audience(&[&issuer.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    // Time is checked against the server's clock by the caller.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    let candidates = keys
+        .keys
+        .iter()
+        .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
+        // A key that names its algorithm is used with that one only.
+        .filter(|k| {
+            k.common
+                .key_algorithm
+                .is_none_or(|ka| ka.to_string() == format!("{:?}", header.alg))
+        });
+    let mut last = "no key of the issuer matches the assertion".to_string();
+    for jwk in candidates {
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        match jsonwebtoken::decode::<Map<String, Value>>(assertion, &key, &validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => {
+                last = match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                        format!("the assertion's aud must be {}", issuer.audience)
+                    }
+                    _ => "the assertion's signature or claims are invalid".into(),
+                }
+            }
+        }
+    }
+    Err(last)
+}
