@@ -42,7 +42,7 @@ export function cli(args, env) {
  * operator makes with `agentauth client initial-token` and `agentauth
  * client create --introspect '*'`).
  */
-export async function startServer({ args = [], env = {}, users = {} } = {}) {
+export async function startServer({ args = [], env = {}, users = {}, prepare } = {}) {
   const port = await freePort()
   const issuer = `http://127.0.0.1:${port}`
   const dir = mkdtempSync(join(tmpdir(), 'agentauth-conformance-'))
@@ -52,6 +52,11 @@ export async function startServer({ args = [], env = {}, users = {} } = {}) {
     await cli(['user', 'create', name, '--database-url', database], { ...childEnv, AGENTAUTH_PASSWORD: password })
   }
   const db = ['--database-url', database]
+  const run = (cliArgs) => cli([...cliArgs, ...db], childEnv)
+  // What must exist before the server reads its configuration (an agent a
+  // federation rule names, say): `prepare` runs CLI commands and returns
+  // extra serve flags.
+  if (prepare) args = [...args, ...((await prepare({ run, issuer, dir })) ?? [])]
   const initialToken = await cli(['client', 'initial-token', '--uses', '10000', ...db], childEnv)
   const introspector = JSON.parse(await cli(['client', 'create', '--name', 'introspector', '--introspect', '*', '--json', ...db], childEnv))
   let stderr = ''
@@ -79,6 +84,7 @@ export async function startServer({ args = [], env = {}, users = {} } = {}) {
 
   return {
     issuer,
+    cli: run,
     initialToken,
     introspector,
     stderr: () => stderr,

@@ -61,6 +61,9 @@ pub async fn assertion_client(
         )
         .into());
     };
+    if form.get("client_id").is_some_and(|id| id != agent_id) {
+        return Err(OAuthError::invalid_grant("the assertion maps to another agent").into());
+    }
     match state.client(&agent_id).await? {
         Some(client) if client.kind == ClientKind::Agent => Ok(AuthenticatedClient {
             client,

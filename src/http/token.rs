@@ -13,10 +13,11 @@ use crate::error::{OAuthError, Result};
 use crate::grants;
 use crate::state::AppState;
 
-/// Whether the request names or authenticates a client at all.
+/// Whether the request carries client credentials (a bare `client_id`
+/// is no credential: RFC 7523 §3.1 lets a JWT bearer request name it).
 fn presents_client(headers: &HeaderMap, form: &OAuthForm) -> bool {
     headers.contains_key(axum::http::header::AUTHORIZATION)
-        || ["client_id", "client_assertion", "client_secret"]
+        || ["client_assertion", "client_secret"]
             .iter()
             .any(|p| form.get(p).is_some())
 }
@@ -33,7 +34,10 @@ pub async fn post(
     let grant = state.grants.lookup(form.require("grant_type")?)?;
     let endpoint = state.config.endpoint("/token");
     // RFC 7523 §2.1 federation: a workload's assertion is its credential.
-    let client = if grant.authenticates_itself() && !presents_client(&headers, &form) {
+    let self_authenticating = grant.authenticates_itself()
+        && !presents_client(&headers, &form)
+        && form.get("client_id").is_none_or(crate::agents::is_agent_id);
+    let client = if self_authenticating {
         grants::jwt_bearer::assertion_client(&state, &form).await?
     } else {
         super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?
