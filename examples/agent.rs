@@ -1,0 +1,217 @@
+//! An agent with its own key, end to end against a running server:
+//! registers itself for its owner (an initial access token naming the
+//! owner), gets a DPoP-bound token for an MCP server, a passport for a
+//! site, and exchanges a token for a delegated one (a user's token from
+//! `USER_TOKEN` when given, else its own passport).
+//!
+//! ```sh
+//! agentauth user create alice
+//! agentauth serve --resource https://mcp.example.com/mcp --scopes "tools:read" &
+//! export AGENTAUTH_INITIAL_TOKEN=$(agentauth client initial-token --owner alice)
+//! cargo run --example agent -- http://127.0.0.1:8080 https://mcp.example.com/mcp
+//! ```
+//!
+//! The Ed25519 key is generated here and never leaves the process; only
+//! its public JWK is registered.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+struct AgentKey {
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+impl AgentKey {
+    fn generate() -> anyhow::Result<Self> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+        let pair =
+            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("bad key"))?;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        Ok(Self {
+            encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            jwk: json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": "agent-key-1", "alg": "EdDSA" }),
+        })
+    }
+
+    fn sign(&self, mut header: Header, claims: &Value) -> anyhow::Result<String> {
+        header.alg = Algorithm::EdDSA;
+        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+
+    /// RFC 7523 client assertion.
+    fn assertion(&self, agent_id: &str, issuer: &str) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("agent-key-1".into());
+        let now = now()?;
+        self.sign(
+            header,
+            &json!({ "iss": agent_id, "sub": agent_id, "aud": issuer, "jti": nonce(),
+                     "iat": now, "exp": now + 60 }),
+        )
+    }
+
+    /// RFC 9449 DPoP proof for POST `url`.
+    fn proof(&self, url: &str) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(serde_json::from_value(json!({
+            "kty": "OKP", "crv": "Ed25519", "x": self.jwk["x"]
+        }))?);
+        self.sign(
+            header,
+            &json!({ "jti": nonce(), "htm": "POST", "htu": url, "iat": now()? }),
+        )
+    }
+}
+
+fn now() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?)
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::SecureRandom::fill(&SystemRandom::new(), &mut bytes).ok();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let issuer = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let resource = args
+        .next()
+        .unwrap_or_else(|| "https://mcp.example.com/mcp".into());
+    let initial = std::env::var("AGENTAUTH_INITIAL_TOKEN").map_err(|_| {
+        anyhow::anyhow!("set AGENTAUTH_INITIAL_TOKEN (agentauth client initial-token --owner NAME)")
+    })?;
+    let http = reqwest::Client::new();
+    let metadata: Value = serde_json::from_slice(
+        &http
+            .get(format!("{issuer}/.well-known/oauth-authorization-server"))
+            .send()
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let token_endpoint = metadata["token_endpoint"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no token_endpoint"))?
+        .to_string();
+
+    // 1. Register: the initial access token names the owner.
+    let key = AgentKey::generate()?;
+    let registration: Value = serde_json::from_slice(
+        &http
+            .post(format!("{issuer}/register"))
+            .bearer_auth(initial.trim())
+            .header("content-type", "application/json")
+            .body(
+                json!({ "client_name": "example agent", "jwks": { "keys": [key.jwk] } })
+                    .to_string(),
+            )
+            .send()
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let agent_id = registration["agent_id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("registration failed: {registration}"))?
+        .to_string();
+    println!("agent {agent_id}, owned by {}", registration["owner"]);
+
+    let post = |pairs: Vec<(&'static str, String)>, dpop: Option<String>| {
+        let http = http.clone();
+        let url = token_endpoint.clone();
+        async move {
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+                .finish();
+            let mut request = http
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+            if let Some(proof) = dpop {
+                request = request.header("DPoP", proof);
+            }
+            let body: Value = serde_json::from_slice(&request.send().await?.bytes().await?)?;
+            anyhow::ensure!(body.get("error").is_none(), "token endpoint: {body}");
+            Ok::<_, anyhow::Error>(body)
+        }
+    };
+    let auth = |key: &AgentKey| -> anyhow::Result<Vec<(&'static str, String)>> {
+        Ok(vec![
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ),
+            ("client_assertion", key.assertion(&agent_id, &issuer)?),
+        ])
+    };
+
+    // 2. A token for the MCP server, bound to the agent's own key.
+    let mut pairs = auth(&key)?;
+    pairs.extend([
+        ("grant_type", "client_credentials".into()),
+        ("resource", resource.clone()),
+    ]);
+    let token = post(pairs, Some(key.proof(&token_endpoint)?)).await?;
+    println!(
+        "token_type {} scope {}",
+        token["token_type"], token["scope"]
+    );
+
+    // 3. A passport for a site.
+    let mut pairs = auth(&key)?;
+    pairs.extend([
+        (
+            "grant_type",
+            "urn:agentauth:params:grant-type:passport".into(),
+        ),
+        ("audience", "https://site.example".into()),
+    ]);
+    let passport = post(pairs, Some(key.proof(&token_endpoint)?)).await?;
+    println!(
+        "passport ({}): {}",
+        passport["issued_token_type"], passport["access_token"]
+    );
+
+    // 4. Token exchange: a user's token for this agent, or its own passport.
+    let (subject, subject_type) = match std::env::var("USER_TOKEN") {
+        Ok(t) => (t, "urn:ietf:params:oauth:token-type:access_token"),
+        Err(_) => (
+            passport["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            "urn:agentauth:params:token-type:passport",
+        ),
+    };
+    let mut pairs = auth(&key)?;
+    pairs.extend([
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+        ),
+        ("subject_token", subject),
+        ("subject_token_type", subject_type.into()),
+        ("resource", resource.clone()),
+    ]);
+    let exchanged = post(pairs, None).await?;
+    println!(
+        "exchanged: {} for {resource}",
+        exchanged["issued_token_type"]
+    );
+    Ok(())
+}
