@@ -329,7 +329,13 @@ pub struct KeyRing {
     kek: Kek,
     alg: SigningAlg,
     set: RwLock<Arc<KeySet>>,
+    /// When a token with an unknown `kid` last made this node reload.
+    unknown_kid_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Least time between reloads caused by tokens with unknown `kid`s (so
+/// that forged kids cannot make every request a database read).
+const UNKNOWN_KID_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl KeyRing {
     /// Loads the keys, generating one of `alg` if none of that algorithm
@@ -358,6 +364,7 @@ impl KeyRing {
             kek,
             alg,
             set: RwLock::new(Arc::new(set)),
+            unknown_kid_reload: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -369,6 +376,28 @@ impl KeyRing {
         match self.set.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// A token named a `kid` this node does not know: another node may have
+    /// made the key (two nodes starting on an empty database, a rotation
+    /// within the reload interval). Reloads at most once a second, one
+    /// caller at a time; `true` when it reloaded, so the caller may verify
+    /// once more.
+    pub async fn reload_for_unknown_kid(&self, db: &Db, now: i64) -> bool {
+        let Ok(mut last) = self.unknown_kid_reload.try_lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_RELOAD_EVERY) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        match self.reload(db, now).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "signing key reload for an unknown kid failed");
+                false
+            }
         }
     }
 

@@ -89,6 +89,19 @@ pub enum DpopReplay {
     },
 }
 
+impl State {
+    /// Spends a single-use value (an assertion's `jti`) across every node:
+    /// on PostgreSQL through the DPoP replay batcher (many spends per
+    /// statement), on SQLite with one insert (it survives a restart, which
+    /// an in-memory set would not).
+    pub async fn spend_once(&self, key: String, expires_at: i64) -> Result<bool, StoreError> {
+        match &self.dpop_replay {
+            DpopReplay::Database { batcher, .. } => batcher.use_once(key, expires_at).await,
+            DpopReplay::Memory(_) => store::replay::use_once(&self.db, &key, expires_at).await,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]

@@ -6,6 +6,7 @@
 
 use agentauth_resource::claims::{AccessTokenClaims, Actor, PASSPORT_TYP, PassportClaims};
 
+use crate::keys::VerifyError;
 use crate::state::State;
 use crate::store::StoreError;
 
@@ -14,10 +15,17 @@ pub async fn live_access_token(
     state: &State,
     token: &str,
 ) -> Result<Option<AccessTokenClaims>, StoreError> {
-    let Ok(claims) = state.keys.verify_access_token(token) else {
-        return Ok(None);
-    };
     let now = state.now();
+    let claims = match state.keys.verify_access_token(token) {
+        Ok(claims) => claims,
+        Err(VerifyError::UnknownKey) if state.keys.reload_for_unknown_kid(&state.db, now).await => {
+            match state.keys.verify_access_token(token) {
+                Ok(claims) => claims,
+                Err(_) => return Ok(None),
+            }
+        }
+        Err(_) => return Ok(None),
+    };
     if claims.iss != state.config.issuer
         || claims.exp <= now
         || claims.nbf.is_some_and(|nbf| nbf > now)
@@ -52,10 +60,17 @@ pub async fn live_passport(
     state: &State,
     token: &str,
 ) -> Result<Option<PassportClaims>, StoreError> {
-    let Ok(claims) = state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) else {
-        return Ok(None);
-    };
     let now = state.now();
+    let claims = match state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) {
+        Ok(claims) => claims,
+        Err(VerifyError::UnknownKey) if state.keys.reload_for_unknown_kid(&state.db, now).await => {
+            match state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) {
+                Ok(claims) => claims,
+                Err(_) => return Ok(None),
+            }
+        }
+        Err(_) => return Ok(None),
+    };
     if claims.iss != state.config.issuer || claims.exp <= now || claims.sub != claims.agent_id {
         return Ok(None);
     }

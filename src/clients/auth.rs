@@ -13,7 +13,7 @@ use crate::oauth::client_assertion::{self, JWT_BEARER};
 use crate::oauth::client_metadata::AuthMethod;
 use crate::oauth::form::OAuthForm;
 use crate::state::State;
-use crate::store::{self, clients::ClientRecord};
+use crate::store::clients::ClientRecord;
 
 /// RFC 6749 §2.3.1 credentials from `Authorization: Basic`, decoded.
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ async fn check_assertion(
     .map_err(OAuthError::invalid_client)?;
     // RFC 7523 §3 item 7: the jti is single-use, across every node.
     let key = format!("client_assertion:{}:{}", client.client_id, claims.jti);
-    if !store::replay::use_once(&state.db, &key, claims.exp).await? {
+    if !state.spend_once(key, claims.exp).await? {
         return Err(OAuthError::invalid_client("client assertion jti was already used").into());
     }
     Ok(())

@@ -165,7 +165,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
 
 /// RFC 7523 §3 item 7: one use per assertion, across every node.
 async fn spend(state: &State, jti: &str, exp: i64) -> Result<(), Error> {
-    if !store::replay::use_once(&state.db, &format!("jwt-bearer:{jti}"), exp).await? {
+    if !state.spend_once(format!("jwt-bearer:{jti}"), exp).await? {
         return Err(OAuthError::invalid_grant("the assertion was already used").into());
     }
     Ok(())

@@ -178,3 +178,38 @@ async fn switching_algorithm_retires_the_old_key_after_its_tokens(app: TestApp) 
     assert_eq!(kids(&jwks), vec![signer.kid.clone()]);
 }
 both!(switching_algorithm_retires_the_old_key_after_its_tokens);
+
+/// A token signed by a key this node has not loaded yet (another node
+/// rotated it in, or both nodes started on an empty database and each
+/// made one) verifies after one reload, not after the reload interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kid_reloads_keys_once() {
+    let (a, b) = crate::helpers::spawn_pg_nodes().await;
+    let kek = Kek::from_bytes(&a.kek_bytes).unwrap();
+    keys::rotate(&a.state.db, &kek, SigningAlg::Rs256, a.now(), 0, 900)
+        .await
+        .unwrap();
+    a.state.keys.reload(&a.state.db, a.now()).await.unwrap();
+    let (_, _, token) = a.access_token("read").await;
+    assert_eq!(b.introspect(&token).await["active"], true);
+    // Forged kids cannot make every request a database read: at most one
+    // reload a second.
+    assert!(
+        !b.state
+            .keys
+            .reload_for_unknown_kid(&b.state.db, b.now())
+            .await
+            || {
+                !b.state
+                    .keys
+                    .reload_for_unknown_kid(&b.state.db, b.now())
+                    .await
+            }
+    );
+    assert!(
+        !b.state
+            .keys
+            .reload_for_unknown_kid(&b.state.db, b.now())
+            .await
+    );
+}

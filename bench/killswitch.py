@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Kill-switch propagation across two agentauth nodes on one PostgreSQL.
+
+Two server processes share the database and the KEK (as real nodes do).
+An agent gets a token at node A. Each trial disables the agent with the
+CLI (`agentauth agent disable`, the operator's path: a write to the shared
+database, as another node or the CLI makes it) and polls node B's
+introspection every 5 ms until the token is inactive; then enables it
+again and waits until node B sees it active. Prints the propagation time
+from the CLI's start (conservative: it includes the CLI's own start-up and
+commit) and from the CLI's exit (the commit is done), median / p90 / max.
+Called by bench/agents.sh.
+"""
+import argparse
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+
+def post(url, body, auth=None):
+    req = urllib.request.Request(url, data=body.encode(), method="POST")
+    req.add_header("content-type", "application/x-www-form-urlencoded")
+    if auth:
+        req.add_header("authorization", "Basic " + auth)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def wait_up(url):
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except Exception:
+            time.sleep(0.1)
+    sys.exit(f"not up: {url}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", required=True)
+    p.add_argument("--gen", required=True)
+    p.add_argument("--keys", required=True)
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--trials", type=int, default=100)
+    a = p.parse_args()
+    db = ["--database-url", a.database_url]
+    cli = lambda *args: subprocess.run([a.bin, *args, *db], check=True, capture_output=True, text=True).stdout.strip()
+    env = dict(os.environ, AGENTAUTH_PASSWORD="bench password 1")
+    subprocess.run([a.bin, "user", "create", "alice", *db], check=True, capture_output=True, env=env)
+    agent = cli("agent", "create", "--owner", "alice", "--name", "a", "--scope", "read", "--jwk", f"{a.keys}/a.jwk")
+    other = cli("agent", "create", "--owner", "alice", "--name", "b", "--scope", "read", "--jwk", f"{a.keys}/b.jwk")
+    rs = json.loads(cli("client", "create", "--name", "introspector", "--introspect", "*", "--json"))
+    rs_auth = base64.b64encode(f"{rs['client_id']}:{rs['client_secret']}".encode()).decode()
+
+    issuer = "http://127.0.0.1:18581"
+    nodes = []
+    for port in (18581, 18582):
+        nodes.append(subprocess.Popen(
+            [a.bin, "serve", "--listen", f"127.0.0.1:{port}", "--issuer", issuer,
+             "--resource", "https://mcp.example.com/mcp", *db],
+            stderr=subprocess.DEVNULL))
+    try:
+        for port in (18581, 18582):
+            wait_up(f"http://127.0.0.1:{port}/healthz")
+        body = subprocess.run([a.gen, "bodies", "client_credentials", issuer, agent, other, a.keys, "1"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        token = post("http://127.0.0.1:18581/token", body)["access_token"]
+        introspect_b = lambda: post("http://127.0.0.1:18582/introspect",
+                                    "token=" + urllib.parse.quote(token), rs_auth)["active"]
+        assert introspect_b() is True
+
+        from_start, from_commit = [], []
+        for _ in range(a.trials):
+            t0 = time.monotonic()
+            cli("agent", "disable", agent)
+            t1 = time.monotonic()
+            while introspect_b():
+                time.sleep(0.005)
+            t2 = time.monotonic()
+            from_start.append((t2 - t0) * 1000)
+            from_commit.append((t2 - t1) * 1000)
+            cli("agent", "enable", agent)
+            while not introspect_b():
+                time.sleep(0.005)
+
+        def row(name, xs):
+            xs = sorted(xs)
+            p90 = xs[int(len(xs) * 0.9) - 1]
+            return f"| {name} | {statistics.median(xs):.0f} | {p90:.0f} | {xs[-1]:.0f} |"
+
+        print(f"Kill switch across two nodes on one PostgreSQL, {a.trials} trials (ms until node B's introspection says inactive):")
+        print()
+        print("| measured from | median | p90 | max |")
+        print("|---|---|---|---|")
+        print(row("the CLI's start (disable command)", from_start))
+        print(row("the CLI's exit (committed)", from_commit))
+    finally:
+        for n in nodes:
+            n.terminate()
+        for n in nodes:
+            n.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
