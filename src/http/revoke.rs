@@ -12,7 +12,9 @@ use crate::clients::Public;
 use crate::error::{OAuthError, Result};
 use crate::state::AppState;
 use crate::store::{self, audit::AuditEvent};
-use agentauth_resource::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use agentauth_resource::claims::{
+    ACCESS_TOKEN_TYP, AccessTokenClaims, PASSPORT_TOKEN_TYPE, PASSPORT_TYP, PassportClaims,
+};
 
 pub async fn post(
     State(state): State<AppState>,
@@ -25,6 +27,33 @@ pub async fn post(
     let client = super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
     let token = form.require("token")?;
     let now = state.now();
+    // An agent revokes its own passports like access tokens.
+    if let Ok(passport) = state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) {
+        if passport.iss == state.config.issuer
+            && passport.agent_id == client.client_id()
+            && passport.exp > now
+        {
+            let event = AuditEvent {
+                at: now,
+                event: "passport.revoked",
+                client_id: Some(passport.agent_id.clone()),
+                subject: Some(passport.sub.clone()),
+                ip: ip.to_audit(),
+                detail: json!({ "jti": passport.jti, "token_type": PASSPORT_TOKEN_TYPE }),
+            };
+            store::revocations::revoke_audited(
+                &state.db,
+                &passport.jti,
+                &passport.agent_id,
+                passport.exp,
+                now,
+                event,
+            )
+            .await?;
+            state.revocations.invalidate();
+        }
+        return Ok(ok());
+    }
     let Ok(claims) = state
         .keys
         .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)

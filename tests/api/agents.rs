@@ -253,6 +253,31 @@ async fn passports(app: TestApp) {
         json!({"active": false})
     );
 
+    // The agent revokes a passport (RFC 7009): inactive from then on; a
+    // revocation by anyone else does nothing.
+    let r = app
+        .post_form(
+            "/revoke",
+            &[
+                ("token", for_site),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &a.assertion(&app)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.introspect(for_site).await, json!({"active": false}));
+    let r = app
+        .post_form(
+            "/revoke",
+            &[("token", passport)],
+            Some((&site_id, &site_secret)),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.introspect(passport).await["active"], true);
+
     // A scope the agent lacks; a client that is not an agent.
     a.token(&app, &[("grant_type", PASSPORT), ("scope", "admin")], None)
         .await
