@@ -270,12 +270,7 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
             owner,
         } => {
             let owner_id = match owner {
-                Some(name) => Some(
-                    store::users::by_username(&db, &name)
-                        .await?
-                        .with_context(|| format!("no user {name}"))?
-                        .id,
-                ),
+                Some(name) => Some(user_by_name(&db, &name).await?.id),
                 None => None,
             };
             let token = random_token()?;
@@ -451,6 +446,12 @@ fn read_password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
+async fn user_by_name(db: &store::Db, name: &str) -> anyhow::Result<crate::store::users::User> {
+    store::users::by_username(db, name)
+        .await?
+        .with_context(|| format!("no user {name}"))
+}
+
 /// Reads a JWK or JWK set from a file (`-`: standard input).
 fn read_keys(path: &Path) -> anyhow::Result<Vec<jsonwebtoken::jwk::Jwk>> {
     let text = if path == Path::new("-") {
@@ -530,9 +531,7 @@ async fn agent_command(
     };
     match cmd {
         AgentCommand::Create(args) => {
-            let owner = store::users::by_username(&db, &args.owner)
-                .await?
-                .with_context(|| format!("no user {}", args.owner))?;
+            let owner = user_by_name(&db, &args.owner).await?;
             let mut keys = Vec::new();
             for path in &args.jwk {
                 keys.extend(read_keys(path)?);
@@ -560,12 +559,7 @@ async fn agent_command(
         }
         AgentCommand::List { owner } => {
             let owner_id = match owner {
-                Some(name) => Some(
-                    store::users::by_username(&db, &name)
-                        .await?
-                        .with_context(|| format!("no user {name}"))?
-                        .id,
-                ),
+                Some(name) => Some(user_by_name(&db, &name).await?.id),
                 None => None,
             };
             for a in store::agents::list(&db, owner_id.as_deref()).await? {

@@ -16,15 +16,9 @@ pub async fn live_access_token(
     token: &str,
 ) -> Result<Option<AccessTokenClaims>, StoreError> {
     let now = state.now();
-    let claims = match state.keys.verify_access_token(token) {
-        Ok(claims) => claims,
-        Err(VerifyError::UnknownKey) if state.keys.reload_for_unknown_kid(&state.db, now).await => {
-            match state.keys.verify_access_token(token) {
-                Ok(claims) => claims,
-                Err(_) => return Ok(None),
-            }
-        }
-        Err(_) => return Ok(None),
+    let Some(claims) = verify_reloading(state, now, || state.keys.verify_access_token(token)).await
+    else {
+        return Ok(None);
     };
     if claims.iss != state.config.issuer
         || claims.exp <= now
@@ -61,15 +55,12 @@ pub async fn live_passport(
     token: &str,
 ) -> Result<Option<PassportClaims>, StoreError> {
     let now = state.now();
-    let claims = match state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) {
-        Ok(claims) => claims,
-        Err(VerifyError::UnknownKey) if state.keys.reload_for_unknown_kid(&state.db, now).await => {
-            match state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) {
-                Ok(claims) => claims,
-                Err(_) => return Ok(None),
-            }
-        }
-        Err(_) => return Ok(None),
+    let Some(claims) = verify_reloading(state, now, || {
+        state.keys.verify::<PassportClaims>(token, PASSPORT_TYP)
+    })
+    .await
+    else {
+        return Ok(None);
     };
     if claims.iss != state.config.issuer || claims.exp <= now || claims.sub != claims.agent_id {
         return Ok(None);
@@ -85,6 +76,22 @@ pub async fn live_passport(
         return Ok(None);
     }
     Ok(Some(claims))
+}
+
+/// `verify`, once more after reloading the keys when the token names a
+/// `kid` this node has not loaded (see `KeyRing::reload_for_unknown_kid`).
+async fn verify_reloading<T>(
+    state: &State,
+    now: i64,
+    verify: impl Fn() -> Result<T, VerifyError>,
+) -> Option<T> {
+    match verify() {
+        Ok(claims) => Some(claims),
+        Err(VerifyError::UnknownKey) if state.keys.reload_for_unknown_kid(&state.db, now).await => {
+            verify().ok()
+        }
+        Err(_) => None,
+    }
 }
 
 /// Every agent a token names is active (the kill switch): its

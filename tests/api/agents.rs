@@ -94,6 +94,28 @@ impl Agent {
     }
 }
 
+/// Disables or enables an agent as the CLI does: a database write with its
+/// audit row, and no cache invalidation on this node.
+pub async fn set_agent_active(app: &TestApp, agent_id: &str, active: bool) {
+    let event = agentauth::store::audit::AuditEvent {
+        at: app.now(),
+        event: if active {
+            "agent.enabled"
+        } else {
+            "agent.disabled"
+        },
+        client_id: Some(agent_id.to_string()),
+        subject: Some("cli".into()),
+        ip: None,
+        detail: json!({}),
+    };
+    assert!(
+        store::agents::set_active(&app.state.db, agent_id, active, app.now(), event)
+            .await
+            .unwrap()
+    );
+}
+
 fn ok(r: TestResponse) -> Value {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()
@@ -531,20 +553,8 @@ async fn kill_switch(app: TestApp) {
         assert_eq!(app.introspect(t).await["active"], true);
     }
 
-    let event = agentauth::store::audit::AuditEvent {
-        at: app.now(),
-        event: "agent.disabled",
-        client_id: Some(a.id.clone()),
-        subject: Some("cli".into()),
-        ip: None,
-        detail: json!({}),
-    };
     let started = Instant::now();
-    assert!(
-        store::agents::set_active(&app.state.db, &a.id, false, app.now(), event)
-            .await
-            .unwrap()
-    );
+    set_agent_active(&app, &a.id, false).await;
     loop {
         let mut all_off = true;
         for t in [&at, &passport, &derived] {
@@ -567,17 +577,7 @@ async fn kill_switch(app: TestApp) {
     assert!(events.iter().any(|e| e == "agent.disabled"));
 
     app.state.forget_agent(&a.id).await;
-    let event = agentauth::store::audit::AuditEvent {
-        at: app.now(),
-        event: "agent.enabled",
-        client_id: Some(a.id.clone()),
-        subject: Some("cli".into()),
-        ip: None,
-        detail: json!({}),
-    };
-    store::agents::set_active(&app.state.db, &a.id, true, app.now(), event)
-        .await
-        .unwrap();
+    set_agent_active(&app, &a.id, true).await;
     app.state.forget_agent(&a.id).await;
     assert_eq!(app.introspect(&at).await["active"], true);
 
@@ -611,18 +611,8 @@ async fn kill_switch_reaches_the_other_node_within_a_second() {
         .await);
     let at = at["access_token"].as_str().unwrap().to_string();
     assert_eq!(node_b.introspect(&at).await["active"], true);
-    let event = agentauth::store::audit::AuditEvent {
-        at: node_a.now(),
-        event: "agent.disabled",
-        client_id: Some(a.id.clone()),
-        subject: None,
-        ip: None,
-        detail: json!({}),
-    };
     let started = Instant::now();
-    store::agents::set_active(&node_a.state.db, &a.id, false, node_a.now(), event)
-        .await
-        .unwrap();
+    set_agent_active(&node_a, &a.id, false).await;
     node_a.state.forget_agent(&a.id).await;
     assert_eq!(
         node_a.introspect(&at).await["active"],

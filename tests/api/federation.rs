@@ -204,17 +204,7 @@ async fn untrusted_or_unmapped_workloads_are_refused(f: Federated) {
             .assert_error(400, "invalid_grant");
         assert!(body["error_description"].is_string(), "{why}: {body}");
     }
-    let event = agentauth::store::audit::AuditEvent {
-        at: app.now(),
-        event: "agent.disabled",
-        client_id: Some(f.agent_id.clone()),
-        subject: None,
-        ip: None,
-        detail: json!({}),
-    };
-    agentauth::store::agents::set_active(&app.state.db, &f.agent_id, false, app.now(), event)
-        .await
-        .unwrap();
+    crate::agents::set_agent_active(app, &f.agent_id, false).await;
     app.state.forget_agent(&f.agent_id).await;
     let r = bearer(app, &f.ci.assertion(ci_claims(app, json!({}))), &[]).await;
     assert!(r.status == 400 || r.status == 401, "{}", r.status);
