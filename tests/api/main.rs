@@ -18,6 +18,7 @@ mod metadata;
 mod ops;
 mod policy;
 mod private_key_jwt;
+mod processes;
 mod register;
 mod resource;
 mod token;
