@@ -119,6 +119,15 @@ impl AccessTokenClaims {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
     }
+
+    /// The scopes of `required` the token lacks (empty: it has them all).
+    pub fn missing_scopes<'a>(&self, required: &[&'a str]) -> Vec<&'a str> {
+        required
+            .iter()
+            .copied()
+            .filter(|r| !self.has_scope(r))
+            .collect()
+    }
 }
 
 /// JWT `typ` of an agent passport.

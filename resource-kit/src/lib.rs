@@ -10,6 +10,8 @@
 //!   ([`KeySource`]), never read from the token.
 //! - [`dpop`]: RFC 9449 §4.3 proof checks, `ath`, server nonces (§8).
 //! - [`jwk`]: which public keys we accept, and RFC 7638 thumbprints.
+//! - [`metadata`]: RFC 9728 protected resource metadata, and an axum
+//!   router that serves it at the well-known paths.
 //! - [`verifier`]: [`ResourceVerifier`], the whole check of one request, and
 //!   [`ResourceError`], its RFC 6750 §3 / RFC 9449 §7.1 challenges (an
 //!   `axum::response::IntoResponse` with the `axum` feature).
@@ -21,11 +23,13 @@ pub mod claims;
 pub mod dpop;
 pub mod jwk;
 pub mod jwt;
+pub mod metadata;
 pub mod verifier;
 
 pub use claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation};
 pub use jwt::{KeySource, StaticKeys, VerifyError, VerifyingKey, verify_jwt};
-pub use verifier::{ResourceError, ResourceVerifier};
+pub use metadata::ProtectedResourceMetadata;
+pub use verifier::{ChallengeContext, ResourceError, ResourceVerifier};
 
 /// SHA-256, the one digest the protocols here use.
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {

@@ -24,6 +24,20 @@ pub enum ResourceError {
     InvalidToken(&'static str),
     InvalidDpopProof(&'static str),
     UseDpopNonce(String),
+    /// RFC 6750 §3.1: a valid token without these scopes (403), so that
+    /// the client can step up.
+    InsufficientScope(Vec<String>),
+}
+
+/// What every challenge of one resource also says (RFC 9728 §5.1): where
+/// its protected resource metadata is, and the scopes a token needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChallengeContext {
+    /// URL of the resource's RFC 9728 metadata (`resource_metadata`).
+    pub resource_metadata: Option<String>,
+    /// Scopes to ask for (`scope`), space-separated, when none more
+    /// specific is known.
+    pub scope: Option<String>,
 }
 
 /// Verifies requests for one resource (one `aud`).
@@ -166,58 +180,110 @@ pub struct Challenge {
     pub dpop_nonce: Option<HeaderValue>,
 }
 
+/// RFC 6750 §3.1: a route that needs `required` scopes; `Err` names the
+/// scopes the client must step up to (403 `insufficient_scope`).
+pub fn require_scopes(claims: &AccessTokenClaims, required: &[&str]) -> Result<(), ResourceError> {
+    let missing = claims.missing_scopes(required);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        // Ask for everything the route needs plus what the token already
+        // has, so that a step-up does not lose the earlier scopes.
+        let mut scopes: Vec<String> = claims.scopes().map(str::to_string).collect();
+        scopes.extend(missing.iter().map(|s| s.to_string()));
+        Err(ResourceError::InsufficientScope(scopes))
+    }
+}
+
 impl ResourceError {
     /// RFC 6750 §3 and RFC 9449 §7.1: a `DPoP` challenge (with `algs`)
     /// always, and a `Bearer` one for bearer failures.
     pub fn challenge(&self) -> Challenge {
-        let algs = DPOP_ALGS.join(" ");
+        self.challenge_in(&ChallengeContext::default())
+    }
+
+    /// [`Self::challenge`] with the resource's `resource_metadata` and
+    /// `scope` parameters (RFC 9728 §5.1), which MCP clients follow to find
+    /// the authorization server and the scopes to ask for.
+    pub fn challenge_in(&self, context: &ChallengeContext) -> Challenge {
         let quote = |s: &str| s.replace(['"', '\\'], "'");
+        let algs = format!(r#"algs="{}""#, DPOP_ALGS.join(" "));
+        let scope = match self {
+            ResourceError::InsufficientScope(needed) => Some(needed.join(" ")),
+            _ => context.scope.clone(),
+        };
+        // Parameters every challenge of this resource carries.
+        let mut common = Vec::new();
+        if let Some(url) = &context.resource_metadata {
+            common.push(format!(r#"resource_metadata="{}""#, quote(url)));
+        }
+        if let Some(scope) = scope.filter(|s| !s.is_empty()) {
+            common.push(format!(r#"scope="{}""#, quote(&scope)));
+        }
+        let error = |code: &str, why: &str| {
+            vec![
+                format!(r#"error="{code}""#),
+                format!(r#"error_description="{}""#, quote(why)),
+            ]
+        };
+        let challenge = |scheme: &str, mut params: Vec<String>, dpop: bool| {
+            params.extend(common.iter().cloned());
+            if dpop {
+                params.push(algs.clone());
+            }
+            if params.is_empty() {
+                scheme.to_string()
+            } else {
+                format!("{scheme} {}", params.join(", "))
+            }
+        };
         let (status, challenges, nonce) = match &self {
             ResourceError::MissingToken => (
                 StatusCode::UNAUTHORIZED,
                 vec![
-                    format!(r#"DPoP algs="{algs}""#),
-                    r#"Bearer realm="agentauth""#.to_string(),
+                    challenge("DPoP", Vec::new(), true),
+                    challenge("Bearer", vec![r#"realm="agentauth""#.to_string()], false),
                 ],
                 None,
             ),
             ResourceError::InvalidRequest(why) => (
                 StatusCode::BAD_REQUEST,
-                vec![format!(
-                    r#"Bearer error="invalid_request", error_description="{}""#,
-                    quote(why)
-                )],
+                vec![challenge("Bearer", error("invalid_request", why), false)],
                 None,
             ),
             ResourceError::InvalidToken(why) => (
                 StatusCode::UNAUTHORIZED,
                 vec![
-                    format!(
-                        r#"DPoP error="invalid_token", error_description="{}", algs="{algs}""#,
-                        quote(why)
-                    ),
-                    format!(
-                        r#"Bearer error="invalid_token", error_description="{}""#,
-                        quote(why)
-                    ),
+                    challenge("DPoP", error("invalid_token", why), true),
+                    challenge("Bearer", error("invalid_token", why), false),
                 ],
                 None,
             ),
             ResourceError::InvalidDpopProof(why) => (
                 StatusCode::UNAUTHORIZED,
-                vec![format!(
-                    r#"DPoP error="invalid_dpop_proof", error_description="{}", algs="{algs}""#,
-                    quote(why)
-                )],
+                vec![challenge("DPoP", error("invalid_dpop_proof", why), true)],
                 None,
             ),
             ResourceError::UseDpopNonce(nonce) => (
                 StatusCode::UNAUTHORIZED,
-                vec![format!(
-                    r#"DPoP error="use_dpop_nonce", error_description="a DPoP nonce is required", algs="{algs}""#
+                vec![challenge(
+                    "DPoP",
+                    error("use_dpop_nonce", "a DPoP nonce is required"),
+                    true,
                 )],
                 Some(nonce.clone()),
             ),
+            ResourceError::InsufficientScope(_) => {
+                let why = "the token lacks a scope this request needs";
+                (
+                    StatusCode::FORBIDDEN,
+                    vec![
+                        challenge("DPoP", error("insufficient_scope", why), true),
+                        challenge("Bearer", error("insufficient_scope", why), false),
+                    ],
+                    None,
+                )
+            }
         };
         Challenge {
             status,
@@ -231,7 +297,12 @@ impl ResourceError {
 
     /// The response headers of [`Self::challenge`], for any HTTP stack.
     pub fn headers(&self) -> (StatusCode, HeaderMap) {
-        let challenge = self.challenge();
+        self.headers_in(&ChallengeContext::default())
+    }
+
+    /// The response headers of [`Self::challenge_in`].
+    pub fn headers_in(&self, context: &ChallengeContext) -> (StatusCode, HeaderMap) {
+        let challenge = self.challenge_in(context);
         let mut headers = HeaderMap::new();
         for v in challenge.www_authenticate {
             headers.append(header::WWW_AUTHENTICATE, v);
@@ -247,5 +318,58 @@ impl ResourceError {
 impl axum::response::IntoResponse for ResourceError {
     fn into_response(self) -> axum::response::Response {
         self.headers().into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(c: &Challenge) -> Vec<String> {
+        c.www_authenticate
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn challenges_name_the_metadata_and_scope() {
+        let context = ChallengeContext {
+            resource_metadata: Some(
+                "https://mcp.example.com/.well-known/oauth-protected-resource/mcp".into(),
+            ),
+            scope: Some("tools:read".into()),
+        };
+        let c = ResourceError::MissingToken.challenge_in(&context);
+        assert_eq!(c.status, StatusCode::UNAUTHORIZED);
+        let h = headers(&c);
+        assert!(h[0].starts_with("DPoP resource_metadata=\"https://mcp.example.com/"));
+        assert!(h[0].contains("scope=\"tools:read\""));
+        assert!(h[1].starts_with("Bearer realm=\"agentauth\", resource_metadata="));
+        // Without a context, the plain RFC 6750 challenge.
+        assert_eq!(
+            headers(&ResourceError::MissingToken.challenge())[1],
+            "Bearer realm=\"agentauth\""
+        );
+    }
+
+    #[test]
+    fn insufficient_scope_is_403_and_keeps_granted_scopes() {
+        let claims: AccessTokenClaims = serde_json::from_value(serde_json::json!({
+            "iss": "i", "sub": "s", "aud": "a", "client_id": "c", "jti": "j",
+            "iat": 1, "exp": 2, "scope": "tools:read"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(require_scopes(&claims, &["tools:read"]).is_ok());
+        let err = require_scopes(&claims, &["tools:read", "tools:admin"]).unwrap_err();
+        let c = err.challenge_in(&ChallengeContext::default());
+        assert_eq!(c.status, StatusCode::FORBIDDEN);
+        let h = headers(&c);
+        assert!(h[1].starts_with("Bearer error=\"insufficient_scope\""));
+        assert!(
+            h[1].contains("scope=\"tools:read tools:admin\""),
+            "{}",
+            h[1]
+        );
     }
 }
