@@ -12,6 +12,9 @@
 //! - [`jwk`]: which public keys we accept, and RFC 7638 thumbprints.
 //! - [`metadata`]: RFC 9728 protected resource metadata, and an axum
 //!   router that serves it at the well-known paths.
+//! - `remote` (feature `remote`): `RemoteKeys`, the authorization server's
+//!   keys found by RFC 8414 discovery, refetched on an unknown `kid` at most
+//!   once per interval.
 //! - [`verifier`]: [`ResourceVerifier`], the whole check of one request, and
 //!   [`ResourceError`], its RFC 6750 §3 / RFC 9449 §7.1 challenges (an
 //!   `axum::response::IntoResponse` with the `axum` feature).
@@ -24,6 +27,8 @@ pub mod dpop;
 pub mod jwk;
 pub mod jwt;
 pub mod metadata;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod verifier;
 
 pub use claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation};
