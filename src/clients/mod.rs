@@ -45,12 +45,17 @@ impl State {
         }
         // Distinct documents, not requests: concurrent or repeated
         // requests naming one document while its fetch is under way spend
-        // once (the entry is created atomically by exactly one of them).
-        let entry = self
+        // once. `and_compute_with` runs the calls on one key one after
+        // another, so exactly one of them inserts; `or_insert` does not
+        // promise a single fresh winner (moka #545).
+        let charged = self
             .document_fetch_charged
             .entry((ip, client_id.to_string()))
-            .or_insert(());
-        if !entry.is_fresh() {
+            .and_compute_with(|seen| match seen {
+                Some(_) => moka::ops::compute::Op::Nop,
+                None => moka::ops::compute::Op::Put(()),
+            });
+        if !matches!(charged, moka::ops::compute::CompResult::Inserted(_)) {
             return Ok(());
         }
         self.document_fetch_limiter
