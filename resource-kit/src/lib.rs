@@ -12,6 +12,9 @@
 //! - [`jwk`]: which public keys we accept, and RFC 7638 thumbprints.
 //! - [`metadata`]: RFC 9728 protected resource metadata, and an axum
 //!   router that serves it at the well-known paths.
+//! - `guard` (feature `axum`): `Guard` in the router state and the `Caller`
+//!   extractor: handlers get the verified caller, or the client gets the
+//!   right challenge; `Caller::require` for per-route scopes.
 //! - `remote` (feature `remote`): `RemoteKeys`, the authorization server's
 //!   keys found by RFC 8414 discovery, refetched on an unknown `kid` at most
 //!   once per interval.
@@ -24,6 +27,8 @@
 
 pub mod claims;
 pub mod dpop;
+#[cfg(feature = "axum")]
+pub mod guard;
 pub mod jwk;
 pub mod jwt;
 pub mod metadata;

@@ -1,0 +1,289 @@
+//! The kit in an axum service (feature `axum`): a [`Guard`] in the
+//! router's state, and a [`Caller`] extractor that hands handlers the
+//! verified caller or answers with the right challenge (RFC 6750 §3,
+//! RFC 9449 §7.1, `resource_metadata` per RFC 9728 §5.1).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use agentauth_resource::guard::{Caller, Guard};
+//! use agentauth_resource::{ProtectedResourceMetadata, StaticKeys};
+//!
+//! async fn whoami(caller: Caller) -> Result<String, agentauth_resource::guard::Refusal> {
+//!     caller.require(&["tools:read"])?;
+//!     Ok(format!("{} (agent {:?})", caller.claims.sub, caller.claims.agent_id))
+//! }
+//!
+//! # fn build(keys: StaticKeys) -> axum::Router {
+//! let metadata = ProtectedResourceMetadata::new("https://mcp.example.com/mcp", "https://auth.example.com");
+//! let guard = Arc::new(Guard::new(&metadata, Arc::new(keys)));
+//! axum::Router::new()
+//!     .route("/mcp", axum::routing::post(whoami))
+//!     .merge(metadata.router())
+//!     .with_state(guard)
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+
+use crate::claims::AccessTokenClaims;
+use crate::jwt::KeySource;
+use crate::metadata::ProtectedResourceMetadata;
+use crate::verifier::{ChallengeContext, ResourceError, ResourceVerifier, require_scopes};
+
+/// One protected resource: its verifier, its URL, and what its
+/// challenges say.
+pub struct Guard {
+    pub verifier: ResourceVerifier<Arc<dyn KeySource>>,
+    /// The resource URL as clients address it (the DPoP `htu`).
+    pub url: String,
+    pub context: ChallengeContext,
+    #[cfg(feature = "remote")]
+    remote: Option<Arc<crate::remote::RemoteKeys>>,
+}
+
+impl Guard {
+    /// A guard for the resource `metadata` describes, verifying with `keys`.
+    pub fn new(metadata: &ProtectedResourceMetadata, keys: Arc<dyn KeySource>) -> Self {
+        let issuer = metadata
+            .authorization_servers
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        Self {
+            verifier: ResourceVerifier::new(issuer, metadata.resource.clone(), keys),
+            url: metadata.resource.clone(),
+            context: ChallengeContext {
+                resource_metadata: metadata.metadata_url().ok(),
+                scope: (!metadata.scopes_supported.is_empty())
+                    .then(|| metadata.scopes_supported.join(" ")),
+            },
+            #[cfg(feature = "remote")]
+            remote: None,
+        }
+    }
+
+    /// A guard whose keys come from the authorization server, refetched
+    /// when a token names an unknown `kid`.
+    #[cfg(feature = "remote")]
+    pub fn remote(metadata: &ProtectedResourceMetadata, keys: crate::remote::RemoteKeys) -> Self {
+        let keys = Arc::new(keys);
+        let mut guard = Self::new(metadata, keys.clone());
+        guard.remote = Some(keys);
+        guard
+    }
+
+    /// The response for a refusal.
+    pub fn reject(&self, error: &ResourceError) -> Response {
+        error.headers_in(&self.context).into_response()
+    }
+
+    async fn check(&self, parts: &Parts) -> Result<AccessTokenClaims, ResourceError> {
+        #[cfg(feature = "remote")]
+        if let Some(remote) = &self.remote
+            && let Some(kid) = parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .and_then(|(_, t)| jsonwebtoken::decode_header(t.trim()).ok())
+                .and_then(|h| h.kid)
+        {
+            remote.refresh_for(&kid).await;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.verifier
+            .verify(parts.method.as_str(), &self.url, &parts.headers, now)
+    }
+}
+
+/// A refused request: its challenge, in this resource's words. Handlers
+/// return it (`Result<_, Refusal>`); it renders as the 401/403 response.
+pub struct Refusal {
+    pub error: ResourceError,
+    guard: Arc<Guard>,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.guard.reject(&self.error)
+    }
+}
+
+/// The verified caller of a request: subject, client, agent, owner,
+/// scopes and the `act` chain, in `claims`.
+pub struct Caller {
+    pub claims: AccessTokenClaims,
+    guard: Arc<Guard>,
+}
+
+impl Caller {
+    /// RFC 6750 §3.1: the route needs `scopes`; otherwise a 403
+    /// `insufficient_scope` naming what to step up to.
+    pub fn require(&self, scopes: &[&str]) -> Result<(), Refusal> {
+        require_scopes(&self.claims, scopes).map_err(|error| Refusal {
+            error,
+            guard: self.guard.clone(),
+        })
+    }
+
+    /// The agent acting, if any: the innermost `act`, else `agent_id`.
+    pub fn agent(&self) -> Option<&str> {
+        self.claims
+            .act
+            .as_ref()
+            .map(|a| a.sub.as_str())
+            .or(self.claims.agent_id.as_deref())
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Guard>: FromRef<S>,
+{
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let guard = Arc::<Guard>::from_ref(state);
+        match guard.check(parts).await {
+            Ok(claims) => Ok(Caller { claims, guard }),
+            Err(error) => Err(Refusal { error, guard }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::jwt::{StaticKeys, VerifyingKey};
+
+    async fn whoami(caller: Caller) -> Result<String, Refusal> {
+        caller.require(&["tools:read"])?;
+        Ok(format!("{} {:?}", caller.claims.sub, caller.agent()))
+    }
+
+    async fn admin(caller: Caller) -> Result<String, Refusal> {
+        caller.require(&["tools:admin"])?;
+        Ok("ok".into())
+    }
+
+    #[tokio::test]
+    async fn handlers_get_the_caller_or_a_challenge() {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let public = aws_lc_rs::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .to_vec();
+        let mut keys = StaticKeys::default();
+        keys.insert(
+            "k1",
+            VerifyingKey {
+                alg: Algorithm::ES256,
+                key: DecodingKey::from_ec_der(&public),
+            },
+        );
+        let mut metadata = ProtectedResourceMetadata::new(
+            "https://mcp.example.com/mcp",
+            "https://auth.example.com",
+        );
+        metadata.scopes_supported = vec!["tools:read".into(), "tools:admin".into()];
+        let guard = Arc::new(Guard::new(&metadata, Arc::new(keys)));
+        let app = axum::Router::new()
+            .route("/mcp", axum::routing::post(whoami))
+            .route("/admin", axum::routing::post(admin))
+            .merge(metadata.router())
+            .with_state(guard);
+
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &json!({"iss": "https://auth.example.com", "sub": "alice", "aud": "https://mcp.example.com/mcp",
+                    "client_id": "c", "jti": "j", "iat": now, "exp": now + 300, "scope": "tools:read",
+                    "act": {"sub": "agent-1", "agent_id": "agent-1"}}),
+            &EncodingKey::from_ec_der(pkcs8.as_ref()),
+        )
+        .unwrap();
+        let call = |path: &str, token: Option<&str>| {
+            let mut req = http::Request::post(path);
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            app.clone()
+                .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        };
+
+        let r = call("/mcp", Some(&token)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(&body[..], b"alice Some(\"agent-1\")");
+
+        let r = call("/mcp", None).await.unwrap();
+        assert_eq!(r.status(), 401);
+        let challenge = r
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>();
+        assert!(
+            challenge.iter().any(|c| {
+                c.contains(
+            "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        )
+            }),
+            "{challenge:?}"
+        );
+
+        let r = call("/admin", Some(&token)).await.unwrap();
+        assert_eq!(r.status(), 403);
+        let challenge = r
+            .headers()
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            challenge.contains("insufficient_scope")
+                && challenge.contains("scope=\"tools:read tools:admin\""),
+            "{challenge}"
+        );
+
+        let r = call("/mcp", Some("not-a-jwt")).await.unwrap();
+        assert_eq!(r.status(), 401);
+
+        let r = app
+            .clone()
+            .oneshot(
+                http::Request::get("/.well-known/oauth-protected-resource/mcp")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
