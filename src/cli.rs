@@ -48,6 +48,7 @@ fn print_resources(args: &ServeArgs) -> anyhow::Result<()> {
             "name": r.name,
             "scopes": r.scopes.as_ref().map(|s| s.iter().collect::<Vec<_>>()),
             "client_credentials": r.client_credentials,
+            "dpop_bound_access_tokens_required": r.dpop_required,
         })
     };
     let out = json!({

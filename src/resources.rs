@@ -28,6 +28,9 @@ pub struct Resource {
     pub scopes: Option<Scope>,
     /// Kinds of client that may get its tokens by `client_credentials`.
     pub client_credentials: Vec<ClientKind>,
+    /// RFC 9728 `dpop_bound_access_tokens_required`: its tokens are issued
+    /// only DPoP-bound.
+    pub dpop_required: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -76,6 +79,8 @@ struct FileEntry {
     #[serde(default)]
     scopes: Vec<String>,
     client_credentials: Option<Vec<ClientKind>>,
+    #[serde(default)]
+    dpop_bound_access_tokens_required: bool,
 }
 
 /// What the registry is built from.
@@ -127,6 +132,7 @@ impl ResourceRegistry {
                 name: "default audience".into(),
                 scopes: sources.scopes.cloned(),
                 client_credentials: default_client_credentials.clone(),
+                dpop_required: false,
             },
             open: sources.open || file.open_resources,
             default_client_credentials,
@@ -147,6 +153,7 @@ impl ResourceRegistry {
                 client_credentials: entry
                     .client_credentials
                     .unwrap_or_else(|| registry.default_client_credentials.clone()),
+                dpop_required: entry.dpop_bound_access_tokens_required,
                 uri: entry.uri,
             })?;
         }
@@ -161,6 +168,7 @@ impl ResourceRegistry {
                 name: uri.to_string(),
                 scopes: sources.scopes.cloned(),
                 client_credentials: registry.default_client_credentials.clone(),
+                dpop_required: false,
             })?;
         }
         Ok(registry)
@@ -297,6 +305,15 @@ impl Targets<'_> {
                 Some(offered) => scope.intersection(offered),
                 None => scope,
             })
+    }
+
+    /// Whether a resource of the token takes only DPoP-bound tokens (RFC
+    /// 9728 `dpop_bound_access_tokens_required`).
+    pub fn dpop_required(&self) -> Option<&str> {
+        self.list
+            .iter()
+            .find(|(_, r)| r.is_some_and(|r| r.dpop_required))
+            .map(|(u, _)| u.as_str())
     }
 
     /// `client_credentials` (no user): the client's kind must be listed by

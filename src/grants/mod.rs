@@ -315,6 +315,17 @@ pub async fn issue_access_token(
     req: AccessTokenRequest<'_>,
 ) -> Result<Issued, Error> {
     let now = req.now;
+    // RFC 9728 `dpop_bound_access_tokens_required`: such a resource never
+    // gets a bearer token.
+    if req.jkt.is_none()
+        && let Ok(targets) = state.config.resources.resolve(req.resources)
+        && let Some(uri) = targets.dpop_required()
+    {
+        return Err(OAuthError::invalid_dpop_proof(format!(
+            "resource {uri:?} takes only DPoP-bound tokens; send a DPoP proof"
+        ))
+        .into());
+    }
     let ttl = req.max_ttl.map_or(state.config.access_token_ttl, |max| {
         max.min(state.config.access_token_ttl)
     });

@@ -23,6 +23,12 @@ uri = "https://files.example.com/"
 name = "Files"
 scopes = ["files:read"]
 client_credentials = ["operator", "initial_token", "dynamic"]
+
+[[resource]]
+uri = "https://vault.example.com/"
+name = "Vault"
+scopes = ["vault:read"]
+dpop_bound_access_tokens_required = true
 "#;
 
 async fn registry_app(backend: Backend) -> TestApp {
@@ -211,6 +217,41 @@ async fn resources_file_scopes_and_kinds(app: TestApp) {
 }
 with_registry!(resources_file_scopes_and_kinds);
 
+/// RFC 9728 `dpop_bound_access_tokens_required`: a resource that takes
+/// only DPoP-bound tokens never gets a bearer token.
+async fn dpop_required_resources_get_no_bearer_tokens(app: TestApp) {
+    let (id, secret) = app.cc_client("vault:read").await;
+    let vault = ("resource", "https://vault.example.com/");
+    let body = app
+        .token(&id, &secret, &[vault])
+        .await
+        .assert_error(400, "invalid_dpop_proof");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("DPoP-bound")
+    );
+    let key = crate::dpop::ProofKey::new();
+    let r = app
+        .send(
+            axum::http::Request::post("/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", crate::helpers::basic(&id, &secret))
+                .header("DPoP", key.proof(&app))
+                .body(axum::body::Body::from(format!(
+                    "grant_type=client_credentials&resource={}",
+                    form_urlencoded::byte_serialize(b"https://vault.example.com/")
+                        .collect::<String>()
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["token_type"], "DPoP");
+}
+with_registry!(dpop_required_resources_get_no_bearer_tokens);
+
 /// RFC 7662 §4: a caller learns about a token only when it is a resource
 /// in the token's `aud`, or an introspector for every token; refresh
 /// tokens only to the latter.
@@ -261,7 +302,7 @@ async fn scope_less_registration_through_refresh(app: TestApp) {
             "token_endpoint_auth_method": "none",
         }))
         .await;
-    assert_eq!(reg["scope"], "tools:read tools:call files:read");
+    assert_eq!(reg["scope"], "tools:read tools:call files:read vault:read");
     assert_eq!(
         reg["grant_types"],
         json!(["authorization_code", "refresh_token"])
