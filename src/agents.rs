@@ -43,6 +43,12 @@ pub fn is_agent_id(id: &str) -> bool {
     id.starts_with(ID_PREFIX)
 }
 
+/// `{issuer}/agents/`: agents as audiences (a user delegates to an agent
+/// by authorizing a token for `{issuer}/agents/{id}`).
+pub fn audience_prefix(issuer: &str) -> String {
+    format!("{issuer}/agents/")
+}
+
 /// Most keys one agent holds.
 pub const MAX_KEYS: usize = 8;
 

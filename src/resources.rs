@@ -38,6 +38,9 @@ pub struct ResourceRegistry {
     by_key: HashMap<String, Resource>,
     /// Registered order, for display.
     order: Vec<String>,
+    /// Whether any resource takes only DPoP-bound tokens (so that token
+    /// requests skip the check when none does).
+    any_dpop_required: bool,
     /// Tokens requested with no `resource`.
     default: Resource,
     open: bool,
@@ -127,6 +130,7 @@ impl ResourceRegistry {
         let mut registry = Self {
             by_key: HashMap::new(),
             order: Vec::new(),
+            any_dpop_required: false,
             default: Resource {
                 uri: sources.default_audience.to_string(),
                 name: "default audience".into(),
@@ -136,7 +140,7 @@ impl ResourceRegistry {
             },
             open: sources.open || file.open_resources,
             default_client_credentials,
-            agents_prefix: sources.issuer.map(|i| format!("{i}/agents/")),
+            agents_prefix: sources.issuer.map(crate::agents::audience_prefix),
         };
         for entry in file.resources {
             let scopes = Scope::parse(&entry.scopes.join(" "))
@@ -182,6 +186,7 @@ impl ResourceRegistry {
             // requests with no `resource` too.
             self.default = resource.clone();
         }
+        self.any_dpop_required |= resource.dpop_required;
         if self.by_key.insert(key.clone(), resource).is_some() {
             return Err(format!("resource {key:?} is registered twice"));
         }
@@ -196,6 +201,21 @@ impl ResourceRegistry {
 
     pub fn default_audience(&self) -> &Resource {
         &self.default
+    }
+
+    /// The first of `resources` that takes only DPoP-bound tokens.
+    pub fn dpop_required<'a>(&self, resources: &'a [ResourceUri]) -> Option<&'a str> {
+        if !self.any_dpop_required {
+            return None;
+        }
+        resources
+            .iter()
+            .find(|r| {
+                self.by_key
+                    .get(&key(r.as_str()))
+                    .is_some_and(|r| r.dpop_required)
+            })
+            .map(ResourceUri::as_str)
     }
 
     pub fn is_open(&self) -> bool {
@@ -305,15 +325,6 @@ impl Targets<'_> {
                 Some(offered) => scope.intersection(offered),
                 None => scope,
             })
-    }
-
-    /// Whether a resource of the token takes only DPoP-bound tokens (RFC
-    /// 9728 `dpop_bound_access_tokens_required`).
-    pub fn dpop_required(&self) -> Option<&str> {
-        self.list
-            .iter()
-            .find(|(_, r)| r.is_some_and(|r| r.dpop_required))
-            .map(|(u, _)| u.as_str())
     }
 
     /// `client_credentials` (no user): the client's kind must be listed by

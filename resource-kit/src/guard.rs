@@ -83,16 +83,8 @@ impl Guard {
 
     async fn check(&self, parts: &Parts) -> Result<AccessTokenClaims, ResourceError> {
         #[cfg(feature = "remote")]
-        if let Some(remote) = &self.remote
-            && let Some(kid) = parts
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' '))
-                .and_then(|(_, t)| jsonwebtoken::decode_header(t.trim()).ok())
-                .and_then(|h| h.kid)
-        {
-            remote.refresh_for(&kid).await;
+        if let Some(remote) = &self.remote {
+            remote.refresh_for_request(&parts.headers).await;
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

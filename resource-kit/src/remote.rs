@@ -131,6 +131,21 @@ impl RemoteKeys {
     }
 }
 
+impl RemoteKeys {
+    /// [`Self::refresh_for`] the `kid` of the token in `Authorization`.
+    pub async fn refresh_for_request(&self, headers: &HeaderMap) {
+        let kid = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .and_then(|(_, token)| jsonwebtoken::decode_header(token.trim()).ok())
+            .and_then(|h| h.kid);
+        if let Some(kid) = kid {
+            self.refresh_for(&kid).await;
+        }
+    }
+}
+
 impl KeySource for RemoteKeys {
     fn key(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
         self.keys.read().ok()?.key(kid)
@@ -148,15 +163,7 @@ impl ResourceVerifier<RemoteKeys> {
         headers: &HeaderMap,
         now: i64,
     ) -> Result<AccessTokenClaims, ResourceError> {
-        let kid = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .and_then(|(_, token)| jsonwebtoken::decode_header(token.trim()).ok())
-            .and_then(|h| h.kid);
-        if let Some(kid) = kid {
-            self.keys.refresh_for(&kid).await;
-        }
+        self.keys.refresh_for_request(headers).await;
         self.verify(method, url, headers, now)
     }
 }

@@ -318,8 +318,7 @@ pub async fn issue_access_token(
     // RFC 9728 `dpop_bound_access_tokens_required`: such a resource never
     // gets a bearer token.
     if req.jkt.is_none()
-        && let Ok(targets) = state.config.resources.resolve(req.resources)
-        && let Some(uri) = targets.dpop_required()
+        && let Some(uri) = state.config.resources.dpop_required(req.resources)
     {
         return Err(OAuthError::invalid_dpop_proof(format!(
             "resource {uri:?} takes only DPoP-bound tokens; send a DPoP proof"

@@ -55,11 +55,6 @@ fn unacceptable(why: &'static str) -> Error {
     OAuthError::invalid_request(why).into()
 }
 
-/// The agent's identifier as an audience: `{issuer}/agents/{id}`.
-pub fn agent_audience(issuer: &str, agent_id: &str) -> String {
-    format!("{issuer}/agents/{agent_id}")
-}
-
 async fn subject(
     state: &State,
     req: &TokenRequest<'_>,
@@ -68,7 +63,10 @@ async fn subject(
 ) -> Result<Subject, Error> {
     let token = req.params.require("subject_token")?;
     let token_type = req.params.require("subject_token_type")?;
-    let me = agent_audience(&state.config.issuer, agent_id);
+    let me = format!(
+        "{}{agent_id}",
+        crate::agents::audience_prefix(&state.config.issuer)
+    );
     match token_type {
         ACCESS_TOKEN_TYPE => {
             let claims = live_access_token(state, token)

@@ -153,12 +153,13 @@ pub async fn create(
 }
 
 async fn spend_initial_token(state: &AppState, token: &str, now: i64) -> Result<()> {
-    match store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
-        store::initial_tokens::Spent::Yes { .. } => Ok(()),
-        store::initial_tokens::Spent::No => Err(OAuthError::invalid_token(
-            "the initial access token is invalid, expired or used up",
+    if store::initial_tokens::consume(&state.db, sha256(token.as_bytes()), now).await? {
+        Ok(())
+    } else {
+        Err(
+            OAuthError::invalid_token("the initial access token is invalid, expired or used up")
+                .into(),
         )
-        .into()),
     }
 }
 

@@ -37,21 +37,13 @@ pub async fn owner_of(
         .and_then(|row| row.owner_id))
 }
 
-/// What spending an initial access token yields.
-pub enum Spent {
-    /// Invalid, expired or used up.
-    No,
-    /// Spent; registrations with it create agents for this owner when set.
-    Yes { owner_id: Option<String> },
-}
-
 /// Spends one use of the token: one conditional `UPDATE`, so concurrent
 /// registrations cannot spend the same last use twice.
 pub async fn consume(
     db: &impl ConnectionTrait,
     token_hash: [u8; 32],
     now: i64,
-) -> StoreResult<Spent> {
+) -> StoreResult<bool> {
     let result = iat::Entity::update_many()
         .col_expr(
             iat::Column::UsesRemaining,
@@ -70,12 +62,5 @@ pub async fn consume(
         )
         .exec(db)
         .await?;
-    if result.rows_affected != 1 {
-        return Ok(Spent::No);
-    }
-    let owner_id = iat::Entity::find_by_id(token_hash.to_vec())
-        .one(db)
-        .await?
-        .and_then(|row| row.owner_id);
-    Ok(Spent::Yes { owner_id })
+    Ok(result.rows_affected == 1)
 }

@@ -300,10 +300,18 @@ async fn passports(app: TestApp) {
     assert_eq!(r.status, 200);
     assert_eq!(app.introspect(passport).await["active"], true);
 
-    // A scope the agent lacks; a client that is not an agent.
+    // A scope the agent lacks; a site that is neither a URI nor a client;
+    // a client that is not an agent.
     a.token(&app, &[("grant_type", PASSPORT), ("scope", "admin")], None)
         .await
         .assert_error(400, "invalid_scope");
+    a.token(
+        &app,
+        &[("grant_type", PASSPORT), ("audience", "not a site")],
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_target");
     let key = client_key("plain");
     let reg = app
         .register(
@@ -655,6 +663,22 @@ async fn registration_with_an_owner_token_creates_an_agent(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_client_metadata");
+    let mut private = key.jwk.clone();
+    private["d"] = json!("AAAA");
+    let rsa = json!({"kty": "RSA", "kid": "r", "n": "sXch", "e": "AQAB"});
+    for bad in [private, rsa] {
+        let r = app
+            .json_request(
+                "POST",
+                "/register",
+                &json!({"client_name": "ci bot", "jwks": {"keys": [bad]}}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.json()["error"], "invalid_client_metadata");
+    }
     let r = app
         .json_request(
             "POST",

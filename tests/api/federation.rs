@@ -198,6 +198,9 @@ async fn untrusted_or_unmapped_workloads_are_refused(f: Federated) {
         ),
         ("no jti", f.ci.assertion(ci_claims(app, json!({"jti": ""})))),
     ];
+    app.post_form("/token", &[("grant_type", GRANT)], None)
+        .await
+        .assert_error(400, "invalid_request");
     for (why, assertion) in cases {
         let body = bearer(app, &assertion, &[])
             .await
