@@ -80,7 +80,7 @@ pub async fn live_passport(
 
 /// `verify`, once more after reloading the keys when the token names a
 /// `kid` this node has not loaded (see `KeyRing::reload_for_unknown_kid`).
-async fn verify_reloading<T>(
+pub async fn verify_reloading<T>(
     state: &State,
     now: i64,
     verify: impl Fn() -> Result<T, VerifyError>,

@@ -28,7 +28,13 @@ pub async fn post(
     let token = form.require("token")?;
     let now = state.now();
     // An agent revokes its own passports like access tokens.
-    if let Ok(passport) = state.keys.verify::<PassportClaims>(token, PASSPORT_TYP) {
+    // A key this node has not loaded yet must not make a revocation a
+    // silent no-op: verification reloads keys on an unknown kid.
+    let passport = crate::tokens::verify_reloading(&state, now, || {
+        state.keys.verify::<PassportClaims>(token, PASSPORT_TYP)
+    })
+    .await;
+    if let Some(passport) = passport {
         if passport.iss == state.config.issuer
             && passport.agent_id == client.client_id()
             && passport.exp > now
@@ -54,9 +60,12 @@ pub async fn post(
         }
         return Ok(ok());
     }
-    let Ok(claims) = state
-        .keys
-        .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)
+    let Some(claims) = crate::tokens::verify_reloading(&state, now, || {
+        state
+            .keys
+            .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)
+    })
+    .await
     else {
         return revoke_refresh_token(&state, client.client_id(), token, ip).await;
     };

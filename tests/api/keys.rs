@@ -213,3 +213,22 @@ async fn unknown_kid_reloads_keys_once() {
             .await
     );
 }
+
+/// A revocation at a node that has not loaded the token's key yet is not
+/// a silent no-op: the node reloads its keys and revokes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_with_an_unknown_kid_reloads_keys() {
+    let (a, b) = crate::helpers::spawn_pg_nodes().await;
+    let kek = Kek::from_bytes(&a.kek_bytes).unwrap();
+    keys::rotate(&a.state.db, &kek, SigningAlg::Rs256, a.now(), 0, 900)
+        .await
+        .unwrap();
+    a.state.keys.reload(&a.state.db, a.now()).await.unwrap();
+    let (id, secret, token) = a.access_token("read").await;
+    let r = b
+        .post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
+        .await;
+    assert_eq!(r.status, 200);
+    a.state.revocations.invalidate();
+    assert_eq!(a.introspect(&token).await["active"], false);
+}
