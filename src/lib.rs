@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod proof;
 pub mod replay_batch;
+pub mod resource_metadata;
 pub mod resources;
 pub mod revocation_cache;
 pub mod router;

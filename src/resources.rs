@@ -245,6 +245,11 @@ impl ResourceRegistry {
         })
     }
 
+    /// The registered resource `uri` names (in any spelling).
+    pub fn get(&self, uri: &str) -> Option<&Resource> {
+        self.by_key.get(&key(uri))
+    }
+
     /// The resources a request names, as registered. Unregistered ones are
     /// `invalid_target` unless resources are open.
     pub fn resolve(&self, requested: &[ResourceUri]) -> Result<Targets<'_>, Denial> {

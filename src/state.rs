@@ -42,6 +42,8 @@ pub struct State {
     pub document_clients: clients::document::DocumentCache,
     /// Fetched `jwks_uri` documents by URL.
     pub client_jwks: clients::jwks::JwksCache,
+    /// RFC 9728 metadata of resources, for consent pages.
+    pub resource_metadata: crate::resource_metadata::MetadataCache,
     pub fetcher: Fetcher,
     pub audit: AuditSink,
     pub metrics: Metrics,
@@ -165,6 +167,7 @@ impl State {
             agents: crate::agents::status_cache(),
             document_clients: clients::document::cache(),
             client_jwks: clients::jwks::cache(),
+            resource_metadata: crate::resource_metadata::cache(),
             fetcher: Fetcher::new(config.insecure_fetch)
                 .map_err(|e| StartError::Fetch(e.to_string()))?,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),

@@ -32,7 +32,9 @@ use http::request::Parts;
 use crate::claims::AccessTokenClaims;
 use crate::jwt::KeySource;
 use crate::metadata::ProtectedResourceMetadata;
-use crate::verifier::{ChallengeContext, ResourceError, ResourceVerifier, require_scopes};
+use crate::verifier::{
+    ChallengeContext, ResourceError, ResourceVerifier, TokenKind, Verified, require_scopes,
+};
 
 /// One protected resource: its verifier, its URL, and what its
 /// challenges say.
@@ -41,8 +43,14 @@ pub struct Guard {
     /// The resource URL as clients address it (the DPoP `htu`).
     pub url: String,
     pub context: ChallengeContext,
+    /// MCP tools that need scopes beyond the token's basic ones, by tool
+    /// name: [`protect`] answers a `tools/call` of one with 403
+    /// `insufficient_scope` naming them.
+    pub tool_scopes: std::collections::HashMap<String, Vec<String>>,
     #[cfg(feature = "remote")]
     remote: Option<Arc<crate::remote::RemoteKeys>>,
+    #[cfg(feature = "remote")]
+    introspector: Option<crate::introspection::Introspector>,
 }
 
 impl Guard {
@@ -61,9 +69,21 @@ impl Guard {
                 scope: (!metadata.scopes_supported.is_empty())
                     .then(|| metadata.scopes_supported.join(" ")),
             },
+            tool_scopes: Default::default(),
             #[cfg(feature = "remote")]
             remote: None,
+            #[cfg(feature = "remote")]
+            introspector: None,
         }
+    }
+
+    /// Introspection mode: every token that passes the local checks is
+    /// also checked live at the authorization server (cached briefly), so
+    /// revocation and the agent kill switch bite here at once.
+    #[cfg(feature = "remote")]
+    pub fn with_introspection(mut self, introspector: crate::introspection::Introspector) -> Self {
+        self.introspector = Some(introspector);
+        self
     }
 
     /// A guard whose keys come from the authorization server, refetched
@@ -81,7 +101,10 @@ impl Guard {
         error.headers_in(&self.context).into_response()
     }
 
-    async fn check(&self, parts: &Parts) -> Result<AccessTokenClaims, ResourceError> {
+    /// The whole check of one request: keys refetched for an unknown
+    /// `kid` (remote guards), the local verification, then introspection
+    /// when it is on.
+    pub async fn check(&self, parts: &Parts) -> Result<Verified, ResourceError> {
         #[cfg(feature = "remote")]
         if let Some(remote) = &self.remote {
             remote.refresh_for_request(&parts.headers).await;
@@ -89,8 +112,23 @@ impl Guard {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.verifier
-            .verify(parts.method.as_str(), &self.url, &parts.headers, now)
+        let verified =
+            self.verifier
+                .verify_request(parts.method.as_str(), &self.url, &parts.headers, now)?;
+        #[cfg(feature = "remote")]
+        if let Some(introspector) = &self.introspector {
+            let (token, _) = crate::verifier::bearer_or_dpop(&parts.headers)?;
+            match introspector.active(token).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ResourceError::InvalidToken(
+                        "the access token has been revoked",
+                    ));
+                }
+                Err(_) => return Err(ResourceError::Unavailable),
+            }
+        }
+        Ok(verified)
     }
 }
 
@@ -108,9 +146,12 @@ impl IntoResponse for Refusal {
 }
 
 /// The verified caller of a request: subject, client, agent, owner,
-/// scopes and the `act` chain, in `claims`.
+/// scopes and the `act` chain, in `claims`; `kind` says whether it came
+/// with an access token or an agent passport.
+#[derive(Clone)]
 pub struct Caller {
     pub claims: AccessTokenClaims,
+    pub kind: TokenKind,
     guard: Arc<Guard>,
 }
 
@@ -142,12 +183,100 @@ where
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // A `protect` layer in front already verified this request.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let guard = Arc::<Guard>::from_ref(state);
         match guard.check(parts).await {
-            Ok(claims) => Ok(Caller { claims, guard }),
+            Ok(v) => Ok(Caller {
+                claims: v.claims,
+                kind: v.kind,
+                guard,
+            }),
             Err(error) => Err(Refusal { error, guard }),
         }
     }
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state(guard, protect)`)
+/// for routes whose handlers are not axum extractors (an rmcp service):
+/// verifies the request, puts the [`Caller`] in its extensions, and, when
+/// the body is an MCP `tools/call` of a tool listed in
+/// [`Guard::tool_scopes`], refuses it with 403 `insufficient_scope` unless
+/// the token has that tool's scopes (MCP authorization, scope challenge
+/// handling), so that the client steps up instead of failing the call.
+pub async fn protect(
+    axum::extract::State(guard): axum::extract::State<Arc<Guard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let verified = match guard.check(&parts).await {
+        Ok(v) => v,
+        Err(error) => return guard.reject(&error),
+    };
+    let caller = Caller {
+        claims: verified.claims,
+        kind: verified.kind,
+        guard: guard.clone(),
+    };
+    let body = if guard.tool_scopes.is_empty() || parts.method != http::Method::POST {
+        body
+    } else {
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
+            return (
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            )
+                .into_response();
+        };
+        for tool in called_tools(&bytes) {
+            if let Some(scopes) = guard.tool_scopes.get(&tool) {
+                let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+                if let Err(refusal) = caller.require(&scopes) {
+                    return refusal.into_response();
+                }
+            }
+        }
+        axum::body::Body::from(bytes)
+    };
+    parts.extensions.insert(caller);
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}
+
+/// Largest MCP request body [`protect`] reads to find tool calls.
+const MAX_MCP_BODY: usize = 4 << 20;
+
+/// The tool names of the `tools/call` requests in a JSON-RPC message or
+/// batch; anything else (or not JSON) names none and is left to the MCP
+/// service to answer.
+fn called_tools(body: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Params {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        method: Option<String>,
+        params: Option<serde_json::Value>,
+    }
+    let calls = |m: Message| {
+        (m.method.as_deref() == Some("tools/call"))
+            .then(|| {
+                m.params
+                    .and_then(|p| serde_json::from_value::<Params>(p).ok())
+            })
+            .flatten()
+            .map(|p| p.name)
+    };
+    if let Ok(one) = serde_json::from_slice::<Message>(body) {
+        return calls(one).into_iter().collect();
+    }
+    serde_json::from_slice::<Vec<Message>>(body)
+        .map(|batch| batch.into_iter().filter_map(calls).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //! - `guard` (feature `axum`): `Guard` in the router state and the `Caller`
 //!   extractor: handlers get the verified caller, or the client gets the
 //!   right challenge; `Caller::require` for per-route scopes.
+//! - `introspection` (feature `remote`): introspection mode, for
+//!   revocation and the kill switch to bite at once.
 //! - `remote` (feature `remote`): `RemoteKeys`, the authorization server's
 //!   keys found by RFC 8414 discovery, refetched on an unknown `kid` at most
 //!   once per interval.
@@ -29,6 +31,8 @@ pub mod claims;
 pub mod dpop;
 #[cfg(feature = "axum")]
 pub mod guard;
+#[cfg(feature = "remote")]
+pub mod introspection;
 pub mod jwk;
 pub mod jwt;
 pub mod metadata;
@@ -39,7 +43,7 @@ pub mod verifier;
 pub use claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation};
 pub use jwt::{KeySource, StaticKeys, VerifyError, VerifyingKey, verify_jwt};
 pub use metadata::ProtectedResourceMetadata;
-pub use verifier::{ChallengeContext, ResourceError, ResourceVerifier};
+pub use verifier::{ChallengeContext, ResourceError, ResourceVerifier, TokenKind, Verified};
 
 /// SHA-256, the one digest the protocols here use.
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {

@@ -27,6 +27,26 @@ pub struct ProtectedResourceMetadata {
     /// RFC 9728 §2: whether only DPoP-bound tokens are accepted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dpop_bound_access_tokens_required: bool,
+    /// agentauth extension (RFC 9728 §2 allows more members): what each
+    /// scope lets a client do, in words for the owner's consent page.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub scope_descriptions: std::collections::BTreeMap<String, String>,
+}
+
+/// RFC 9728 §3.1: the well-known path of `resource`'s metadata.
+pub fn well_known_path(resource: &str) -> Result<String, url::ParseError> {
+    let url = Url::parse(resource)?;
+    let path = url.path().trim_end_matches('/');
+    Ok(format!("{WELL_KNOWN}{path}"))
+}
+
+/// RFC 9728 §3.1: the URL of `resource`'s metadata.
+pub fn metadata_url(resource: &str) -> Result<String, url::ParseError> {
+    let mut url = Url::parse(resource)?;
+    url.set_path(&well_known_path(resource)?);
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url.to_string())
 }
 
 impl ProtectedResourceMetadata {
@@ -45,6 +65,7 @@ impl ProtectedResourceMetadata {
                     .collect(),
             ),
             dpop_bound_access_tokens_required: false,
+            scope_descriptions: Default::default(),
         }
     }
 
@@ -52,17 +73,12 @@ impl ProtectedResourceMetadata {
     /// resource's own path appended (`https://mcp.example.com/mcp` →
     /// `/.well-known/oauth-protected-resource/mcp`).
     pub fn well_known_path(&self) -> Result<String, url::ParseError> {
-        let url = Url::parse(&self.resource)?;
-        let path = url.path().trim_end_matches('/');
-        Ok(format!("{WELL_KNOWN}{path}"))
+        well_known_path(&self.resource)
     }
 
     /// The metadata's URL, for the `resource_metadata` challenge parameter.
     pub fn metadata_url(&self) -> Result<String, url::ParseError> {
-        let mut url = Url::parse(&self.resource)?;
-        url.set_path(&self.well_known_path()?);
-        url.set_query(None);
-        Ok(url.to_string())
+        metadata_url(&self.resource)
     }
 
     /// The JSON document.

@@ -63,27 +63,41 @@ async fn fetch_keys(http: &reqwest::Client, jwks_uri: &str) -> Result<StaticKeys
     Ok(StaticKeys::from_jwks(&set))
 }
 
+pub(crate) fn http_client(for_url: &str) -> Result<reqwest::Client, RemoteError> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| RemoteError::Fetch(for_url.to_string(), e.to_string()))
+}
+
+/// `{issuer}/.well-known/oauth-authorization-server`, whose `issuer` must
+/// be `issuer` byte for byte (RFC 8414 §3.3): the client, the document and
+/// its URL.
+pub(crate) async fn authorization_server_metadata(
+    issuer: &str,
+) -> Result<(reqwest::Client, serde_json::Value, String), RemoteError> {
+    let http = http_client(issuer)?;
+    let url = format!(
+        "{}/.well-known/oauth-authorization-server",
+        issuer.trim_end_matches('/')
+    );
+    let metadata = get_json(&http, &url).await?;
+    let found = metadata["issuer"].as_str().unwrap_or_default();
+    if found != issuer {
+        return Err(RemoteError::IssuerMismatch {
+            expected: issuer.to_string(),
+            found: found.to_string(),
+        });
+    }
+    Ok((http, metadata, url))
+}
+
 impl RemoteKeys {
     /// Reads `{issuer}/.well-known/oauth-authorization-server` (whose
     /// `issuer` must be `issuer`, byte for byte: RFC 8414 §3.3) and fetches
     /// the JWKS it names.
     pub async fn discover(issuer: &str) -> Result<Self, RemoteError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| RemoteError::Fetch(issuer.to_string(), e.to_string()))?;
-        let url = format!(
-            "{}/.well-known/oauth-authorization-server",
-            issuer.trim_end_matches('/')
-        );
-        let metadata = get_json(&http, &url).await?;
-        let found = metadata["issuer"].as_str().unwrap_or_default();
-        if found != issuer {
-            return Err(RemoteError::IssuerMismatch {
-                expected: issuer.to_string(),
-                found: found.to_string(),
-            });
-        }
+        let (http, metadata, url) = authorization_server_metadata(issuer).await?;
         let jwks_uri = metadata["jwks_uri"]
             .as_str()
             .ok_or_else(|| RemoteError::Shape(url.clone(), "no jwks_uri".into()))?

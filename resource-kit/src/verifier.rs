@@ -11,9 +11,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
-use crate::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use crate::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, PASSPORT_TYP, PassportClaims};
 use crate::dpop::{self, DPOP_ALGS, DpopError, Expectations, NonceKey};
-use crate::jwt::{KeySource, verify_jwt};
+use crate::jwt::{KeySource, VerifyError, verify_jwt};
 
 /// Why a request was refused; each maps to one challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,37 @@ pub enum ResourceError {
     /// RFC 6750 §3.1: a valid token without these scopes (403), so that
     /// the client can step up.
     InsufficientScope(Vec<String>),
+    /// The token could not be checked now (introspection mode, the
+    /// authorization server unreachable): 503, try again.
+    Unavailable,
+}
+
+/// What kind of credential a request carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An RFC 9068 access token (`typ: at+jwt`), possibly delegated
+    /// (`act`).
+    Access,
+    /// An agent passport (`typ: agent-passport+jwt`), always DPoP-bound.
+    Passport,
+}
+
+/// A verified request: the caller's claims (a passport's read as an
+/// access token's: `sub`, `client_id` and `agent_id` name the agent,
+/// `owner` its owner, `extra["agent_name"]` its name) and their kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub claims: AccessTokenClaims,
+    pub kind: TokenKind,
+}
+
+/// Signature-checked tokens, by SHA-256 of the token: a resource sees the
+/// same token many times, and a signature check costs 30-100 µs. An entry
+/// is used only while the key that signed it is still published.
+#[derive(Clone)]
+struct Checked {
+    verified: Verified,
+    kid: String,
 }
 
 /// What every challenge of one resource also says (RFC 9728 §5.1): where
@@ -49,6 +80,7 @@ pub struct ResourceVerifier<K> {
     pub nonces: Option<NonceKey>,
     /// (jkt, jti) of proofs seen within the window.
     replay: Cache<String, ()>,
+    checked: Cache<[u8; 32], std::sync::Arc<Checked>>,
 }
 
 impl<K: KeySource> ResourceVerifier<K> {
@@ -63,42 +95,63 @@ impl<K: KeySource> ResourceVerifier<K> {
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(121))
                 .build(),
+            checked: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
         }
     }
 
-    /// RFC 6750 §2.1 / RFC 9449 §7.1: the token from `Authorization`, then
-    /// RFC 9068 §4 checks, then for bound tokens RFC 9449 §4.3 and §7.
-    /// `url` is the resource URL as the client addressed it (from config,
-    /// not the `Host` header).
-    pub fn verify(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &HeaderMap,
-        now: i64,
-    ) -> Result<AccessTokenClaims, ResourceError> {
-        let mut auth = headers.get_all(header::AUTHORIZATION).iter();
-        let value = auth.next().ok_or(ResourceError::MissingToken)?;
-        if auth.next().is_some() {
-            return Err(ResourceError::InvalidRequest(
-                "more than one Authorization header",
-            ));
-        }
-        let value = value
-            .to_str()
-            .map_err(|_| ResourceError::InvalidRequest("malformed Authorization header"))?;
-        let (scheme, token) = value.split_once(' ').ok_or(ResourceError::InvalidRequest(
-            "malformed Authorization header",
-        ))?;
-        let token = token.trim();
-        let dpop_scheme = scheme.eq_ignore_ascii_case("dpop");
-        if !dpop_scheme && !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ResourceError::MissingToken);
-        }
-
-        let claims: AccessTokenClaims =
-            verify_jwt(token, ACCESS_TOKEN_TYP, |kid| self.keys.key(kid))
-                .map_err(|_| ResourceError::InvalidToken("the access token is invalid"))?;
+    /// The token's claims after the signature check (cached) and the
+    /// issuer, audience and time checks (never cached).
+    fn token(&self, token: &str, now: i64) -> Result<Verified, ResourceError> {
+        let invalid = || ResourceError::InvalidToken("the access token is invalid");
+        let digest = crate::sha256(token.as_bytes());
+        let cached = self
+            .checked
+            .get(&digest)
+            .filter(|c| self.keys.key(&c.kid).is_some());
+        let checked = match cached {
+            Some(c) => c,
+            None => {
+                let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+                let kid = header.kid.clone().ok_or_else(invalid)?;
+                let typ = header.typ.as_deref().unwrap_or_default();
+                let is = |want: &str| {
+                    typ.eq_ignore_ascii_case(want)
+                        || typ
+                            .get(..12)
+                            .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+                            && typ[12..].eq_ignore_ascii_case(want)
+                };
+                let key_for = |kid: &str| self.keys.key(kid);
+                let verified = if is(PASSPORT_TYP) {
+                    let p: PassportClaims = verify_jwt(token, PASSPORT_TYP, key_for)
+                        .map_err(|_: VerifyError| invalid())?;
+                    // A passport names the site it is for, or none (then
+                    // its DPoP proof's `htu` is what binds it here).
+                    if p.aud.as_ref().is_some_and(|a| !a.contains(&self.audience)) {
+                        return Err(ResourceError::InvalidToken(
+                            "the passport is for another site",
+                        ));
+                    }
+                    Verified {
+                        kind: TokenKind::Passport,
+                        claims: passport_as_access(p, &self.audience),
+                    }
+                } else {
+                    Verified {
+                        kind: TokenKind::Access,
+                        claims: verify_jwt(token, ACCESS_TOKEN_TYP, key_for)
+                            .map_err(|_| invalid())?,
+                    }
+                };
+                let checked = std::sync::Arc::new(Checked { verified, kid });
+                self.checked.insert(digest, checked.clone());
+                checked
+            }
+        };
+        let claims = &checked.verified.claims;
         if claims.iss != self.issuer {
             return Err(ResourceError::InvalidToken(
                 "the access token is from another issuer",
@@ -112,15 +165,43 @@ impl<K: KeySource> ResourceVerifier<K> {
         if claims.exp <= now || claims.nbf.is_some_and(|nbf| nbf > now) {
             return Err(ResourceError::InvalidToken("the access token has expired"));
         }
+        Ok(checked.verified.clone())
+    }
 
+    /// RFC 6750 §2.1 / RFC 9449 §7.1: the token from `Authorization`, then
+    /// RFC 9068 §4 checks, then for bound tokens RFC 9449 §4.3 and §7.
+    /// `url` is the resource URL as the client addressed it (from config,
+    /// not the `Host` header).
+    pub fn verify(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<AccessTokenClaims, ResourceError> {
+        self.verify_request(method, url, headers, now)
+            .map(|v| v.claims)
+    }
+
+    /// [`Self::verify`], for access tokens and agent passports alike,
+    /// saying which it was.
+    pub fn verify_request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<Verified, ResourceError> {
+        let (token, dpop_scheme) = bearer_or_dpop(headers)?;
+        let verified = self.token(token, now)?;
         let proofs: Vec<&HeaderValue> = headers.get_all("dpop").iter().collect();
-        match (&claims.cnf, dpop_scheme) {
+        match (&verified.claims.cnf, dpop_scheme) {
             // SECURITY-CASES 45: a bound token presented as a bearer token.
             (Some(_), false) => Err(ResourceError::InvalidToken(
                 "a DPoP-bound token must use the DPoP scheme",
             )),
             (None, true) => Err(ResourceError::InvalidToken("the token is not DPoP-bound")),
-            (None, false) => Ok(claims),
+            (None, false) => Ok(verified),
             (Some(cnf), true) => {
                 let [proof] = proofs.as_slice() else {
                     return Err(ResourceError::InvalidDpopProof(
@@ -138,7 +219,7 @@ impl<K: KeySource> ResourceVerifier<K> {
                     access_token: Some(token),
                     nonces: self.nonces.as_ref(),
                 };
-                let verified = dpop::verify_proof(proof, &expect).map_err(|e| match e {
+                let proven = dpop::verify_proof(proof, &expect).map_err(|e| match e {
                     DpopError::UseNonce => ResourceError::UseDpopNonce(
                         self.nonces
                             .as_ref()
@@ -148,12 +229,12 @@ impl<K: KeySource> ResourceVerifier<K> {
                     DpopError::Invalid(why) => ResourceError::InvalidDpopProof(why),
                 })?;
                 // RFC 9449 §7.1: the proof key is the key the token is bound to.
-                if verified.jkt != cnf.jkt {
+                if proven.jkt != cnf.jkt {
                     return Err(ResourceError::InvalidDpopProof(
                         "the proof key is not the key the token is bound to",
                     ));
                 }
-                let key = format!("{}:{}", verified.jkt, verified.jti);
+                let key = format!("{}:{}", proven.jkt, proven.jti);
                 // Serialized per key, so exactly one concurrent use wins
                 // (`or_insert` makes no such promise, moka #545).
                 let spent = self
@@ -165,9 +246,55 @@ impl<K: KeySource> ResourceVerifier<K> {
                         "DPoP proof jti was already used",
                     ));
                 }
-                Ok(claims)
+                Ok(verified)
             }
         }
+    }
+}
+
+/// RFC 6750 §2.1 / RFC 9449 §7.1: the one `Authorization` header's token,
+/// and whether it came under the `DPoP` scheme.
+pub(crate) fn bearer_or_dpop(headers: &HeaderMap) -> Result<(&str, bool), ResourceError> {
+    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
+    let value = auth.next().ok_or(ResourceError::MissingToken)?;
+    if auth.next().is_some() {
+        return Err(ResourceError::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ResourceError::InvalidRequest("malformed Authorization header"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(ResourceError::InvalidRequest(
+        "malformed Authorization header",
+    ))?;
+    let dpop_scheme = scheme.eq_ignore_ascii_case("dpop");
+    if !dpop_scheme && !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ResourceError::MissingToken);
+    }
+    Ok((token.trim(), dpop_scheme))
+}
+
+/// A passport's claims in the access-token shape handlers read.
+fn passport_as_access(p: PassportClaims, audience: &str) -> AccessTokenClaims {
+    let mut extra = serde_json::Map::new();
+    extra.insert("agent_name".into(), p.agent_name.into());
+    AccessTokenClaims {
+        iss: p.iss,
+        aud: Audience::One(audience.to_string()),
+        client_id: p.sub.clone(),
+        sub: p.sub,
+        scope: p.scope,
+        jti: p.jti,
+        iat: p.iat,
+        exp: p.exp,
+        nbf: None,
+        cnf: Some(p.cnf),
+        act: None,
+        may_act: None,
+        agent_id: Some(p.agent_id),
+        owner: Some(p.owner),
+        extra,
     }
 }
 
@@ -273,6 +400,7 @@ impl ResourceError {
                 )],
                 Some(nonce.clone()),
             ),
+            ResourceError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Vec::new(), None),
             ResourceError::InsufficientScope(_) => {
                 let why = "the token lacks a scope this request needs";
                 (
@@ -309,6 +437,9 @@ impl ResourceError {
         }
         if let Some(v) = challenge.dpop_nonce {
             headers.insert("dpop-nonce", v);
+        }
+        if challenge.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         (challenge.status, headers)
     }

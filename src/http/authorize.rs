@@ -352,11 +352,9 @@ pub async fn get(
         }
         (None, _) => return Ok(pages::see_other(&login_url(&strip_prompt_login(&query)))),
     };
-    let consented =
-        match store::grants::consent(&state.db, &session.user_id, &req.client.client_id).await? {
-            Some(c) => covers(&c, &req),
-            None => false,
-        };
+    let earlier =
+        store::grants::consent(&state.db, &session.user_id, &req.client.client_id).await?;
+    let consented = earlier.as_ref().is_some_and(|c| covers(c, &req));
     if consented && req.prompt != Some(Prompt::Consent) {
         return issue_code(&state, &req, &session).await;
     }
@@ -366,7 +364,7 @@ pub async fn get(
             back_to(&req, "consent_required", "the user has not consented"),
         );
     }
-    consent_page(&state, &headers, &req, &session)
+    consent_page(&state, &headers, &req, &session, earlier.as_ref()).await
 }
 
 fn back_to(req: &AuthorizationRequest, error: &'static str, description: &str) -> Failure {
@@ -434,11 +432,12 @@ fn describe(scope: &str) -> String {
     }
 }
 
-fn consent_page(
+async fn consent_page(
     state: &AppStateInner,
     headers: &HeaderMap,
     req: &AuthorizationRequest,
     session: &Session,
+    earlier: Option<&store::grants::ConsentRow>,
 ) -> Result<Response> {
     let csrf = pages::csrf(state, headers)?;
     let host = Url::parse(&req.redirect_uri)
@@ -456,12 +455,52 @@ fn consent_page(
                     })
                     .unwrap_or(false)
             });
+    // Issue 14 item 4: each resource in its own words (RFC 9728
+    // `resource_name`, our `scope_descriptions`), the operator's name for
+    // it first.
+    let mut resources = Vec::with_capacity(req.resources.len());
+    let mut descriptions = std::collections::BTreeMap::new();
+    for uri in &req.resources {
+        let published = crate::resource_metadata::get(state, uri.as_str()).await;
+        let registered = state
+            .config
+            .resources
+            .get(uri.as_str())
+            .map(|r| r.name.clone())
+            .filter(|name| name != uri.as_str());
+        let name = registered.or_else(|| published.as_ref().and_then(|m| m.resource_name.clone()));
+        if let Some(m) = &published {
+            for (scope, text) in &m.scope_descriptions {
+                descriptions
+                    .entry(scope.clone())
+                    .or_insert_with(|| text.clone());
+            }
+        }
+        resources.push(json!({ "uri": uri.as_str(), "name": name }));
+    }
+    // A step-up asks only for what the owner has not allowed yet; what was
+    // allowed before is listed apart and kept.
+    let granted = earlier
+        .map(|c| Scope::parse(&c.scope).unwrap_or_default())
+        .unwrap_or_default();
+    let word = |s: &str| {
+        json!({
+            "name": s,
+            "text": descriptions.get(s).cloned().unwrap_or_else(|| describe(s)),
+        })
+    };
     let scopes: Vec<_> = req
         .scope
         .iter()
-        .map(|s| json!({ "name": s, "text": describe(s) }))
+        .filter(|s| !granted.contains(s))
+        .map(word)
         .collect();
-    let resources: Vec<&str> = req.resources.iter().map(ResourceUri::as_str).collect();
+    let kept: Vec<_> = req
+        .scope
+        .iter()
+        .filter(|s| granted.contains(s))
+        .map(word)
+        .collect();
     let page = pages::render(
         state,
         StatusCode::OK,
@@ -474,6 +513,7 @@ fn consent_page(
             "localhost_only": localhost_only,
             "resources": resources,
             "scopes": scopes,
+            "kept_scopes": kept,
             "request": req.raw_query,
             "csrf_token": csrf.token,
         }),
@@ -552,7 +592,7 @@ pub async fn decision(
         Some("approve") => {
             let now = state.now();
             let resources: Vec<&str> = req.resources.iter().map(ResourceUri::as_str).collect();
-            store::grants::save_consent(
+            store::grants::add_consent(
                 &state.db,
                 store::grants::ConsentRow {
                     user_id: session.user_id.clone(),

@@ -217,6 +217,37 @@ pub async fn save_consent(db: &impl ConnectionTrait, row: ConsentRow) -> StoreRe
     Ok(())
 }
 
+/// Records a consent, keeping what the user allowed the client before
+/// (a step-up adds scopes and resources; it takes none away). Read and
+/// write in one transaction.
+pub async fn add_consent<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    mut row: ConsentRow,
+) -> StoreResult<()> {
+    let txn = db.begin().await?;
+    if let Some(earlier) = consent(&txn, &row.user_id, &row.client_id).await? {
+        let mut scopes: Vec<&str> = earlier.scope.split(' ').filter(|s| !s.is_empty()).collect();
+        for s in row.scope.split(' ').filter(|s| !s.is_empty()) {
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        row.scope = scopes.join(" ");
+        let mut resources: Vec<String> =
+            serde_json::from_value(earlier.resources).unwrap_or_default();
+        let asked: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
+        for r in asked {
+            if !resources.contains(&r) {
+                resources.push(r);
+            }
+        }
+        row.resources = serde_json::json!(resources);
+    }
+    save_consent(&txn, row).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
 pub async fn user_consents(
     db: &impl ConnectionTrait,
     user_id: &str,

@@ -9,6 +9,7 @@ mod helpers;
 
 mod agents;
 mod code_flow;
+mod consent;
 mod dpop;
 mod federation;
 mod hardening;
