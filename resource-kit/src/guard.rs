@@ -407,4 +407,222 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+
+    fn es256() -> (EncodingKey, StaticKeys) {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let public = aws_lc_rs::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .to_vec();
+        let mut keys = StaticKeys::default();
+        keys.insert(
+            "k1",
+            VerifyingKey {
+                alg: Algorithm::ES256,
+                key: DecodingKey::from_ec_der(&public),
+            },
+        );
+        (EncodingKey::from_ec_der(pkcs8.as_ref()), keys)
+    }
+
+    fn sign(key: &EncodingKey, typ: &str, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    /// `protect` in front of a service that is not an extractor (an MCP
+    /// endpoint): the caller lands in the request's extensions, and a
+    /// `tools/call` of a tool that needs more scope is a 403 step-up
+    /// before the service sees it; other methods and tools pass.
+    #[tokio::test]
+    async fn protect_puts_the_caller_in_extensions_and_guards_tools() {
+        let (signing, keys) = es256();
+        let mut metadata = ProtectedResourceMetadata::new(
+            "https://mcp.example.com/mcp",
+            "https://auth.example.com",
+        );
+        metadata.scopes_supported = vec!["mcp".into(), "mcp:admin".into()];
+        let mut guard = Guard::new(&metadata, Arc::new(keys));
+        guard
+            .tool_scopes
+            .insert("admin_echo".into(), vec!["mcp:admin".into()]);
+        let guard = Arc::new(guard);
+        let service = |request: axum::extract::Request| async move {
+            let caller = request.extensions().get::<Caller>().cloned();
+            caller.map_or("none".to_string(), |c| c.claims.sub)
+        };
+        let app = axum::Router::new()
+            .route("/mcp", axum::routing::post(service))
+            .layer(axum::middleware::from_fn_with_state(guard.clone(), protect));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = sign(
+            &signing,
+            "at+jwt",
+            json!({"iss": "https://auth.example.com", "sub": "alice", "aud": "https://mcp.example.com/mcp",
+                   "client_id": "c", "jti": "j", "iat": now, "exp": now + 300, "scope": "mcp"}),
+        );
+        let call = |body: &str, token: &str| {
+            app.clone().oneshot(
+                http::Request::post("/mcp")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .unwrap(),
+            )
+        };
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let whoami = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami"}}"#;
+        let admin = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"admin_echo","arguments":{"text":"x"}}}"#;
+        for body in [list, whoami, "not json"] {
+            let r = call(body, &token).await.unwrap();
+            assert_eq!(r.status(), 200, "{body}");
+            let text = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            assert_eq!(&text[..], b"alice");
+        }
+        for body in [admin.to_string(), format!("[{list},{admin}]")] {
+            let r = call(&body, &token).await.unwrap();
+            assert_eq!(r.status(), 403, "{body}");
+            let challenge = r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                challenge.contains(r#"error="insufficient_scope""#)
+                    && challenge.contains(r#"scope="mcp mcp:admin""#),
+                "{challenge}"
+            );
+        }
+        let r = call(list, "garbage").await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("resource_metadata=")
+        );
+    }
+
+    /// A passport reaches handlers through the same call, as the agent;
+    /// it is refused as a bearer token, and for another site.
+    #[tokio::test]
+    async fn passports_are_verified_by_the_same_call() {
+        let (signing, keys) = es256();
+        let metadata = ProtectedResourceMetadata::new(
+            "https://mcp.example.com/mcp",
+            "https://auth.example.com",
+        );
+        let guard = Guard::new(&metadata, Arc::new(keys));
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let proof_key = ProofKey::new();
+        let passport = |aud: serde_json::Value| {
+            sign(
+                &signing,
+                "agent-passport+jwt",
+                json!({"iss": "https://auth.example.com", "sub": "agent-x", "aud": aud, "owner": "u1",
+                       "agent_name": "builder", "scope": "mcp", "cnf": {"jkt": proof_key.jkt()},
+                       "jti": "p1", "iat": now, "exp": now + 300, "agent_id": "agent-x"}),
+            )
+        };
+        let request = |scheme: &str, token: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "authorization",
+                format!("{scheme} {token}").parse().unwrap(),
+            );
+            headers.insert(
+                "dpop",
+                proof_key
+                    .proof("POST", "https://mcp.example.com/mcp", Some(token), now)
+                    .parse()
+                    .unwrap(),
+            );
+            headers
+        };
+        let token = passport(json!("https://mcp.example.com/mcp"));
+        let v = guard
+            .verifier
+            .verify_request("POST", &guard.url, &request("DPoP", &token), now)
+            .unwrap();
+        assert_eq!(v.kind, crate::verifier::TokenKind::Passport);
+        assert_eq!(v.claims.agent_id.as_deref(), Some("agent-x"));
+        assert_eq!(v.claims.owner.as_deref(), Some("u1"));
+        assert_eq!(v.claims.extra["agent_name"], "builder");
+        let err = guard
+            .verifier
+            .verify_request("POST", &guard.url, &request("Bearer", &token), now)
+            .unwrap_err();
+        assert!(matches!(err, ResourceError::InvalidToken(_)), "{err:?}");
+        let elsewhere = passport(json!("https://other.example.com/"));
+        let err = guard
+            .verifier
+            .verify_request("POST", &guard.url, &request("DPoP", &elsewhere), now)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ResourceError::InvalidToken("the passport is for another site")
+        );
+    }
+
+    struct ProofKey {
+        pair: EcdsaKeyPair,
+        jwk: serde_json::Value,
+    }
+
+    impl ProofKey {
+        fn new() -> Self {
+            use base64::Engine as _;
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+            let public = aws_lc_rs::signature::KeyPair::public_key(&pair)
+                .as_ref()
+                .to_vec();
+            let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+            let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&public[1..33]), "y": b64(&public[33..65])});
+            Self { pair, jwk }
+        }
+
+        fn jkt(&self) -> String {
+            crate::jwk::thumbprint(&serde_json::from_value(self.jwk.clone()).unwrap()).unwrap()
+        }
+
+        fn proof(&self, htm: &str, htu: &str, token: Option<&str>, iat: i64) -> String {
+            use base64::Engine as _;
+            let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+            let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
+            let mut claims = json!({"jti": format!("{iat}-{htm}-{}", token.map_or(0, str::len)),
+                                    "htm": htm, "htu": htu, "iat": iat});
+            if let Some(t) = token {
+                claims["ath"] = crate::dpop::ath(t).into();
+            }
+            let input = format!(
+                "{}.{}",
+                b64(header.to_string().as_bytes()),
+                b64(claims.to_string().as_bytes())
+            );
+            let sig = self
+                .pair
+                .sign(&SystemRandom::new(), input.as_bytes())
+                .unwrap();
+            format!("{input}.{}", b64(sig.as_ref()))
+        }
+    }
 }

@@ -1,0 +1,245 @@
+//! An MCP server protected by agentauth: rmcp's streamable HTTP transport
+//! behind the resource kit (`agentauth-resource`).
+//!
+//! ```text
+//! cargo run --example mcp_server -- --issuer http://127.0.0.1:8080
+//! ```
+//!
+//! It serves its RFC 9728 metadata, answers unauthenticated requests with
+//! a `WWW-Authenticate` challenge naming that metadata (MCP clients follow
+//! it to agentauth, register, and get a token), and offers two tools:
+//! `whoami` (scope `mcp`: who is calling, which agent, whose, with what
+//! scopes and through which delegation chain) and `admin_echo` (scope
+//! `mcp:admin`: a `tools/call` without it is a 403 `insufficient_scope`,
+//! and the client steps up). Register the resource at agentauth:
+//! `agentauth serve --resource http://127.0.0.1:8090/mcp --scopes "mcp mcp:admin"`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentauth_resource::guard::{Caller, Guard, protect};
+use agentauth_resource::introspection::Introspector;
+use agentauth_resource::remote::RemoteKeys;
+use agentauth_resource::{ProtectedResourceMetadata, TokenKind};
+use clap::Parser;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::Extension;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use serde_json::json;
+
+/// The scope every call needs.
+pub const BASIC_SCOPE: &str = "mcp";
+/// The scope `admin_echo` needs besides.
+pub const ADMIN_SCOPE: &str = "mcp:admin";
+
+/// Example MCP server protected by agentauth.
+#[derive(Parser, Debug, Clone)]
+pub struct Options {
+    /// The agentauth issuer that protects this server.
+    #[arg(long, env = "AGENTAUTH_ISSUER")]
+    pub issuer: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// The resource URL clients use (the `aud` of its tokens); default
+    /// `http://{listen}/mcp`.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Introspection mode: check every token at agentauth too (cached for
+    /// a second), as this client (`agentauth client create --introspect
+    /// <resource>`), so that revocation and the agent kill switch bite at
+    /// once.
+    #[arg(long, requires = "introspection_secret")]
+    pub introspection_client: Option<String>,
+    #[arg(long, env = "MCP_INTROSPECTION_SECRET", hide_env_values = true)]
+    pub introspection_secret: Option<String>,
+    /// Serve the tools with no protection at all (benchmarks measure the
+    /// cost of protection against this).
+    #[arg(long)]
+    pub unprotected: bool,
+}
+
+impl Options {
+    pub fn resource(&self) -> String {
+        self.resource
+            .clone()
+            .unwrap_or_else(|| format!("http://{}/mcp", self.listen))
+    }
+}
+
+/// The MCP tools.
+#[derive(Clone)]
+pub struct Tools {
+    tool_router: ToolRouter<Self>,
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct EchoArgs {
+    /// Text to echo back.
+    pub text: String,
+}
+
+/// The verified caller the kit put in the HTTP request's extensions
+/// (rmcp hands tools the request's `Parts`).
+fn caller(parts: &axum::http::request::Parts) -> Option<&Caller> {
+    parts.extensions.get::<Caller>()
+}
+
+#[tool_router]
+impl Tools {
+    pub fn new() -> Self {
+        Self {
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "Who is calling: the subject, the agent and its owner, the scopes, and the delegation chain (act)"
+    )]
+    async fn whoami(
+        &self,
+        Extension(parts): Extension<axum::http::request::Parts>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let Some(caller) = caller(&parts) else {
+            return Ok(CallToolResult::success(vec![ContentBlock::text(
+                json!({"sub": null, "protected": false}).to_string(),
+            )]));
+        };
+        let c = &caller.claims;
+        let chain: Vec<_> = c
+            .act
+            .iter()
+            .flat_map(|a| a.chain())
+            .map(|a| json!({"sub": a.sub, "agent_id": a.agent_id, "client_id": a.client_id}))
+            .collect();
+        let answer = json!({
+            "sub": c.sub,
+            "client_id": c.client_id,
+            "agent": caller.agent(),
+            "owner": c.owner,
+            "scopes": c.scopes().collect::<Vec<_>>(),
+            "act": chain,
+            "token": match caller.kind { TokenKind::Access => "access_token", TokenKind::Passport => "passport" },
+            "dpop_bound": c.cnf.is_some(),
+            "expires_at": c.exp,
+        });
+        Ok(CallToolResult::success(vec![ContentBlock::text(
+            answer.to_string(),
+        )]))
+    }
+
+    #[tool(description = "Echo text back; needs the mcp:admin scope")]
+    async fn admin_echo(
+        &self,
+        Parameters(EchoArgs { text }): Parameters<EchoArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+    }
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Tools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "agentauth-example",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions("Call whoami to see how agentauth identifies you.")
+    }
+}
+
+/// The server's router: `/mcp` (protected unless `unprotected`) and the
+/// RFC 9728 metadata at its well-known paths.
+pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
+    let resource = options.resource();
+    let host = url::Url::parse(&resource)?
+        .host_str()
+        .unwrap_or("localhost")
+        .to_string();
+    let mcp = StreamableHttpService::new(
+        || Ok(Tools::new()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().with_allowed_hosts([
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            host,
+        ]),
+    );
+    let router = axum::Router::new().nest_service("/mcp", mcp);
+    if options.unprotected {
+        return Ok(router);
+    }
+
+    let mut metadata = ProtectedResourceMetadata::new(&resource, &options.issuer);
+    metadata.resource_name = Some("agentauth example MCP server".into());
+    metadata.scopes_supported = vec![BASIC_SCOPE.into(), ADMIN_SCOPE.into()];
+    metadata.scope_descriptions.insert(
+        BASIC_SCOPE.into(),
+        "Use the example's tools (whoami)".into(),
+    );
+    metadata.scope_descriptions.insert(
+        ADMIN_SCOPE.into(),
+        "Use the example's admin tool (admin_echo)".into(),
+    );
+
+    let keys = RemoteKeys::discover(&options.issuer).await?;
+    let mut guard = Guard::remote(&metadata, keys);
+    // Clients ask for the basic scope first and step up when a tool needs
+    // more (RFC 6750 §3 `scope` in the 401 challenge).
+    guard.context.scope = Some(BASIC_SCOPE.into());
+    guard
+        .tool_scopes
+        .insert("whoami".into(), vec![BASIC_SCOPE.into()]);
+    guard.tool_scopes.insert(
+        "admin_echo".into(),
+        vec![BASIC_SCOPE.into(), ADMIN_SCOPE.into()],
+    );
+    if let (Some(id), Some(secret)) = (&options.introspection_client, &options.introspection_secret)
+    {
+        let introspector = Introspector::discover(&options.issuer, id, secret)
+            .await?
+            .cache_for(Duration::from_secs(1));
+        guard = guard.with_introspection(introspector);
+    }
+    let guard = Arc::new(guard);
+    Ok(router
+        .layer(axum::middleware::from_fn_with_state(guard, protect))
+        .merge(metadata.router()))
+}
+
+#[allow(dead_code)]
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let options = Options::parse();
+    let app = app(&options).await?;
+    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    tracing::info!(
+        resource = %options.resource(),
+        issuer = %options.issuer,
+        protected = !options.unprotected,
+        "example MCP server listening"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
