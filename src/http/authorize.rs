@@ -267,10 +267,20 @@ async fn parse(
     };
     let targets = state.config.resources.resolve(&requested).map_err(denied)?;
     let allowed = client.metadata.scope();
+    // A self-registered client's `scope` is its own claim, not a limit
+    // anyone set (it could register again with any scope): what bounds its
+    // requests is what the resources offer and what the owner consents to,
+    // so MCP clients that registered with their first scopes can step up.
+    // For clients an operator made, the registered scope is the ceiling.
+    let self_registered = matches!(
+        client.kind,
+        crate::oauth::client_kind::ClientKind::Dynamic
+            | crate::oauth::client_kind::ClientKind::MetadataDocument
+    );
     let scope = match get("scope") {
         Some(text) => {
             let s = Scope::parse(text).map_err(|e| back("invalid_scope", e.to_string()))?;
-            if let Some(extra) = s.missing_from(&allowed).next() {
+            if !self_registered && let Some(extra) = s.missing_from(&allowed).next() {
                 return Err(back(
                     "invalid_scope",
                     format!("scope {extra:?} is not allowed for this client"),

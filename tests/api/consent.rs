@@ -169,3 +169,48 @@ async fn metadata_for_another_resource_is_ignored() {
     assert!(!html.contains("Your Bank"), "{html}");
     assert!(html.contains(&format!("<code>{resource}</code>")), "{html}");
 }
+
+/// The registered `scope` bounds what a client an operator vouched for
+/// (an initial access token) may ask for; a self-registered client's
+/// `scope` is only its own claim, so it may ask for more (the resource's
+/// offer and the owner's consent bound it), as MCP clients stepping up do.
+#[tokio::test]
+async fn registered_scope_is_a_ceiling_only_for_vouched_clients() {
+    let app = app_for("https://tools.example.com/mcp", Backend::Sqlite).await;
+    let metadata = json!({
+        "grant_types": ["authorization_code"],
+        "redirect_uris": [crate::code_flow::REDIRECT],
+        "token_endpoint_auth_method": "none",
+        "scope": "read",
+    });
+    let vouched = app.register(metadata.clone()).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let open = app.register_open(metadata).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let browser = Browser::new(&app);
+    browser.login("alice", PASSWORD).await;
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&authorize(
+            &vouched,
+            &challenge,
+            "read write",
+            "https://tools.example.com/mcp",
+        ))
+        .await;
+    let to = query_of(&location(&r));
+    assert_eq!(to["error"], "invalid_scope");
+    let r = browser
+        .get(&authorize(
+            &open,
+            &challenge,
+            "read write",
+            "https://tools.example.com/mcp",
+        ))
+        .await;
+    assert_eq!(r.status, 200, "the owner is asked");
+}
