@@ -62,6 +62,12 @@ pub struct Options {
     /// cost of protection against this).
     #[arg(long)]
     pub unprotected: bool,
+    /// Keep MCP sessions (`Mcp-Session-Id`, server-sent events on GET).
+    /// Without it the server is stateless: every POST stands alone and is
+    /// answered with JSON, so any number of instances can serve one
+    /// resource and concurrent calls of one client run in parallel.
+    #[arg(long)]
+    pub sessions: bool,
 }
 
 impl Options {
@@ -229,7 +235,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let options = Options::parse();
     let app = app(&options).await?;
-    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    // Small responses go out at once (no Nagle delay behind a client's
+    // delayed ACK).
+    use axum::serve::ListenerExt as _;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     tracing::info!(
         resource = %options.resource(),
         issuer = %options.issuer,

@@ -80,7 +80,7 @@ pub struct ResourceVerifier<K> {
     pub nonces: Option<NonceKey>,
     /// (jkt, jti) of proofs seen within the window.
     replay: Cache<String, ()>,
-    checked: Cache<[u8; 32], std::sync::Arc<Checked>>,
+    checked: Option<Cache<[u8; 32], std::sync::Arc<Checked>>>,
 }
 
 impl<K: KeySource> ResourceVerifier<K> {
@@ -95,21 +95,33 @@ impl<K: KeySource> ResourceVerifier<K> {
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(121))
                 .build(),
-            checked: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            checked: Some(
+                Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(Duration::from_secs(300))
+                    .build(),
+            ),
         }
+    }
+
+    /// Checks every token's signature on every request (no cache of
+    /// signature-checked tokens; benchmarks of the first sight use it).
+    pub fn without_token_cache(mut self) -> Self {
+        self.checked = None;
+        self
     }
 
     /// The token's claims after the signature check (cached) and the
     /// issuer, audience and time checks (never cached).
     fn token(&self, token: &str, now: i64) -> Result<Verified, ResourceError> {
         let invalid = || ResourceError::InvalidToken("the access token is invalid");
-        let digest = crate::sha256(token.as_bytes());
-        let cached = self
+        let cache = self
             .checked
-            .get(&digest)
+            .as_ref()
+            .map(|cache| (cache, crate::sha256(token.as_bytes())));
+        let cached = cache
+            .as_ref()
+            .and_then(|(cache, digest)| cache.get(digest))
             .filter(|c| self.keys.key(&c.kid).is_some());
         let checked = match cached {
             Some(c) => c,
@@ -147,7 +159,9 @@ impl<K: KeySource> ResourceVerifier<K> {
                     }
                 };
                 let checked = std::sync::Arc::new(Checked { verified, kid });
-                self.checked.insert(digest, checked.clone());
+                if let Some((cache, digest)) = cache {
+                    cache.insert(digest, checked.clone());
+                }
                 checked
             }
         };

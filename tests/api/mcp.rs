@@ -87,6 +87,7 @@ impl Stack {
                 introspection_client: introspect.then(|| introspector.clone()),
                 introspection_secret: introspect.then(|| secret.clone()),
                 unprotected: false,
+                sessions: introspect,
             };
             let router = mcp_server::app(&options).await.unwrap();
             tokio::spawn(async move { axum::serve(listener, router).await });
