@@ -338,7 +338,9 @@ pub fn require_scopes(claims: &AccessTokenClaims, required: &[&str]) -> Result<(
 
 impl ResourceError {
     /// RFC 6750 §3 and RFC 9449 §7.1: a `DPoP` challenge (with `algs`)
-    /// always, and a `Bearer` one for bearer failures.
+    /// always, and a `Bearer` one for bearer failures, first: clients that
+    /// read only the first challenge of a joined header (the MCP
+    /// TypeScript SDK) then still find `resource_metadata` and `scope`.
     pub fn challenge(&self) -> Challenge {
         self.challenge_in(&ChallengeContext::default())
     }
@@ -382,8 +384,8 @@ impl ResourceError {
             ResourceError::MissingToken => (
                 StatusCode::UNAUTHORIZED,
                 vec![
-                    challenge("DPoP", Vec::new(), true),
                     challenge("Bearer", vec![r#"realm="agentauth""#.to_string()], false),
+                    challenge("DPoP", Vec::new(), true),
                 ],
                 None,
             ),
@@ -395,8 +397,8 @@ impl ResourceError {
             ResourceError::InvalidToken(why) => (
                 StatusCode::UNAUTHORIZED,
                 vec![
-                    challenge("DPoP", error("invalid_token", why), true),
                     challenge("Bearer", error("invalid_token", why), false),
+                    challenge("DPoP", error("invalid_token", why), true),
                 ],
                 None,
             ),
@@ -420,8 +422,8 @@ impl ResourceError {
                 (
                     StatusCode::FORBIDDEN,
                     vec![
-                        challenge("DPoP", error("insufficient_scope", why), true),
                         challenge("Bearer", error("insufficient_scope", why), false),
+                        challenge("DPoP", error("insufficient_scope", why), true),
                     ],
                     None,
                 )
@@ -488,12 +490,12 @@ mod tests {
         let c = ResourceError::MissingToken.challenge_in(&context);
         assert_eq!(c.status, StatusCode::UNAUTHORIZED);
         let h = headers(&c);
-        assert!(h[0].starts_with("DPoP resource_metadata=\"https://mcp.example.com/"));
-        assert!(h[0].contains("scope=\"tools:read\""));
-        assert!(h[1].starts_with("Bearer realm=\"agentauth\", resource_metadata="));
+        assert!(h[1].starts_with("DPoP resource_metadata=\"https://mcp.example.com/"));
+        assert!(h[1].contains("scope=\"tools:read\""));
+        assert!(h[0].starts_with("Bearer realm=\"agentauth\", resource_metadata="));
         // Without a context, the plain RFC 6750 challenge.
         assert_eq!(
-            headers(&ResourceError::MissingToken.challenge())[1],
+            headers(&ResourceError::MissingToken.challenge())[0],
             "Bearer realm=\"agentauth\""
         );
     }
@@ -510,11 +512,11 @@ mod tests {
         let c = err.challenge_in(&ChallengeContext::default());
         assert_eq!(c.status, StatusCode::FORBIDDEN);
         let h = headers(&c);
-        assert!(h[1].starts_with("Bearer error=\"insufficient_scope\""));
+        assert!(h[0].starts_with("Bearer error=\"insufficient_scope\""));
         assert!(
-            h[1].contains("scope=\"tools:read tools:admin\""),
+            h[0].contains("scope=\"tools:read tools:admin\""),
             "{}",
-            h[1]
+            h[0]
         );
     }
 }
