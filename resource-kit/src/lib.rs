@@ -26,6 +26,45 @@
 //!
 //! The authorization server uses this same code for its own checks, so a
 //! token or proof it accepts is one this kit accepts.
+//!
+//! ```
+//! use agentauth_resource::{ResourceError, ResourceVerifier, StaticKeys, VerifyingKey};
+//! use aws_lc_rs::rand::SystemRandom;
+//! use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+//! use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+//!
+//! // The issuer's key, as its JWKS would give it (normally
+//! // `StaticKeys::from_jwks` or, with the `remote` feature, `RemoteKeys`).
+//! let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+//! let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+//! let mut keys = StaticKeys::default();
+//! keys.insert("k1", VerifyingKey { alg: Algorithm::ES256, key: DecodingKey::from_ec_der(pair.public_key().as_ref()) });
+//!
+//! // A token the issuer signed for this resource.
+//! let mut header = Header::new(Algorithm::ES256);
+//! header.kid = Some("k1".into());
+//! header.typ = Some("at+jwt".into());
+//! let claims = serde_json::json!({
+//!     "iss": "https://auth.example.com", "sub": "user-1", "aud": "https://mcp.example.com/mcp",
+//!     "client_id": "client-1", "scope": "tools:read", "jti": "t1",
+//!     "iat": 1_800_000_000, "exp": 1_800_000_900,
+//! });
+//! let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pkcs8.as_ref())).unwrap();
+//!
+//! let verifier = ResourceVerifier::new("https://auth.example.com", "https://mcp.example.com/mcp", keys);
+//! let mut request = http::HeaderMap::new();
+//! request.insert("authorization", format!("Bearer {token}").parse().unwrap());
+//! let caller = verifier.verify("POST", "https://mcp.example.com/mcp", &request, 1_800_000_100).unwrap();
+//! assert_eq!(caller.sub, "user-1");
+//! assert!(agentauth_resource::verifier::require_scopes(&caller, &["tools:read"]).is_ok());
+//!
+//! // Expired (beyond the 30 s leeway): refused, with its challenge.
+//! let err = verifier.verify("POST", "https://mcp.example.com/mcp", &request, 1_800_001_000).unwrap_err();
+//! assert_eq!(err, ResourceError::InvalidToken("the access token has expired"));
+//! let (status, headers) = err.headers();
+//! assert_eq!(status, 401);
+//! assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer error=\"invalid_token\""));
+//! ```
 
 pub mod claims;
 pub mod dpop;

@@ -77,6 +77,9 @@ pub struct ResourceVerifier<K> {
     pub audience: String,
     pub keys: K,
     pub iat_window: i64,
+    /// Clock skew allowed between the authorization server and this
+    /// resource on `exp` and `nbf`, in seconds (default 30).
+    pub leeway: i64,
     pub nonces: Option<NonceKey>,
     /// (jkt, jti) of proofs seen within the window.
     replay: Cache<String, ()>,
@@ -90,6 +93,7 @@ impl<K: KeySource> ResourceVerifier<K> {
             audience: audience.into(),
             keys,
             iat_window: 60,
+            leeway: 30,
             nonces: None,
             replay: Cache::builder()
                 .max_capacity(1_000_000)
@@ -176,8 +180,16 @@ impl<K: KeySource> ResourceVerifier<K> {
                 "the access token is for another resource",
             ));
         }
-        if claims.exp <= now || claims.nbf.is_some_and(|nbf| nbf > now) {
+        if claims.exp.saturating_add(self.leeway) <= now {
             return Err(ResourceError::InvalidToken("the access token has expired"));
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
+            return Err(ResourceError::InvalidToken(
+                "the access token is not valid yet",
+            ));
         }
         Ok(checked.verified.clone())
     }
