@@ -14,9 +14,11 @@
 // Screenshots of the consent pages go to conformance/test-output/.
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { createServer, request as httpRequest } from 'node:http'
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { createServer as createHttpsServer } from 'node:https'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
@@ -34,17 +36,37 @@ const require = createRequire(import.meta.url)
 const CONFORMANCE = join(dirname(require.resolve('@modelcontextprotocol/conformance/package.json')), 'dist/index.js')
 const SHIM = resolve(here, '../lib/node20-shim/register.mjs')
 
-let server, mcp, browser, callback, redirectUri
+let server, mcp, browser, callback, redirectUri, tls
+
+/**
+ * A throwaway CA and a certificate for 127.0.0.1 (openssl): the SDK takes
+ * only an https client ID metadata document URL, so the document is served
+ * over TLS on loopback, and agentauth trusts the CA through SSL_CERT_FILE.
+ */
+function testCertificates() {
+  const dir = mkdtempSync(join(tmpdir(), 'agentauth-tls-'))
+  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes']
+  ssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=agentauth test CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
+  ssl('req', ...ec, '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=127.0.0.1')
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n')
+  ssl('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem',
+    '-days', '2', '-extfile', 'ext.cnf')
+  return { dir, ca: join(dir, 'ca.pem'), key: readFileSync(join(dir, 'leaf.key')), cert: readFileSync(join(dir, 'leaf.pem')) }
+}
 
 before(async () => {
   mkdirSync(out, { recursive: true })
+  tls = testCertificates()
   const mcpPort = await freePort()
   const resource = `http://127.0.0.1:${mcpPort}/mcp`
   server = await startServer({
     users: { alice: PASSWORD },
     // --insecure-fetch: the consent page fetches the example's RFC 9728
-    // metadata from a loopback address.
+    // metadata from a loopback address (and client documents too).
     args: ['--resource', resource, '--scopes', 'mcp mcp:admin offline_access', '--insecure-fetch'],
+    env: { SSL_CERT_FILE: tls.ca },
   })
   mcp = await startMcpServer({ issuer: server.issuer, port: mcpPort })
   assert.equal(mcp.url, resource)
@@ -63,6 +85,7 @@ after(async () => {
   callback?.close()
   await mcp?.stop()
   await server?.stop()
+  if (tls) rmSync(tls.dir, { recursive: true, force: true })
 })
 
 /**
@@ -177,6 +200,55 @@ describe('@modelcontextprotocol/sdk against the example MCP server', () => {
     await transport.close()
     await context.close()
     console.log(`screenshots: ${out}/mcp-consent.png ${out}/mcp-step-up-consent.png`)
+  })
+})
+
+describe('@modelcontextprotocol/sdk with a client ID metadata document', () => {
+  it('uses its document URL as client_id (no registration) and reaches whoami', async () => {
+    const port = await freePort()
+    const documentUrl = `https://127.0.0.1:${port}/oauth/client.json`
+    const document = {
+      client_id: documentUrl,
+      client_name: 'MCP SDK document client',
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    }
+    let fetched = 0
+    const documents = createHttpsServer({ key: tls.key, cert: tls.cert }, (req, res) => {
+      fetched += 1
+      res.writeHead(req.url === '/oauth/client.json' ? 200 : 404, { 'content-type': 'application/json', 'cache-control': 'max-age=300' })
+      res.end(JSON.stringify(document))
+    })
+    await new Promise((r) => documents.listen(port, '127.0.0.1', r))
+    try {
+      const metadata = await (await fetch(`${server.issuer}/.well-known/oauth-authorization-server`)).json()
+      assert.equal(metadata.client_id_metadata_document_supported, true)
+      const provider = new MemoryProvider({ redirectUrl: redirectUri, clientMetadata: document, clientMetadataUrl: documentUrl })
+      const transportFor = () => new StreamableHTTPClientTransport(new URL(mcp.url), { authProvider: provider, fetch: provider.stepUpFetch() })
+      await assert.rejects(new Client({ name: 'sdk-cimd', version: '1.0.0' }).connect(transportFor()), UnauthorizedError)
+      const url = provider.lastAuthorizationUrl
+      assert.equal(url.searchParams.get('client_id'), documentUrl, 'the document URL is the client_id')
+      const context = await browser.newContext()
+      const page = await context.newPage()
+      const back = await approve(page, url, {
+        until: redirectUri,
+        state: provider.expectedState,
+        inspect: async (p) => assert.ok((await p.textContent('main')).includes('MCP SDK document client'), 'named by its document'),
+      })
+      await context.close()
+      assert.ok(fetched >= 1, 'agentauth fetched the document')
+      const transport = transportFor()
+      await transport.finishAuth(back.searchParams.get('code'))
+      const client = new Client({ name: 'sdk-cimd', version: '1.0.0' })
+      await client.connect(transportFor())
+      const me = JSON.parse((await client.callTool({ name: 'whoami', arguments: {} })).content[0].text)
+      assert.equal(me.client_id, documentUrl)
+      await client.close()
+    } finally {
+      documents.close()
+    }
   })
 })
 
