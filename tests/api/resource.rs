@@ -103,8 +103,14 @@ async fn bearer_token_for_this_resource_is_accepted() {
             .any(|c| c.starts_with("Bearer error=\"invalid_token\""))
     );
 
-    // Expired.
+    // Just expired: within the 30 s leeway for clock skew; then refused.
     app.clock.advance(901);
+    assert!(
+        verifier(&app)
+            .verify("GET", MCP, &request("Bearer", &token, None), app.now())
+            .is_ok()
+    );
+    app.clock.advance(30);
     assert!(matches!(
         verifier(&app).verify("GET", MCP, &request("Bearer", &token, None), app.now()),
         Err(ResourceError::InvalidToken(_))
