@@ -304,22 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn handlers_get_the_caller_or_a_challenge() {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-        let public = aws_lc_rs::signature::KeyPair::public_key(&pair)
-            .as_ref()
-            .to_vec();
-        let mut keys = StaticKeys::default();
-        keys.insert(
-            "k1",
-            VerifyingKey {
-                alg: Algorithm::ES256,
-                key: DecodingKey::from_ec_der(&public),
-            },
-        );
+        let (signing, keys) = es256();
         let mut metadata = ProtectedResourceMetadata::new(
             "https://mcp.example.com/mcp",
             "https://auth.example.com",
@@ -336,17 +321,13 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("k1".into());
-        header.typ = Some("at+jwt".into());
-        let token = jsonwebtoken::encode(
-            &header,
-            &json!({"iss": "https://auth.example.com", "sub": "alice", "aud": "https://mcp.example.com/mcp",
+        let token = sign(
+            &signing,
+            "at+jwt",
+            json!({"iss": "https://auth.example.com", "sub": "alice", "aud": "https://mcp.example.com/mcp",
                     "client_id": "c", "jti": "j", "iat": now, "exp": now + 300, "scope": "tools:read",
                     "act": {"sub": "agent-1", "agent_id": "agent-1"}}),
-            &EncodingKey::from_ec_der(pkcs8.as_ref()),
-        )
-        .unwrap();
+        );
         let call = |path: &str, token: Option<&str>| {
             let mut req = http::Request::post(path);
             if let Some(t) = token {
