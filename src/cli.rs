@@ -171,6 +171,7 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let (state, audit_task) = State::new(config, db, kek, Arc::new(SystemClock)).await?;
     let upkeep = state::spawn_upkeep(state.clone());
     let revocation_refresh = state::spawn_revocation_refresh(state.clone());
+    let login_listener = crate::login::spawn_listener(state.clone());
     let router = router::build(state.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -191,14 +192,23 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(issuer = %state.config.issuer, listen = %listen, "agentauth listening");
+    let closer = state.clone();
     drop(state);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Open login event streams end so that shutdown does not wait
+        // for them (their clients reconnect).
+        closer.login_hub.close();
+    })
     .await?;
     upkeep.abort();
+    if let Some(l) = login_listener {
+        l.abort();
+    }
     revocation_refresh.abort();
     if let Some(m) = metrics_server {
         m.abort();

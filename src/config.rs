@@ -117,6 +117,26 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_PASSPORT_TTL", default_value_t = 3600)]
     pub passport_ttl: u32,
 
+    /// Proof-of-work login: how long a login request waits for its agent,
+    /// in seconds (30 to 3600).
+    #[arg(long, env = "AGENTAUTH_LOGIN_REQUEST_TTL", default_value_t = 300)]
+    pub login_request_ttl: u32,
+
+    /// Proof-of-work login: leading zero bits of SHA-256(challenge ‖
+    /// nonce) an agent must find (8 to 32); raised automatically for a
+    /// site or agent that asks for many challenges.
+    #[arg(long, env = "AGENTAUTH_POW_DIFFICULTY", default_value_t = 15)]
+    pub pow_difficulty: u32,
+
+    /// Proof-of-work login: least seconds between a site's polls of one
+    /// request (faster polls get `slow_down`).
+    #[arg(long, env = "AGENTAUTH_LOGIN_POLL_INTERVAL", default_value_t = 5)]
+    pub login_poll_interval: u32,
+
+    /// Proof-of-work login: most pending requests one site may have open.
+    #[arg(long, env = "AGENTAUTH_MAX_OPEN_LOGIN_REQUESTS", default_value_t = 100)]
+    pub max_open_login_requests: u32,
+
     /// Longest delegation chain a token exchange may produce (actors in
     /// `act`, the new one included).
     #[arg(long, env = "AGENTAUTH_MAX_DELEGATION_DEPTH", default_value_t = 3)]
@@ -255,6 +275,10 @@ impl Default for ServeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             access_token_ttl: 900,
             passport_ttl: 3600,
+            login_request_ttl: 300,
+            pow_difficulty: 15,
+            login_poll_interval: 5,
+            max_open_login_requests: 100,
             max_delegation_depth: 3,
             refresh_token_ttl: 2_592_000,
             refresh_grace_period: 30,
@@ -426,6 +450,10 @@ pub struct Config {
     pub access_token_ttl: i64,
     pub refresh_token_ttl: i64,
     pub passport_ttl: i64,
+    pub login_request_ttl: i64,
+    pub pow_difficulty: u32,
+    pub login_poll_interval: i32,
+    pub max_open_login_requests: u64,
     pub max_delegation_depth: usize,
     /// Seconds a rotated refresh token may be retried (0: never).
     pub refresh_grace_period: i64,
@@ -551,6 +579,10 @@ impl Config {
             access_token_ttl: i64::from(args.access_token_ttl),
             refresh_token_ttl: i64::from(args.refresh_token_ttl.max(60)),
             passport_ttl: i64::from(args.passport_ttl.clamp(60, 86_400)),
+            login_request_ttl: i64::from(args.login_request_ttl.clamp(30, 3600)),
+            pow_difficulty: args.pow_difficulty.clamp(8, 32),
+            login_poll_interval: i32::try_from(args.login_poll_interval.clamp(1, 60)).unwrap_or(5),
+            max_open_login_requests: u64::from(args.max_open_login_requests.max(1)),
             max_delegation_depth: usize::try_from(args.max_delegation_depth.clamp(1, 10))
                 .unwrap_or(3),
             refresh_grace_period: i64::from(args.refresh_grace_period.min(300)),

@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod grants;
 pub mod http;
 pub mod keys;
+pub mod login;
 pub mod metrics;
 pub mod oauth;
 pub mod proof;

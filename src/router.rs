@@ -36,6 +36,20 @@ pub fn build(state: AppState) -> Router {
         .route("/token", post(http::token::post))
         .route("/introspect", post(http::introspect::post))
         .route("/revoke", post(http::revoke::post))
+        .route("/login-requests", post(http::login_requests::create))
+        .route("/login-requests/{id}", get(http::login_requests::read))
+        .route(
+            "/login-requests/{id}/approve",
+            post(http::login_requests::approve),
+        )
+        .route(
+            "/login-requests/{id}/deny",
+            post(http::login_requests::deny),
+        )
+        .route(
+            "/login-requests/{id}/events",
+            get(http::login_requests::events),
+        )
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),

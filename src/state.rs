@@ -42,6 +42,11 @@ pub struct State {
     pub document_clients: clients::document::DocumentCache,
     /// Fetched `jwks_uri` documents by URL.
     pub client_jwks: clients::jwks::JwksCache,
+    /// Wakes SSE listeners of login requests (issue 15).
+    pub login_hub: crate::login::LoginHub,
+    /// Challenges fetched in the last minute, per site and per agent
+    /// (`site:<id>`, `agent:<id>`): the difficulty rises with it.
+    pub login_challenges: moka::sync::Cache<String, u64>,
     /// RFC 9728 metadata of resources, for consent pages.
     pub resource_metadata: crate::resource_metadata::MetadataCache,
     pub fetcher: Fetcher,
@@ -168,6 +173,11 @@ impl State {
             document_clients: clients::document::cache(),
             client_jwks: clients::jwks::cache(),
             resource_metadata: crate::resource_metadata::cache(),
+            login_hub: Default::default(),
+            login_challenges: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
             fetcher: Fetcher::new(config.insecure_fetch)
                 .map_err(|e| StartError::Fetch(e.to_string()))?,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),

@@ -9,6 +9,7 @@ pub mod authorization_code;
 pub mod client;
 pub mod consent;
 pub mod initial_access_token;
+pub mod login_request;
 pub mod refresh_token;
 pub mod revoked_token;
 pub mod session;

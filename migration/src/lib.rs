@@ -9,6 +9,7 @@ mod m0003_refresh_retry;
 mod m0004_dpop_jtis;
 mod m0005_client_kind;
 mod m0006_agents;
+mod m0007_login_requests;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_dpop_jtis::Migration),
             Box::new(m0005_client_kind::Migration),
             Box::new(m0006_agents::Migration),
+            Box::new(m0007_login_requests::Migration),
         ]
     }
 }

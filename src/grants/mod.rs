@@ -13,6 +13,7 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod jwt_bearer;
 pub mod passport;
+pub mod pow_login;
 pub mod refresh_token;
 pub mod token_exchange;
 
@@ -113,6 +114,7 @@ impl Registry {
             .with(passport::Passport)
             .with(token_exchange::TokenExchange)
             .with(jwt_bearer::JwtBearer)
+            .with(pow_login::PowLogin)
     }
 
     pub fn with(mut self, grant: impl Grant + 'static) -> Self {
@@ -205,6 +207,8 @@ pub struct TokenResponse {
 
 /// The agent passport grant.
 pub const PASSPORT: &str = "urn:agentauth:params:grant-type:passport";
+/// A site polling a proof-of-work login request it made (issue 15).
+pub const POW_LOGIN: &str = "urn:agentauth:params:grant-type:pow-login";
 /// RFC 7523 §2.1 JWT bearer grant.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// RFC 8693 token exchange.

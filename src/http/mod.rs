@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod dpop;
 pub mod introspect;
 pub mod jwks;
+pub mod login_requests;
 pub mod metadata;
 pub mod ops;
 pub mod pages;

@@ -65,6 +65,26 @@ impl OAuthError {
         Self::new(400, "unsupported_token_type", description)
     }
 
+    /// RFC 8628 §3.5 (also used by the proof-of-work login grant).
+    pub fn authorization_pending(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "authorization_pending", description)
+    }
+
+    /// RFC 8628 §3.5: polling faster than the interval.
+    pub fn slow_down(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "slow_down", description)
+    }
+
+    /// RFC 8628 §3.5.
+    pub fn access_denied(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "access_denied", description)
+    }
+
+    /// RFC 8628 §3.5.
+    pub fn expired_token(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "expired_token", description)
+    }
+
     pub fn invalid_scope(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(400, "invalid_scope", description)
     }

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod grants;
 pub mod initial_tokens;
 pub mod keys;
+pub mod login_requests;
 pub mod replay;
 pub mod revocations;
 pub mod users;
@@ -74,6 +75,18 @@ pub fn is_shared(db: &impl ConnectionTrait) -> bool {
     db.get_database_backend() == sea_orm::DbBackend::Postgres
 }
 
+/// PostgreSQL `NOTIFY channel, payload` (delivered at commit; here, at
+/// once: the caller is not in a transaction).
+pub async fn notify(db: &impl ConnectionTrait, channel: &str, payload: &str) -> StoreResult<()> {
+    db.execute(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [channel.into(), payload.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// `/readyz`: the database answers a trivial query.
 pub async fn ping(db: &impl ConnectionTrait) -> StoreResult<()> {
     db.execute_unprepared("SELECT 1").await?;
@@ -84,5 +97,6 @@ pub async fn ping(db: &impl ConnectionTrait) -> StoreResult<()> {
 pub async fn purge_expired(db: &impl ConnectionTrait, now: i64) -> StoreResult<u64> {
     Ok(replay::purge(db, now).await?
         + revocations::purge(db, now).await?
-        + grants::purge(db, now).await?)
+        + grants::purge(db, now).await?
+        + login_requests::purge(db, now).await?)
 }

@@ -124,6 +124,8 @@ pub async fn spawn_app_on(
     let kek_bytes = random_bytes::<32>().unwrap();
     let kek = Kek::from_bytes(&kek_bytes).unwrap();
     let (state, _audit) = State::new(config, db, kek, clock.clone()).await.unwrap();
+    // Login-request announcements from other nodes (PostgreSQL).
+    let _ = agentauth::login::spawn_listener(state.clone());
     let router = router::build(state.clone())
         .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
     TestApp {

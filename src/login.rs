@@ -1,0 +1,281 @@
+//! Proof-of-work login (issue 15): the proof of work itself, the
+//! difficulty policy, and the hub that wakes the site's SSE listeners when
+//! a request resolves, on this node or, through PostgreSQL
+//! `LISTEN/NOTIFY`, on any other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentauth_resource::claims::{Audience, Confirmation, PASSPORT_TYP, PassportClaims};
+use moka::sync::Cache;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::error::Error;
+use crate::oauth::scope::Scope;
+use crate::state::State;
+use crate::store::audit::AuditEvent;
+use crate::store::login_requests::{self, APPROVED, DENIED, LoginRequestRow};
+
+/// The PostgreSQL channel resolutions are announced on (payload: the id).
+pub const CHANNEL: &str = "agentauth_login_requests";
+
+/// Leading zero bits of a SHA-256 digest.
+pub fn leading_zero_bits(digest: &[u8]) -> u32 {
+    let mut bits = 0;
+    for byte in digest {
+        if *byte == 0 {
+            bits += 8;
+        } else {
+            return bits + byte.leading_zeros();
+        }
+    }
+    bits
+}
+
+/// Whether SHA-256(challenge ‖ nonce) has at least `difficulty` leading
+/// zero bits. Both are the strings as sent (ASCII).
+pub fn solves(challenge: &str, nonce: &str, difficulty: u32) -> bool {
+    let mut input = Vec::with_capacity(challenge.len() + nonce.len());
+    input.extend_from_slice(challenge.as_bytes());
+    input.extend_from_slice(nonce.as_bytes());
+    leading_zero_bits(&crate::crypto::sha256(&input)) >= difficulty
+}
+
+/// Finds a nonce (decimal) for `challenge` (what an agent does; the
+/// examples and tests use it).
+pub fn solve(challenge: &str, difficulty: u32) -> String {
+    (0u64..)
+        .map(|n| n.to_string())
+        .find(|nonce| solves(challenge, nonce, difficulty))
+        .unwrap_or_default()
+}
+
+/// The difficulty for the next challenge of a party (a site or an agent)
+/// that asked for `recent` challenges in the last minute: the base, plus
+/// one bit per doubling beyond [`FREE_PER_MINUTE`], at most +8 (each bit
+/// doubles the expected work).
+pub fn difficulty(base: u32, recent: u64) -> u32 {
+    if recent <= FREE_PER_MINUTE {
+        return base;
+    }
+    let excess = (recent / FREE_PER_MINUTE).max(1);
+    base + (63 - excess.leading_zeros()).min(7) + 1
+}
+
+/// Challenges a party may ask for per minute at the base difficulty.
+pub const FREE_PER_MINUTE: u64 = 10;
+
+/// Wakes SSE listeners of one login request, and ends every stream when
+/// the server shuts down (graceful shutdown waits for open connections;
+/// the site's SSE client reconnects to another node).
+pub struct LoginHub {
+    waiters: Cache<String, Arc<Notify>>,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for LoginHub {
+    fn default() -> Self {
+        Self {
+            waiters: Cache::builder()
+                .max_capacity(1_000_000)
+                // Longer than any request lives (with its grace).
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl LoginHub {
+    /// Ends every waiting stream.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when the server is shutting down.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
+    }
+
+    /// The waker of request `id` (listeners call `notified()` on it before
+    /// they read the row, so that no resolution is missed in between).
+    pub fn waker(&self, id: &str) -> Arc<Notify> {
+        self.waiters.get_with_by_ref(id, || Arc::new(Notify::new()))
+    }
+
+    /// Wakes this node's listeners of `id`.
+    pub fn wake(&self, id: &str) {
+        if let Some(n) = self.waiters.get(id) {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// Announces that `id` resolved: this node's listeners at once, other
+/// nodes' through `NOTIFY` (PostgreSQL; SQLite is one node).
+pub async fn announce(state: &State, id: &str) {
+    state.login_hub.wake(id);
+    if crate::store::is_shared(&state.db)
+        && let Err(e) = crate::store::notify(&state.db, CHANNEL, id).await
+    {
+        // Listeners elsewhere still see the outcome at their next
+        // heartbeat re-read.
+        tracing::warn!(error = %e, "NOTIFY of a login request failed");
+    }
+}
+
+/// On PostgreSQL: listens for other nodes' announcements and wakes this
+/// node's listeners. Reconnects after a lost connection.
+pub fn spawn_listener(state: crate::state::AppState) -> Option<tokio::task::JoinHandle<()>> {
+    if !crate::store::is_shared(&state.db) {
+        return None;
+    }
+    let pool = state.db.get_postgres_connection_pool().clone();
+    Some(tokio::spawn(async move {
+        loop {
+            match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(mut listener) => {
+                    if let Err(e) = listener.listen(CHANNEL).await {
+                        tracing::warn!(error = %e, "LISTEN failed");
+                    } else {
+                        loop {
+                            match listener.recv().await {
+                                Ok(n) => state.login_hub.wake(n.payload()),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "login request listener lost its connection");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "login request listener cannot connect"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
+}
+
+/// Where a login request stands, as the site learns it.
+pub enum Outcome {
+    Pending,
+    Denied,
+    Expired,
+    /// Approved, and this caller won the one delivery: the passport.
+    Delivered {
+        passport: String,
+        expires_in: i64,
+        scope: Option<String>,
+    },
+    /// Approved, and the passport already went to the site.
+    AlreadyDelivered,
+}
+
+impl Outcome {
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Denied => "denied",
+            Outcome::Expired => "expired",
+            Outcome::Delivered { .. } | Outcome::AlreadyDelivered => "approved",
+        }
+    }
+}
+
+/// The outcome of `row` for its site, delivering the passport if this
+/// caller is the first to see the approval (one conditional write: SSE
+/// listeners and pollers on any node race for it, one wins).
+pub async fn outcome(state: &State, row: &LoginRequestRow, now: i64) -> Result<Outcome, Error> {
+    match row.status.as_str() {
+        DENIED => return Ok(Outcome::Denied),
+        APPROVED => {}
+        _ if row.expires_at <= now => return Ok(Outcome::Expired),
+        _ => return Ok(Outcome::Pending),
+    }
+    if row.delivered_at.is_some() {
+        return Ok(Outcome::AlreadyDelivered);
+    }
+    let (Some(agent_id), Some(jkt)) = (&row.resolved_agent, &row.agent_jkt) else {
+        return Err(Error::Internal(format!(
+            "approved login request {} has no agent",
+            row.id
+        )));
+    };
+    // The kill switch: a disabled agent's approval delivers nothing.
+    let agent = match state.agent(agent_id).await? {
+        Some(a) if a.active => a,
+        _ => return Ok(Outcome::Denied),
+    };
+    if !login_requests::claim_delivery(&state.db, &row.id, now).await? {
+        return Ok(Outcome::AlreadyDelivered);
+    }
+    let allowed = Scope::parse(&agent.scope).unwrap_or_default();
+    let asked = Scope::parse(&row.scope).unwrap_or_default();
+    let scope = asked.intersection(&allowed);
+    let ttl = state.config.passport_ttl;
+    let claims = PassportClaims {
+        iss: state.config.issuer.clone(),
+        sub: agent.id.clone(),
+        aud: Some(Audience::One(row.site_client_id.clone())),
+        owner: agent.owner_id.clone(),
+        agent_name: agent.name.clone(),
+        scope: (!scope.is_empty()).then(|| scope.to_string()),
+        cnf: Confirmation { jkt: jkt.clone() },
+        jti: crate::crypto::random_id()?,
+        iat: now,
+        exp: now + ttl,
+        agent_id: agent.id.clone(),
+    };
+    let keys = state.keys.current();
+    let signer = keys
+        .signer(now)
+        .ok_or_else(|| Error::Internal("no active signing key".into()))?;
+    let passport = state.signing.sign(signer, PASSPORT_TYP, &claims).await?;
+    state.metrics.token_issued(crate::grants::POW_LOGIN);
+    state.audit.record(AuditEvent {
+        at: now,
+        event: "login_request.delivered",
+        client_id: Some(row.site_client_id.clone()),
+        subject: Some(agent.id.clone()),
+        ip: None,
+        detail: json!({ "login_request_id": row.id, "jti": claims.jti, "scope": claims.scope,
+                        "jkt": claims.cnf.jkt, "exp": claims.exp }),
+    });
+    Ok(Outcome::Delivered {
+        passport,
+        expires_in: ttl,
+        scope: claims.scope,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_bits_are_counted_across_bytes() {
+        assert_eq!(leading_zero_bits(&[0xff]), 0);
+        assert_eq!(leading_zero_bits(&[0x00, 0x80]), 8);
+        assert_eq!(leading_zero_bits(&[0x00, 0x01]), 15);
+        assert_eq!(leading_zero_bits(&[0x00, 0x00]), 16);
+    }
+
+    #[test]
+    fn a_solution_solves_and_a_harder_one_usually_does_not() {
+        let nonce = solve("challenge-1", 12);
+        assert!(solves("challenge-1", &nonce, 12));
+        assert!(!solves("challenge-2", "", 256));
+    }
+
+    #[test]
+    fn difficulty_rises_with_the_rate() {
+        assert_eq!(difficulty(15, 0), 15);
+        assert_eq!(difficulty(15, 10), 15);
+        assert_eq!(difficulty(15, 11), 16);
+        assert_eq!(difficulty(15, 20), 17);
+        assert_eq!(difficulty(15, 40), 18);
+        assert_eq!(difficulty(15, 1_000_000), 23);
+    }
+}
