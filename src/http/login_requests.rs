@@ -128,7 +128,9 @@ async fn agent_caller(
             .to_str()
             .map_err(|_| OAuthError::invalid_dpop_proof("DPoP header is not ASCII"))?,
         _ => {
-            return Err(OAuthError::invalid_dpop_proof("exactly one DPoP proof is required").into());
+            return Err(
+                OAuthError::invalid_dpop_proof("exactly one DPoP proof is required").into(),
+            );
         }
     };
     let proof = super::dpop::check(state, proof, htm, htu, Some(token)).await?;

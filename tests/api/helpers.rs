@@ -163,6 +163,7 @@ pub async fn spawn_pg_nodes_with(configure: impl Fn(&mut ServeArgs)) -> (TestApp
         )
         .await
         .unwrap();
+        let _ = agentauth::login::spawn_listener(state.clone());
         let router = router::build(state.clone())
             .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
         nodes.push(TestApp {

@@ -15,6 +15,7 @@ mod federation;
 mod hardening;
 mod introspect_revoke;
 mod keys;
+mod login;
 mod mcp;
 mod metadata;
 mod ops;

@@ -1,0 +1,496 @@
+//! Proof-of-work login (issue 15): a site asks an agent to log in; the
+//! agent solves the challenge and approves or denies; the site learns the
+//! outcome by SSE (listening before or after) or by polling `/token`, and
+//! gets the agent's passport exactly once.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::agents::{Agent, agent};
+use crate::dpop::ProofKey;
+use crate::helpers::{ISSUER, TestApp, TestResponse, basic, jwt_parts};
+
+const POW_LOGIN: &str = "urn:agentauth:params:grant-type:pow-login";
+const PASSPORT: &str = "urn:agentauth:params:grant-type:passport";
+
+/// A site (a confidential client allowed the pow-login grant).
+async fn site(app: &TestApp, name: &str) -> (String, String) {
+    let reg = app
+        .register(json!({
+            "client_name": name,
+            "client_uri": "https://site.example.com/",
+            "grant_types": [POW_LOGIN],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }))
+        .await;
+    (
+        reg["client_id"].as_str().unwrap().to_string(),
+        reg["client_secret"].as_str().unwrap().to_string(),
+    )
+}
+
+/// An agent with a passport bound to its DPoP key.
+struct LoggingAgent {
+    agent: Agent,
+    key: ProofKey,
+    passport: String,
+}
+
+async fn logging_agent(app: &TestApp, owner: &str) -> LoggingAgent {
+    let key = ProofKey::new();
+    let agent = agent(app, owner, "read write", std::slice::from_ref(&key.jwk)).await;
+    let r = agent
+        .token(app, &[("grant_type", PASSPORT)], Some(&key.proof(app)))
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let passport = r.json()["access_token"].as_str().unwrap().to_string();
+    LoggingAgent {
+        agent,
+        key,
+        passport,
+    }
+}
+
+impl LoggingAgent {
+    fn request(
+        &self,
+        app: &TestApp,
+        method: &str,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+    ) -> Request<Body> {
+        let mut claims = self
+            .key
+            .claims(method, &format!("{ISSUER}{path}"), app.now());
+        claims["ath"] = agentauth_resource::dpop::ath(&self.passport).into();
+        let proof = self.key.sign(&self.key.header(), &claims);
+        let builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("DPoP {}", self.passport))
+            .header("dpop", proof);
+        match form {
+            Some(pairs) => builder
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(crate::helpers::form(pairs)))
+                .unwrap(),
+            None => builder.body(Body::empty()).unwrap(),
+        }
+    }
+
+    async fn challenge(&self, app: &TestApp, id: &str) -> TestResponse {
+        app.send(self.request(app, "GET", &format!("/login-requests/{id}"), None))
+            .await
+    }
+
+    async fn answer(
+        &self,
+        app: &TestApp,
+        id: &str,
+        verb: &str,
+        pairs: &[(&str, &str)],
+    ) -> TestResponse {
+        app.send(self.request(
+            app,
+            "POST",
+            &format!("/login-requests/{id}/{verb}"),
+            Some(pairs),
+        ))
+        .await
+    }
+
+    /// Fetches a challenge, solves it, approves.
+    async fn approve(&self, app: &TestApp, id: &str) -> TestResponse {
+        let c = self.challenge(app, id).await;
+        assert_eq!(c.status, 200, "{}", String::from_utf8_lossy(&c.body));
+        let c = c.json();
+        let challenge = c["challenge"].as_str().unwrap();
+        let nonce = agentauth::login::solve(challenge, c["difficulty"].as_u64().unwrap() as u32);
+        self.answer(
+            app,
+            id,
+            "approve",
+            &[("challenge", challenge), ("nonce", &nonce)],
+        )
+        .await
+    }
+}
+
+async fn create(app: &TestApp, site: &(String, String), extra: &[(&str, &str)]) -> Value {
+    let r = app
+        .post_form("/login-requests", extra, Some((&site.0, &site.1)))
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+async fn poll(app: &TestApp, site: &(String, String), id: &str) -> TestResponse {
+    app.post_form(
+        "/token",
+        &[("grant_type", POW_LOGIN), ("login_request_id", id)],
+        Some((&site.0, &site.1)),
+    )
+    .await
+}
+
+/// Opens the site's event stream and reads it to its end (in a task).
+fn listen(
+    app: &TestApp,
+    site: &(String, String),
+    id: &str,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let router = app.router.clone();
+    let request = Request::get(format!("/login-requests/{id}/events"))
+        .header(header::AUTHORIZATION, basic(&site.0, &site.1))
+        .body(Body::empty())
+        .unwrap();
+    tokio::spawn(async move {
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).to_string())
+    })
+}
+
+/// The `outcome` event's data.
+fn outcome(stream: &str) -> Value {
+    let data = stream
+        .split("\n\n")
+        .find(|e| e.contains("event: outcome"))
+        .and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .unwrap_or_else(|| panic!("no outcome event in {stream:?}"));
+    serde_json::from_str(data).unwrap()
+}
+
+fn check_passport(passport: &str, agent: &LoggingAgent, site: &str) {
+    let (header, claims) = jwt_parts(passport);
+    assert_eq!(header["typ"], "agent-passport+jwt");
+    assert_eq!(claims["sub"], agent.agent.id);
+    assert_eq!(claims["aud"], site, "aud is the site");
+    assert_eq!(
+        claims["cnf"]["jkt"],
+        agent.key.thumbprint(),
+        "bound to the key the agent proved"
+    );
+    assert_eq!(claims["scope"], "read");
+}
+
+/// Polling: pending, slow_down, the challenge, approval, the passport
+/// once; SSE listening first and after; a reconnect after delivery.
+async fn login_by_polling_and_by_sse(app: TestApp) {
+    let site = site(&app, "Example Site").await;
+    let a = logging_agent(&app, "alice").await;
+
+    let req = create(&app, &site, &[("scope", "read")]).await;
+    let id = req["login_request_id"].as_str().unwrap();
+    assert_eq!(req["expires_in"], 300);
+    assert_eq!(req["interval"], 5);
+    poll(&app, &site, id)
+        .await
+        .assert_error(400, "authorization_pending");
+    poll(&app, &site, id).await.assert_error(400, "slow_down");
+    let c = a.challenge(&app, id).await.json();
+    assert_eq!(c["difficulty"], 15);
+    assert_eq!(c["site"]["name"], "Example Site");
+    assert_eq!(c["scope"], "read");
+    let r = a.approve(&app, id).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    app.clock.advance(5);
+    let t = poll(&app, &site, id).await;
+    assert_eq!(t.status, 200, "{}", String::from_utf8_lossy(&t.body));
+    let t = t.json();
+    assert_eq!(
+        t["issued_token_type"],
+        "urn:agentauth:params:token-type:passport"
+    );
+    check_passport(t["access_token"].as_str().unwrap(), &a, &site.0);
+    app.clock.advance(5);
+    poll(&app, &site, id)
+        .await
+        .assert_error(400, "invalid_grant");
+
+    // SSE, listening before the approval.
+    let id = create(&app, &site, &[("scope", "read")]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = listen(&app, &site, &id);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stream.is_finished(), "waits for the outcome");
+    assert_eq!(a.approve(&app, &id).await.status, 200);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(3), stream)
+        .await
+        .expect("the approval wakes the stream")
+        .unwrap();
+    assert_eq!(status, 200);
+    let event = outcome(&body);
+    assert_eq!(event["status"], "approved");
+    check_passport(event["passport"].as_str().unwrap(), &a, &site.0);
+    // A reconnect learns the outcome, not a second passport; polling too.
+    let (_, again) = listen(&app, &site, &id).await.unwrap();
+    let event = outcome(&again);
+    assert_eq!(event["status"], "approved");
+    assert_eq!(event["delivered"], true);
+    assert!(event.get("passport").is_none());
+    poll(&app, &site, &id)
+        .await
+        .assert_error(400, "invalid_grant");
+
+    // SSE, listening after the approval.
+    let id = create(&app, &site, &[("scope", "read")]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(a.approve(&app, &id).await.status, 200);
+    let (_, body) = listen(&app, &site, &id).await.unwrap();
+    check_passport(outcome(&body)["passport"].as_str().unwrap(), &a, &site.0);
+}
+crate::both!(login_by_polling_and_by_sse);
+
+/// Deny; expiry; too few zero bits; a reused challenge; approval after
+/// expiry; another site's request; an agent the site did not name; a
+/// passport without its proof.
+async fn refusals(app: TestApp) {
+    let site = site(&app, "Example Site").await;
+    let other_site = site_named(&app).await;
+    let a = logging_agent(&app, "alice").await;
+    let b = logging_agent(&app, "bob").await;
+
+    // Deny.
+    let id = create(&app, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = a.challenge(&app, &id).await.json();
+    let r = a
+        .answer(
+            &app,
+            &id,
+            "deny",
+            &[("challenge", c["challenge"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    poll(&app, &site, &id)
+        .await
+        .assert_error(400, "access_denied");
+    let (_, body) = listen(&app, &site, &id).await.unwrap();
+    assert_eq!(outcome(&body)["status"], "denied");
+
+    // Too few zero bits; the difficulty the agent claims is not read.
+    let id = create(&app, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = a.challenge(&app, &id).await.json();
+    let challenge = c["challenge"].as_str().unwrap().to_string();
+    let weak = (0u64..)
+        .map(|n| n.to_string())
+        .find(|n| !agentauth::login::solves(&challenge, n, 15))
+        .unwrap();
+    a.answer(
+        &app,
+        &id,
+        "approve",
+        &[
+            ("challenge", &challenge),
+            ("nonce", &weak),
+            ("difficulty", "0"),
+        ],
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    // A stale challenge after a new one was fetched.
+    let fresh = a.challenge(&app, &id).await.json();
+    let old_nonce = agentauth::login::solve(&challenge, 15);
+    a.answer(
+        &app,
+        &id,
+        "approve",
+        &[("challenge", &challenge), ("nonce", &old_nonce)],
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    // The current one works once; reusing it is refused.
+    let challenge = fresh["challenge"].as_str().unwrap();
+    let nonce = agentauth::login::solve(challenge, 15);
+    assert_eq!(
+        a.answer(
+            &app,
+            &id,
+            "approve",
+            &[("challenge", challenge), ("nonce", &nonce)]
+        )
+        .await
+        .status,
+        200
+    );
+    let r = a
+        .answer(
+            &app,
+            &id,
+            "approve",
+            &[("challenge", challenge), ("nonce", &nonce)],
+        )
+        .await;
+    assert_eq!(
+        r.assert_error(400, "invalid_request")["error_description"],
+        "the login request was already answered"
+    );
+
+    // Another site can neither poll nor listen to it.
+    poll(&app, &other_site, &id)
+        .await
+        .assert_error(400, "invalid_grant");
+    let (status, _) = listen(&app, &other_site, &id).await.unwrap();
+    assert_eq!(status, 404);
+
+    // A request naming agent A is invisible to agent B.
+    let id = create(&app, &site, &[("agent", &a.agent.id)]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(b.challenge(&app, &id).await.status, 404);
+    assert_eq!(a.challenge(&app, &id).await.status, 200);
+
+    // Expiry: polling says so, approving is refused, SSE says so.
+    let id = create(&app, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = a.challenge(&app, &id).await.json();
+    app.clock.advance(301);
+    poll(&app, &site, &id)
+        .await
+        .assert_error(400, "expired_token");
+    let challenge = c["challenge"].as_str().unwrap();
+    let nonce = agentauth::login::solve(challenge, 15);
+    let r = a
+        .answer(
+            &app,
+            &id,
+            "approve",
+            &[("challenge", challenge), ("nonce", &nonce)],
+        )
+        .await;
+    assert_eq!(
+        r.assert_error(400, "invalid_request")["error_description"],
+        "the login request expired"
+    );
+    let (_, body) = listen(&app, &site, &id).await.unwrap();
+    assert_eq!(outcome(&body)["status"], "expired");
+
+    // A passport without a proof, or a proof by another key.
+    let id = create(&app, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .send(
+            Request::get(format!("/login-requests/{id}"))
+                .header(header::AUTHORIZATION, format!("DPoP {}", a.passport))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    r.assert_error(400, "invalid_dpop_proof");
+    let thief = LoggingAgent {
+        agent: Agent {
+            id: a.agent.id.clone(),
+            key: crate::private_key_jwt::client_key("x"),
+        },
+        key: ProofKey::new(),
+        passport: a.passport.clone(),
+    };
+    thief
+        .challenge(&app, &id)
+        .await
+        .assert_error(400, "invalid_dpop_proof");
+    // Anonymous sites cannot create requests.
+    app.post_form("/login-requests", &[], None)
+        .await
+        .assert_error(401, "invalid_client");
+}
+crate::both!(refusals);
+
+async fn site_named(app: &TestApp) -> (String, String) {
+    site(app, "Other Site").await
+}
+
+/// 64 approvals of one request at once: exactly one wins (SECURITY-CASES
+/// 52), and the site gets exactly one passport from 64 pollers.
+async fn one_approval_and_one_delivery_win(app: TestApp) {
+    let site = site(&app, "Example Site").await;
+    let a = logging_agent(&app, "alice").await;
+    let id = create(&app, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = a.challenge(&app, &id).await.json();
+    let challenge = c["challenge"].as_str().unwrap().to_string();
+    let nonce = agentauth::login::solve(&challenge, 15);
+    let requests: Vec<_> = (0..64)
+        .map(|_| {
+            a.request(
+                &app,
+                "POST",
+                &format!("/login-requests/{id}/approve"),
+                Some(&[("challenge", &challenge), ("nonce", &nonce)]),
+            )
+        })
+        .collect();
+    let results = futures_util::future::join_all(requests.into_iter().map(|r| app.send(r))).await;
+    let wins = results.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        wins,
+        1,
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(results.iter().all(|r| r.status == 200 || r.status == 400));
+
+    let listeners: Vec<_> = (0..32).map(|_| listen(&app, &site, &id)).collect();
+    let mut passports = 0;
+    for l in listeners {
+        let (_, body) = l.await.unwrap();
+        if outcome(&body).get("passport").is_some() {
+            passports += 1;
+        }
+    }
+    assert_eq!(passports, 1, "the passport goes out once");
+}
+crate::both!(one_approval_and_one_delivery_win);
+
+/// Two nodes on one PostgreSQL: a site listening on node B hears an
+/// approval made on node A at once (LISTEN/NOTIFY, not the periodic re-read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_on_one_node_hears_an_approval_on_another() {
+    let (a_node, b_node) = crate::helpers::spawn_pg_nodes().await;
+    let site = site(&a_node, "Example Site").await;
+    let agent = logging_agent(&a_node, "alice").await;
+    let id = create(&a_node, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = listen(&b_node, &site, &id);
+    // Let the stream read its row and start waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stream.is_finished());
+    let approved = Instant::now();
+    assert_eq!(agent.approve(&a_node, &id).await.status, 200);
+    let (_, body) = tokio::time::timeout(Duration::from_secs(10), stream)
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = approved.elapsed();
+    assert!(outcome(&body).get("passport").is_some(), "{body}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "woken by NOTIFY, not the re-read: {waited:?}"
+    );
+}
