@@ -2,7 +2,10 @@
 //! registers itself for its owner (an initial access token naming the
 //! owner), gets a DPoP-bound token for an MCP server, a passport for a
 //! site, and exchanges a token for a delegated one (a user's token from
-//! `USER_TOKEN` when given, else its own passport).
+//! `USER_TOKEN` when given, else its own passport). With `LOGIN_REQUEST`
+//! set (an id a site got from `POST /login-requests`, see
+//! `examples/site.rs`), it then logs in to that site by proof of work:
+//! fetches the challenge with its passport, solves it, approves.
 //!
 //! ```sh
 //! agentauth user create alice
@@ -10,6 +13,9 @@
 //! export AGENTAUTH_INITIAL_TOKEN=$(agentauth client initial-token --owner alice)
 //! cargo run --example agent -- http://127.0.0.1:8080 https://mcp.example.com/mcp
 //! ```
+//!
+//! `cargo run --release --example agent -- pow-bench 200 15` times the
+//! proof of work alone (200 random challenges at 15 bits: median, p99).
 //!
 //! The Ed25519 key is generated here and never leaves the process; only
 //! its public JWK is registered.
@@ -57,16 +63,79 @@ impl AgentKey {
 
     /// RFC 9449 DPoP proof for POST `url`.
     fn proof(&self, url: &str) -> anyhow::Result<String> {
+        self.proof_for("POST", url, None)
+    }
+
+    /// RFC 9449 DPoP proof for `htm url`, with `ath` when presenting `token`.
+    fn proof_for(&self, htm: &str, url: &str, token: Option<&str>) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some("dpop+jwt".into());
         header.jwk = Some(serde_json::from_value(json!({
             "kty": "OKP", "crv": "Ed25519", "x": self.jwk["x"]
         }))?);
-        self.sign(
-            header,
-            &json!({ "jti": nonce(), "htm": "POST", "htu": url, "iat": now()? }),
-        )
+        let mut claims = json!({ "jti": nonce(), "htm": htm, "htu": url, "iat": now()? });
+        if let Some(t) = token {
+            claims["ath"] = json!(b64(&sha256(t.as_bytes())));
+        }
+        self.sign(header, &claims)
     }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// The proof of work: a nonce with SHA-256(challenge ‖ nonce) starting
+/// with `difficulty` zero bits.
+fn solve(challenge: &str, difficulty: u32) -> String {
+    let zero_bits = |d: &[u8]| {
+        let mut bits = 0;
+        for byte in d {
+            if *byte != 0 {
+                return bits + byte.leading_zeros();
+            }
+            bits += 8;
+        }
+        bits
+    };
+    let mut input = challenge.as_bytes().to_vec();
+    let base = input.len();
+    for n in 0u64.. {
+        input.truncate(base);
+        input.extend_from_slice(n.to_string().as_bytes());
+        if zero_bits(&sha256(&input)) >= difficulty {
+            return n.to_string();
+        }
+    }
+    unreachable!("the nonce space is not exhausted")
+}
+
+/// `pow-bench N BITS`: solve N random challenges, print median and p99.
+fn pow_bench(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let n: usize = args.next().map_or(Ok(200), |a| a.parse())?;
+    let bits: u32 = args.next().map_or(Ok(15), |a| a.parse())?;
+    let mut times: Vec<f64> = (0..n.max(1))
+        .map(|_| {
+            let started = std::time::Instant::now();
+            solve(&nonce(), bits);
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{n} challenges at {bits} bits: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    Ok(())
 }
 
 fn now() -> anyhow::Result<i64> {
@@ -85,7 +154,11 @@ fn nonce() -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("pow-bench") {
+        args.next();
+        return pow_bench(args);
+    }
     let issuer = args
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:8080".into());
@@ -213,5 +286,61 @@ async fn main() -> anyhow::Result<()> {
         "exchanged: {} for {resource}",
         exchanged["issued_token_type"]
     );
+
+    // 5. Log in to a site by proof of work, with a passport for our issuer
+    //    (no site named) bound to the agent's key.
+    if let Ok(id) = std::env::var("LOGIN_REQUEST") {
+        let mut pairs = auth(&key)?;
+        pairs.push((
+            "grant_type",
+            "urn:agentauth:params:grant-type:passport".into(),
+        ));
+        let mine = post(pairs, Some(key.proof(&token_endpoint)?)).await?;
+        let mine = mine["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let url = format!("{issuer}/login-requests/{id}");
+        let request: Value = serde_json::from_slice(
+            &http
+                .get(&url)
+                .header("authorization", format!("DPoP {mine}"))
+                .header("DPoP", key.proof_for("GET", &url, Some(&mine))?)
+                .send()
+                .await?
+                .bytes()
+                .await?,
+        )?;
+        let challenge = request["challenge"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no challenge: {request}"))?;
+        let difficulty = u32::try_from(request["difficulty"].as_u64().unwrap_or(64))?;
+        println!(
+            "site {} asks for {:?}; solving {difficulty} bits",
+            request["site"]["name"], request["scope"]
+        );
+        let started = std::time::Instant::now();
+        let solution = solve(challenge, difficulty);
+        println!("solved in {:?}", started.elapsed());
+        let approve = format!("{url}/approve");
+        let answer: Value = serde_json::from_slice(
+            &http
+                .post(&approve)
+                .header("authorization", format!("DPoP {mine}"))
+                .header("DPoP", key.proof_for("POST", &approve, Some(&mine))?)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair("challenge", challenge)
+                        .append_pair("nonce", &solution)
+                        .finish(),
+                )
+                .send()
+                .await?
+                .bytes()
+                .await?,
+        )?;
+        println!("login request {id}: {}", answer["status"]);
+    }
     Ok(())
 }
