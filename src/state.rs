@@ -44,6 +44,11 @@ pub struct State {
     pub client_jwks: clients::jwks::JwksCache,
     /// Wakes SSE listeners of login requests (issue 15).
     pub login_hub: crate::login::LoginHub,
+    /// Login requests a site may create and challenges an agent may
+    /// fetch, per minute each (keys `site:<id>`, `agent:<id>`).
+    pub login_limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// Open login event streams per client address (SECURITY-CASES 53).
+    pub login_streams: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
     /// Challenges fetched in the last minute, per site and per agent
     /// (`site:<id>`, `agent:<id>`): the difficulty rises with it.
     pub login_challenges: moka::sync::Cache<String, u64>,
@@ -174,6 +179,10 @@ impl State {
             client_jwks: clients::jwks::cache(),
             resource_metadata: crate::resource_metadata::cache(),
             login_hub: Default::default(),
+            login_limiter: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
+            )),
+            login_streams: Default::default(),
             login_challenges: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(60))
@@ -257,6 +266,7 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
             state.registration_limiter.retain_recent();
             state.document_fetch_limiter.retain_recent();
             state.login_by_ip.retain_recent();
+            state.login_limiter.retain_recent();
         }
     })
 }

@@ -32,6 +32,62 @@ use crate::store::agents::AgentRow;
 use crate::store::audit::AuditEvent;
 use crate::store::login_requests::{self, APPROVED, DENIED, NewLoginRequest};
 
+/// Most open event streams one address may hold.
+pub const MAX_STREAMS_PER_ADDRESS: u32 = 100;
+
+/// 429 unless `key` (`site:<id>`, `agent:<id>`) is within its rate.
+fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
+    match state.login_limiter.check_key(&key) {
+        Ok(()) => Ok(()),
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            Err(OAuthError::too_many_requests(wait.as_secs() + 1).into())
+        }
+    }
+}
+
+/// One open event stream of an address, counted while it lives.
+struct StreamSlot {
+    state: AppState,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl StreamSlot {
+    fn take(state: &AppState, ip: Option<std::net::IpAddr>) -> Result<Self> {
+        if let Some(addr) = ip {
+            let mut open = state
+                .login_streams
+                .lock()
+                .map_err(|_| Error::Internal("stream counter poisoned".into()))?;
+            let n = open.entry(addr).or_insert(0);
+            if *n >= MAX_STREAMS_PER_ADDRESS {
+                return Err(OAuthError::too_many_requests(5).into());
+            }
+            *n += 1;
+        }
+        Ok(Self {
+            state: state.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Some(addr) = self.ip
+            && let Ok(mut open) = self.state.login_streams.lock()
+            && let Some(n) = open.get_mut(&addr)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&addr);
+            }
+        }
+    }
+}
+
 /// `POST /login-requests`: a site asks an agent to log in.
 pub async fn create(
     State(state): State<AppState>,
@@ -42,6 +98,7 @@ pub async fn create(
     let form = form?;
     let site = super::authenticate_client(&state, &headers, &form, Public::Refused, &ip).await?;
     let site_id = site.client.client_id.clone();
+    within_rate(&state, format!("site:{site_id}"))?;
     let now = state.now();
     let scope = match form.get("scope") {
         Some(text) => Scope::parse(text).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
@@ -175,6 +232,7 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (agent, _) = agent_caller(&state, &headers, "GET", &url(&state, &id, "")).await?;
+    within_rate(&state, format!("agent:{}", agent.id))?;
     let now = state.now();
     let row = login_requests::get(&state.db, &id)
         .await?
@@ -356,47 +414,53 @@ pub async fn events(
         .await?
         .filter(|r| r.site_client_id == site.client.client_id)
         .ok_or_else(not_found)?;
+    let slot = StreamSlot::take(&state, ip.0)?;
     let waker = state.login_hub.waker(&id);
     let expires_at = row.expires_at;
-    let stream = futures_util::stream::unfold(Some((state, id, waker)), move |st| async move {
-        let (state, id, waker) = st?;
-        loop {
-            let notified = waker.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let now = state.now();
-            let row = match login_requests::get(&state.db, &id).await {
-                Ok(Some(row)) => row,
-                Ok(None) => {
-                    return Some((
-                        Ok::<_, Infallible>(outcome_event(&id, "expired", None)),
-                        None,
-                    ));
+    let stream = futures_util::stream::unfold(
+        Some((state, id, waker, slot)),
+        move |st| async move {
+            let (state, id, waker, slot) = st?;
+            loop {
+                let notified = waker.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let now = state.now();
+                let row = match login_requests::get(&state.db, &id).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => {
+                        return Some((
+                            Ok::<_, Infallible>(outcome_event(&id, "expired", None)),
+                            None,
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "login request read failed; retrying");
+                        tokio::time::sleep(REREAD).await;
+                        continue;
+                    }
+                };
+                match login::outcome(&state, &row, now).await {
+                    Ok(Outcome::Pending) => {}
+                    Ok(o) => {
+                        let event = outcome_event(&id, o.status(), Some(&o));
+                        drop(slot);
+                        return Some((Ok(event), None));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "login request outcome failed; retrying");
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "login request read failed; retrying");
-                    tokio::time::sleep(REREAD).await;
-                    continue;
-                }
-            };
-            match login::outcome(&state, &row, now).await {
-                Ok(Outcome::Pending) => {}
-                Ok(o) => {
-                    let event = outcome_event(&id, o.status(), Some(&o));
-                    return Some((Ok(event), None));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "login request outcome failed; retrying");
+                let until_expiry =
+                    Duration::from_secs(u64::try_from(expires_at - now).unwrap_or(0));
+                tokio::select! {
+                    _ = state.login_hub.closed() => return None,
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(REREAD.min(until_expiry.max(Duration::from_millis(200)))) => {}
                 }
             }
-            let until_expiry = Duration::from_secs(u64::try_from(expires_at - now).unwrap_or(0));
-            tokio::select! {
-                _ = state.login_hub.closed() => return None,
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(REREAD.min(until_expiry.max(Duration::from_millis(200)))) => {}
-            }
-        }
-    });
+        },
+    );
     let mut response = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()

@@ -494,3 +494,50 @@ async fn sse_on_one_node_hears_an_approval_on_another() {
         "woken by NOTIFY, not the re-read: {waited:?}"
     );
 }
+
+/// SECURITY-CASES 53: event streams are capped per address; a closed
+/// stream frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_per_address() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    let site = site(&app, "Example Site").await;
+    let id = create(&app, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cap = agentauth::http::login_requests::MAX_STREAMS_PER_ADDRESS as usize;
+    let streams: Vec<_> = (0..cap).map(|_| listen(&app, &site, &id)).collect();
+    for _ in 0..100 {
+        if app
+            .state
+            .login_streams
+            .lock()
+            .unwrap()
+            .values()
+            .sum::<u32>() as usize
+            == cap
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = listen(&app, &site, &id).await.unwrap();
+    assert_eq!(status, 429, "one stream too many");
+    for s in &streams {
+        s.abort();
+    }
+    for s in streams {
+        let _ = s.await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        app.state
+            .login_streams
+            .lock()
+            .unwrap()
+            .values()
+            .sum::<u32>(),
+        0,
+        "slots freed"
+    );
+}
