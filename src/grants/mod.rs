@@ -510,6 +510,7 @@ mod tests {
                 PASSPORT,
                 TOKEN_EXCHANGE,
                 JWT_BEARER,
+                POW_LOGIN,
                 "urn:example:params:grant-type:custom"
             ]
         );

@@ -31,7 +31,8 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
             "client_credentials",
             "urn:agentauth:params:grant-type:passport",
             "urn:ietf:params:oauth:grant-type:token-exchange",
-            "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:agentauth:params:grant-type:pow-login"
         ])
     );
     assert_eq!(m["authorization_endpoint"], format!("{ISSUER}/authorize"));
