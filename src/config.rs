@@ -310,6 +310,9 @@ impl Default for ServeArgs {
 pub enum RegistrationMode {
     Open,
     Protected,
+    /// Open, but each registration without an initial access token
+    /// carries a proof-of-work stamp (`GET /register/challenge`).
+    Pow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

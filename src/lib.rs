@@ -30,6 +30,7 @@ pub mod resources;
 pub mod revocation_cache;
 pub mod router;
 pub mod signing_pool;
+pub mod stamps;
 pub mod state;
 pub mod store;
 pub mod templates;

@@ -27,6 +27,7 @@ pub fn build(state: AppState) -> Router {
     // §5.1, RFC 7591 §3.2.1), errors included.
     let oauth = Router::new()
         .route("/register", post(http::register::create))
+        .route("/register/challenge", get(http::register::challenge))
         .route(
             "/register/{client_id}",
             get(http::register::read)

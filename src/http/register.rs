@@ -20,8 +20,9 @@ use crate::store::{self, clients::ClientRecord};
 /// Largest registration request body (SECURITY-CASES 31).
 pub const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
-/// A JSON body of at most [`MAX_REGISTRATION_BYTES`].
-pub struct MetadataBody(pub ClientMetadataRequest);
+/// A JSON body of at most [`MAX_REGISTRATION_BYTES`], and the SHA-256
+/// of its bytes (what a proof-of-work stamp is bound to).
+pub struct MetadataBody(pub ClientMetadataRequest, pub [u8; 32]);
 
 impl<S: Send + Sync> FromRequest<S> for MetadataBody {
     type Rejection = OAuthError;
@@ -48,8 +49,9 @@ impl<S: Send + Sync> FromRequest<S> for MetadataBody {
                 "body must be a JSON object",
             ));
         }
+        let digest = crate::crypto::sha256(&body);
         serde_json::from_value(value)
-            .map(Self)
+            .map(|m| Self(m, digest))
             .map_err(|e| OAuthError::invalid_client_metadata(format!("invalid metadata: {e}")))
     }
 }
@@ -63,6 +65,40 @@ fn policy(state: &AppState) -> RegistrationPolicy<'_> {
 }
 
 /// RFC 7591 §3.1.
+/// `GET /register/challenge`: a proof-of-work challenge for one open
+/// registration (`--registration pow`); harder for an address that asks
+/// often.
+pub async fn challenge(State(state): State<AppState>, ip: ClientIp) -> Result<Response> {
+    if state.config.registration != RegistrationMode::Pow {
+        return Err(OAuthError::new(
+            404,
+            "invalid_request",
+            "registration needs no proof of work here",
+        )
+        .into());
+    }
+    let now = state.now();
+    let recent = match ip.0 {
+        Some(addr) => {
+            let key = format!("register:{addr}");
+            let n = state.login_challenges.get(&key).unwrap_or(0) + 1;
+            state.login_challenges.insert(key, n);
+            n
+        }
+        None => 1,
+    };
+    let (challenge, difficulty) = crate::stamps::issue(&state, recent, now)?;
+    Ok(super::json_no_store(
+        StatusCode::OK,
+        &serde_json::json!({
+            "challenge": challenge,
+            "difficulty": difficulty,
+            "expires_in": crate::stamps::TTL,
+            "algorithm": "leading zero bits of SHA-256(challenge || base64url(SHA-256(body)) || nonce); send PoW-Stamp: <challenge>:<nonce>",
+        }),
+    ))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -86,7 +122,11 @@ pub async fn create(
     if initial_token.is_none() && state.config.registration == RegistrationMode::Protected {
         return Err(OAuthError::invalid_token("an initial access token is required").into());
     }
-    let MetadataBody(request) = body?;
+    let MetadataBody(request, body_hash) = body?;
+    if initial_token.is_none() && state.config.registration == RegistrationMode::Pow {
+        let stamp = headers.get("pow-stamp").and_then(|v| v.to_str().ok());
+        crate::stamps::check(&state, stamp, &body_hash, now).await?;
+    }
     // A token that names an owner registers an agent of that owner: its
     // metadata is the agent's (name, scope, public keys), not a client's.
     if let Some(token) = initial_token
@@ -295,7 +335,7 @@ pub async fn update(
     body: std::result::Result<MetadataBody, OAuthError>,
 ) -> Result<Response> {
     let mut record = authorize_management(&state, &headers, &client_id).await?;
-    let MetadataBody(request) = body?;
+    let MetadataBody(request, _) = body?;
     if request.client_id.as_deref() != Some(client_id.as_str()) {
         return Err(OAuthError::invalid_client_metadata(
             "client_id must be present and match the client (RFC 7592 §2.2)",

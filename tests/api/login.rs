@@ -541,3 +541,126 @@ async fn event_streams_are_capped_per_address() {
         "slots freed"
     );
 }
+
+/// `--registration pow`: open registration needs a stamp for its exact
+/// body; missing, reused, wrong-body and too-easy stamps are refused; an
+/// initial access token still registers without one; a flood from one
+/// address sees the difficulty rise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pow_gated_registration() {
+    use base64::Engine as _;
+    let mut args = crate::helpers::serve_args();
+    args.registration = agentauth::config::RegistrationMode::Pow;
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, args).await;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let body = json!({"client_name": "MCP client", "redirect_uris": ["http://127.0.0.1/cb"],
+                      "token_endpoint_auth_method": "none"})
+    .to_string();
+    let register = |body: String, stamp: Option<String>| {
+        let mut req = Request::post("/register").header(header::CONTENT_TYPE, "application/json");
+        if let Some(s) = stamp {
+            req = req.header("pow-stamp", s);
+        }
+        app.send(req.body(Body::from(body)).unwrap())
+    };
+    let solve_for = |challenge: &str, body: &str, bits: u32| {
+        let h = b64(&agentauth::crypto::sha256(body.as_bytes()));
+        (0u64..)
+            .map(|n| n.to_string())
+            .find(|n| {
+                let input = format!("{challenge}{h}{n}");
+                agentauth::login::leading_zero_bits(&agentauth::crypto::sha256(input.as_bytes()))
+                    >= bits
+            })
+            .unwrap()
+    };
+
+    let r = register(body.clone(), None).await;
+    let e = r.assert_error(400, "invalid_request");
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("/register/challenge")
+    );
+
+    let c = app.get("/register/challenge").await.json();
+    let challenge = c["challenge"].as_str().unwrap().to_string();
+    let bits = c["difficulty"].as_u64().unwrap() as u32;
+    assert_eq!(bits, 15);
+    let nonce = solve_for(&challenge, &body, bits);
+    // The same stamp for another body does not solve (with overwhelming odds).
+    let other = body.replace("MCP client", "Other client");
+    if agentauth::login::leading_zero_bits(&agentauth::crypto::sha256(
+        format!(
+            "{challenge}{}{nonce}",
+            b64(&agentauth::crypto::sha256(other.as_bytes()))
+        )
+        .as_bytes(),
+    )) < bits
+    {
+        register(other, Some(format!("{challenge}:{nonce}")))
+            .await
+            .assert_error(400, "invalid_request");
+    }
+    // Too easy: a nonce that does not reach the difficulty.
+    let weak = (0u64..)
+        .map(|n| n.to_string())
+        .find(|n| {
+            let input = format!(
+                "{challenge}{}{n}",
+                b64(&agentauth::crypto::sha256(body.as_bytes()))
+            );
+            agentauth::login::leading_zero_bits(&agentauth::crypto::sha256(input.as_bytes())) < bits
+        })
+        .unwrap();
+    register(body.clone(), Some(format!("{challenge}:{weak}")))
+        .await
+        .assert_error(400, "invalid_request");
+    // A forged challenge (our MAC does not match).
+    let forged = format!("{}x:{nonce}", challenge);
+    register(body.clone(), Some(forged))
+        .await
+        .assert_error(400, "invalid_request");
+    // The good stamp registers once; the second use is refused.
+    let r = register(body.clone(), Some(format!("{challenge}:{nonce}"))).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let e = register(body.clone(), Some(format!("{challenge}:{nonce}")))
+        .await
+        .assert_error(400, "invalid_request");
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
+    // An expired challenge.
+    let c = app.get("/register/challenge").await.json();
+    let late = c["challenge"].as_str().unwrap().to_string();
+    let nonce = solve_for(&late, &body, c["difficulty"].as_u64().unwrap() as u32);
+    app.clock.advance(301);
+    let e = register(body.clone(), Some(format!("{late}:{nonce}")))
+        .await
+        .assert_error(400, "invalid_request");
+    assert!(e["error_description"].as_str().unwrap().contains("expired"));
+    // An initial access token needs no stamp.
+    let token = app.initial_token().await;
+    let r = app
+        .send(
+            Request::post("/register")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    // A flood from one address: the difficulty rises.
+    let mut last = 0;
+    for _ in 0..40 {
+        last = app.get("/register/challenge").await.json()["difficulty"]
+            .as_u64()
+            .unwrap();
+    }
+    assert!(last >= 17, "difficulty after a flood: {last}");
+}

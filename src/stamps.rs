@@ -1,0 +1,105 @@
+//! Proof-of-work stamps for open registration (`--registration pow`,
+//! issue 15 item 4). `GET /register/challenge` hands out a challenge: a
+//! MAC'd statement of its expiry and difficulty (nothing is stored until
+//! it is spent). The client solves it for the exact body it will POST:
+//! SHA-256(challenge ‖ base64url(SHA-256(body)) ‖ nonce) must have the
+//! challenge's leading zero bits, and sends `PoW-Stamp: <challenge>:<nonce>`.
+//! Each challenge is spent once, on any node (the replay table).
+
+use aws_lc_rs::hmac;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::sha256;
+use crate::error::{Error, OAuthError};
+use crate::login::{difficulty, leading_zero_bits};
+use crate::state::State;
+
+/// How long a registration challenge may be answered.
+pub const TTL: i64 = 300;
+
+#[derive(Serialize, Deserialize)]
+struct Challenge {
+    exp: i64,
+    /// Leading zero bits.
+    d: u32,
+    n: String,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn mac(state: &State, payload: &str) -> hmac::Tag {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &state.csrf_key);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(b"agentauth register pow\0");
+    ctx.update(payload.as_bytes());
+    ctx.sign()
+}
+
+/// A fresh challenge for a client at an address that asked for `recent`
+/// challenges this minute: (challenge, difficulty).
+pub fn issue(state: &State, recent: u64, now: i64) -> Result<(String, u32), Error> {
+    let d = difficulty(state.config.pow_difficulty, recent);
+    let payload = b64(&serde_json::to_vec(&Challenge {
+        exp: now + TTL,
+        d,
+        n: crate::crypto::random_id()?,
+    })
+    .map_err(|e| Error::Internal(e.to_string()))?);
+    let tag = mac(state, &payload);
+    Ok((format!("{payload}.{}", b64(tag.as_ref())), d))
+}
+
+/// Checks a `PoW-Stamp` for `body` and spends its challenge.
+pub async fn check(
+    state: &State,
+    stamp: Option<&str>,
+    body_hash: &[u8; 32],
+    now: i64,
+) -> Result<(), Error> {
+    let bad = |why: &'static str| Error::from(OAuthError::invalid_request(why));
+    let stamp = stamp.ok_or_else(|| {
+        bad("open registration needs a proof-of-work stamp: GET /register/challenge, then PoW-Stamp: <challenge>:<nonce>")
+    })?;
+    let (challenge, nonce) = stamp
+        .rsplit_once(':')
+        .ok_or_else(|| bad("PoW-Stamp must be <challenge>:<nonce>"))?;
+    if nonce.is_empty() || nonce.len() > 64 {
+        return Err(bad("the stamp's nonce must be 1 to 64 characters"));
+    }
+    let (payload, tag) = challenge
+        .split_once('.')
+        .ok_or_else(|| bad("the stamp's challenge is malformed"))?;
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| bad("the stamp's challenge is malformed"))?;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &state.csrf_key);
+    let mut signed = b"agentauth register pow\0".to_vec();
+    signed.extend_from_slice(payload.as_bytes());
+    hmac::verify(&key, &signed, &tag).map_err(|_| bad("the stamp's challenge is not ours"))?;
+    let c: Challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .ok_or_else(|| bad("the stamp's challenge is malformed"))?;
+    if c.exp <= now {
+        return Err(bad("the stamp's challenge expired"));
+    }
+    let mut input = challenge.as_bytes().to_vec();
+    input.extend_from_slice(b64(body_hash).as_bytes());
+    input.extend_from_slice(nonce.as_bytes());
+    if leading_zero_bits(&sha256(&input)) < c.d {
+        return Err(OAuthError::invalid_request(format!(
+            "the stamp does not solve its challenge for this body ({} leading zero bits needed)",
+            c.d
+        ))
+        .into());
+    }
+    let key = format!("regpow:{}", b64(&sha256(challenge.as_bytes())));
+    if !state.spend_once(key, c.exp + 1).await? {
+        return Err(bad("the stamp's challenge was already used"));
+    }
+    Ok(())
+}
