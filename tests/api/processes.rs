@@ -255,3 +255,187 @@ async fn kill_switch_across_two_server_processes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Issue 15: 64 approvals of one login request, half to each of two server
+/// processes on one PostgreSQL, race: exactly one wins; the site then
+/// polls the other node and gets the passport once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_login_approval_wins_across_two_server_processes() {
+    let db = ScratchDb::new().await;
+    let url = db.url();
+    let kek = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(agentauth::crypto::random_bytes::<32>().unwrap())
+    };
+    let env = [
+        ("AGENTAUTH_KEK", kek.as_str()),
+        ("AGENTAUTH_PASSWORD", "correct horse battery"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let key = client_key("proc-key");
+    let proof_key = crate::dpop::ProofKey::new();
+    let (key_file, proof_file) = (dir.path().join("a.jwk"), dir.path().join("p.jwk"));
+    std::fs::write(&key_file, key.jwk.to_string()).unwrap();
+    std::fs::write(&proof_file, proof_key.jwk.to_string()).unwrap();
+    cli(&["user", "create", "alice", "--database-url", &url], &env).await;
+    let agent = cli(
+        &[
+            "agent",
+            "create",
+            "--owner",
+            "alice",
+            "--name",
+            "a",
+            "--scope",
+            "read",
+            "--jwk",
+            key_file.to_str().unwrap(),
+            "--jwk",
+            proof_file.to_str().unwrap(),
+            "--database-url",
+            &url,
+        ],
+        &env,
+    )
+    .await;
+    let site: Value = serde_json::from_str(
+        &cli(
+            &[
+                "client",
+                "create",
+                "--name",
+                "site",
+                "--grant-type",
+                "urn:agentauth:params:grant-type:pow-login",
+                "--json",
+                "--database-url",
+                &url,
+            ],
+            &env,
+        )
+        .await,
+    )
+    .unwrap();
+    let (site_id, site_secret) = (
+        site["client_id"].as_str().unwrap(),
+        site["client_secret"].as_str().unwrap(),
+    );
+    let (port_a, port_b) = (free_port(), free_port());
+    let issuer = format!("http://127.0.0.1:{port_a}");
+    let _a = serve(port_a, &issuer, &url, &kek);
+    let _b = serve(port_b, &issuer, &url, &kek);
+    let http = reqwest::Client::new();
+    let (node_a, node_b) = (issuer.clone(), format!("http://127.0.0.1:{port_b}"));
+    wait_up(&http, &node_a).await;
+    wait_up(&http, &node_b).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+
+    // The agent's passport, bound to its proof key.
+    let assertion = key.assertion(json!({"iss": agent, "sub": agent, "aud": issuer,
+                                         "jti": "p-1", "iat": now, "exp": now + 60}));
+    let proof = proof_key.sign(
+        &proof_key.header(),
+        &proof_key.claims("POST", &format!("{issuer}/token"), now),
+    );
+    let passport = http
+        .post(format!("{node_a}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("dpop", proof)
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "urn:agentauth:params:grant-type:passport")
+                .append_pair(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                )
+                .append_pair("client_assertion", &assertion)
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let passport = passport["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{passport}"))
+        .to_string();
+    let signed = |method: &str, path: &str| {
+        let mut claims = proof_key.claims(method, &format!("{issuer}{path}"), now);
+        claims["ath"] = agentauth_resource::dpop::ath(&passport).into();
+        proof_key.sign(&proof_key.header(), &claims)
+    };
+
+    let created = form(
+        &http,
+        &format!("{node_a}/login-requests"),
+        &[],
+        Some((site_id, site_secret)),
+    )
+    .await;
+    let id = created["login_request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let path = format!("/login-requests/{id}");
+    let c: Value = http
+        .get(format!("{node_b}{path}"))
+        .header("authorization", format!("DPoP {passport}"))
+        .header("dpop", signed("GET", &path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let challenge = c["challenge"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{c}"))
+        .to_string();
+    let nonce = agentauth::login::solve(&challenge, c["difficulty"].as_u64().unwrap() as u32);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("challenge", &challenge)
+        .append_pair("nonce", &nonce)
+        .finish();
+    let approve = format!("{path}/approve");
+    let racers = (0..64).map(|i| {
+        let node = if i % 2 == 0 { &node_a } else { &node_b };
+        http.post(format!("{node}{approve}"))
+            .header("authorization", format!("DPoP {passport}"))
+            .header("dpop", signed("POST", &approve))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 400),
+        "{statuses:?}"
+    );
+
+    let first = form(
+        &http,
+        &format!("{node_b}/token"),
+        &[
+            ("grant_type", "urn:agentauth:params:grant-type:pow-login"),
+            ("login_request_id", &id),
+        ],
+        Some((site_id, site_secret)),
+    )
+    .await;
+    assert!(first["access_token"].is_string(), "{first}");
+}
