@@ -133,6 +133,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_LOGIN_POLL_INTERVAL", default_value_t = 5)]
     pub login_poll_interval: u32,
 
+    /// Self-registered (open DCR) clients that get no token for this many
+    /// seconds, and hold no consent and no live refresh token, are
+    /// deleted by the upkeep task (default 30 days; 0: never).
+    #[arg(long, env = "AGENTAUTH_IDLE_CLIENT_TTL", default_value_t = 2_592_000)]
+    pub idle_client_ttl: u64,
+
     /// Proof-of-work login: most pending requests one site may have open.
     #[arg(long, env = "AGENTAUTH_MAX_OPEN_LOGIN_REQUESTS", default_value_t = 100)]
     pub max_open_login_requests: u32,
@@ -279,6 +285,7 @@ impl Default for ServeArgs {
             pow_difficulty: 15,
             login_poll_interval: 5,
             max_open_login_requests: 100,
+            idle_client_ttl: 2_592_000,
             max_delegation_depth: 3,
             refresh_token_ttl: 2_592_000,
             refresh_grace_period: 30,
@@ -457,6 +464,8 @@ pub struct Config {
     pub pow_difficulty: u32,
     pub login_poll_interval: i32,
     pub max_open_login_requests: u64,
+    /// Seconds; 0: never reap.
+    pub idle_client_ttl: i64,
     pub max_delegation_depth: usize,
     /// Seconds a rotated refresh token may be retried (0: never).
     pub refresh_grace_period: i64,
@@ -586,6 +595,7 @@ impl Config {
             pow_difficulty: args.pow_difficulty.clamp(8, 32),
             login_poll_interval: i32::try_from(args.login_poll_interval.clamp(1, 60)).unwrap_or(5),
             max_open_login_requests: u64::from(args.max_open_login_requests.max(1)),
+            idle_client_ttl: i64::try_from(args.idle_client_ttl).unwrap_or(i64::MAX),
             max_delegation_depth: usize::try_from(args.max_delegation_depth.clamp(1, 10))
                 .unwrap_or(3),
             refresh_grace_period: i64::from(args.refresh_grace_period.min(300)),

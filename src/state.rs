@@ -248,6 +248,32 @@ pub fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> 
     })
 }
 
+/// Deletes self-registered clients idle for `--idle-client-ttl`, forgets
+/// them on this node at once (other nodes within their client cache
+/// TTL), and audits each.
+pub async fn reap_idle_clients(state: &State, now: i64) {
+    if state.config.idle_client_ttl <= 0 {
+        return;
+    }
+    let cutoff = now.saturating_sub(state.config.idle_client_ttl);
+    match store::clients::reap_idle(&state.db, cutoff, now).await {
+        Ok(ids) => {
+            for id in ids {
+                state.clients.invalidate(&id).await;
+                state.audit.record(store::audit::AuditEvent {
+                    at: now,
+                    event: "client.reaped",
+                    client_id: Some(id),
+                    subject: None,
+                    ip: None,
+                    detail: serde_json::json!({ "idle_for_more_than": state.config.idle_client_ttl }),
+                });
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reaping idle clients failed"),
+    }
+}
+
 /// Background upkeep: reload keys (rotations by other processes), purge
 /// expired replay and revocation rows, forget idle rate-limit buckets.
 pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
@@ -263,6 +289,7 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
             if let Err(e) = store::purge_expired(&state.db, now).await {
                 tracing::warn!(error = %e, "purge of expired rows failed");
             }
+            reap_idle_clients(&state, now).await;
             state.registration_limiter.retain_recent();
             state.document_fetch_limiter.retain_recent();
             state.login_by_ip.retain_recent();

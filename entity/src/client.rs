@@ -16,6 +16,9 @@ pub struct Model {
     /// Resource URIs whose tokens the client may introspect (`*`: any).
     pub introspects: Option<Json>,
     pub updated_at: i64,
+    /// When it last got a token (at most a day stale); reaping idle
+    /// self-registered clients reads it.
+    pub last_used_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

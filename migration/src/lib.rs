@@ -10,6 +10,7 @@ mod m0004_dpop_jtis;
 mod m0005_client_kind;
 mod m0006_agents;
 mod m0007_login_requests;
+mod m0008_client_last_used;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_client_kind::Migration),
             Box::new(m0006_agents::Migration),
             Box::new(m0007_login_requests::Migration),
+            Box::new(m0008_client_last_used::Migration),
         ]
     }
 }

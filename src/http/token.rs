@@ -61,6 +61,13 @@ pub async fn post(
         ip: ip.to_audit(),
     };
     let response = grants::dispatch(&state, grant, request).await?;
+    // Idle self-registered clients are reaped; one that gets tokens is not.
+    if client.client.kind == crate::oauth::client_kind::ClientKind::Dynamic
+        && let Err(e) =
+            crate::store::clients::touch(&state.db, &client.client.client_id, state.now()).await
+    {
+        tracing::warn!(error = %e, "marking a client used failed");
+    }
     let mut response = json_no_store(StatusCode::OK, &response);
     if let Some(nonce) = dpop::fresh_nonce(&state).and_then(|n| HeaderValue::from_str(&n).ok()) {
         response.headers_mut().insert("dpop-nonce", nonce);

@@ -1,8 +1,10 @@
 //! Registered clients.
 
 use entity::client;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
 };
 
 use super::audit::{self, AuditEvent};
@@ -74,6 +76,7 @@ pub async fn insert(db: &impl ConnectionTrait, record: &ClientRecord) -> StoreRe
         kind: Set(record.kind.as_str().to_string()),
         introspects: Set((!record.introspects.is_empty())
             .then(|| serde_json::Value::from(record.introspects.clone()))),
+        last_used_at: Set(None),
     };
     client::Entity::insert(row)
         .exec_without_returning(db)
@@ -124,6 +127,83 @@ pub async fn delete(db: &impl ConnectionTrait, client_id: &str) -> StoreResult<b
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)
+}
+
+/// Marks a client used now, at most once a day (one conditional write).
+pub async fn touch(db: &impl ConnectionTrait, client_id: &str, now: i64) -> StoreResult<()> {
+    client::Entity::update_many()
+        .col_expr(client::Column::LastUsedAt, Expr::value(now))
+        .filter(client::Column::ClientId.eq(client_id))
+        .filter(
+            client::Column::LastUsedAt
+                .is_null()
+                .or(client::Column::LastUsedAt.lt(now - 86_400)),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes self-registered (`dynamic`) clients idle since `cutoff` (last
+/// token, or registration) that hold no consent and no live refresh
+/// token; at most 500 per call. Returns their ids.
+pub async fn reap_idle(
+    db: &impl ConnectionTrait,
+    cutoff: i64,
+    now: i64,
+) -> StoreResult<Vec<String>> {
+    use entity::{consent, refresh_token as rt};
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::Query;
+    let idle = || {
+        Condition::all()
+            .add(client::Column::Kind.eq(ClientKind::Dynamic.as_str()))
+            .add(client::Column::ClientIdIssuedAt.lt(cutoff))
+            .add(
+                client::Column::LastUsedAt
+                    .is_null()
+                    .or(client::Column::LastUsedAt.lt(cutoff)),
+            )
+            .add(
+                client::Column::ClientId.not_in_subquery(
+                    Query::select()
+                        .column(consent::Column::ClientId)
+                        .from(consent::Entity)
+                        .to_owned(),
+                ),
+            )
+            .add(
+                client::Column::ClientId.not_in_subquery(
+                    Query::select()
+                        .column(rt::Column::ClientId)
+                        .from(rt::Entity)
+                        .and_where(rt::Column::RevokedAt.is_null())
+                        .and_where(rt::Column::ExpiresAt.gt(now))
+                        .to_owned(),
+                ),
+            )
+    };
+    let ids: Vec<String> = client::Entity::find()
+        .select_only()
+        .column(client::Column::ClientId)
+        .filter(idle())
+        .limit(500)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut reaped = Vec::with_capacity(ids.len());
+    for id in ids {
+        // The same conditions again: a client used meanwhile is kept.
+        let r = client::Entity::delete_many()
+            .filter(idle())
+            .filter(client::Column::ClientId.eq(id.as_str()))
+            .exec(db)
+            .await?;
+        if r.rows_affected == 1 {
+            reaped.push(id);
+        }
+    }
+    Ok(reaped)
 }
 
 /// Inserts a client and its audit row in one transaction.

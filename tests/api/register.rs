@@ -420,3 +420,71 @@ async fn initial_token_race(backend: Backend) {
         "{statuses:?}"
     );
 }
+
+/// Issue 15: self-registered clients never used for `--idle-client-ttl`
+/// (30 days) are reaped and then unknown (`invalid_client`); a client
+/// used lately, one with a consent, and one an operator vouched for stay.
+async fn idle_self_registered_clients_are_reaped(app: TestApp) {
+    let metadata = serde_json::json!({
+        "client_name": "MCP client", "redirect_uris": ["http://127.0.0.1/cb"],
+        "grant_types": ["authorization_code"], "token_endpoint_auth_method": "none",
+    });
+    let idle = app.register_open(metadata.clone()).await;
+    let used = app.register_open(metadata.clone()).await;
+    let consented = app.register_open(metadata.clone()).await;
+    let vouched = app.register(metadata.clone()).await;
+    let id = |v: &serde_json::Value| v["client_id"].as_str().unwrap().to_string();
+    crate::code_flow::user(&app, "alice").await;
+    let alice = agentauth::store::users::by_username(&app.state.db, "alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    agentauth::store::grants::add_consent(
+        &app.state.db,
+        agentauth::store::grants::ConsentRow {
+            user_id: alice,
+            client_id: id(&consented),
+            scope: "read".into(),
+            resources: serde_json::json!([]),
+            granted_at: app.now(),
+        },
+    )
+    .await
+    .unwrap();
+    app.clock.advance(29 * 86_400);
+    agentauth::store::clients::touch(&app.state.db, &id(&used), app.now())
+        .await
+        .unwrap();
+    app.clock.advance(2 * 86_400);
+    agentauth::state::reap_idle_clients(&app.state, app.now()).await;
+
+    let exists = |client_id: String| {
+        let db = app.state.db.clone();
+        async move {
+            agentauth::store::clients::get(&db, &client_id)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    assert!(!exists(id(&idle)).await, "the idle client is gone");
+    assert!(exists(id(&used)).await);
+    assert!(exists(id(&consented)).await);
+    assert!(exists(id(&vouched)).await);
+    // Gone for good: the token endpoint does not know it.
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &id(&idle)),
+            ("code", "x"),
+            ("code_verifier", "y"),
+        ],
+        None,
+    )
+    .await
+    .assert_error(401, "invalid_client");
+    app.audit_events_with(&["client.reaped"]).await;
+}
+crate::both!(idle_self_registered_clients_are_reaped);
