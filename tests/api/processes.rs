@@ -137,19 +137,56 @@ async fn form(
     serde_json::from_slice(&request.send().await.unwrap().bytes().await.unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_switch_across_two_server_processes() {
+/// A scratch database, its URL, and a fresh KEK (base64).
+async fn scratch() -> (ScratchDb, String, String) {
+    use base64::Engine as _;
     let db = ScratchDb::new().await;
     let url = db.url();
-    let kek = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .encode(agentauth::crypto::random_bytes::<32>().unwrap())
-    };
-    let env = [
-        ("AGENTAUTH_KEK", kek.as_str()),
+    let kek = base64::engine::general_purpose::STANDARD
+        .encode(agentauth::crypto::random_bytes::<32>().unwrap());
+    (db, url, kek)
+}
+
+/// What the CLI needs beside its flags.
+fn cli_env(kek: &str) -> [(&str, &str); 2] {
+    [
+        ("AGENTAUTH_KEK", kek),
         ("AGENTAUTH_PASSWORD", "correct horse battery"),
-    ];
+    ]
+}
+
+/// Two server processes on one database, with one issuer (node A's
+/// address), both answering.
+struct TwoNodes {
+    issuer: String,
+    node_a: String,
+    node_b: String,
+    http: reqwest::Client,
+    _processes: (Child, Child),
+}
+
+async fn two_nodes(url: &str, kek: &str) -> TwoNodes {
+    let (port_a, port_b) = (free_port(), free_port());
+    let issuer = format!("http://127.0.0.1:{port_a}");
+    let a = serve(port_a, &issuer, url, kek);
+    let b = serve(port_b, &issuer, url, kek);
+    let http = reqwest::Client::new();
+    let (node_a, node_b) = (issuer.clone(), format!("http://127.0.0.1:{port_b}"));
+    wait_up(&http, &node_a).await;
+    wait_up(&http, &node_b).await;
+    TwoNodes {
+        issuer,
+        node_a,
+        node_b,
+        http,
+        _processes: (a, b),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switch_across_two_server_processes() {
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
     let dir = tempfile::tempdir().unwrap();
     let key = client_key("proc-key");
     let jwk_file = dir.path().join("agent.jwk");
@@ -196,14 +233,13 @@ async fn kill_switch_across_two_server_processes() {
         rs["client_secret"].as_str().unwrap(),
     );
 
-    let (port_a, port_b) = (free_port(), free_port());
-    let issuer = format!("http://127.0.0.1:{port_a}");
-    let _a = serve(port_a, &issuer, &url, &kek);
-    let _b = serve(port_b, &issuer, &url, &kek);
-    let http = reqwest::Client::new();
-    let (node_a, node_b) = (issuer.clone(), format!("http://127.0.0.1:{port_b}"));
-    wait_up(&http, &node_a).await;
-    wait_up(&http, &node_b).await;
+    let TwoNodes {
+        issuer,
+        node_a,
+        node_b,
+        http,
+        _processes,
+    } = two_nodes(&url, &kek).await;
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -261,17 +297,8 @@ async fn kill_switch_across_two_server_processes() {
 /// polls the other node and gets the passport once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_login_approval_wins_across_two_server_processes() {
-    let db = ScratchDb::new().await;
-    let url = db.url();
-    let kek = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .encode(agentauth::crypto::random_bytes::<32>().unwrap())
-    };
-    let env = [
-        ("AGENTAUTH_KEK", kek.as_str()),
-        ("AGENTAUTH_PASSWORD", "correct horse battery"),
-    ];
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
     let dir = tempfile::tempdir().unwrap();
     let key = client_key("proc-key");
     let proof_key = crate::dpop::ProofKey::new();
@@ -321,14 +348,13 @@ async fn one_login_approval_wins_across_two_server_processes() {
         site["client_id"].as_str().unwrap(),
         site["client_secret"].as_str().unwrap(),
     );
-    let (port_a, port_b) = (free_port(), free_port());
-    let issuer = format!("http://127.0.0.1:{port_a}");
-    let _a = serve(port_a, &issuer, &url, &kek);
-    let _b = serve(port_b, &issuer, &url, &kek);
-    let http = reqwest::Client::new();
-    let (node_a, node_b) = (issuer.clone(), format!("http://127.0.0.1:{port_b}"));
-    wait_up(&http, &node_a).await;
-    wait_up(&http, &node_b).await;
+    let TwoNodes {
+        issuer,
+        node_a,
+        node_b,
+        http,
+        _processes,
+    } = two_nodes(&url, &kek).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
