@@ -105,6 +105,15 @@ impl LoginHub {
         self.waiters.get_with_by_ref(id, || Arc::new(Notify::new()))
     }
 
+    /// Wakes every listener of this node (they read their rows again):
+    /// after the NOTIFY listener (re)connects, announcements made while it
+    /// was away are not lost.
+    pub fn wake_all(&self) {
+        for (_, n) in self.waiters.iter() {
+            n.notify_waiters();
+        }
+    }
+
     /// Wakes this node's listeners of `id`.
     pub fn wake(&self, id: &str) {
         if let Some(n) = self.waiters.get(id) {
@@ -140,6 +149,7 @@ pub fn spawn_listener(state: crate::state::AppState) -> Option<tokio::task::Join
                     if let Err(e) = listener.listen(CHANNEL).await {
                         tracing::warn!(error = %e, "LISTEN failed");
                     } else {
+                        state.login_hub.wake_all();
                         loop {
                             match listener.recv().await {
                                 Ok(n) => state.login_hub.wake(n.payload()),

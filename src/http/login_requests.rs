@@ -391,9 +391,11 @@ async fn answer(
     ))
 }
 
-/// How often a waiting stream reads its row again even without a wake-up
-/// (a missed NOTIFY while a node's listener reconnects).
-const REREAD: Duration = Duration::from_secs(5);
+/// How often a waiting stream reads its row again even without a wake-up:
+/// a safety net only (a NOTIFY that failed to be sent); a node's listener
+/// wakes every stream when it (re)connects, and the in-process wake-up
+/// covers SQLite. Expiry wakes a stream on time regardless.
+const REREAD: Duration = Duration::from_secs(60);
 
 /// `GET /login-requests/{id}/events`: server-sent events for the site.
 pub async fn events(
