@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentauth_resource::claims::{Audience, Confirmation, PASSPORT_TYP, PassportClaims};
+use agentauth_resource::claims::Audience;
 use moka::sync::Cache;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -224,26 +224,9 @@ pub async fn outcome(state: &State, row: &LoginRequestRow, now: i64) -> Result<O
     let allowed = Scope::parse(&agent.scope).unwrap_or_default();
     let asked = Scope::parse(&row.scope).unwrap_or_default();
     let scope = asked.intersection(&allowed);
-    let ttl = state.config.passport_ttl;
-    let claims = PassportClaims {
-        iss: state.config.issuer.clone(),
-        sub: agent.id.clone(),
-        aud: Some(Audience::One(row.site_client_id.clone())),
-        owner: agent.owner_id.clone(),
-        agent_name: agent.name.clone(),
-        scope: (!scope.is_empty()).then(|| scope.to_string()),
-        cnf: Confirmation { jkt: jkt.clone() },
-        jti: crate::crypto::random_id()?,
-        iat: now,
-        exp: now + ttl,
-        agent_id: agent.id.clone(),
-    };
-    let keys = state.keys.current();
-    let signer = keys
-        .signer(now)
-        .ok_or_else(|| Error::Internal("no active signing key".into()))?;
-    let passport = state.signing.sign(signer, PASSPORT_TYP, &claims).await?;
-    state.metrics.token_issued(crate::grants::POW_LOGIN);
+    let aud = Some(Audience::One(row.site_client_id.clone()));
+    let (passport, claims) =
+        crate::grants::passport::sign(state, &agent, jkt.clone(), &scope, aud, now, None).await?;
     state.audit.record(AuditEvent {
         at: now,
         event: "login_request.delivered",
@@ -255,7 +238,7 @@ pub async fn outcome(state: &State, row: &LoginRequestRow, now: i64) -> Result<O
     });
     Ok(Outcome::Delivered {
         passport,
-        expires_in: ttl,
+        expires_in: state.config.passport_ttl,
         scope: claims.scope,
     })
 }

@@ -26,16 +26,14 @@ struct Challenge {
     n: String,
 }
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+use crate::crypto::b64url as b64;
 
-fn mac(state: &State, payload: &str) -> hmac::Tag {
+/// The MAC key and the domain-separated input for `payload`.
+fn mac_input(state: &State, payload: &str) -> (hmac::Key, Vec<u8>) {
     let key = hmac::Key::new(hmac::HMAC_SHA256, &state.csrf_key);
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(b"agentauth register pow\0");
-    ctx.update(payload.as_bytes());
-    ctx.sign()
+    let mut input = b"agentauth register pow\0".to_vec();
+    input.extend_from_slice(payload.as_bytes());
+    (key, input)
 }
 
 /// A fresh challenge for a client at an address that asked for `recent`
@@ -48,7 +46,8 @@ pub fn issue(state: &State, recent: u64, now: i64) -> Result<(String, u32), Erro
         n: crate::crypto::random_id()?,
     })
     .map_err(|e| Error::Internal(e.to_string()))?);
-    let tag = mac(state, &payload);
+    let (key, input) = mac_input(state, &payload);
+    let tag = hmac::sign(&key, &input);
     Ok((format!("{payload}.{}", b64(tag.as_ref())), d))
 }
 
@@ -75,10 +74,8 @@ pub async fn check(
     let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(tag)
         .map_err(|_| bad("the stamp's challenge is malformed"))?;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &state.csrf_key);
-    let mut signed = b"agentauth register pow\0".to_vec();
-    signed.extend_from_slice(payload.as_bytes());
-    hmac::verify(&key, &signed, &tag).map_err(|_| bad("the stamp's challenge is not ours"))?;
+    let (key, input) = mac_input(state, payload);
+    hmac::verify(&key, &input, &tag).map_err(|_| bad("the stamp's challenge is not ours"))?;
     let c: Challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()

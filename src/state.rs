@@ -47,6 +47,10 @@ pub struct State {
     /// Login requests a site may create and challenges an agent may
     /// fetch, per minute each (keys `site:<id>`, `agent:<id>`).
     pub login_limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// Self-registered clients this node marked used within the hour: the
+    /// mark is a database write at most daily, and this keeps even its
+    /// round trip off the token path.
+    pub client_touched: moka::sync::Cache<String, ()>,
     /// Open login event streams per client address (SECURITY-CASES 53).
     pub login_streams: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
     /// Challenges fetched in the last minute, per site and per agent
@@ -183,6 +187,10 @@ impl State {
                 NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
             )),
             login_streams: Default::default(),
+            client_touched: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
             login_challenges: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(60))
@@ -246,6 +254,16 @@ pub fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> 
             }
         }
     })
+}
+
+/// Whole seconds until a rate-limited key may try again (`Retry-After`).
+pub fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
+    not_until
+        .wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ))
+        .as_secs()
+        + 1
 }
 
 /// Deletes self-registered clients idle for `--idle-client-ttl`, forgets

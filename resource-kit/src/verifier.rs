@@ -279,8 +279,9 @@ impl<K: KeySource> ResourceVerifier<K> {
 }
 
 /// RFC 6750 §2.1 / RFC 9449 §7.1: the one `Authorization` header's token,
-/// and whether it came under the `DPoP` scheme.
-pub(crate) fn bearer_or_dpop(headers: &HeaderMap) -> Result<(&str, bool), ResourceError> {
+/// and whether it came under the `DPoP` scheme (any other scheme is
+/// [`ResourceError::MissingToken`]).
+pub fn bearer_or_dpop(headers: &HeaderMap) -> Result<(&str, bool), ResourceError> {
     let mut auth = headers.get_all(header::AUTHORIZATION).iter();
     let value = auth.next().ok_or(ResourceError::MissingToken)?;
     if auth.next().is_some() {

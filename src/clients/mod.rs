@@ -63,12 +63,7 @@ impl State {
             .map_err(|not_until| {
                 self.document_fetch_charged
                     .invalidate(&(ip, client_id.to_string()));
-                not_until
-                    .wait_time_from(governor::clock::Clock::now(
-                        &governor::clock::DefaultClock::default(),
-                    ))
-                    .as_secs()
-                    + 1
+                crate::state::retry_after(&not_until)
             })
     }
 

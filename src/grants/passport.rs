@@ -60,6 +60,49 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     issue(state, &req, &agent, jkt).await
 }
 
+/// Signs a passport for `agent` bound to `jkt` with `scope` and `aud`,
+/// and records it (metrics, audit `passport.issued`). Every passport is
+/// made here: the passport grant's and a proof-of-work login's.
+pub async fn sign(
+    state: &State,
+    agent: &AgentRow,
+    jkt: String,
+    scope: &Scope,
+    aud: Option<Audience>,
+    now: i64,
+    ip: Option<String>,
+) -> Result<(String, PassportClaims), Error> {
+    let claims = PassportClaims {
+        iss: state.config.issuer.clone(),
+        sub: agent.id.clone(),
+        aud,
+        owner: agent.owner_id.clone(),
+        agent_name: agent.name.clone(),
+        scope: (!scope.is_empty()).then(|| scope.to_string()),
+        cnf: Confirmation { jkt },
+        jti: random_id()?,
+        iat: now,
+        exp: now + state.config.passport_ttl,
+        agent_id: agent.id.clone(),
+    };
+    let keys = state.keys.current();
+    let signer = keys
+        .signer(now)
+        .ok_or_else(|| Error::Internal("no active signing key".into()))?;
+    let passport = state.signing.sign(signer, PASSPORT_TYP, &claims).await?;
+    state.metrics.token_issued(PASSPORT);
+    state.audit.record(AuditEvent {
+        at: now,
+        event: "passport.issued",
+        client_id: Some(agent.id.clone()),
+        subject: Some(agent.id.clone()),
+        ip,
+        detail: json!({ "jti": claims.jti, "aud": claims.aud, "scope": claims.scope,
+                        "exp": claims.exp, "jkt": claims.cnf.jkt, "owner": claims.owner }),
+    });
+    Ok((passport, claims))
+}
+
 /// Signs a passport for `agent` bound to `jkt`, with the request's
 /// `scope` (within the agent's) and `audience` values (the sites).
 pub async fn issue(
@@ -80,37 +123,10 @@ pub async fn issue(
     for value in requested {
         sites.push(audience(state, value).await?);
     }
-    let now = req.now;
-    let ttl = state.config.passport_ttl;
-    let claims = PassportClaims {
-        iss: state.config.issuer.clone(),
-        sub: agent.id.clone(),
-        aud: (!sites.is_empty()).then(|| Audience::from_list(sites)),
-        owner: agent.owner_id.clone(),
-        agent_name: agent.name.clone(),
-        scope: (!scope.is_empty()).then(|| scope.to_string()),
-        cnf: Confirmation { jkt },
-        jti: random_id()?,
-        iat: now,
-        exp: now + ttl,
-        agent_id: agent.id.clone(),
-    };
-    let keys = state.keys.current();
-    let signer = keys
-        .signer(now)
-        .ok_or_else(|| Error::Internal("no active signing key".into()))?;
     req.confirm_proof().await?;
-    let passport = state.signing.sign(signer, PASSPORT_TYP, &claims).await?;
-    state.metrics.token_issued(PASSPORT);
-    state.audit.record(AuditEvent {
-        at: now,
-        event: "passport.issued",
-        client_id: Some(agent.id.clone()),
-        subject: Some(agent.id.clone()),
-        ip: req.ip.clone(),
-        detail: json!({ "jti": claims.jti, "aud": claims.aud, "scope": claims.scope,
-                        "exp": claims.exp, "jkt": claims.cnf.jkt, "owner": claims.owner }),
-    });
+    let aud = (!sites.is_empty()).then(|| Audience::from_list(sites));
+    let (passport, claims) = sign(state, agent, jkt, &scope, aud, req.now, req.ip.clone()).await?;
+    let ttl = state.config.passport_ttl;
     Ok(TokenResponse {
         access_token: passport,
         issued_token_type: Some(PASSPORT_TOKEN_TYPE),

@@ -19,7 +19,13 @@ impl<S: Send + Sync> FromRequestParts<S> for DpopHeader {
     type Rejection = OAuthError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, OAuthError> {
-        let mut values = parts.headers.get_all("dpop").iter();
+        Self::from_headers(&parts.headers)
+    }
+}
+
+impl DpopHeader {
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Result<Self, OAuthError> {
+        let mut values = headers.get_all("dpop").iter();
         let Some(first) = values.next() else {
             return Ok(Self(None));
         };

@@ -31,21 +31,16 @@ use crate::state::{AppState, State as AppStateInner};
 use crate::store::agents::AgentRow;
 use crate::store::audit::AuditEvent;
 use crate::store::login_requests::{self, APPROVED, DENIED, NewLoginRequest};
+use agentauth_resource::ResourceError;
 
 /// Most open event streams one address may hold.
 pub const MAX_STREAMS_PER_ADDRESS: u32 = 100;
 
 /// 429 unless `key` (`site:<id>`, `agent:<id>`) is within its rate.
 fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
-    match state.login_limiter.check_key(&key) {
-        Ok(()) => Ok(()),
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            Err(OAuthError::too_many_requests(wait.as_secs() + 1).into())
-        }
-    }
+    state.login_limiter.check_key(&key).map_err(|not_until| {
+        OAuthError::too_many_requests(crate::state::retry_after(&not_until)).into()
+    })
 }
 
 /// One open event stream of an address, counted while it lives.
@@ -165,32 +160,19 @@ async fn agent_caller(
     htu: &str,
 ) -> Result<(std::sync::Arc<AgentRow>, String)> {
     let invalid = |why: &'static str| Error::from(OAuthError::invalid_token(why));
-    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
-    let value = auth.next().and_then(|v| v.to_str().ok()).ok_or_else(|| {
-        invalid("an agent's passport is required (Authorization: DPoP <passport>)")
-    })?;
-    if auth.next().is_some() {
-        return Err(OAuthError::invalid_request("more than one Authorization header").into());
-    }
-    let token = value
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("dpop"))
-        .map(|(_, t)| t.trim())
-        .ok_or_else(|| {
-            invalid("an agent's passport is required (Authorization: DPoP <passport>)")
-        })?;
-    let mut proofs = headers.get_all("dpop").iter();
-    let proof = match (proofs.next(), proofs.next()) {
-        (Some(p), None) => p
-            .to_str()
-            .map_err(|_| OAuthError::invalid_dpop_proof("DPoP header is not ASCII"))?,
-        _ => {
-            return Err(
-                OAuthError::invalid_dpop_proof("exactly one DPoP proof is required").into(),
-            );
+    let required = "an agent's passport is required (Authorization: DPoP <passport>)";
+    let token = match agentauth_resource::verifier::bearer_or_dpop(headers) {
+        Ok((token, true)) => token,
+        Ok((_, false)) | Err(ResourceError::MissingToken) => return Err(invalid(required)),
+        Err(ResourceError::InvalidRequest(why)) => {
+            return Err(OAuthError::invalid_request(why).into());
         }
+        Err(_) => return Err(invalid(required)),
     };
-    let proof = super::dpop::check(state, proof, htm, htu, Some(token)).await?;
+    let proof = super::dpop::DpopHeader::from_headers(headers)?
+        .0
+        .ok_or_else(|| OAuthError::invalid_dpop_proof("exactly one DPoP proof is required"))?;
+    let proof = super::dpop::check(state, &proof, htm, htu, Some(token)).await?;
     proof.spend.confirm().await?;
     let passport = crate::tokens::live_passport(state, token)
         .await?

@@ -108,10 +108,7 @@ pub async fn create(
     if let Some(addr) = ip.0
         && let Err(not_until) = state.registration_limiter.check_key(&addr)
     {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        return Err(OAuthError::too_many_requests(wait.as_secs() + 1).into());
+        return Err(OAuthError::too_many_requests(crate::state::retry_after(&not_until)).into());
     }
     let now = state.now();
     // An initial access token is required in protected mode and welcome

@@ -62,11 +62,14 @@ pub async fn post(
     };
     let response = grants::dispatch(&state, grant, request).await?;
     // Idle self-registered clients are reaped; one that gets tokens is not.
+    let id = &client.client.client_id;
     if client.client.kind == crate::oauth::client_kind::ClientKind::Dynamic
-        && let Err(e) =
-            crate::store::clients::touch(&state.db, &client.client.client_id, state.now()).await
+        && !state.client_touched.contains_key(id)
     {
-        tracing::warn!(error = %e, "marking a client used failed");
+        match crate::store::clients::touch(&state.db, id, state.now()).await {
+            Ok(()) => state.client_touched.insert(id.clone(), ()),
+            Err(e) => tracing::warn!(error = %e, "marking a client used failed"),
+        }
     }
     let mut response = json_no_store(StatusCode::OK, &response);
     if let Some(nonce) = dpop::fresh_nonce(&state).and_then(|n| HeaderValue::from_str(&n).ok()) {

@@ -226,13 +226,8 @@ pub async fn add_consent<C: ConnectionTrait + TransactionTrait>(
 ) -> StoreResult<()> {
     let txn = db.begin().await?;
     if let Some(earlier) = consent(&txn, &row.user_id, &row.client_id).await? {
-        let mut scopes: Vec<&str> = earlier.scope.split(' ').filter(|s| !s.is_empty()).collect();
-        for s in row.scope.split(' ').filter(|s| !s.is_empty()) {
-            if !scopes.contains(&s) {
-                scopes.push(s);
-            }
-        }
-        row.scope = scopes.join(" ");
+        let scope = |text: &str| crate::oauth::scope::Scope::parse(text).unwrap_or_default();
+        row.scope = scope(&earlier.scope).union(&scope(&row.scope)).to_string();
         let mut resources: Vec<String> =
             serde_json::from_value(earlier.resources).unwrap_or_default();
         let asked: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();

@@ -617,6 +617,17 @@ async fn pow_gated_registration() {
     register(body.clone(), Some(format!("{challenge}:{weak}")))
         .await
         .assert_error(400, "invalid_request");
+    // Malformed stamps.
+    for bad in [
+        "no-colon",
+        ":",
+        "a.b:1",
+        &format!("{challenge}:{}", "1".repeat(65)),
+    ] {
+        register(body.clone(), Some(bad.to_string()))
+            .await
+            .assert_error(400, "invalid_request");
+    }
     // A forged challenge (our MAC does not match).
     let forged = format!("{}x:{nonce}", challenge);
     register(body.clone(), Some(forged))
@@ -664,3 +675,86 @@ async fn pow_gated_registration() {
     }
     assert!(last >= 17, "difficulty after a flood: {last}");
 }
+
+/// Bad input at every login-request endpoint, and at the pow-login grant
+/// and the registration challenge, gets a standards-shaped 4xx.
+async fn malformed_requests_get_standard_errors(app: TestApp) {
+    let site = site(&app, "Example Site").await;
+    let a = logging_agent(&app, "alice").await;
+    let auth = Some((site.0.as_str(), site.1.as_str()));
+    app.post_form("/login-requests", &[("scope", "read \"quoted\"")], auth)
+        .await
+        .assert_error(400, "invalid_scope");
+    app.post_form("/login-requests", &[("agent", "agent-nobody")], auth)
+        .await
+        .assert_error(400, "invalid_request");
+    app.post_form("/login-requests", &[], Some((&site.0, "wrong secret")))
+        .await
+        .assert_error(401, "invalid_client");
+
+    // The agent: unknown request, wrong scheme, two Authorization headers,
+    // missing or oversized parameters.
+    assert_eq!(a.challenge(&app, "no-such-request").await.status, 404);
+    let id = create(&app, &site, &[]).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bearer = a.request(&app, "GET", &format!("/login-requests/{id}"), None);
+    bearer.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {}", a.passport).parse().unwrap(),
+    );
+    app.send(bearer).await.assert_error(401, "invalid_token");
+    let mut twice = a.request(&app, "GET", &format!("/login-requests/{id}"), None);
+    twice
+        .headers_mut()
+        .append(header::AUTHORIZATION, "Basic eDp5".parse().unwrap());
+    app.send(twice).await.assert_error(400, "invalid_request");
+    let c = a.challenge(&app, &id).await.json();
+    let challenge = c["challenge"].as_str().unwrap();
+    a.answer(&app, &id, "approve", &[("nonce", "1")])
+        .await
+        .assert_error(400, "invalid_request");
+    a.answer(&app, &id, "approve", &[("challenge", challenge)])
+        .await
+        .assert_error(400, "invalid_request");
+    let long = "9".repeat(65);
+    a.answer(
+        &app,
+        &id,
+        "approve",
+        &[("challenge", challenge), ("nonce", &long)],
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    a.answer(&app, &id, "deny", &[])
+        .await
+        .assert_error(400, "invalid_request");
+
+    // The polling grant.
+    app.post_form(
+        "/token",
+        &[("grant_type", POW_LOGIN)],
+        Some((&site.0, &site.1)),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    poll(&app, &site, "no-such-request")
+        .await
+        .assert_error(400, "invalid_grant");
+    // A public client may not register the grant (a site is confidential).
+    let token = app.initial_token().await;
+    let r = app
+        .json_request(
+            "POST",
+            "/register",
+            &json!({"grant_types": [POW_LOGIN], "token_endpoint_auth_method": "none"}),
+            Some(&token),
+        )
+        .await;
+    r.assert_error(400, "invalid_client_metadata");
+
+    // No proof of work needed here: the challenge endpoint says so.
+    assert_eq!(app.get("/register/challenge").await.status, 404);
+}
+crate::both!(malformed_requests_get_standard_errors);
