@@ -146,7 +146,7 @@ fn client_metadata(
     let request = ClientMetadataRequest {
         client_name: Some(name.to_string()),
         grant_types: Some(
-            [CLIENT_CREDENTIALS, PASSPORT, TOKEN_EXCHANGE, JWT_BEARER]
+            [CLIENT_CREDENTIALS, PASSPORT, TOKEN_EXCHANGE, JWT_BEARER, crate::bridge::BRIDGE_CERT]
                 .iter()
                 .filter(|g| grants.supports(g))
                 .map(|g| g.to_string())

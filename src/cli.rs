@@ -1,4 +1,4 @@
-//! The subcommands: serve, migrate, client, keys.
+//! The subcommands: serve, migrate, client, keys, ca, user, agent.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::clock::{Clock, SystemClock};
 use crate::config::UserCommand;
 use crate::config::{
-    ClientCommand, ClientCreateArgs, Command, Config, KeysCommand, ServeArgs, StorageArgs,
+    CaCommand, ClientCommand, ClientCreateArgs, Command, Config, KeysCommand, ServeArgs,
+    StorageArgs,
 };
 use crate::crypto::{Kek, random_bytes, random_id, random_token, sha256};
 use crate::keys;
@@ -33,6 +34,7 @@ pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Resu
         }
         Command::Client(cmd) => client(cmd, storage).await,
         Command::Keys(cmd) => keys_command(cmd, storage).await,
+        Command::Ca(cmd) => ca_command(cmd, storage).await,
         Command::User(cmd) => user_command(cmd, storage).await,
         Command::Agent(cmd) => agent_command(cmd, storage).await,
     }
@@ -373,6 +375,65 @@ fn cli_event(now: i64, event: &'static str, client_id: Option<&str>) -> AuditEve
         ip: None,
         detail: json!({ "via": "cli" }),
     }
+}
+
+async fn ca_command(cmd: CaCommand, storage: StorageArgs) -> anyhow::Result<()> {
+    let db = store::connect(&database_url(&storage.database_url), 2, None).await?;
+    let now = SystemClock.now();
+    match cmd {
+        CaCommand::List => {
+            let rows = store::bridge::epochs(&db).await?;
+            let issuing = rows
+                .iter()
+                .filter(|r| r.dropped_at.is_none() && r.started_at <= now && r.not_after > now)
+                .map(|r| r.epoch)
+                .max();
+            println!("epoch\tstate\tstarted_at\tnot_after\tsha256");
+            for r in rows.iter().rev() {
+                let state = if r.dropped_at.is_some() {
+                    "dropped"
+                } else if Some(r.epoch) == issuing {
+                    "current"
+                } else if issuing.is_some_and(|i| r.epoch == i - 1) && r.not_after > now {
+                    "previous"
+                } else {
+                    "retired"
+                };
+                println!(
+                    "{}\t{state}\t{}\t{}\t{}",
+                    r.epoch,
+                    r.started_at,
+                    r.not_after,
+                    crate::crypto::b64url(&sha256(&r.certificate_der))
+                );
+            }
+        }
+        CaCommand::Rotate {
+            drop_previous,
+            issuer,
+            ca_epoch,
+        } => {
+            let kek = crate::bridge::ca::ca_kek(&load_kek(&storage)?)?;
+            let epoch = crate::bridge::ca::rotate(
+                &db,
+                &kek,
+                &crate::bridge::ca::issuer_host(&issuer),
+                i64::from(ca_epoch.max(60)),
+                drop_previous,
+                now,
+            )
+            .await?;
+            println!(
+                "started epoch {epoch}{}",
+                if drop_previous {
+                    "; older CAs dropped from the bundle"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn keys_command(cmd: KeysCommand, storage: StorageArgs) -> anyhow::Result<()> {

@@ -74,12 +74,36 @@ pub enum Command {
     /// List or rotate token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// List or rotate the bridge-certificate CA epochs.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Manage agents: identities owned by a user, holding their own keys.
     #[command(subcommand)]
     Agent(AgentCommand),
     /// Manage human owner accounts (they sign in and consent).
     #[command(subcommand)]
     User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// List the CA epochs and their state.
+    List,
+    /// Start the next epoch now: a new CA issues at once (every node
+    /// within 5 s); the previous CA stays in the bundle unless
+    /// --drop-previous.
+    Rotate {
+        /// Also take every older CA out of the trust bundle: certificates
+        /// it issued stop verifying wherever the bundle is re-read.
+        #[arg(long)]
+        drop_previous: bool,
+        /// The servers' issuer (names the CA).
+        #[arg(long, env = "AGENTAUTH_ISSUER", default_value = "http://127.0.0.1:8080")]
+        issuer: String,
+        /// The servers' --ca-epoch.
+        #[arg(long, env = "AGENTAUTH_CA_EPOCH", default_value_t = 86_400)]
+        ca_epoch: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +166,27 @@ pub struct ServeArgs {
     /// Proof-of-work login: most pending requests one site may have open.
     #[arg(long, env = "AGENTAUTH_MAX_OPEN_LOGIN_REQUESTS", default_value_t = 100)]
     pub max_open_login_requests: u32,
+
+    /// Proof-of-work login: requests per minute one site may create, and
+    /// one agent may make (challenge reads and answers), per node (429
+    /// with Retry-After beyond).
+    #[arg(long, env = "AGENTAUTH_LOGIN_RATE", default_value_t = 120)]
+    pub login_rate_per_minute: u32,
+
+    /// Proof-of-work challenges one party (a site, an agent, or an address
+    /// registering under `--registration pow`) may ask for per minute at
+    /// the base difficulty; each doubling beyond adds a bit (at most 8).
+    #[arg(long, env = "AGENTAUTH_POW_FREE_RATE", default_value_t = 10)]
+    pub pow_free_per_minute: u32,
+
+    /// Bridge certificates: seconds each CA epoch issues before the next
+    /// one starts (the previous CA stays in the bundle one more epoch).
+    #[arg(long, env = "AGENTAUTH_CA_EPOCH", default_value_t = 86_400)]
+    pub ca_epoch: u32,
+
+    /// Bridge certificates: lifetime in seconds (60 to 3600).
+    #[arg(long, env = "AGENTAUTH_BRIDGE_CERT_TTL", default_value_t = 300)]
+    pub bridge_cert_ttl: u32,
 
     /// Longest delegation chain a token exchange may produce (actors in
     /// `act`, the new one included).
@@ -285,6 +330,10 @@ impl Default for ServeArgs {
             pow_difficulty: 15,
             login_poll_interval: 5,
             max_open_login_requests: 100,
+            login_rate_per_minute: 120,
+            pow_free_per_minute: 10,
+            ca_epoch: 86_400,
+            bridge_cert_ttl: 300,
             idle_client_ttl: 2_592_000,
             max_delegation_depth: 3,
             refresh_token_ttl: 2_592_000,
@@ -464,6 +513,11 @@ pub struct Config {
     pub pow_difficulty: u32,
     pub login_poll_interval: i32,
     pub max_open_login_requests: u64,
+    pub login_rate_per_minute: u32,
+    pub pow_free_per_minute: u64,
+    /// Seconds per bridge CA epoch.
+    pub ca_epoch: i64,
+    pub bridge_cert_ttl: i64,
     /// Seconds; 0: never reap.
     pub idle_client_ttl: i64,
     pub max_delegation_depth: usize,
@@ -595,6 +649,10 @@ impl Config {
             pow_difficulty: args.pow_difficulty.clamp(8, 32),
             login_poll_interval: i32::try_from(args.login_poll_interval.clamp(1, 60)).unwrap_or(5),
             max_open_login_requests: u64::from(args.max_open_login_requests.max(1)),
+            login_rate_per_minute: args.login_rate_per_minute.max(1),
+            pow_free_per_minute: u64::from(args.pow_free_per_minute.max(1)),
+            ca_epoch: i64::from(args.ca_epoch.max(60)),
+            bridge_cert_ttl: i64::from(args.bridge_cert_ttl.clamp(60, 3600)),
             idle_client_ttl: i64::try_from(args.idle_client_ttl).unwrap_or(i64::MAX),
             max_delegation_depth: usize::try_from(args.max_delegation_depth.clamp(1, 10))
                 .unwrap_or(3),

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod agents;
 pub mod audit;
+pub mod bridge;
 pub mod cli;
 pub mod clients;
 pub mod clock;

@@ -53,18 +53,17 @@ pub fn solve(challenge: &str, difficulty: u32) -> String {
 
 /// The difficulty for the next challenge of a party (a site or an agent)
 /// that asked for `recent` challenges in the last minute: the base, plus
-/// one bit per doubling beyond [`FREE_PER_MINUTE`], at most +8 (each bit
+/// one bit per doubling beyond `free` a minute, at most +8 (each bit
 /// doubles the expected work).
-pub fn difficulty(base: u32, recent: u64) -> u32 {
-    if recent <= FREE_PER_MINUTE {
+pub fn difficulty(base: u32, recent: u64, free: u64) -> u32 {
+    let free = free.max(1);
+    if recent <= free {
         return base;
     }
-    let excess = (recent / FREE_PER_MINUTE).max(1);
+    let excess = (recent / free).max(1);
     base + (63 - excess.leading_zeros()).min(7) + 1
 }
 
-/// Challenges a party may ask for per minute at the base difficulty.
-pub const FREE_PER_MINUTE: u64 = 10;
 
 /// Wakes SSE listeners of one login request, and ends every stream when
 /// the server shuts down (graceful shutdown waits for open connections;
@@ -226,7 +225,8 @@ pub async fn outcome(state: &State, row: &LoginRequestRow, now: i64) -> Result<O
     let scope = asked.intersection(&allowed);
     let aud = Some(Audience::One(row.site_client_id.clone()));
     let (passport, claims) =
-        crate::grants::passport::sign(state, &agent, jkt.clone(), &scope, aud, now, None).await?;
+        crate::grants::passport::sign(state, &agent, jkt.clone(), None, &scope, aud, now, None)
+            .await?;
     state.audit.record(AuditEvent {
         at: now,
         event: "login_request.delivered",
@@ -264,11 +264,11 @@ mod tests {
 
     #[test]
     fn difficulty_rises_with_the_rate() {
-        assert_eq!(difficulty(15, 0), 15);
-        assert_eq!(difficulty(15, 10), 15);
-        assert_eq!(difficulty(15, 11), 16);
-        assert_eq!(difficulty(15, 20), 17);
-        assert_eq!(difficulty(15, 40), 18);
-        assert_eq!(difficulty(15, 1_000_000), 23);
+        assert_eq!(difficulty(15, 0, 10), 15);
+        assert_eq!(difficulty(15, 10, 10), 15);
+        assert_eq!(difficulty(15, 11, 10), 16);
+        assert_eq!(difficulty(15, 20, 10), 17);
+        assert_eq!(difficulty(15, 40, 10), 18);
+        assert_eq!(difficulty(15, 1_000_000, 10), 23);
     }
 }

@@ -51,6 +51,7 @@ pub fn build(state: AppState) -> Router {
             "/login-requests/{id}/events",
             get(http::login_requests::events),
         )
+        .route("/bridge-certs/nonce", post(http::bridge::nonce))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
@@ -62,7 +63,13 @@ pub fn build(state: AppState) -> Router {
         .layer(api_cors(&state.config.cors_allowed_origins));
     // Public documents: any origin may read them (browser-based MCP
     // clients discover us from a web page).
-    let mut public = Router::new().route("/jwks.json", get(http::jwks::get));
+    let mut public = Router::new()
+        .route("/jwks.json", get(http::jwks::get))
+        .route("/.well-known/ca-bundle.pem", get(http::bridge::bundle))
+        .route(
+            "/.well-known/agentauth-authority.json",
+            get(http::bridge::authority),
+        );
     // RFC 8414 §3 and, because MCP clients try it first, OpenID Connect
     // Discovery's location, with the same document; when the issuer has a
     // path, RFC 8414 §3.1's path-inserted forms (and OIDC's appended one).

@@ -39,7 +39,11 @@ fn mac_input(state: &State, payload: &str) -> (hmac::Key, Vec<u8>) {
 /// A fresh challenge for a client at an address that asked for `recent`
 /// challenges this minute: (challenge, difficulty).
 pub fn issue(state: &State, recent: u64, now: i64) -> Result<(String, u32), Error> {
-    let d = difficulty(state.config.pow_difficulty, recent);
+    let d = difficulty(
+        state.config.pow_difficulty,
+        recent,
+        state.config.pow_free_per_minute,
+    );
     let payload = b64(&serde_json::to_vec(&Challenge {
         exp: now + TTL,
         d,

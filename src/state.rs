@@ -31,6 +31,10 @@ pub struct State {
     /// The grants of the token endpoint, by `grant_type`.
     pub grants: Registry,
     pub keys: KeyRing,
+    /// Bridge-certificate CAs by epoch (issue 16).
+    pub bridge: crate::bridge::ca::CaRing,
+    /// Single-use nonces that bridge-certificate proofs sign.
+    pub bridge_nonces: crate::bridge::nonce::NonceMint,
     pub clock: SharedClock,
     /// Client records by client_id; stale for at most `client_cache_ttl`
     /// on other nodes, invalidated at once on this one.
@@ -161,6 +165,16 @@ impl State {
             DpopReplay::Memory(jti_cache())
         };
         let csrf_key = kek.derive(b"agentauth csrf v1");
+        let bridge_nonces =
+            crate::bridge::nonce::NonceMint::new(&kek.derive(b"agentauth bridge nonce v1"));
+        let bridge = crate::bridge::ca::CaRing::load_or_init(
+            &db,
+            crate::bridge::ca::ca_kek(&kek)?,
+            crate::bridge::ca::issuer_host(&config.issuer),
+            config.ca_epoch,
+            clock.now(),
+        )
+        .await?;
         let refresh_retry_key = Kek::from_bytes(&kek.derive(b"agentauth refresh retry v1"))?;
         let keys = KeyRing::load_or_init(
             &db,
@@ -184,7 +198,7 @@ impl State {
             resource_metadata: crate::resource_metadata::cache(),
             login_hub: Default::default(),
             login_limiter: RateLimiter::keyed(Quota::per_minute(
-                NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
+                NonZeroU32::new(config.login_rate_per_minute).unwrap_or(NonZeroU32::MIN),
             )),
             login_streams: Default::default(),
             client_touched: moka::sync::Cache::builder()
@@ -221,6 +235,8 @@ impl State {
             login_by_ip: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
             )),
+            bridge,
+            bridge_nonces,
             config,
             db,
             keys,

@@ -6,6 +6,8 @@
 pub mod agent;
 pub mod audit_log;
 pub mod authorization_code;
+pub mod bridge_cert;
+pub mod ca_epoch;
 pub mod client;
 pub mod consent;
 pub mod initial_access_token;

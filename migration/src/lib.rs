@@ -11,6 +11,7 @@ mod m0005_client_kind;
 mod m0006_agents;
 mod m0007_login_requests;
 mod m0008_client_last_used;
+mod m0009_bridge_certs;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_agents::Migration),
             Box::new(m0007_login_requests::Migration),
             Box::new(m0008_client_last_used::Migration),
+            Box::new(m0009_bridge_certs::Migration),
         ]
     }
 }

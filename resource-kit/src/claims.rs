@@ -41,10 +41,32 @@ impl Audience {
     }
 }
 
-/// RFC 7800 / RFC 9449 §6 confirmation claim.
+/// RFC 7800 confirmation claim: the key the token is bound to, as an RFC
+/// 9449 §6 JWK thumbprint and, when an agentauth bridge certificate
+/// certifies that key, the RFC 8705 §3.1 certificate thumbprint too (one
+/// key, one certificate: the token works with a DPoP proof made with the
+/// key, or over mutual TLS with the certificate).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     pub jkt: String,
+    #[serde(
+        rename = "x5t#S256",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// RFC 8705 §3: whether `certificate_der` (the client certificate of
+    /// the TLS connection) is the one the token is bound to.
+    pub fn matches_certificate(&self, certificate_der: &[u8]) -> bool {
+        use base64::Engine as _;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate_der);
+        self.x5t_s256.as_deref().is_some_and(|x5t| {
+            x5t == base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+        })
+    }
 }
 
 /// RFC 8693 §4.1 `act` (and §4.4 `may_act`): a party that acts, or may act,

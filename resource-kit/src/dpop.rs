@@ -39,6 +39,11 @@ pub struct VerifiedProof {
     pub jkt: String,
     pub jti: String,
     pub iat: i64,
+    /// The proof's public key (a bridge certificate may certify it).
+    pub jwk: Jwk,
+    /// The `nonce` claim, as sent (checked here only when
+    /// [`Expectations::nonces`] is set).
+    pub nonce: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +165,8 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
         jkt,
         jti: claims.jti,
         iat: claims.iat,
+        jwk,
+        nonce: claims.nonce,
     })
 }
 

@@ -37,14 +37,26 @@ fn agent_jkt(req: &TokenRequest<'_>, matches: impl Fn(&Jwk) -> bool) -> Option<S
         .find_map(|k| agentauth_resource::jwk::thumbprint(k).ok())
 }
 
-/// An agent's DPoP proof must be made with one of its own keys: its tokens
-/// are bound to a key it registered, never to a stray one.
-pub fn check_proof_key(req: &TokenRequest<'_>) -> Result<(), OAuthError> {
-    match req.jkt() {
-        Some(jkt) if !is_agent_key(req, jkt) => Err(OAuthError::invalid_dpop_proof(
-            "an agent's DPoP proof must use one of its registered keys",
-        )),
-        _ => Ok(()),
+/// An agent's DPoP proof must be made with one of its own keys: one it
+/// registered, or one that a live bridge certificate of the agent
+/// certifies. In that case the certificate's RFC 8705 `x5t#S256` comes
+/// back, for the token's `cnf` (one key, one certificate, one binding).
+pub async fn check_proof_key(
+    state: &State,
+    req: &TokenRequest<'_>,
+) -> Result<Option<String>, Error> {
+    let Some(jkt) = req.jkt() else {
+        return Ok(None);
+    };
+    let cert =
+        crate::store::bridge::live_cert(&state.db, req.client.client_id(), jkt, req.now).await?;
+    match cert {
+        Some(cert) => Ok(Some(cert.x5t_s256)),
+        None if is_agent_key(req, jkt) => Ok(None),
+        None => Err(OAuthError::invalid_dpop_proof(
+            "an agent's DPoP proof must use one of its registered keys or a key its bridge certificate certifies",
+        )
+        .into()),
     }
 }
 
@@ -55,13 +67,16 @@ fn is_agent_key(req: &TokenRequest<'_>, jkt: &str) -> bool {
     .is_some()
 }
 
-/// The key a passport names: the DPoP proof's (one of the agent's keys),
-/// else the one that signed the client assertion (by `kid`, or the only
-/// key).
-pub fn held_key(req: &TokenRequest<'_>) -> Result<String, OAuthError> {
-    check_proof_key(req)?;
+/// The key a passport names: the DPoP proof's (one of the agent's keys,
+/// with the `x5t#S256` of a bridge certificate for it), else the one that
+/// signed the client assertion (by `kid`, or the only key).
+pub async fn held_key(
+    state: &State,
+    req: &TokenRequest<'_>,
+) -> Result<(String, Option<String>), Error> {
+    let x5t = check_proof_key(state, req).await?;
     if let Some(jkt) = req.jkt() {
-        return Ok(jkt.to_string());
+        return Ok((jkt.to_string(), x5t));
     }
     let kid = req
         .params
@@ -83,12 +98,14 @@ pub fn held_key(req: &TokenRequest<'_>) -> Result<String, OAuthError> {
         (None, [only]) => Some(only),
         (None, _) => None,
     };
-    key.and_then(|k| agentauth_resource::jwk::thumbprint(k).ok())
+    let jkt = key
+        .and_then(|k| agentauth_resource::jwk::thumbprint(k).ok())
         .ok_or_else(|| {
             OAuthError::invalid_request(
                 "name the key to bind: a DPoP proof, or a kid in the client assertion",
             )
-        })
+        })?;
+    Ok((jkt, None))
 }
 
 /// An agent limited to some resources gets tokens for those only.

@@ -51,9 +51,9 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let agent = match client.client.kind {
         ClientKind::Agent => {
             let agent = agent_of(state, &req).await?;
-            check_proof_key(&req)?;
+            let x5t = check_proof_key(state, &req).await?;
             check_resources(&agent, &targets)?;
-            Some(agent)
+            Some((agent, x5t))
         }
         _ => None,
     };
@@ -65,9 +65,10 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         &resources,
         &req,
     );
-    if let Some(agent) = &agent {
+    if let Some((agent, x5t)) = &agent {
         token.agent_id = Some(&agent.id);
         token.owner = Some(&agent.owner_id);
+        token.x5t_s256 = x5t.clone();
     }
     let issued = issue_access_token(state, token).await?;
     Ok(issued.response)

@@ -94,7 +94,10 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                             "a federated passport is bound to the key of a DPoP proof; send one",
                         )
                     })?;
-                    super::passport::issue(state, &req, &agent, jkt.to_string()).await
+                    let x5t = crate::store::bridge::live_cert(&state.db, &agent.id, jkt, req.now)
+                        .await?
+                        .map(|c| c.x5t_s256);
+                    super::passport::issue(state, &req, &agent, jkt.to_string(), x5t).await
                 }
                 None | Some(ACCESS_TOKEN_TYPE) => {
                     let targets = state.config.resources.resolve(&resources(req.params)?)?;
@@ -164,7 +167,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
 }
 
 /// RFC 7523 §3 item 7: one use per assertion, across every node.
-async fn spend(state: &State, jti: &str, exp: i64) -> Result<(), Error> {
+pub(crate) async fn spend(state: &State, jti: &str, exp: i64) -> Result<(), Error> {
     if !state.spend_once(format!("jwt-bearer:{jti}"), exp).await? {
         return Err(OAuthError::invalid_grant("the assertion was already used").into());
     }

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod authorization_code;
+pub mod bridge_cert;
 pub mod client_credentials;
 pub mod jwt_bearer;
 pub mod passport;
@@ -94,6 +95,12 @@ pub trait Grant: Send + Sync {
         false
     }
 
+    /// Whether the grant checks a DPoP proof's `nonce` itself (its own
+    /// single-use nonces) instead of the server's RFC 9449 §8 nonces.
+    fn checks_dpop_nonce(&self) -> bool {
+        false
+    }
+
     /// Runs the grant for an authenticated client allowed to use it.
     fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a>;
 }
@@ -115,6 +122,7 @@ impl Registry {
             .with(token_exchange::TokenExchange)
             .with(jwt_bearer::JwtBearer)
             .with(pow_login::PowLogin)
+            .with(bridge_cert::BridgeCert)
     }
 
     pub fn with(mut self, grant: impl Grant + 'static) -> Self {
@@ -269,6 +277,8 @@ pub struct AccessTokenRequest<'a> {
     pub resources: &'a [ResourceUri],
     /// RFC 9449 §6: the proof key's thumbprint, when the token is bound.
     pub jkt: Option<&'a str>,
+    /// RFC 8705 §3.1: the bridge certificate of that key, when one is live.
+    pub x5t_s256: Option<String>,
     /// RFC 8693 §4.1: who acts for the subject.
     pub act: Option<Actor>,
     /// The agent the token is issued to or through, and its owner.
@@ -302,6 +312,7 @@ impl<'a> AccessTokenRequest<'a> {
             scope,
             resources,
             jkt: request.jkt(),
+            x5t_s256: None,
             act: None,
             agent_id: None,
             owner: None,
@@ -355,6 +366,7 @@ pub async fn issue_access_token(
         nbf: None,
         cnf: req.jkt.map(|jkt| Confirmation {
             jkt: jkt.to_string(),
+            x5t_s256: req.x5t_s256.clone(),
         }),
         act: req.act,
         may_act: None,
@@ -388,6 +400,7 @@ pub async fn issue_access_token(
         detail: json!({
             "grant_type": req.grant_type, "jti": claims.jti, "aud": claims.aud,
             "scope": claims.scope, "exp": claims.exp, "jkt": req.jkt,
+            "x5t#S256": req.x5t_s256,
             "agent_id": claims.agent_id, "act": claims.act,
         }),
     });
@@ -511,6 +524,7 @@ mod tests {
                 TOKEN_EXCHANGE,
                 JWT_BEARER,
                 POW_LOGIN,
+                crate::bridge::BRIDGE_CERT,
                 "urn:example:params:grant-type:custom"
             ]
         );

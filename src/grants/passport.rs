@@ -56,8 +56,8 @@ async fn audience(state: &State, value: &str) -> Result<String, Error> {
 
 async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let agent = agent_of(state, &req).await?;
-    let jkt = held_key(&req)?;
-    issue(state, &req, &agent, jkt).await
+    let (jkt, x5t) = held_key(state, &req).await?;
+    issue(state, &req, &agent, jkt, x5t).await
 }
 
 /// Signs a passport for `agent` bound to `jkt` with `scope` and `aud`,
@@ -67,6 +67,7 @@ pub async fn sign(
     state: &State,
     agent: &AgentRow,
     jkt: String,
+    x5t_s256: Option<String>,
     scope: &Scope,
     aud: Option<Audience>,
     now: i64,
@@ -79,7 +80,7 @@ pub async fn sign(
         owner: agent.owner_id.clone(),
         agent_name: agent.name.clone(),
         scope: (!scope.is_empty()).then(|| scope.to_string()),
-        cnf: Confirmation { jkt },
+        cnf: Confirmation { jkt, x5t_s256 },
         jti: random_id()?,
         iat: now,
         exp: now + state.config.passport_ttl,
@@ -98,7 +99,8 @@ pub async fn sign(
         subject: Some(agent.id.clone()),
         ip,
         detail: json!({ "jti": claims.jti, "aud": claims.aud, "scope": claims.scope,
-                        "exp": claims.exp, "jkt": claims.cnf.jkt, "owner": claims.owner }),
+                        "exp": claims.exp, "jkt": claims.cnf.jkt, "x5t#S256": claims.cnf.x5t_s256,
+                        "owner": claims.owner }),
     });
     Ok((passport, claims))
 }
@@ -110,6 +112,7 @@ pub async fn issue(
     req: &TokenRequest<'_>,
     agent: &AgentRow,
     jkt: String,
+    x5t_s256: Option<String>,
 ) -> Result<TokenResponse, Error> {
     let allowed = Scope::parse(&agent.scope).unwrap_or_default();
     let scope = requested_scope(req.params, &allowed)?;
@@ -125,7 +128,17 @@ pub async fn issue(
     }
     req.confirm_proof().await?;
     let aud = (!sites.is_empty()).then(|| Audience::from_list(sites));
-    let (passport, claims) = sign(state, agent, jkt, &scope, aud, req.now, req.ip.clone()).await?;
+    let (passport, claims) = sign(
+        state,
+        agent,
+        jkt,
+        x5t_s256,
+        &scope,
+        aud,
+        req.now,
+        req.ip.clone(),
+    )
+    .await?;
     let ttl = state.config.passport_ttl;
     Ok(TokenResponse {
         access_token: passport,

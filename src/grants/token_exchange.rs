@@ -120,7 +120,7 @@ async fn subject(
 
 async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let agent = agent_of(state, &req).await?;
-    check_proof_key(&req)?;
+    let x5t = check_proof_key(state, &req).await?;
     if req.params.get("actor_token").is_some() {
         return Err(unacceptable(
             "the actor is the authenticated agent; actor_token is not accepted",
@@ -198,6 +198,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     token.agent_id = Some(&agent.id);
     token.owner = Some(&agent.owner_id);
     token.max_ttl = Some(remaining);
+    token.x5t_s256 = x5t;
     let mut issued = issue_access_token(state, token).await?;
     issued.response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(issued.response)

@@ -53,6 +53,19 @@ pub async fn check(
     htu: &str,
     access_token: Option<&str>,
 ) -> Result<CheckedProof, Error> {
+    check_nonce_by(state, proof, htm, htu, access_token, state.config.dpop_nonce).await
+}
+
+/// [`check`], with the server-nonce check (§8) done here only when
+/// `server_nonce` (a grant with nonces of its own checks them itself).
+pub async fn check_nonce_by(
+    state: &State,
+    proof: &str,
+    htm: &str,
+    htu: &str,
+    access_token: Option<&str>,
+    server_nonce: bool,
+) -> Result<CheckedProof, Error> {
     let now = state.now();
     let expect = Expectations {
         htm,
@@ -60,7 +73,7 @@ pub async fn check(
         now,
         iat_window: state.config.dpop_iat_window,
         access_token,
-        nonces: state.config.dpop_nonce.then_some(&state.dpop_nonces),
+        nonces: server_nonce.then_some(&state.dpop_nonces),
     };
     let verified = dpop::verify_proof(proof, &expect).map_err(|e| match e {
         DpopError::UseNonce => OAuthError::use_dpop_nonce(state.dpop_nonces.current(now)),

@@ -237,7 +237,11 @@ pub async fn read(
     };
     let recent =
         bump(format!("agent:{}", agent.id)).max(bump(format!("site:{}", row.site_client_id)));
-    let difficulty = login::difficulty(state.config.pow_difficulty, recent);
+    let difficulty = login::difficulty(
+        state.config.pow_difficulty,
+        recent,
+        state.config.pow_free_per_minute,
+    );
     let challenge = crate::crypto::random_id()?;
     if !login_requests::set_challenge(&state.db, &id, &agent.id, &challenge, difficulty, now)
         .await?

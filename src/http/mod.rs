@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod authorize;
+pub mod bridge;
 pub mod dpop;
 pub mod introspect;
 pub mod jwks;

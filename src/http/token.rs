@@ -44,7 +44,10 @@ pub async fn post(
     };
     // RFC 9449 §5: a valid proof binds the token, whatever the grant.
     let proof = match dpop_header {
-        Some(proof) => Some(dpop::check(&state, &proof, "POST", &endpoint, None).await?),
+        Some(proof) => {
+            let server_nonce = state.config.dpop_nonce && !grant.checks_dpop_nonce();
+            Some(dpop::check_nonce_by(&state, &proof, "POST", &endpoint, None, server_nonce).await?)
+        }
         None if client.client.metadata.dpop_bound_access_tokens => {
             return Err(OAuthError::invalid_dpop_proof(
                 "this client is registered for DPoP-bound tokens; send a DPoP proof",

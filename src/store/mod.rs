@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod bridge;
 pub mod clients;
 pub mod grants;
 pub mod initial_tokens;
@@ -98,5 +99,6 @@ pub async fn purge_expired(db: &impl ConnectionTrait, now: i64) -> StoreResult<u
     Ok(replay::purge(db, now).await?
         + revocations::purge(db, now).await?
         + grants::purge(db, now).await?
-        + login_requests::purge(db, now).await?)
+        + login_requests::purge(db, now).await?
+        + bridge::purge(db, now).await?)
 }
