@@ -8,6 +8,7 @@
 mod helpers;
 
 mod agents;
+mod bridge;
 mod code_flow;
 mod consent;
 mod dpop;
