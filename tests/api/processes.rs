@@ -465,3 +465,275 @@ async fn one_login_approval_wins_across_two_server_processes() {
     .await;
     assert!(first["access_token"].is_string(), "{first}");
 }
+
+/// A TLS server on loopback that requires a client certificate chaining
+/// to `bundle_pem` (what a service trusting agentauth's bridge CA runs):
+/// returns its port; each connection's handshake outcome is sent back.
+async fn mtls_server(
+    bundle_pem: &str,
+) -> (
+    u16,
+    rustls::pki_types::CertificateDer<'static>,
+    tokio::sync::mpsc::UnboundedReceiver<Result<(), String>>,
+) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for der in crate::bridge::chain(bundle_pem) {
+        roots.add(der.into()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&server_key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let outcome = acceptor
+                .accept(tcp)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let _ = tx.send(outcome);
+        }
+    });
+    (port, server_cert.der().clone(), rx)
+}
+
+/// Connects to the mTLS server with `chain` and the Ed25519 `key`.
+async fn mtls_connect(
+    port: u16,
+    server_cert: &rustls::pki_types::CertificateDer<'static>,
+    chain: Vec<Vec<u8>>,
+    key: &rcgen::KeyPair,
+) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::AsyncReadExt;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_cert.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        chain.into_iter().map(Into::into).collect(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // TLS 1.3: the server judges the client certificate after the client
+    // finishes; reading shows the outcome (an alert, or the server's close).
+    if let Ok(mut tls) = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+    {
+        let mut buf = [0u8; 1];
+        let _ = tls.read(&mut buf).await;
+    }
+}
+
+/// Issue 16 end to end on real processes: two server processes on one
+/// PostgreSQL issue bridge certificates under the same epoch CA; `openssl
+/// verify` accepts a fresh one against the served bundle, refuses it past
+/// its expiry (`-attime`) and after `agentauth ca rotate --drop-previous`;
+/// a rustls server trusting the bundle accepts the certificate for client
+/// authentication and refuses one from a foreign CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_certificates_across_two_nodes_openssl_and_rustls() {
+    use crate::bridge::{BRIDGE, EdKey, chain};
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
+    let dir = tempfile::tempdir().unwrap();
+    let auth_key = client_key("proc-key");
+    let jwk_file = dir.path().join("agent.jwk");
+    std::fs::write(&jwk_file, auth_key.jwk.to_string()).unwrap();
+    cli(&["user", "create", "alice", "--database-url", &url], &env).await;
+    let agent = cli(
+        &[
+            "agent",
+            "create",
+            "--owner",
+            "alice",
+            "--name",
+            "a",
+            "--scope",
+            "read",
+            "--jwk",
+            jwk_file.to_str().unwrap(),
+            "--database-url",
+            &url,
+        ],
+        &env,
+    )
+    .await;
+    let nodes = two_nodes(&url, &kek).await;
+    let http = &nodes.http;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let key = EdKey::new();
+    let certify = |node: String| {
+        let (issuer, agent, key, auth_key) = (&nodes.issuer, &agent, &key, &auth_key);
+        async move {
+            let nonce: Value = serde_json::from_slice(
+                &http
+                    .post(format!("{node}/bridge-certs/nonce"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            let csr = base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                key.csr(nonce["c_nonce"].as_str()),
+            );
+            let assertion = auth_key.assertion(json!({
+                "iss": agent, "sub": agent, "aud": issuer,
+                "jti": agentauth::crypto::random_id().unwrap(),
+                "iat": now(), "exp": now() + 60 }));
+            let body = form(
+                http,
+                &format!("{node}/token"),
+                &[
+                    ("grant_type", BRIDGE),
+                    ("csr", &csr),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
+                ],
+                None,
+            )
+            .await;
+            body["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{body}"))
+                .to_string()
+        }
+    };
+    let from_a = certify(nodes.node_a.clone()).await;
+    let from_b = certify(nodes.node_b.clone()).await;
+    let (chain_a, chain_b) = (chain(&from_a), chain(&from_b));
+    assert_eq!(chain_a[1], chain_b[1], "one epoch CA across both nodes");
+    let bundle = http
+        .get(format!("{}/.well-known/ca-bundle.pem", nodes.node_b))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(chain(&bundle), [chain_a[1].clone()]);
+
+    // openssl: good now, expired in six minutes.
+    let leaf_pem = from_a
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .next()
+        .unwrap();
+    let leaf = dir.path().join("leaf.pem");
+    let ca_file = dir.path().join("bundle.pem");
+    std::fs::write(&leaf, leaf_pem).unwrap();
+    std::fs::write(&ca_file, &bundle).unwrap();
+    let verify = |at: Option<u64>| {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["verify", "-purpose", "sslclient", "-CAfile"])
+            .arg(&ca_file);
+        if let Some(t) = at {
+            cmd.args(["-attime", &t.to_string()]);
+        }
+        let out = cmd.arg(&leaf).output().expect("openssl is installed");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (good, said) = verify(None);
+    assert!(good, "openssl verify: {said}");
+    let (good, said) = verify(Some(now() + 301));
+    assert!(!good && said.contains("expired"), "openssl verify: {said}");
+
+    // rustls: the bridge certificate passes client authentication; one
+    // from a CA of our own making does not.
+    let (port, server_cert, mut outcomes) = mtls_server(&bundle).await;
+    mtls_connect(port, &server_cert, chain_a.clone(), &key.pair).await;
+    let outcome = outcomes.recv().await.unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let rogue_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut rogue_params = rcgen::CertificateParams::default();
+    rogue_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let rogue_ca = rcgen::CertifiedIssuer::self_signed(rogue_params, rogue_key).unwrap();
+    let mut leaf_params =
+        rcgen::CertificateParams::new(vec![format!("{}/agents/{agent}", nodes.issuer)]).unwrap();
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let forged = leaf_params.signed_by(&key.pair, &rogue_ca).unwrap();
+    mtls_connect(
+        port,
+        &server_cert,
+        vec![forged.der().to_vec(), rogue_ca.der().to_vec()],
+        &key.pair,
+    )
+    .await;
+    let outcome = outcomes.recv().await.unwrap();
+    assert!(outcome.is_err(), "a foreign CA's certificate was accepted");
+
+    // The operator drops the CA: the bundle both nodes serve changes
+    // within the refresh interval, and the old certificate stops verifying.
+    cli(
+        &["ca", "rotate", "--drop-previous", "--database-url", &url],
+        &env,
+    )
+    .await;
+    let rotated = Instant::now();
+    let new_bundle = loop {
+        let b = http
+            .get(format!("{}/.well-known/ca-bundle.pem", nodes.node_b))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if b != bundle {
+            break b;
+        }
+        assert!(rotated.elapsed() < Duration::from_secs(10), "bundle never changed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(chain(&new_bundle).len(), 1);
+    std::fs::write(&ca_file, &new_bundle).unwrap();
+    let (good, said) = verify(None);
+    assert!(!good, "openssl accepted a certificate of a dropped CA: {said}");
+    let listed = cli(&["ca", "list", "--database-url", &url], &env).await;
+    assert!(listed.contains("\tcurrent\t") && listed.contains("\tdropped\t"), "{listed}");
+}
