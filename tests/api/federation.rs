@@ -295,3 +295,55 @@ async fn identity_assertions_for_users(f: Federated) {
     .assert_error(401, "invalid_client");
 }
 federated!(identity_assertions_for_users);
+
+/// Issue 16: a CI job with no stored secret gets a bridge certificate for
+/// its agent (its workload token authenticates it, once); an expired
+/// workload token, or one replayed, gets none.
+async fn workloads_get_bridge_certificates(f: Federated) {
+    use crate::bridge::{BRIDGE, EdKey, chain, nonce};
+    let app = &f.app;
+    let key = EdKey::new();
+    let request = |assertion: String, csr: Vec<u8>| async move {
+        let csr = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, csr);
+        app.post_form(
+            "/token",
+            &[
+                ("grant_type", BRIDGE),
+                ("assertion", &assertion),
+                ("csr", &csr),
+            ],
+            None,
+        )
+        .await
+    };
+    let assertion = f.ci.assertion(ci_claims(app, json!({})));
+    let r = request(assertion.clone(), key.csr(Some(&nonce(app).await))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let ders = chain(r.json()["access_token"].as_str().unwrap());
+    let (_, leaf) = x509_parser::parse_x509_certificate(&ders[0]).unwrap();
+    assert_eq!(
+        leaf.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        f.agent_id
+    );
+    // Replayed.
+    request(assertion, key.csr(Some(&nonce(app).await)))
+        .await
+        .assert_error(400, "invalid_grant");
+    // Expired.
+    let expired = f.ci.assertion(ci_claims(
+        app,
+        json!({ "iat": app.now() - 600, "exp": app.now() - 60 }),
+    ));
+    let r = request(expired, key.csr(Some(&nonce(app).await))).await;
+    let e = r.assert_error(400, "invalid_grant");
+    assert!(
+        e["error_description"].as_str().unwrap().contains("expired"),
+        "{e}"
+    );
+}
+federated!(workloads_get_bridge_certificates);
