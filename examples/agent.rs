@@ -6,6 +6,9 @@
 //! set (an id a site got from `POST /login-requests`, see
 //! `examples/site.rs`), it then logs in to that site by proof of work:
 //! fetches the challenge with its passport, solves it, approves.
+//! Last, it gets a 5-minute bridge certificate (issue 16) for a fresh
+//! Ed25519 key, by CSR, and uses it for mutual TLS with a small rustls
+//! server that trusts only agentauth's CA bundle, started in this process.
 //!
 //! ```sh
 //! agentauth user create alice
@@ -342,5 +345,154 @@ async fn main() -> anyhow::Result<()> {
         )?;
         println!("login request {id}: {}", answer["status"]);
     }
+    // 6. A bridge certificate for a fresh Ed25519 key, proved by a CSR
+    //    that signs a server nonce; then mutual TLS with it.
+    let nonce: Value = serde_json::from_slice(
+        &http
+            .post(format!("{issuer}/bridge-certs/nonce"))
+            .send()
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let cert_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let challenge = nonce["c_nonce"].as_str().unwrap_or_default();
+    // challengePassword: SET { UTF8String nonce } (RFC 2985 §5.4.1).
+    let mut values = vec![0x31, u8::try_from(challenge.len() + 2)?, 0x0c];
+    values.push(u8::try_from(challenge.len())?);
+    values.extend_from_slice(challenge.as_bytes());
+    let csr = rcgen::CertificateParams::default().serialize_request_with_attributes(
+        &cert_key,
+        vec![rcgen::Attribute {
+            oid: &[1, 2, 840, 113549, 1, 9, 7],
+            values,
+        }],
+    )?;
+    let mut pairs = auth(&key)?;
+    pairs.extend([
+        (
+            "grant_type",
+            "urn:agentauth:params:grant-type:bridge-cert".into(),
+        ),
+        ("csr", csr.pem()?),
+    ]);
+    let issued = post(pairs, None).await?;
+    let chain = issued["access_token"].as_str().unwrap_or_default();
+    println!(
+        "bridge certificate ({}), valid {} s",
+        issued["issued_token_type"], issued["expires_in"]
+    );
+    let bundle = http
+        .get(format!("{issuer}/.well-known/ca-bundle.pem"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let peer = mtls::handshake(&bundle, chain, &cert_key).await?;
+    println!("mutual TLS: the server saw {peer}");
     Ok(())
 }
+
+/// A TLS server that accepts only clients whose certificate chains to
+/// agentauth's bridge CA bundle, and the agent connecting to it.
+mod mtls {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn certs(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        use base64::Engine as _;
+        pem.split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|b| {
+                let body: String = b
+                    .split("-----END CERTIFICATE-----")
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect();
+                Ok(base64::engine::general_purpose::STANDARD
+                    .decode(body)?
+                    .into())
+            })
+            .collect()
+    }
+
+    /// Runs the handshake; returns what the server read from the client
+    /// certificate (its first URI name).
+    pub async fn handshake(
+        bundle: &str,
+        chain: &str,
+        key: &rcgen::KeyPair,
+    ) -> anyhow::Result<String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for der in certs(bundle)? {
+            roots.add(der)?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()?;
+        let server_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let server_cert =
+            rcgen::CertificateParams::new(vec!["localhost".into()])?.self_signed(&server_key)?;
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+            )?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let serve = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            let mut tls = acceptor.accept(tcp).await?;
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first().cloned())
+                .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&peer)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let name = cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .and_then(|san| {
+                    san.value.general_names.iter().find_map(|n| match n {
+                        x509_parser::prelude::GeneralName::URI(u) => Some(u.to_string()),
+                        _ => None,
+                    })
+                })
+                .unwrap_or_default();
+            tls.write_all(name.as_bytes()).await?;
+            tls.shutdown().await?;
+            Ok::<_, anyhow::Error>(())
+        });
+
+        let mut trusted = rustls::RootCertStore::empty();
+        trusted.add(server_cert.der().clone())?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(trusted)
+            .with_client_auth_cert(
+                certs(chain)?,
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )?;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let mut seen = String::new();
+        tls.read_to_string(&mut seen).await?;
+        serve.await??;
+        Ok(seen)
+    }
+}
+
