@@ -9,8 +9,12 @@
 //! ```
 //!
 //! GRANT is `client_credentials` (agent A), `passport` (agent A, naming
-//! B) or `exchange` (agent B exchanging a passport of A for a token; the
-//! passport is fetched once from ISSUER). Every body asks for
+//! B), `exchange` (agent B exchanging a passport of A for a token; the
+//! passport is fetched once from ISSUER), or `bridge_csr` / `bridge_dpop`
+//! (agent A asking for a bridge certificate of key B, by a CSR or by a
+//! DPoP proof: each line needs a server nonce, fetched from ISSUER now,
+//! so the bodies must be used within two minutes; a DPoP line is
+//! `body<TAB>proof`). Every body asks for
 //! https://mcp.example.com/mcp where a resource is needed.
 
 use std::io::{BufWriter, Write};
@@ -155,6 +159,60 @@ async fn main() -> anyhow::Result<()> {
                     enc(MCP),
                     b.auth(i, now)
                 )?;
+            }
+        }
+        "bridge_csr" | "bridge_dpop" => {
+            let http = reqwest::Client::new();
+            let pk8 = std::fs::read(dir.join("b.pk8"))?;
+            let cert_key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+                &pk8.as_slice().into(),
+                &rcgen::PKCS_ED25519,
+            )?;
+            let token_url = format!("{issuer}/token");
+            for i in 0..count {
+                let nonce: serde_json::Value = serde_json::from_slice(
+                    &http
+                        .post(format!("{issuer}/bridge-certs/nonce"))
+                        .send()
+                        .await?
+                        .bytes()
+                        .await?,
+                )?;
+                let nonce = nonce["c_nonce"].as_str().unwrap_or_default();
+                let grant_type = enc("urn:agentauth:params:grant-type:bridge-cert");
+                if grant == "bridge_csr" {
+                    let mut values = vec![0x31, u8::try_from(nonce.len() + 2)?, 0x0c];
+                    values.push(u8::try_from(nonce.len())?);
+                    values.extend_from_slice(nonce.as_bytes());
+                    let csr = rcgen::CertificateParams::default()
+                        .serialize_request_with_attributes(
+                            &cert_key,
+                            vec![rcgen::Attribute {
+                                oid: &[1, 2, 840, 113549, 1, 9, 7],
+                                values,
+                            }],
+                        )?;
+                    writeln!(
+                        out,
+                        "grant_type={grant_type}&csr={}&{}",
+                        URL_SAFE_NO_PAD.encode(csr.der()),
+                        a.auth(i, now)
+                    )?;
+                } else {
+                    let mut header = Header::new(Algorithm::EdDSA);
+                    header.typ = Some("dpop+jwt".into());
+                    header.jwk = Some(serde_json::from_value(json!({
+                        "kty": "OKP", "crv": "Ed25519",
+                        "x": URL_SAFE_NO_PAD.encode(cert_key.public_key_raw()),
+                    }))?);
+                    let proof = jsonwebtoken::encode(
+                        &header,
+                        &json!({ "jti": format!("bench-{now}-{i}"), "htm": "POST",
+                                 "htu": token_url, "iat": now, "nonce": nonce }),
+                        &b.key,
+                    )?;
+                    writeln!(out, "grant_type={grant_type}&{}\t{proof}", a.auth(i, now))?;
+                }
             }
         }
         other => anyhow::bail!("unknown grant {other}"),

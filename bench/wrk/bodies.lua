@@ -1,6 +1,6 @@
 -- POST with a different body per request, read from WRK_BODIES (one body
 -- per line; the two threads take alternate lines): each carries a fresh,
--- single-use client assertion. done() prints the RESULT line.
+-- single-use client assertion (and, after a TAB, a DPoP proof for it). done() prints the RESULT line.
 local counter = 0
 
 function setup(thread)
@@ -30,6 +30,12 @@ function request()
     body = bodies[#bodies]
   end
   next_body = next_body + 1
+  -- "body<TAB>proof": a DPoP proof made for this body.
+  local tab = string.find(body, "\t", 1, true)
+  if tab then
+    wrk.headers["DPoP"] = string.sub(body, tab + 1)
+    body = string.sub(body, 1, tab - 1)
+  end
   wrk.body = body
   return wrk.format()
 end

@@ -47,7 +47,8 @@ pub struct EpochCa {
 }
 
 impl EpochCa {
-    fn open(kek: &Kek, row: &EpochRow) -> Result<Self, BridgeError> {
+    /// Opens a stored epoch (its key under the CA KEK).
+    pub fn open_row(kek: &Kek, row: &EpochRow) -> Result<Self, BridgeError> {
         let der = kek
             .open(&aad(row.epoch), &row.private_key_sealed)
             .map_err(|e| {
@@ -194,7 +195,7 @@ impl CaSet {
                 break;
             }
             let reused = old.and_then(|o| o.live.iter().find(|c| c.epoch == row.epoch).cloned());
-            match reused.map_or_else(|| EpochCa::open(kek, row).map(Arc::new), Ok) {
+            match reused.map_or_else(|| EpochCa::open_row(kek, row).map(Arc::new), Ok) {
                 Ok(ca) => live.push(ca),
                 Err(e) => tracing::error!(error = %e, "bridge CA skipped"),
             }
