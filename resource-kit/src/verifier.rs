@@ -218,13 +218,35 @@ impl<K: KeySource> ResourceVerifier<K> {
         headers: &HeaderMap,
         now: i64,
     ) -> Result<Verified, ResourceError> {
+        self.verify_request_with_certificate(method, url, headers, now, None)
+    }
+
+    /// [`Self::verify_request`] for a resource that terminates mutual TLS:
+    /// a token bound to an agentauth bridge certificate (`cnf.x5t#S256`)
+    /// may also come under the `Bearer` scheme over a connection whose
+    /// client certificate (`client_certificate`, DER) is that certificate
+    /// (RFC 8705 §3). With the `DPoP` scheme the proof is checked as ever.
+    pub fn verify_request_with_certificate(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &HeaderMap,
+        now: i64,
+        client_certificate: Option<&[u8]>,
+    ) -> Result<Verified, ResourceError> {
         let (token, dpop_scheme) = bearer_or_dpop(headers)?;
         let verified = self.token(token, now)?;
         let proofs: Vec<&HeaderValue> = headers.get_all("dpop").iter().collect();
         match (&verified.claims.cnf, dpop_scheme) {
+            // RFC 8705 §3: the certificate the token is bound to.
+            (Some(cnf), false)
+                if client_certificate.is_some_and(|der| cnf.matches_certificate(der)) =>
+            {
+                Ok(verified)
+            }
             // SECURITY-CASES 45: a bound token presented as a bearer token.
             (Some(_), false) => Err(ResourceError::InvalidToken(
-                "a DPoP-bound token must use the DPoP scheme",
+                "a DPoP-bound token must use the DPoP scheme (or, over mutual TLS, the certificate it is bound to)",
             )),
             (None, true) => Err(ResourceError::InvalidToken("the token is not DPoP-bound")),
             (None, false) => Ok(verified),

@@ -455,6 +455,31 @@ async fn tokens_bind_to_the_certified_key(app: TestApp) {
     assert_eq!(introspected["active"], true);
     assert_eq!(introspected["cnf"]["x5t#S256"], x5t);
 
+    // RFC 8705 §3 at a resource that terminates mutual TLS: the token
+    // under the Bearer scheme with the certificate it is bound to, not
+    // with another, nor with none.
+    let verifier = agentauth_resource::ResourceVerifier::new(
+        ISSUER,
+        MCP,
+        crate::resource::AsKeys(app.state.clone()),
+    );
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", token["access_token"].as_str().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    let over_mtls = |cert: Option<&[u8]>| {
+        verifier.verify_request_with_certificate("GET", MCP, &headers, app.now(), cert)
+    };
+    assert_eq!(over_mtls(Some(&leaf)).unwrap().claims.sub, a.id);
+    let stranger = rcgen::CertificateParams::default()
+        .self_signed(&key.pair)
+        .unwrap();
+    assert!(over_mtls(Some(stranger.der())).is_err());
+    assert!(over_mtls(None).is_err());
+
     let passport = ok(a
         .token(
             &app,

@@ -13,7 +13,7 @@ use crate::helpers::{Backend, ISSUER, TestApp, basic, form, spawn_app};
 
 const MCP: &str = "https://mcp.example.com/mcp";
 
-struct AsKeys(AppState);
+pub struct AsKeys(pub AppState);
 
 impl KeySource for AsKeys {
     fn key(&self, kid: &str) -> Option<std::sync::Arc<VerifyingKey>> {
