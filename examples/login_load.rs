@@ -147,11 +147,21 @@ async fn login(run: &Run) -> anyhow::Result<(Duration, Duration)> {
         let mut body = Vec::new();
         while let Some(chunk) = stream.chunk().await? {
             body.extend_from_slice(&chunk);
-            if body.windows(13).any(|w| w == b"\"access_token") {
-                if let Some(end) = body.windows(2).position(|w| w == b"\n\n") {
-                    body.truncate(end);
-                    return Ok::<_, anyhow::Error>(body);
-                }
+            let text = String::from_utf8_lossy(&body);
+            if let Some(event) = text
+                .split("\n\n")
+                .find(|e| e.starts_with("event: outcome") && text.contains(&format!("{e}\n\n")))
+            {
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap_or_default();
+                let outcome: Value = serde_json::from_str(data)?;
+                anyhow::ensure!(
+                    outcome["status"] == "approved" && outcome["passport"].is_string(),
+                    "outcome: {outcome}"
+                );
+                return Ok::<_, anyhow::Error>(());
             }
         }
         anyhow::bail!("stream ended: {}", String::from_utf8_lossy(&body))

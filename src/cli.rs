@@ -175,9 +175,18 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let revocation_refresh = state::spawn_revocation_refresh(state.clone());
     let login_listener = crate::login::spawn_listener(state.clone());
     let router = router::build(state.clone());
+    // TCP_NODELAY: a server-sent event (or any response written after its
+    // headers) would otherwise wait behind Nagle's algorithm for the
+    // client's delayed ACK, about 40 ms on Linux, on every login outcome.
+    use axum::serve::ListenerExt as _;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding {listen}"))?;
+        .with_context(|| format!("binding {listen}"))?
+        .tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
     let metrics_server = match state.config.metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

@@ -66,6 +66,8 @@
 //! assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer error=\"invalid_token\""));
 //! ```
 
+#[cfg(feature = "bridge")]
+pub mod bridge;
 pub mod claims;
 pub mod dpop;
 #[cfg(feature = "axum")]

@@ -569,3 +569,87 @@ async fn epochs_rotate_and_drop(app: TestApp) {
     );
 }
 both!(epochs_rotate_and_drop);
+
+/// SECURITY-CASES 54 at the verifying end: the resource kit's
+/// `verify_bridge_certificate` accepts a fresh certificate against the
+/// served bundle and reads the agent out of it; it refuses one that lives
+/// too long, one expired or not yet valid beyond 30 s of skew, a foreign
+/// CA's, one signed by another key under our CA's name, a non-Ed25519
+/// key, and malformed DER.
+async fn the_kit_verifies_bridge_certificates(app: TestApp) {
+    use agentauth_resource::bridge::{BridgeCertError, pem_certificates, verify_bridge_certificate};
+    let a = agent(&app, "alice", "read write", &[]).await;
+    let key = EdKey::new();
+    let body = ok(by_csr(&app, &a, &key.csr(Some(&nonce(&app).await)), &[]).await);
+    let leaf = chain(body["access_token"].as_str().unwrap()).remove(0);
+    let bundle = pem_certificates(std::str::from_utf8(&app.get("/.well-known/ca-bundle.pem").await.body).unwrap());
+    let now = app.now();
+    let verify = |der: &[u8], at: i64| verify_bridge_certificate(der, &bundle, ISSUER, 300, at);
+
+    let identity = verify(&leaf, now).unwrap();
+    assert_eq!(identity.agent_id, a.id);
+    assert_eq!(identity.agent_uri, format!("{ISSUER}/agents/{}", a.id));
+    assert_eq!(identity.scopes, ["read", "write"]);
+    assert!(identity.owner.is_some());
+    assert!(identity.client_auth && !identity.code_signing);
+    assert_eq!(identity.public_key.as_slice(), key.pair.public_key_raw());
+    assert_eq!(identity.x5t_s256, b64(&agentauth::crypto::sha256(&leaf)));
+    // Skew: 30 s either way, no more.
+    assert!(verify(&leaf, now + 300 + 29).is_ok());
+    assert_eq!(verify(&leaf, now + 300 + 30), Err(BridgeCertError::Expired));
+    assert_eq!(verify(&leaf, now - 30 - 31), Err(BridgeCertError::NotYetValid));
+    // Another issuer's name for the agent.
+    assert_eq!(
+        verify_bridge_certificate(&leaf, &bundle, "https://other.example", 300, now),
+        Err(BridgeCertError::NoAgent)
+    );
+
+    let cas = app.state.bridge.current();
+    let ca = cas.issuing().unwrap();
+    let subject = agentauth::bridge::cert::Subject {
+        issuer: ISSUER,
+        agent_id: &a.id,
+        owner_id: "o",
+        scopes: vec!["read"],
+        code_signing: false,
+    };
+    let public = agentauth::bridge::cert::Ed25519Public(key.pair.public_key_raw().try_into().unwrap());
+    // Our CA, an hour long: not a bridge certificate at 5 minutes.
+    let long = agentauth::bridge::cert::issue(ca, &public, &subject, now, 3600).unwrap();
+    assert_eq!(verify(&long.der, now), Err(BridgeCertError::TooLong));
+    // A P-256 key under our CA.
+    let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![format!("{ISSUER}/agents/{}", a.id)]).unwrap();
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(now).unwrap();
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(now + 300).unwrap();
+    let p256_cert = params.signed_by(&p256, &ca.issuer).unwrap();
+    assert_eq!(verify(p256_cert.der(), now), Err(BridgeCertError::NotEd25519));
+    // A foreign CA; and one that copies our CA's name.
+    for copy_name in [false, true] {
+        let rogue_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut rogue = rcgen::CertificateParams::default();
+        rogue.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        if copy_name {
+            let mut name = rcgen::DistinguishedName::new();
+            name.push(rcgen::DnType::OrganizationName, "auth.example.com");
+            name.push(
+                rcgen::DnType::CommonName,
+                format!("agentauth bridge CA, epoch {}", ca.epoch),
+            );
+            rogue.distinguished_name = name;
+        }
+        let rogue = rcgen::CertifiedIssuer::self_signed(rogue, rogue_key).unwrap();
+        let forged = params.signed_by(&key.pair, &rogue).unwrap();
+        assert_eq!(
+            verify(forged.der(), now),
+            Err(if copy_name { BridgeCertError::BadSignature } else { BridgeCertError::UnknownCa })
+        );
+    }
+    // Malformed.
+    assert_eq!(verify(b"", now), Err(BridgeCertError::Malformed));
+    assert_eq!(verify(&leaf[..leaf.len() - 1], now), Err(BridgeCertError::Malformed));
+    let mut trailing = leaf.clone();
+    trailing.push(0);
+    assert_eq!(verify(&trailing, now), Err(BridgeCertError::Malformed));
+}
+both!(the_kit_verifies_bridge_certificates);
