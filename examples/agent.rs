@@ -458,8 +458,8 @@ mod mtls {
                 .peer_certificates()
                 .and_then(|c| c.first().cloned())
                 .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
-            let (_, cert) = x509_parser::parse_x509_certificate(&peer)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(&peer).map_err(|e| anyhow::anyhow!("{e}"))?;
             let name = cert
                 .subject_alternative_name()
                 .ok()
@@ -495,4 +495,3 @@ mod mtls {
         Ok(seen)
     }
 }
-

@@ -195,7 +195,10 @@ async fn login(run: &Run) -> anyhow::Result<(Duration, Duration)> {
         .http
         .post(&approve)
         .header("authorization", &auth)
-        .header("DPoP", run.agent.proof("POST", &approve, Some(&run.passport))?)
+        .header(
+            "DPoP",
+            run.agent.proof("POST", &approve, Some(&run.passport))?,
+        )
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("challenge={challenge}&nonce={solution}"))
         .send()
@@ -220,7 +223,8 @@ async fn main() -> anyhow::Result<()> {
         args.len() >= 5,
         "usage: login_load ISSUER SITE_ID SITE_SECRET AGENT_ID AGENT_KEY.pk8 [C] [SECONDS]"
     );
-    let (issuer, site_id, secret, agent_id, pk8) = (&args[0], &args[1], &args[2], &args[3], &args[4]);
+    let (issuer, site_id, secret, agent_id, pk8) =
+        (&args[0], &args[1], &args[2], &args[3], &args[4]);
     let workers: usize = args.get(5).map_or(Ok(8), |s| s.parse())?;
     let seconds: u64 = args.get(6).map_or(Ok(10), |s| s.parse())?;
     let kid = std::path::Path::new(pk8)

@@ -146,11 +146,17 @@ fn client_metadata(
     let request = ClientMetadataRequest {
         client_name: Some(name.to_string()),
         grant_types: Some(
-            [CLIENT_CREDENTIALS, PASSPORT, TOKEN_EXCHANGE, JWT_BEARER, crate::bridge::BRIDGE_CERT]
-                .iter()
-                .filter(|g| grants.supports(g))
-                .map(|g| g.to_string())
-                .collect(),
+            [
+                CLIENT_CREDENTIALS,
+                PASSPORT,
+                TOKEN_EXCHANGE,
+                JWT_BEARER,
+                crate::bridge::BRIDGE_CERT,
+            ]
+            .iter()
+            .filter(|g| grants.supports(g))
+            .map(|g| g.to_string())
+            .collect(),
         ),
         token_endpoint_auth_method: Some("private_key_jwt".into()),
         jwks: Some(serde_json::to_value(keys).map_err(|e| AgentError::Invalid(e.to_string()))?),

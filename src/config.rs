@@ -98,7 +98,11 @@ pub enum CaCommand {
         #[arg(long)]
         drop_previous: bool,
         /// The servers' issuer (names the CA).
-        #[arg(long, env = "AGENTAUTH_ISSUER", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            env = "AGENTAUTH_ISSUER",
+            default_value = "http://127.0.0.1:8080"
+        )]
         issuer: String,
         /// The servers' --ca-epoch.
         #[arg(long, env = "AGENTAUTH_CA_EPOCH", default_value_t = 86_400)]
@@ -170,13 +174,21 @@ pub struct ServeArgs {
     /// Proof-of-work login: requests per minute one site may create, and
     /// one agent may make (challenge reads and answers), per node (429
     /// with Retry-After beyond).
-    #[arg(long = "login-rate", env = "AGENTAUTH_LOGIN_RATE", default_value_t = 120)]
+    #[arg(
+        long = "login-rate",
+        env = "AGENTAUTH_LOGIN_RATE",
+        default_value_t = 120
+    )]
     pub login_rate_per_minute: u32,
 
     /// Proof-of-work challenges one party (a site, an agent, or an address
     /// registering under `--registration pow`) may ask for per minute at
     /// the base difficulty; each doubling beyond adds a bit (at most 8).
-    #[arg(long = "pow-free-rate", env = "AGENTAUTH_POW_FREE_RATE", default_value_t = 10)]
+    #[arg(
+        long = "pow-free-rate",
+        env = "AGENTAUTH_POW_FREE_RATE",
+        default_value_t = 10
+    )]
     pub pow_free_per_minute: u32,
 
     /// Bridge certificates: seconds each CA epoch issues before the next

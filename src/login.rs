@@ -64,7 +64,6 @@ pub fn difficulty(base: u32, recent: u64, free: u64) -> u32 {
     base + (63 - excess.leading_zeros()).min(7) + 1
 }
 
-
 /// Wakes SSE listeners of one login request, and ends every stream when
 /// the server shuts down (graceful shutdown waits for open connections;
 /// the site's SSE client reconnects to another node).
@@ -224,9 +223,19 @@ pub async fn outcome(state: &State, row: &LoginRequestRow, now: i64) -> Result<O
     let asked = Scope::parse(&row.scope).unwrap_or_default();
     let scope = asked.intersection(&allowed);
     let aud = Some(Audience::One(row.site_client_id.clone()));
-    let (passport, claims) =
-        crate::grants::passport::sign(state, &agent, jkt.clone(), None, &scope, aud, now, None)
-            .await?;
+    let (passport, claims) = crate::grants::passport::sign(
+        state,
+        &agent,
+        agentauth_resource::claims::Confirmation {
+            jkt: jkt.clone(),
+            x5t_s256: None,
+        },
+        &scope,
+        aud,
+        now,
+        None,
+    )
+    .await?;
     state.audit.record(AuditEvent {
         at: now,
         event: "login_request.delivered",

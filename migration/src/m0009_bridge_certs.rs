@@ -43,7 +43,11 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(CaEpochs::PrivateKeySealed).binary().not_null())
+                    .col(
+                        ColumnDef::new(CaEpochs::PrivateKeySealed)
+                            .binary()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(CaEpochs::CertificateDer).binary().not_null())
                     .col(ColumnDef::new(CaEpochs::StartedAt).big_integer().not_null())
                     .col(ColumnDef::new(CaEpochs::NotAfter).big_integer().not_null())
@@ -61,12 +65,28 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(BridgeCerts::AgentId).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(BridgeCerts::AgentId)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(BridgeCerts::Jkt).string_len(64).not_null())
-                    .col(ColumnDef::new(BridgeCerts::X5tS256).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(BridgeCerts::X5tS256)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(BridgeCerts::Epoch).big_integer().not_null())
-                    .col(ColumnDef::new(BridgeCerts::IssuedAt).big_integer().not_null())
-                    .col(ColumnDef::new(BridgeCerts::NotAfter).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(BridgeCerts::IssuedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(BridgeCerts::NotAfter)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

@@ -74,7 +74,7 @@ pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, BridgeCertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(BridgeCertError::Malformed),
     }
 }
@@ -192,7 +192,9 @@ pub fn verify_bridge_certificate(
         .extended_key_usage()
         .ok()
         .flatten()
-        .map_or((false, false), |e| (e.value.client_auth, e.value.code_signing));
+        .map_or((false, false), |e| {
+            (e.value.client_auth, e.value.code_signing)
+        });
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
     Ok(BridgeIdentity {
         agent_id: agent_uri[prefix.len()..].to_string(),

@@ -49,11 +49,7 @@ impl Audience {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     pub jkt: String,
-    #[serde(
-        rename = "x5t#S256",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
     pub x5t_s256: Option<String>,
 }
 

@@ -95,19 +95,17 @@ fn aad(epoch: i64) -> Vec<u8> {
 
 /// PEM of one DER certificate.
 pub fn pem(der: &[u8]) -> String {
-    der.chunks(48)
-        .fold(
-            String::from("-----BEGIN CERTIFICATE-----\n"),
-            |mut out, chunk| {
-                out.push_str(&base64::Engine::encode(
-                    &base64::engine::general_purpose::STANDARD,
-                    chunk,
-                ));
-                out.push('\n');
-                out
-            },
-        )
-        + "-----END CERTIFICATE-----\n"
+    der.chunks(48).fold(
+        String::from("-----BEGIN CERTIFICATE-----\n"),
+        |mut out, chunk| {
+            out.push_str(&base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                chunk,
+            ));
+            out.push('\n');
+            out
+        },
+    ) + "-----END CERTIFICATE-----\n"
 }
 
 fn datetime(unix: i64) -> Result<time::OffsetDateTime, BridgeError> {
@@ -144,7 +142,10 @@ pub fn generate(
     );
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     // Issues while current, verifies while previous, and outlives the
     // last certificate it can have issued.
     let not_after = now + 2 * epoch_len + MAX_CERT_TTL + SKEW;
@@ -283,7 +284,8 @@ impl CaRing {
             .iter()
             .filter(|r| r.started_at <= now)
             .max_by_key(|r| r.epoch);
-        let due = newest.is_none_or(|r| r.started_at + self.epoch_len <= now || r.dropped_at.is_some());
+        let due =
+            newest.is_none_or(|r| r.started_at + self.epoch_len <= now || r.dropped_at.is_some());
         if due {
             let next = rows.iter().map(|r| r.epoch).max().unwrap_or(0) + 1;
             match self.start(db, next, now, false).await {
@@ -313,16 +315,18 @@ impl CaRing {
     ) -> Result<bool, StoreError> {
         let row = generate(&self.kek, &self.issuer_host, epoch, now, self.epoch_len)
             .map_err(|e| StoreError::unavailable(e.to_string()))?;
-        store::start_epoch(db, row, drop_older, now, rotated(epoch, now, drop_older, "schedule")).await
+        store::start_epoch(
+            db,
+            row,
+            drop_older,
+            now,
+            rotated(epoch, now, drop_older, "schedule"),
+        )
+        .await
     }
 }
 
-fn rotated(
-    epoch: i64,
-    now: i64,
-    drop_previous: bool,
-    by: &str,
-) -> crate::store::audit::AuditEvent {
+fn rotated(epoch: i64, now: i64, drop_previous: bool, by: &str) -> crate::store::audit::AuditEvent {
     crate::store::audit::AuditEvent {
         at: now,
         event: "ca.rotated",
@@ -348,7 +352,11 @@ pub async fn rotate(
         // Refuse to start an epoch under a KEK the servers do not hold.
         if let Some(last) = rows.last() {
             kek.open(&aad(last.epoch), &last.private_key_sealed)
-                .map_err(|_| anyhow::anyhow!("this KEK cannot open the current CA key; use the servers' AGENTAUTH_KEK"))?;
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "this KEK cannot open the current CA key; use the servers' AGENTAUTH_KEK"
+                    )
+                })?;
         }
         let next = rows.last().map_or(0, |r| r.epoch) + 1;
         let row = generate(kek, issuer_host, next, now, epoch_len)?;

@@ -36,7 +36,8 @@ pub fn decode(text: &str) -> Result<Vec<u8>, BridgeError> {
     if text.len() > MAX_CSR_BYTES * 2 {
         return Err(bad("csr is too large"));
     }
-    let body: String = if let Some(rest) = text.strip_prefix("-----BEGIN CERTIFICATE REQUEST-----") {
+    let body: String = if let Some(rest) = text.strip_prefix("-----BEGIN CERTIFICATE REQUEST-----")
+    {
         rest.split("-----END CERTIFICATE REQUEST-----")
             .next()
             .unwrap_or_default()
@@ -155,9 +156,7 @@ mod tests {
         if let Some(i) = der.windows(7).position(|w| w == b"nonce-a") {
             der[i + 6] = b'b';
         }
-        assert!(
-            matches!(verify(&der), Err(BridgeError::BadRequest(m)) if m.contains("signature"))
-        );
+        assert!(matches!(verify(&der), Err(BridgeError::BadRequest(m)) if m.contains("signature")));
         assert!(verify(b"").is_err());
         assert!(verify(&[0x30, 0x82, 0xff, 0xff]).is_err());
         let mut trailing = request(&rcgen::PKCS_ED25519, None);

@@ -24,8 +24,8 @@ use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
 use crate::oauth::scope::Scope;
 use crate::state::State;
-use crate::store::audit::AuditEvent;
 use crate::store::StoreError;
+use crate::store::audit::AuditEvent;
 
 pub struct BridgeCert;
 
@@ -73,13 +73,11 @@ fn proof_key(req: &TokenRequest<'_>) -> Result<Option<Ed25519Public>, OAuthError
     use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
     match &proof.jwk.algorithm {
         AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-            let x = base64::Engine::decode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                &okp.x,
-            )
-            .ok()
-            .and_then(|x| <[u8; 32]>::try_from(x).ok())
-            .ok_or_else(|| OAuthError::invalid_dpop_proof("the DPoP key is malformed"))?;
+            let x =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &okp.x)
+                    .ok()
+                    .and_then(|x| <[u8; 32]>::try_from(x).ok())
+                    .ok_or_else(|| OAuthError::invalid_dpop_proof("the DPoP key is malformed"))?;
             Ok(Some(Ed25519Public(x)))
         }
         _ => Ok(None),
@@ -154,9 +152,9 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     req.confirm_proof().await?;
 
     let cas = state.bridge.fresh(&state.db, req.now).await;
-    let ca = cas.issuing().ok_or_else(|| {
-        Error::Unavailable(StoreError::unavailable("no bridge CA is available"))
-    })?;
+    let ca = cas
+        .issuing()
+        .ok_or_else(|| Error::Unavailable(StoreError::unavailable("no bridge CA is available")))?;
     let subject = Subject {
         issuer: &state.config.issuer,
         agent_id: &agent.id,
@@ -231,7 +229,10 @@ async fn spend_nonce(
     let Some(exp) = state.bridge_nonces.check(nonce, now) else {
         return Err(refuse("the server nonce is unknown or expired")?);
     };
-    if !state.spend_once(format!("bridge-nonce:{nonce}"), exp).await? {
+    if !state
+        .spend_once(format!("bridge-nonce:{nonce}"), exp)
+        .await?
+    {
         return Err(refuse("the server nonce was already used")?);
     }
     Ok(())

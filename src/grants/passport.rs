@@ -60,14 +60,13 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     issue(state, &req, &agent, jkt, x5t).await
 }
 
-/// Signs a passport for `agent` bound to `jkt` with `scope` and `aud`,
+/// Signs a passport for `agent` bound as `cnf` says, with `scope` and `aud`,
 /// and records it (metrics, audit `passport.issued`). Every passport is
 /// made here: the passport grant's and a proof-of-work login's.
 pub async fn sign(
     state: &State,
     agent: &AgentRow,
-    jkt: String,
-    x5t_s256: Option<String>,
+    cnf: Confirmation,
     scope: &Scope,
     aud: Option<Audience>,
     now: i64,
@@ -80,7 +79,7 @@ pub async fn sign(
         owner: agent.owner_id.clone(),
         agent_name: agent.name.clone(),
         scope: (!scope.is_empty()).then(|| scope.to_string()),
-        cnf: Confirmation { jkt, x5t_s256 },
+        cnf,
         jti: random_id()?,
         iat: now,
         exp: now + state.config.passport_ttl,
@@ -131,8 +130,7 @@ pub async fn issue(
     let (passport, claims) = sign(
         state,
         agent,
-        jkt,
-        x5t_s256,
+        Confirmation { jkt, x5t_s256 },
         &scope,
         aud,
         req.now,

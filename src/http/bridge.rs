@@ -53,7 +53,10 @@ pub async fn authority(State(state): State<AppState>) -> Response {
 /// `POST /bridge-certs/nonce`: a fresh single-use nonce, in the body (the
 /// shape of OpenID4VCI's nonce endpoint) and as `DPoP-Nonce`.
 pub async fn nonce(State(state): State<AppState>) -> Result<Response> {
-    let nonce = state.bridge_nonces.issue(state.now()).map_err(Error::from)?;
+    let nonce = state
+        .bridge_nonces
+        .issue(state.now())
+        .map_err(Error::from)?;
     let mut r = json_no_store(
         StatusCode::OK,
         &json!({ "c_nonce": nonce, "c_nonce_expires_in": TTL }),

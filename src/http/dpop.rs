@@ -53,7 +53,15 @@ pub async fn check(
     htu: &str,
     access_token: Option<&str>,
 ) -> Result<CheckedProof, Error> {
-    check_nonce_by(state, proof, htm, htu, access_token, state.config.dpop_nonce).await
+    check_nonce_by(
+        state,
+        proof,
+        htm,
+        htu,
+        access_token,
+        state.config.dpop_nonce,
+    )
+    .await
 }
 
 /// [`check`], with the server-nonce check (§8) done here only when

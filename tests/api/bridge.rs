@@ -37,7 +37,7 @@ impl EdKey {
     }
 
     pub fn x(&self) -> String {
-        b64(&self.pair.public_key_raw())
+        b64(self.pair.public_key_raw())
     }
 
     pub fn jkt(&self) -> String {
@@ -215,7 +215,12 @@ async fn a_csr_gets_a_certificate(app: TestApp) {
     // The nonce is spent, and the CSR with it is useless now.
     let again = by_csr(&app, &a, &csr, &[]).await;
     let e = again.assert_error(400, "invalid_request");
-    assert!(e["error_description"].as_str().unwrap().contains("already used"));
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
 
     // codeSigning when asked; other usages refused.
     let body = ok(by_csr(
@@ -248,7 +253,10 @@ async fn a_csr_gets_a_certificate(app: TestApp) {
     .assert_error(400, "invalid_scope");
 
     let events = app.audit_events_with(&["bridge_cert.issued"]).await;
-    assert_eq!(events.iter().filter(|e| *e == "bridge_cert.issued").count(), 2);
+    assert_eq!(
+        events.iter().filter(|e| *e == "bridge_cert.issued").count(),
+        2
+    );
 }
 both!(a_csr_gets_a_certificate);
 
@@ -284,10 +292,17 @@ async fn bad_proofs_are_refused(app: TestApp) {
     // Malformed: garbage, truncated, not base64, huge.
     refused(by_csr(&app, &a, b"\x30\x03\x02\x01", &[]).await, "PKCS#10");
     let good = key.csr(Some(&nonce(&app).await));
-    refused(by_csr(&app, &a, &good[..good.len() - 9], &[]).await, "PKCS#10");
     refused(
-        a.token(&app, &[("grant_type", BRIDGE), ("csr", "%%% not base64")], None)
-            .await,
+        by_csr(&app, &a, &good[..good.len() - 9], &[]).await,
+        "PKCS#10",
+    );
+    refused(
+        a.token(
+            &app,
+            &[("grant_type", BRIDGE), ("csr", "%%% not base64")],
+            None,
+        )
+        .await,
         "base64",
     );
     let huge = "A".repeat(12_000);
@@ -298,7 +313,10 @@ async fn bad_proofs_are_refused(app: TestApp) {
     );
 
     // No nonce; a nonce of another server; an expired one.
-    refused(by_csr(&app, &a, &key.csr(None), &[]).await, "no server nonce");
+    refused(
+        by_csr(&app, &a, &key.csr(None), &[]).await,
+        "no server nonce",
+    );
     let forged = b64(&[0u8; 40]);
     refused(
         by_csr(&app, &a, &key.csr(Some(&forged)), &[]).await,
@@ -451,7 +469,9 @@ async fn tokens_bind_to_the_certified_key(app: TestApp) {
     assert_eq!(cnf.x5t_s256.as_deref(), Some(x5t.as_str()));
     assert!(cnf.matches_certificate(&leaf));
     assert!(!cnf.matches_certificate(b"another certificate"));
-    let introspected = app.introspect(token["access_token"].as_str().unwrap()).await;
+    let introspected = app
+        .introspect(token["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(introspected["active"], true);
     assert_eq!(introspected["cnf"]["x5t#S256"], x5t);
 
@@ -514,11 +534,20 @@ async fn pems(app: &TestApp) -> Vec<Vec<u8>> {
 async fn epochs_rotate_and_drop(app: TestApp) {
     let first = pems(&app).await;
     assert_eq!(first.len(), 1);
-    let doc = app.get("/.well-known/agentauth-authority.json").await.json();
+    let doc = app
+        .get("/.well-known/agentauth-authority.json")
+        .await
+        .json();
     assert_eq!(doc["issuer"], ISSUER);
     assert_eq!(doc["grant_type"], BRIDGE);
-    assert_eq!(doc["ca_bundle_uri"], format!("{ISSUER}/.well-known/ca-bundle.pem"));
-    assert_eq!(doc["nonce_endpoint"], format!("{ISSUER}/bridge-certs/nonce"));
+    assert_eq!(
+        doc["ca_bundle_uri"],
+        format!("{ISSUER}/.well-known/ca-bundle.pem")
+    );
+    assert_eq!(
+        doc["nonce_endpoint"],
+        format!("{ISSUER}/bridge-certs/nonce")
+    );
     assert_eq!(doc["certificate_lifetime"], 300);
     assert_eq!(doc["epochs"][0]["status"], "current");
     let first_epoch = doc["epochs"][0]["epoch"].as_i64().unwrap();
@@ -528,7 +557,10 @@ async fn epochs_rotate_and_drop(app: TestApp) {
     let second = pems(&app).await;
     assert_eq!(second.len(), 2);
     assert_eq!(second[1], first[0]);
-    let doc = app.get("/.well-known/agentauth-authority.json").await.json();
+    let doc = app
+        .get("/.well-known/agentauth-authority.json")
+        .await
+        .json();
     assert_eq!(doc["epochs"][0]["epoch"], first_epoch + 1);
     assert_eq!(doc["epochs"][1]["status"], "previous");
 
@@ -545,7 +577,11 @@ async fn epochs_rotate_and_drop(app: TestApp) {
     .await
     .unwrap();
     assert_eq!(epoch, first_epoch + 2);
-    app.state.bridge.reload(&app.state.db, app.now()).await.unwrap();
+    app.state
+        .bridge
+        .reload(&app.state.db, app.now())
+        .await
+        .unwrap();
     let third = pems(&app).await;
     assert_eq!(third.len(), 1);
     assert!(!second.contains(&third[0]));
@@ -577,12 +613,16 @@ both!(epochs_rotate_and_drop);
 /// CA's, one signed by another key under our CA's name, a non-Ed25519
 /// key, and malformed DER.
 async fn the_kit_verifies_bridge_certificates(app: TestApp) {
-    use agentauth_resource::bridge::{BridgeCertError, pem_certificates, verify_bridge_certificate};
+    use agentauth_resource::bridge::{
+        BridgeCertError, pem_certificates, verify_bridge_certificate,
+    };
     let a = agent(&app, "alice", "read write", &[]).await;
     let key = EdKey::new();
     let body = ok(by_csr(&app, &a, &key.csr(Some(&nonce(&app).await)), &[]).await);
     let leaf = chain(body["access_token"].as_str().unwrap()).remove(0);
-    let bundle = pem_certificates(std::str::from_utf8(&app.get("/.well-known/ca-bundle.pem").await.body).unwrap());
+    let bundle = pem_certificates(
+        std::str::from_utf8(&app.get("/.well-known/ca-bundle.pem").await.body).unwrap(),
+    );
     let now = app.now();
     let verify = |der: &[u8], at: i64| verify_bridge_certificate(der, &bundle, ISSUER, 300, at);
 
@@ -597,7 +637,10 @@ async fn the_kit_verifies_bridge_certificates(app: TestApp) {
     // Skew: 30 s either way, no more.
     assert!(verify(&leaf, now + 300 + 29).is_ok());
     assert_eq!(verify(&leaf, now + 300 + 30), Err(BridgeCertError::Expired));
-    assert_eq!(verify(&leaf, now - 30 - 31), Err(BridgeCertError::NotYetValid));
+    assert_eq!(
+        verify(&leaf, now - 30 - 31),
+        Err(BridgeCertError::NotYetValid)
+    );
     // Another issuer's name for the agent.
     assert_eq!(
         verify_bridge_certificate(&leaf, &bundle, "https://other.example", 300, now),
@@ -613,17 +656,22 @@ async fn the_kit_verifies_bridge_certificates(app: TestApp) {
         scopes: vec!["read"],
         code_signing: false,
     };
-    let public = agentauth::bridge::cert::Ed25519Public(key.pair.public_key_raw().try_into().unwrap());
+    let public =
+        agentauth::bridge::cert::Ed25519Public(key.pair.public_key_raw().try_into().unwrap());
     // Our CA, an hour long: not a bridge certificate at 5 minutes.
     let long = agentauth::bridge::cert::issue(ca, &public, &subject, now, 3600).unwrap();
     assert_eq!(verify(&long.der, now), Err(BridgeCertError::TooLong));
     // A P-256 key under our CA.
     let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![format!("{ISSUER}/agents/{}", a.id)]).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec![format!("{ISSUER}/agents/{}", a.id)]).unwrap();
     params.not_before = time::OffsetDateTime::from_unix_timestamp(now).unwrap();
     params.not_after = time::OffsetDateTime::from_unix_timestamp(now + 300).unwrap();
     let p256_cert = params.signed_by(&p256, &ca.issuer).unwrap();
-    assert_eq!(verify(p256_cert.der(), now), Err(BridgeCertError::NotEd25519));
+    assert_eq!(
+        verify(p256_cert.der(), now),
+        Err(BridgeCertError::NotEd25519)
+    );
     // A foreign CA; and one that copies our CA's name.
     for copy_name in [false, true] {
         let rogue_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
@@ -642,12 +690,19 @@ async fn the_kit_verifies_bridge_certificates(app: TestApp) {
         let forged = params.signed_by(&key.pair, &rogue).unwrap();
         assert_eq!(
             verify(forged.der(), now),
-            Err(if copy_name { BridgeCertError::BadSignature } else { BridgeCertError::UnknownCa })
+            Err(if copy_name {
+                BridgeCertError::BadSignature
+            } else {
+                BridgeCertError::UnknownCa
+            })
         );
     }
     // Malformed.
     assert_eq!(verify(b"", now), Err(BridgeCertError::Malformed));
-    assert_eq!(verify(&leaf[..leaf.len() - 1], now), Err(BridgeCertError::Malformed));
+    assert_eq!(
+        verify(&leaf[..leaf.len() - 1], now),
+        Err(BridgeCertError::Malformed)
+    );
     let mut trailing = leaf.clone();
     trailing.push(0);
     assert_eq!(verify(&trailing, now), Err(BridgeCertError::Malformed));

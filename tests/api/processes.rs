@@ -727,13 +727,22 @@ async fn bridge_certificates_across_two_nodes_openssl_and_rustls() {
         if b != bundle {
             break b;
         }
-        assert!(rotated.elapsed() < Duration::from_secs(10), "bundle never changed");
+        assert!(
+            rotated.elapsed() < Duration::from_secs(10),
+            "bundle never changed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(chain(&new_bundle).len(), 1);
     std::fs::write(&ca_file, &new_bundle).unwrap();
     let (good, said) = verify(None);
-    assert!(!good, "openssl accepted a certificate of a dropped CA: {said}");
+    assert!(
+        !good,
+        "openssl accepted a certificate of a dropped CA: {said}"
+    );
     let listed = cli(&["ca", "list", "--database-url", &url], &env).await;
-    assert!(listed.contains("\tcurrent\t") && listed.contains("\tdropped\t"), "{listed}");
+    assert!(
+        listed.contains("\tcurrent\t") && listed.contains("\tdropped\t"),
+        "{listed}"
+    );
 }
