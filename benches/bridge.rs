@@ -27,17 +27,8 @@ fn bench(c: &mut Criterion) {
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let nonce = "AAAAAGtJZ4B3nD0Xy0m2n9d6PqZ1sQ8Vb7hJ2wKcE5rT4uYiOpLa";
-    let mut values = vec![0x31, u8::try_from(nonce.len() + 2).unwrap(), 0x0c];
-    values.push(u8::try_from(nonce.len()).unwrap());
-    values.extend_from_slice(nonce.as_bytes());
     let der = rcgen::CertificateParams::default()
-        .serialize_request_with_attributes(
-            &key,
-            vec![rcgen::Attribute {
-                oid: &[1, 2, 840, 113549, 1, 9, 7],
-                values,
-            }],
-        )
+        .serialize_request_with_attributes(&key, vec![csr::challenge_password(nonce).unwrap()])
         .unwrap()
         .der()
         .to_vec();

@@ -181,17 +181,10 @@ async fn main() -> anyhow::Result<()> {
                 let nonce = nonce["c_nonce"].as_str().unwrap_or_default();
                 let grant_type = enc("urn:agentauth:params:grant-type:bridge-cert");
                 if grant == "bridge_csr" {
-                    let mut values = vec![0x31, u8::try_from(nonce.len() + 2)?, 0x0c];
-                    values.push(u8::try_from(nonce.len())?);
-                    values.extend_from_slice(nonce.as_bytes());
+                    let attribute = agentauth::bridge::csr::challenge_password(nonce)
+                        .ok_or_else(|| anyhow::anyhow!("nonce too long"))?;
                     let csr = rcgen::CertificateParams::default()
-                        .serialize_request_with_attributes(
-                            &cert_key,
-                            vec![rcgen::Attribute {
-                                oid: &[1, 2, 840, 113549, 1, 9, 7],
-                                values,
-                            }],
-                        )?;
+                        .serialize_request_with_attributes(&cert_key, vec![attribute])?;
                     writeln!(
                         out,
                         "grant_type={grant_type}&csr={}&{}",

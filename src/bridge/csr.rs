@@ -57,6 +57,19 @@ pub fn decode(text: &str) -> Result<Vec<u8>, BridgeError> {
     Ok(der)
 }
 
+/// The challengePassword attribute (RFC 2985 §5.4.1, `SET { UTF8String }`)
+/// carrying a server nonce, for a request built with rcgen; `None` for a
+/// nonce too long to be ours.
+pub fn challenge_password(nonce: &str) -> Option<rcgen::Attribute> {
+    let len = u8::try_from(nonce.len()).ok().filter(|l| *l < 126)?;
+    let mut values = vec![0x31, len + 2, 0x0c, len];
+    values.extend_from_slice(nonce.as_bytes());
+    Some(rcgen::Attribute {
+        oid: &[1, 2, 840, 113549, 1, 9, 7],
+        values,
+    })
+}
+
 /// Parses and checks a DER request.
 pub fn verify(der: &[u8]) -> Result<ProvenKey, BridgeError> {
     let (rest, csr) = X509CertificationRequest::from_der(der)
@@ -107,27 +120,11 @@ mod tests {
             panic!("keygen");
         };
         let params = rcgen::CertificateParams::default();
-        let attrs = nonce
-            .map(|n| {
-                vec![rcgen::Attribute {
-                    oid: &[1, 2, 840, 113549, 1, 9, 7],
-                    values: der_set_utf8(n),
-                }]
-            })
-            .unwrap_or_default();
+        let attrs = nonce.and_then(challenge_password).into_iter().collect();
         match params.serialize_request_with_attributes(&key, attrs) {
             Ok(csr) => csr.der().to_vec(),
             Err(e) => panic!("csr: {e}"),
         }
-    }
-
-    /// DER `SET { UTF8String }`.
-    fn der_set_utf8(s: &str) -> Vec<u8> {
-        let mut inner = vec![0x0c, s.len() as u8];
-        inner.extend_from_slice(s.as_bytes());
-        let mut out = vec![0x31, inner.len() as u8];
-        out.extend(inner);
-        out
     }
 
     #[test]

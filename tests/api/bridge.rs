@@ -67,25 +67,11 @@ impl EdKey {
     }
 }
 
-/// DER `SET { UTF8String }`, a challengePassword attribute's values.
-fn der_set_utf8(s: &str) -> Vec<u8> {
-    let mut inner = vec![0x0c, u8::try_from(s.len()).unwrap()];
-    inner.extend_from_slice(s.as_bytes());
-    let mut out = vec![0x31, u8::try_from(inner.len()).unwrap()];
-    out.extend(inner);
-    out
-}
-
 pub fn csr_with(pair: &rcgen::KeyPair, nonce: Option<&str>) -> Vec<u8> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     let attrs = nonce
-        .map(|n| {
-            vec![rcgen::Attribute {
-                oid: &[1, 2, 840, 113549, 1, 9, 7],
-                values: der_set_utf8(n),
-            }]
-        })
+        .map(|n| vec![agentauth::bridge::csr::challenge_password(n).unwrap()])
         .unwrap_or_default();
     params
         .serialize_request_with_attributes(pair, attrs)

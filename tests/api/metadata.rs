@@ -32,7 +32,8 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
             "urn:agentauth:params:grant-type:passport",
             "urn:ietf:params:oauth:grant-type:token-exchange",
             "urn:ietf:params:oauth:grant-type:jwt-bearer",
-            "urn:agentauth:params:grant-type:pow-login"
+            "urn:agentauth:params:grant-type:pow-login",
+            "urn:agentauth:params:grant-type:bridge-cert"
         ])
     );
     assert_eq!(m["authorization_endpoint"], format!("{ISSUER}/authorize"));

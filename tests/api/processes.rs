@@ -183,16 +183,18 @@ async fn two_nodes(url: &str, kek: &str) -> TwoNodes {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_switch_across_two_server_processes() {
-    let (_db, url, kek) = scratch().await;
-    let env = cli_env(&kek);
-    let dir = tempfile::tempdir().unwrap();
-    let key = client_key("proc-key");
-    let jwk_file = dir.path().join("agent.jwk");
-    std::fs::write(&jwk_file, key.jwk.to_string()).unwrap();
-    cli(&["user", "create", "alice", "--database-url", &url], &env).await;
-    let agent = cli(
+/// Creates user alice and an agent of hers with `jwk` and scope `read`,
+/// through the CLI; returns the agent's id.
+async fn alice_agent(
+    url: &str,
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+    jwk: &Value,
+) -> String {
+    let jwk_file = dir.join("agent.jwk");
+    std::fs::write(&jwk_file, jwk.to_string()).unwrap();
+    cli(&["user", "create", "alice", "--database-url", url], env).await;
+    cli(
         &[
             "agent",
             "create",
@@ -205,11 +207,20 @@ async fn kill_switch_across_two_server_processes() {
             "--jwk",
             jwk_file.to_str().unwrap(),
             "--database-url",
-            &url,
+            url,
         ],
-        &env,
+        env,
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switch_across_two_server_processes() {
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
+    let dir = tempfile::tempdir().unwrap();
+    let key = client_key("proc-key");
+    let agent = alice_agent(&url, &env, dir.path(), &key.jwk).await;
     let rs: Value = serde_json::from_str(
         &cli(
             &[
@@ -568,27 +579,7 @@ async fn bridge_certificates_across_two_nodes_openssl_and_rustls() {
     let env = cli_env(&kek);
     let dir = tempfile::tempdir().unwrap();
     let auth_key = client_key("proc-key");
-    let jwk_file = dir.path().join("agent.jwk");
-    std::fs::write(&jwk_file, auth_key.jwk.to_string()).unwrap();
-    cli(&["user", "create", "alice", "--database-url", &url], &env).await;
-    let agent = cli(
-        &[
-            "agent",
-            "create",
-            "--owner",
-            "alice",
-            "--name",
-            "a",
-            "--scope",
-            "read",
-            "--jwk",
-            jwk_file.to_str().unwrap(),
-            "--database-url",
-            &url,
-        ],
-        &env,
-    )
-    .await;
+    let agent = alice_agent(&url, &env, dir.path(), &auth_key.jwk).await;
     let nodes = two_nodes(&url, &kek).await;
     let http = &nodes.http;
     let now = || {
