@@ -304,12 +304,18 @@ type VerifiedTokens = moka::sync::Cache<[u8; 32], Arc<AccessTokenClaims>>;
 const VERIFIED_TOKENS: u64 = 20_000;
 
 impl KeySet {
-    /// The newest active key of the configured algorithm.
+    /// The newest active key of the configured algorithm. When the clock
+    /// has stepped back before every such key's activation (an NTP
+    /// correction just after start-up or a rotation), the earliest of
+    /// them: it is published already, and failing every token request
+    /// until the clock catches up would be worse.
     pub fn signer(&self, now: i64) -> Option<&Arc<SigningKey>> {
+        let mut of_alg = self.signers.iter().filter(|k| k.alg == self.alg);
         self.signers
             .iter()
             .rev()
             .find(|k| k.alg == self.alg && k.activates_at <= now)
+            .or_else(|| of_alg.next())
     }
 
     pub fn verifier(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
@@ -558,4 +564,34 @@ fn build_set(
         jwks_json,
         verified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clock stepped back before the key's activation still signs with
+    /// the earliest key, never with a successor published for later.
+    #[test]
+    fn a_clock_stepped_back_still_has_a_signer() -> Result<(), KeyError> {
+        let kek = Kek::from_bytes(&[3; 32]).map_err(|_| KeyError::Generate)?;
+        let row = |kid: &str, activates_at: i64| -> Result<store::keys::KeyRow, KeyError> {
+            let (key, pkcs8) = SigningKey::generate(kid, SigningAlg::EdDsa)?;
+            Ok(store::keys::KeyRow {
+                kid: kid.into(),
+                alg: "EdDSA".into(),
+                private_key_sealed: kek.seal(kid.as_bytes(), &pkcs8)?,
+                public_jwk: key.public_jwk()?,
+                created_at: activates_at,
+                activates_at,
+                retire_after: None,
+            })
+        };
+        let rows = [row("first", 1000)?, row("next", 2000)?];
+        let set = build_set(&kek, SigningAlg::EdDsa, &rows, 990, None)?;
+        assert_eq!(set.signer(990).map(|k| k.kid.as_str()), Some("first"));
+        assert_eq!(set.signer(1500).map(|k| k.kid.as_str()), Some("first"));
+        assert_eq!(set.signer(2000).map(|k| k.kid.as_str()), Some("next"));
+        Ok(())
+    }
 }
