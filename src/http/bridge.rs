@@ -19,9 +19,18 @@ use crate::state::AppState;
 const BUNDLE_MAX_AGE: u64 = 60;
 
 /// `GET /.well-known/ca-bundle.pem`: the current epoch's CA and the
-/// previous one, PEM. From memory when the database is away.
+/// previous one, PEM. From memory when the database is away; 503 when
+/// this node holds no CA it can open (never an empty bundle).
 pub async fn bundle(State(state): State<AppState>) -> Response {
     let set = state.bridge.fresh(&state.db, state.now()).await;
+    if set.bundle_pem.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "no bridge CA is available on this node\n",
+        )
+            .into_response();
+    }
     let mut r = set.bundle_pem.clone().into_response();
     let headers = r.headers_mut();
     headers.insert(

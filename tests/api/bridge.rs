@@ -589,6 +589,36 @@ async fn epochs_rotate_and_drop(app: TestApp) {
             .await
             .is_err()
     );
+    // Were one started anyway (written past the check), this node could
+    // open no CA: the bundle is a 503, never empty, and no certificate
+    // issues (503 with Retry-After), rather than a 500.
+    let row =
+        agentauth::bridge::ca::generate(&wrong, "auth.example.com", epoch + 1, app.now(), 86_400)
+            .unwrap();
+    let audit = agentauth::store::audit::AuditEvent {
+        at: app.now(),
+        event: "ca.rotated",
+        client_id: None,
+        subject: None,
+        ip: None,
+        detail: json!({}),
+    };
+    assert!(
+        agentauth::store::bridge::start_epoch(&app.state.db, row, true, app.now(), audit)
+            .await
+            .unwrap()
+    );
+    app.state
+        .bridge
+        .reload(&app.state.db, app.now())
+        .await
+        .unwrap();
+    let r = app.get("/.well-known/ca-bundle.pem").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    let r = by_csr(&app, &a, &key.csr(Some(&nonce(&app).await)), &[]).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("retry-after").is_some());
 }
 both!(epochs_rotate_and_drop);
 
