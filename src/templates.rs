@@ -14,6 +14,9 @@ pub fn environment() -> Environment<'static> {
         ("error.html", include_str!("../templates/error.html")),
         ("account.html", include_str!("../templates/account.html")),
         ("signup.html", include_str!("../templates/signup.html")),
+        ("agents.html", include_str!("../templates/agents.html")),
+        ("agent.html", include_str!("../templates/agent.html")),
+        ("confirm.html", include_str!("../templates/confirm.html")),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "template does not compile");

@@ -22,7 +22,7 @@ pub struct LoginQuery {
 fn safe_return_to(value: Option<&str>) -> String {
     match value {
         Some(v)
-            if (v.starts_with("/authorize?") || v == "/account")
+            if (v.starts_with("/authorize?") || v == "/account" || v.starts_with("/account/"))
                 && !v.contains("//")
                 && !v.contains('\\') =>
         {

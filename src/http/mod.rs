@@ -3,6 +3,7 @@
 pub mod account;
 pub mod authorize;
 pub mod bridge;
+pub mod console;
 pub mod dpop;
 pub mod introspect;
 pub mod jwks;

@@ -52,3 +52,23 @@ pub async fn recent(db: &impl ConnectionTrait, limit: u64) -> StoreResult<Vec<au
         .all(db)
         .await?)
 }
+
+/// The most recent events about one party (as `client_id` or `subject`),
+/// newest first: an agent's activity on the owner's console.
+pub async fn about(
+    db: &impl ConnectionTrait,
+    id: &str,
+    limit: u64,
+) -> StoreResult<Vec<audit_log::Model>> {
+    use sea_orm::{ColumnTrait, Condition, QueryFilter};
+    Ok(audit_log::Entity::find()
+        .filter(
+            Condition::any()
+                .add(audit_log::Column::ClientId.eq(id))
+                .add(audit_log::Column::Subject.eq(id)),
+        )
+        .order_by_desc(audit_log::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}

@@ -11,6 +11,7 @@ mod agents;
 mod bridge;
 mod code_flow;
 mod consent;
+mod console;
 mod dpop;
 mod federation;
 mod hardening;

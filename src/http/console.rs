@@ -1,0 +1,220 @@
+//! The owner's console, agents part (issue 17 item 2): an owner lists
+//! their agents, reads one (keys, scopes, recent activity from the audit
+//! log), and disables, enables or deletes it, each through a confirmation
+//! page whose form carries a CSRF token. Another owner's agent is a 403;
+//! an unknown one a 404. Server-rendered, no JavaScript.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pages::{self, Session};
+use super::{ClientIp, OAuthForm};
+use crate::error::{OAuthError, Result};
+use crate::state::{AppState, State as AppStateInner};
+use crate::store::{self, agents::AgentRow, audit::AuditEvent};
+
+/// Recent audit events shown per agent.
+const ACTIVITY: u64 = 50;
+
+async fn signed_in(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    here: &str,
+) -> Result<std::result::Result<Session, Response>> {
+    Ok(match pages::session(state, headers).await? {
+        Some(s) => Ok(s),
+        None => Err(pages::see_other(&format!(
+            "/login?return_to={}",
+            form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
+        ))),
+    })
+}
+
+/// The agent, when it is the signed-in owner's: 404 unknown, 403 another's.
+async fn owned(state: &AppStateInner, session: &Session, id: &str) -> Result<AgentRow> {
+    match store::agents::get(&state.db, id).await? {
+        None => Err(OAuthError::new(404, "not_found", "no such agent").into()),
+        Some(a) if a.owner_id != session.user_id => {
+            Err(OAuthError::new(403, "forbidden", "this agent is not yours").into())
+        }
+        Some(a) => Ok(a),
+    }
+}
+
+/// `GET /account/agents`.
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    let session = match signed_in(&state, &headers, "/account/agents").await? {
+        Ok(s) => s,
+        Err(redirect) => return Ok(redirect),
+    };
+    let mut agents = Vec::new();
+    for a in store::agents::list(&state.db, Some(&session.user_id)).await? {
+        let keys = state
+            .client(&a.id)
+            .await?
+            .map_or(0, |c| c.metadata.jwks.as_ref().map_or(0, |k| k.keys.len()));
+        agents.push(json!({ "id": a.id, "name": a.name, "active": a.active, "scope": a.scope, "keys": keys }));
+    }
+    pages::render(
+        &state,
+        StatusCode::OK,
+        "agents.html",
+        json!({ "agents": agents }),
+    )
+}
+
+/// `GET /account/agents/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let session = match signed_in(&state, &headers, "/account/agents").await? {
+        Ok(s) => s,
+        Err(redirect) => return Ok(redirect),
+    };
+    let agent = owned(&state, &session, &id).await?;
+    let keys: Vec<_> = state
+        .client(&agent.id)
+        .await?
+        .and_then(|c| c.metadata.jwks.clone())
+        .map(|set| set.keys)
+        .unwrap_or_default()
+        .iter()
+        .map(|k| {
+            let value = serde_json::to_value(k).unwrap_or_default();
+            let kind = [value["kty"].as_str(), value["crv"].as_str()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            json!({
+                "kid": k.common.key_id,
+                "kind": kind,
+                "thumbprint": agentauth_resource::jwk::thumbprint(k).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let events: Vec<_> = store::audit::about(&state.db, &agent.id, ACTIVITY)
+        .await?
+        .into_iter()
+        .map(|e| json!({ "at": e.at, "event": e.event, "ip": e.ip }))
+        .collect();
+    pages::render(
+        &state,
+        StatusCode::OK,
+        "agent.html",
+        json!({
+            "agent": {
+                "id": agent.id, "name": agent.name, "active": agent.active, "scope": agent.scope,
+                "resources": agent.resources, "disabled_at": agent.disabled_at,
+            },
+            "keys": keys,
+            "events": events,
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmQuery {
+    action: String,
+}
+
+/// `GET /account/agents/{id}/confirm?action=disable|enable|delete`: the
+/// confirmation step, whose form posts the action with a CSRF token.
+pub async fn confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ConfirmQuery>,
+) -> Result<Response> {
+    let session = match signed_in(&state, &headers, "/account/agents").await? {
+        Ok(s) => s,
+        Err(redirect) => return Ok(redirect),
+    };
+    let agent = owned(&state, &session, &id).await?;
+    let (question, consequence, button) = match q.action.as_str() {
+        "disable" => (
+            format!("Disable {}?", agent.name),
+            "Every token, passport and delegation it holds stops working within a second, on every server, and it gets no new ones until you enable it again.",
+            "Disable now",
+        ),
+        "enable" => (
+            format!("Enable {}?", agent.name),
+            "It may get tokens again with its keys. Tokens revoked while it was disabled stay revoked only if they have expired.",
+            "Enable",
+        ),
+        "delete" => (
+            format!("Delete {} for good?", agent.name),
+            "The agent, its keys and its registration are removed; its tokens stop working. This cannot be undone.",
+            "Delete",
+        ),
+        _ => return Err(OAuthError::new(400, "invalid_request", "unknown action").into()),
+    };
+    let csrf = pages::csrf(&state, &headers)?;
+    let page = pages::render(
+        &state,
+        StatusCode::OK,
+        "confirm.html",
+        json!({
+            "question": question, "consequence": consequence, "button": button,
+            "agent_id": agent.id, "action": q.action, "csrf_token": csrf.token,
+        }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+/// `POST /account/agents/{id}/{action}`: the confirmed action.
+pub async fn act(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    let form = form.unwrap_or_default();
+    let session = match signed_in(&state, &headers, "/account/agents").await? {
+        Ok(s) => s,
+        Err(redirect) => return Ok(redirect),
+    };
+    let agent = owned(&state, &session, &id).await?;
+    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
+        return Err(OAuthError::new(403, "forbidden", "the form expired; open it again").into());
+    }
+    let now = state.now();
+    let event = |name: &'static str| AuditEvent {
+        at: now,
+        event: name,
+        client_id: Some(agent.id.clone()),
+        subject: Some(session.user_id.clone()),
+        ip: ip.to_audit(),
+        detail: json!({ "via": "console" }),
+    };
+    let done = match action.as_str() {
+        "disable" => {
+            store::agents::set_active(&state.db, &agent.id, false, now, event("agent.disabled"))
+                .await?
+        }
+        "enable" => {
+            store::agents::set_active(&state.db, &agent.id, true, now, event("agent.enabled"))
+                .await?
+        }
+        "delete" => store::agents::delete(&state.db, &agent.id, event("agent.deleted")).await?,
+        _ => return Err(OAuthError::new(400, "invalid_request", "unknown action").into()),
+    };
+    state.forget_agent(&agent.id).await;
+    if !done {
+        return Err(OAuthError::new(404, "not_found", "no such agent").into());
+    }
+    Ok(pages::see_other(
+        if action == "delete" {
+            "/account/agents".to_string()
+        } else {
+            format!("/account/agents/{}", agent.id)
+        }
+        .as_str(),
+    ))
+}
