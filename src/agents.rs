@@ -109,6 +109,52 @@ pub fn check_key(value: &serde_json::Value) -> Result<Jwk, String> {
     Ok(jwk)
 }
 
+/// An agent key pasted by its owner: a public JWK, or a PEM
+/// `PUBLIC KEY` (SubjectPublicKeyInfo) of an Ed25519 or P-256 key.
+pub fn key_from_text(text: &str) -> Result<Jwk, String> {
+    use base64::Engine as _;
+    use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ED25519};
+    use x509_parser::prelude::FromDer;
+    let text = text.trim();
+    if text.starts_with('{') {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        return check_key(&value);
+    }
+    let body: String = text
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")
+        .and_then(|rest| rest.split("-----END PUBLIC KEY-----").next())
+        .ok_or("paste a public JWK, or a PEM block that begins with -----BEGIN PUBLIC KEY-----")?
+        .split_whitespace()
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| "the PEM block is not base64")?;
+    let spki = match x509_parser::x509::SubjectPublicKeyInfo::from_der(&der) {
+        Ok(([], spki)) => spki,
+        _ => return Err("the PEM block is not a SubjectPublicKeyInfo".into()),
+    };
+    let raw = spki.subject_public_key.data.as_ref();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = if spki.algorithm.algorithm == OID_SIG_ED25519 && raw.len() == 32 {
+        json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(raw) })
+    } else if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
+        && spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .is_some_and(|c| c == OID_EC_P256)
+        && raw.len() == 65
+        && raw[0] == 4
+    {
+        json!({ "kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..]) })
+    } else {
+        return Err("an agent key must be Ed25519 or P-256".into());
+    };
+    check_key(&jwk)
+}
+
 /// A JWK, or a JWK set, as the keys of an agent.
 pub fn parse_keys(value: &serde_json::Value) -> Result<Vec<Jwk>, String> {
     let list: Vec<&serde_json::Value> = match value.get("keys") {

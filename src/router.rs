@@ -100,7 +100,11 @@ pub fn build(state: AppState) -> Router {
         )
         .route("/account", get(http::account::account))
         .route("/account/revoke", post(http::account::revoke))
-        .route("/account/agents", get(http::console::list))
+        .route(
+            "/account/agents",
+            get(http::console::list).post(http::console::create),
+        )
+        .route("/account/agents/new", get(http::console::new_form))
         .route("/account/agents/{id}", get(http::console::show))
         .route("/account/agents/{id}/confirm", get(http::console::confirm))
         .route("/account/agents/{id}/{action}", post(http::console::act))

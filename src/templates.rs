@@ -17,6 +17,10 @@ pub fn environment() -> Environment<'static> {
         ("agents.html", include_str!("../templates/agents.html")),
         ("agent.html", include_str!("../templates/agent.html")),
         ("confirm.html", include_str!("../templates/confirm.html")),
+        (
+            "agent_new.html",
+            include_str!("../templates/agent_new.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "template does not compile");

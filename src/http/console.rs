@@ -103,11 +103,13 @@ pub async fn show(
         .into_iter()
         .map(|e| json!({ "at": e.at, "event": e.event, "ip": e.ip }))
         .collect();
-    pages::render(
+    let csrf = pages::csrf(&state, &headers)?;
+    let page = pages::render(
         &state,
         StatusCode::OK,
         "agent.html",
         json!({
+            "csrf_token": csrf.token,
             "agent": {
                 "id": agent.id, "name": agent.name, "active": agent.active, "scope": agent.scope,
                 "resources": agent.resources, "disabled_at": agent.disabled_at,
@@ -115,7 +117,99 @@ pub async fn show(
             "keys": keys,
             "events": events,
         }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+fn agent_error(e: crate::agents::AgentError) -> crate::error::Error {
+    use crate::agents::AgentError;
+    match e {
+        AgentError::Store(e) => e.into(),
+        AgentError::Random(e) => e.into(),
+        AgentError::NotFound => OAuthError::new(404, "not_found", "no such agent").into(),
+        other => OAuthError::new(400, "invalid_request", other.to_string()).into(),
+    }
+}
+
+/// `GET /account/agents/new`.
+pub async fn new_form(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if let Err(redirect) = signed_in(&state, &headers, "/account/agents/new").await? {
+        return Ok(redirect);
+    }
+    form_page(
+        &state,
+        &headers,
+        &OAuthForm::default(),
+        None,
+        StatusCode::OK,
     )
+}
+
+fn form_page(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response> {
+    let csrf = pages::csrf(state, headers)?;
+    let field = |name: &str| form.get(name).unwrap_or_default().to_string();
+    let page = pages::render(
+        state,
+        status,
+        "agent_new.html",
+        json!({
+            "csrf_token": csrf.token, "error": error, "name": field("name"),
+            "scope": field("scope"), "resources": field("resources"), "key": field("key"),
+        }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+/// `POST /account/agents`: a new agent owned by the signed-in user.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: std::result::Result<OAuthForm, OAuthError>,
+) -> Result<Response> {
+    let form = form.unwrap_or_default();
+    let session = match signed_in(&state, &headers, "/account/agents/new").await? {
+        Ok(s) => s,
+        Err(redirect) => return Ok(redirect),
+    };
+    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
+        return Err(OAuthError::new(403, "forbidden", "the form expired; open it again").into());
+    }
+    let refuse = |why: &str| form_page(&state, &headers, &form, Some(why), StatusCode::BAD_REQUEST);
+    let key = match crate::agents::key_from_text(form.get("key").unwrap_or_default()) {
+        Ok(k) => k,
+        Err(why) => return refuse(&why),
+    };
+    let scope = match crate::oauth::scope::Scope::parse(form.get("scope").unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    let resources = form
+        .get("resources")
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let new = crate::agents::NewAgent {
+        name: form.get("name").unwrap_or_default().to_string(),
+        owner_id: session.user_id.clone(),
+        scope,
+        resources,
+        keys: jsonwebtoken::jwk::JwkSet { keys: vec![key] },
+    };
+    match crate::agents::create(&state.db, &state.grants, new, state.now(), &session.user_id).await
+    {
+        Ok((agent, _)) => Ok(pages::see_other(&format!("/account/agents/{}", agent.id))),
+        Err(crate::agents::AgentError::Invalid(why)) => refuse(&why),
+        Err(e) => Err(agent_error(e)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -203,6 +297,39 @@ pub async fn act(
                 .await?
         }
         "delete" => store::agents::delete(&state.db, &agent.id, event("agent.deleted")).await?,
+        "add-key" => {
+            let key = crate::agents::key_from_text(form.get("key").unwrap_or_default())
+                .map_err(|why| OAuthError::new(400, "invalid_request", why))?;
+            let mut keys = state
+                .client(&agent.id)
+                .await?
+                .and_then(|c| c.metadata.jwks.clone())
+                .unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() });
+            if keys
+                .keys
+                .iter()
+                .any(|k| k.common.key_id == key.common.key_id)
+            {
+                return Err(OAuthError::new(
+                    400,
+                    "invalid_request",
+                    "the agent has a key with this kid",
+                )
+                .into());
+            }
+            keys.keys.push(key);
+            crate::agents::set_keys(
+                &state.db,
+                &state.grants,
+                &agent.id,
+                keys,
+                now,
+                &session.user_id,
+            )
+            .await
+            .map_err(agent_error)?;
+            true
+        }
         _ => return Err(OAuthError::new(400, "invalid_request", "unknown action").into()),
     };
     state.forget_agent(&agent.id).await;

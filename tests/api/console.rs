@@ -156,3 +156,135 @@ async fn agents_page_kill_switch_and_strangers(app: TestApp) {
     );
 }
 both!(agents_page_kill_switch_and_strangers);
+
+/// An owner creates an agent in the browser with a pasted PEM key, and a
+/// script uses it at once (client_credentials with private_key_jwt);
+/// the owner adds a second key as a JWK; bad keys are refused on the page
+/// with the reason; a stranger cannot add keys.
+async fn agents_are_created_and_keyed_in_the_browser(app: TestApp) {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+    user(&app, "alice").await;
+    let alice = Browser::new(&app);
+    alice.login("alice", PASSWORD).await;
+    let form = alice.get("/account/agents/new").await;
+    assert_eq!(form.status, 200);
+    let csrf = hidden(&form, "csrf_token");
+
+    // Refused: a key that is not Ed25519 or P-256, and no key at all.
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    for key in [p384.public_key_pem(), "hello".to_string()] {
+        let r = alice
+            .post(
+                "/account/agents",
+                &[
+                    ("csrf_token", &csrf),
+                    ("name", "deployer"),
+                    ("scope", "read"),
+                    ("key", &key),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 400);
+        let html = String::from_utf8_lossy(&r.body).to_string();
+        assert!(
+            html.contains("role=\"alert\"") && html.contains("deployer"),
+            "{html}"
+        );
+    }
+    // Without the CSRF token.
+    let key = crate::bridge::EdKey::new();
+    let pem = key.pair.public_key_pem();
+    let r = alice
+        .post("/account/agents", &[("name", "deployer"), ("key", &pem)])
+        .await;
+    assert_eq!(r.status, 403);
+
+    let r = alice
+        .post(
+            "/account/agents",
+            &[
+                ("csrf_token", &csrf),
+                ("name", "deployer"),
+                ("scope", "read"),
+                ("key", &pem),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    let id = location(&r)
+        .trim_start_matches("/account/agents/")
+        .to_string();
+
+    // A script uses the new agent with the key's private half.
+    let assertion = |kid: &str, encoding: &EncodingKey, alg: Algorithm| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(
+            &header,
+            &json!({ "iss": id, "sub": id, "aud": crate::helpers::ISSUER,
+                     "jti": agentauth::crypto::random_id().unwrap(),
+                     "iat": app.now(), "exp": app.now() + 60 }),
+            encoding,
+        )
+        .unwrap()
+    };
+    let app = &app;
+    let token = |a: String| async move {
+        app.post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", MCP),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &a),
+            ],
+            None,
+        )
+        .await
+    };
+    let ed = EncodingKey::from_ed_der(&key.pair.serialize_der());
+    let r = token(assertion(&key.jkt(), &ed, Algorithm::EdDSA)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // A second key, as a JWK, from the agent's page.
+    let page = alice.get(&format!("/account/agents/{id}")).await;
+    let csrf = hidden(&page, "csrf_token");
+    let second = crate::private_key_jwt::client_key("second");
+    let r = alice
+        .post(
+            &format!("/account/agents/{id}/add-key"),
+            &[("csrf_token", &csrf), ("key", &second.jwk.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let r = token(
+        second.assertion(json!({ "iss": id, "sub": id, "aud": crate::helpers::ISSUER,
+        "jti": "second-1", "iat": app.now(), "exp": app.now() + 60 })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The same key twice is refused; a stranger may not add one.
+    let r = alice
+        .post(
+            &format!("/account/agents/{id}/add-key"),
+            &[("csrf_token", &csrf), ("key", &second.jwk.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    user(&app, "mallory").await;
+    let mallory = Browser::new(&app);
+    mallory.login("mallory", PASSWORD).await;
+    let m_csrf = hidden(&mallory.get("/account").await, "csrf_token");
+    let r = mallory
+        .post(
+            &format!("/account/agents/{id}/add-key"),
+            &[("csrf_token", &m_csrf), ("key", &pem)],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+both!(agents_are_created_and_keyed_in_the_browser);
