@@ -275,8 +275,8 @@ async fn agents_are_created_and_keyed_in_the_browser(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 400);
-    user(&app, "mallory").await;
-    let mallory = Browser::new(&app);
+    user(app, "mallory").await;
+    let mallory = Browser::new(app);
     mallory.login("mallory", PASSWORD).await;
     let m_csrf = hidden(&mallory.get("/account").await, "csrf_token");
     let r = mallory
