@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             username: format!("load-{user_id}"),
             password_hash: "unused".into(),
             created_at: now,
+            admin: false,
         },
     )
     .await?;

@@ -80,6 +80,7 @@ pub async fn create_user(
         username: username.to_string(),
         password_hash: hash_password(password).await?,
         created_at: now,
+        admin: false,
     };
     if !store::users::insert(db, user.clone()).await? {
         return Err(AccountError::Exists);

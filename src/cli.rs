@@ -735,9 +735,17 @@ async fn user_command(cmd: UserCommand, storage: StorageArgs) -> anyhow::Result<
     let db = store::connect(&database_url(&storage.database_url), 2, None).await?;
     let now = SystemClock.now();
     match cmd {
-        UserCommand::Create { username } => {
+        UserCommand::Create { username, admin } => {
             let user = crate::accounts::create_user(&db, &username, read_password()?, now).await?;
-            println!("created user {} ({})", user.username, user.id);
+            if admin {
+                store::users::set_admin(&db, &user.id, true).await?;
+            }
+            println!(
+                "created {} {} ({})",
+                if admin { "operator" } else { "user" },
+                user.username,
+                user.id
+            );
         }
         UserCommand::List => {
             for u in store::users::list(&db).await? {

@@ -114,7 +114,13 @@ pub enum CaCommand {
 pub enum UserCommand {
     /// Create a user. The password is read from AGENTAUTH_PASSWORD or, if
     /// unset, from the first line of standard input.
-    Create { username: String },
+    Create {
+        username: String,
+        /// An operator: may see the operator pages (clients, keys, CA
+        /// epochs, the audit log).
+        #[arg(long)]
+        admin: bool,
+    },
     /// List users.
     List,
     /// Delete a user and their sessions.

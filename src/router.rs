@@ -105,6 +105,9 @@ pub fn build(state: AppState) -> Router {
             get(http::console::list).post(http::console::create),
         )
         .route("/account/agents/new", get(http::console::new_form))
+        .route("/admin/clients", get(http::operator::clients))
+        .route("/admin/keys", get(http::operator::keys))
+        .route("/admin/audit", get(http::operator::audit))
         .route("/account/agents/{id}", get(http::console::show))
         .route("/account/agents/{id}/confirm", get(http::console::confirm))
         .route("/account/agents/{id}/{action}", post(http::console::act))

@@ -21,10 +21,32 @@ pub fn environment() -> Environment<'static> {
             "agent_new.html",
             include_str!("../templates/agent_new.html"),
         ),
+        ("admin.html", include_str!("../templates/admin.html")),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "template does not compile");
         }
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `templates/` is in the environment and compiles (a
+    /// missing or broken one would otherwise show only as a 500 and a log
+    /// line).
+    #[test]
+    fn every_template_is_loaded_and_compiles() {
+        let built = super::environment();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Err(e) = built.get_template(&name) {
+                panic!("{name}: {e:#}");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 10, "templates found: {seen}");
+    }
 }

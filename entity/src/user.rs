@@ -10,6 +10,8 @@ pub struct Model {
     pub username: String,
     pub password_hash: String,
     pub created_at: i64,
+    /// May see the operator pages.
+    pub admin: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ mod m0006_agents;
 mod m0007_login_requests;
 mod m0008_client_last_used;
 mod m0009_bridge_certs;
+mod m0010_user_admin;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_login_requests::Migration),
             Box::new(m0008_client_last_used::Migration),
             Box::new(m0009_bridge_certs::Migration),
+            Box::new(m0010_user_admin::Migration),
         ]
     }
 }

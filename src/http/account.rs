@@ -22,7 +22,10 @@ pub struct LoginQuery {
 fn safe_return_to(value: Option<&str>) -> String {
     match value {
         Some(v)
-            if (v.starts_with("/authorize?") || v == "/account" || v.starts_with("/account/"))
+            if (v.starts_with("/authorize?")
+                || v == "/account"
+                || v.starts_with("/account/")
+                || v.starts_with("/admin/"))
                 && !v.contains("//")
                 && !v.contains('\\') =>
         {
@@ -222,7 +225,10 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Resul
         &state,
         StatusCode::OK,
         "account.html",
-        json!({ "username": session.username, "consents": consents, "grants": grants, "csrf_token": csrf.token }),
+        json!({
+            "username": session.username, "consents": consents, "grants": grants,
+            "csrf_token": csrf.token, "admin": session.admin,
+        }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
 }

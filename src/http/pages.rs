@@ -103,6 +103,8 @@ pub struct Session {
     pub username: String,
     pub auth_time: i64,
     pub id_hash: [u8; 32],
+    /// An operator (`agentauth user create --admin`).
+    pub admin: bool,
 }
 
 pub async fn session(state: &State, headers: &HeaderMap) -> Result<Option<Session>, Error> {
@@ -121,6 +123,7 @@ pub async fn session(state: &State, headers: &HeaderMap) -> Result<Option<Sessio
         username: user.username,
         auth_time: row.auth_time,
         id_hash,
+        admin: user.admin,
     }))
 }
 

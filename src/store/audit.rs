@@ -72,3 +72,50 @@ pub async fn about(
         .all(db)
         .await?)
 }
+
+/// What the operator's audit page filters on (all optional, exact).
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// `subject`: who acted (a user id, an agent id, `cli`).
+    pub actor: Option<String>,
+    pub client_id: Option<String>,
+    /// An agent: as the client or as the subject.
+    pub agent: Option<String>,
+    pub event: Option<String>,
+    /// Rows older than this id (the page cursor).
+    pub before: Option<i64>,
+}
+
+/// The newest `limit` events matching `filter`, newest first.
+pub async fn search(
+    db: &impl ConnectionTrait,
+    filter: &Filter,
+    limit: u64,
+) -> StoreResult<Vec<audit_log::Model>> {
+    use sea_orm::{ColumnTrait, Condition, QueryFilter};
+    let mut query = audit_log::Entity::find();
+    if let Some(a) = &filter.actor {
+        query = query.filter(audit_log::Column::Subject.eq(a.as_str()));
+    }
+    if let Some(c) = &filter.client_id {
+        query = query.filter(audit_log::Column::ClientId.eq(c.as_str()));
+    }
+    if let Some(a) = &filter.agent {
+        query = query.filter(
+            Condition::any()
+                .add(audit_log::Column::ClientId.eq(a.as_str()))
+                .add(audit_log::Column::Subject.eq(a.as_str())),
+        );
+    }
+    if let Some(e) = &filter.event {
+        query = query.filter(audit_log::Column::Event.eq(e.as_str()));
+    }
+    if let Some(b) = filter.before {
+        query = query.filter(audit_log::Column::Id.lt(b));
+    }
+    Ok(query
+        .order_by_desc(audit_log::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}

@@ -102,6 +102,28 @@ pub async fn list(db: &impl ConnectionTrait) -> StoreResult<Vec<ClientRecord>> {
         .collect::<Result<_, _>>()?)
 }
 
+/// One page of clients by id, after `after` (the operator's client list).
+pub async fn page(
+    db: &impl ConnectionTrait,
+    after: Option<&str>,
+    limit: u64,
+) -> StoreResult<Vec<ClientRecord>> {
+    use sea_orm::QuerySelect;
+    let mut query = client::Entity::find();
+    if let Some(a) = after {
+        query = query.filter(client::Column::ClientId.gt(a));
+    }
+    let rows = query
+        .order_by_asc(client::Column::ClientId)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(ClientRecord::try_from)
+        .collect::<Result<_, _>>()?)
+}
+
 /// Replaces the metadata (RFC 7592 §2.2). Returns `false` if the client is gone.
 pub async fn update_metadata(
     db: &impl ConnectionTrait,

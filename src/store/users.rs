@@ -133,3 +133,15 @@ pub async fn delete_session(db: &impl ConnectionTrait, id_hash: [u8; 32]) -> Sto
         .await?;
     Ok(())
 }
+
+/// Marks a user as an operator (or not).
+pub async fn set_admin(db: &impl ConnectionTrait, id: &str, admin: bool) -> StoreResult<bool> {
+    use sea_orm::sea_query::Expr;
+    Ok(user::Entity::update_many()
+        .col_expr(user::Column::Admin, Expr::value(admin))
+        .filter(user::Column::Id.eq(id))
+        .exec(db)
+        .await?
+        .rows_affected
+        == 1)
+}

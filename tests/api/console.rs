@@ -288,3 +288,88 @@ async fn agents_are_created_and_keyed_in_the_browser(app: TestApp) {
     assert_eq!(r.status, 403);
 }
 both!(agents_are_created_and_keyed_in_the_browser);
+
+/// Operator pages (issue 17 item 4): for admins only (403 otherwise, the
+/// login page when signed out); clients without secrets, signing keys
+/// and CA epochs, and the audit log filtered and paged.
+async fn operator_pages_are_for_operators(app: TestApp) {
+    use agentauth::store;
+    let (client_id, client_secret) = app.cc_client("read").await;
+    user(&app, "root").await;
+    user(&app, "alice").await;
+    let root = store::users::by_username(&app.state.db, "root")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store::users::set_admin(&app.state.db, &root.id, true)
+            .await
+            .unwrap()
+    );
+
+    let anonymous = Browser::new(&app);
+    let r = anonymous.get("/admin/audit").await;
+    assert_eq!(location(&r), "/login?return_to=%2Fadmin%2Faudit");
+    let alice = Browser::new(&app);
+    alice.login("alice", PASSWORD).await;
+    for page in ["/admin/clients", "/admin/keys", "/admin/audit"] {
+        assert_eq!(alice.get(page).await.status, 403, "{page}");
+    }
+    assert!(!String::from_utf8_lossy(&alice.get("/account").await.body).contains("/admin/"));
+
+    let op = Browser::new(&app);
+    op.login("root", PASSWORD).await;
+    assert!(String::from_utf8_lossy(&op.get("/account").await.body).contains("/admin/clients"));
+    let clients = op.get("/admin/clients").await;
+    assert_eq!(
+        clients.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&clients.body)
+    );
+    assert_eq!(clients.header("x-frame-options"), Some("DENY"));
+    let html = String::from_utf8_lossy(&clients.body).to_string();
+    assert!(html.contains(&client_id) && !html.contains(&client_secret));
+
+    let keys = op.get("/admin/keys").await;
+    let html = String::from_utf8_lossy(&keys.body).to_string();
+    let kid = store::keys::list(&app.state.db).await.unwrap()[0]
+        .kid
+        .clone();
+    assert!(html.contains(&kid) && html.contains("CA epochs"), "{html}");
+
+    // 55 events of one kind: a page of 50, then the older 5.
+    let events: Vec<_> = (0..55)
+        .map(|i| store::audit::AuditEvent {
+            at: app.now() + i,
+            event: "test.paged",
+            client_id: Some("c".into()),
+            subject: Some("someone".into()),
+            ip: None,
+            detail: serde_json::json!({}),
+        })
+        .collect();
+    store::audit::insert_many(&app.state.db, events)
+        .await
+        .unwrap();
+    let page = op.get("/admin/audit?event=test.paged&actor=someone").await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert_eq!(html.matches("<td>test.paged</td>").count(), 50);
+    assert!(!html.contains("user.login"));
+    // As a browser reads the attribute (HTML entities decoded).
+    let next = html
+        .split("<a href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("before="))
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&");
+    let older = op.get(&next).await;
+    assert_eq!(
+        String::from_utf8_lossy(&older.body)
+            .matches("<td>test.paged</td>")
+            .count(),
+        5
+    );
+}
+both!(operator_pages_are_for_operators);

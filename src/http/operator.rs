@@ -1,0 +1,170 @@
+//! Operator pages (issue 17 item 4), for accounts marked admin
+//! (`agentauth user create --admin`): clients, signing keys and CA
+//! epochs (read-only), and the audit log with filters. No secret is ever
+//! shown: client records carry only hashes, and the pages show none of
+//! them. Anyone else gets 403.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pages::{self, Session};
+use crate::crypto::{b64url, sha256};
+use crate::error::{OAuthError, Result};
+use crate::state::{AppState, State as AppStateInner};
+use crate::store;
+
+/// Rows per page.
+const PAGE: u64 = 50;
+
+async fn operator(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    here: &str,
+) -> Result<std::result::Result<Session, Response>> {
+    match pages::session(state, headers).await? {
+        None => Ok(Err(pages::see_other(&format!(
+            "/login?return_to={}",
+            form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
+        )))),
+        Some(s) if s.admin => Ok(Ok(s)),
+        Some(_) => Err(OAuthError::new(403, "forbidden", "operators only").into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ClientsQuery {
+    after: Option<String>,
+}
+
+/// `GET /admin/clients`.
+pub async fn clients(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ClientsQuery>,
+) -> Result<Response> {
+    if let Err(redirect) = operator(&state, &headers, "/admin/clients").await? {
+        return Ok(redirect);
+    }
+    let rows = store::clients::page(&state.db, q.after.as_deref(), PAGE).await?;
+    let next = (rows.len() as u64 == PAGE)
+        .then(|| {
+            rows.last().map(|c| {
+                form_urlencoded::byte_serialize(c.client_id.as_bytes()).collect::<String>()
+            })
+        })
+        .flatten();
+    let clients: Vec<_> = rows
+        .iter()
+        .map(|c| {
+            json!({
+                "client_id": c.client_id, "name": c.metadata.client_name,
+                "kind": c.kind.as_str(), "grant_types": c.metadata.grant_types,
+                "auth": c.metadata.token_endpoint_auth_method.as_str(),
+                "issued_at": c.client_id_issued_at,
+            })
+        })
+        .collect();
+    pages::render(
+        &state,
+        StatusCode::OK,
+        "admin.html",
+        json!({ "section": "clients", "clients": clients, "next": next }),
+    )
+}
+
+/// `GET /admin/keys`: signing keys and CA epochs, public parts only.
+pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if let Err(redirect) = operator(&state, &headers, "/admin/keys").await? {
+        return Ok(redirect);
+    }
+    let keys: Vec<_> = store::keys::list(&state.db)
+        .await?
+        .into_iter()
+        .map(|k| json!({ "kid": k.kid, "alg": k.alg, "activates_at": k.activates_at, "retire_after": k.retire_after }))
+        .collect();
+    let epochs: Vec<_> = store::bridge::epochs(&state.db)
+        .await?
+        .into_iter()
+        .rev()
+        .map(|e| {
+            json!({
+                "epoch": e.epoch, "started_at": e.started_at, "not_after": e.not_after,
+                "dropped_at": e.dropped_at, "sha256": b64url(&sha256(&e.certificate_der)),
+            })
+        })
+        .collect();
+    pages::render(
+        &state,
+        StatusCode::OK,
+        "admin.html",
+        json!({ "section": "keys", "keys": keys, "epochs": epochs }),
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    actor: Option<String>,
+    client: Option<String>,
+    agent: Option<String>,
+    event: Option<String>,
+    before: Option<i64>,
+}
+
+/// `GET /admin/audit?actor=&client=&agent=&event=&before=`.
+pub async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response> {
+    if let Err(redirect) = operator(&state, &headers, "/admin/audit").await? {
+        return Ok(redirect);
+    }
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let filter = store::audit::Filter {
+        actor: given(&q.actor),
+        client_id: given(&q.client),
+        agent: given(&q.agent),
+        event: given(&q.event),
+        before: q.before,
+    };
+    let rows = store::audit::search(&state.db, &filter, PAGE).await?;
+    let next = (rows.len() as u64 == PAGE)
+        .then(|| rows.last().map(|e| e.id))
+        .flatten()
+        .map(|id| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in [
+                ("actor", &filter.actor),
+                ("client", &filter.client_id),
+                ("agent", &filter.agent),
+                ("event", &filter.event),
+            ] {
+                if let Some(v) = v {
+                    query.append_pair(k, v);
+                }
+            }
+            query.append_pair("before", &id.to_string());
+            format!("/admin/audit?{}", query.finish())
+        });
+    let events: Vec<_> = rows
+        .into_iter()
+        .map(|e| json!({ "at": e.at, "event": e.event, "client_id": e.client_id, "subject": e.subject, "ip": e.ip }))
+        .collect();
+    pages::render(
+        &state,
+        StatusCode::OK,
+        "admin.html",
+        json!({
+            "section": "audit", "events": events, "next": next,
+            "filter": { "actor": filter.actor, "client": filter.client_id, "agent": filter.agent, "event": filter.event },
+        }),
+    )
+}
