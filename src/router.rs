@@ -81,6 +81,23 @@ pub fn build(state: AppState) -> Router {
             .allow_origin(AllowOrigin::any())
             .allow_methods([Method::GET]),
     );
+    // The owner's console and the operator pages: errors as pages.
+    let console = Router::new()
+        .route(
+            "/account/agents",
+            get(http::console::list).post(http::console::create),
+        )
+        .route("/account/agents/new", get(http::console::new_form))
+        .route("/account/agents/{id}", get(http::console::show))
+        .route("/account/agents/{id}/confirm", get(http::console::confirm))
+        .route("/account/agents/{id}/{action}", post(http::console::act))
+        .route("/admin/clients", get(http::operator::clients))
+        .route("/admin/keys", get(http::operator::keys))
+        .route("/admin/audit", get(http::operator::audit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http::pages::html_errors,
+        ));
     let mut router = Router::new();
     if state.config.metrics_listen.is_none() {
         router = router.route("/metrics", get(http::ops::metrics));
@@ -100,19 +117,9 @@ pub fn build(state: AppState) -> Router {
         )
         .route("/account", get(http::account::account))
         .route("/account/revoke", post(http::account::revoke))
-        .route(
-            "/account/agents",
-            get(http::console::list).post(http::console::create),
-        )
-        .route("/account/agents/new", get(http::console::new_form))
-        .route("/admin/clients", get(http::operator::clients))
-        .route("/admin/keys", get(http::operator::keys))
-        .route("/admin/audit", get(http::operator::audit))
-        .route("/account/agents/{id}", get(http::console::show))
-        .route("/account/agents/{id}/confirm", get(http::console::confirm))
-        .route("/account/agents/{id}/{action}", post(http::console::act))
         .route("/healthz", get(http::ops::healthz))
         .route("/readyz", get(http::ops::readyz))
+        .merge(console)
         .merge(oauth)
         .merge(public)
         .fallback(http::ops::not_found)

@@ -22,6 +22,10 @@ pub fn environment() -> Environment<'static> {
             include_str!("../templates/agent_new.html"),
         ),
         ("admin.html", include_str!("../templates/admin.html")),
+        (
+            "page_error.html",
+            include_str!("../templates/page_error.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "template does not compile");

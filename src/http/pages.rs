@@ -224,3 +224,43 @@ pub fn with_cookies(
     }
     r
 }
+
+/// For the console and operator pages: a 4xx answered in the JSON error
+/// shape (every handler error is mapped once, in `crate::error`) is shown
+/// to the person as a page saying why, with the same status.
+pub async fn html_errors(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() || !is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error_description"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "the request was refused".into());
+    let title = match status.as_u16() {
+        403 => "Not allowed",
+        404 => "Not found",
+        _ => "Request refused",
+    };
+    match render(
+        &state,
+        status,
+        "page_error.html",
+        serde_json::json!({ "title": title, "message": message }),
+    ) {
+        Ok(page) => page,
+        Err(e) => e.into_response(),
+    }
+}

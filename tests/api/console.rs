@@ -80,10 +80,15 @@ async fn agents_page_kill_switch_and_strangers(app: TestApp) {
     bob.login("bob", PASSWORD).await;
     let bob_list = bob.get("/account/agents").await;
     assert!(!String::from_utf8_lossy(&bob_list.body).contains(&a.id));
+    let refused = bob.get(&format!("/account/agents/{}", a.id)).await;
+    assert_eq!(refused.status, 403);
+    // A person gets a page saying why, not JSON; it cannot be framed.
     assert_eq!(
-        bob.get(&format!("/account/agents/{}", a.id)).await.status,
-        403
+        refused.header("content-type"),
+        Some("text/html; charset=utf-8")
     );
+    assert_eq!(refused.header("x-frame-options"), Some("DENY"));
+    assert!(String::from_utf8_lossy(&refused.body).contains("this agent is not yours"));
     assert_eq!(
         bob.get(&format!("/account/agents/{}/confirm?action=delete", a.id))
             .await
