@@ -402,21 +402,8 @@ mod mtls {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn certs(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-        use base64::Engine as _;
-        pem.split("-----BEGIN CERTIFICATE-----")
-            .skip(1)
-            .map(|b| {
-                let body: String = b
-                    .split("-----END CERTIFICATE-----")
-                    .next()
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .collect();
-                Ok(base64::engine::general_purpose::STANDARD
-                    .decode(body)?
-                    .into())
-            })
-            .collect()
+        use rustls::pki_types::pem::PemObject as _;
+        Ok(CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>()?)
     }
 
     /// Runs the handshake; returns what the server read from the client

@@ -57,18 +57,14 @@ pub struct BridgeIdentity {
     pub x5t_s256: String,
 }
 
-/// The DER certificates of a PEM bundle (or chain).
+/// The DER certificates of a PEM bundle (or chain); blocks of other
+/// kinds are skipped, and malformed PEM yields none.
 pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
-    pem.split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .filter_map(|block| {
-            let body: String = block
-                .split("-----END CERTIFICATE-----")
-                .next()?
-                .split_whitespace()
-                .collect();
-            base64::engine::general_purpose::STANDARD.decode(body).ok()
-        })
+    pem::parse_many(pem)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
         .collect()
 }
 

@@ -93,19 +93,12 @@ fn aad(epoch: i64) -> Vec<u8> {
     format!("agentauth ca epoch {epoch}").into_bytes()
 }
 
-/// PEM of one DER certificate.
+/// PEM of one DER certificate (RFC 7468, LF line endings).
 pub fn pem(der: &[u8]) -> String {
-    der.chunks(48).fold(
-        String::from("-----BEGIN CERTIFICATE-----\n"),
-        |mut out, chunk| {
-            out.push_str(&base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                chunk,
-            ));
-            out.push('\n');
-            out
-        },
-    ) + "-----END CERTIFICATE-----\n"
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 fn datetime(unix: i64) -> Result<time::OffsetDateTime, BridgeError> {
@@ -255,12 +248,13 @@ impl CaRing {
 
     /// The current set, refreshed first when it is older than [`REFRESH`]
     /// or its epoch is over. A database failure keeps the set this node
-    /// has (certificates still issue; the bundle is still served).
+    /// has (certificates still issue; the bundle is still served); a node
+    /// with no CA it can open re-reads at most every [`REFRESH`] too.
     pub async fn fresh(&self, db: &Db, now: i64) -> Arc<CaSet> {
         let set = self.current();
         let over = set
             .issuing()
-            .is_none_or(|c| c.started_at + self.epoch_len <= now);
+            .is_some_and(|c| c.started_at + self.epoch_len <= now);
         if set.loaded.elapsed() < REFRESH && !over {
             return set;
         }
@@ -288,7 +282,12 @@ impl CaRing {
             newest.is_none_or(|r| r.started_at + self.epoch_len <= now || r.dropped_at.is_some());
         if due {
             let next = rows.iter().map(|r| r.epoch).max().unwrap_or(0) + 1;
-            match self.start(db, next, now, false).await {
+            let maker = EpochMaker {
+                kek: &self.kek,
+                issuer_host: &self.issuer_host,
+                epoch_len: self.epoch_len,
+            };
+            match maker.start(db, next, false, "schedule", now).await {
                 Ok(true) => tracing::info!(epoch = next, "started a bridge CA epoch"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "starting a bridge CA epoch failed"),
@@ -303,37 +302,39 @@ impl CaRing {
         }
         Ok(())
     }
+}
 
-    /// Generates and stores epoch `epoch`'s CA; `Ok(false)` when another
-    /// node started it first.
+/// What starting an epoch takes: the CA KEK, the issuer's host (the CA's
+/// organization) and the epoch length.
+struct EpochMaker<'a> {
+    kek: &'a Kek,
+    issuer_host: &'a str,
+    epoch_len: i64,
+}
+
+impl EpochMaker<'_> {
+    /// Generates epoch `epoch`'s CA and stores it with its audit row
+    /// (`ca.rotated`, by `by`); `Ok(false)` when another node started that
+    /// epoch first. With `drop_previous`, every older CA leaves the bundle.
     async fn start(
         &self,
         db: &Db,
         epoch: i64,
+        drop_previous: bool,
+        by: &str,
         now: i64,
-        drop_older: bool,
     ) -> Result<bool, StoreError> {
-        let row = generate(&self.kek, &self.issuer_host, epoch, now, self.epoch_len)
+        let row = generate(self.kek, self.issuer_host, epoch, now, self.epoch_len)
             .map_err(|e| StoreError::unavailable(e.to_string()))?;
-        store::start_epoch(
-            db,
-            row,
-            drop_older,
-            now,
-            rotated(epoch, now, drop_older, "schedule"),
-        )
-        .await
-    }
-}
-
-fn rotated(epoch: i64, now: i64, drop_previous: bool, by: &str) -> crate::store::audit::AuditEvent {
-    crate::store::audit::AuditEvent {
-        at: now,
-        event: "ca.rotated",
-        client_id: None,
-        subject: Some(by.to_string()),
-        ip: None,
-        detail: json!({ "epoch": epoch, "drop_previous": drop_previous, "by": by }),
+        let audit = crate::store::audit::AuditEvent {
+            at: now,
+            event: "ca.rotated",
+            client_id: None,
+            subject: Some(by.to_string()),
+            ip: None,
+            detail: json!({ "epoch": epoch, "drop_previous": drop_previous, "by": by }),
+        };
+        store::start_epoch(db, row, drop_previous, now, audit).await
     }
 }
 
@@ -347,6 +348,11 @@ pub async fn rotate(
     drop_previous: bool,
     now: i64,
 ) -> Result<i64, anyhow::Error> {
+    let maker = EpochMaker {
+        kek,
+        issuer_host,
+        epoch_len,
+    };
     for _ in 0..3 {
         let rows = store::epochs(db).await?;
         // Refuse to start an epoch under a KEK the servers do not hold.
@@ -359,9 +365,7 @@ pub async fn rotate(
                 })?;
         }
         let next = rows.last().map_or(0, |r| r.epoch) + 1;
-        let row = generate(kek, issuer_host, next, now, epoch_len)?;
-        let audit = rotated(next, now, drop_previous, "cli");
-        if store::start_epoch(db, row, drop_previous, now, audit).await? {
+        if maker.start(db, next, drop_previous, "cli", now).await? {
             return Ok(next);
         }
     }

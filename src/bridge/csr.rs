@@ -36,21 +36,21 @@ pub fn decode(text: &str) -> Result<Vec<u8>, BridgeError> {
     if text.len() > MAX_CSR_BYTES * 2 {
         return Err(bad("csr is too large"));
     }
-    let body: String = if let Some(rest) = text.strip_prefix("-----BEGIN CERTIFICATE REQUEST-----")
-    {
-        rest.split("-----END CERTIFICATE REQUEST-----")
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect()
+    let der = if text.starts_with("-----BEGIN") {
+        // RFC 7468 §7; `NEW CERTIFICATE REQUEST` is what older tools write.
+        match pem::parse(text) {
+            Ok(p) if matches!(p.tag(), "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST") => {
+                p.into_contents()
+            }
+            Ok(_) => return Err(bad("the PEM block is not a CERTIFICATE REQUEST")),
+            Err(_) => return Err(bad("csr is malformed PEM")),
+        }
     } else {
-        text.to_string()
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
+            .map_err(|_| bad("csr is neither PEM nor base64 DER"))?
     };
-    let der = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(body.trim_end_matches('='))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(&body))
-        .map_err(|_| bad("csr is neither PEM nor base64 DER"))?;
     if der.len() > MAX_CSR_BYTES {
         return Err(bad("csr is too large"));
     }
@@ -160,5 +160,13 @@ mod tests {
         trailing.push(0);
         assert!(verify(&trailing).is_err());
         assert!(decode("not base64 ***").is_err());
+        let wrong_tag = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
+        assert!(
+            matches!(decode(wrong_tag), Err(BridgeError::BadRequest(m)) if m.contains("not a CERTIFICATE REQUEST"))
+        );
+        let broken = "-----BEGIN CERTIFICATE REQUEST-----\n!!!\n";
+        assert!(
+            matches!(decode(broken), Err(BridgeError::BadRequest(m)) if m.contains("malformed PEM"))
+        );
     }
 }
