@@ -87,7 +87,7 @@ struct IssuerEntry {
 }
 
 /// What a verified external token maps to.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mapped {
     /// A workload: this agent.
     Agent(String),
@@ -180,8 +180,17 @@ impl Federation {
     }
 }
 
-/// Verifies an external assertion and maps it; `(mapped, jti, exp)`.
-pub async fn verify(state: &State, assertion: &str) -> Result<(Mapped, String, i64), Refusal> {
+/// A verified external assertion: what it maps to, its `jti` (qualified
+/// by its issuer) and its expiry, for spending it once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub mapped: Mapped,
+    pub jti: String,
+    pub exp: i64,
+}
+
+/// Verifies an external assertion and maps it.
+pub async fn verify(state: &State, assertion: &str) -> Result<Verified, Refusal> {
     let federation = &state.config.federation;
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| "the assertion is not a JWT".to_string())?;
@@ -268,7 +277,11 @@ pub async fn verify(state: &State, assertion: &str) -> Result<(Mapped, String, i
             .ok_or("no rule maps this subject to an agent")?;
         Mapped::Agent(rule.agent.clone())
     };
-    Ok((mapped, format!("{iss}#{jti}"), exp))
+    Ok(Verified {
+        mapped,
+        jti: format!("{iss}#{jti}"),
+        exp,
+    })
 }
 
 fn check(

@@ -35,6 +35,8 @@ pub struct State {
     pub bridge: crate::bridge::ca::CaRing,
     /// Single-use nonces that bridge-certificate proofs sign.
     pub bridge_nonces: crate::bridge::nonce::NonceMint,
+    /// Which agent keys a live bridge certificate certifies, a second stale.
+    pub bridge_bindings: crate::bridge::BindingCache,
     pub clock: SharedClock,
     /// Client records by client_id; stale for at most `client_cache_ttl`
     /// on other nodes, invalidated at once on this one.
@@ -237,6 +239,7 @@ impl State {
             )),
             bridge,
             bridge_nonces,
+            bridge_bindings: crate::bridge::binding_cache(),
             config,
             db,
             keys,

@@ -34,3 +34,47 @@ pub enum BridgeError {
     #[error("certificate issuance failed: {0}")]
     Internal(String),
 }
+
+/// A certified key's binding as one node remembers it: the RFC 8705
+/// `x5t#S256` of the newest certificate and when it expires, or none.
+pub type Binding = Option<(String, i64)>;
+
+/// Bindings by (agent, key thumbprint), each remembered for at most
+/// [`BINDING_TTL`]: an agent's DPoP token request costs no database round
+/// trip to learn whether its key is certified, and a certificate issued on
+/// another node binds here within that time (the agent status cache's
+/// bound too).
+pub type BindingCache = moka::future::Cache<(String, String), Binding>;
+
+pub const BINDING_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub fn binding_cache() -> BindingCache {
+    moka::future::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(BINDING_TTL)
+        .build()
+}
+
+impl crate::state::State {
+    /// The `x5t#S256` of the live bridge certificate of `agent_id` for the
+    /// key `jkt`, if any ([`BindingCache`]).
+    pub async fn bridge_binding(
+        &self,
+        agent_id: &str,
+        jkt: &str,
+        now: i64,
+    ) -> Result<Option<String>, crate::store::StoreError> {
+        let db = self.db.clone();
+        let (agent, key) = (agent_id.to_string(), jkt.to_string());
+        let binding = self
+            .bridge_bindings
+            .try_get_with((agent.clone(), key.clone()), async move {
+                crate::store::bridge::live_cert(&db, &agent, &key, now)
+                    .await
+                    .map(|c| c.map(|c| (c.x5t_s256, c.not_after)))
+            })
+            .await
+            .map_err(|e| crate::store::StoreError::unavailable(e.to_string()))?;
+        Ok(binding.and_then(|(x5t, not_after)| (not_after > now).then_some(x5t)))
+    }
+}

@@ -48,10 +48,11 @@ pub async fn check_proof_key(
     let Some(jkt) = req.jkt() else {
         return Ok(None);
     };
-    let cert =
-        crate::store::bridge::live_cert(&state.db, req.client.client_id(), jkt, req.now).await?;
-    match cert {
-        Some(cert) => Ok(Some(cert.x5t_s256)),
+    match state
+        .bridge_binding(req.client.client_id(), jkt, req.now)
+        .await?
+    {
+        Some(x5t) => Ok(Some(x5t)),
         None if is_agent_key(req, jkt) => Ok(None),
         None => Err(OAuthError::invalid_dpop_proof(
             "an agent's DPoP proof must use one of its registered keys or a key its bridge certificate certifies",

@@ -86,15 +86,11 @@ fn proof_key(req: &TokenRequest<'_>) -> Result<Option<Ed25519Public>, OAuthError
 
 async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let agent = agent_of(state, &req).await?;
-    // A federated agent: its assertion is spent once, like the JWT
-    // bearer grant's.
-    if req.client.method == AuthMethod::None {
-        let assertion = req.params.require("assertion")?;
-        let (_, jti, exp) = crate::federation::verify(state, assertion)
-            .await
-            .map_err(OAuthError::invalid_grant)?;
-        super::jwt_bearer::spend(state, &jti, exp).await?;
-    }
+    // What the certificate is to say, checked before any single-use value
+    // (the nonce, a workload assertion) is spent on a request that fails.
+    let allowed = Scope::parse(&agent.scope).unwrap_or_default();
+    let scope = requested_scope(req.params, &allowed)?;
+    let code_signing = code_signing(req.params.get("certificate_usage"))?;
 
     // The key, and the nonce its holder signed.
     let dpop_key = proof_key(&req)?;
@@ -127,28 +123,11 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         },
     };
     spend_nonce(state, nonce.as_deref(), by_csr, req.now).await?;
-
-    let allowed = Scope::parse(&agent.scope).unwrap_or_default();
-    let scope = requested_scope(req.params, &allowed)?;
-    let code_signing = match req.params.get("certificate_usage") {
-        None => false,
-        Some(usage) => {
-            let mut code_signing = false;
-            for u in usage.split(' ') {
-                match u {
-                    "clientAuth" => {}
-                    "codeSigning" => code_signing = true,
-                    other => {
-                        return Err(OAuthError::invalid_request(format!(
-                            "certificate_usage {other:?} is not one of clientAuth, codeSigning"
-                        ))
-                        .into());
-                    }
-                }
-            }
-            code_signing
-        }
-    };
+    // A federated agent's workload assertion is spent once, like the JWT
+    // bearer grant's (it was verified when it authenticated the agent).
+    if let Some(assertion) = req.assertion {
+        super::jwt_bearer::spend(state, &assertion.jti, assertion.exp).await?;
+    }
     req.confirm_proof().await?;
 
     let cas = state.bridge.fresh(&state.db, req.now).await;
@@ -177,6 +156,14 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         },
     )
     .await?;
+    // This node binds the key at once; others within a second.
+    state
+        .bridge_bindings
+        .insert(
+            (agent.id.clone(), jkt.clone()),
+            Some((issued.x5t_s256.clone(), issued.not_after)),
+        )
+        .await;
     state.metrics.token_issued(BRIDGE_CERT);
     state.audit.record(AuditEvent {
         at: req.now,
@@ -201,6 +188,27 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         scope: (!scope.is_empty()).then(|| scope.to_string()),
         refresh_token: None,
     })
+}
+
+/// `certificate_usage`: `clientAuth` (always granted) and optionally
+/// `codeSigning`; whether code signing is asked for.
+fn code_signing(usage: Option<&str>) -> Result<bool, OAuthError> {
+    let Some(usage) = usage else {
+        return Ok(false);
+    };
+    let mut code_signing = false;
+    for u in usage.split(' ') {
+        match u {
+            "clientAuth" => {}
+            "codeSigning" => code_signing = true,
+            other => {
+                return Err(OAuthError::invalid_request(format!(
+                    "certificate_usage {other:?} is not one of clientAuth, codeSigning"
+                )));
+            }
+        }
+    }
+    Ok(code_signing)
 }
 
 /// Checks and spends the server nonce a proof of possession signed. A

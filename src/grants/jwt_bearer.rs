@@ -46,16 +46,17 @@ impl Grant for JwtBearer {
 }
 
 /// The client of a workload assertion sent with no client credentials:
-/// the agent its issuer's rule names.
+/// the agent its issuer's rule names, and the verified assertion (the
+/// grant spends it; it is not verified twice).
 pub async fn assertion_client(
     state: &State,
     form: &OAuthForm,
-) -> Result<AuthenticatedClient, Error> {
+) -> Result<(AuthenticatedClient, federation::Verified), Error> {
     let assertion = form.require("assertion")?;
-    let (mapped, _, _) = federation::verify(state, assertion)
+    let verified = federation::verify(state, assertion)
         .await
         .map_err(OAuthError::invalid_grant)?;
-    let Mapped::Agent(agent_id) = mapped else {
+    let Mapped::Agent(agent_id) = &verified.mapped else {
         return Err(OAuthError::invalid_client(
             "an identity assertion is presented by its client, which authenticates",
         )
@@ -64,20 +65,25 @@ pub async fn assertion_client(
     if form.get("client_id").is_some_and(|id| id != agent_id) {
         return Err(OAuthError::invalid_grant("the assertion maps to another agent").into());
     }
-    match state.client(&agent_id).await? {
-        Some(client) if client.kind == ClientKind::Agent => Ok(AuthenticatedClient {
-            client,
-            method: AuthMethod::None,
-        }),
+    match state.client(agent_id).await? {
+        Some(client) if client.kind == ClientKind::Agent => Ok((
+            AuthenticatedClient {
+                client,
+                method: AuthMethod::None,
+            },
+            verified,
+        )),
         _ => Err(OAuthError::invalid_grant("the rule names an agent that does not exist").into()),
     }
 }
 
 async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
-    let assertion = req.params.require("assertion")?;
-    let (mapped, jti, exp) = federation::verify(state, assertion)
-        .await
-        .map_err(OAuthError::invalid_grant)?;
+    let federation::Verified { mapped, jti, exp } = match req.assertion {
+        Some(verified) => verified.clone(),
+        None => federation::verify(state, req.params.require("assertion")?)
+            .await
+            .map_err(OAuthError::invalid_grant)?,
+    };
     match mapped {
         Mapped::Agent(agent_id) => {
             if agent_id != req.client.client_id() {
@@ -94,9 +100,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                             "a federated passport is bound to the key of a DPoP proof; send one",
                         )
                     })?;
-                    let x5t = crate::store::bridge::live_cert(&state.db, &agent.id, jkt, req.now)
-                        .await?
-                        .map(|c| c.x5t_s256);
+                    let x5t = state.bridge_binding(&agent.id, jkt, req.now).await?;
                     super::passport::issue(state, &req, &agent, jkt.to_string(), x5t).await
                 }
                 None | Some(ACCESS_TOKEN_TYPE) => {

@@ -48,6 +48,9 @@ pub struct TokenRequest<'a> {
     /// it ([`TokenRequest::confirm_proof`]) before any write. Issuing an
     /// access token does.
     pub proof: Option<&'a CheckedProof>,
+    /// The workload assertion that authenticated the client, verified
+    /// (a grant that [`Grant::authenticates_itself`] spends it).
+    pub assertion: Option<&'a crate::federation::Verified>,
     /// The time of the request, read once.
     pub now: i64,
     /// The client's address, for the audit trail.

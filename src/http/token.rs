@@ -37,10 +37,13 @@ pub async fn post(
     let self_authenticating = grant.authenticates_itself()
         && !presents_client(&headers, &form)
         && form.get("client_id").is_none_or(crate::agents::is_agent_id);
-    let client = if self_authenticating {
-        grants::jwt_bearer::assertion_client(&state, &form).await?
+    let (client, assertion) = if self_authenticating {
+        let (client, verified) = grants::jwt_bearer::assertion_client(&state, &form).await?;
+        (client, Some(verified))
     } else {
-        super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?
+        let client =
+            super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
+        (client, None)
     };
     // RFC 9449 §5: a valid proof binds the token, whatever the grant.
     let proof = match dpop_header {
@@ -60,6 +63,7 @@ pub async fn post(
         params: &form,
         client: &client,
         proof: proof.as_ref(),
+        assertion: assertion.as_ref(),
         now: state.now(),
         ip: ip.to_audit(),
     };

@@ -97,23 +97,9 @@ async fn by_csr(app: &TestApp, a: &Agent, csr: &[u8], extra: &[(&str, &str)]) ->
     a.token(app, &pairs, None).await
 }
 
-/// The DER certificates of a PEM chain.
+/// The DER certificates of a PEM chain (the resource kit's reader).
 pub fn chain(pem: &str) -> Vec<Vec<u8>> {
-    pem.split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .map(|block| {
-            let body: String = block
-                .split("-----END CERTIFICATE-----")
-                .next()
-                .unwrap()
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .unwrap()
-        })
-        .collect()
+    agentauth_resource::bridge::pem_certificates(pem)
 }
 
 fn uris(cert: &X509Certificate<'_>) -> Vec<String> {
@@ -220,28 +206,23 @@ async fn a_csr_gets_a_certificate(app: TestApp) {
     let (_, leaf) = X509Certificate::from_der(&ders[0]).unwrap();
     let eku = leaf.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.client_auth && eku.code_signing);
-    by_csr(
-        &app,
-        &a,
-        &key.csr(Some(&nonce(&app).await)),
-        &[("certificate_usage", "serverAuth")],
-    )
-    .await
-    .assert_error(400, "invalid_request");
-    // Scope beyond the agent's.
-    by_csr(
-        &app,
-        &a,
-        &key.csr(Some(&nonce(&app).await)),
-        &[("scope", "admin")],
-    )
-    .await
-    .assert_error(400, "invalid_scope");
+    // Refused usages and scopes; such a refusal does not spend the nonce,
+    // so the same CSR then succeeds.
+    let csr = key.csr(Some(&nonce(&app).await));
+    for usage in ["serverAuth", "clientAuth  codeSigning"] {
+        by_csr(&app, &a, &csr, &[("certificate_usage", usage)])
+            .await
+            .assert_error(400, "invalid_request");
+    }
+    by_csr(&app, &a, &csr, &[("scope", "admin")])
+        .await
+        .assert_error(400, "invalid_scope");
+    ok(by_csr(&app, &a, &csr, &[]).await);
 
     let events = app.audit_events_with(&["bridge_cert.issued"]).await;
     assert_eq!(
         events.iter().filter(|e| *e == "bridge_cert.issued").count(),
-        2
+        3
     );
 }
 both!(a_csr_gets_a_certificate);

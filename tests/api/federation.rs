@@ -317,6 +317,23 @@ async fn workloads_get_bridge_certificates(f: Federated) {
         .await
     };
     let assertion = f.ci.assertion(ci_claims(app, json!({})));
+    // A request refused for its scope does not spend the assertion.
+    let csr = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        key.csr(Some(&nonce(app).await)),
+    );
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", BRIDGE),
+            ("assertion", &assertion),
+            ("csr", &csr),
+            ("scope", "admin"),
+        ],
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_scope");
     let r = request(assertion.clone(), key.csr(Some(&nonce(app).await))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let ders = chain(r.json()["access_token"].as_str().unwrap());
