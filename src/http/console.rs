@@ -214,7 +214,7 @@ pub async fn create(
 
 #[derive(Deserialize)]
 pub struct ConfirmQuery {
-    action: String,
+    action: Option<String>,
 }
 
 /// `GET /account/agents/{id}/confirm?action=disable|enable|delete`: the
@@ -230,7 +230,8 @@ pub async fn confirm(
         Err(redirect) => return Ok(redirect),
     };
     let agent = owned(&state, &session, &id).await?;
-    let (question, consequence, button) = match q.action.as_str() {
+    let action = q.action.unwrap_or_default();
+    let (question, consequence, button) = match action.as_str() {
         "disable" => (
             format!("Disable {}?", agent.name),
             "Every token, passport and delegation it holds stops working within a second, on every server, and it gets no new ones until you enable it again.",
@@ -255,7 +256,7 @@ pub async fn confirm(
         "confirm.html",
         json!({
             "question": question, "consequence": consequence, "button": button,
-            "agent_id": agent.id, "action": q.action, "csrf_token": csrf.token,
+            "agent_id": agent.id, "action": action, "csrf_token": csrf.token,
         }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))

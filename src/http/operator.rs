@@ -110,7 +110,7 @@ pub struct AuditQuery {
     client: Option<String>,
     agent: Option<String>,
     event: Option<String>,
-    before: Option<i64>,
+    before: Option<String>,
 }
 
 /// `GET /admin/audit?actor=&client=&agent=&event=&before=`.
@@ -133,7 +133,12 @@ pub async fn audit(
         client_id: given(&q.client),
         agent: given(&q.agent),
         event: given(&q.event),
-        before: q.before,
+        before: match given(&q.before) {
+            None => None,
+            Some(b) => Some(b.parse().map_err(|_| {
+                OAuthError::new(400, "invalid_request", "before must be an event number")
+            })?),
+        },
     };
     let rows = store::audit::search(&state.db, &filter, PAGE).await?;
     let next = (rows.len() as u64 == PAGE)

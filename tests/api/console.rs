@@ -272,6 +272,22 @@ async fn agents_are_created_and_keyed_in_the_browser(app: TestApp) {
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Unknown or missing actions: a 400 page, nothing changes.
+    for path in [
+        format!("/account/agents/{id}/confirm?action=explode"),
+        format!("/account/agents/{id}/confirm"),
+    ] {
+        let r = alice.get(&path).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    }
+    let r = alice
+        .post(
+            &format!("/account/agents/{id}/explode"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 400);
     // The same key twice is refused; a stranger may not add one.
     let r = alice
         .post(
@@ -357,6 +373,9 @@ async fn operator_pages_are_for_operators(app: TestApp) {
     store::audit::insert_many(&app.state.db, events)
         .await
         .unwrap();
+    let bad = op.get("/admin/audit?before=yesterday").await;
+    assert_eq!(bad.status, 400);
+    assert!(String::from_utf8_lossy(&bad.body).contains("before must be an event number"));
     let page = op.get("/admin/audit?event=test.paged&actor=someone").await;
     let html = String::from_utf8_lossy(&page.body).to_string();
     assert_eq!(html.matches("<td>test.paged</td>").count(), 50);
