@@ -129,6 +129,14 @@ async fn create(app: &TestApp, site: &(String, String), extra: &[(&str, &str)]) 
     r.json()
 }
 
+/// A new login request's id.
+async fn create_id(app: &TestApp, site: &(String, String), extra: &[(&str, &str)]) -> String {
+    create(app, site, extra).await["login_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn poll(app: &TestApp, site: &(String, String), id: &str) -> TestResponse {
     app.post_form(
         "/token",
@@ -215,10 +223,7 @@ async fn login_by_polling_and_by_sse(app: TestApp) {
         .assert_error(400, "invalid_grant");
 
     // SSE, listening before the approval.
-    let id = create(&app, &site, &[("scope", "read")]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[("scope", "read")]).await;
     let stream = listen(&app, &site, &id);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!stream.is_finished(), "waits for the outcome");
@@ -242,10 +247,7 @@ async fn login_by_polling_and_by_sse(app: TestApp) {
         .assert_error(400, "invalid_grant");
 
     // SSE, listening after the approval.
-    let id = create(&app, &site, &[("scope", "read")]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[("scope", "read")]).await;
     assert_eq!(a.approve(&app, &id).await.status, 200);
     let (_, body) = listen(&app, &site, &id).await.unwrap();
     check_passport(outcome(&body)["passport"].as_str().unwrap(), &a, &site.0);
@@ -262,10 +264,7 @@ async fn refusals(app: TestApp) {
     let b = logging_agent(&app, "bob").await;
 
     // Deny.
-    let id = create(&app, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[]).await;
     let c = a.challenge(&app, &id).await.json();
     let r = a
         .answer(
@@ -283,10 +282,7 @@ async fn refusals(app: TestApp) {
     assert_eq!(outcome(&body)["status"], "denied");
 
     // Too few zero bits; the difficulty the agent claims is not read.
-    let id = create(&app, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[]).await;
     let c = a.challenge(&app, &id).await.json();
     let challenge = c["challenge"].as_str().unwrap().to_string();
     let weak = (0u64..)
@@ -351,18 +347,12 @@ async fn refusals(app: TestApp) {
     assert_eq!(status, 404);
 
     // A request naming agent A is invisible to agent B.
-    let id = create(&app, &site, &[("agent", &a.agent.id)]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[("agent", &a.agent.id)]).await;
     assert_eq!(b.challenge(&app, &id).await.status, 404);
     assert_eq!(a.challenge(&app, &id).await.status, 200);
 
     // Expiry: polling says so, approving is refused, SSE says so.
-    let id = create(&app, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[]).await;
     let c = a.challenge(&app, &id).await.json();
     app.clock.advance(301);
     poll(&app, &site, &id)
@@ -386,10 +376,7 @@ async fn refusals(app: TestApp) {
     assert_eq!(outcome(&body)["status"], "expired");
 
     // A passport without a proof, or a proof by another key.
-    let id = create(&app, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[]).await;
     let r = app
         .send(
             Request::get(format!("/login-requests/{id}"))
@@ -427,10 +414,7 @@ async fn site_named(app: &TestApp) -> (String, String) {
 async fn one_approval_and_one_delivery_win(app: TestApp) {
     let site = site(&app, "Example Site").await;
     let a = logging_agent(&app, "alice").await;
-    let id = create(&app, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[]).await;
     let c = a.challenge(&app, &id).await.json();
     let challenge = c["challenge"].as_str().unwrap().to_string();
     let nonce = agentauth::login::solve(&challenge, 15);
@@ -473,10 +457,7 @@ async fn sse_on_one_node_hears_an_approval_on_another() {
     let (a_node, b_node) = crate::helpers::spawn_pg_nodes().await;
     let site = site(&a_node, "Example Site").await;
     let agent = logging_agent(&a_node, "alice").await;
-    let id = create(&a_node, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&a_node, &site, &[]).await;
     let stream = listen(&b_node, &site, &id);
     // Let the stream read its row and start waiting.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -501,10 +482,7 @@ async fn sse_on_one_node_hears_an_approval_on_another() {
 async fn event_streams_are_capped_per_address() {
     let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
     let site = site(&app, "Example Site").await;
-    let id = create(&app, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[]).await;
     let cap = agentauth::http::login_requests::MAX_STREAMS_PER_ADDRESS as usize;
     let streams: Vec<_> = (0..cap).map(|_| listen(&app, &site, &id)).collect();
     for _ in 0..100 {
@@ -695,10 +673,7 @@ async fn malformed_requests_get_standard_errors(app: TestApp) {
     // The agent: unknown request, wrong scheme, two Authorization headers,
     // missing or oversized parameters.
     assert_eq!(a.challenge(&app, "no-such-request").await.status, 404);
-    let id = create(&app, &site, &[]).await["login_request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_id(&app, &site, &[]).await;
     let mut bearer = a.request(&app, "GET", &format!("/login-requests/{id}"), None);
     bearer.headers_mut().insert(
         header::AUTHORIZATION,
