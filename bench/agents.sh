@@ -44,8 +44,6 @@ cleanup() {
 trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-wait_up() { for _ in $(seq 1 150); do curl -fs "$1" >/dev/null && return; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
-json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 "$GEN" keygen "$TMP/keys"
 declare -A RPS

@@ -1,6 +1,6 @@
-# Used by bench/compare.sh: run one wrk scenario and collect its row. Needs PORT, TMP and DURATION set by the caller, and
-# CPU_PID: the server process, whose CPU time over the run gives the number of
-# cores it actually got (wrk shares the machine).
+# Shared by the bench scripts: wait_up, json_field, and run (one wrk scenario
+# and its row; needs PORT, TMP and DURATION set by the caller, and CPU_PID: the
+# server process, whose CPU time over the run gives the cores it actually got).
 # shellcheck shell=bash
 
 ROWS=()      # markdown rows
@@ -9,6 +9,11 @@ JSON=()      # json objects
 rss_kib() { awk -v k="$2" '$1==k":" {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime
 TICK=$(getconf CLK_TCK)
+
+# Waits until URL answers 2xx (15 s at most).
+wait_up() { for _ in $(seq 1 150); do curl -fs "$1" >/dev/null && return; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+# A field of the JSON object on stdin.
+json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 run() { # backend scenario conns method path body auth [lua script]
   local backend=$1 scenario=$2 conns=$3 method=$4 path=$5 body=$6 auth=$7 script=${8:-bench/wrk/request.lua} line

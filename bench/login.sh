@@ -45,13 +45,10 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-wait_up() { for _ in $(seq 1 150); do curl -fs "$1" >/dev/null && return; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
-json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 "$EX/agent_requests" keygen "$TMP/keys"
-ROWS=()
 start() { # backend database-url port
   AGENTAUTH_PASSWORD="bench password 1" "$BIN" user create alice --database-url "$2" >/dev/null
   AGENT=$("$BIN" agent create --owner alice --name a --scope read --jwk "$TMP/keys/a.jwk" --database-url "$2")

@@ -40,7 +40,6 @@ trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 wait_up() { for _ in $(seq 1 150); do curl -s -o /dev/null "$1" && return; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
-json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 DB="sqlite://$TMP/mcp.db?mode=rwc"
 client=$("$BIN" client create --database-url "$DB" --name bench --grant-type client_credentials \
