@@ -36,3 +36,4 @@ pub mod state;
 pub mod store;
 pub mod templates;
 pub mod tokens;
+pub mod webauthn;
