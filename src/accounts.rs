@@ -45,10 +45,14 @@ pub async fn hash_password(password: String) -> Result<String, AccountError> {
 /// A PHC string for no real user, to spend the same time on unknown names.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$rXkrhT1Sqo1y4zaQ6DFoAxqYRIpcjXJYgVBaNzJLOZI";
 
-/// Verifies a password in constant time per hash; unknown users cost the
-/// same as known ones.
+/// The stored hash of an account that signs in by passkey only.
+pub const NO_PASSWORD: &str = "";
+
+/// Verifies a password in constant time per hash; unknown users, and
+/// accounts with no password (passkeys only), cost the same as known ones.
 pub async fn verify_password(stored: Option<String>, password: String) -> bool {
     tokio::task::spawn_blocking(move || {
+        let stored = stored.filter(|s| s != NO_PASSWORD);
         let phc = stored.as_deref().unwrap_or(DUMMY_HASH);
         let ok = PasswordHash::new(phc)
             .is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok());

@@ -91,6 +91,23 @@ pub fn build(state: AppState) -> Router {
         .route("/account/agents/{id}", get(http::console::show))
         .route("/account/agents/{id}/confirm", get(http::console::confirm))
         .route("/account/agents/{id}/{action}", post(http::console::act))
+        .route("/account/passkeys", get(http::passkeys::page))
+        .route(
+            "/account/passkeys/{id}/confirm",
+            get(http::passkeys::confirm_remove),
+        )
+        .route(
+            "/account/passkeys/{id}/delete",
+            post(http::passkeys::remove),
+        )
+        .route(
+            "/account/password/confirm",
+            get(http::passkeys::confirm_remove_password),
+        )
+        .route(
+            "/account/password/remove",
+            post(http::passkeys::remove_password),
+        )
         .route("/admin/clients", get(http::operator::clients))
         .route("/admin/keys", get(http::operator::keys))
         .route("/admin/audit", get(http::operator::audit))
@@ -117,6 +134,18 @@ pub fn build(state: AppState) -> Router {
         )
         .route("/account", get(http::account::account))
         .route("/account/revoke", post(http::account::revoke))
+        // Passkey ceremonies (JSON for static/passkeys.js).
+        .route(
+            "/passkeys/register/options",
+            post(http::passkeys::register_options),
+        )
+        .route("/passkeys/register", post(http::passkeys::register))
+        .route(
+            "/passkeys/login/options",
+            post(http::passkeys::login_options),
+        )
+        .route("/passkeys/login", post(http::passkeys::login))
+        .route("/static/passkeys.js", get(http::passkeys::script))
         .route("/healthz", get(http::ops::healthz))
         .route("/readyz", get(http::ops::readyz))
         .merge(console)

@@ -22,6 +22,7 @@ pub fn environment() -> Environment<'static> {
             include_str!("../templates/agent_new.html"),
         ),
         ("admin.html", include_str!("../templates/admin.html")),
+        ("passkeys.html", include_str!("../templates/passkeys.html")),
         (
             "page_error.html",
             include_str!("../templates/page_error.html"),

@@ -154,12 +154,7 @@ struct ClientData {
 }
 
 /// §7.1 steps 5–10, §7.2 steps 9–14.
-fn check_client_data(
-    rp: &RelyingParty,
-    raw: &[u8],
-    kind: &str,
-    challenge: &[u8],
-) -> Result<()> {
+fn check_client_data(rp: &RelyingParty, raw: &[u8], kind: &str, challenge: &[u8]) -> Result<()> {
     let Ok(data) = serde_json::from_slice::<ClientData>(raw) else {
         return fail("clientDataJSON is not the client data a browser sends");
     };
@@ -187,7 +182,10 @@ pub enum PublicKey {
     /// The uncompressed SEC1 point.
     Es256(Vec<u8>),
     Ed25519(Vec<u8>),
-    Rs256 { n: Vec<u8>, e: Vec<u8> },
+    Rs256 {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
 }
 
 impl PublicKey {
@@ -206,7 +204,10 @@ impl PublicKey {
         };
         let get = |label: i64| {
             map.iter()
-                .find(|(k, _)| k.as_integer().is_some_and(|i| i128::from(i) == i128::from(label)))
+                .find(|(k, _)| {
+                    k.as_integer()
+                        .is_some_and(|i| i128::from(i) == i128::from(label))
+                })
                 .map(|(_, v)| v)
         };
         let int = |label: i64| {
@@ -455,7 +456,9 @@ pub fn verify_assertion(
     // §7.2 step 22: a counter that does not move forward, on an
     // authenticator that keeps one, is a sign of a cloned authenticator.
     if (data.sign_count != 0 || stored_count != 0) && data.sign_count <= stored_count {
-        return fail("the passkey's signature counter went backwards: is the authenticator cloned?");
+        return fail(
+            "the passkey's signature counter went backwards: is the authenticator cloned?",
+        );
     }
     Ok(data.sign_count)
 }
@@ -502,8 +505,11 @@ mod tests {
             )
             .unwrap();
             Self::P256(
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref())
-                    .unwrap(),
+                EcdsaKeyPair::from_pkcs8(
+                    &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                    pkcs8.as_ref(),
+                )
+                .unwrap(),
             )
         }
         fn ed() -> Self {
@@ -560,11 +566,19 @@ mod tests {
 
     fn register(a: &Authenticator, challenge: &[u8]) -> Result<NewCredential> {
         let cd = client_data("webauthn.create", challenge, "https://auth.example.com");
-        let ad = auth_data("auth.example.com", FLAG_UP | FLAG_UV, 0, Some((b"cred-1", &a.cose())));
+        let ad = auth_data(
+            "auth.example.com",
+            FLAG_UP | FLAG_UV,
+            0,
+            Some((b"cred-1", &a.cose())),
+        );
         verify_registration(
             &rp(),
             challenge,
-            &Registration { client_data_json: &cd, attestation_object: &attestation(ad) },
+            &Registration {
+                client_data_json: &cd,
+                attestation_object: &attestation(ad),
+            },
         )
     }
 
@@ -588,7 +602,11 @@ mod tests {
             challenge,
             key,
             stored,
-            &Assertion { client_data_json: &cd, authenticator_data: &ad, signature: &sig },
+            &Assertion {
+                client_data_json: &cd,
+                authenticator_data: &ad,
+                signature: &sig,
+            },
         )
     }
 
@@ -598,7 +616,16 @@ mod tests {
             let cred = register(&a, b"challenge-one").unwrap();
             assert_eq!(cred.credential_id, b"cred-1");
             let ok = |count| {
-                assert_with(&a, &cred.public_key, 0, count, b"c2", "https://auth.example.com", "auth.example.com", FLAG_UP | FLAG_UV)
+                assert_with(
+                    &a,
+                    &cred.public_key,
+                    0,
+                    count,
+                    b"c2",
+                    "https://auth.example.com",
+                    "auth.example.com",
+                    FLAG_UP | FLAG_UV,
+                )
             };
             assert_eq!(ok(0), Ok(0));
             assert_eq!(ok(5), Ok(5));
@@ -612,7 +639,19 @@ mod tests {
         let good = "https://auth.example.com";
         let uv = FLAG_UP | FLAG_UV;
         // Another origin, another RP id, no user verification.
-        assert!(assert_with(&a, &key, 0, 1, b"c", "https://evil.example", "auth.example.com", uv).is_err());
+        assert!(
+            assert_with(
+                &a,
+                &key,
+                0,
+                1,
+                b"c",
+                "https://evil.example",
+                "auth.example.com",
+                uv
+            )
+            .is_err()
+        );
         assert!(assert_with(&a, &key, 0, 1, b"c", good, "evil.example", uv).is_err());
         assert!(assert_with(&a, &key, 0, 1, b"c", good, "auth.example.com", FLAG_UP).is_err());
         // A counter that does not move forward.
@@ -627,21 +666,35 @@ mod tests {
     fn refuses_a_registration_for_another_challenge_or_ceremony() {
         let a = Authenticator::ed();
         let cd = client_data("webauthn.create", b"theirs", "https://auth.example.com");
-        let ad = auth_data("auth.example.com", FLAG_UP | FLAG_UV, 0, Some((b"id", &a.cose())));
+        let ad = auth_data(
+            "auth.example.com",
+            FLAG_UP | FLAG_UV,
+            0,
+            Some((b"id", &a.cose())),
+        );
         let att = attestation(ad.clone());
-        let reg = Registration { client_data_json: &cd, attestation_object: &att };
+        let reg = Registration {
+            client_data_json: &cd,
+            attestation_object: &att,
+        };
         assert_eq!(
             verify_registration(&rp(), b"ours", &reg).unwrap_err().0,
             "the challenge does not match the one this ceremony was given"
         );
         let cd = client_data("webauthn.get", b"ours", "https://auth.example.com");
-        let reg = Registration { client_data_json: &cd, attestation_object: &att };
+        let reg = Registration {
+            client_data_json: &cd,
+            attestation_object: &att,
+        };
         assert!(verify_registration(&rp(), b"ours", &reg).is_err());
         // Trailing bytes after the key, and a truncated key.
         let cd = client_data("webauthn.create", b"ours", "https://auth.example.com");
         for bad in [[ad.clone(), vec![0]].concat(), ad[..ad.len() - 3].to_vec()] {
             let att = attestation(bad);
-            let reg = Registration { client_data_json: &cd, attestation_object: &att };
+            let reg = Registration {
+                client_data_json: &cd,
+                attestation_object: &att,
+            };
             assert!(verify_registration(&rp(), b"ours", &reg).is_err());
         }
     }
@@ -651,7 +704,10 @@ mod tests {
         let rp = rp();
         for len in 0..80 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
-            let reg = Registration { client_data_json: &junk, attestation_object: &junk };
+            let reg = Registration {
+                client_data_json: &junk,
+                attestation_object: &junk,
+            };
             assert!(verify_registration(&rp, b"c", &reg).is_err());
             assert!(parse_auth_data(&junk).is_err() || junk.len() >= 37);
             assert!(PublicKey::from_cose(&junk).is_err());

@@ -13,6 +13,7 @@ mod m0007_login_requests;
 mod m0008_client_last_used;
 mod m0009_bridge_certs;
 mod m0010_user_admin;
+mod m0011_passkeys;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_client_last_used::Migration),
             Box::new(m0009_bridge_certs::Migration),
             Box::new(m0010_user_admin::Migration),
+            Box::new(m0011_passkeys::Migration),
         ]
     }
 }

@@ -194,12 +194,42 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         &resources,
         &req,
     );
-    token.act = act;
+    token.act = act.clone();
     token.agent_id = Some(&agent.id);
     token.owner = Some(&agent.owner_id);
     token.max_ttl = Some(remaining);
     token.x5t_s256 = x5t;
+    let actors = act.as_ref().map(|a| {
+        a.chain()
+            .map(|a| a.sub.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
     let mut issued = issue_access_token(state, token).await?;
+    // A delegation is recorded before its token is handed out, so that
+    // the owner sees (and can revoke) every one that exists.
+    if let Some(actors) = actors {
+        crate::store::delegations::insert(
+            &state.db,
+            crate::store::delegations::DelegationRow {
+                jti: issued.jti.clone(),
+                owner_id: agent.owner_id.clone(),
+                subject: subject.sub.clone(),
+                agent_id: agent.id.clone(),
+                actors,
+                resource: resources
+                    .iter()
+                    .map(ResourceUri::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                scope: scope.to_string(),
+                issued_at: req.now,
+                expires_at: issued.exp,
+                revoked_at: None,
+            },
+        )
+        .await?;
+    }
     issued.response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(issued.response)
 }

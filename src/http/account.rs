@@ -19,7 +19,7 @@ pub struct LoginQuery {
 }
 
 /// Only our own pages may be returned to (no open redirect).
-fn safe_return_to(value: Option<&str>) -> String {
+pub(super) fn safe_return_to(value: Option<&str>) -> String {
     match value {
         Some(v)
             if (v.starts_with("/authorize?")
@@ -47,7 +47,7 @@ fn form_page(
     status: StatusCode,
 ) -> Result<Response> {
     let csrf = pages::csrf(state, headers)?;
-    let page = pages::render(
+    let page = pages::render_with_script(
         state,
         status,
         template,

@@ -19,7 +19,7 @@ use crate::store::{self, agents::AgentRow, audit::AuditEvent};
 /// Recent audit events shown per agent.
 const ACTIVITY: u64 = 50;
 
-async fn signed_in(
+pub(super) async fn signed_in(
     state: &AppStateInner,
     headers: &HeaderMap,
     here: &str,
@@ -256,7 +256,9 @@ pub async fn confirm(
         "confirm.html",
         json!({
             "question": question, "consequence": consequence, "button": button,
-            "agent_id": agent.id, "action": action, "csrf_token": csrf.token,
+            "action_url": format!("/account/agents/{}/{action}", agent.id),
+            "cancel_url": format!("/account/agents/{}", agent.id),
+            "csrf_token": csrf.token,
         }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))

@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod operator;
 pub mod ops;
 pub mod pages;
+pub mod passkeys;
 pub mod register;
 pub mod revoke;
 pub mod token;

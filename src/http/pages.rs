@@ -65,6 +65,48 @@ pub fn render<C: Serialize>(
     Ok(r)
 }
 
+/// The one script any page loads: the passkey ceremonies. Served as a
+/// file (`/static/passkeys.js`), allowed by a per-response nonce and
+/// pinned by its SHA-256 (Subresource Integrity).
+pub const PASSKEYS_JS: &str = include_str!("../../static/passkeys.js");
+
+pub fn passkeys_js_integrity() -> &'static str {
+    static SRI: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(sha256(PASSKEYS_JS.as_bytes()))
+        )
+    });
+    &SRI
+}
+
+/// Like [`render`], for a page that loads the passkey script: the page
+/// gets `script_nonce` and `script_integrity`, and the CSP allows that
+/// nonce and `fetch` to our own origin, nothing more.
+pub fn render_with_script(
+    state: &State,
+    status: StatusCode,
+    name: &str,
+    mut context: serde_json::Value,
+) -> Result<Response, Error> {
+    let nonce = random_token()?;
+    if let Some(map) = context.as_object_mut() {
+        map.insert("script_nonce".into(), nonce.clone().into());
+        map.insert(
+            "script_integrity".into(),
+            passkeys_js_integrity().to_string().into(),
+        );
+    }
+    let mut r = render(state, status, name, context)?;
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; connect-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    Ok(r)
+}
+
 /// A cookie's value from the request.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers

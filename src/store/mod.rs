@@ -6,10 +6,12 @@ pub mod agents;
 pub mod audit;
 pub mod bridge;
 pub mod clients;
+pub mod delegations;
 pub mod grants;
 pub mod initial_tokens;
 pub mod keys;
 pub mod login_requests;
+pub mod passkeys;
 pub mod replay;
 pub mod revocations;
 pub mod users;
@@ -100,5 +102,7 @@ pub async fn purge_expired(db: &impl ConnectionTrait, now: i64) -> StoreResult<u
         + revocations::purge(db, now).await?
         + grants::purge(db, now).await?
         + login_requests::purge(db, now).await?
-        + bridge::purge(db, now).await?)
+        + bridge::purge(db, now).await?
+        + passkeys::purge(db, now).await?
+        + delegations::purge(db, now).await?)
 }

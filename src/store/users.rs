@@ -92,6 +92,10 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     super::grants::revoke_user_grants(&txn, &u.id, now, true).await?;
     // Their agents go too; tokens they hold turn inactive with them.
     super::agents::delete_owned(&txn, &u.id).await?;
+    entity::passkey::Entity::delete_many()
+        .filter(entity::passkey::Column::UserId.eq(u.id.clone()))
+        .exec(&txn)
+        .await?;
     user::Entity::delete_by_id(u.id.clone()).exec(&txn).await?;
     txn.commit().await?;
     Ok(Some(u.id))

@@ -21,6 +21,7 @@ mod login;
 mod mcp;
 mod metadata;
 mod ops;
+mod passkeys;
 mod policy;
 mod private_key_jwt;
 mod processes;
