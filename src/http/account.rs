@@ -220,6 +220,30 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Resul
         .into_iter()
         .map(|g| json!({ "client_id": g.client_id, "scope": g.scope, "family_id": g.family_id }))
         .collect();
+    let mut delegations = Vec::new();
+    for d in store::delegations::live_for_owner(&state.db, &session.user_id, state.now()).await? {
+        let agent_name = |id: &str| {
+            let id = id.to_string();
+            let state = &state;
+            async move {
+                Ok::<_, crate::error::Error>(
+                    store::agents::get(&state.db, &id)
+                        .await?
+                        .map_or(id, |a| a.name),
+                )
+            }
+        };
+        let for_whom = if d.subject == session.user_id {
+            "you".to_string()
+        } else {
+            agent_name(&d.subject).await?
+        };
+        delegations.push(json!({
+            "jti": d.jti, "agent": agent_name(&d.agent_id).await?, "agent_id": d.agent_id,
+            "for": for_whom, "actors": d.actors, "resource": d.resource, "scope": d.scope,
+            "expires_in": (d.expires_at - state.now()).max(0),
+        }));
+    }
     let csrf = pages::csrf(&state, &headers)?;
     let page = pages::render(
         &state,
@@ -227,14 +251,14 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Resul
         "account.html",
         json!({
             "username": session.username, "consents": consents, "grants": grants,
-            "csrf_token": csrf.token, "admin": session.admin,
+            "delegations": delegations, "csrf_token": csrf.token, "admin": session.admin,
         }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
 }
 
 /// `POST /account/revoke`: one click removes a consent (and the refresh
-/// tokens of that client) or one refresh-token family.
+/// tokens of that client), one refresh-token family, or one delegation.
 pub async fn revoke(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -250,6 +274,21 @@ pub async fn revoke(
     }
     let now = state.now();
     let id = form.get("id").unwrap_or_default();
+    if form.get("kind") == Some("delegation") {
+        // The token's jti joins the revocation list; only the owner's own.
+        let audit = AuditEvent {
+            at: now,
+            event: "delegation.revoked",
+            client_id: None,
+            subject: Some(session.user_id.clone()),
+            ip: ip.to_audit(),
+            detail: json!({ "jti": id }),
+        };
+        if store::delegations::revoke(&state.db, &session.user_id, id, now, audit).await? {
+            state.revocations.invalidate();
+        }
+        return Ok(pages::see_other("/account"));
+    }
     match form.get("kind") {
         Some("consent") => {
             store::grants::delete_consent(&state.db, &session.user_id, id).await?;

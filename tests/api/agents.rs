@@ -391,8 +391,39 @@ async fn token_exchange_delegates(app: TestApp) {
     assert_eq!(claims["client_id"], a.id);
     assert_eq!(claims["aud"], MCP);
     assert!(claims["exp"].as_i64().unwrap() <= jwt_parts(&user_token).1["exp"].as_i64().unwrap());
-    let seen = app.introspect(t["access_token"].as_str().unwrap()).await;
+    let delegated = t["access_token"].as_str().unwrap().to_string();
+    let seen = app.introspect(&delegated).await;
     assert_eq!(seen["act"]["sub"], a.id);
+
+    // Alice sees the delegation on her grants page and revokes it there:
+    // the token turns inactive; another owner cannot revoke it.
+    let page = browser.get("/account").await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    let jti = jwt_parts(&delegated).1["jti"].as_str().unwrap().to_string();
+    assert!(html.contains(&jti) && html.contains("alice&#x27;s helper"), "{html}");
+    crate::code_flow::user(&app, "mallory").await;
+    let mallory = Browser::new(&app);
+    mallory.login("mallory", PASSWORD).await;
+    let m_csrf = crate::code_flow::hidden(&mallory.get("/account").await, "csrf_token");
+    mallory
+        .post(
+            "/account/revoke",
+            &[("csrf_token", &m_csrf), ("kind", "delegation"), ("id", &jti)],
+        )
+        .await;
+    assert_eq!(app.introspect(&delegated).await["active"], true);
+    let csrf = crate::code_flow::hidden(&page, "csrf_token");
+    let r = browser
+        .post(
+            "/account/revoke",
+            &[("csrf_token", &csrf), ("kind", "delegation"), ("id", &jti)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(app.introspect(&delegated).await["active"], false);
+    let html = String::from_utf8_lossy(&browser.get("/account").await.body).to_string();
+    assert!(!html.contains(&jti));
+    app.audit_events_with(&["delegation.revoked"]).await;
 
     // Wider scope than the subject token; an unregistered target; no
     // subject; a subject token for someone else.
