@@ -47,6 +47,16 @@ enum Delegations {
     RevokedAt,
 }
 
+/// The audit log, which the console reads per agent and the operator
+/// filters by client and actor.
+#[derive(DeriveIden)]
+enum AuditLog {
+    Table,
+    Id,
+    ClientId,
+    Subject,
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -170,10 +180,31 @@ impl MigrationTrait for Migration {
                     .col(Delegations::ExpiresAt)
                     .to_owned(),
             )
-            .await
+            .await?;
+        for (name, col) in [
+            ("audit_log_client", AuditLog::ClientId),
+            ("audit_log_subject", AuditLog::Subject),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(AuditLog::Table)
+                        .col(col)
+                        .col(AuditLog::Id)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for name in ["audit_log_client", "audit_log_subject"] {
+            manager
+                .drop_index(Index::drop().name(name).table(AuditLog::Table).to_owned())
+                .await?;
+        }
         for table in [
             Delegations::Table.into_iden(),
             WebauthnChallenges::Table.into_iden(),

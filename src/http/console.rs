@@ -44,26 +44,72 @@ async fn owned(state: &AppStateInner, session: &Session, id: &str) -> Result<Age
     }
 }
 
-/// `GET /account/agents`.
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+/// Agents per page of the list.
+const AGENTS_PER_PAGE: u64 = 25;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    page: Option<String>,
+}
+
+/// `GET /account/agents?page=N`: name, status, keys, scopes, when each
+/// last got a token and how many it got within the access-token lifetime
+/// (tokens that may be live), 25 to a page.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response> {
     let session = match signed_in(&state, &headers, "/account/agents").await? {
         Ok(s) => s,
         Err(redirect) => return Ok(redirect),
     };
+    let page = match q.page.as_deref().map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) if n <= 100_000 => n,
+        Some(_) => {
+            return Err(OAuthError::new(400, "invalid_request", "page must be a number").into());
+        }
+    };
+    let (rows, more) =
+        store::agents::page(&state.db, &session.user_id, page, AGENTS_PER_PAGE).await?;
+    let now = state.now();
+    let ids: Vec<String> = rows.iter().map(|a| a.id.clone()).collect();
+    let since = now - i64::from(state.config.access_token_ttl);
+    let usage = store::audit::token_use(&state.db, &ids, since).await?;
     let mut agents = Vec::new();
-    for a in store::agents::list(&state.db, Some(&session.user_id)).await? {
+    for a in rows {
         let keys = state
             .client(&a.id)
             .await?
             .map_or(0, |c| c.metadata.jwks.as_ref().map_or(0, |k| k.keys.len()));
-        agents.push(json!({ "id": a.id, "name": a.name, "active": a.active, "scope": a.scope, "keys": keys }));
+        let (last, live) = usage.get(&a.id).copied().unwrap_or((0, 0));
+        agents.push(json!({
+            "id": a.id, "name": a.name, "active": a.active, "scope": a.scope, "keys": keys,
+            "last_used": (last > 0).then(|| ago(now - last)),
+            "live": if a.active { live } else { 0 },
+        }));
     }
     pages::render(
         &state,
         StatusCode::OK,
         "agents.html",
-        json!({ "agents": agents }),
+        json!({
+            "agents": agents,
+            "prev": page.checked_sub(1),
+            "next": more.then_some(page + 1),
+        }),
     )
+}
+
+/// "5 min ago", for people.
+fn ago(seconds: i64) -> String {
+    match seconds.max(0) {
+        s if s < 60 => "just now".into(),
+        s if s < 3600 => format!("{} min ago", s / 60),
+        s if s < 86_400 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86_400),
+    }
 }
 
 /// `GET /account/agents/{id}`.

@@ -93,6 +93,32 @@ pub async fn list(db: &impl ConnectionTrait, owner_id: Option<&str>) -> StoreRes
         .collect::<Result<_, _>>()?)
 }
 
+/// One page of an owner's agents, oldest first, and whether more follow.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    page: u64,
+    per_page: u64,
+) -> StoreResult<(Vec<AgentRow>, bool)> {
+    use sea_orm::QuerySelect;
+    let mut rows = agent::Entity::find()
+        .filter(agent::Column::OwnerId.eq(owner_id))
+        .order_by_asc(agent::Column::CreatedAt)
+        .order_by_asc(agent::Column::Id)
+        .offset(page.saturating_mul(per_page))
+        .limit(per_page + 1)
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > per_page;
+    rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
+    Ok((
+        rows.into_iter()
+            .map(AgentRow::try_from)
+            .collect::<Result<_, _>>()?,
+        more,
+    ))
+}
+
 /// The kill switch and its undo: flips the status (and `disabled_at`)
 /// with its audit row. `false` when the agent does not exist.
 pub async fn set_active<C: ConnectionTrait + TransactionTrait>(

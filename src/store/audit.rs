@@ -119,3 +119,49 @@ pub async fn search(
         .all(db)
         .await?)
 }
+
+/// Per agent (as client): when it last got a token, and how many it got
+/// since `since` (the access-token lifetime ago: tokens that may still be
+/// live, unless revoked). Two grouped queries over the client index.
+pub async fn token_use(
+    db: &impl ConnectionTrait,
+    client_ids: &[String],
+    since: i64,
+) -> StoreResult<std::collections::HashMap<String, (i64, i64)>> {
+    use sea_orm::{ColumnTrait, FromQueryResult, QueryFilter, QuerySelect};
+    #[derive(FromQueryResult)]
+    struct Row {
+        client_id: String,
+        value: i64,
+    }
+    let base = || {
+        audit_log::Entity::find()
+            .select_only()
+            .column(audit_log::Column::ClientId)
+            .filter(audit_log::Column::Event.eq("token.issued"))
+            .filter(audit_log::Column::ClientId.is_in(client_ids.iter().map(String::as_str)))
+            .group_by(audit_log::Column::ClientId)
+    };
+    let mut out = std::collections::HashMap::new();
+    if client_ids.is_empty() {
+        return Ok(out);
+    }
+    for r in base()
+        .column_as(audit_log::Column::At.max(), "value")
+        .into_model::<Row>()
+        .all(db)
+        .await?
+    {
+        out.insert(r.client_id, (r.value, 0));
+    }
+    for r in base()
+        .column_as(audit_log::Column::Id.count(), "value")
+        .filter(audit_log::Column::At.gt(since))
+        .into_model::<Row>()
+        .all(db)
+        .await?
+    {
+        out.entry(r.client_id).or_insert((0, 0)).1 = r.value;
+    }
+    Ok(out)
+}

@@ -400,7 +400,10 @@ async fn token_exchange_delegates(app: TestApp) {
     let page = browser.get("/account").await;
     let html = String::from_utf8_lossy(&page.body).to_string();
     let jti = jwt_parts(&delegated).1["jti"].as_str().unwrap().to_string();
-    assert!(html.contains(&jti) && html.contains("alice&#x27;s helper"), "{html}");
+    assert!(
+        html.contains(&jti) && html.contains("alice&#x27;s helper"),
+        "{html}"
+    );
     crate::code_flow::user(&app, "mallory").await;
     let mallory = Browser::new(&app);
     mallory.login("mallory", PASSWORD).await;
@@ -408,7 +411,11 @@ async fn token_exchange_delegates(app: TestApp) {
     mallory
         .post(
             "/account/revoke",
-            &[("csrf_token", &m_csrf), ("kind", "delegation"), ("id", &jti)],
+            &[
+                ("csrf_token", &m_csrf),
+                ("kind", "delegation"),
+                ("id", &jti),
+            ],
         )
         .await;
     assert_eq!(app.introspect(&delegated).await["active"], true);

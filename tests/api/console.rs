@@ -397,3 +397,40 @@ async fn operator_pages_are_for_operators(app: TestApp) {
     );
 }
 both!(operator_pages_are_for_operators);
+
+/// The agents list shows when each agent last got a token and how many
+/// may be live, and pages 25 at a time.
+async fn agents_list_usage_and_pages(app: TestApp) {
+    let first = agent(&app, "carol", "read", &[]).await;
+    for _ in 0..26 {
+        agent(&app, "carol", "read", &[]).await;
+    }
+    let t = first
+        .token(
+            &app,
+            &[("grant_type", "client_credentials"), ("resource", MCP)],
+            None,
+        )
+        .await;
+    assert_eq!(t.status, 200);
+    app.audit_events_with(&["token.issued"]).await;
+
+    let carol = Browser::new(&app);
+    carol.login("carol", PASSWORD).await;
+    let page = carol.get("/account/agents").await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    let row = &html[html.find(&first.id).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains("<td>just now</td><td>1</td>"),
+        "the first agent's row: {row}"
+    );
+    assert_eq!(html.matches("/account/agents/agent").count(), 25, "{html}");
+    assert!(html.contains("href=\"/account/agents?page=1\" rel=\"next\""));
+    let second = carol.get("/account/agents?page=1").await;
+    let html = String::from_utf8_lossy(&second.body).to_string();
+    assert_eq!(html.matches("<td>never</td>").count(), 2, "{html}");
+    assert!(html.contains("rel=\"prev\"") && !html.contains("rel=\"next\""));
+    assert_eq!(carol.get("/account/agents?page=x").await.status, 400);
+}
+both!(agents_list_usage_and_pages);
