@@ -42,14 +42,20 @@ export function cli(args, env) {
  * operator makes with `agentauth client initial-token` and `agentauth
  * client create --introspect '*'`).
  */
-export async function startServer({ args = [], env = {}, users = {}, prepare } = {}) {
+export async function startServer({ args = [], env = {}, users = {}, admins = {}, host = '127.0.0.1', prepare } = {}) {
   const port = await freePort()
-  const issuer = `http://127.0.0.1:${port}`
+  // `host: 'localhost'` for WebAuthn, whose relying-party id cannot be an
+  // IP address; the server listens on 127.0.0.1 either way.
+  const issuer = `http://${host}:${port}`
+  const local = `http://127.0.0.1:${port}`
   const dir = mkdtempSync(join(tmpdir(), 'agentauth-conformance-'))
   const database = `sqlite://${dir}/agentauth.db?mode=rwc`
   const childEnv = { ...process.env, AGENTAUTH_KEK: randomBytes(32).toString('base64'), RUST_LOG: 'warn', ...env }
   for (const [name, password] of Object.entries(users)) {
     await cli(['user', 'create', name, '--database-url', database], { ...childEnv, AGENTAUTH_PASSWORD: password })
+  }
+  for (const [name, password] of Object.entries(admins)) {
+    await cli(['user', 'create', name, '--admin', '--database-url', database], { ...childEnv, AGENTAUTH_PASSWORD: password })
   }
   const db = ['--database-url', database]
   const run = (cliArgs) => cli([...cliArgs, ...db], childEnv)
@@ -72,7 +78,7 @@ export async function startServer({ args = [], env = {}, users = {}, prepare } =
   for (;;) {
     if (child.exitCode !== null) throw new Error(`agentauth exited with ${child.exitCode}:\n${stderr}`)
     try {
-      const r = await fetch(`${issuer}/healthz`)
+      const r = await fetch(`${local}/healthz`)
       if (r.status === 200) break
     } catch {}
     if (Date.now() > deadline) {
