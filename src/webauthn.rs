@@ -582,6 +582,7 @@ mod tests {
         )
     }
 
+    #[allow(clippy::too_many_arguments)] // one knob per field a test tampers with
     fn assert_with(
         a: &Authenticator,
         key: &[u8],

@@ -75,7 +75,7 @@ pub async fn list(
         store::agents::page(&state.db, &session.user_id, page, AGENTS_PER_PAGE).await?;
     let now = state.now();
     let ids: Vec<String> = rows.iter().map(|a| a.id.clone()).collect();
-    let since = now - i64::from(state.config.access_token_ttl);
+    let since = now - state.config.access_token_ttl;
     let usage = store::audit::token_use(&state.db, &ids, since).await?;
     let mut agents = Vec::new();
     for a in rows {
