@@ -28,6 +28,9 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
     pub tokens_issued: Family<GrantLabels, Counter>,
+    /// Handlers that panicked (answered 500 `server_error` by the
+    /// catch-panic layer); zero in a healthy server.
+    pub panics: Counter,
 }
 
 impl Default for Metrics {
@@ -55,8 +58,15 @@ impl Default for Metrics {
             "Access tokens issued by grant type",
             tokens_issued.clone(),
         );
+        let panics = Counter::default();
+        registry.register(
+            "handler_panics",
+            "Requests whose handler panicked (answered 500 server_error)",
+            panics.clone(),
+        );
         Self {
             registry,
+            panics,
             http_requests,
             http_duration,
             tokens_issued,

@@ -7,9 +7,10 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State as AxumState};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -120,7 +121,7 @@ pub fn build(state: AppState) -> Router {
         router = router.route("/metrics", get(http::ops::metrics));
     }
     // The HTML pages and the rest: no CORS at all.
-    router
+    let routes = router
         .route("/authorize", get(http::authorize::get))
         .route("/authorize/decision", post(http::authorize::decision))
         .route(
@@ -151,7 +152,23 @@ pub fn build(state: AppState) -> Router {
         .merge(console)
         .merge(oauth)
         .merge(public)
-        .fallback(http::ops::not_found)
+        .fallback(http::ops::not_found);
+    with_common_layers(routes, state)
+}
+
+/// The layers every route gets: panic safety, security headers, the body
+/// limit and metrics. Public so that tests can put their own routes (one
+/// that panics, say) under exactly these layers.
+pub fn with_common_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        // Innermost of the common layers, so that a panic's 500 still gets
+        // the security headers and is counted by `record_metrics`.
+        .layer(CatchPanicLayer::custom({
+            let state = state.clone();
+            move |payload: Box<dyn std::any::Any + Send + 'static>| {
+                panicked(&state, payload.as_ref())
+            }
+        }))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -166,6 +183,24 @@ pub fn build(state: AppState) -> Router {
             record_metrics,
         ))
         .with_state(state)
+}
+
+/// A handler panicked: the request gets RFC 6749 §5.2's `server_error`
+/// (never the panic's text), the operator a log line and a counter.
+fn panicked(state: &AppState, payload: &(dyn std::any::Any + Send)) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string payload");
+    tracing::error!(panic = what, "a handler panicked");
+    state.metrics.panics.inc();
+    let mut response =
+        crate::error::OAuthError::new(500, "server_error", "internal error").into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// CORS for the OAuth endpoints that browser-based clients call

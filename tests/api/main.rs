@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 //! One integration binary. Every storage-touching case runs twice: on a
 //! fresh SQLite file and on a fresh PostgreSQL schema (127.0.0.1:5432,

@@ -225,3 +225,42 @@ async fn security_headers_no_store_and_body_limit() {
         .await;
     assert_eq!(r.status, 413);
 }
+
+/// A handler that panics answers 500 `server_error` (never the panic's
+/// text), with the security headers and no-store, the panic is counted in
+/// /metrics, and the server goes on serving.
+async fn a_panicking_handler_is_a_500_server_error_and_counted(mut app: TestApp) {
+    use axum::Router;
+    use axum::routing::get;
+    let real = app.router.clone();
+    app.router = agentauth::router::with_common_layers(
+        Router::new().route(
+            "/boom",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("a detail the caller must not see");
+                }
+                "never"
+            }),
+        ),
+        app.state.clone(),
+    );
+    let r = app.get("/boom").await;
+    r.assert_error(500, "server_error");
+    assert!(!String::from_utf8_lossy(&r.body).contains("detail"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(app.get("/boom").await.status, 500);
+
+    app.router = real;
+    assert_eq!(app.get("/healthz").await.status, 200);
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(text.contains("agentauth_handler_panics_total 2"), "{text}");
+    assert!(
+        text.contains(
+            "agentauth_http_requests_total{route=\"/boom\",method=\"GET\",status=\"500\"} 2"
+        ),
+        "{text}"
+    );
+}
+both!(a_panicking_handler_is_a_500_server_error_and_counted);
