@@ -119,9 +119,19 @@ pub async fn spawn_app_on(
     dir: Option<tempfile::TempDir>,
     args: ServeArgs,
 ) -> TestApp {
+    spawn_app_keyed(backend, db, dir, args, random_bytes::<32>().unwrap()).await
+}
+
+/// A node under a given KEK: another node of an existing database.
+pub async fn spawn_app_keyed(
+    backend: Backend,
+    db: sea_orm::DatabaseConnection,
+    dir: Option<tempfile::TempDir>,
+    args: ServeArgs,
+    kek_bytes: [u8; 32],
+) -> TestApp {
     let config = Config::from_args(&args).unwrap();
     let clock = Arc::new(ManualClock::new(1_800_000_000));
-    let kek_bytes = random_bytes::<32>().unwrap();
     let kek = Kek::from_bytes(&kek_bytes).unwrap();
     let (state, _audit) = State::new(config, db, kek, clock.clone()).await.unwrap();
     // Login-request announcements from other nodes (PostgreSQL).

@@ -264,3 +264,75 @@ async fn a_panicking_handler_is_a_500_server_error_and_counted(mut app: TestApp)
     );
 }
 both!(a_panicking_handler_is_a_500_server_error_and_counted);
+
+/// Another process holds the SQLite file's write lock past the busy
+/// timeout: writes answer 503 with Retry-After (never 500), reads and
+/// metadata keep answering, nothing half-written remains, and the node
+/// recovers when the lock is released, with no restart. A node on a
+/// read-only file answers the same way.
+#[tokio::test]
+async fn locked_or_read_only_sqlite_answers_503_and_recovers() {
+    use sea_orm::sqlx::{Connection, Executor, SqliteConnection};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agentauth.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let db = agentauth::store::connect(&url, 4, None).await.unwrap();
+    let app = crate::helpers::spawn_app_on(
+        crate::helpers::Backend::Sqlite,
+        db,
+        Some(dir),
+        crate::helpers::serve_args(),
+    )
+    .await;
+    let register = serde_json::json!({
+        "redirect_uris": ["http://127.0.0.1/cb"],
+        "token_endpoint_auth_method": "none",
+        "client_name": "while locked",
+    });
+    let clients = |app: &TestApp| {
+        let db = app.state.db.clone();
+        async move {
+            use sea_orm::{EntityTrait, PaginatorTrait};
+            entity::client::Entity::find().count(&db).await.unwrap()
+        }
+    };
+    let before = clients(&app).await;
+
+    let mut holder = SqliteConnection::connect(&url).await.unwrap();
+    holder.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let r = app.json_request("POST", "/register", &register, None).await;
+    r.assert_error(503, "temporarily_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(app.get("/jwks.json").await.status, 200);
+    assert_eq!(app.get("/healthz").await.status, 200);
+    holder.execute("COMMIT").await.unwrap();
+
+    assert_eq!(
+        clients(&app).await,
+        before,
+        "the refused registration left a row"
+    );
+    let r = app.json_request("POST", "/register", &register, None).await;
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(clients(&app).await, before + 1);
+
+    // A second node on the same file, opened read-only.
+    let ro = format!("sqlite://{}?mode=ro", file.display());
+    let db = agentauth::store::connect(&ro, 2, None).await.unwrap();
+    let reader = crate::helpers::spawn_app_keyed(
+        crate::helpers::Backend::Sqlite,
+        db,
+        None,
+        crate::helpers::serve_args(),
+        app.kek_bytes,
+    )
+    .await;
+    let r = reader
+        .json_request("POST", "/register", &register, None)
+        .await;
+    r.assert_error(503, "temporarily_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(reader.get("/jwks.json").await.status, 200);
+    assert_eq!(clients(&app).await, before + 1);
+}
