@@ -718,3 +718,372 @@ async fn bridge_certificates_across_two_nodes_openssl_and_rustls() {
         "{listed}"
     );
 }
+
+/// A user agent for real servers: redirects are not followed, cookies are
+/// kept by hand (one jar, whichever node answers).
+struct UserAgent {
+    http: reqwest::Client,
+    jar: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl UserAgent {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            jar: Default::default(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Option<String>, String) {
+        let cookies = {
+            let jar = self.jar.lock().unwrap();
+            jar.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let r = request.header("cookie", cookies).send().await.unwrap();
+        for v in r.headers().get_all("set-cookie") {
+            let c = cookie::Cookie::parse(v.to_str().unwrap().to_string()).unwrap();
+            let mut jar = self.jar.lock().unwrap();
+            if c.value().is_empty() {
+                jar.remove(c.name());
+            } else {
+                jar.insert(c.name().to_string(), c.value().to_string());
+            }
+        }
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        (status, location, r.text().await.unwrap())
+    }
+
+    async fn get(&self, url: &str) -> (u16, Option<String>, String) {
+        self.send(self.http.get(url)).await
+    }
+
+    async fn post(&self, url: &str, pairs: &[(&str, &str)]) -> (u16, Option<String>, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.send(
+            self.http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+        .await
+    }
+}
+
+/// The value of a hidden field of an HTML page.
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end]
+        .replace("&amp;", "&")
+        .replace("&#x3d;", "=")
+        .replace("&#x2f;", "/")
+        .replace("&quot;", "\"")
+}
+
+/// Alice signs in at node A and approves `client_id`: the code, and the
+/// PKCE verifier that redeems it.
+async fn code_at(node: &str, client_id: &str, redirect: &str) -> (String, String) {
+    let (verifier, challenge) = crate::code_flow::pkce();
+    let ua = UserAgent::new();
+    let authorize = format!(
+        "{node}/authorize?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", redirect),
+                ("state", "s"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("resource", "https://mcp.example.com/mcp"),
+            ])
+            .finish()
+    );
+    let absolute = |l: String| {
+        if l.starts_with('/') {
+            format!("{node}{l}")
+        } else {
+            l
+        }
+    };
+    let (status, login, _) = ua.get(&authorize).await;
+    assert_eq!(status, 303);
+    let login = absolute(login.unwrap());
+    let (_, _, page) = ua.get(&login).await;
+    let (status, back, body) = ua
+        .post(
+            &format!("{node}/login"),
+            &[
+                ("csrf_token", &field(&page, "csrf_token")),
+                ("username", "alice"),
+                ("password", "correct horse battery"),
+                ("return_to", &field(&page, "return_to")),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{body}");
+    // The consent page, unless alice approved this client before.
+    let (mut status, mut done, mut body) = ua.get(&absolute(back.unwrap())).await;
+    if status == 200 {
+        (status, done, body) = ua
+            .post(
+                &format!("{node}/authorize/decision"),
+                &[
+                    ("csrf_token", &field(&body, "csrf_token")),
+                    ("request", &field(&body, "request")),
+                    ("decision", "approve"),
+                ],
+            )
+            .await;
+    }
+    assert_eq!(status, 303, "{body}");
+    let done = done.unwrap();
+    let code = crate::code_flow::query_of(&done)
+        .remove("code")
+        .unwrap_or_else(|| panic!("no code in {done}"));
+    (code, verifier)
+}
+
+/// Issue 18: a code issued at node A and redeemed concurrently at both
+/// nodes (16 tries each) is redeemed once, and the replays revoke what it
+/// gave; then 64 concurrent refreshes of one refresh token, half at each
+/// node, give one rotation: every success carries the same new pair (the
+/// retry grace returns it), and the database holds one live refresh token
+/// in the family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_and_refresh_races_across_two_server_processes() {
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
+    cli(&["user", "create", "alice", "--database-url", &url], &env).await;
+    let TwoNodes {
+        node_a,
+        node_b,
+        http,
+        _processes,
+        ..
+    } = two_nodes(&url, &kek).await;
+    let redirect = "http://127.0.0.1:9/cb";
+    let reg: Value = http
+        .post(format!("{node_a}/register"))
+        .json(&json!({
+            "client_name": "racer",
+            "redirect_uris": [redirect],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reg}"))
+        .to_string();
+    let (code, verifier) = code_at(&node_a, &client_id, redirect).await;
+
+    let redeem = |node: String| {
+        let (http, code, verifier, client_id) = (
+            http.clone(),
+            code.clone(),
+            verifier.clone(),
+            client_id.clone(),
+        );
+        tokio::spawn(async move {
+            form(
+                &http,
+                &format!("{node}/token"),
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("code_verifier", &verifier),
+                    ("redirect_uri", redirect),
+                    ("client_id", &client_id),
+                ],
+                None,
+            )
+            .await
+        })
+    };
+    let tries: Vec<_> = (0..32)
+        .map(|i| {
+            redeem(if i % 2 == 0 {
+                node_a.clone()
+            } else {
+                node_b.clone()
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tries {
+        let answer = t.await.unwrap();
+        if answer.get("access_token").is_some() {
+            won.push(answer);
+        } else {
+            assert_eq!(answer["error"], "invalid_grant", "{answer}");
+        }
+    }
+    assert_eq!(won.len(), 1, "a code was redeemed {} times", won.len());
+    // A replayed code also revokes what it gave (OAuth 2.1 §4.1.3): the
+    // winner's refresh token is dead at both nodes.
+    let replayed = won[0]["refresh_token"].as_str().unwrap().to_string();
+    for node in [&node_a, &node_b] {
+        let answer = form(
+            &http,
+            &format!("{node}/token"),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &replayed),
+                ("client_id", &client_id),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(answer["error"], "invalid_grant", "{answer}");
+    }
+
+    // A fresh grant, redeemed once, for the refresh race.
+    let (code, verifier) = code_at(&node_b, &client_id, redirect).await;
+    let first = form(
+        &http,
+        &format!("{node_a}/token"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("redirect_uri", redirect),
+            ("client_id", &client_id),
+        ],
+        None,
+    )
+    .await;
+    let refresh = first["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+
+    let rotate = |node: String| {
+        let (http, refresh, client_id) = (http.clone(), refresh.clone(), client_id.clone());
+        tokio::spawn(async move {
+            form(
+                &http,
+                &format!("{node}/token"),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &refresh),
+                    ("client_id", &client_id),
+                ],
+                None,
+            )
+            .await
+        })
+    };
+    let tries: Vec<_> = (0..64)
+        .map(|i| {
+            rotate(if i % 2 == 0 {
+                node_a.clone()
+            } else {
+                node_b.clone()
+            })
+        })
+        .collect();
+    let mut children = std::collections::HashSet::new();
+    let mut refused = Vec::new();
+    for t in tries {
+        let answer = t.await.unwrap();
+        match answer.get("refresh_token") {
+            Some(child) => {
+                children.insert(child.as_str().unwrap().to_string());
+            }
+            None => refused.push(answer),
+        }
+    }
+    assert_eq!(
+        children.len(),
+        1,
+        "one rotation, one child; refused: {refused:?}"
+    );
+    for answer in &refused {
+        assert_eq!(answer["error"], "invalid_grant", "{answer}");
+    }
+
+    // The family in the database: the root, rotated once, and one live child.
+    let db = Database::connect(&url).await.unwrap();
+    let live = db
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n FROM refresh_tokens WHERE rotated_at IS NULL AND revoked_at IS NULL",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(live, 1, "live refresh tokens in the family");
+}
+
+/// Issue 18: a DPoP proof spent at node A is refused when replayed to
+/// node B (the `jti` is spent cluster-wide), and a fresh proof there works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_proof_replayed_to_the_other_server_process_is_refused() {
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
+    let (id, secret) = cli_client(
+        &url,
+        &env,
+        &["--name", "dpop", "--grant-type", "client_credentials"],
+    )
+    .await;
+    let TwoNodes {
+        issuer,
+        node_a,
+        node_b,
+        http,
+        _processes,
+    } = two_nodes(&url, &kek).await;
+    let key = crate::dpop::ProofKey::new();
+    let token_url = format!("{issuer}/token");
+    let request = |node: &str, proof: String| {
+        let body = "grant_type=client_credentials&resource=https%3A%2F%2Fmcp.example.com%2Fmcp";
+        http.post(format!("{node}/token"))
+            .basic_auth(&id, Some(&secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("dpop", proof)
+            .body(body)
+            .send()
+    };
+    let proof = key.sign(&key.header(), &key.claims("POST", &token_url, unix_now()));
+    let first: Value = request(&node_a, proof.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["token_type"], "DPoP", "{first}");
+
+    let replay = request(&node_b, proof).await.unwrap();
+    assert_eq!(replay.status(), 400);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["error"], "invalid_dpop_proof", "{replay}");
+
+    let fresh = key.sign(&key.header(), &key.claims("POST", &token_url, unix_now()));
+    let second: Value = request(&node_b, fresh).await.unwrap().json().await.unwrap();
+    assert_eq!(second["token_type"], "DPoP", "{second}");
+}
