@@ -860,6 +860,39 @@ async fn code_at(node: &str, client_id: &str, redirect: &str) -> (String, String
     (code, verifier)
 }
 
+/// `n` concurrent token requests with one body, alternating between the
+/// two nodes; their JSON answers.
+async fn race(
+    http: &reqwest::Client,
+    nodes: [&str; 2],
+    n: usize,
+    body: &[(&str, &str)],
+) -> Vec<Value> {
+    let body: Vec<(String, String)> = body
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let tries: Vec<_> = (0..n)
+        .map(|i| {
+            let (http, url, body) = (
+                http.clone(),
+                format!("{}/token", nodes[i % 2]),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                let pairs: Vec<(&str, &str)> =
+                    body.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                form(&http, &url, &pairs, None).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tries {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
 /// Issue 18: a code issued at node A and redeemed concurrently at both
 /// nodes (16 tries each) is redeemed once, and the replays revoke what it
 /// gave; then 64 concurrent refreshes of one refresh token, half at each
@@ -899,41 +932,21 @@ async fn code_and_refresh_races_across_two_server_processes() {
         .to_string();
     let (code, verifier) = code_at(&node_a, &client_id, redirect).await;
 
-    let redeem = |node: String| {
-        let (http, code, verifier, client_id) = (
-            http.clone(),
-            code.clone(),
-            verifier.clone(),
-            client_id.clone(),
-        );
-        tokio::spawn(async move {
-            form(
-                &http,
-                &format!("{node}/token"),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("code_verifier", &verifier),
-                    ("redirect_uri", redirect),
-                    ("client_id", &client_id),
-                ],
-                None,
-            )
-            .await
-        })
-    };
-    let tries: Vec<_> = (0..32)
-        .map(|i| {
-            redeem(if i % 2 == 0 {
-                node_a.clone()
-            } else {
-                node_b.clone()
-            })
-        })
-        .collect();
+    let answers = race(
+        &http,
+        [&node_a, &node_b],
+        32,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("redirect_uri", redirect),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
     let mut won = Vec::new();
-    for t in tries {
-        let answer = t.await.unwrap();
+    for answer in answers {
         if answer.get("access_token").is_some() {
             won.push(answer);
         } else {
@@ -979,35 +992,20 @@ async fn code_and_refresh_races_across_two_server_processes() {
         .unwrap_or_else(|| panic!("{first}"))
         .to_string();
 
-    let rotate = |node: String| {
-        let (http, refresh, client_id) = (http.clone(), refresh.clone(), client_id.clone());
-        tokio::spawn(async move {
-            form(
-                &http,
-                &format!("{node}/token"),
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &refresh),
-                    ("client_id", &client_id),
-                ],
-                None,
-            )
-            .await
-        })
-    };
-    let tries: Vec<_> = (0..64)
-        .map(|i| {
-            rotate(if i % 2 == 0 {
-                node_a.clone()
-            } else {
-                node_b.clone()
-            })
-        })
-        .collect();
+    let answers = race(
+        &http,
+        [&node_a, &node_b],
+        64,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
     let mut children = std::collections::HashSet::new();
     let mut refused = Vec::new();
-    for t in tries {
-        let answer = t.await.unwrap();
+    for answer in answers {
         match answer.get("refresh_token") {
             Some(child) => {
                 children.insert(child.as_str().unwrap().to_string());
