@@ -222,6 +222,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_REFRESH_GRACE_PERIOD", default_value_t = 30)]
     pub refresh_grace_period: u32,
 
+    /// Seconds between a node's re-reads of the signing keys (keys another
+    /// node or `keys rotate` added, keys retired). A token with an unknown
+    /// `kid` also triggers one re-read. 1 to 3600.
+    #[arg(long, env = "AGENTAUTH_KEY_RELOAD_INTERVAL", default_value_t = 60)]
+    pub key_reload_interval: u32,
+
     /// Who may register clients at /register: anyone, or only holders of an
     /// initial access token (`agentauth client initial-token`).
     #[arg(long, env = "AGENTAUTH_REGISTRATION", value_enum, default_value_t = RegistrationMode::Open)]
@@ -356,6 +362,7 @@ impl Default for ServeArgs {
             max_delegation_depth: 3,
             refresh_token_ttl: 2_592_000,
             refresh_grace_period: 30,
+            key_reload_interval: 60,
             registration: RegistrationMode::Open,
             registration_rate_per_minute: 30,
             signup: false,
@@ -715,7 +722,9 @@ impl Config {
                 .as_deref()
                 .filter(|t| !t.is_empty())
                 .map(|t| crate::crypto::sha256(t.as_bytes())),
-            key_reload_interval: Duration::from_secs(60),
+            key_reload_interval: Duration::from_secs(u64::from(
+                args.key_reload_interval.clamp(1, 3600),
+            )),
             jwks_max_age: 300,
             client_cache_ttl: Duration::from_secs(30),
         })

@@ -79,7 +79,7 @@ async fn cli(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn serve(port: u16, issuer: &str, db: &str, kek: &str) -> Child {
+fn serve(port: u16, issuer: &str, db: &str, kek: &str, extra: &[&str]) -> Child {
     Command::new(BIN)
         .args([
             "serve",
@@ -94,6 +94,7 @@ fn serve(port: u16, issuer: &str, db: &str, kek: &str) -> Child {
             "--resource",
             "https://mcp.example.com/mcp",
         ])
+        .args(extra)
         .env("AGENTAUTH_KEK", kek)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -166,10 +167,15 @@ struct TwoNodes {
 }
 
 async fn two_nodes(url: &str, kek: &str) -> TwoNodes {
+    two_nodes_with(url, kek, &[]).await
+}
+
+/// [`two_nodes`], both started with `extra` flags.
+async fn two_nodes_with(url: &str, kek: &str, extra: &[&str]) -> TwoNodes {
     let (port_a, port_b) = (free_port(), free_port());
     let issuer = format!("http://127.0.0.1:{port_a}");
-    let a = serve(port_a, &issuer, url, kek);
-    let b = serve(port_b, &issuer, url, kek);
+    let a = serve(port_a, &issuer, url, kek, extra);
+    let b = serve(port_b, &issuer, url, kek, extra);
     let http = reqwest::Client::new();
     let (node_a, node_b) = (issuer.clone(), format!("http://127.0.0.1:{port_b}"));
     wait_up(&http, &node_a).await;
@@ -1084,4 +1090,127 @@ async fn dpop_proof_replayed_to_the_other_server_process_is_refused() {
     let fresh = key.sign(&key.header(), &key.claims("POST", &token_url, unix_now()));
     let second: Value = request(&node_b, fresh).await.unwrap().json().await.unwrap();
     assert_eq!(second["token_type"], "DPoP", "{second}");
+}
+
+/// Issue 18: a key rotated in through the CLI is in both processes' JWKS
+/// within their reload interval (here 1 s; the test allows 3 s), and once
+/// it signs, node A's tokens are active at node B's introspection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_reaches_both_server_processes_within_the_reload_interval() {
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
+    let (id, secret) = cli_client(
+        &url,
+        &env,
+        &[
+            "--name",
+            "rs",
+            "--grant-type",
+            "client_credentials",
+            "--introspect",
+            "*",
+        ],
+    )
+    .await;
+    let TwoNodes {
+        node_a,
+        node_b,
+        http,
+        _processes,
+        ..
+    } = two_nodes_with(&url, &kek, &["--key-reload-interval", "1"]).await;
+    let kids = |node: String| {
+        let http = http.clone();
+        async move {
+            let set: Value = http
+                .get(format!("{node}/jwks.json"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            set["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Two nodes started on an empty database each made a key; wait until
+    // both serve both, then rotate.
+    let started = Instant::now();
+    let before = loop {
+        let (mut a, mut b) = (kids(node_a.clone()).await, kids(node_b.clone()).await);
+        a.sort();
+        b.sort();
+        if a == b {
+            break a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "A {a:?}, B {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cli(
+        &[
+            "keys",
+            "rotate",
+            "--publish-delay",
+            "0",
+            "--database-url",
+            &url,
+        ],
+        &env,
+    )
+    .await;
+    let rotated = Instant::now();
+    let new_kid = loop {
+        let (a, b) = (kids(node_a.clone()).await, kids(node_b.clone()).await);
+        let fresh: Vec<_> = b.iter().filter(|k| !before.contains(k)).cloned().collect();
+        if fresh.len() == 1 && a.contains(&fresh[0]) {
+            break fresh[0].clone();
+        }
+        assert!(
+            rotated.elapsed() < Duration::from_secs(3),
+            "the rotated key is not served by both nodes after {:?}: A {a:?}, B {b:?}",
+            rotated.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Node A signs with the new key once it is active (publish delay 0:
+    // from the second of the rotation); node B verifies it.
+    let token = loop {
+        let answer = form(
+            &http,
+            &format!("{node_a}/token"),
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await;
+        let token = answer["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .to_string();
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid;
+        if kid.as_deref() == Some(new_kid.as_str()) {
+            break token;
+        }
+        assert!(
+            rotated.elapsed() < Duration::from_secs(4),
+            "node A still signs with {kid:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let answer = form(
+        &http,
+        &format!("{node_b}/introspect"),
+        &[("token", &token)],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(answer["active"], true, "{answer}");
 }
