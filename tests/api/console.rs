@@ -402,6 +402,9 @@ both!(operator_pages_are_for_operators);
 /// may be live, and pages 25 at a time.
 async fn agents_list_usage_and_pages(app: TestApp) {
     let first = agent(&app, "carol", "read", &[]).await;
+    // The list is oldest first; under the test's frozen clock, agents made
+    // in the same second would be ordered by their random ids.
+    app.clock.advance(1);
     for _ in 0..26 {
         agent(&app, "carol", "read", &[]).await;
     }
