@@ -295,19 +295,17 @@ pub async fn confirm(
         ),
         _ => return Err(OAuthError::new(400, "invalid_request", "unknown action").into()),
     };
-    let csrf = pages::csrf(&state, &headers)?;
-    let page = pages::render(
+    pages::confirm(
         &state,
-        StatusCode::OK,
-        "confirm.html",
-        json!({
-            "question": question, "consequence": consequence, "button": button,
-            "action_url": format!("/account/agents/{}/{action}", agent.id),
-            "cancel_url": format!("/account/agents/{}", agent.id),
-            "csrf_token": csrf.token,
-        }),
-    )?;
-    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+        &headers,
+        &pages::Confirm {
+            question: &question,
+            consequence,
+            button,
+            action_url: &format!("/account/agents/{}/{action}", agent.id),
+            cancel_url: &format!("/account/agents/{}", agent.id),
+        },
+    )
 }
 
 /// `POST /account/agents/{id}/{action}`: the confirmed action.

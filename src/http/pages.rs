@@ -234,6 +234,31 @@ pub fn csrf(state: &State, headers: &HeaderMap) -> Result<Csrf, Error> {
     })
 }
 
+/// A confirmation step before a change (`confirm.html`): the question,
+/// what follows from it, the button, where the form posts (with a CSRF
+/// token) and where Cancel leads.
+pub struct Confirm<'a> {
+    pub question: &'a str,
+    pub consequence: &'a str,
+    pub button: &'a str,
+    pub action_url: &'a str,
+    pub cancel_url: &'a str,
+}
+
+pub fn confirm(state: &State, headers: &HeaderMap, step: &Confirm<'_>) -> Result<Response, Error> {
+    let csrf = csrf(state, headers)?;
+    let page = render(
+        state,
+        StatusCode::OK,
+        "confirm.html",
+        serde_json::json!({
+            "question": step.question, "consequence": step.consequence, "button": step.button,
+            "action_url": step.action_url, "cancel_url": step.cancel_url, "csrf_token": csrf.token,
+        }),
+    )?;
+    Ok(with_cookies(page, [csrf.set_cookie]))
+}
+
 pub fn csrf_ok(state: &State, headers: &HeaderMap, presented: Option<&str>) -> bool {
     let (Some(value), Some(presented)) =
         (cookie(headers, &cookie_name(state, CSRF_COOKIE)), presented)

@@ -401,13 +401,16 @@ pub async fn confirm_remove(
         Some(p) if p.user_id != session.user_id => return Err(not_yours()),
         Some(p) => p,
     };
-    confirm_page(
+    pages::confirm(
         &state,
         &headers,
-        &format!("Remove the passkey {}?", passkey.name),
-        "You can no longer sign in with it. The authenticator keeps the key until you delete it there too.",
-        "Remove",
-        &format!("/account/passkeys/{}/delete", passkey.id),
+        &pages::Confirm {
+            question: &format!("Remove the passkey {}?", passkey.name),
+            consequence: "You can no longer sign in with it. The authenticator keeps the key until you delete it there too.",
+            button: "Remove",
+            action_url: &format!("/account/passkeys/{}/delete", passkey.id),
+            cancel_url: "/account/passkeys",
+        },
     )
 }
 
@@ -419,35 +422,17 @@ pub async fn confirm_remove_password(
     if let Err(redirect) = signed_in(&state, &headers, "/account/passkeys").await? {
         return Ok(redirect);
     }
-    confirm_page(
+    pages::confirm(
         &state,
         &headers,
-        "Sign in with passkeys only?",
-        "Your password is deleted: nobody can sign in with it any more, you included. Your last passkey cannot be removed while you have no password.",
-        "Delete my password",
-        "/account/password/remove",
+        &pages::Confirm {
+            question: "Sign in with passkeys only?",
+            consequence: "Your password is deleted: nobody can sign in with it any more, you included. Your last passkey cannot be removed while you have no password.",
+            button: "Delete my password",
+            action_url: "/account/password/remove",
+            cancel_url: "/account/passkeys",
+        },
     )
-}
-
-fn confirm_page(
-    state: &AppStateInner,
-    headers: &HeaderMap,
-    question: &str,
-    consequence: &str,
-    button: &str,
-    action_url: &str,
-) -> Result<Response> {
-    let csrf = pages::csrf(state, headers)?;
-    let page = pages::render(
-        state,
-        StatusCode::OK,
-        "confirm.html",
-        json!({
-            "question": question, "consequence": consequence, "button": button,
-            "action_url": action_url, "cancel_url": "/account/passkeys", "csrf_token": csrf.token,
-        }),
-    )?;
-    Ok(pages::with_cookies(page, [csrf.set_cookie]))
 }
 
 /// `POST /account/passkeys/{id}/delete`.
