@@ -307,7 +307,13 @@ describe('delegations on the grants page', () => {
     const row = page.locator('tr', { hasText: 'test-runner' })
     assert.ok((await row.textContent()).includes('release-bot'), 'acting for the deployer agent')
     await shot(page, 'grants-delegation')
-    await Promise.all([page.waitForURL(/\/account$/), row.locator('button:has-text("Revoke")').click()])
+    // The page is already at /account, so wait for the revocation itself
+    // (a 303 back here), not for the URL.
+    await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/account/revoke') && r.status() === 303),
+      row.locator('button:has-text("Revoke")').click(),
+    ])
+    await page.waitForLoadState('load')
     assert.equal((await introspect(exchanged.access_token)).active, false)
     assert.equal(await page.locator('tr', { hasText: 'test-runner' }).count(), 0)
     await context.close()
