@@ -24,6 +24,8 @@ mod ops;
 mod passkeys;
 mod policy;
 mod private_key_jwt;
+mod crash;
+mod faults;
 mod processes;
 mod register;
 mod resource;

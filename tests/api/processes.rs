@@ -17,12 +17,12 @@ use crate::private_key_jwt::client_key;
 const BIN: &str = env!("CARGO_BIN_EXE_agentauth");
 
 /// A scratch database, dropped (with force) when the guard goes.
-struct ScratchDb {
-    name: String,
+pub(crate) struct ScratchDb {
+    pub(crate) name: String,
 }
 
 impl ScratchDb {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let name = format!(
             "aa_proc_{}",
             agentauth::crypto::random_id()
@@ -38,7 +38,7 @@ impl ScratchDb {
         Self { name }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 }
@@ -56,7 +56,7 @@ impl Drop for ScratchDb {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -64,7 +64,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn cli(args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) async fn cli(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(BIN)
         .args(args)
         .envs(env.iter().copied())
@@ -79,7 +79,7 @@ async fn cli(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn serve(port: u16, issuer: &str, db: &str, kek: &str, extra: &[&str]) -> Child {
+pub(crate) fn serve(port: u16, issuer: &str, db: &str, kek: &str, extra: &[&str]) -> Child {
     Command::new(BIN)
         .args([
             "serve",
@@ -104,7 +104,7 @@ fn serve(port: u16, issuer: &str, db: &str, kek: &str, extra: &[&str]) -> Child 
         .unwrap()
 }
 
-async fn wait_up(http: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_up(http: &reqwest::Client, base: &str) {
     for _ in 0..200 {
         if http
             .get(format!("{base}/healthz"))
@@ -119,7 +119,7 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
     panic!("{base} never became healthy");
 }
 
-async fn form(
+pub(crate) async fn form(
     http: &reqwest::Client,
     url: &str,
     body: &[(&str, &str)],
@@ -139,7 +139,7 @@ async fn form(
 }
 
 /// A scratch database, its URL, and a fresh KEK (base64).
-async fn scratch() -> (ScratchDb, String, String) {
+pub(crate) async fn scratch() -> (ScratchDb, String, String) {
     use base64::Engine as _;
     let db = ScratchDb::new().await;
     let url = db.url();
@@ -149,7 +149,7 @@ async fn scratch() -> (ScratchDb, String, String) {
 }
 
 /// What the CLI needs beside its flags.
-fn cli_env(kek: &str) -> [(&str, &str); 2] {
+pub(crate) fn cli_env(kek: &str) -> [(&str, &str); 2] {
     [
         ("AGENTAUTH_KEK", kek),
         ("AGENTAUTH_PASSWORD", "correct horse battery"),
@@ -190,7 +190,7 @@ async fn two_nodes_with(url: &str, kek: &str, extra: &[&str]) -> TwoNodes {
 }
 
 /// Seconds since the epoch, by the real clock (the servers' clock).
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -198,7 +198,7 @@ fn unix_now() -> i64 {
 }
 
 /// `agentauth client create … --json` with `args`: (client_id, secret).
-async fn cli_client(url: &str, env: &[(&str, &str)], args: &[&str]) -> (String, String) {
+pub(crate) async fn cli_client(url: &str, env: &[(&str, &str)], args: &[&str]) -> (String, String) {
     let mut all = vec!["client", "create"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--json", "--database-url", url]);
@@ -306,8 +306,9 @@ async fn kill_switch_across_two_server_processes() {
 }
 
 /// Issue 15: 64 approvals of one login request, half to each of two server
-/// processes on one PostgreSQL, race: exactly one wins; the site then
-/// polls the other node and gets the passport once.
+/// processes on one PostgreSQL, race: exactly one wins; the site's SSE
+/// stream on node B hears it (NOTIFY across processes) and gets the
+/// passport, once: a poll at node A afterwards is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_login_approval_wins_across_two_server_processes() {
     let (_db, url, kek) = scratch().await;
@@ -423,6 +424,16 @@ async fn one_login_approval_wins_across_two_server_processes() {
         .unwrap_or_else(|| panic!("{c}"))
         .to_string();
     let nonce = agentauth::login::solve(&challenge, c["difficulty"].as_u64().unwrap() as u32);
+    // The site listens on node B; every approval goes through node A or
+    // B, and the winner's announcement must reach B's stream by NOTIFY
+    // (B's own re-read is a minute away).
+    let mut events = http
+        .get(format!("{node_b}{path}/events"))
+        .basic_auth(&site_id, Some(&site_secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
     let body = form_urlencoded::Serializer::new(String::new())
         .append_pair("challenge", &challenge)
         .append_pair("nonce", &nonce)
@@ -452,9 +463,27 @@ async fn one_login_approval_wins_across_two_server_processes() {
         "{statuses:?}"
     );
 
-    let first = form(
+    // Node A approved or node B did: either way B's listener hears it
+    // within a second or two, and carries the passport.
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut text = String::new();
+        while let Some(chunk) = events.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: outcome") && text.contains("\n\n") {
+                break;
+            }
+        }
+        text
+    })
+    .await
+    .expect("the SSE listener on node B never heard the approval");
+    assert!(heard.contains("\"status\":\"approved\""), "{heard}");
+    assert!(heard.contains("\"passport\""), "{heard}");
+
+    // The passport went to the stream: polling node A now is refused.
+    let again = form(
         &http,
-        &format!("{node_b}/token"),
+        &format!("{node_a}/token"),
         &[
             ("grant_type", "urn:agentauth:params:grant-type:pow-login"),
             ("login_request_id", &id),
@@ -462,7 +491,7 @@ async fn one_login_approval_wins_across_two_server_processes() {
         Some((&site_id, &site_secret)),
     )
     .await;
-    assert!(first["access_token"].is_string(), "{first}");
+    assert_eq!(again["error"], "invalid_grant", "{again}");
 }
 
 /// A TLS server on loopback that requires a client certificate chaining
@@ -727,13 +756,13 @@ async fn bridge_certificates_across_two_nodes_openssl_and_rustls() {
 
 /// A user agent for real servers: redirects are not followed, cookies are
 /// kept by hand (one jar, whichever node answers).
-struct UserAgent {
+pub(crate) struct UserAgent {
     http: reqwest::Client,
     jar: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl UserAgent {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -769,11 +798,11 @@ impl UserAgent {
         (status, location, r.text().await.unwrap())
     }
 
-    async fn get(&self, url: &str) -> (u16, Option<String>, String) {
+    pub(crate) async fn get(&self, url: &str) -> (u16, Option<String>, String) {
         self.send(self.http.get(url)).await
     }
 
-    async fn post(&self, url: &str, pairs: &[(&str, &str)]) -> (u16, Option<String>, String) {
+    pub(crate) async fn post(&self, url: &str, pairs: &[(&str, &str)]) -> (u16, Option<String>, String) {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();
@@ -788,7 +817,7 @@ impl UserAgent {
 }
 
 /// The value of a hidden field of an HTML page.
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html
         .find(&marker)
@@ -804,7 +833,7 @@ fn field(html: &str, name: &str) -> String {
 
 /// Alice signs in at node A and approves `client_id`: the code, and the
 /// PKCE verifier that redeems it.
-async fn code_at(node: &str, client_id: &str, redirect: &str) -> (String, String) {
+pub(crate) async fn code_at(node: &str, client_id: &str, redirect: &str) -> (String, String) {
     let (verifier, challenge) = crate::code_flow::pkce();
     let ua = UserAgent::new();
     let authorize = format!(
