@@ -74,9 +74,22 @@ pub fn build(state: AppState) -> Router {
     // RFC 8414 §3 and, because MCP clients try it first, OpenID Connect
     // Discovery's location, with the same document; when the issuer has a
     // path, RFC 8414 §3.1's path-inserted forms (and OIDC's appended one).
-    for path in metadata_paths(&state.config.issuer) {
-        public = public.route(&path, get(http::metadata::get));
+    let metadata = metadata_paths(&state.config.issuer);
+    for path in &metadata {
+        public = public.route(path, get(http::metadata::get));
     }
+    let openapi = http::openapi::document(
+        &state.config.issuer,
+        &metadata,
+        state.config.metrics_listen.is_none(),
+    );
+    public = public.route(
+        "/openapi.json",
+        get(move || {
+            let body = openapi.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
     let public = public.layer(
         CorsLayer::new()
             .allow_origin(AllowOrigin::any())
@@ -120,8 +133,8 @@ pub fn build(state: AppState) -> Router {
     if state.config.metrics_listen.is_none() {
         router = router.route("/metrics", get(http::ops::metrics));
     }
-    // The HTML pages and the rest: no CORS at all.
-    let routes = router
+    // The HTML pages: no CORS, errors as pages.
+    let pages = Router::new()
         .route("/authorize", get(http::authorize::get))
         .route("/authorize/decision", post(http::authorize::decision))
         .route(
@@ -135,6 +148,12 @@ pub fn build(state: AppState) -> Router {
         )
         .route("/account", get(http::account::account))
         .route("/account/revoke", post(http::account::revoke))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http::pages::html_errors,
+        ));
+    // The rest: no CORS at all.
+    let routes = router
         // Passkey ceremonies (JSON for static/passkeys.js).
         .route(
             "/passkeys/register/options",
@@ -149,6 +168,7 @@ pub fn build(state: AppState) -> Router {
         .route("/static/passkeys.js", get(http::passkeys::script))
         .route("/healthz", get(http::ops::healthz))
         .route("/readyz", get(http::ops::readyz))
+        .merge(pages)
         .merge(console)
         .merge(oauth)
         .merge(public)

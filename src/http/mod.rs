@@ -9,6 +9,7 @@ pub mod introspect;
 pub mod jwks;
 pub mod login_requests;
 pub mod metadata;
+pub mod openapi;
 pub mod operator;
 pub mod ops;
 pub mod pages;

@@ -302,20 +302,26 @@ pub async fn html_errors(
 ) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !status.is_client_error() || !is_json {
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    let is_json = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // axum's own rejections (a malformed query string, say) are plain text.
+    let is_text = content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !status.is_client_error() || !(is_json || is_text) {
         return response;
     }
     let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["error_description"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "the request was refused".into());
+    let message = if is_json {
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error_description"].as_str().map(str::to_string))
+    } else {
+        std::str::from_utf8(&body)
+            .ok()
+            .map(|t| t.chars().take(300).collect())
+    }
+    .unwrap_or_else(|| "the request was refused".into());
     let title = match status.as_u16() {
         403 => "Not allowed",
         404 => "Not found",

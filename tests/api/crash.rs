@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, Database, EntityTrait, FromQueryResult};
 use serde_json::{Value, json};
 
-use crate::processes::{cli, cli_client, cli_env, code_at, form, free_port, serve};
+use crate::processes::{cli, cli_client, cli_env, code_at, form, free_port, serve, try_code_at};
 
 const REDIRECT: &str = "http://127.0.0.1:9/cb";
 
@@ -45,7 +45,13 @@ struct Acked {
 /// Seconds from spawn to a 200 at `/readyz`.
 async fn start(port: u16, base: &str, url: &str, kek: &str) -> (tokio::process::Child, Duration) {
     let started = Instant::now();
-    let child = serve(port, base, url, kek, &["--registration-rate-per-minute", "100000"]);
+    let child = serve(
+        port,
+        base,
+        url,
+        kek,
+        &["--registration-rate-per-minute", "100000"],
+    );
     let http = reqwest::Client::new();
     loop {
         if http
@@ -92,8 +98,7 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
     };
     let env = cli_env(&kek);
     cli(&["user", "create", "alice", "--database-url", &url], &env).await;
-    let (rs_id, rs_secret) =
-        cli_client(&url, &env, &["--name", "rs", "--introspect", "*"]).await;
+    let (rs_id, rs_secret) = cli_client(&url, &env, &["--name", "rs", "--introspect", "*"]).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -162,7 +167,9 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                                 return;
                             };
                             let status = r.status();
-                            let Ok(body) = r.json::<Value>().await else { return };
+                            let Ok(body) = r.json::<Value>().await else {
+                                return;
+                            };
                             let Some(id) = body["client_id"].as_str() else {
                                 panic!("registration answered {status}: {body}");
                             };
@@ -180,7 +187,9 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                                 return;
                             };
                             let status = r.status();
-                            let Ok(body) = r.json::<Value>().await else { return };
+                            let Ok(body) = r.json::<Value>().await else {
+                                return;
+                            };
                             let Some(t) = body["access_token"].as_str() else {
                                 panic!("client_credentials answered {status}: {body}");
                             };
@@ -205,7 +214,9 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                                 return;
                             };
                             let status = r.status();
-                            let Ok(body) = r.json::<Value>().await else { return };
+                            let Ok(body) = r.json::<Value>().await else {
+                                return;
+                            };
                             let Some(t) = body["refresh_token"].as_str() else {
                                 panic!("refresh answered {status}: {body}");
                             };
@@ -216,11 +227,7 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                         _ => {
                             // A password login and consent, then the code
                             // (acknowledged by the redirect) and its redemption.
-                            let Ok((code, verifier)) = tokio::spawn({
-                                let (base, app_id) = (base.clone(), app_id.clone());
-                                async move { code_at(&base, &app_id, REDIRECT).await }
-                            })
-                            .await
+                            let Ok((code, verifier)) = try_code_at(&base, &app_id, REDIRECT).await
                             else {
                                 return;
                             };
@@ -244,11 +251,13 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                             else {
                                 return;
                             };
-                            let Ok(body) = r.json::<Value>().await else { return };
-                            if body["access_token"].is_string() {
-                                if let Some(entry) = acked.lock().unwrap().codes.get_mut(&code) {
-                                    entry.1 += 1;
-                                }
+                            let Ok(body) = r.json::<Value>().await else {
+                                return;
+                            };
+                            if body["access_token"].is_string()
+                                && let Some(entry) = acked.lock().unwrap().codes.get_mut(&code)
+                            {
+                                entry.1 += 1;
                             }
                         }
                     }
@@ -267,9 +276,16 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
         // The file as the kill left it.
         {
             let db = Database::connect(&url).await.unwrap();
-            let acked = acked.lock().unwrap();
+            let (clients, refresh_tokens, codes) = {
+                let acked = acked.lock().unwrap();
+                (
+                    acked.clients.clone(),
+                    acked.refresh_tokens.clone(),
+                    acked.codes.keys().cloned().collect::<Vec<_>>(),
+                )
+            };
             let mut missing = Vec::new();
-            for id in &acked.clients {
+            for id in &clients {
                 if entity::client::Entity::find_by_id(id.clone())
                     .one(&db)
                     .await
@@ -279,8 +295,11 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                     missing.push(id.clone());
                 }
             }
-            assert!(missing.is_empty(), "round {round}: clients lost: {missing:?}");
-            for token in &acked.refresh_tokens {
+            assert!(
+                missing.is_empty(),
+                "round {round}: clients lost: {missing:?}"
+            );
+            for token in &refresh_tokens {
                 let hash = agentauth::crypto::sha256(token.as_bytes()).to_vec();
                 assert!(
                     entity::refresh_token::Entity::find_by_id(hash)
@@ -291,7 +310,7 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                     "round {round}: an acknowledged refresh token was lost"
                 );
             }
-            for code in acked.codes.keys() {
+            for code in &codes {
                 let hash = agentauth::crypto::sha256(code.as_bytes()).to_vec();
                 assert!(
                     entity::authorization_code::Entity::find_by_id(hash)
@@ -341,7 +360,9 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
         .await;
         let child = next["refresh_token"]
             .as_str()
-            .unwrap_or_else(|| panic!("round {round}: the acknowledged refresh token failed: {next}"))
+            .unwrap_or_else(|| {
+                panic!("round {round}: the acknowledged refresh token failed: {next}")
+            })
             .to_string();
         {
             let mut acked = acked.lock().unwrap();

@@ -108,7 +108,7 @@ fn mixed_load(
                     http.post(format!("{base}/token"))
                         .basic_auth(&client.0, Some(&client.1))
                         .header("content-type", "application/x-www-form-urlencoded")
-                                .body("grant_type=client_credentials")
+                        .body("grant_type=client_credentials")
                         .send()
                         .await,
                 ),
@@ -149,7 +149,13 @@ async fn postgres_lost_under_load_answers_503_and_recovers_without_restart() {
         base64::engine::general_purpose::STANDARD
             .encode(agentauth::crypto::random_bytes::<32>().unwrap())
     };
-    let _server = serve(port, &base, &url, &kek, &["--registration-rate-per-minute", "100000"]);
+    let _server = serve(
+        port,
+        &base,
+        &url,
+        &kek,
+        &["--registration-rate-per-minute", "100000"],
+    );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -256,7 +262,11 @@ async fn postgres_lost_under_load_answers_503_and_recovers_without_restart() {
     let admin = sea_orm::Database::connect(db.url()).await.unwrap();
     use sea_orm::{EntityTrait, PaginatorTrait};
     let rows = entity::client::Entity::find().count(&admin).await.unwrap() as usize;
-    assert!(rows > acked.len(), "{rows} rows, {} acknowledged", acked.len());
+    assert!(
+        rows > acked.len(),
+        "{rows} rows, {} acknowledged",
+        acked.len()
+    );
     for id in &acked {
         assert!(
             entity::client::Entity::find_by_id(id.clone())
@@ -343,7 +353,13 @@ async fn full_disk_answers_503_and_recovers() {
         base64::engine::general_purpose::STANDARD
             .encode(agentauth::crypto::random_bytes::<32>().unwrap())
     };
-    let _server = serve(port, &base, &url, &kek, &["--registration-rate-per-minute", "100000"]);
+    let _server = serve(
+        port,
+        &base,
+        &url,
+        &kek,
+        &["--registration-rate-per-minute", "100000"],
+    );
     let http = reqwest::Client::new();
     wait_up(&http, &base).await;
 
@@ -369,10 +385,12 @@ async fn full_disk_answers_503_and_recovers() {
             .await
             .unwrap();
         match r.status().as_u16() {
-            201 => acked.push(r.json::<Value>().await.unwrap()["client_id"]
-                .as_str()
-                .unwrap()
-                .to_string()),
+            201 => acked.push(
+                r.json::<Value>().await.unwrap()["client_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
             503 => {
                 assert!(r.headers().contains_key("retry-after"));
                 let body: Value = r.json().await.unwrap();
@@ -388,8 +406,17 @@ async fn full_disk_answers_503_and_recovers() {
             ),
         }
     }
-    assert_eq!(refused, 5, "the disk never filled ({} acknowledged)", acked.len());
-    for path in ["/jwks.json", "/.well-known/oauth-authorization-server", "/healthz"] {
+    assert_eq!(
+        refused,
+        5,
+        "the disk never filled ({} acknowledged)",
+        acked.len()
+    );
+    for path in [
+        "/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/healthz",
+    ] {
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path} on a full disk");
     }
@@ -403,10 +430,12 @@ async fn full_disk_answers_503_and_recovers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "no recovery after space was freed");
-    acked.push(r.json::<Value>().await.unwrap()["client_id"]
-        .as_str()
-        .unwrap()
-        .to_string());
+    acked.push(
+        r.json::<Value>().await.unwrap()["client_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
 
     // Intact, and nothing acknowledged was lost.
     let db = sea_orm::Database::connect(&url).await.unwrap();

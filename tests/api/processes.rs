@@ -772,7 +772,12 @@ impl UserAgent {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Option<String>, String) {
+    /// Sends with the jar's cookies and keeps the ones set; a lost
+    /// connection is an error.
+    async fn try_send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Option<String>, String), reqwest::Error> {
         let cookies = {
             let jar = self.jar.lock().unwrap();
             jar.iter()
@@ -780,7 +785,7 @@ impl UserAgent {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        let r = request.header("cookie", cookies).send().await.unwrap();
+        let r = request.header("cookie", cookies).send().await?;
         for v in r.headers().get_all("set-cookie") {
             let c = cookie::Cookie::parse(v.to_str().unwrap().to_string()).unwrap();
             let mut jar = self.jar.lock().unwrap();
@@ -795,24 +800,7 @@ impl UserAgent {
             .headers()
             .get("location")
             .map(|l| l.to_str().unwrap().to_string());
-        (status, location, r.text().await.unwrap())
-    }
-
-    pub(crate) async fn get(&self, url: &str) -> (u16, Option<String>, String) {
-        self.send(self.http.get(url)).await
-    }
-
-    pub(crate) async fn post(&self, url: &str, pairs: &[(&str, &str)]) -> (u16, Option<String>, String) {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish();
-        self.send(
-            self.http
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body),
-        )
-        .await
+        Ok((status, location, r.text().await?))
     }
 }
 
@@ -834,6 +822,17 @@ pub(crate) fn field(html: &str, name: &str) -> String {
 /// Alice signs in at node A and approves `client_id`: the code, and the
 /// PKCE verifier that redeems it.
 pub(crate) async fn code_at(node: &str, client_id: &str, redirect: &str) -> (String, String) {
+    try_code_at(node, client_id, redirect)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`code_at`], with a lost connection or an unexpected answer as an error.
+pub(crate) async fn try_code_at(
+    node: &str,
+    client_id: &str,
+    redirect: &str,
+) -> Result<(String, String), String> {
     let (verifier, challenge) = crate::code_flow::pkce();
     let ua = UserAgent::new();
     let authorize = format!(
@@ -857,42 +856,62 @@ pub(crate) async fn code_at(node: &str, client_id: &str, redirect: &str) -> (Str
             l
         }
     };
-    let (status, login, _) = ua.get(&authorize).await;
-    assert_eq!(status, 303);
-    let login = absolute(login.unwrap());
-    let (_, _, page) = ua.get(&login).await;
-    let (status, back, body) = ua
-        .post(
-            &format!("{node}/login"),
-            &[
-                ("csrf_token", &field(&page, "csrf_token")),
-                ("username", "alice"),
-                ("password", "correct horse battery"),
-                ("return_to", &field(&page, "return_to")),
+    let get = |url: String| ua.try_send(ua.http.get(url));
+    let post = |url: String, pairs: Vec<(&'static str, String)>| {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        ua.try_send(
+            ua.http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+    };
+    let (status, login, _) = get(authorize).await.map_err(|e| e.to_string())?;
+    if status != 303 {
+        return Err(format!("/authorize answered {status}"));
+    }
+    let login = absolute(login.ok_or("no Location")?);
+    let (_, _, page) = get(login).await.map_err(|e| e.to_string())?;
+    let (status, back, body) = post(
+        format!("{node}/login"),
+        vec![
+            ("csrf_token", field(&page, "csrf_token")),
+            ("username", "alice".into()),
+            ("password", "correct horse battery".into()),
+            ("return_to", field(&page, "return_to")),
+        ],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if status != 303 {
+        return Err(format!("/login answered {status}: {body}"));
+    }
+    // The consent page, unless alice approved this client before.
+    let (mut status, mut done, mut body) = get(absolute(back.ok_or("no Location")?))
+        .await
+        .map_err(|e| e.to_string())?;
+    if status == 200 {
+        (status, done, body) = post(
+            format!("{node}/authorize/decision"),
+            vec![
+                ("csrf_token", field(&body, "csrf_token")),
+                ("request", field(&body, "request")),
+                ("decision", "approve".into()),
             ],
         )
-        .await;
-    assert_eq!(status, 303, "{body}");
-    // The consent page, unless alice approved this client before.
-    let (mut status, mut done, mut body) = ua.get(&absolute(back.unwrap())).await;
-    if status == 200 {
-        (status, done, body) = ua
-            .post(
-                &format!("{node}/authorize/decision"),
-                &[
-                    ("csrf_token", &field(&body, "csrf_token")),
-                    ("request", &field(&body, "request")),
-                    ("decision", "approve"),
-                ],
-            )
-            .await;
+        .await
+        .map_err(|e| e.to_string())?;
     }
-    assert_eq!(status, 303, "{body}");
-    let done = done.unwrap();
+    if status != 303 {
+        return Err(format!("consent answered {status}: {body}"));
+    }
+    let done = done.ok_or("no Location")?;
     let code = crate::code_flow::query_of(&done)
         .remove("code")
-        .unwrap_or_else(|| panic!("no code in {done}"));
-    (code, verifier)
+        .ok_or_else(|| format!("no code in {done}"))?;
+    Ok((code, verifier))
 }
 
 /// `n` concurrent token requests with one body, alternating between the
