@@ -13,15 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentauth::crypto::{random_id, random_token, sha256};
-use agentauth::oauth::client_metadata::{
-    ClientMetadata, ClientMetadataRequest, RegistrationPolicy,
-};
-use agentauth::store::{self, clients::ClientRecord, grants::CodeRow, users::User};
-use base64::Engine as _;
+use agentauth::store;
 use tokio::sync::Mutex;
 
-const REDIRECT: &str = "http://127.0.0.1/cb";
+#[path = "common/seed.rs"]
+mod seed;
+use seed::REDIRECT;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,76 +32,12 @@ async fn main() -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
 
-    let metadata = ClientMetadata::validate(
-        ClientMetadataRequest {
-            client_name: Some("flow load".into()),
-            grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
-            redirect_uris: Some(vec![REDIRECT.into()]),
-            token_endpoint_auth_method: Some("none".into()),
-            scope: Some("read".into()),
-            ..Default::default()
-        },
-        &RegistrationPolicy {
-            scopes_supported: None,
-            insecure_fetch: false,
-            grants: &agentauth::grants::Registry::standard(),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{:?}", e.description))?;
-    let client_id = random_id()?;
-    store::clients::insert(
-        &db,
-        &ClientRecord {
-            client_id: client_id.clone(),
-            client_secret_hash: None,
-            registration_access_token_hash: None,
-            metadata,
-            client_id_issued_at: now,
-            kind: agentauth::oauth::client_kind::ClientKind::Operator,
-            introspects: Vec::new(),
-        },
-    )
-    .await?;
-    let user_id = random_id()?;
-    store::users::insert(
-        &db,
-        User {
-            id: user_id.clone(),
-            username: format!("load-{user_id}"),
-            password_hash: "unused".into(),
-            created_at: now,
-            admin: false,
-        },
-    )
-    .await?;
-
-    let verifier = random_token()?;
-    let challenge =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256(verifier.as_bytes()));
     let count = (seconds as usize) * 4000;
-    let codes: Vec<String> = (0..count)
-        .map(|_| random_token())
-        .collect::<Result<_, _>>()?;
-    let rows = codes
-        .iter()
-        .map(|c| CodeRow {
-            code_hash: sha256(c.as_bytes()).to_vec(),
-            client_id: client_id.clone(),
-            user_id: user_id.clone(),
-            redirect_uri: REDIRECT.into(),
-            code_challenge: challenge.clone(),
-            scope: "read".into(),
-            resources: serde_json::json!([]),
-            dpop_jkt: None,
-            auth_time: now,
-            expires_at: now + 3600,
-            consumed_at: None,
-            family_id: None,
-            access_jti: None,
-            access_exp: None,
-        })
-        .collect();
-    store::grants::insert_codes(&db, rows).await?;
+    let seed::Seeded {
+        client_id,
+        verifier,
+        codes,
+    } = seed::code_flow(&db, count, now).await?;
     eprintln!("seeded {count} codes");
 
     let http = reqwest::Client::builder()
