@@ -191,97 +191,129 @@ pub struct Verified {
 
 /// Verifies an external assertion and maps it.
 pub async fn verify(state: &State, assertion: &str) -> Result<Verified, Refusal> {
-    let federation = &state.config.federation;
-    let header = jsonwebtoken::decode_header(assertion)
-        .map_err(|_| "the assertion is not a JWT".to_string())?;
-    #[derive(Deserialize)]
-    struct Iss {
-        iss: String,
-    }
-    let iss = jsonwebtoken::dangerous::insecure_decode::<Iss>(assertion)
-        .map_err(|_| "the assertion has no iss".to_string())?
-        .claims
-        .iss;
-    let is_jag = header.typ.as_deref() == Some(ID_JAG_TYP);
-    let list = if is_jag {
-        &federation.idps
-    } else {
-        &federation.workloads
-    };
-    let issuer = list
-        .iter()
-        .find(|i| i.issuer == iss)
-        .ok_or_else(|| format!("issuer {iss:?} is not trusted here"))?;
-    if !issuer.algorithms.contains(&header.alg) {
-        return Err(format!(
-            "algorithm {:?} is not accepted from {iss}",
-            header.alg
-        ));
-    }
-    let claims = match &issuer.keys {
-        Keys::Static(keys) => check(assertion, &header, keys, issuer)?,
+    let found = state.config.federation.find(assertion)?;
+    let claims = match &found.issuer.keys {
+        Keys::Static(keys) => check(assertion, &found.header, keys, found.issuer)?,
         Keys::Uri(uri) => {
+            let iss = &found.issuer.issuer;
             let keys = crate::clients::jwks::get(state, uri, false)
                 .await
                 .map_err(|_| format!("the keys of {iss} could not be fetched"))?;
-            match check(assertion, &header, &keys, issuer) {
+            match check(assertion, &found.header, &keys, found.issuer) {
                 Ok(c) => c,
                 // The issuer may have rotated its keys: refetch once.
                 Err(_) => {
                     let keys = crate::clients::jwks::get(state, uri, true)
                         .await
                         .map_err(|_| format!("the keys of {iss} could not be fetched"))?;
-                    check(assertion, &header, &keys, issuer)?
+                    check(assertion, &found.header, &keys, found.issuer)?
                 }
             }
         }
     };
-    let now = state.now();
-    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-    let leeway = LEEWAY;
-    if exp <= now - leeway {
-        return Err("the assertion has expired".into());
+    found.accept(&claims, state.now())
+}
+
+/// An assertion's trusted issuer, found by its unverified `iss` and `typ`.
+struct Found<'a> {
+    issuer: &'a Issuer,
+    header: jsonwebtoken::Header,
+    is_jag: bool,
+}
+
+impl Federation {
+    /// [`verify`] for issuers with keys in a file, with no fetching and no
+    /// state: pure, for the fuzzer. An issuer with a `jwks_uri` is refused.
+    pub fn verify_offline(&self, assertion: &str, now: i64) -> Result<Verified, Refusal> {
+        let found = self.find(assertion)?;
+        let Keys::Static(keys) = &found.issuer.keys else {
+            return Err("the issuer's keys are fetched, not at hand".into());
+        };
+        let claims = check(assertion, &found.header, keys, found.issuer)?;
+        found.accept(&claims, now)
     }
-    let not_before = |name: &str| {
-        claims
-            .get(name)
-            .and_then(Value::as_i64)
-            .is_some_and(|t| t > now + leeway)
-    };
-    if not_before("nbf") || not_before("iat") {
-        return Err("the assertion is not valid yet".into());
-    }
-    if exp > now + MAX_LIFETIME {
-        return Err("the assertion lives too long (at most an hour)".into());
-    }
-    let jti = claims
-        .get("jti")
-        .and_then(Value::as_str)
-        .filter(|j| !j.is_empty() && j.len() <= 256)
-        .ok_or("the assertion needs a jti")?
-        .to_string();
-    let mapped = if is_jag {
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
-        Mapped::User {
-            username: text(&issuer.user_claim)
-                .ok_or_else(|| format!("the assertion has no {} claim", issuer.user_claim))?,
-            client_id: text("client_id").ok_or("the ID-JAG names no client_id")?,
-            scope: text("scope"),
-            resource: text("resource"),
+
+    fn find(&self, assertion: &str) -> Result<Found<'_>, Refusal> {
+        let header = jsonwebtoken::decode_header(assertion)
+            .map_err(|_| "the assertion is not a JWT".to_string())?;
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: String,
         }
-    } else {
-        let rule = issuer
-            .rules
+        let iss = jsonwebtoken::dangerous::insecure_decode::<Iss>(assertion)
+            .map_err(|_| "the assertion has no iss".to_string())?
+            .claims
+            .iss;
+        let is_jag = header.typ.as_deref() == Some(ID_JAG_TYP);
+        let list = if is_jag { &self.idps } else { &self.workloads };
+        let issuer = list
             .iter()
-            .find(|r| r.claims.iter().all(|(k, v)| claims.get(k) == Some(v)))
-            .ok_or("no rule maps this subject to an agent")?;
-        Mapped::Agent(rule.agent.clone())
-    };
-    Ok(Verified {
-        mapped,
-        jti: format!("{iss}#{jti}"),
-        exp,
-    })
+            .find(|i| i.issuer == iss)
+            .ok_or_else(|| format!("issuer {iss:?} is not trusted here"))?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(format!(
+                "algorithm {:?} is not accepted from {iss}",
+                header.alg
+            ));
+        }
+        Ok(Found {
+            issuer,
+            header,
+            is_jag,
+        })
+    }
+}
+
+impl Found<'_> {
+    /// The verified claims' times, `jti` and mapping.
+    fn accept(&self, claims: &Map<String, Value>, now: i64) -> Result<Verified, Refusal> {
+        let (issuer, iss) = (self.issuer, &self.issuer.issuer);
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        let leeway = LEEWAY;
+        if exp <= now - leeway {
+            return Err("the assertion has expired".into());
+        }
+        let not_before = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_i64)
+                .is_some_and(|t| t > now + leeway)
+        };
+        if not_before("nbf") || not_before("iat") {
+            return Err("the assertion is not valid yet".into());
+        }
+        if exp > now + MAX_LIFETIME {
+            return Err("the assertion lives too long (at most an hour)".into());
+        }
+        let jti = claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .filter(|j| !j.is_empty() && j.len() <= 256)
+            .ok_or("the assertion needs a jti")?
+            .to_string();
+        let mapped = if self.is_jag {
+            let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
+            Mapped::User {
+                username: text(&issuer.user_claim)
+                    .ok_or_else(|| format!("the assertion has no {} claim", issuer.user_claim))?,
+                client_id: text("client_id").ok_or("the ID-JAG names no client_id")?,
+                scope: text("scope"),
+                resource: text("resource"),
+            }
+        } else {
+            let rule = issuer
+                .rules
+                .iter()
+                .find(|r| r.claims.iter().all(|(k, v)| claims.get(k) == Some(v)))
+                .ok_or("no rule maps this subject to an agent")?;
+            Mapped::Agent(rule.agent.clone())
+        };
+        Ok(Verified {
+            mapped,
+            jti: format!("{iss}#{jti}"),
+            exp,
+        })
+    }
 }
 
 fn check(

@@ -29,8 +29,8 @@ struct Challenge {
 use crate::crypto::b64url as b64;
 
 /// The MAC key and the domain-separated input for `payload`.
-fn mac_input(state: &State, payload: &str) -> (hmac::Key, Vec<u8>) {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &state.csrf_key);
+fn mac_input(secret: &[u8], payload: &str) -> (hmac::Key, Vec<u8>) {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut input = b"agentauth register pow\0".to_vec();
     input.extend_from_slice(payload.as_bytes());
     (key, input)
@@ -50,9 +50,15 @@ pub fn issue(state: &State, recent: u64, now: i64) -> Result<(String, u32), Erro
         n: crate::crypto::random_id()?,
     })
     .map_err(|e| Error::Internal(e.to_string()))?);
-    let (key, input) = mac_input(state, &payload);
+    Ok((seal(&state.csrf_key, &payload), d))
+}
+
+/// `payload.tag`: the payload MAC'd under `secret` (a challenge as
+/// handed out; public so the fuzzer can make well-sealed ones).
+pub fn seal(secret: &[u8], payload: &str) -> String {
+    let (key, input) = mac_input(secret, payload);
     let tag = hmac::sign(&key, &input);
-    Ok((format!("{payload}.{}", b64(tag.as_ref())), d))
+    format!("{payload}.{}", b64(tag.as_ref()))
 }
 
 /// Checks a `PoW-Stamp` for `body` and spends its challenge.
@@ -62,6 +68,22 @@ pub async fn check(
     body_hash: &[u8; 32],
     now: i64,
 ) -> Result<(), Error> {
+    let (key, until) = verify(&state.csrf_key, stamp, body_hash, now)?;
+    if !state.spend_once(key, until).await? {
+        return Err(OAuthError::invalid_request("the stamp's challenge was already used").into());
+    }
+    Ok(())
+}
+
+/// Everything [`check`] does but spending: the stamp is ours (MAC under
+/// `secret`), unexpired, and solves its challenge for `body_hash`. Returns
+/// the replay key to spend and until when. Pure, for the fuzzer.
+pub fn verify(
+    secret: &[u8],
+    stamp: Option<&str>,
+    body_hash: &[u8; 32],
+    now: i64,
+) -> Result<(String, i64), Error> {
     let bad = |why: &'static str| Error::from(OAuthError::invalid_request(why));
     let stamp = stamp.ok_or_else(|| {
         bad("open registration needs a proof-of-work stamp: GET /register/challenge, then PoW-Stamp: <challenge>:<nonce>")
@@ -78,7 +100,7 @@ pub async fn check(
     let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(tag)
         .map_err(|_| bad("the stamp's challenge is malformed"))?;
-    let (key, input) = mac_input(state, payload);
+    let (key, input) = mac_input(secret, payload);
     hmac::verify(&key, &input, &tag).map_err(|_| bad("the stamp's challenge is not ours"))?;
     let c: Challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
@@ -98,9 +120,8 @@ pub async fn check(
         ))
         .into());
     }
-    let key = format!("regpow:{}", b64(&sha256(challenge.as_bytes())));
-    if !state.spend_once(key, c.exp + 1).await? {
-        return Err(bad("the stamp's challenge was already used"));
-    }
-    Ok(())
+    Ok((
+        format!("regpow:{}", b64(&sha256(challenge.as_bytes()))),
+        c.exp + 1,
+    ))
 }
