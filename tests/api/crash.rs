@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, Database, EntityTrait, FromQueryResult};
 use serde_json::{Value, json};
 
-use crate::processes::{cli, cli_client, cli_env, code_at, form, free_port, serve, try_code_at};
+use crate::processes::{
+    MANY_REGISTRATIONS, cli, cli_client, cli_env, code_at, form, free_port, random_kek, serve,
+    try_code_at,
+};
 
 const REDIRECT: &str = "http://127.0.0.1:9/cb";
 
@@ -45,13 +48,7 @@ struct Acked {
 /// Seconds from spawn to a 200 at `/readyz`.
 async fn start(port: u16, base: &str, url: &str, kek: &str) -> (tokio::process::Child, Duration) {
     let started = Instant::now();
-    let child = serve(
-        port,
-        base,
-        url,
-        kek,
-        &["--registration-rate-per-minute", "100000"],
-    );
+    let child = serve(port, base, url, kek, MANY_REGISTRATIONS);
     let http = reqwest::Client::new();
     loop {
         if http
@@ -74,6 +71,26 @@ fn random_below(n: u64) -> u64 {
     u64::from_le_bytes(agentauth::crypto::random_bytes::<8>().unwrap()) % n
 }
 
+/// `POST /token`: its status and JSON, or None when the connection was
+/// lost (the kill).
+async fn post_token(
+    http: &reqwest::Client,
+    base: &str,
+    pairs: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> Option<(reqwest::StatusCode, Value)> {
+    let mut request = http
+        .post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(crate::helpers::form(pairs));
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let r = request.send().await.ok()?;
+    let status = r.status();
+    Some((status, r.json().await.ok()?))
+}
+
 #[derive(FromQueryResult)]
 struct Live {
     family_id: String,
@@ -91,11 +108,7 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
         "sqlite://{}?mode=rwc",
         dir.path().join("agentauth.db").display()
     );
-    let kek = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .encode(agentauth::crypto::random_bytes::<32>().unwrap())
-    };
+    let kek = random_kek();
     let env = cli_env(&kek);
     cli(&["user", "create", "alice", "--database-url", &url], &env).await;
     let (rs_id, rs_secret) = cli_client(&url, &env, &["--name", "rs", "--introspect", "*"]).await;
@@ -176,18 +189,14 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                             acked.lock().unwrap().clients.push(id.to_string());
                         }
                         1 => {
-                            let Ok(r) = http
-                                .post(format!("{base}/token"))
-                                .basic_auth(&worker.0, Some(&worker.1))
-                                .header("content-type", "application/x-www-form-urlencoded")
-                                .body("grant_type=client_credentials")
-                                .send()
-                                .await
+                            let Some((status, body)) = post_token(
+                                &http,
+                                &base,
+                                &[("grant_type", "client_credentials")],
+                                Some((&worker.0, &worker.1)),
+                            )
+                            .await
                             else {
-                                return;
-                            };
-                            let status = r.status();
-                            let Ok(body) = r.json::<Value>().await else {
                                 return;
                             };
                             let Some(t) = body["access_token"].as_str() else {
@@ -200,21 +209,18 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                         }
                         2 => {
                             let parent = acked.lock().unwrap().refresh.clone();
-                            let Ok(r) = http
-                                .post(format!("{base}/token"))
-                                .header("content-type", "application/x-www-form-urlencoded")
-                                .body(crate::helpers::form(&[
+                            let Some((status, body)) = post_token(
+                                &http,
+                                &base,
+                                &[
                                     ("grant_type", "refresh_token"),
                                     ("refresh_token", &parent),
                                     ("client_id", &app_id),
-                                ]))
-                                .send()
-                                .await
+                                ],
+                                None,
+                            )
+                            .await
                             else {
-                                return;
-                            };
-                            let status = r.status();
-                            let Ok(body) = r.json::<Value>().await else {
                                 return;
                             };
                             let Some(t) = body["refresh_token"].as_str() else {
@@ -236,22 +242,20 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                                 .unwrap()
                                 .codes
                                 .insert(code.clone(), (verifier.clone(), 0));
-                            let Ok(r) = http
-                                .post(format!("{base}/token"))
-                                .header("content-type", "application/x-www-form-urlencoded")
-                                .body(crate::helpers::form(&[
+                            let Some((_, body)) = post_token(
+                                &http,
+                                &base,
+                                &[
                                     ("grant_type", "authorization_code"),
                                     ("code", &code),
                                     ("code_verifier", &verifier),
                                     ("redirect_uri", REDIRECT),
                                     ("client_id", &app_id),
-                                ]))
-                                .send()
-                                .await
+                                ],
+                                None,
+                            )
+                            .await
                             else {
-                                return;
-                            };
-                            let Ok(body) = r.json::<Value>().await else {
                                 return;
                             };
                             if body["access_token"].is_string()

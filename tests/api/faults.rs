@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::processes::{ScratchDb, cli_client, cli_env, free_port, serve, wait_up};
+use crate::processes::{
+    MANY_REGISTRATIONS, ScratchDb, cli_client, cli_env, free_port, random_kek, serve, wait_up,
+};
 
 /// A TCP proxy to PostgreSQL that can be cut (listener closed, every
 /// open connection dropped) and restored on the same port.
@@ -144,18 +146,8 @@ async fn postgres_lost_under_load_answers_503_and_recovers_without_restart() {
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let kek = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .encode(agentauth::crypto::random_bytes::<32>().unwrap())
-    };
-    let _server = serve(
-        port,
-        &base,
-        &url,
-        &kek,
-        &["--registration-rate-per-minute", "100000"],
-    );
+    let kek = random_kek();
+    let _server = serve(port, &base, &url, &kek, MANY_REGISTRATIONS);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -348,18 +340,8 @@ async fn full_disk_answers_503_and_recovers() {
     let url = format!("sqlite://{}?mode=rwc", file.display());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let kek = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .encode(agentauth::crypto::random_bytes::<32>().unwrap())
-    };
-    let _server = serve(
-        port,
-        &base,
-        &url,
-        &kek,
-        &["--registration-rate-per-minute", "100000"],
-    );
+    let kek = random_kek();
+    let _server = serve(port, &base, &url, &kek, MANY_REGISTRATIONS);
     let http = reqwest::Client::new();
     wait_up(&http, &base).await;
 

@@ -140,13 +140,20 @@ pub(crate) async fn form(
 
 /// A scratch database, its URL, and a fresh KEK (base64).
 pub(crate) async fn scratch() -> (ScratchDb, String, String) {
-    use base64::Engine as _;
     let db = ScratchDb::new().await;
     let url = db.url();
-    let kek = base64::engine::general_purpose::STANDARD
-        .encode(agentauth::crypto::random_bytes::<32>().unwrap());
-    (db, url, kek)
+    (db, url, random_kek())
 }
+
+/// A fresh KEK, base64.
+pub(crate) fn random_kek() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(agentauth::crypto::random_bytes::<32>().unwrap())
+}
+
+/// Serve flags for a node that a test's load registers clients at.
+pub(crate) const MANY_REGISTRATIONS: &[&str] = &["--registration-rate-per-minute", "100000"];
 
 /// What the CLI needs beside its flags.
 pub(crate) fn cli_env(kek: &str) -> [(&str, &str); 2] {
