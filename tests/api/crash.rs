@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, Database, EntityTrait, FromQueryResult};
+use sea_orm::{ConnectionTrait, Database, FromQueryResult};
+
+use crate::faults::not_stored;
 use serde_json::{Value, json};
 
 use crate::processes::{
@@ -288,43 +290,28 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                     acked.codes.keys().cloned().collect::<Vec<_>>(),
                 )
             };
-            let mut missing = Vec::new();
-            for id in &clients {
-                if entity::client::Entity::find_by_id(id.clone())
-                    .one(&db)
-                    .await
-                    .unwrap()
-                    .is_none()
-                {
-                    missing.push(id.clone());
-                }
-            }
+            let lost = not_stored::<entity::client::Entity, _>(&db, &clients).await;
+            assert!(lost.is_empty(), "round {round}: clients lost: {lost:?}");
+            let hashes = |values: &[String]| -> Vec<Vec<u8>> {
+                values
+                    .iter()
+                    .map(|v| agentauth::crypto::sha256(v.as_bytes()).to_vec())
+                    .collect()
+            };
+            let lost =
+                not_stored::<entity::refresh_token::Entity, _>(&db, &hashes(&refresh_tokens)).await;
             assert!(
-                missing.is_empty(),
-                "round {round}: clients lost: {missing:?}"
+                lost.is_empty(),
+                "round {round}: {} acknowledged refresh tokens lost",
+                lost.len()
             );
-            for token in &refresh_tokens {
-                let hash = agentauth::crypto::sha256(token.as_bytes()).to_vec();
-                assert!(
-                    entity::refresh_token::Entity::find_by_id(hash)
-                        .one(&db)
-                        .await
-                        .unwrap()
-                        .is_some(),
-                    "round {round}: an acknowledged refresh token was lost"
-                );
-            }
-            for code in &codes {
-                let hash = agentauth::crypto::sha256(code.as_bytes()).to_vec();
-                assert!(
-                    entity::authorization_code::Entity::find_by_id(hash)
-                        .one(&db)
-                        .await
-                        .unwrap()
-                        .is_some(),
-                    "round {round}: an acknowledged code was lost"
-                );
-            }
+            let lost =
+                not_stored::<entity::authorization_code::Entity, _>(&db, &hashes(&codes)).await;
+            assert!(
+                lost.is_empty(),
+                "round {round}: {} acknowledged codes lost",
+                lost.len()
+            );
             let doubled = Live::find_by_statement(sea_orm::Statement::from_string(
                 db.get_database_backend(),
                 "SELECT family_id, COUNT(*) AS live FROM refresh_tokens \

@@ -25,6 +25,21 @@ use crate::processes::{
     MANY_REGISTRATIONS, ScratchDb, cli_client, cli_env, free_port, random_kek, serve, wait_up,
 };
 
+/// The keys of `keys` that have no row in entity `E`.
+pub(crate) async fn not_stored<E, K>(db: &sea_orm::DatabaseConnection, keys: &[K]) -> Vec<K>
+where
+    E: sea_orm::EntityTrait,
+    K: Clone + Into<<E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType>,
+{
+    let mut missing = Vec::new();
+    for key in keys {
+        if E::find_by_id(key.clone()).one(db).await.unwrap().is_none() {
+            missing.push(key.clone());
+        }
+    }
+    missing
+}
+
 /// A TCP proxy to PostgreSQL that can be cut (listener closed, every
 /// open connection dropped) and restored on the same port.
 struct Proxy {
@@ -259,16 +274,8 @@ async fn postgres_lost_under_load_answers_503_and_recovers_without_restart() {
         "{rows} rows, {} acknowledged",
         acked.len()
     );
-    for id in &acked {
-        assert!(
-            entity::client::Entity::find_by_id(id.clone())
-                .one(&admin)
-                .await
-                .unwrap()
-                .is_some(),
-            "acknowledged registration {id} was lost"
-        );
-    }
+    let lost = not_stored::<entity::client::Entity, _>(&admin, &acked).await;
+    assert!(lost.is_empty(), "acknowledged registrations lost: {lost:?}");
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -421,7 +428,7 @@ async fn full_disk_answers_503_and_recovers() {
 
     // Intact, and nothing acknowledged was lost.
     let db = sea_orm::Database::connect(&url).await.unwrap();
-    use sea_orm::{ConnectionTrait, EntityTrait};
+    use sea_orm::ConnectionTrait;
     let check = db
         .query_one(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Sqlite,
@@ -431,14 +438,6 @@ async fn full_disk_answers_503_and_recovers() {
         .unwrap()
         .unwrap();
     assert_eq!(check.try_get_by_index::<String>(0).unwrap(), "ok");
-    for id in &acked {
-        assert!(
-            entity::client::Entity::find_by_id(id.clone())
-                .one(&db)
-                .await
-                .unwrap()
-                .is_some(),
-            "acknowledged registration {id} was lost"
-        );
-    }
+    let lost = not_stored::<entity::client::Entity, _>(&db, &acked).await;
+    assert!(lost.is_empty(), "acknowledged registrations lost: {lost:?}");
 }
