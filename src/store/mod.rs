@@ -48,6 +48,11 @@ pub async fn connect(
     max_connections: u32,
     schema: Option<&str>,
 ) -> StoreResult<DatabaseConnection> {
+    if url.starts_with("sqlite:") {
+        let db = connect_sqlite(url, max_connections).await?;
+        Migrator::up(&db, None).await?;
+        return Ok(db);
+    }
     let mut options = ConnectOptions::new(url.to_string());
     options
         .max_connections(max_connections)
@@ -58,18 +63,60 @@ pub async fn connect(
     if let Some(schema) = schema {
         options.set_schema_search_path(schema.to_string());
     }
-    if url.starts_with("sqlite:") {
-        options.map_sqlx_sqlite_opts(|o| {
-            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-            o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true)
-        });
-    }
     let db = Database::connect(options).await?;
     Migrator::up(&db, None).await?;
     Ok(db)
+}
+
+/// SQLite through a pool of our own, for one guard sea-orm's options do
+/// not reach: a connection goes back to the pool only when SQLite and
+/// sqlx agree that no transaction is open on it; otherwise it is closed.
+///
+/// Found by the full-disk test: when a statement fails with SQLITE_FULL,
+/// SQLite may roll the whole transaction back by itself, the ROLLBACK
+/// that follows then fails, and sqlx keeps counting the transaction as
+/// open. The connection's next transaction became a SAVEPOINT inside a
+/// transaction that was never committed: writes answered 201 were lost.
+async fn connect_sqlite(url: &str, max_connections: u32) -> StoreResult<DatabaseConnection> {
+    use sea_orm::sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    use std::str::FromStr as _;
+
+    let sqlx_err =
+        |e: sea_orm::sqlx::Error| StoreError(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)));
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(sqlx_err)?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_release(|conn, _| Box::pin(async move { Ok(no_open_transaction(conn).await) }))
+        .connect_with(options)
+        .await
+        .map_err(sqlx_err)?;
+    Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// True when neither sqlx nor SQLite holds a transaction open on `conn`.
+async fn no_open_transaction(conn: &mut sea_orm::sqlx::SqliteConnection) -> bool {
+    use sea_orm::sqlx::{Sqlite, TransactionManager as _};
+    if <Sqlite as sea_orm::sqlx::Database>::TransactionManager::get_transaction_depth(conn) != 0 {
+        return false;
+    }
+    match conn.lock_handle().await {
+        // SAFETY: the handle is valid and exclusively ours while locked;
+        // sqlite3_get_autocommit only reads the connection's state.
+        #[allow(unsafe_code)]
+        Ok(mut handle) => unsafe {
+            libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) != 0
+        },
+        Err(_) => false,
+    }
 }
 
 /// True when the database is shared by many nodes (PostgreSQL), so

@@ -439,5 +439,13 @@ async fn full_disk_answers_503_and_recovers() {
         .unwrap();
     assert_eq!(check.try_get_by_index::<String>(0).unwrap(), "ok");
     let lost = not_stored::<entity::client::Entity, _>(&db, &acked).await;
-    assert!(lost.is_empty(), "acknowledged registrations lost: {lost:?}");
+    let at: Vec<usize> = lost
+        .iter()
+        .filter_map(|id| acked.iter().position(|a| a == id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged registrations lost: {lost:?}, at {at:?} of {}",
+        acked.len()
+    );
 }
