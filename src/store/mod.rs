@@ -69,8 +69,8 @@ pub async fn connect(
 }
 
 /// SQLite through a pool of our own, for one guard sea-orm's options do
-/// not reach: a connection goes back to the pool only when SQLite and
-/// sqlx agree that no transaction is open on it; otherwise it is closed.
+/// not reach: a connection goes back to the pool only when sqlx counts
+/// no transaction open on it; otherwise it is closed.
 ///
 /// Found by the full-disk test: when a statement fails with SQLITE_FULL,
 /// SQLite may roll the whole transaction back by itself, the ROLLBACK
@@ -102,21 +102,12 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> StoreResult<Database
     Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
-/// True when neither sqlx nor SQLite holds a transaction open on `conn`.
+/// True when sqlx counts no transaction open on `conn`. (No need to ask
+/// SQLite too: a ROLLBACK that succeeds leaves both at zero, and the
+/// failure above is sqlx counting one SQLite no longer has.)
 async fn no_open_transaction(conn: &mut sea_orm::sqlx::SqliteConnection) -> bool {
     use sea_orm::sqlx::{Sqlite, TransactionManager as _};
-    if <Sqlite as sea_orm::sqlx::Database>::TransactionManager::get_transaction_depth(conn) != 0 {
-        return false;
-    }
-    match conn.lock_handle().await {
-        // SAFETY: the handle is valid and exclusively ours while locked;
-        // sqlite3_get_autocommit only reads the connection's state.
-        #[allow(unsafe_code)]
-        Ok(mut handle) => unsafe {
-            libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) != 0
-        },
-        Err(_) => false,
-    }
+    <Sqlite as sea_orm::sqlx::Database>::TransactionManager::get_transaction_depth(conn) == 0
 }
 
 /// True when the database is shared by many nodes (PostgreSQL), so
