@@ -73,6 +73,17 @@ fn random_below(n: u64) -> u64 {
     u64::from_le_bytes(agentauth::crypto::random_bytes::<8>().unwrap()) % n
 }
 
+/// The token request that redeems `code` for the public client.
+fn redemption<'a>(code: &'a str, verifier: &'a str, client_id: &'a str) -> [(&'a str, &'a str); 5] {
+    [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id),
+    ]
+}
+
 /// `POST /token`: its status and JSON, or None when the connection was
 /// lost (the kill).
 async fn post_token(
@@ -139,13 +150,7 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
             form(
                 &http,
                 &format!("{base}/token"),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("code_verifier", &verifier),
-                    ("redirect_uri", REDIRECT),
-                    ("client_id", &app_id),
-                ],
+                &redemption(&code, &verifier, &app_id),
                 None,
             )
             .await
@@ -247,13 +252,7 @@ async fn kill_9_under_mixed_load_loses_nothing_acknowledged() {
                             let Some((_, body)) = post_token(
                                 &http,
                                 &base,
-                                &[
-                                    ("grant_type", "authorization_code"),
-                                    ("code", &code),
-                                    ("code_verifier", &verifier),
-                                    ("redirect_uri", REDIRECT),
-                                    ("client_id", &app_id),
-                                ],
+                                &redemption(&code, &verifier, &app_id),
                                 None,
                             )
                             .await

@@ -40,6 +40,18 @@ where
     missing
 }
 
+/// What a node serves with its database away: JWKS, metadata, liveness.
+async fn assert_served_from_memory(http: &reqwest::Client, base: &str, when: &str) {
+    for path in [
+        "/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/healthz",
+    ] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} {when}");
+    }
+}
+
 /// A TCP proxy to PostgreSQL that can be cut (listener closed, every
 /// open connection dropped) and restored on the same port.
 struct Proxy {
@@ -207,14 +219,7 @@ async fn postgres_lost_under_load_answers_503_and_recovers_without_restart() {
         waited < Duration::from_secs(8),
         "503 took {waited:?}, beyond the 5 s acquire timeout"
     );
-    for path in [
-        "/jwks.json",
-        "/.well-known/oauth-authorization-server",
-        "/healthz",
-    ] {
-        let r = http.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{path} during the outage");
-    }
+    assert_served_from_memory(&http, &base, "during the outage").await;
     let r = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
@@ -401,14 +406,7 @@ async fn full_disk_answers_503_and_recovers() {
         "the disk never filled ({} acknowledged)",
         acked.len()
     );
-    for path in [
-        "/jwks.json",
-        "/.well-known/oauth-authorization-server",
-        "/healthz",
-    ] {
-        let r = http.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{path} on a full disk");
-    }
+    assert_served_from_memory(&http, &base, "on a full disk").await;
 
     // Space comes back; the same process writes again.
     std::fs::remove_file(&ballast).unwrap();
