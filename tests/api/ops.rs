@@ -66,6 +66,39 @@ async fn unknown_path_is_a_json_404() {
     assert_eq!(r.json()["error"], "not_found");
 }
 
+/// A malformed query string at an HTML page is a 400 page, not axum's
+/// plain-text rejection; the OpenAPI document is served and read-only.
+#[tokio::test]
+async fn malformed_page_queries_are_html_400s_and_openapi_is_served() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    for path in [
+        "/login?return_to=a&return_to=b",
+        "/signup?return_to=a&return_to=b",
+    ] {
+        let r = app.get(path).await;
+        assert!(r.status == 400 || r.status == 404, "{path}: {}", r.status);
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+    }
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/token"]["post"].is_object());
+    let r = app
+        .send(
+            axum::http::Request::post("/openapi.json")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+}
+
 /// Upkeep deletes expired replay rows, revocations, sessions, refresh
 /// tokens and day-old codes, and nothing live.
 async fn purge_removes_only_expired_rows(app: TestApp) {
