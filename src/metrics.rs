@@ -31,6 +31,8 @@ pub struct Metrics {
     /// Handlers that panicked (answered 500 `server_error` by the
     /// catch-panic layer); zero in a healthy server.
     pub panics: Counter,
+    /// Single-use spends batched on PostgreSQL: statements and spends.
+    pub replay_batches: crate::replay_batch::BatchCounters,
 }
 
 impl Default for Metrics {
@@ -64,9 +66,21 @@ impl Default for Metrics {
             "Requests whose handler panicked (answered 500 server_error)",
             panics.clone(),
         );
+        let replay_batches = crate::replay_batch::BatchCounters::default();
+        registry.register(
+            "replay_statements",
+            "Statements that spent single-use values (DPoP and assertion jtis) on PostgreSQL",
+            replay_batches.statements.clone(),
+        );
+        registry.register(
+            "replay_spends",
+            "Single-use values spent on PostgreSQL by those statements",
+            replay_batches.spends.clone(),
+        );
         Self {
             registry,
             panics,
+            replay_batches,
             http_requests,
             http_duration,
             tokens_issued,

@@ -2,19 +2,20 @@
 //! and its `jti` being spent (§11.1).
 //!
 //! On PostgreSQL the spend is a database round trip, which would otherwise
-//! sit in front of every bound token. It runs while the grant works (the
-//! signature above all), and [`Spend::confirm`] waits for it before anything
+//! sit in front of every bound token. The `jti` is queued when the proof is
+//! checked, and [`Spend::confirm`] asks for the answer before anything
 //! leaves the server or changes: [`crate::grants::issue_access_token`]
-//! confirms before it returns a token, which every grant does before its
-//! own writes, and the token endpoint confirms again before it answers. A
-//! replayed proof thus still gets no token, on any node, and changes no
-//! record; it only costs the signature made meanwhile.
+//! confirms once the token is signed, which every grant does before its
+//! own writes, and the token endpoint confirms again before it answers.
+//! Asking only after the signature lets one statement carry every proof
+//! queued meanwhile ([`crate::replay_batch`]). A replayed proof thus still
+//! gets no token, on any node, and changes no record; it only costs the
+//! signature made meanwhile.
 
 use std::sync::Mutex;
 
 use agentauth_resource::dpop::VerifiedProof;
 use tokio::sync::OnceCell;
-use tokio::task::JoinHandle;
 
 use crate::error::{Error, OAuthError};
 use crate::store::StoreError;
@@ -33,11 +34,16 @@ impl std::ops::Deref for CheckedProof {
     }
 }
 
+/// The database's answer, asked for when first awaited (which may send
+/// the batch holding it; see [`crate::replay_batch`]).
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>;
+
 /// Whether this was the first use of the proof's `jti`: known at once, or
 /// still being asked of the database.
 pub struct Spend {
     fresh: OnceCell<bool>,
-    pending: Mutex<Option<JoinHandle<Result<bool, StoreError>>>>,
+    pending: Mutex<Option<Pending>>,
 }
 
 impl Spend {
@@ -48,10 +54,10 @@ impl Spend {
         }
     }
 
-    pub fn pending(task: JoinHandle<Result<bool, StoreError>>) -> Self {
+    pub fn pending(answer: Pending) -> Self {
         Self {
             fresh: OnceCell::new(),
-            pending: Mutex::new(Some(task)),
+            pending: Mutex::new(Some(answer)),
         }
     }
 
@@ -76,11 +82,7 @@ impl Spend {
                         "DPoP replay check did not finish",
                     )));
                 };
-                task.await
-                    .map_err(|_| {
-                        Error::Unavailable(StoreError::unavailable("DPoP replay check stopped"))
-                    })?
-                    .map_err(Error::Unavailable)
+                task.await.map_err(Error::Unavailable)
             })
             .await?;
         if *fresh {

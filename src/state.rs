@@ -158,9 +158,13 @@ impl State {
                 .time_to_live(jti_ttl)
                 .build()
         };
+        let metrics = Metrics::default();
         let dpop_replay = if store::is_shared(&db) {
             DpopReplay::Database {
-                batcher: crate::replay_batch::ReplayBatcher::start(db.clone()),
+                batcher: crate::replay_batch::ReplayBatcher::start(
+                    db.clone(),
+                    metrics.replay_batches.clone(),
+                ),
                 seen: jti_cache(),
             }
         } else {
@@ -221,7 +225,7 @@ impl State {
             document_fetch_limiter: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(config.document_fetches_per_minute).unwrap_or(NonZeroU32::MIN),
             )),
-            metrics: Metrics::default(),
+            metrics,
             dpop_nonces,
             dpop_replay,
             revocations: Default::default(),

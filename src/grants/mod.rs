@@ -381,17 +381,15 @@ pub async fn issue_access_token(
     let signer = keys
         .signer(now)
         .ok_or_else(|| Error::Internal("no active signing key".into()))?;
-    // The signature and the DPoP replay check (a database round trip on
-    // PostgreSQL) run side by side; no token without both.
-    let sign = state.signing.sign(signer, ACCESS_TOKEN_TYP, &claims);
-    let access_token = match req.spend {
-        Some(spend) => {
-            let (signed, spent) = tokio::join!(sign, spend.confirm());
-            spent?;
-            signed?
-        }
-        None => sign.await?,
-    };
+    // The DPoP replay check (a database round trip on PostgreSQL) was
+    // queued when the proof was checked; its answer is asked for once the
+    // token is signed, so that one statement carries every proof queued
+    // meanwhile (`crate::replay_batch`). No token without both.
+    let signed = state.signing.sign(signer, ACCESS_TOKEN_TYP, &claims).await;
+    if let Some(spend) = req.spend {
+        spend.confirm().await?;
+    }
+    let access_token = signed?;
 
     state.metrics.token_issued(req.grant_type);
     state.audit.record(AuditEvent {

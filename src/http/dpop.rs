@@ -103,10 +103,11 @@ pub async fn check_nonce_by(
         // Seen on this node already: a replay, no round trip needed.
         DpopReplay::Database { seen, .. } if seen.contains_key(&key) => Spend::done(false),
         DpopReplay::Database { batcher, seen } => {
-            let (batcher, seen) = (batcher.clone(), seen.clone());
             let expires_at = verified.iat + state.config.dpop_iat_window + 1;
-            Spend::pending(tokio::spawn(async move {
-                let fresh = batcher.use_once(key.clone(), expires_at).await?;
+            let ticket = batcher.enqueue(key.clone(), expires_at)?;
+            let seen = seen.clone();
+            Spend::pending(Box::pin(async move {
+                let fresh = ticket.outcome().await?;
                 if fresh {
                     seen.insert(key, ()).await;
                 }

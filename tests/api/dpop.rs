@@ -455,3 +455,56 @@ async fn dpop_concurrent_replay_has_one_winner(app: TestApp) {
     assert!(statuses.iter().all(|s| *s == 200 || *s == 400));
 }
 both!(dpop_concurrent_replay_has_one_winner);
+
+/// The PostgreSQL replay batcher (`agentauth::replay_batch`): a batch goes
+/// when an answer from it is asked for, all its spends in one statement;
+/// a spend nobody asks about still lands within the linger; and one key
+/// queued twice wins once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_batches_go_when_asked_and_never_lose_a_spend() {
+    use agentauth::replay_batch::{BatchCounters, MAX_LINGER, ReplayBatcher};
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    let counters = BatchCounters::default();
+    // A long linger: only the asking sends the first batch.
+    let batcher = ReplayBatcher::start_with(
+        app.state.db.clone(),
+        counters.clone(),
+        std::time::Duration::from_secs(30),
+    );
+    let exp = app.now() + 120;
+    let key = |i: usize| format!("test-batch:{}:{i}", app.now());
+
+    // Twenty spends queued, one asked for: one statement carries them all,
+    // and the repeated key loses inside the batch.
+    let mut tickets: Vec<_> = (0..20)
+        .map(|i| batcher.enqueue(key(i), exp).unwrap())
+        .collect();
+    let repeated = batcher.enqueue(key(0), exp).unwrap();
+    let last = tickets.pop().unwrap();
+    assert!(last.outcome().await.unwrap());
+    assert_eq!(counters.statements.get(), 1);
+    assert_eq!(counters.spends.get(), 21);
+    for t in tickets {
+        assert!(t.outcome().await.unwrap(), "answered by the same statement");
+    }
+    assert!(!repeated.outcome().await.unwrap(), "one key wins once");
+    assert_eq!(counters.statements.get(), 1);
+
+    // A spend whose answer nobody asks for still goes, after the linger.
+    let counters = BatchCounters::default();
+    let batcher = ReplayBatcher::start(app.state.db.clone(), counters.clone());
+    drop(batcher.enqueue(key(100), exp).unwrap());
+    tokio::time::sleep(MAX_LINGER * 5).await;
+    assert_eq!(counters.statements.get(), 1);
+    assert!(!batcher.use_once(key(100), exp).await.unwrap());
+
+    // Dropping the batcher sends what is queued before it stops.
+    let pending = batcher.enqueue(key(200), exp).unwrap();
+    drop(batcher);
+    assert!(pending.outcome().await.unwrap());
+    let again = ReplayBatcher::start(app.state.db.clone(), BatchCounters::default());
+    assert!(
+        !again.use_once(key(200), exp).await.unwrap(),
+        "it was stored"
+    );
+}
