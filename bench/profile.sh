@@ -76,6 +76,7 @@ PERF_PID=$!
 result=$(WRK_METHOD=$METHOD WRK_BODY=$BODY WRK_AUTH=$AUTH WRK_PROOFS=$TMP/proofs.txt \
   wrk -t2 -c"${CONNS:-64}" -d"$DURATION" --latency -s "$SCRIPT" "http://127.0.0.1:$PORT$URL_PATH" | grep '^RESULT')
 wait "$PERF_PID"
+[ -n "${KEEP:-}" ] && cp "$TMP/perf.data" "$KEEP"
 
 {
   echo "# perf profile: $SCENARIO on $STORE at ${CONNS:-64} connections, $DURATION, $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
