@@ -45,10 +45,7 @@ source bench/lib.sh
 for backend in sqlite postgres; do
   case $backend in
     sqlite) DB="sqlite://$TMP/bridge.db?mode=rwc" ;;
-    postgres)
-      psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null
-      psql -q "$PG_ADMIN" -c "CREATE DATABASE $PG_DB" >/dev/null
-      DB="postgres://postgres@127.0.0.1:5432/$PG_DB" ;;
+    postgres) DB=$(fresh_pg_db "$PG_DB") ;;
   esac
   PORT=18470
   ISSUER="http://127.0.0.1:$PORT"

@@ -55,10 +55,9 @@ source bench/lib.sh
 # CPU seconds of every PostgreSQL process (the pooled backends live for
 # the whole run, so the difference over a row is theirs).
 pg_ticks() {
-  local total=0 pid t
+  local total=0 pid
   for pid in $(pgrep -u postgres); do
-    t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-    total=$((total + t))
+    total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
@@ -69,9 +68,7 @@ for v in $VARIANTS; do
   name=${v%%=*}
   NAMES+=("$name"); BIN[$name]=${v#*=}
   DBNAME[$name]=agentauth_dpop_${name//[^a-z0-9]/_}
-  DB[$name]="postgres://postgres@127.0.0.1:5432/${DBNAME[$name]}"
-  psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS ${DBNAME[$name]}" >/dev/null
-  psql -q "$PG_ADMIN" -c "CREATE DATABASE ${DBNAME[$name]}" >/dev/null
+  DB[$name]=$(fresh_pg_db "${DBNAME[$name]}")
 done
 if [ "$SQLITE" = 1 ]; then
   NAMES+=(sqlite); BIN[sqlite]=${BIN[${NAMES[0]}]}; DB[sqlite]="sqlite://$TMP/agentauth.db?mode=rwc"

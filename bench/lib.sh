@@ -13,6 +13,13 @@ TICK=$(getconf CLK_TCK)
 # Waits until URL answers 2xx (15 s at most).
 wait_up() { for _ in $(seq 1 150); do curl -fs "$1" >/dev/null && return; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
 # A field of the JSON object on stdin.
+# A fresh PostgreSQL database named $1 (dropped first) through $PG_ADMIN;
+# prints its URL.
+fresh_pg_db() {
+  psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $1" >/dev/null
+  psql -q "$PG_ADMIN" -c "CREATE DATABASE $1" >/dev/null
+  echo "postgres://postgres@127.0.0.1:5432/$1"
+}
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 run() { # backend scenario conns method path body auth [lua script]

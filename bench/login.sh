@@ -68,10 +68,7 @@ echo "$POW_LINE"
 for backend in sqlite postgres; do
   case $backend in
     sqlite) DB="sqlite://$TMP/login.db?mode=rwc" ;;
-    postgres)
-      psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null
-      psql -q "$PG_ADMIN" -c "CREATE DATABASE $PG_DB" >/dev/null
-      DB="postgres://postgres@127.0.0.1:5432/$PG_DB" ;;
+    postgres) DB=$(fresh_pg_db "$PG_DB") ;;
   esac
   start "$backend" "$DB" 18490
   for c in $WORKERS; do

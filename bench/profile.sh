@@ -38,12 +38,11 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 case $STORE in
   sqlite) DB="sqlite://$TMP/agentauth.db?mode=rwc" ;;
-  postgres)
-    psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS agentauth_profile" >/dev/null
-    psql -q "$PG_ADMIN" -c "CREATE DATABASE agentauth_profile" >/dev/null
-    DB="postgres://postgres@127.0.0.1:5432/agentauth_profile" ;;
+  postgres) DB=$(fresh_pg_db agentauth_profile) ;;
   *) echo "STORE is sqlite or postgres" >&2; exit 2 ;;
 esac
 client=$("$BIN" client create --database-url "$DB" --name bench --grant-type client_credentials \

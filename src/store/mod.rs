@@ -95,7 +95,7 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> StoreResult<Database
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-        .after_release(|conn, _| Box::pin(async move { Ok(no_open_transaction(conn).await) }))
+        .after_release(|conn, _| Box::pin(std::future::ready(Ok(no_open_transaction(conn)))))
         .connect_with(options)
         .await
         .map_err(sqlx_err)?;
@@ -105,7 +105,7 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> StoreResult<Database
 /// True when sqlx counts no transaction open on `conn`. (No need to ask
 /// SQLite too: a ROLLBACK that succeeds leaves both at zero, and the
 /// failure above is sqlx counting one SQLite no longer has.)
-async fn no_open_transaction(conn: &mut sea_orm::sqlx::SqliteConnection) -> bool {
+fn no_open_transaction(conn: &sea_orm::sqlx::SqliteConnection) -> bool {
     use sea_orm::sqlx::{Sqlite, TransactionManager as _};
     <Sqlite as sea_orm::sqlx::Database>::TransactionManager::get_transaction_depth(conn) == 0
 }
