@@ -508,3 +508,25 @@ async fn replay_batches_go_when_asked_and_never_lose_a_spend() {
         "it was stored"
     );
 }
+
+/// The replay check fails closed: with PostgreSQL gone, a DPoP token
+/// request (whose client is cached, so only the jti spend needs the
+/// database) is a 503 `temporarily_unavailable` with Retry-After, and no
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_replay_store_lost_is_a_503_not_a_token() {
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    let (id, secret) = app.cc_client("read").await;
+    let key = ProofKey::new();
+    assert_eq!(
+        token_with_proofs(&app, &id, &secret, &[&key.proof(&app)])
+            .await
+            .status,
+        200
+    );
+    app.state.db.clone().close().await.unwrap();
+    let r = token_with_proofs(&app, &id, &secret, &[&key.proof(&app)]).await;
+    let body = r.assert_error(503, "temporarily_unavailable");
+    assert!(body.get("access_token").is_none());
+    assert_eq!(r.header("retry-after"), Some("5"));
+}
