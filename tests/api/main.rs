@@ -8,6 +8,11 @@
 mod helpers;
 
 mod agents;
+mod boundary_console_agents;
+mod boundary_federation;
+mod boundary_kill;
+mod boundary_login;
+mod boundary_passport;
 mod bridge;
 mod code_flow;
 mod consent;
