@@ -150,8 +150,10 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
             _ => return Err(DpopError::UseNonce),
         }
     }
-    // §4.3 (11): iat within the window.
-    if (claims.iat - expect.now).abs() > expect.iat_window {
+    // §4.3 (11): iat within the window. `abs_diff` cannot overflow: a
+    // signed proof may carry any i64 (`iat: i64::MIN` once panicked here;
+    // SECURITY.md, DPoP proof arithmetic).
+    if claims.iat.abs_diff(expect.now) > expect.iat_window.unsigned_abs() {
         return Err(Invalid("DPoP proof iat is outside the acceptable window"));
     }
     // §4.3 (12): ath, when an access token comes with the proof.
@@ -195,6 +197,18 @@ fn verify_ed25519(proof: &str, jwk: &Jwk) -> Result<ProofClaims, DpopError> {
         .decode(payload)
         .map_err(|_| invalid.clone())?;
     serde_json::from_slice(&payload).map_err(|_| invalid)
+}
+
+/// How long a spent proof must stay in a replay store (RFC 9449 §11.1):
+/// until the last moment its `iat` is still accepted, `iat + iat_window`,
+/// plus one second, counted from `now`. At most `2 * iat_window + 1`
+/// (a proof dated `iat_window` ahead), never less than one second; a
+/// store whose lifetime is fixed instead forgets proofs that a wider
+/// window still accepts.
+pub fn replay_retention(iat: i64, now: i64, iat_window: i64) -> std::time::Duration {
+    let last = iat.saturating_add(iat_window.saturating_abs());
+    let secs = last.saturating_sub(now).saturating_add(1).max(1);
+    std::time::Duration::from_secs(secs.unsigned_abs())
 }
 
 /// RFC 9449 §4.2 `ath`: base64url(SHA-256(access token)).
@@ -265,6 +279,23 @@ impl NonceKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_retention_follows_the_window() {
+        use std::time::Duration;
+        // A proof dated now stays as long as the window; one dated a
+        // window ahead, twice as long (+1 s).
+        assert_eq!(replay_retention(1000, 1000, 60), Duration::from_secs(61));
+        assert_eq!(replay_retention(1060, 1000, 60), Duration::from_secs(121));
+        assert_eq!(replay_retention(1600, 1000, 600), Duration::from_secs(1201));
+        // Never zero, never an overflow.
+        assert_eq!(replay_retention(0, 1000, 60), Duration::from_secs(1));
+        assert_eq!(
+            replay_retention(i64::MIN, i64::MAX, i64::MIN),
+            Duration::from_secs(1)
+        );
+        assert!(replay_retention(i64::MAX, i64::MIN, i64::MAX) > Duration::from_secs(1));
+    }
 
     #[test]
     fn htu_normalization() {

@@ -81,8 +81,9 @@ pub struct ResourceVerifier<K> {
     /// resource on `exp` and `nbf`, in seconds (default 30).
     pub leeway: i64,
     pub nonces: Option<NonceKey>,
-    /// (jkt, jti) of proofs seen within the window.
-    replay: Cache<String, ()>,
+    /// (jkt, jti) of proofs seen, each kept for as long as `iat_window`
+    /// still accepts it (the value: [`dpop::replay_retention`]).
+    replay: Cache<String, Duration>,
     checked: Option<Cache<[u8; 32], std::sync::Arc<Checked>>>,
 }
 
@@ -97,7 +98,7 @@ impl<K: KeySource> ResourceVerifier<K> {
             nonces: None,
             replay: Cache::builder()
                 .max_capacity(1_000_000)
-                .time_to_live(Duration::from_secs(121))
+                .expire_after(SpentProof)
                 .build(),
             checked: Some(
                 Cache::builder()
@@ -282,14 +283,7 @@ impl<K: KeySource> ResourceVerifier<K> {
                         "the proof key is not the key the token is bound to",
                     ));
                 }
-                let key = format!("{}:{}", proven.jkt, proven.jti);
-                // Serialized per key, so exactly one concurrent use wins
-                // (`or_insert` makes no such promise, moka #545).
-                let spent = self
-                    .replay
-                    .entry(key)
-                    .and_compute_with(|seen| if seen.is_some() { Op::Nop } else { Op::Put(()) });
-                if !matches!(spent, CompResult::Inserted(_)) {
+                if !self.spend(&proven.jkt, &proven.jti, proven.iat, now) {
                     return Err(ResourceError::InvalidDpopProof(
                         "DPoP proof jti was already used",
                     ));
@@ -297,6 +291,43 @@ impl<K: KeySource> ResourceVerifier<K> {
                 Ok(verified)
             }
         }
+    }
+}
+
+/// A spent proof stays in the replay store for the retention it was
+/// stored with: derived from `iat_window` when it was spent, so that a
+/// resource that widens the window keeps proofs for all of it
+/// (SECURITY.md, DPoP proof replay).
+struct SpentProof;
+
+impl moka::Expiry<String, Duration> for SpentProof {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        retention: &Duration,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(*retention)
+    }
+}
+
+impl<K> ResourceVerifier<K> {
+    /// RFC 9449 §11.1: spends the proof `(jkt, jti)`; `false` when it was
+    /// spent before. Serialized per key, so exactly one concurrent use wins
+    /// (`or_insert` makes no such promise, moka #545).
+    fn spend(&self, jkt: &str, jti: &str, iat: i64, now: i64) -> bool {
+        let retention = dpop::replay_retention(iat, now, self.iat_window);
+        let spent = self
+            .replay
+            .entry(format!("{jkt}:{jti}"))
+            .and_compute_with(|seen| {
+                if seen.is_some() {
+                    Op::Nop
+                } else {
+                    Op::Put(retention)
+                }
+            });
+        matches!(spent, CompResult::Inserted(_))
     }
 }
 
@@ -506,6 +537,33 @@ impl axum::response::IntoResponse for ResourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 28 item 13: the replay store's lifetime follows `iat_window`
+    /// (it was fixed at 121 s). Moka's clock cannot be injected, so this
+    /// waits: a 0 s window keeps a proof 1 s, a 600 s window keeps it on.
+    #[test]
+    fn replay_store_lifetime_follows_the_iat_window() {
+        let now = 1_800_000_000;
+        let mut narrow = ResourceVerifier::new("i", "a", crate::StaticKeys::default());
+        narrow.iat_window = 0;
+        let mut wide = ResourceVerifier::new("i", "a", crate::StaticKeys::default());
+        wide.iat_window = 600;
+        assert!(narrow.spend("k", "j", now, now));
+        assert!(wide.spend("k", "j", now + 600, now));
+        assert!(!narrow.spend("k", "j", now, now), "a replay is refused");
+        assert!(!wide.spend("k", "j", now + 600, now), "a replay is refused");
+        std::thread::sleep(Duration::from_millis(1600));
+        narrow.replay.run_pending_tasks();
+        wide.replay.run_pending_tasks();
+        assert!(
+            !narrow.replay.contains_key("k:j"),
+            "a 0 s window keeps a proof for 1 s"
+        );
+        assert!(
+            wide.replay.contains_key("k:j"),
+            "a 600 s window keeps a proof dated 600 s ahead for 1201 s"
+        );
+    }
 
     fn headers(c: &Challenge) -> Vec<String> {
         c.www_authenticate
