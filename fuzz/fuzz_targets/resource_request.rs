@@ -19,8 +19,11 @@ fuzz_target!(|data: &[u8]| {
             key: DecodingKey::from_ec_der(&fixed_key().public),
         },
     );
-    let verifier =
-        ResourceVerifier::new(ISSUER, "https://mcp.example.com/mcp", keys).without_token_cache();
+    // Half the runs at a resource that accepts passports, so that their
+    // path is fuzzed too.
+    let verifier = ResourceVerifier::new(ISSUER, "https://mcp.example.com/mcp", keys)
+        .without_token_cache()
+        .accept_passports(data.get(1).is_some_and(|b| b % 2 == 0));
     let mut headers = HeaderMap::new();
     let (Ok(authorization), Ok(dpop)) = (
         HeaderValue::from_bytes(authorization),

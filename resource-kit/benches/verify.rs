@@ -98,8 +98,11 @@ fn bench(c: &mut Criterion) {
                "agent_name": "deployer", "cnf": {"jkt": jkt}, "aud": RESOURCE, "scope": "tools:read", "jti": "pp1", "iat": NOW, "exp": NOW + 3600}),
     );
 
-    let verifier = ResourceVerifier::new(ISSUER, RESOURCE, keys.clone());
-    let cold = ResourceVerifier::new(ISSUER, RESOURCE, keys.clone()).without_token_cache();
+    // Passports are refused unless a resource accepts them.
+    let verifier = ResourceVerifier::new(ISSUER, RESOURCE, keys.clone()).accept_passports(true);
+    let cold = ResourceVerifier::new(ISSUER, RESOURCE, keys.clone())
+        .without_token_cache()
+        .accept_passports(true);
     let mut group = c.benchmark_group("resource_kit");
     group.throughput(Throughput::Elements(1));
 

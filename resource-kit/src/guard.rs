@@ -77,6 +77,31 @@ impl Guard {
         }
     }
 
+    /// Accept agent passports naming this resource (default: refused; see
+    /// [`ResourceVerifier::accept_passports`]). A passport's [`Caller`] has
+    /// `kind` [`TokenKind::Passport`], the agent's identity, and no scope
+    /// unless [`Self::passport_scopes`] grants some. In introspection mode
+    /// a passport is also checked live, like a token.
+    pub fn accept_passports(self, accept: bool) -> Self {
+        Self {
+            verifier: self.verifier.accept_passports(accept),
+            ..self
+        }
+    }
+
+    /// This resource's policy for accepted passports: the scopes an
+    /// agent's identity (`PassportClaims`: agent, owner, name, key) may
+    /// use here; see [`ResourceVerifier::passport_scopes`].
+    pub fn passport_scopes(
+        self,
+        policy: impl Fn(&crate::claims::PassportClaims) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            verifier: self.verifier.passport_scopes(policy),
+            ..self
+        }
+    }
+
     /// Introspection mode: every token that passes the local checks is
     /// also checked live at the authorization server (cached briefly), so
     /// revocation and the agent kill switch bite here at once.
@@ -147,7 +172,9 @@ impl IntoResponse for Refusal {
 
 /// The verified caller of a request: subject, client, agent, owner,
 /// scopes and the `act` chain, in `claims`; `kind` says whether it came
-/// with an access token or an agent passport.
+/// with an access token or an agent passport (only where the guard
+/// accepts passports; a passport's scopes are the guard's
+/// [`Guard::passport_scopes`] policy's, none by default).
 #[derive(Clone)]
 pub struct Caller {
     pub claims: AccessTokenClaims,
@@ -491,71 +518,254 @@ mod tests {
         );
     }
 
-    /// A passport reaches handlers through the same call, as the agent;
-    /// it is refused as a bearer token, and for another site.
-    #[tokio::test]
-    async fn passports_are_verified_by_the_same_call() {
-        let (signing, keys) = es256();
-        let metadata = ProtectedResourceMetadata::new(
-            "https://mcp.example.com/mcp",
-            "https://auth.example.com",
-        );
-        let guard = Guard::new(&metadata, Arc::new(keys));
-        let now = i64::try_from(
+    fn unix_now() -> i64 {
+        i64::try_from(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs(),
         )
-        .unwrap();
-        let proof_key = ProofKey::new();
-        let passport = |aud: serde_json::Value| {
-            sign(
-                &signing,
-                "agent-passport+jwt",
-                json!({"iss": "https://auth.example.com", "sub": "agent-x", "aud": aud, "owner": "u1",
-                       "agent_name": "builder", "scope": "mcp", "cnf": {"jkt": proof_key.jkt()},
-                       "jti": "p1", "iat": now, "exp": now + 300, "agent_id": "agent-x"}),
-            )
-        };
-        let request = |scheme: &str, token: &str| {
-            let mut headers = http::HeaderMap::new();
-            headers.insert(
-                "authorization",
-                format!("{scheme} {token}").parse().unwrap(),
-            );
-            headers.insert(
-                "dpop",
-                proof_key
-                    .proof("POST", "https://mcp.example.com/mcp", Some(token), now)
-                    .parse()
-                    .unwrap(),
-            );
-            headers
-        };
-        let token = passport(json!("https://mcp.example.com/mcp"));
-        let v = guard
-            .verifier
-            .verify_request("POST", &guard.url, &request("DPoP", &token), now)
-            .unwrap();
-        assert_eq!(v.kind, crate::verifier::TokenKind::Passport);
-        assert_eq!(v.claims.agent_id.as_deref(), Some("agent-x"));
-        assert_eq!(v.claims.owner.as_deref(), Some("u1"));
-        assert_eq!(v.claims.extra["agent_name"], "builder");
+        .unwrap()
+    }
+
+    const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+    /// A passport of agent-x (owner u1, scope `mcp` at the issuer), bound
+    /// to `key`, naming `aud` (`Value::Null`: no `aud` at all).
+    fn passport(signing: &EncodingKey, key: &ProofKey, aud: serde_json::Value) -> String {
+        let now = unix_now();
+        let mut claims = json!({"iss": "https://auth.example.com", "sub": "agent-x", "owner": "u1",
+               "agent_name": "builder", "scope": "mcp", "cnf": {"jkt": key.jkt()},
+               "jti": format!("p-{aud}"), "iat": now, "exp": now + 300, "agent_id": "agent-x"});
+        if !aud.is_null() {
+            claims["aud"] = aud;
+        }
+        sign(signing, "agent-passport+jwt", claims)
+    }
+
+    /// `Authorization: <scheme> <token>` and a fresh DPoP proof by `key`
+    /// for POST to the resource.
+    fn passport_request(scheme: &str, token: &str, key: &ProofKey) -> http::request::Parts {
+        http::Request::post(RESOURCE)
+            .header("authorization", format!("{scheme} {token}"))
+            .header("dpop", key.proof("POST", RESOURCE, Some(token), unix_now()))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn refusal(guard: &Guard, error: &ResourceError) -> (u16, Vec<String>) {
+        let r = guard.reject(error);
+        let challenges = r
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        (r.status().as_u16(), challenges)
+    }
+
+    fn guard(keys: StaticKeys) -> Guard {
+        let mut metadata = ProtectedResourceMetadata::new(RESOURCE, "https://auth.example.com");
+        metadata.scopes_supported = vec!["mcp".into()];
+        Guard::new(&metadata, Arc::new(keys))
+    }
+
+    /// SECURITY.md, "Passport used as an access token": by default a
+    /// passport is refused whatever it names and however it is presented
+    /// (with its DPoP proof, or as a bearer token), with an RFC 6750
+    /// `invalid_token` challenge.
+    #[tokio::test]
+    async fn passports_are_refused_unless_the_resource_accepts_them() {
+        let (signing, keys) = es256();
+        let guard = guard(keys);
+        assert!(!guard.verifier.accepts_passports());
+        let key = ProofKey::new();
+        for aud in [json!(RESOURCE), json!([RESOURCE]), serde_json::Value::Null] {
+            let token = passport(&signing, &key, aud.clone());
+            for scheme in ["DPoP", "Bearer"] {
+                let err = guard
+                    .check(&passport_request(scheme, &token, &key))
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("accepted {aud} with {scheme}"));
+                assert_eq!(err, crate::verifier::PASSPORTS_REFUSED, "{aud}");
+                let (status, challenges) = refusal(&guard, &err);
+                assert_eq!(status, 401);
+                assert!(
+                    challenges[0].starts_with(r#"Bearer error="invalid_token""#),
+                    "{challenges:?}"
+                );
+                assert!(
+                    challenges[1].starts_with(r#"DPoP error="invalid_token""#),
+                    "{challenges:?}"
+                );
+            }
+        }
+    }
+
+    /// Opted in, a passport must name this resource in `aud` (another
+    /// site, or none, is refused), is DPoP-bound as ever, and reaches the
+    /// handler as the agent with no scope: its own `scope` claim is not a
+    /// grant here, so a route that needs `mcp` answers 403.
+    #[tokio::test]
+    async fn accepted_passports_name_this_resource_and_carry_no_scope() {
+        let (signing, keys) = es256();
+        let guard = Arc::new(guard(keys).accept_passports(true));
+        let key = ProofKey::new();
+        for (aud, why) in [
+            (
+                json!("https://other.example.com/"),
+                "the passport is for another site",
+            ),
+            (
+                json!(["https://other.example.com/", "https://mcp.example.com/mcp/"]),
+                "the passport is for another site",
+            ),
+            (
+                serde_json::Value::Null,
+                "the passport names no site; ask for one whose audience is this resource",
+            ),
+        ] {
+            let token = passport(&signing, &key, aud.clone());
+            let err = guard
+                .check(&passport_request("DPoP", &token, &key))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("accepted {aud}"));
+            assert_eq!(err, ResourceError::InvalidToken(why), "{aud}");
+            assert_eq!(refusal(&guard, &err).0, 401);
+        }
+
+        let token = passport(&signing, &key, json!(RESOURCE));
+        // The key binding still holds: another key's proof, or none.
+        let other = ProofKey::new();
         let err = guard
-            .verifier
-            .verify_request("POST", &guard.url, &request("Bearer", &token), now)
-            .unwrap_err();
-        assert!(matches!(err, ResourceError::InvalidToken(_)), "{err:?}");
-        let elsewhere = passport(json!("https://other.example.com/"));
-        let err = guard
-            .verifier
-            .verify_request("POST", &guard.url, &request("DPoP", &elsewhere), now)
+            .check(&passport_request("DPoP", &token, &other))
+            .await
             .unwrap_err();
         assert_eq!(
             err,
-            ResourceError::InvalidToken("the passport is for another site")
+            ResourceError::InvalidDpopProof("the proof key is not the key the token is bound to")
         );
+        let err = guard
+            .check(&passport_request("Bearer", &token, &key))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ResourceError::InvalidToken(_)), "{err:?}");
+
+        let v = guard
+            .check(&passport_request("DPoP", &token, &key))
+            .await
+            .unwrap();
+        assert_eq!(v.kind, TokenKind::Passport);
+        assert_eq!(v.claims.agent_id.as_deref(), Some("agent-x"));
+        assert_eq!(v.claims.owner.as_deref(), Some("u1"));
+        assert_eq!(v.claims.extra["agent_name"], "builder");
+        assert_eq!(v.claims.cnf.as_ref().unwrap().jkt, key.jkt());
+        assert_eq!(v.claims.scope, None);
+        let caller = Caller {
+            claims: v.claims,
+            kind: v.kind,
+            guard: guard.clone(),
+        };
+        let r = caller.require(&["mcp"]).err().unwrap().into_response();
+        assert_eq!(r.status(), 403);
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains(r#"error="insufficient_scope""#)
+        );
+    }
+
+    /// The resource's own policy maps an identity to scopes: the agents
+    /// of owner u1 may use `mcp` here, anyone else nothing.
+    #[tokio::test]
+    async fn passport_scopes_come_from_the_resources_policy() {
+        let (signing, keys) = es256();
+        let guard =
+            guard(keys)
+                .accept_passports(true)
+                .passport_scopes(|p| match p.owner.as_str() {
+                    "u1" => vec!["mcp".to_string()],
+                    _ => Vec::new(),
+                });
+        let key = ProofKey::new();
+        let token = passport(&signing, &key, json!(RESOURCE));
+        let v = guard
+            .check(&passport_request("DPoP", &token, &key))
+            .await
+            .unwrap();
+        assert_eq!(v.claims.scope.as_deref(), Some("mcp"));
+
+        let now = unix_now();
+        let stranger = sign(
+            &signing,
+            "agent-passport+jwt",
+            json!({"iss": "https://auth.example.com", "sub": "agent-y", "owner": "u2", "aud": RESOURCE,
+                   "agent_name": "other", "scope": "mcp", "cnf": {"jkt": key.jkt()},
+                   "jti": "p-y", "iat": now, "exp": now + 300, "agent_id": "agent-y"}),
+        );
+        let v = guard
+            .check(&passport_request("DPoP", &stranger, &key))
+            .await
+            .unwrap();
+        assert_eq!(v.claims.scope, None);
+    }
+
+    /// Introspection mode: the authorization server answers a passport
+    /// that names this resource as active (RFC 7662, `token_type` the
+    /// passport's), and the kit still refuses it unless it accepts
+    /// passports, and then only for this resource and with no scope.
+    #[cfg(feature = "remote")]
+    #[tokio::test]
+    async fn introspection_mode_refuses_passports_the_same_way() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/introspect", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/introspect",
+            axum::routing::post(|| async {
+                json!({"active": true, "token_type": "urn:agentauth:params:token-type:passport",
+                       "scope": "mcp", "agent_id": "agent-x"})
+                .to_string()
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let introspector =
+            || crate::introspection::Introspector::new(endpoint.clone(), "rs", "secret").unwrap();
+        let (signing, keys) = es256();
+        let key = ProofKey::new();
+        let here = passport(&signing, &key, json!(RESOURCE));
+
+        let refusing = guard(keys.clone()).with_introspection(introspector());
+        let err = refusing
+            .check(&passport_request("DPoP", &here, &key))
+            .await
+            .unwrap_err();
+        assert_eq!(err, crate::verifier::PASSPORTS_REFUSED);
+
+        let accepting = guard(keys)
+            .accept_passports(true)
+            .with_introspection(introspector());
+        let v = accepting
+            .check(&passport_request("DPoP", &here, &key))
+            .await
+            .unwrap();
+        assert_eq!(v.kind, TokenKind::Passport);
+        assert_eq!(v.claims.scope, None);
+        for aud in [json!("https://other.example.com/"), serde_json::Value::Null] {
+            let token = passport(&signing, &key, aud.clone());
+            let err = accepting
+                .check(&passport_request("DPoP", &token, &key))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ResourceError::InvalidToken(_)),
+                "{aud}: {err:?}"
+            );
+        }
     }
 
     struct ProofKey {
@@ -589,7 +799,9 @@ mod tests {
             use base64::Engine as _;
             let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
             let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
-            let mut claims = json!({"jti": format!("{iat}-{htm}-{}", token.map_or(0, str::len)),
+            let mut jti = [0u8; 16];
+            aws_lc_rs::rand::SecureRandom::fill(&SystemRandom::new(), &mut jti).unwrap();
+            let mut claims = json!({"jti": b64(&jti),
                                     "htm": htm, "htu": htu, "iat": iat});
             if let Some(t) = token {
                 claims["ath"] = crate::dpop::ath(t).into();

@@ -4,14 +4,39 @@
 //!
 //! Keys come from any [`KeySource`]: a [`crate::StaticKeys`] read from a
 //! JWKS, or the authorization server's own key ring.
+//!
+//! # Agent passports
+//!
+//! An agent passport (`typ: agent-passport+jwt`) says who an agent is
+//! ("agent X of owner Y, holding key K"); it is not an access token, and
+//! a verifier refuses it (401 `invalid_token`) unless the resource opts in
+//! with [`ResourceVerifier::accept_passports`]. Opted in, it takes only a
+//! passport whose `aud` names this resource (one with no `aud` is
+//! refused), proven by a DPoP proof of its `cnf.jkt` key, and grants
+//! **no scope** by itself: the resource's own policy
+//! ([`ResourceVerifier::passport_scopes`]) decides what an identity may
+//! do. See SECURITY.md, "Passport used as an access token".
+//!
+//! ```
+//! use agentauth_resource::{ResourceVerifier, StaticKeys};
+//! let verifier = ResourceVerifier::new("https://auth.example.com", "https://mcp.example.com/mcp", StaticKeys::default())
+//!     .accept_passports(true)
+//!     // The agents of one owner may read; nobody else gets a scope.
+//!     .passport_scopes(|passport| match passport.owner.as_str() {
+//!         "user-42" => vec!["tools:read".to_string()],
+//!         _ => Vec::new(),
+//!     });
+//! assert!(verifier.accepts_passports());
+//! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
-use crate::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, PASSPORT_TYP, PassportClaims};
+use crate::claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, PASSPORT_TYP, PassportClaims};
 use crate::dpop::{self, DPOP_ALGS, DpopError, Expectations, NonceKey};
 use crate::jwt::{KeySource, VerifyError, verify_jwt};
 
@@ -38,13 +63,18 @@ pub enum TokenKind {
     /// An RFC 9068 access token (`typ: at+jwt`), possibly delegated
     /// (`act`).
     Access,
-    /// An agent passport (`typ: agent-passport+jwt`), always DPoP-bound.
+    /// An agent passport (`typ: agent-passport+jwt`), always DPoP-bound;
+    /// only where the resource accepts passports
+    /// ([`ResourceVerifier::accept_passports`]).
     Passport,
 }
 
-/// A verified request: the caller's claims (a passport's read as an
-/// access token's: `sub`, `client_id` and `agent_id` name the agent,
-/// `owner` its owner, `extra["agent_name"]` its name) and their kind.
+/// A verified request: the caller's claims and their kind. A passport's
+/// are read as an access token's: `sub`, `client_id` and `agent_id` name
+/// the agent, `owner` its owner, `extra["agent_name"]` its name, `cnf`
+/// its key, `aud` its sites; `scope` is what the resource's
+/// [`ResourceVerifier::passport_scopes`] policy grants (none without
+/// one), never the passport's own `scope` claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub claims: AccessTokenClaims,
@@ -54,11 +84,20 @@ pub struct Verified {
 /// Signature-checked tokens, by SHA-256 of the token: a resource sees the
 /// same token many times, and a signature check costs 30-100 µs. An entry
 /// is used only while the key that signed it is still published.
-#[derive(Clone)]
 struct Checked {
-    verified: Verified,
+    token: Token,
     kid: String,
 }
+
+/// A signature-checked token, as signed.
+enum Token {
+    Access(AccessTokenClaims),
+    Passport(PassportClaims),
+}
+
+/// A resource's policy for passports: the scopes an agent's identity is
+/// granted here (see [`ResourceVerifier::passport_scopes`]).
+pub type PassportScopes = dyn Fn(&PassportClaims) -> Vec<String> + Send + Sync;
 
 /// What every challenge of one resource also says (RFC 9728 §5.1): where
 /// its protected resource metadata is, and the scopes a token needs.
@@ -84,7 +123,9 @@ pub struct ResourceVerifier<K> {
     /// (jkt, jti) of proofs seen, each kept for as long as `iat_window`
     /// still accepts it (the value: [`dpop::replay_retention`]).
     replay: Cache<String, Duration>,
-    checked: Option<Cache<[u8; 32], std::sync::Arc<Checked>>>,
+    checked: Option<Cache<[u8; 32], Arc<Checked>>>,
+    accept_passports: bool,
+    passport_scopes: Option<Arc<PassportScopes>>,
 }
 
 impl<K: KeySource> ResourceVerifier<K> {
@@ -106,7 +147,46 @@ impl<K: KeySource> ResourceVerifier<K> {
                     .time_to_live(Duration::from_secs(300))
                     .build(),
             ),
+            accept_passports: false,
+            passport_scopes: None,
         }
+    }
+
+    /// Whether agent passports are accepted here as a caller's credential
+    /// (default: no, they are refused with 401 `invalid_token` like any
+    /// token that is not an access token, RFC 8725 §3.11). Turn it on only
+    /// for a resource whose handlers look at who the agent is
+    /// ([`Verified::kind`] is [`TokenKind::Passport`]); a passport is
+    /// accepted only when its `aud` names this resource (the
+    /// authorization server issues such passports only for a resource
+    /// whose registry entry says `accept_passports = true`), with a DPoP
+    /// proof of its key, and grants no scope unless
+    /// [`Self::passport_scopes`] maps the identity to some.
+    pub fn accept_passports(mut self, accept: bool) -> Self {
+        self.accept_passports = accept;
+        self
+    }
+
+    /// Whether [`Self::accept_passports`] is on.
+    pub fn accepts_passports(&self) -> bool {
+        self.accept_passports
+    }
+
+    /// The resource's policy for accepted passports: the scopes the agent
+    /// (its `sub`/`agent_id`, `owner`, `agent_name`, `cnf` key) may use
+    /// here, asked on every request (so it may read a table that
+    /// changes). Without one a passport carries no scope, and routes that
+    /// [`require_scopes`] answer 403 `insufficient_scope`. The passport's
+    /// own `scope` claim is the agent's standing at the issuer, not a grant
+    /// by this resource: copying it would make the passport an access
+    /// token for every resource at once. Has no effect unless
+    /// [`Self::accept_passports`] is on.
+    pub fn passport_scopes(
+        mut self,
+        policy: impl Fn(&PassportClaims) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.passport_scopes = Some(Arc::new(policy));
+        self
     }
 
     /// Checks every token's signature on every request (no cache of
@@ -117,7 +197,8 @@ impl<K: KeySource> ResourceVerifier<K> {
     }
 
     /// The token's claims after the signature check (cached) and the
-    /// issuer, audience and time checks (never cached).
+    /// issuer, audience and time checks (never cached). A passport is
+    /// refused before any cryptography unless passports are accepted.
     fn token(&self, token: &str, now: i64) -> Result<Verified, ResourceError> {
         let invalid = || ResourceError::InvalidToken("the access token is invalid");
         let cache = self
@@ -142,35 +223,34 @@ impl<K: KeySource> ResourceVerifier<K> {
                             && typ[12..].eq_ignore_ascii_case(want)
                 };
                 let key_for = |kid: &str| self.keys.key(kid);
-                let verified = if is(PASSPORT_TYP) {
-                    let p: PassportClaims = verify_jwt(token, PASSPORT_TYP, key_for)
-                        .map_err(|_: VerifyError| invalid())?;
-                    // A passport names the site it is for, or none (then
-                    // its DPoP proof's `htu` is what binds it here).
-                    if p.aud.as_ref().is_some_and(|a| !a.contains(&self.audience)) {
-                        return Err(ResourceError::InvalidToken(
-                            "the passport is for another site",
-                        ));
+                let token = if is(PASSPORT_TYP) {
+                    if !self.accept_passports {
+                        return Err(PASSPORTS_REFUSED);
                     }
-                    Verified {
-                        kind: TokenKind::Passport,
-                        claims: passport_as_access(p, &self.audience),
-                    }
+                    Token::Passport(
+                        verify_jwt(token, PASSPORT_TYP, key_for)
+                            .map_err(|_: VerifyError| invalid())?,
+                    )
                 } else {
-                    Verified {
-                        kind: TokenKind::Access,
-                        claims: verify_jwt(token, ACCESS_TOKEN_TYP, key_for)
-                            .map_err(|_| invalid())?,
-                    }
+                    Token::Access(
+                        verify_jwt(token, ACCESS_TOKEN_TYP, key_for).map_err(|_| invalid())?,
+                    )
                 };
-                let checked = std::sync::Arc::new(Checked { verified, kid });
+                let checked = Arc::new(Checked { token, kid });
                 if let Some((cache, digest)) = cache {
                     cache.insert(digest, checked.clone());
                 }
                 checked
             }
         };
-        let claims = &checked.verified.claims;
+        let verified = match &checked.token {
+            Token::Access(claims) => Verified {
+                claims: claims.clone(),
+                kind: TokenKind::Access,
+            },
+            Token::Passport(passport) => self.passport(passport)?,
+        };
+        let claims = &verified.claims;
         if claims.iss != self.issuer {
             return Err(ResourceError::InvalidToken(
                 "the access token is from another issuer",
@@ -192,7 +272,59 @@ impl<K: KeySource> ResourceVerifier<K> {
                 "the access token is not valid yet",
             ));
         }
-        Ok(checked.verified.clone())
+        Ok(verified)
+    }
+
+    /// An accepted passport's claims in the access-token shape handlers
+    /// read: only one whose `aud` names this resource, with the scopes of
+    /// this resource's policy and none of its own.
+    fn passport(&self, p: &PassportClaims) -> Result<Verified, ResourceError> {
+        if !self.accept_passports {
+            return Err(PASSPORTS_REFUSED);
+        }
+        let aud = match &p.aud {
+            Some(aud) if aud.contains(&self.audience) => aud.clone(),
+            Some(_) => {
+                return Err(ResourceError::InvalidToken(
+                    "the passport is for another site",
+                ));
+            }
+            None => {
+                return Err(ResourceError::InvalidToken(
+                    "the passport names no site; ask for one whose audience is this resource",
+                ));
+            }
+        };
+        let scopes: Vec<String> = self
+            .passport_scopes
+            .as_ref()
+            .map(|policy| policy(p))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut extra = serde_json::Map::new();
+        extra.insert("agent_name".into(), p.agent_name.clone().into());
+        Ok(Verified {
+            kind: TokenKind::Passport,
+            claims: AccessTokenClaims {
+                iss: p.iss.clone(),
+                aud,
+                client_id: p.sub.clone(),
+                sub: p.sub.clone(),
+                scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+                jti: p.jti.clone(),
+                iat: p.iat,
+                exp: p.exp,
+                nbf: None,
+                cnf: Some(p.cnf.clone()),
+                act: None,
+                may_act: None,
+                agent_id: Some(p.agent_id.clone()),
+                owner: Some(p.owner.clone()),
+                extra,
+            },
+        })
     }
 
     /// RFC 6750 §2.1 / RFC 9449 §7.1: the token from `Authorization`, then
@@ -355,28 +487,10 @@ pub fn bearer_or_dpop(headers: &HeaderMap) -> Result<(&str, bool), ResourceError
     Ok((token.trim(), dpop_scheme))
 }
 
-/// A passport's claims in the access-token shape handlers read.
-fn passport_as_access(p: PassportClaims, audience: &str) -> AccessTokenClaims {
-    let mut extra = serde_json::Map::new();
-    extra.insert("agent_name".into(), p.agent_name.into());
-    AccessTokenClaims {
-        iss: p.iss,
-        aud: Audience::One(audience.to_string()),
-        client_id: p.sub.clone(),
-        sub: p.sub,
-        scope: p.scope,
-        jti: p.jti,
-        iat: p.iat,
-        exp: p.exp,
-        nbf: None,
-        cnf: Some(p.cnf),
-        act: None,
-        may_act: None,
-        agent_id: Some(p.agent_id),
-        owner: Some(p.owner),
-        extra,
-    }
-}
+/// A passport where passports are not accepted (SECURITY.md, "Passport
+/// used as an access token").
+pub(crate) const PASSPORTS_REFUSED: ResourceError =
+    ResourceError::InvalidToken("an agent passport is not an access token at this resource");
 
 /// An HTTP status with the `WWW-Authenticate` challenges and the
 /// `DPoP-Nonce` that go with it.
