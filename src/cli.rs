@@ -51,6 +51,7 @@ fn print_resources(args: &ServeArgs) -> anyhow::Result<()> {
             "scopes": r.scopes.as_ref().map(|s| s.iter().collect::<Vec<_>>()),
             "client_credentials": r.client_credentials,
             "dpop_bound_access_tokens_required": r.dpop_required,
+            "accept_passports": r.accept_passports,
         })
     };
     let out = json!({

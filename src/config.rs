@@ -147,9 +147,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: u32,
 
-    /// Agent passport lifetime in seconds (60 to 86400).
-    #[arg(long, env = "AGENTAUTH_PASSPORT_TTL", default_value_t = 3600)]
-    pub passport_ttl: u32,
+    /// Agent passport lifetime in seconds (60 to 86400); default: the
+    /// access-token lifetime. Resources that verify offline accept a
+    /// passport until it expires, even after its agent is disabled.
+    #[arg(long, env = "AGENTAUTH_PASSPORT_TTL")]
+    pub passport_ttl: Option<u32>,
 
     /// Proof-of-work login: how long a login request waits for its agent,
     /// in seconds (30 to 3600).
@@ -349,7 +351,7 @@ impl Default for ServeArgs {
             issuer: "http://127.0.0.1:8080".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             access_token_ttl: 900,
-            passport_ttl: 3600,
+            passport_ttl: None,
             login_request_ttl: 300,
             pow_difficulty: 15,
             login_poll_interval: 5,
@@ -669,7 +671,11 @@ impl Config {
             listen: args.listen,
             access_token_ttl: i64::from(args.access_token_ttl),
             refresh_token_ttl: i64::from(args.refresh_token_ttl.max(60)),
-            passport_ttl: i64::from(args.passport_ttl.clamp(60, 86_400)),
+            passport_ttl: i64::from(
+                args.passport_ttl
+                    .unwrap_or(args.access_token_ttl)
+                    .clamp(60, 86_400),
+            ),
             login_request_ttl: i64::from(args.login_request_ttl.clamp(30, 3600)),
             pow_difficulty: args.pow_difficulty.clamp(8, 32),
             login_poll_interval: i32::try_from(args.login_poll_interval.clamp(1, 60)).unwrap_or(5),

@@ -31,6 +31,11 @@ pub struct Resource {
     /// RFC 9728 `dpop_bound_access_tokens_required`: its tokens are issued
     /// only DPoP-bound.
     pub dpop_required: bool,
+    /// Whether an agent may get a passport naming it (`aud`): only for a
+    /// resource that verifies passports itself (the kit's
+    /// `accept_passports`). Off by default: a passport is an identity, not
+    /// an access token (SECURITY.md, "Passport used as an access token").
+    pub accept_passports: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -84,6 +89,8 @@ struct FileEntry {
     client_credentials: Option<Vec<ClientKind>>,
     #[serde(default)]
     dpop_bound_access_tokens_required: bool,
+    #[serde(default)]
+    accept_passports: bool,
 }
 
 /// What the registry is built from.
@@ -137,6 +144,7 @@ impl ResourceRegistry {
                 scopes: sources.scopes.cloned(),
                 client_credentials: default_client_credentials.clone(),
                 dpop_required: false,
+                accept_passports: false,
             },
             open: sources.open || file.open_resources,
             default_client_credentials,
@@ -158,6 +166,7 @@ impl ResourceRegistry {
                     .client_credentials
                     .unwrap_or_else(|| registry.default_client_credentials.clone()),
                 dpop_required: entry.dpop_bound_access_tokens_required,
+                accept_passports: entry.accept_passports,
                 uri: entry.uri,
             })?;
         }
@@ -173,6 +182,7 @@ impl ResourceRegistry {
                 scopes: sources.scopes.cloned(),
                 client_credentials: registry.default_client_credentials.clone(),
                 dpop_required: false,
+                accept_passports: false,
             })?;
         }
         Ok(registry)
@@ -248,6 +258,14 @@ impl ResourceRegistry {
     /// The registered resource `uri` names (in any spelling).
     pub fn get(&self, uri: &str) -> Option<&Resource> {
         self.by_key.get(&key(uri))
+    }
+
+    /// The resource `uri` names for a passport's `aud`: a registered one,
+    /// or the default audience (which a token with no `resource` is for,
+    /// registered or not). `None`: not a resource of this server.
+    pub fn passport_target(&self, uri: &str) -> Option<&Resource> {
+        self.get(uri)
+            .or_else(|| same_resource(uri, &self.default.uri).then_some(&self.default))
     }
 
     /// The resources a request names, as registered. Unregistered ones are
@@ -486,6 +504,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!(bare.scopes_supported(), None);
+    }
+
+    /// A passport may name a resource only where its entry says so; the
+    /// default audience is a resource too (SECURITY.md, "Passport used as
+    /// an access token").
+    #[test]
+    fn passports_only_for_resources_that_accept_them() {
+        let r = registry(
+            &format!(
+                "{FILE}\n[[resource]]\nuri = \"https://agents.example/api\"\naccept_passports = true\n"
+            ),
+            false,
+        );
+        let accepts = |uri: &str| r.passport_target(uri).map(|res| res.accept_passports);
+        assert_eq!(accepts("https://AGENTS.example/api"), Some(true));
+        assert_eq!(accepts("https://mcp.example.com/"), Some(false));
+        assert_eq!(accepts("https://quick.example/mcp"), Some(false));
+        assert_eq!(accepts("https://as.example"), Some(false));
+        assert_eq!(accepts("https://as.example/"), Some(false));
+        assert_eq!(accepts("https://site.example/"), None);
+        assert_eq!(accepts("https://as.example/agents/agent-abc"), None);
     }
 
     #[test]

@@ -130,13 +130,18 @@ impl Guard {
     /// `kid` (remote guards), the local verification, then introspection
     /// when it is on.
     pub async fn check(&self, parts: &Parts) -> Result<Verified, ResourceError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.check_at(parts, now).await
+    }
+
+    /// [`Self::check`] at `now` (Unix seconds) instead of the system clock.
+    pub async fn check_at(&self, parts: &Parts, now: i64) -> Result<Verified, ResourceError> {
         #[cfg(feature = "remote")]
         if let Some(remote) = &self.remote {
             remote.refresh_for_request(&parts.headers).await;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let verified =
             self.verifier
                 .verify_request(parts.method.as_str(), &self.url, &parts.headers, now)?;

@@ -41,10 +41,35 @@ impl Grant for Passport {
     }
 }
 
-/// A site a passport may name: an absolute URI, or a registered client.
+/// A site a passport may name (its `aud`): a registered client, or an
+/// absolute URI of a site that verifies agents against our JWKS. A URI
+/// that is one of our protected resources (registered, the default
+/// audience, or this issuer) is allowed only when the resource's entry
+/// says `accept_passports`, and is then written in its registered
+/// spelling: a passport is an identity, not an access token, and must
+/// not reach a resource outside its policy (SECURITY.md, "Passport used
+/// as an access token"). Otherwise RFC 8693 §2.2.2 `invalid_target`.
 async fn audience(state: &State, value: &str) -> Result<String, Error> {
     let uri = url::Url::parse(value).is_ok_and(|u| !u.cannot_be_a_base() && u.fragment().is_none());
-    if uri || state.client(value).await?.is_some() {
+    if uri {
+        let registry = &state.config.resources;
+        let issuer = crate::resources::same_resource(value, &state.config.issuer);
+        let refused = || {
+            Err(OAuthError::invalid_target(format!(
+                "audience {value:?} is a resource of this server that does not accept \
+                 passports (accept_passports in its resources-file entry); ask for an \
+                 access token for it instead"
+            ))
+            .into())
+        };
+        return match registry.passport_target(value) {
+            Some(resource) if resource.accept_passports => Ok(resource.uri.clone()),
+            Some(_) => refused(),
+            None if issuer => refused(),
+            None => Ok(value.to_string()),
+        };
+    }
+    if state.client(value).await?.is_some() {
         Ok(value.to_string())
     } else {
         Err(OAuthError::invalid_target(format!(
@@ -123,7 +148,10 @@ pub async fn issue(
     }
     let mut sites = Vec::with_capacity(requested.len());
     for value in requested {
-        sites.push(audience(state, value).await?);
+        let site = audience(state, value).await?;
+        if !sites.contains(&site) {
+            sites.push(site);
+        }
     }
     req.confirm_proof().await?;
     let aud = (!sites.is_empty()).then(|| Audience::from_list(sites));
