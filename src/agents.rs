@@ -1,10 +1,11 @@
 //! Agents: identities of their own, owned by a user, holding their own
 //! keys (Ed25519 or P-256), scoped, revocable in one step.
 //!
-//! An agent is also a client (same id, kind `agent`, `private_key_jwt`
-//! with its keys as `jwks`), so it authenticates at `/token` like any
-//! client; [`store::agents`](crate::store::agents) holds its owner, status
-//! and limits. Every token issued to or through an agent names it
+//! An agent is also a client (same id, kind `agent`, or `owner_agent`
+//! when its owner made it in the console; `private_key_jwt` with its keys
+//! as `jwks`), so it authenticates at `/token` like any client;
+//! [`store::agents`](crate::store::agents) holds its owner, status and
+//! limits. Every token issued to or through an agent names it
 //! (`agent_id`, and `act` when it acts for someone), and every check of
 //! such a token asks [`State::agent`] whether it is still active: the
 //! answer is at most a second old on any node, and immediate on the node
@@ -25,6 +26,7 @@ use crate::oauth::client_metadata::{
 };
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
+use crate::resources::ResourceRegistry;
 use crate::state::State;
 use crate::store::agents::AgentRow;
 use crate::store::audit::AuditEvent;
@@ -237,12 +239,95 @@ fn event(
     }
 }
 
-/// Creates an agent and its client row in one transaction. `actor` names
-/// who did it in the audit log (`cli`, or the registering address).
+/// Creates an agent an operator vouched for (`agentauth agent create`, or
+/// `/register` with an initial access token an operator minted for its
+/// owner) and its client row, in one transaction. `actor` names who did
+/// it in the audit log (`cli`, or the registering address).
 pub async fn create(
     db: &store::Db,
     grants: &(dyn GrantRules + Sync),
     new: NewAgent,
+    now: i64,
+    actor: &str,
+) -> Result<(AgentRow, ClientRecord), AgentError> {
+    insert(db, grants, new, ClientKind::Agent, now, actor).await
+}
+
+/// Creates an agent its owner made with no operator involved (the
+/// console): bounded by the resource registry first ([`bound_by_registry`]),
+/// and of kind `owner_agent`, which gets tokens with no user
+/// (`client_credentials`) only from resources whose operator lists that
+/// kind (SECURITY.md, "Agents made by owners").
+pub async fn create_by_owner(
+    db: &store::Db,
+    grants: &(dyn GrantRules + Sync),
+    registry: &ResourceRegistry,
+    mut new: NewAgent,
+    now: i64,
+    actor: &str,
+) -> Result<(AgentRow, ClientRecord), AgentError> {
+    bound_by_registry(registry, &mut new)?;
+    insert(db, grants, new, ClientKind::OwnerAgent, now, actor).await
+}
+
+/// What the registry allows an agent no operator vouched for: each of its
+/// resources must be registered (any URI when the operator opened
+/// resources with `--open-resources`; never another agent's audience),
+/// and is recorded in its registered spelling; each scope must be offered
+/// by one of its resources, or, with none named, by some registered
+/// resource (RFC 7591 §2 `scope`, the server's `scopes_supported`).
+pub fn bound_by_registry(
+    registry: &ResourceRegistry,
+    new: &mut NewAgent,
+) -> Result<(), AgentError> {
+    let mut resources: Vec<String> = Vec::with_capacity(new.resources.len());
+    let mut offered: Option<Scope> = Some(Scope::default());
+    for r in &new.resources {
+        let uri =
+            ResourceUri::parse(r).map_err(|why| AgentError::Invalid(format!("{why}: {r:?}")))?;
+        let (registered, scopes) = match registry.get(uri.as_str()) {
+            Some(resource) => (resource.uri.clone(), resource.scopes.clone()),
+            None if registry.is_open() && !registry.is_agent_audience(uri.as_str()) => {
+                (uri.as_str().to_string(), None)
+            }
+            None => {
+                return Err(AgentError::Invalid(format!(
+                    "{r:?} is not a resource registered at this server"
+                )));
+            }
+        };
+        offered = match (offered, scopes) {
+            (Some(all), Some(these)) => Some(all.union(&these)),
+            _ => None,
+        };
+        if !resources.contains(&registered) {
+            resources.push(registered);
+        }
+    }
+    let (offered, by) = if resources.is_empty() {
+        (
+            registry.scopes_supported(),
+            "any resource registered at this server",
+        )
+    } else {
+        (offered, "the resources you chose")
+    };
+    if let Some(offered) = offered
+        && let Some(extra) = new.scope.missing_from(&offered).next()
+    {
+        return Err(AgentError::Invalid(format!(
+            "scope {extra:?} is not offered by {by}"
+        )));
+    }
+    new.resources = resources;
+    Ok(())
+}
+
+async fn insert(
+    db: &store::Db,
+    grants: &(dyn GrantRules + Sync),
+    new: NewAgent,
+    kind: ClientKind,
     now: i64,
     actor: &str,
 ) -> Result<(AgentRow, ClientRecord), AgentError> {
@@ -270,6 +355,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         disabled_at: None,
+        valid_after: 0,
     };
     let client = ClientRecord {
         client_id: id.clone(),
@@ -277,7 +363,7 @@ pub async fn create(
         registration_access_token_hash: None,
         metadata,
         client_id_issued_at: now,
-        kind: ClientKind::Agent,
+        kind,
         introspects: Vec::new(),
     };
     store::agents::insert(
@@ -290,6 +376,7 @@ pub async fn create(
             &id,
             actor,
             json!({ "owner": agent.owner_id, "name": agent.name, "scope": agent.scope,
+                    "resources": agent.resources, "kind": kind,
                     "keys": thumbprints(&client) }),
         ),
     )
@@ -316,17 +403,30 @@ pub async fn set_keys(
         .iter()
         .filter_map(|k| k.common.key_id.clone())
         .collect();
-    if !store::clients::update_audited(
+    // A key gone from the set ends what was issued while it was held
+    // (SECURITY.md, "Kill, then re-enable"): compared by thumbprint, so
+    // renaming a kid is not a removal.
+    let kept: Vec<String> = keys
+        .keys
+        .iter()
+        .filter_map(|k| agentauth_resource::jwk::thumbprint(k).ok())
+        .collect();
+    let removed_key = match store::clients::get(db, agent_id).await? {
+        Some(old) => thumbprints(&old).iter().any(|t| !kept.contains(t)),
+        None => return Err(AgentError::NotFound),
+    };
+    if !store::agents::set_keys(
         db,
         agent_id,
         &metadata,
+        removed_key,
         now,
         event(
             now,
             "agent.keys_changed",
             agent_id,
             actor,
-            json!({ "kids": kids }),
+            json!({ "kids": kids, "removed": removed_key }),
         ),
     )
     .await?
@@ -353,6 +453,12 @@ impl State {
     /// Whether the agent exists and is active.
     pub async fn agent_active(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.agent(id).await?.is_some_and(|a| a.active))
+    }
+
+    /// Whether something the agent got at `iat` is still honoured: the
+    /// agent exists, is active, and `iat` is not before its cut-off.
+    pub async fn agent_honours(&self, id: &str, iat: i64) -> Result<bool, StoreError> {
+        Ok(self.agent(id).await?.is_some_and(|a| a.honours(iat)))
     }
 
     /// Drops this node's cached view of an agent (and its client row).

@@ -38,6 +38,7 @@ pub async fn live_access_token(
     }
     if !agents_active(
         state,
+        claims.iat,
         &claims.sub,
         claims.agent_id.as_deref(),
         claims.act.as_ref(),
@@ -72,7 +73,7 @@ pub async fn live_passport(
     {
         return Ok(None);
     }
-    if !state.agent_active(&claims.agent_id).await? {
+    if !state.agent_honours(&claims.agent_id, claims.iat).await? {
         return Ok(None);
     }
     Ok(Some(claims))
@@ -94,11 +95,14 @@ pub async fn verify_reloading<T>(
     }
 }
 
-/// Every agent a token names is active (the kill switch): its
-/// `agent_id`, each actor of its `act` chain, and its subject when that is
-/// an agent (a token derived from an agent's passport acts for the agent).
+/// Every agent a token names is active and the token was issued (`iat`)
+/// after each one's cut-off (the kill switch, and SECURITY.md "Kill, then
+/// re-enable"): its `agent_id`, each actor of its `act` chain, and its
+/// subject when that is an agent (a token derived from an agent's
+/// passport acts for the agent).
 pub async fn agents_active(
     state: &State,
+    iat: i64,
     sub: &str,
     agent_id: Option<&str>,
     act: Option<&Actor>,
@@ -109,7 +113,7 @@ pub async fn agents_active(
         .filter_map(|a| a.agent_id.as_deref());
     let subject = crate::agents::is_agent_id(sub).then_some(sub);
     for id in agent_id.into_iter().chain(actors).chain(subject) {
-        if !state.agent_active(id).await? {
+        if !state.agent_honours(id, iat).await? {
             return Ok(false);
         }
     }

@@ -18,6 +18,10 @@ pub struct Model {
     pub created_at: i64,
     pub updated_at: i64,
     pub disabled_at: Option<i64>,
+    /// The kill switch's cut-off: what the agent got with an `iat` (or a
+    /// certificate's `notBefore`) before this second is dead for good, even
+    /// after the agent is enabled again. Set on disabling and on key removal.
+    pub tokens_valid_after: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -21,6 +21,8 @@ pub struct Model {
     pub issued_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// The subject token's `jti`: revoking it revokes this token too.
+    pub parent_jti: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

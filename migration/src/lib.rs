@@ -14,6 +14,8 @@ mod m0008_client_last_used;
 mod m0009_bridge_certs;
 mod m0010_user_admin;
 mod m0011_passkeys;
+mod m0012_boundaries;
+mod m0013_console_agents;
 
 pub struct Migrator;
 
@@ -32,6 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_bridge_certs::Migration),
             Box::new(m0010_user_admin::Migration),
             Box::new(m0011_passkeys::Migration),
+            Box::new(m0012_boundaries::Migration),
+            Box::new(m0013_console_agents::Migration),
         ]
     }
 }

@@ -36,8 +36,9 @@ pub enum BridgeError {
 }
 
 /// A certified key's binding as one node remembers it: the RFC 8705
-/// `x5t#S256` of the newest certificate and when it expires, or none.
-pub type Binding = Option<(String, i64)>;
+/// `x5t#S256` of the newest certificate, when it was issued and when it
+/// expires, or none.
+pub type Binding = Option<(String, i64, i64)>;
 
 /// Bindings by (agent, key thumbprint), each remembered for at most
 /// [`BINDING_TTL`]: an agent's DPoP token request costs no database round
@@ -64,6 +65,13 @@ impl crate::state::State {
         jkt: &str,
         now: i64,
     ) -> Result<Option<String>, crate::store::StoreError> {
+        // A certificate issued before the agent's cut-off (a kill, a
+        // removed key) binds nothing, even once the agent is enabled again
+        // (SECURITY.md, "Kill, then re-enable"); the agent row is as fresh
+        // as the kill switch's.
+        let Some(valid_after) = self.agent(agent_id).await?.map(|a| a.valid_after) else {
+            return Ok(None);
+        };
         let db = self.db.clone();
         let (agent, key) = (agent_id.to_string(), jkt.to_string());
         let binding = self
@@ -71,10 +79,12 @@ impl crate::state::State {
             .try_get_with((agent.clone(), key.clone()), async move {
                 crate::store::bridge::live_cert(&db, &agent, &key, now)
                     .await
-                    .map(|c| c.map(|c| (c.x5t_s256, c.not_after)))
+                    .map(|c| c.map(|c| (c.x5t_s256, c.issued_at, c.not_after)))
             })
             .await
             .map_err(|e| crate::store::StoreError::unavailable(e.to_string()))?;
-        Ok(binding.and_then(|(x5t, not_after)| (not_after > now).then_some(x5t)))
+        Ok(binding.and_then(|(x5t, issued_at, not_after)| {
+            (not_after > now && issued_at >= valid_after).then_some(x5t)
+        }))
     }
 }

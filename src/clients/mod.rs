@@ -20,13 +20,38 @@ use crate::oauth::cimd;
 use crate::state::State;
 use crate::store::{self, StoreError, clients::ClientRecord};
 
-/// Registered clients by client_id. Stale for at most `ttl` on other nodes;
-/// invalidated at once on the node that changed the client.
+/// Registered clients by client_id. Stale for at most `ttl` on other nodes
+/// (an agent's row, which holds its keys, for at most the agent status
+/// interval: [`ClientExpiry`]); invalidated at once on the node that
+/// changed the client.
 pub fn registered_cache(ttl: Duration) -> Cache<String, Arc<ClientRecord>> {
     Cache::builder()
         .max_capacity(100_000)
-        .time_to_live(ttl)
+        .expire_after(ClientExpiry { ttl })
         .build()
+}
+
+/// How long a node keeps a client row: `ttl`, but an agent's keys follow
+/// its status (SECURITY.md, "Kill, then re-enable"): a key its owner
+/// removed stops authenticating on every node within
+/// [`crate::agents::STATUS_TTL`], like the kill switch.
+struct ClientExpiry {
+    ttl: Duration,
+}
+
+impl moka::Expiry<String, Arc<ClientRecord>> for ClientExpiry {
+    fn expire_after_create(
+        &self,
+        client_id: &String,
+        _client: &Arc<ClientRecord>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if crate::agents::is_agent_id(client_id) {
+            self.ttl.min(crate::agents::STATUS_TTL)
+        } else {
+            self.ttl
+        })
+    }
 }
 
 impl State {

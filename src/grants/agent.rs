@@ -7,20 +7,30 @@ use jsonwebtoken::jwk::Jwk;
 
 use super::TokenRequest;
 use crate::error::{Error, OAuthError};
-use crate::oauth::client_kind::ClientKind;
 use crate::resources::{Targets, same_resource};
 use crate::state::State;
 use crate::store::agents::AgentRow;
 
 /// The agent behind the request's client: `unauthorized_client` for a
 /// client that is not an agent, `invalid_client` for a disabled one (the
-/// kill switch bites at the token endpoint at once).
+/// kill switch bites at the token endpoint at once). Within the second of
+/// its cut-off (a kill undone, a key removed), whatever it got would be
+/// born dead: `temporarily_unavailable`, retry after a second.
 pub async fn agent_of(state: &State, req: &TokenRequest<'_>) -> Result<Arc<AgentRow>, Error> {
-    if req.client.client.kind != ClientKind::Agent {
+    if !req.client.client.kind.is_agent() {
         return Err(OAuthError::unauthorized_client("only agents may use this grant").into());
     }
     match state.agent(req.client.client_id()).await? {
-        Some(agent) if agent.active => Ok(agent),
+        Some(agent) if agent.honours(req.now) => Ok(agent),
+        Some(agent) if agent.active => {
+            let mut e = OAuthError::new(
+                503,
+                "temporarily_unavailable",
+                "the agent's credentials were cut off this second; retry in a second",
+            );
+            e.retry_after = Some(1);
+            Err(e.into())
+        }
         _ => Err(OAuthError::invalid_client("the agent is disabled").into()),
     }
 }
@@ -109,22 +119,17 @@ pub async fn held_key(
     Ok((jkt, None))
 }
 
-/// An agent limited to some resources gets tokens for those only.
+/// An agent limited to some resources gets tokens for those only: RFC
+/// 8707 §2 `invalid_target` for any other. Every grant that issues an
+/// agent something for a resource asks this (client_credentials, token
+/// exchange, jwt-bearer, and the passport grant for an `audience` that is
+/// a resource; SECURITY.md, "Agents made by owners").
 pub fn check_resources(agent: &AgentRow, targets: &Targets<'_>) -> Result<(), OAuthError> {
     if agent.resources.is_empty() {
         return Ok(());
     }
     for uri in targets.uris() {
-        if !agent
-            .resources
-            .iter()
-            .any(|r| same_resource(r, uri.as_str()))
-        {
-            return Err(OAuthError::invalid_target(format!(
-                "the agent may not get tokens for {:?}",
-                uri.as_str()
-            )));
-        }
+        check_resource(agent, uri.as_str())?;
     }
     if targets.uris().is_empty() {
         return Err(OAuthError::invalid_target(
@@ -132,4 +137,14 @@ pub fn check_resources(agent: &AgentRow, targets: &Targets<'_>) -> Result<(), OA
         ));
     }
     Ok(())
+}
+
+/// One resource `uri` against the agent's list (empty: any registered).
+pub fn check_resource(agent: &AgentRow, uri: &str) -> Result<(), OAuthError> {
+    if agent.resources.is_empty() || agent.resources.iter().any(|r| same_resource(r, uri)) {
+        return Ok(());
+    }
+    Err(OAuthError::invalid_target(format!(
+        "the agent may not get tokens for {uri:?}"
+    )))
 }

@@ -126,7 +126,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     // A federated agent's workload assertion is spent once, like the JWT
     // bearer grant's (it was verified when it authenticated the agent).
     if let Some(assertion) = req.assertion {
-        super::jwt_bearer::spend(state, &assertion.jti, assertion.exp).await?;
+        super::jwt_bearer::spend(state, &assertion.jti, assertion.spent_until).await?;
     }
     req.confirm_proof().await?;
 
@@ -161,7 +161,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         .bridge_bindings
         .insert(
             (agent.id.clone(), jkt.clone()),
-            Some((issued.x5t_s256.clone(), issued.not_after)),
+            Some((issued.x5t_s256.clone(), req.now, issued.not_after)),
         )
         .await;
     state.metrics.token_issued(BRIDGE_CERT);
@@ -234,11 +234,11 @@ async fn spend_nonce(
     let Some(nonce) = nonce else {
         return Err(refuse("the proof of possession carries no server nonce")?);
     };
-    let Some(exp) = state.bridge_nonces.check(nonce, now) else {
+    let Some(until) = state.bridge_nonces.check(nonce, now) else {
         return Err(refuse("the server nonce is unknown or expired")?);
     };
     if !state
-        .spend_once(format!("bridge-nonce:{nonce}"), exp)
+        .spend_once(format!("bridge-nonce:{nonce}"), until)
         .await?
     {
         return Err(refuse("the server nonce was already used")?);

@@ -49,6 +49,8 @@ struct Subject {
     act: Option<Actor>,
     may_act: Option<Actor>,
     exp: i64,
+    /// The subject token's `jti`: revoking it revokes what was derived.
+    jti: String,
 }
 
 fn unacceptable(why: &'static str) -> Error {
@@ -84,6 +86,7 @@ async fn subject(
                 act: claims.act,
                 may_act: claims.may_act,
                 exp: claims.exp,
+                jti: claims.jti,
             })
         }
         PASSPORT_TOKEN_TYPE => {
@@ -109,6 +112,7 @@ async fn subject(
                 act: None,
                 may_act: None,
                 exp: passport.exp,
+                jti: passport.jti,
             })
         }
         _ => Err(OAuthError::invalid_request(format!(
@@ -206,30 +210,34 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             .join(" ")
     });
     let mut issued = issue_access_token(state, token).await?;
-    // A delegation is recorded before its token is handed out, so that
-    // the owner sees (and can revoke) every one that exists.
-    if let Some(actors) = actors {
-        crate::store::delegations::insert(
-            &state.db,
-            crate::store::delegations::DelegationRow {
-                jti: issued.jti.clone(),
-                owner_id: agent.owner_id.clone(),
-                subject: subject.sub.clone(),
-                agent_id: agent.id.clone(),
-                actors,
-                resource: resources
-                    .iter()
-                    .map(ResourceUri::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                scope: scope.to_string(),
-                issued_at: req.now,
-                expires_at: issued.exp,
-                revoked_at: None,
-            },
-        )
-        .await?;
-    }
+    // Every exchange is recorded before its token is handed out: with its
+    // subject token's `jti`, so that revoking the subject token (or the
+    // consent or refresh family it came from) revokes what was derived
+    // from it (SECURITY.md, "Delegations"); and, when an agent acts for
+    // someone (`act`), so that both the agent's owner and the subject see
+    // it on their grants pages and may revoke it. An agent's own passport
+    // traded for a token has no actors and is not listed.
+    crate::store::delegations::insert(
+        &state.db,
+        crate::store::delegations::DelegationRow {
+            jti: issued.jti.clone(),
+            owner_id: agent.owner_id.clone(),
+            subject: subject.sub.clone(),
+            agent_id: agent.id.clone(),
+            actors: actors.unwrap_or_default(),
+            resource: resources
+                .iter()
+                .map(ResourceUri::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+            scope: scope.to_string(),
+            issued_at: req.now,
+            expires_at: issued.exp,
+            revoked_at: None,
+            parent_jti: Some(subject.jti.clone()),
+        },
+    )
+    .await?;
     issued.response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(issued.response)
 }

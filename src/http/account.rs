@@ -16,7 +16,37 @@ use crate::store::{self, audit::AuditEvent};
 #[derive(Deserialize)]
 pub struct LoginQuery {
     return_to: Option<String>,
+    /// Set when a credential change sent the owner here to sign in again.
+    reauth: Option<String>,
 }
+
+/// How recent a sign-in (the session's `auth_time`, OpenID Connect Core
+/// §2) must be for a credential change: adding a passkey, deleting the
+/// password, adding a key to an agent. A session lives 12 h; a stolen or
+/// unattended one must not be enough to add a way in (SECURITY.md,
+/// recent authentication).
+pub const RECENT_SIGN_IN: i64 = 5 * 60;
+
+/// Whether `session` signed in within [`RECENT_SIGN_IN`].
+pub(super) fn signed_in_recently(state: &AppStateInner, session: &pages::Session) -> bool {
+    state.now().saturating_sub(session.auth_time) <= RECENT_SIGN_IN
+}
+
+/// The login page, asking to sign in again and then return to `here`.
+pub(super) fn sign_in_again_url(here: &str) -> String {
+    format!(
+        "/login?return_to={}&reauth=1",
+        form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
+    )
+}
+
+/// 303 to [`sign_in_again_url`]: a page's form posted with a stale sign-in.
+pub(super) fn sign_in_again(here: &str) -> Response {
+    pages::see_other(&sign_in_again_url(here))
+}
+
+const SIGN_IN_AGAIN: &str =
+    "Sign in again to continue: this change needs a sign-in within the last 5 minutes.";
 
 /// Only our own pages may be returned to (no open redirect).
 pub(super) fn safe_return_to(value: Option<&str>) -> String {
@@ -83,12 +113,19 @@ pub async fn login_form(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response> {
+    let username = match q.reauth {
+        Some(_) => pages::session(&state, &headers)
+            .await?
+            .map(|s| s.username)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     login_page(
         &state,
         &headers,
         &safe_return_to(q.return_to.as_deref()),
-        "",
-        None,
+        &username,
+        q.reauth.is_some().then_some(SIGN_IN_AGAIN),
         StatusCode::OK,
     )
 }
@@ -238,8 +275,13 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Resul
         } else {
             agent_name(&d.subject).await?
         };
+        // Another owner's agent acting with this user's token (SECURITY.md,
+        // "Delegations"): shown, revocable, but not linked (its page is
+        // its owner's).
+        let mine = d.owner_id == session.user_id;
         delegations.push(json!({
             "jti": d.jti, "agent": agent_name(&d.agent_id).await?, "agent_id": d.agent_id,
+            "mine": mine,
             "for": for_whom, "actors": d.actors, "resource": d.resource, "scope": d.scope,
             "expires_in": (d.expires_at - state.now()).max(0),
         }));
@@ -291,12 +333,7 @@ pub async fn revoke(
     }
     match form.get("kind") {
         Some("consent") => {
-            store::grants::delete_consent(&state.db, &session.user_id, id).await?;
-            for g in store::grants::user_families(&state.db, &session.user_id, now).await? {
-                if g.client_id == id {
-                    store::grants::revoke_family(&state.db, &g.family_id, now).await?;
-                }
-            }
+            store::grants::withdraw_consent(&state.db, &session.user_id, id, now).await?;
         }
         Some("grant") => {
             // Only the user's own families.

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::pages::{self, Session};
 use super::{ClientIp, OAuthForm};
 use crate::error::{OAuthError, Result};
+use crate::oauth::client_kind::ClientKind;
 use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, agents::AgentRow, audit::AuditEvent};
 
@@ -123,9 +124,9 @@ pub async fn show(
         Err(redirect) => return Ok(redirect),
     };
     let agent = owned(&state, &session, &id).await?;
-    let keys: Vec<_> = state
-        .client(&agent.id)
-        .await?
+    let client = state.client(&agent.id).await?;
+    let kind = client.as_ref().map_or(ClientKind::OwnerAgent, |c| c.kind);
+    let keys: Vec<_> = client
         .and_then(|c| c.metadata.jwks.clone())
         .map(|set| set.keys)
         .unwrap_or_default()
@@ -159,6 +160,8 @@ pub async fn show(
             "agent": {
                 "id": agent.id, "name": agent.name, "active": agent.active, "scope": agent.scope,
                 "resources": agent.resources, "disabled_at": agent.disabled_at,
+                "vouched": kind == ClientKind::Agent,
+                "unattended": unattended(&state, kind, &agent.resources),
             },
             "keys": keys,
             "events": events,
@@ -207,9 +210,48 @@ fn form_page(
         json!({
             "csrf_token": csrf.token, "error": error, "name": field("name"),
             "scope": field("scope"), "resources": field("resources"), "key": field("key"),
+            "registered": registered(state), "open_resources": state.config.resources.is_open(),
         }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+/// The registered resources as the agent form shows them: what each
+/// offers, and whether an agent made here may get its tokens with no
+/// user (its operator lists `owner_agent`).
+fn registered(state: &AppStateInner) -> Vec<serde_json::Value> {
+    state
+        .config
+        .resources
+        .iter()
+        .map(|r| {
+            json!({
+                "uri": r.uri, "name": r.name,
+                "scopes": r.scopes.as_ref().map(ToString::to_string),
+                "unattended": r.client_credentials.contains(&ClientKind::OwnerAgent),
+            })
+        })
+        .collect()
+}
+
+/// Where an agent of `kind` limited to `resources` (empty: any) may get
+/// tokens with no user (`client_credentials`), as the registry says.
+fn unattended(state: &AppStateInner, kind: ClientKind, resources: &[String]) -> Vec<String> {
+    let registry = &state.config.resources;
+    let default = registry.default_audience();
+    let unregistered_default = registry.get(&default.uri).is_none().then_some(default);
+    registry
+        .iter()
+        .chain(unregistered_default)
+        .filter(|r| r.client_credentials.contains(&kind))
+        .filter(|r| {
+            resources.is_empty()
+                || resources
+                    .iter()
+                    .any(|a| crate::resources::same_resource(a, &r.uri))
+        })
+        .map(|r| r.uri.clone())
+        .collect()
 }
 
 /// `POST /account/agents`: a new agent owned by the signed-in user.
@@ -250,7 +292,18 @@ pub async fn create(
         resources,
         keys: jsonwebtoken::jwk::JwkSet { keys: vec![key] },
     };
-    match crate::agents::create(&state.db, &state.grants, new, state.now(), &session.user_id).await
+    // No operator vouched for this agent: the registry bounds it, and it
+    // acts with no user only where a resource's operator allowed
+    // `owner_agent` (SECURITY.md, "Agents made by owners").
+    match crate::agents::create_by_owner(
+        &state.db,
+        &state.grants,
+        &state.config.resources,
+        new,
+        state.now(),
+        &session.user_id,
+    )
+    .await
     {
         Ok((agent, _)) => Ok(pages::see_other(&format!("/account/agents/{}", agent.id))),
         Err(crate::agents::AgentError::Invalid(why)) => refuse(&why),
@@ -277,20 +330,33 @@ pub async fn confirm(
     };
     let agent = owned(&state, &session, &id).await?;
     let action = q.action.unwrap_or_default();
+    // What a kill reaches, said exactly (SECURITY.md, "Kill switch"):
+    // everything this server answers stops within a second; a resource or
+    // site that verifies offline learns nothing until the credential
+    // expires.
+    let offline = format!(
+        "Resources and sites that check tokens themselves, without asking this server, keep accepting what it already holds until it expires: access tokens and passports within {} minutes, bridge certificates within {} minutes.",
+        (state.config.access_token_ttl.max(state.config.passport_ttl) + 59) / 60,
+        (state.config.bridge_cert_ttl + 59) / 60,
+    );
     let (question, consequence, button) = match action.as_str() {
         "disable" => (
             format!("Disable {}?", agent.name),
-            "Every token, passport and delegation it holds stops working within a second, on every server, and it gets no new ones until you enable it again.",
+            format!(
+                "At once, on every server of this service (within a second): its grants are refused, and every token, passport and delegation it holds or derived is inactive wherever this server is asked (introspection, token exchange, proof-of-work login). Enabling it again does not bring them back. {offline}"
+            ),
             "Disable now",
         ),
         "enable" => (
             format!("Enable {}?", agent.name),
-            "It may get tokens again with its keys. Tokens revoked while it was disabled stay revoked only if they have expired.",
+            "It may get new tokens with its keys. Everything it held before it was disabled stays dead.".to_string(),
             "Enable",
         ),
         "delete" => (
             format!("Delete {} for good?", agent.name),
-            "The agent, its keys and its registration are removed; its tokens stop working. This cannot be undone.",
+            format!(
+                "The agent, its keys and its registration are removed; everything it holds is inactive wherever this server is asked. This cannot be undone. {offline}"
+            ),
             "Delete",
         ),
         _ => return Err(OAuthError::new(400, "invalid_request", "unknown action").into()),
@@ -300,7 +366,7 @@ pub async fn confirm(
         &headers,
         &pages::Confirm {
             question: &question,
-            consequence,
+            consequence: &consequence,
             button,
             action_url: &format!("/account/agents/{}/{action}", agent.id),
             cancel_url: &format!("/account/agents/{}", agent.id),
@@ -345,6 +411,13 @@ pub async fn act(
         }
         "delete" => store::agents::delete(&state.db, &agent.id, event("agent.deleted")).await?,
         "add-key" => {
+            // A new way in for the agent: only after a recent sign-in.
+            if !super::account::signed_in_recently(&state, &session) {
+                return Ok(super::account::sign_in_again(&format!(
+                    "/account/agents/{}",
+                    agent.id
+                )));
+            }
             let key = crate::agents::key_from_text(form.get("key").unwrap_or_default())
                 .map_err(|why| OAuthError::new(400, "invalid_request", why))?;
             let mut keys = state

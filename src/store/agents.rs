@@ -25,6 +25,25 @@ pub struct AgentRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub disabled_at: Option<i64>,
+    /// The kill switch's cut-off: a token, passport or bridge certificate
+    /// of this agent issued before this second is dead, whatever the
+    /// agent's status now (SECURITY.md, "Kill, then re-enable").
+    pub valid_after: i64,
+}
+
+impl AgentRow {
+    /// Whether something this agent got at `iat` may still be honoured:
+    /// the agent is active and `iat` is not before its cut-off.
+    pub fn honours(&self, iat: i64) -> bool {
+        self.active && iat >= self.valid_after
+    }
+}
+
+/// The cut-off set at `now`: everything issued up to and including this
+/// second dies (a token issued earlier in the same second as the kill
+/// has the same `iat` as one issued after it).
+pub fn cut_off(now: i64) -> i64 {
+    now.saturating_add(1)
 }
 
 impl TryFrom<agent::Model> for AgentRow {
@@ -43,6 +62,7 @@ impl TryFrom<agent::Model> for AgentRow {
             created_at: m.created_at,
             updated_at: m.updated_at,
             disabled_at: m.disabled_at,
+            valid_after: m.tokens_valid_after,
         })
     }
 }
@@ -66,6 +86,7 @@ pub async fn insert<C: ConnectionTrait + TransactionTrait>(
         created_at: Set(agent.created_at),
         updated_at: Set(agent.updated_at),
         disabled_at: Set(agent.disabled_at),
+        tokens_valid_after: Set(agent.valid_after),
     })
     .exec_without_returning(&txn)
     .await?;
@@ -135,8 +156,47 @@ pub async fn set_active<C: ConnectionTrait + TransactionTrait>(
     let mut row: agent::ActiveModel = row.into();
     row.status = Set(if active { "active" } else { "disabled" }.into());
     row.disabled_at = Set((!active).then_some(now));
+    if !active {
+        // Enabling never lowers it: what the kill ended stays ended.
+        row.tokens_valid_after = Set(cut_off(now));
+    }
     row.updated_at = Set(now);
     row.update(&txn).await?;
+    audit::insert(&txn, event).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Replaces an agent's keys (its client row's metadata) with the audit
+/// row; when `removed_key`, also moves the cut-off to `now`, so that no
+/// token, passport or certificate issued while the removed key was held
+/// survives it. `false` when the agent does not exist.
+pub async fn set_keys<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    id: &str,
+    metadata: &crate::oauth::client_metadata::ClientMetadata,
+    removed_key: bool,
+    now: i64,
+    event: AuditEvent,
+) -> StoreResult<bool> {
+    let txn = db.begin().await?;
+    if !clients::update_metadata(&txn, id, metadata, now).await? {
+        return Ok(false);
+    }
+    if removed_key {
+        agent::Entity::update_many()
+            .col_expr(
+                agent::Column::TokensValidAfter,
+                sea_orm::sea_query::Expr::value(cut_off(now)),
+            )
+            .col_expr(
+                agent::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(agent::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+    }
     audit::insert(&txn, event).await?;
     txn.commit().await?;
     Ok(true)

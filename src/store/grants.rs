@@ -264,6 +264,47 @@ pub async fn delete_consent(
     Ok(())
 }
 
+/// Withdraws a user's consent to one client, in one transaction: the
+/// consent goes, every refresh family the user granted that client is
+/// revoked with its access tokens, and so are the access tokens of the
+/// client's redeemed codes; what was derived from any of them by token
+/// exchange goes with them ([`revocations::revoke`]).
+pub async fn withdraw_consent<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    user_id: &str,
+    client_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    let txn = db.begin().await?;
+    delete_consent(&txn, user_id, client_id).await?;
+    let families: std::collections::BTreeSet<String> = rt::Entity::find()
+        .filter(rt::Column::UserId.eq(user_id))
+        .filter(rt::Column::ClientId.eq(client_id))
+        .filter(rt::Column::RevokedAt.is_null())
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|r| r.family_id)
+        .collect();
+    for family in &families {
+        revoke_family_in(&txn, family, now).await?;
+    }
+    let codes = code::Entity::find()
+        .filter(code::Column::UserId.eq(user_id))
+        .filter(code::Column::ClientId.eq(client_id))
+        .all(&txn)
+        .await?;
+    for c in &codes {
+        if let (Some(jti), Some(exp)) = (&c.access_jti, c.access_exp)
+            && exp > now
+        {
+            revocations::revoke(&txn, jti, &c.client_id, exp, now).await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
 /// Bulk insert (benchmarks, imports), in chunks.
 pub async fn insert_codes(db: &impl ConnectionTrait, rows: Vec<CodeRow>) -> StoreResult<()> {
     let mut rows = rows.into_iter().peekable();

@@ -6,7 +6,23 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
 use super::StoreResult;
 
+/// Puts `jti` on the revocation list, and with it every token derived
+/// from it by token exchange ([`super::delegations::revoke_derived`]).
 pub async fn revoke(
+    db: &impl ConnectionTrait,
+    jti: &str,
+    client_id: &str,
+    expires_at: i64,
+    now: i64,
+) -> StoreResult<()> {
+    insert(db, jti, client_id, expires_at, now).await?;
+    for (derived, agent_id, exp) in super::delegations::revoke_derived(db, jti, now).await? {
+        insert(db, &derived, &agent_id, exp, now).await?;
+    }
+    Ok(())
+}
+
+async fn insert(
     db: &impl ConnectionTrait,
     jti: &str,
     client_id: &str,

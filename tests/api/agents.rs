@@ -622,10 +622,11 @@ async fn kill_switch(app: TestApp) {
     let events = app.audit_events_with(&["agent.disabled"]).await;
     assert!(events.iter().any(|e| e == "agent.disabled"));
 
+    // Enabling it again brings back nothing it held (boundary_kill.rs).
     app.state.forget_agent(&a.id).await;
     set_agent_active(&app, &a.id, true).await;
     app.state.forget_agent(&a.id).await;
-    assert_eq!(app.introspect(&at).await["active"], true);
+    assert_eq!(app.introspect(&at).await["active"], false);
 
     // Deleting the owner takes the agent and its tokens with it.
     store::users::delete(&app.state.db, "alice", app.now())

@@ -90,7 +90,7 @@ pub async fn nonce(app: &TestApp) -> String {
     body["c_nonce"].as_str().unwrap().to_string()
 }
 
-async fn by_csr(app: &TestApp, a: &Agent, csr: &[u8], extra: &[(&str, &str)]) -> TestResponse {
+pub async fn by_csr(app: &TestApp, a: &Agent, csr: &[u8], extra: &[(&str, &str)]) -> TestResponse {
     let csr = b64(csr);
     let mut pairs = vec![("grant_type", BRIDGE), ("csr", csr.as_str())];
     pairs.extend_from_slice(extra);
