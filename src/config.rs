@@ -199,6 +199,24 @@ pub struct ServeArgs {
     )]
     pub pow_free_per_minute: u32,
 
+    /// Proof-of-work login: let sites nobody vouched for (registered at
+    /// open /register, or client ID metadata documents) create login
+    /// requests. Off by default: only sites an operator created or that
+    /// registered with an initial access token may. Agents see such a
+    /// site's name marked unverified.
+    #[arg(long, env = "AGENTAUTH_POW_LOGIN_UNVOUCHED")]
+    pub pow_login_unvouched: bool,
+
+    /// Proof-of-work login: most open event streams on this node, all
+    /// sites together (429 with Retry-After beyond).
+    #[arg(long, env = "AGENTAUTH_LOGIN_STREAMS", default_value_t = 10_000)]
+    pub login_streams: u32,
+
+    /// Proof-of-work login: most open event streams one site may hold on
+    /// this node (429 with Retry-After beyond).
+    #[arg(long, env = "AGENTAUTH_LOGIN_STREAMS_PER_SITE", default_value_t = 200)]
+    pub login_streams_per_site: u32,
+
     /// Bridge certificates: seconds each CA epoch issues before the next
     /// one starts (the previous CA stays in the bundle one more epoch).
     #[arg(long, env = "AGENTAUTH_CA_EPOCH", default_value_t = 86_400)]
@@ -358,6 +376,9 @@ impl Default for ServeArgs {
             max_open_login_requests: 100,
             login_rate_per_minute: 120,
             pow_free_per_minute: 10,
+            pow_login_unvouched: false,
+            login_streams: 10_000,
+            login_streams_per_site: 200,
             ca_epoch: 86_400,
             bridge_cert_ttl: 300,
             idle_client_ttl: 2_592_000,
@@ -542,6 +563,12 @@ pub struct Config {
     pub max_open_login_requests: u64,
     pub login_rate_per_minute: u32,
     pub pow_free_per_minute: u64,
+    /// Sites of kind `dynamic` or `metadata_document` may create login
+    /// requests.
+    pub pow_login_unvouched: bool,
+    /// Open login event streams per node, and per site per node.
+    pub login_streams: u32,
+    pub login_streams_per_site: u32,
     /// Seconds per bridge CA epoch.
     pub ca_epoch: i64,
     pub bridge_cert_ttl: i64,
@@ -661,8 +688,12 @@ impl Config {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     ConfigError::Federation(format!("cannot read {}: {e}", path.display()))
                 })?;
-                crate::federation::Federation::from_toml(&text, &issuer)
-                    .map_err(|e| ConfigError::Federation(format!("{}: {e}", path.display())))?
+                crate::federation::Federation::from_toml_fetching(
+                    &text,
+                    &issuer,
+                    args.insecure_fetch,
+                )
+                .map_err(|e| ConfigError::Federation(format!("{}: {e}", path.display())))?
             }
             None => crate::federation::Federation::default(),
         };
@@ -682,6 +713,9 @@ impl Config {
             max_open_login_requests: u64::from(args.max_open_login_requests.max(1)),
             login_rate_per_minute: args.login_rate_per_minute.max(1),
             pow_free_per_minute: u64::from(args.pow_free_per_minute.max(1)),
+            pow_login_unvouched: args.pow_login_unvouched,
+            login_streams: args.login_streams.max(1),
+            login_streams_per_site: args.login_streams_per_site.max(1),
             ca_epoch: i64::from(args.ca_epoch.max(60)),
             bridge_cert_ttl: i64::from(args.bridge_cert_ttl.clamp(60, 3600)),
             idle_client_ttl: i64::try_from(args.idle_client_ttl).unwrap_or(i64::MAX),

@@ -13,7 +13,12 @@
 //!   configured claim (`email` by default).
 //!
 //! Configured in `--federation-file` (TOML), read at start like the
-//! resource registry.
+//! resource registry. A file that cannot work is refused then, not at the
+//! first assertion: an issuer's `jwks_uri` must be one the fetcher will
+//! fetch (https, no userinfo or fragment, not a private IP literal), and
+//! an issuer appears once per kind. The `issuer` itself is only compared,
+//! byte for byte, with each assertion's `iss` (nothing is fetched from
+//! it), so it need not be an https URL.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::oauth::single_use::SpentUntil;
 use crate::state::State;
 
 /// JWT `typ` of an Identity Assertion JWT (ID-JAG).
@@ -30,7 +36,9 @@ pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
 
 /// Longest remaining lifetime an external assertion may have.
 const MAX_LIFETIME: i64 = 3600;
-const LEEWAY: i64 = 30;
+/// Clock skew allowed with an external issuer: past `exp`, and before
+/// `nbf`/`iat`. A spent `jti` is kept this long past `exp` too.
+pub const LEEWAY: i64 = 30;
 
 #[derive(Debug, Default)]
 pub struct Federation {
@@ -105,11 +113,35 @@ pub enum Mapped {
 pub type Refusal = String;
 
 impl Federation {
+    /// The federation file `text`, checked: every issuer's `jwks_uri` must
+    /// be https (local tests put their keys in a `jwks_file`).
     pub fn from_toml(text: &str, our_issuer: &str) -> Result<Self, String> {
+        Self::from_toml_fetching(text, our_issuer, false)
+    }
+
+    /// [`Federation::from_toml`], where `insecure_fetch` (the tests-only
+    /// `--insecure-fetch`) lets `jwks_uri` be plain http or a private
+    /// address, as the fetcher then fetches those.
+    pub fn from_toml_fetching(
+        text: &str,
+        our_issuer: &str,
+        insecure_fetch: bool,
+    ) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let build = |entry: IssuerEntry, workload: bool| -> Result<Issuer, String> {
+            if entry.issuer.is_empty() {
+                return Err("an issuer needs a non-empty issuer".into());
+            }
             let keys = match (entry.jwks_uri, entry.jwks_file) {
-                (Some(uri), None) => Keys::Uri(uri),
+                (Some(uri), None) => {
+                    fetchable(&uri, insecure_fetch).map_err(|why| {
+                        format!(
+                            "{}: jwks_uri {uri:?} cannot be fetched: {why}; keys are fetched over https only (for local tests, give the keys in a jwks_file instead)",
+                            entry.issuer
+                        )
+                    })?;
+                    Keys::Uri(uri)
+                }
                 (None, Some(path)) => {
                     let text = std::fs::read_to_string(&path)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -161,7 +193,7 @@ impl Federation {
                 user_claim: entry.user_claim.unwrap_or_else(|| "email".into()),
             })
         };
-        Ok(Self {
+        let federation = Self {
             workloads: file
                 .workload
                 .into_iter()
@@ -172,7 +204,17 @@ impl Federation {
                 .into_iter()
                 .map(|e| build(e, false))
                 .collect::<Result<_, _>>()?,
-        })
+        };
+        // Assertions find their issuer by `iss`: a second entry for the
+        // same one would never be read.
+        for list in [&federation.workloads, &federation.idps] {
+            for (i, issuer) in list.iter().enumerate() {
+                if list[..i].iter().any(|o| o.issuer == issuer.issuer) {
+                    return Err(format!("{}: the issuer is listed twice", issuer.issuer));
+                }
+            }
+        }
+        Ok(federation)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,13 +222,26 @@ impl Federation {
     }
 }
 
+/// Whether the fetcher will fetch `uri` (its name aside): the same rule,
+/// checked at start, so that a file whose keys could never be fetched
+/// stops the server instead of failing every assertion (SECURITY.md,
+/// "Federation files").
+fn fetchable(uri: &str, insecure_fetch: bool) -> Result<(), String> {
+    let url = url::Url::parse(uri).map_err(|_| "not a URL".to_string())?;
+    crate::fetch::check_url(&url, insecure_fetch).map_err(|e| match e {
+        crate::fetch::FetchError::Forbidden(why) => why.to_string(),
+        other => other.to_string(),
+    })
+}
+
 /// A verified external assertion: what it maps to, its `jti` (qualified
-/// by its issuer) and its expiry, for spending it once.
+/// by its issuer), and until when the spent `jti` is kept (its `exp` plus
+/// [`LEEWAY`], the last second it is accepted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub mapped: Mapped,
     pub jti: String,
-    pub exp: i64,
+    pub spent_until: SpentUntil,
 }
 
 /// Verifies an external assertion and maps it.
@@ -311,7 +366,7 @@ impl Found<'_> {
         Ok(Verified {
             mapped,
             jti: format!("{iss}#{jti}"),
-            exp,
+            spent_until: SpentUntil::new(exp, leeway),
         })
     }
 }

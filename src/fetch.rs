@@ -96,32 +96,39 @@ impl Fetcher {
     }
 
     fn check_url(&self, url: &Url) -> Result<(), FetchError> {
-        if self.insecure {
-            return match url.scheme() {
-                "https" | "http" => Ok(()),
-                _ => Err(FetchError::Forbidden("scheme must be https")),
-            };
+        check_url(url, self.insecure)
+    }
+}
+
+/// What a URL must be for [`Fetcher`] to fetch it, as far as can be told
+/// without resolving its name: also checked at start for URLs the
+/// configuration names (a federation issuer's `jwks_uri`).
+pub fn check_url(url: &Url, insecure: bool) -> Result<(), FetchError> {
+    if insecure {
+        return match url.scheme() {
+            "https" | "http" => Ok(()),
+            _ => Err(FetchError::Forbidden("scheme must be https")),
+        };
+    }
+    if url.scheme() != "https" {
+        return Err(FetchError::Forbidden("scheme must be https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(FetchError::Forbidden(
+            "userinfo and fragments are not allowed",
+        ));
+    }
+    // IP literals never reach the resolver, so check them here. The URL
+    // parser already turned forms like `https://2130706433` into 127.0.0.1.
+    match url.host() {
+        Some(Host::Ipv4(ip)) if !is_public(IpAddr::V4(ip)) => {
+            Err(FetchError::Forbidden("non-public address"))
         }
-        if url.scheme() != "https" {
-            return Err(FetchError::Forbidden("scheme must be https"));
+        Some(Host::Ipv6(ip)) if !is_public(IpAddr::V6(ip)) => {
+            Err(FetchError::Forbidden("non-public address"))
         }
-        if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-            return Err(FetchError::Forbidden(
-                "userinfo and fragments are not allowed",
-            ));
-        }
-        // IP literals never reach the resolver, so check them here. The URL
-        // parser already turned forms like `https://2130706433` into 127.0.0.1.
-        match url.host() {
-            Some(Host::Ipv4(ip)) if !is_public(IpAddr::V4(ip)) => {
-                Err(FetchError::Forbidden("non-public address"))
-            }
-            Some(Host::Ipv6(ip)) if !is_public(IpAddr::V6(ip)) => {
-                Err(FetchError::Forbidden("non-public address"))
-            }
-            Some(_) => Ok(()),
-            None => Err(FetchError::Forbidden("no host")),
-        }
+        Some(_) => Ok(()),
+        None => Err(FetchError::Forbidden("no host")),
     }
 }
 

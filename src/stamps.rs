@@ -13,10 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::sha256;
 use crate::error::{Error, OAuthError};
 use crate::login::{difficulty, leading_zero_bits};
+use crate::oauth::single_use::SpentUntil;
 use crate::state::State;
 
 /// How long a registration challenge may be answered.
 pub const TTL: i64 = 300;
+/// Clock skew allowed past a challenge's `exp`: none (our own clock made it).
+const EXP_LEEWAY: i64 = 0;
 
 #[derive(Serialize, Deserialize)]
 struct Challenge {
@@ -83,7 +86,7 @@ pub fn verify(
     stamp: Option<&str>,
     body_hash: &[u8; 32],
     now: i64,
-) -> Result<(String, i64), Error> {
+) -> Result<(String, SpentUntil), Error> {
     let bad = |why: &'static str| Error::from(OAuthError::invalid_request(why));
     let stamp = stamp.ok_or_else(|| {
         bad("open registration needs a proof-of-work stamp: GET /register/challenge, then PoW-Stamp: <challenge>:<nonce>")
@@ -107,7 +110,7 @@ pub fn verify(
         .ok()
         .and_then(|p| serde_json::from_slice(&p).ok())
         .ok_or_else(|| bad("the stamp's challenge is malformed"))?;
-    if c.exp <= now {
+    if c.exp <= now.saturating_sub(EXP_LEEWAY) {
         return Err(bad("the stamp's challenge expired"));
     }
     let mut input = challenge.as_bytes().to_vec();
@@ -122,6 +125,6 @@ pub fn verify(
     }
     Ok((
         format!("regpow:{}", b64(&sha256(challenge.as_bytes()))),
-        c.exp + 1,
+        SpentUntil::new(c.exp, EXP_LEEWAY),
     ))
 }

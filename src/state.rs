@@ -19,6 +19,7 @@ use crate::fetch::Fetcher;
 use crate::grants::Registry;
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
+use crate::oauth::single_use::SpentUntil;
 use crate::store::clients::ClientRecord;
 use crate::store::{self, Db, StoreError};
 
@@ -89,7 +90,8 @@ pub struct State {
     /// Failed sign-ins per `user:<name>` and `ip:<address>`, forgotten a
     /// minute after the last failure.
     pub login_failures: Cache<String, u32>,
-    /// Sign-up attempts per client IP.
+    /// Unauthenticated writes of the sign-in pages per client IP: sign-ups
+    /// and passkey sign-in ceremonies (each writes a row).
     pub login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     /// SQLite allows one writer; queueing hot write transactions here
     /// instead of in SQLite's busy handler (which sleeps in steps of up to
@@ -115,11 +117,13 @@ impl State {
     /// Spends a single-use value (an assertion's `jti`) across every node:
     /// on PostgreSQL through the DPoP replay batcher (many spends per
     /// statement), on SQLite with one insert (it survives a restart, which
-    /// an in-memory set would not).
-    pub async fn spend_once(&self, key: String, expires_at: i64) -> Result<bool, StoreError> {
+    /// an in-memory set would not). The row is kept `until` the last
+    /// second its verifier accepts the value (SECURITY.md, "Single-use
+    /// retention").
+    pub async fn spend_once(&self, key: String, until: SpentUntil) -> Result<bool, StoreError> {
         match &self.dpop_replay {
-            DpopReplay::Database { batcher, .. } => batcher.use_once(key, expires_at).await,
-            DpopReplay::Memory(_) => store::replay::use_once(&self.db, &key, expires_at).await,
+            DpopReplay::Database { batcher, .. } => batcher.use_once(key, until.at()).await,
+            DpopReplay::Memory(_) => store::replay::use_once(&self.db, &key, until.at()).await,
         }
     }
 }
@@ -149,7 +153,9 @@ impl State {
             &kek.derive(b"agentauth dpop nonce v1"),
             config.dpop_nonce_period,
         );
-        // A jti only matters while its proof's iat is inside the window.
+        // A jti only matters while its proof's iat is inside the window:
+        // first seen at `iat - window` at the earliest, it must be kept
+        // until `crate::http::dpop::spent_until`, `iat + window`.
         let jti_ttl =
             Duration::from_secs(u64::try_from(2 * config.dpop_iat_window + 1).unwrap_or(121));
         let jti_cache = || {

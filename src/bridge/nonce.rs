@@ -9,9 +9,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::crypto::{RandomError, random_bytes};
+use crate::oauth::single_use::SpentUntil;
 
 /// How long a nonce may be used.
 pub const TTL: i64 = 120;
+/// Clock skew allowed past a nonce's expiry: none (our own clock made it).
+pub const EXP_LEEWAY: i64 = 0;
 
 const LABEL: &[u8] = b"agentauth bridge nonce v1\0";
 
@@ -43,9 +46,10 @@ impl NonceMint {
         Ok(URL_SAFE_NO_PAD.encode(body))
     }
 
-    /// The nonce's expiry, when it is ours and not expired. Spending it
-    /// is the caller's ([`crate::state::State::spend_once`]).
-    pub fn check(&self, nonce: &str, now: i64) -> Option<i64> {
+    /// Until when the nonce, when it is ours and not expired, must be
+    /// kept once spent. Spending it is the caller's
+    /// ([`crate::state::State::spend_once`]).
+    pub fn check(&self, nonce: &str, now: i64) -> Option<SpentUntil> {
         if nonce.len() > 64 {
             return None;
         }
@@ -59,7 +63,8 @@ impl NonceMint {
             return None;
         }
         let exp = i64::from_be_bytes(body[..8].try_into().ok()?);
-        (exp > now && exp <= now + TTL).then_some(exp)
+        (exp > now.saturating_sub(EXP_LEEWAY) && exp <= now.saturating_add(TTL))
+            .then(|| SpentUntil::new(exp, EXP_LEEWAY))
     }
 }
 
@@ -71,7 +76,10 @@ mod tests {
     fn nonces_verify_expire_and_resist_tampering() -> Result<(), RandomError> {
         let mint = NonceMint::new(&[7; 32]);
         let nonce = mint.issue(1000)?;
-        assert_eq!(mint.check(&nonce, 1000), Some(1000 + TTL));
+        assert_eq!(
+            mint.check(&nonce, 1000),
+            Some(SpentUntil::new(1000 + TTL, 0))
+        );
         assert_eq!(mint.check(&nonce, 1000 + TTL), None);
         assert_eq!(NonceMint::new(&[8; 32]).check(&nonce, 1000), None);
         let mut bytes = URL_SAFE_NO_PAD.decode(&nonce).unwrap_or_default();

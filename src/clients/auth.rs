@@ -101,9 +101,7 @@ pub async fn authenticate(
         return Err(OAuthError::invalid_client("client authentication failed").into());
     };
     // The kill switch: a disabled (or deleted) agent authenticates nowhere.
-    if client.kind == crate::oauth::client_kind::ClientKind::Agent
-        && !state.agent_active(&client.client_id).await?
-    {
+    if client.kind.is_agent() && !state.agent_active(&client.client_id).await? {
         return Err(OAuthError::invalid_client("the agent is disabled").into());
     }
     // The same answer as for an unknown client: no client-id oracle.
@@ -228,7 +226,7 @@ async fn check_assertion(
     .map_err(OAuthError::invalid_client)?;
     // RFC 7523 §3 item 7: the jti is single-use, across every node.
     let key = format!("client_assertion:{}:{}", client.client_id, claims.jti);
-    if !state.spend_once(key, claims.exp).await? {
+    if !state.spend_once(key, claims.spent_until()).await? {
         return Err(OAuthError::invalid_client("client assertion jti was already used").into());
     }
     Ok(())

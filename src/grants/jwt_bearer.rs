@@ -8,13 +8,15 @@
 //!   no stored key). The assertion authenticates the agent: no client
 //!   credentials are needed.
 //! - an Identity Assertion JWT (`oauth-id-jag+jwt`) for a user, issued to
-//!   the authenticated client, gets that client a token for the user.
+//!   the authenticated client, gets that client a token for the user, no
+//!   wider than the assertion: its `resource` only, its `scope` at most.
 //!
-//! Every assertion is single-use (its `jti`, per issuer, across nodes).
+//! Every assertion is single-use (its `jti`, per issuer, across nodes),
+//! and its spent `jti` is kept as long as the assertion is accepted.
 
 use agentauth_resource::claims::PASSPORT_TOKEN_TYPE;
 
-use super::agent::{agent_of, check_resources};
+use super::agent::{agent_of, check_proof_key, check_resources};
 use super::{
     ACCESS_TOKEN_TYPE, AccessTokenRequest, Grant, GrantFuture, JWT_BEARER, TokenRequest,
     TokenResponse, issue_access_token, resources, target_scope,
@@ -22,10 +24,11 @@ use super::{
 use crate::clients::AuthenticatedClient;
 use crate::error::{Error, OAuthError};
 use crate::federation::{self, Mapped};
-use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::AuthMethod;
 use crate::oauth::form::OAuthForm;
+use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
+use crate::oauth::single_use::SpentUntil;
 use crate::state::State;
 use crate::store;
 
@@ -66,7 +69,7 @@ pub async fn assertion_client(
         return Err(OAuthError::invalid_grant("the assertion maps to another agent").into());
     }
     match state.client(agent_id).await? {
-        Some(client) if client.kind == ClientKind::Agent => Ok((
+        Some(client) if client.kind.is_agent() => Ok((
             AuthenticatedClient {
                 client,
                 method: AuthMethod::None,
@@ -78,7 +81,11 @@ pub async fn assertion_client(
 }
 
 async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
-    let federation::Verified { mapped, jti, exp } = match req.assertion {
+    let federation::Verified {
+        mapped,
+        jti,
+        spent_until,
+    } = match req.assertion {
         Some(verified) => verified.clone(),
         None => federation::verify(state, req.params.require("assertion")?)
             .await
@@ -92,7 +99,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                 );
             }
             let agent = agent_of(state, &req).await?;
-            spend(state, &jti, exp).await?;
+            spend(state, &jti, spent_until).await?;
             match req.params.get("requested_token_type") {
                 Some(PASSPORT_TOKEN_TYPE) => {
                     let jkt = req.jkt().ok_or_else(|| {
@@ -131,6 +138,10 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             scope,
             resource,
         } => {
+            // draft-ietf-oauth-identity-assertion-authz-grant: the assertion
+            // is the IdP's decision for one client, one user, one resource
+            // and some scopes (SECURITY.md, "Identity assertions"); the
+            // token is no wider.
             if client_id != req.client.client_id() || req.client.method == AuthMethod::None {
                 return Err(OAuthError::invalid_grant(
                     "the identity assertion was issued to another client",
@@ -140,24 +151,32 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             let user = store::users::by_username(&state.db, &username)
                 .await?
                 .ok_or_else(|| OAuthError::invalid_grant("no local account for this user"))?;
-            spend(state, &jti, exp).await?;
-            let mut requested = resources(req.params)?;
-            if requested.is_empty()
-                && let Some(r) = resource
-            {
-                requested.push(
-                    crate::oauth::resource::ResourceUri::parse(&r)
-                        .map_err(|why| OAuthError::invalid_target(format!("{why}: {r:?}")))?,
-                );
-            }
+            let requested = assertion_resources(resource.as_deref(), resources(req.params)?)?;
             let targets = state.config.resources.resolve(&requested)?;
-            let mut allowed = req.client.client.metadata.scope();
-            if let Some(granted) = scope {
-                allowed = allowed.intersection(&Scope::parse(&granted).unwrap_or_default());
-            }
+            // An agent presenting an identity assertion stays within its
+            // resources and its own keys (SECURITY.md, "Agents made by
+            // owners"), and what it gets names it, so that it falls with
+            // the kill switch (SECURITY.md, "Kill switch").
+            let agent = if req.client.client.kind.is_agent() {
+                let agent = agent_of(state, &req).await?;
+                check_resources(&agent, &targets)?;
+                let x5t = check_proof_key(state, &req).await?;
+                Some((agent, x5t))
+            } else {
+                None
+            };
+            // The assertion's `scope` bounds the token; none grants none.
+            let asserted = scope
+                .as_deref()
+                .and_then(|s| Scope::parse(s).ok())
+                .unwrap_or_default();
+            let allowed = req.client.client.metadata.scope().intersection(&asserted);
             let scope = target_scope(&targets, req.params, &allowed)?;
             let uris = targets.uris();
-            let token = AccessTokenRequest::plain(
+            // Spent only once everything else holds: a refused request
+            // leaves the assertion usable.
+            spend(state, &jti, spent_until).await?;
+            let mut token = AccessTokenRequest::plain(
                 JWT_BEARER,
                 &user.id,
                 req.client.client_id(),
@@ -165,14 +184,52 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                 &uris,
                 &req,
             );
+            if let Some((agent, x5t)) = &agent {
+                token.agent_id = Some(&agent.id);
+                token.owner = Some(&agent.owner_id);
+                token.x5t_s256 = x5t.clone();
+            }
             Ok(issue_access_token(state, token).await?.response)
         }
     }
 }
 
+/// The resources of a token for an identity assertion: exactly the one
+/// the assertion names (asked for, or implied when the request names
+/// none); another → `invalid_target`. An assertion naming no resource is
+/// for this server's default audience only.
+fn assertion_resources(
+    named: Option<&str>,
+    requested: Vec<ResourceUri>,
+) -> Result<Vec<ResourceUri>, OAuthError> {
+    let Some(named) = named else {
+        return match requested.first() {
+            None => Ok(Vec::new()),
+            Some(r) => Err(OAuthError::invalid_target(format!(
+                "the identity assertion names no resource, so it grants none: {:?}",
+                r.as_str()
+            ))),
+        };
+    };
+    let named = ResourceUri::parse(named).map_err(|why| {
+        OAuthError::invalid_grant(format!("the identity assertion's resource: {why}"))
+    })?;
+    if let Some(other) = requested
+        .iter()
+        .find(|r| !crate::resources::same_resource(r.as_str(), named.as_str()))
+    {
+        return Err(OAuthError::invalid_target(format!(
+            "the identity assertion is for {:?}, not {:?}",
+            named.as_str(),
+            other.as_str()
+        )));
+    }
+    Ok(vec![named])
+}
+
 /// RFC 7523 §3 item 7: one use per assertion, across every node.
-pub(crate) async fn spend(state: &State, jti: &str, exp: i64) -> Result<(), Error> {
-    if !state.spend_once(format!("jwt-bearer:{jti}"), exp).await? {
+pub(crate) async fn spend(state: &State, jti: &str, until: SpentUntil) -> Result<(), Error> {
+    if !state.spend_once(format!("jwt-bearer:{jti}"), until).await? {
         return Err(OAuthError::invalid_grant("the assertion was already used").into());
     }
     Ok(())

@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use moka::ops::compute::{CompResult, Op};
 
 use crate::error::{Error, OAuthError};
+use crate::oauth::single_use::SpentUntil;
 use crate::state::{DpopReplay, State};
 use agentauth_resource::dpop::{self, DpopError, Expectations};
 
@@ -103,8 +104,8 @@ pub async fn check_nonce_by(
         // Seen on this node already: a replay, no round trip needed.
         DpopReplay::Database { seen, .. } if seen.contains_key(&key) => Spend::done(false),
         DpopReplay::Database { batcher, seen } => {
-            let expires_at = verified.iat + state.config.dpop_iat_window + 1;
-            let ticket = batcher.enqueue(key.clone(), expires_at)?;
+            let until = spent_until(verified.iat, state.config.dpop_iat_window);
+            let ticket = batcher.enqueue(key.clone(), until.at())?;
             let seen = seen.clone();
             Spend::pending(Box::pin(async move {
                 let fresh = ticket.outcome().await?;
@@ -120,6 +121,14 @@ pub async fn check_nonce_by(
         spend.confirm().await?;
     }
     Ok(CheckedProof { verified, spend })
+}
+
+/// RFC 9449 §11.1: how long a proof's spent `jti` is kept. A proof is
+/// accepted while its `iat` is within `iat_window` of `now` either way
+/// (§4.3 check 11), so the last second it is accepted is `iat +
+/// iat_window`: that is its expiry, with no further leeway.
+pub fn spent_until(iat: i64, iat_window: i64) -> SpentUntil {
+    SpentUntil::new(iat.saturating_add(iat_window), 0)
 }
 
 /// The `DPoP-Nonce` to send with a successful response, when nonces are on.

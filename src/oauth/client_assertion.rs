@@ -6,6 +6,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::client_metadata::CLIENT_ASSERTION_ALGS;
+use super::single_use::SpentUntil;
 use agentauth_resource::claims::Audience;
 
 /// RFC 7523 §2.2 `client_assertion_type`.
@@ -16,6 +17,9 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 const MAX_LIFETIME: i64 = 600;
 /// Allowed clock skew for `iat` and `nbf`.
 const SKEW: i64 = 30;
+/// Allowed clock skew past `exp`: none (the client made the assertion for
+/// this request and chose its `exp`).
+pub const EXP_LEEWAY: i64 = 0;
 
 #[derive(Debug, Deserialize)]
 pub struct AssertionClaims {
@@ -28,6 +32,14 @@ pub struct AssertionClaims {
     pub iat: Option<i64>,
     #[serde(default)]
     pub nbf: Option<i64>,
+}
+
+impl AssertionClaims {
+    /// RFC 7523 §3 item 7: how long the spent `jti` is kept, from the same
+    /// `exp` and leeway [`verify`] accepts it with.
+    pub fn spent_until(&self) -> SpentUntil {
+        SpentUntil::new(self.exp, EXP_LEEWAY)
+    }
 }
 
 /// The `iss` of an assertion, read before its signature is checked, only
@@ -116,7 +128,7 @@ pub fn verify(
     if !aud_ok {
         return Err("client assertion aud must be the issuer or the token endpoint URL");
     }
-    if claims.exp <= now {
+    if claims.exp <= now.saturating_sub(EXP_LEEWAY) {
         return Err("client assertion has expired");
     }
     if claims.exp > now + MAX_LIFETIME {

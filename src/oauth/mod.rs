@@ -11,3 +11,4 @@ pub mod metadata;
 pub mod pkce;
 pub mod resource;
 pub mod scope;
+pub mod single_use;

@@ -12,17 +12,20 @@ use crate::helpers::{
 };
 use crate::private_key_jwt::{ClientKey, client_key};
 
-const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub(crate) const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const MCP: &str = "https://mcp.example.com/mcp";
 
-struct Federated {
-    app: TestApp,
-    agent_id: String,
-    ci: ClientKey,
-    idp: ClientKey,
+pub(crate) struct Federated {
+    pub(crate) app: TestApp,
+    pub(crate) agent_id: String,
+    pub(crate) ci: ClientKey,
+    pub(crate) idp: ClientKey,
 }
 
-async fn federated(backend: Backend) -> Federated {
+/// A node trusting a CI issuer (one rule, mapping to an agent) and an IdP,
+/// both serving their keys at a local document server (`--insecure-fetch`
+/// lets `jwks_uri` be plain http, for tests only).
+pub(crate) async fn federated(backend: Backend) -> Federated {
     let ci = client_key("ci-key");
     let idp = client_key("idp-key");
     let base = crate::code_flow::document_server(vec![
@@ -105,7 +108,7 @@ macro_rules! federated {
     };
 }
 
-fn ci_claims(app: &TestApp, extra: Value) -> Value {
+pub(crate) fn ci_claims(app: &TestApp, extra: Value) -> Value {
     let mut c = json!({
         "iss": "https://ci.example", "aud": ISSUER, "sub": "repo:acme/app:ref:refs/heads/main",
         "repository": "acme/app", "ref": "refs/heads/main",
@@ -117,7 +120,7 @@ fn ci_claims(app: &TestApp, extra: Value) -> Value {
     c
 }
 
-async fn bearer(app: &TestApp, assertion: &str, extra: &[(&str, &str)]) -> TestResponse {
+pub(crate) async fn bearer(app: &TestApp, assertion: &str, extra: &[(&str, &str)]) -> TestResponse {
     let mut pairs = vec![("grant_type", GRANT), ("assertion", assertion)];
     pairs.extend_from_slice(extra);
     app.post_form("/token", &pairs, None).await
