@@ -372,8 +372,15 @@ impl Targets<'_> {
         for (uri, kinds) in lists {
             if !kinds.contains(&kind) {
                 return Err(Denial::Client(format!(
-                    "a {kind} client may not get tokens for {uri:?} by client_credentials; \
-                     the resource accepts them through a user's authorization"
+                    "a client of kind {kind} may not get tokens for {uri:?} by \
+                     client_credentials; the resource accepts them through a user's \
+                     authorization{}",
+                    if kind == ClientKind::OwnerAgent {
+                        " (an agent made in the console acts on its own only where the \
+                         resource's operator lists owner_agent)"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
@@ -474,6 +481,12 @@ mod tests {
                 .is_ok()
         );
         assert!(mcp.check_client_credentials(ClientKind::Dynamic).is_err());
+        assert!(mcp.check_client_credentials(ClientKind::Agent).is_ok());
+        assert!(
+            mcp.check_client_credentials(ClientKind::OwnerAgent)
+                .is_err(),
+            "an agent made in the console is not vouched for"
+        );
         assert!(
             mcp.check_client_credentials(ClientKind::MetadataDocument)
                 .is_err()

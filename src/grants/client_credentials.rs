@@ -7,7 +7,6 @@ use super::{
     resources, target_scope,
 };
 use crate::error::{Error, OAuthError};
-use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{AuthMethod, CLIENT_CREDENTIALS, ClientMetadata};
 use crate::state::State;
 
@@ -48,14 +47,13 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let resources = targets.uris();
     // An agent acting as itself: its tokens name it and its owner, are
     // bound only to its own keys, and reach only its resources.
-    let agent = match client.client.kind {
-        ClientKind::Agent => {
-            let agent = agent_of(state, &req).await?;
-            let x5t = check_proof_key(state, &req).await?;
-            check_resources(&agent, &targets)?;
-            Some((agent, x5t))
-        }
-        _ => None,
+    let agent = if client.client.kind.is_agent() {
+        let agent = agent_of(state, &req).await?;
+        let x5t = check_proof_key(state, &req).await?;
+        check_resources(&agent, &targets)?;
+        Some((agent, x5t))
+    } else {
+        None
     };
     let mut token = AccessTokenRequest::plain(
         CLIENT_CREDENTIALS,

@@ -9,12 +9,13 @@ use agentauth_resource::claims::{
 };
 use serde_json::json;
 
-use super::agent::{agent_of, held_key};
+use super::agent::{agent_of, check_resource, held_key};
 use super::{Grant, GrantFuture, PASSPORT, TokenRequest, TokenResponse, requested_scope};
 use crate::crypto::random_id;
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
 use crate::oauth::scope::Scope;
+use crate::resources::same_resource;
 use crate::state::State;
 use crate::store::agents::AgentRow;
 use crate::store::audit::AuditEvent;
@@ -151,6 +152,15 @@ pub async fn issue(
         let site = audience(state, value).await?;
         if !sites.contains(&site) {
             sites.push(site);
+        }
+    }
+    // A site that is one of our resources is a target like any other: an
+    // agent limited to some resources names only those (SECURITY.md,
+    // "Agents made by owners").
+    let registry = &state.config.resources;
+    for site in &sites {
+        if registry.get(site).is_some() || same_resource(site, &registry.default_audience().uri) {
+            check_resource(agent, site)?;
         }
     }
     req.confirm_proof().await?;

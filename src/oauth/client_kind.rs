@@ -17,14 +17,28 @@ pub enum ClientKind {
     Dynamic,
     /// A client ID metadata document: its URL is its client_id.
     MetadataDocument,
-    /// An agent, owned by a user.
+    /// An agent, owned by a user, made by an operator (`agentauth agent
+    /// create`) or registered with an initial access token an operator
+    /// minted for its owner.
     Agent,
+    /// An agent its owner made in the console, which no operator vouched
+    /// for (with `--signup`, anyone's): not [`Self::VOUCHED`], so it gets
+    /// tokens with no user (`client_credentials`) only from resources
+    /// whose operator lists `owner_agent` (SECURITY.md, "Agents made by
+    /// owners").
+    OwnerAgent,
 }
 
 impl ClientKind {
     /// Who may use `client_credentials` where the operator did not say:
     /// the clients someone vouched for.
     pub const VOUCHED: [ClientKind; 3] = [Self::Operator, Self::InitialToken, Self::Agent];
+
+    /// Whether a client of this kind is an agent (it has an agent row:
+    /// owner, status, limits).
+    pub fn is_agent(self) -> bool {
+        matches!(self, Self::Agent | Self::OwnerAgent)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +47,7 @@ impl ClientKind {
             Self::Dynamic => "dynamic",
             Self::MetadataDocument => "metadata_document",
             Self::Agent => "agent",
+            Self::OwnerAgent => "owner_agent",
         }
     }
 }
@@ -53,6 +68,7 @@ impl FromStr for ClientKind {
             "dynamic" => Self::Dynamic,
             "metadata_document" => Self::MetadataDocument,
             "agent" => Self::Agent,
+            "owner_agent" => Self::OwnerAgent,
             other => return Err(format!("unknown client kind {other:?}")),
         })
     }

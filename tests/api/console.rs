@@ -163,7 +163,9 @@ async fn agents_page_kill_switch_and_strangers(app: TestApp) {
 both!(agents_page_kill_switch_and_strangers);
 
 /// An owner creates an agent in the browser with a pasted PEM key, and a
-/// script uses it at once (client_credentials with private_key_jwt);
+/// script uses it at once (a passport, with private_key_jwt; it may not
+/// use client_credentials where the operator did not allow agents made in
+/// the console, issue 28 item 2);
 /// the owner adds a second key as a JWK; bad keys are refused on the page
 /// with the reason; a stranger cannot add keys.
 async fn agents_are_created_and_keyed_in_the_browser(app: TestApp) {
@@ -235,11 +237,11 @@ async fn agents_are_created_and_keyed_in_the_browser(app: TestApp) {
         .unwrap()
     };
     let app = &app;
-    let token = |a: String| async move {
+    let grant = |grant_type: &'static str, a: String| async move {
         app.post_form(
             "/token",
             &[
-                ("grant_type", "client_credentials"),
+                ("grant_type", grant_type),
                 ("resource", MCP),
                 (
                     "client_assertion_type",
@@ -251,9 +253,16 @@ async fn agents_are_created_and_keyed_in_the_browser(app: TestApp) {
         )
         .await
     };
+    let token = |a: String| grant("urn:agentauth:params:grant-type:passport", a);
     let ed = EncodingKey::from_ed_der(&key.pair.serialize_der());
     let r = token(assertion(&key.jkt(), &ed, Algorithm::EdDSA)).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    grant(
+        "client_credentials",
+        assertion(&key.jkt(), &ed, Algorithm::EdDSA),
+    )
+    .await
+    .assert_error(400, "unauthorized_client");
 
     // A second key, as a JWK, from the agent's page.
     let page = alice.get(&format!("/account/agents/{id}")).await;
