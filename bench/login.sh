@@ -57,6 +57,7 @@ start() { # backend database-url port
   ISSUER="http://127.0.0.1:$3"
   "$BIN" serve --listen "127.0.0.1:$3" --issuer "$ISSUER" --database-url "$2" \
     --login-rate 1000000 --pow-free-rate 1000000 --max-open-login-requests 100000 \
+    --login-streams 100000 --login-streams-per-site 100000 \
     --pow-difficulty "$DIFFICULTY" 2>"$TMP/$1.log" &
   SERVER_PID=$!
   wait_up "$ISSUER/healthz"

@@ -318,9 +318,17 @@ async fn main() -> anyhow::Result<()> {
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no challenge: {request}"))?;
         let difficulty = u32::try_from(request["difficulty"].as_u64().unwrap_or(64))?;
+        // The name is the site's own claim unless an operator vouched for
+        // the site: say which to whoever reads this.
         println!(
-            "site {} asks for {:?}; solving {difficulty} bits",
-            request["site"]["name"], request["scope"]
+            "site {} ({}) asks for {:?}; solving {difficulty} bits",
+            request["site"]["name"],
+            if request["site_verified"] == true {
+                "verified by the operator"
+            } else {
+                "unverified: the name is the site's own claim"
+            },
+            request["scope"]
         );
         let started = std::time::Instant::now();
         let solution = solve(challenge, difficulty);

@@ -11,11 +11,57 @@ use moka::sync::Cache;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::error::Error;
+use crate::error::{Error, OAuthError};
+use crate::oauth::client_kind::ClientKind;
 use crate::oauth::scope::Scope;
 use crate::state::State;
 use crate::store::audit::AuditEvent;
+use crate::store::clients::ClientRecord;
 use crate::store::login_requests::{self, APPROVED, DENIED, LoginRequestRow};
+
+/// Whether someone vouched for the site: an operator created it, or it
+/// registered with an operator's initial access token. Its registered name
+/// is then shown to agents as verified; anyone else's name is
+/// self-asserted.
+pub fn site_verified(site: &ClientRecord) -> bool {
+    matches!(site.kind, ClientKind::Operator | ClientKind::InitialToken)
+}
+
+/// Whether `site` may run proof-of-work login: the pow-login grant among
+/// its registered `grant_types` (RFC 7591 §2), and a site someone vouched
+/// for, unless the operator opened it to unvouched sites
+/// (`--pow-login-unvouched`). Agents are not sites. Checked when a request
+/// is created and again when its passport is delivered, on both channels
+/// (SECURITY.md, Proof-of-work login boundaries). RFC 6749 §5.2
+/// `unauthorized_client` otherwise.
+pub fn check_site(state: &State, site: &ClientRecord) -> Result<(), OAuthError> {
+    if !site.metadata.allows_grant(crate::grants::POW_LOGIN) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "client is not registered for the {} grant",
+            crate::grants::POW_LOGIN
+        )));
+    }
+    match site.kind {
+        ClientKind::Operator | ClientKind::InitialToken => Ok(()),
+        ClientKind::Dynamic | ClientKind::MetadataDocument if state.config.pow_login_unvouched => {
+            Ok(())
+        }
+        ClientKind::Dynamic | ClientKind::MetadataDocument => Err(OAuthError::unauthorized_client(
+            "proof-of-work login is for sites an operator vouched for (created, or registered with an initial access token)",
+        )),
+        // Agents (and any kind added later) are not sites.
+        _ => Err(OAuthError::unauthorized_client(
+            "only a site (not an agent) can ask for proof-of-work login",
+        )),
+    }
+}
+
+/// Open event streams of this node: all of them, and per site.
+#[derive(Default)]
+pub struct StreamCounts {
+    pub total: u32,
+    pub by_site: std::collections::HashMap<String, u32>,
+}
 
 /// The PostgreSQL channel resolutions are announced on (payload: the id).
 pub const CHANNEL: &str = "agentauth_login_requests";
@@ -70,6 +116,9 @@ pub fn difficulty(base: u32, recent: u64, free: u64) -> u32 {
 pub struct LoginHub {
     waiters: Cache<String, Arc<Notify>>,
     closing: tokio::sync::watch::Sender<bool>,
+    /// Open event streams (SECURITY-CASES 53: capped per node and per
+    /// site, besides per address).
+    pub streams: std::sync::Mutex<StreamCounts>,
 }
 
 impl Default for LoginHub {
@@ -81,6 +130,7 @@ impl Default for LoginHub {
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             closing: tokio::sync::watch::Sender::new(false),
+            streams: Default::default(),
         }
     }
 }
@@ -179,6 +229,9 @@ pub enum Outcome {
     },
     /// Approved, and the passport already went to the site.
     AlreadyDelivered,
+    /// Approved, but the site may not (or no longer) run proof-of-work
+    /// login: nothing is delivered, on either channel.
+    Unauthorized(OAuthError),
 }
 
 impl Outcome {
@@ -188,6 +241,7 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::Expired => "expired",
             Outcome::Delivered { .. } | Outcome::AlreadyDelivered => "approved",
+            Outcome::Unauthorized(_) => "refused",
         }
     }
 }
@@ -211,6 +265,15 @@ pub async fn outcome(state: &State, row: &LoginRequestRow, now: i64) -> Result<O
             row.id
         )));
     };
+    // The site's right to the grant, again at delivery: the same rule for
+    // SSE listeners and pollers, and for requests made before a change.
+    let site = state
+        .client(&row.site_client_id)
+        .await?
+        .ok_or_else(|| OAuthError::unauthorized_client("the site is no longer registered"));
+    if let Err(e) = site.and_then(|site| check_site(state, &site)) {
+        return Ok(Outcome::Unauthorized(e));
+    }
     // The kill switch: a disabled agent's approval delivers nothing.
     let agent = match state.agent(agent_id).await? {
         Some(a) if a.active => a,

@@ -3,6 +3,8 @@
 //! (RFC 8628 §3.4-3.5): `authorization_pending`, `slow_down`,
 //! `access_denied`, `expired_token`, or, once, the agent's passport for the
 //! site (`aud` = the site's client_id; `issued_token_type` names it).
+//! The site must still be allowed the grant when the passport is
+//! delivered ([`crate::login::check_site`]), as on the event stream.
 
 use agentauth_resource::claims::PASSPORT_TOKEN_TYPE;
 
@@ -50,6 +52,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             Err(OAuthError::authorization_pending("the agent has not answered yet").into())
         }
         Outcome::Denied => Err(OAuthError::access_denied("the agent denied the login").into()),
+        Outcome::Unauthorized(e) => Err(e.into()),
         Outcome::Expired => Err(OAuthError::expired_token("the login request expired").into()),
         Outcome::AlreadyDelivered => Err(OAuthError::invalid_grant(
             "the passport of this login request was already delivered",

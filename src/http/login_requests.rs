@@ -1,17 +1,21 @@
 //! Proof-of-work login (issue 15), the HTTP side:
 //!
 //! - `POST /login-requests` (a site, authenticated as a confidential
-//!   client; optional `agent` and `scope`) → `login_request_id`,
-//!   `expires_in`, `interval`.
+//!   client registered for the pow-login grant, and vouched for by an
+//!   operator unless `--pow-login-unvouched`; optional `agent` and
+//!   `scope`) → `login_request_id`, `expires_in`, `interval`.
 //! - `GET /login-requests/{id}` (an agent, with its passport and a DPoP
 //!   proof of its key) → a single-use `challenge`, the `difficulty`, the
-//!   site and the scopes.
+//!   site (with `site_verified`: whether an operator vouched for its
+//!   name) and the scopes.
 //! - `POST /login-requests/{id}/approve` (`challenge`, `nonce`) or
 //!   `/deny` (`challenge`), by the same agent.
 //! - `GET /login-requests/{id}/events` (the site) → server-sent events:
 //!   one `outcome` event, then the stream closes. The approval's passport
 //!   rides in the event body (never a URL) for the first listener or
-//!   poller that sees it, exactly once.
+//!   poller that sees it, exactly once, and only while the site is
+//!   allowed the grant (the same rule as polling `/token`). Streams are
+//!   capped per address, per site and per node.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -43,41 +47,66 @@ fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
     })
 }
 
-/// One open event stream of an address, counted while it lives.
+/// One open event stream, counted against its address, its site and
+/// this node while it lives (SECURITY-CASES 53): addresses are cheap for
+/// an attacker, so a site's streams and the node's are capped too
+/// (`--login-streams-per-site`, `--login-streams`).
 struct StreamSlot {
     state: AppState,
     ip: Option<std::net::IpAddr>,
+    site: String,
 }
 
 impl StreamSlot {
-    fn take(state: &AppState, ip: Option<std::net::IpAddr>) -> Result<Self> {
-        if let Some(addr) = ip {
-            let mut open = state
-                .login_streams
-                .lock()
-                .map_err(|_| Error::Internal("stream counter poisoned".into()))?;
-            let n = open.entry(addr).or_insert(0);
-            if *n >= MAX_STREAMS_PER_ADDRESS {
-                return Err(OAuthError::too_many_requests(5).into());
-            }
-            *n += 1;
+    fn take(state: &AppState, ip: Option<std::net::IpAddr>, site: &str) -> Result<Self> {
+        let poisoned = || Error::Internal("stream counter poisoned".into());
+        // Lock order: address, then node.
+        let mut by_ip = state.login_streams.lock().map_err(|_| poisoned())?;
+        let mut streams = state.login_hub.streams.lock().map_err(|_| poisoned())?;
+        let ip_full = ip.is_some_and(|addr| {
+            by_ip
+                .get(&addr)
+                .is_some_and(|n| *n >= MAX_STREAMS_PER_ADDRESS)
+        });
+        let site_full = streams
+            .by_site
+            .get(site)
+            .is_some_and(|n| *n >= state.config.login_streams_per_site);
+        if ip_full || site_full || streams.total >= state.config.login_streams {
+            return Err(OAuthError::too_many_requests(5).into());
         }
+        if let Some(addr) = ip {
+            *by_ip.entry(addr).or_insert(0) += 1;
+        }
+        *streams.by_site.entry(site.to_string()).or_insert(0) += 1;
+        streams.total += 1;
         Ok(Self {
             state: state.clone(),
             ip,
+            site: site.to_string(),
         })
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        if let Some(addr) = self.ip
-            && let Ok(mut open) = self.state.login_streams.lock()
-            && let Some(n) = open.get_mut(&addr)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&addr);
+        if let Ok(mut by_ip) = self.state.login_streams.lock() {
+            if let Some(addr) = self.ip
+                && let Some(n) = by_ip.get_mut(&addr)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    by_ip.remove(&addr);
+                }
+            }
+            if let Ok(mut streams) = self.state.login_hub.streams.lock() {
+                streams.total = streams.total.saturating_sub(1);
+                if let Some(n) = streams.by_site.get_mut(&self.site) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        streams.by_site.remove(&self.site);
+                    }
+                }
             }
         }
     }
@@ -92,6 +121,7 @@ pub async fn create(
 ) -> Result<Response> {
     let form = form?;
     let site = super::authenticate_client(&state, &headers, &form, Public::Refused, &ip).await?;
+    login::check_site(&state, &site.client)?;
     let site_id = site.client.client_id.clone();
     within_rate(&state, format!("site:{site_id}"))?;
     let now = state.now();
@@ -249,6 +279,16 @@ pub async fn read(
         return Err(OAuthError::invalid_request("the login request was already answered").into());
     }
     let site = state.client(&row.site_client_id).await?;
+    // The name and URI are the site's own claims; the agent (and the
+    // person it may show them to) learns whether an operator vouched for
+    // them (SECURITY.md, Proof-of-work login boundaries).
+    let verified = site.as_deref().is_some_and(login::site_verified);
+    let name = site.as_ref().and_then(|s| s.metadata.client_name.clone());
+    let display_name = match (&name, verified) {
+        (Some(n), true) => n.clone(),
+        (Some(n), false) => format!("{n} (unverified)"),
+        (None, _) => format!("{} (unverified)", row.site_client_id),
+    };
     state.audit.record(AuditEvent {
         at: now,
         event: "login_request.challenged",
@@ -266,9 +306,12 @@ pub async fn read(
             "algorithm": "sha-256, leading zero bits of SHA-256(challenge || nonce)",
             "site": {
                 "client_id": row.site_client_id,
-                "name": site.as_ref().and_then(|s| s.metadata.client_name.clone()),
+                "name": name,
                 "uri": site.as_ref().and_then(|s| s.metadata.client_uri.clone()),
+                "verified": verified,
+                "display_name": display_name,
             },
+            "site_verified": verified,
             "scope": row.scope,
             "expires_in": (row.expires_at - now).max(0),
         }),
@@ -402,7 +445,8 @@ pub async fn events(
         .await?
         .filter(|r| r.site_client_id == site.client.client_id)
         .ok_or_else(not_found)?;
-    let slot = StreamSlot::take(&state, ip.0)?;
+    login::check_site(&state, &site.client)?;
+    let slot = StreamSlot::take(&state, ip.0, &site.client.client_id)?;
     let waker = state.login_hub.waker(&id);
     let expires_at = row.expires_at;
     let stream = futures_util::stream::unfold(
@@ -466,6 +510,10 @@ pub async fn events(
 fn outcome_event(id: &str, status: &str, outcome: Option<&Outcome>) -> Event {
     let mut data = json!({ "login_request_id": id, "status": status });
     match outcome {
+        Some(Outcome::Unauthorized(e)) => {
+            data["error"] = json!(e.error);
+            data["error_description"] = json!(e.description);
+        }
         Some(Outcome::Delivered {
             passport,
             expires_in,
