@@ -27,6 +27,11 @@
       body: new URLSearchParams(fields),
     });
     const body = await response.json().catch(() => ({}));
+    if (!response.ok && body.redirect) {
+      // A stale sign-in: the login page, then back here.
+      location.assign(body.redirect);
+      return new Promise(() => {});
+    }
     if (!response.ok) {
       throw new Error(body.error_description || "The request was refused.");
     }

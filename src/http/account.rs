@@ -24,7 +24,7 @@ pub struct LoginQuery {
 /// §2) must be for a credential change: adding a passkey, deleting the
 /// password, adding a key to an agent. A session lives 12 h; a stolen or
 /// unattended one must not be enough to add a way in (SECURITY.md,
-/// recent authentication).
+/// Recent authentication).
 pub const RECENT_SIGN_IN: i64 = 5 * 60;
 
 /// Whether `session` signed in within [`RECENT_SIGN_IN`].

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
-use super::account::safe_return_to;
+use super::account::{safe_return_to, sign_in_again, sign_in_again_url, signed_in_recently};
 use super::console::signed_in;
 use super::pages;
 use super::{ClientIp, OAuthForm};
@@ -114,6 +114,22 @@ fn clear_ceremony(state: &AppStateInner) -> Option<axum::http::HeaderValue> {
     pages::set_cookie(state, CEREMONY_COOKIE, "", 0, cookie::SameSite::Strict)
 }
 
+/// A ceremony's JSON endpoint called with a stale sign-in: 401
+/// `login_required` (OpenID Connect Core §3.1.2.6) and where the page
+/// script sends the owner to sign in again (`redirect`).
+fn sign_in_again_json() -> Response {
+    let mut r = json_with(
+        json!({
+            "error": "login_required",
+            "error_description": "adding a passkey needs a sign-in within the last 5 minutes",
+            "redirect": sign_in_again_url("/account/passkeys"),
+        }),
+        Vec::new(),
+    );
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r
+}
+
 fn json_with(body: serde_json::Value, cookies: Vec<Option<axum::http::HeaderValue>>) -> Response {
     let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
@@ -135,6 +151,9 @@ pub async fn register_options(
         .await?
         .ok_or_else(|| refuse(401, "sign in first"))?;
     check_csrf(&state, &headers, &form)?;
+    if !signed_in_recently(&state, &session) {
+        return Ok(sign_in_again_json());
+    }
     let exclude: Vec<Vec<u8>> = store::passkeys::for_user(&state.db, &session.user_id)
         .await?
         .into_iter()
@@ -162,6 +181,9 @@ pub async fn register(
         .await?
         .ok_or_else(|| refuse(401, "sign in first"))?;
     check_csrf(&state, &headers, &form)?;
+    if !signed_in_recently(&state, &session) {
+        return Ok(sign_in_again_json());
+    }
     let ceremony = finish(&state, &headers, REGISTER).await?;
     if ceremony.user_id.as_deref() != Some(session.user_id.as_str()) {
         return Err(refuse(403, "this ceremony was started for another account"));
@@ -220,13 +242,25 @@ pub async fn register(
 
 /// `POST /passkeys/login/options`: request options naming no credential,
 /// so the authenticator offers the passkeys it holds for this site.
+/// Anyone may call it and each call writes a challenge row, so it spends
+/// the client address's budget of unauthenticated sign-in writes (shared
+/// with sign-up): 429 with `Retry-After` beyond it (SECURITY.md,
+/// Unauthenticated writes).
 pub async fn login_options(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
     check_csrf(&state, &headers, &form)?;
+    if let Some(addr) = ip.0
+        && let Err(not_until) = state.login_by_ip.check_key(&addr)
+    {
+        let mut e = OAuthError::new(429, "slow_down", "too many sign-in attempts; wait a minute");
+        e.retry_after = Some(crate::state::retry_after(&not_until));
+        return Err(e.into());
+    }
     let (challenge, cookie) = begin(&state, LOGIN, None).await?;
     let options = relying_party(&state)?.request_options(&challenge, &[]);
     Ok(json_with(json!({ "publicKey": options }), vec![cookie]))
@@ -419,8 +453,12 @@ pub async fn confirm_remove_password(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    if let Err(redirect) = signed_in(&state, &headers, "/account/passkeys").await? {
-        return Ok(redirect);
+    let session = match signed_in(&state, &headers, "/account/passkeys").await? {
+        Ok(s) => s,
+        Err(redirect) => return Ok(redirect),
+    };
+    if !signed_in_recently(&state, &session) {
+        return Ok(sign_in_again("/account/password/confirm"));
     }
     pages::confirm(
         &state,
@@ -481,6 +519,9 @@ pub async fn remove_password(
         Err(redirect) => return Ok(redirect),
     };
     check_csrf(&state, &headers, &form)?;
+    if !signed_in_recently(&state, &session) {
+        return Ok(sign_in_again("/account/password/confirm"));
+    }
     let audit = AuditEvent {
         at: state.now(),
         event: "user.password_removed",
