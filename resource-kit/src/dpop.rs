@@ -152,7 +152,7 @@ pub fn verify_proof(proof: &str, expect: &Expectations<'_>) -> Result<VerifiedPr
     }
     // §4.3 (11): iat within the window. `abs_diff` cannot overflow: a
     // signed proof may carry any i64 (`iat: i64::MIN` once panicked here;
-    // SECURITY.md, DPoP proof arithmetic).
+    // SECURITY.md, Arithmetic and windows).
     if claims.iat.abs_diff(expect.now) > expect.iat_window.unsigned_abs() {
         return Err(Invalid("DPoP proof iat is outside the acceptable window"));
     }

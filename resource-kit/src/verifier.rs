@@ -429,7 +429,7 @@ impl<K: KeySource> ResourceVerifier<K> {
 /// A spent proof stays in the replay store for the retention it was
 /// stored with: derived from `iat_window` when it was spent, so that a
 /// resource that widens the window keeps proofs for all of it
-/// (SECURITY.md, DPoP proof replay).
+/// (SECURITY.md, Arithmetic and windows).
 struct SpentProof;
 
 impl moka::Expiry<String, Duration> for SpentProof {

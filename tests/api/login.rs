@@ -19,7 +19,7 @@ const POW_LOGIN: &str = "urn:agentauth:params:grant-type:pow-login";
 const PASSPORT: &str = "urn:agentauth:params:grant-type:passport";
 
 /// A site (a confidential client allowed the pow-login grant).
-async fn site(app: &TestApp, name: &str) -> (String, String) {
+pub(crate) async fn site(app: &TestApp, name: &str) -> (String, String) {
     let reg = app
         .register(json!({
             "client_name": name,
@@ -35,13 +35,13 @@ async fn site(app: &TestApp, name: &str) -> (String, String) {
 }
 
 /// An agent with a passport bound to its DPoP key.
-struct LoggingAgent {
-    agent: Agent,
-    key: ProofKey,
-    passport: String,
+pub(crate) struct LoggingAgent {
+    pub(crate) agent: Agent,
+    pub(crate) key: ProofKey,
+    pub(crate) passport: String,
 }
 
-async fn logging_agent(app: &TestApp, owner: &str) -> LoggingAgent {
+pub(crate) async fn logging_agent(app: &TestApp, owner: &str) -> LoggingAgent {
     let key = ProofKey::new();
     let agent = agent(app, owner, "read write", std::slice::from_ref(&key.jwk)).await;
     let r = agent
@@ -83,7 +83,7 @@ impl LoggingAgent {
         }
     }
 
-    async fn challenge(&self, app: &TestApp, id: &str) -> TestResponse {
+    pub(crate) async fn challenge(&self, app: &TestApp, id: &str) -> TestResponse {
         app.send(self.request(app, "GET", &format!("/login-requests/{id}"), None))
             .await
     }
@@ -105,7 +105,7 @@ impl LoggingAgent {
     }
 
     /// Fetches a challenge, solves it, approves.
-    async fn approve(&self, app: &TestApp, id: &str) -> TestResponse {
+    pub(crate) async fn approve(&self, app: &TestApp, id: &str) -> TestResponse {
         let c = self.challenge(app, id).await;
         assert_eq!(c.status, 200, "{}", String::from_utf8_lossy(&c.body));
         let c = c.json();
@@ -130,14 +130,18 @@ async fn create(app: &TestApp, site: &(String, String), extra: &[(&str, &str)]) 
 }
 
 /// A new login request's id.
-async fn create_id(app: &TestApp, site: &(String, String), extra: &[(&str, &str)]) -> String {
+pub(crate) async fn create_id(
+    app: &TestApp,
+    site: &(String, String),
+    extra: &[(&str, &str)],
+) -> String {
     create(app, site, extra).await["login_request_id"]
         .as_str()
         .unwrap()
         .to_string()
 }
 
-async fn poll(app: &TestApp, site: &(String, String), id: &str) -> TestResponse {
+pub(crate) async fn poll(app: &TestApp, site: &(String, String), id: &str) -> TestResponse {
     app.post_form(
         "/token",
         &[("grant_type", POW_LOGIN), ("login_request_id", id)],
@@ -147,7 +151,7 @@ async fn poll(app: &TestApp, site: &(String, String), id: &str) -> TestResponse 
 }
 
 /// Opens the site's event stream and reads it to its end (in a task).
-fn listen(
+pub(crate) fn listen(
     app: &TestApp,
     site: &(String, String),
     id: &str,
@@ -166,7 +170,7 @@ fn listen(
 }
 
 /// The `outcome` event's data.
-fn outcome(stream: &str) -> Value {
+pub(crate) fn outcome(stream: &str) -> Value {
     let data = stream
         .split("\n\n")
         .find(|e| e.contains("event: outcome"))
