@@ -221,7 +221,9 @@ async fn passports(app: TestApp) {
         .await);
     assert_eq!(r["issued_token_type"], PASSPORT_TYPE);
     assert_eq!(r["token_type"], "N_A");
-    assert_eq!(r["expires_in"], 3600);
+    // As long as an access token (`--passport-ttl` defaults to
+    // `--access-token-ttl`).
+    assert_eq!(r["expires_in"], 900);
     assert!(r.get("refresh_token").is_none());
     let passport = r["access_token"].as_str().unwrap();
     let (header, claims) = jwt_parts(passport);

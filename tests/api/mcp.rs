@@ -108,6 +108,18 @@ impl Stack {
         key: Option<&ProofKey>,
         pairs: &[(&str, &str)],
     ) -> Value {
+        let (status, body) = self.agent_token_answer(agent, key, pairs).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// [`Self::agent_token`]'s status and body, whatever they are.
+    async fn agent_token_answer(
+        &self,
+        agent: &Agent,
+        key: Option<&ProofKey>,
+        pairs: &[(&str, &str)],
+    ) -> (u16, Value) {
         let assertion = agent.key.assertion(json!({
             "iss": agent.id, "sub": agent.id, "aud": self.issuer,
             "jti": agentauth::crypto::random_id().unwrap(), "iat": self.app.now(), "exp": self.app.now() + 60,
@@ -130,10 +142,8 @@ impl Stack {
             request = request.header("dpop", proof);
         }
         let r = request.send().await.unwrap();
-        let status = r.status();
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        body
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
     }
 }
 
@@ -486,8 +496,8 @@ fn mint(app: &TestApp, claims: Value) -> String {
         .unwrap()
 }
 
-/// Agents at the example server: a DPoP-bound token, a passport and a
-/// delegated token reach `whoami` as who they are; a bound token without
+/// Agents at the example server: a DPoP-bound token and a delegated
+/// token reach `whoami` as who they are, a passport does not; a bound token without
 /// its proof, with another key's proof, or with a replayed proof, a token
 /// for another resource, an expired one, one signed by an unknown key and
 /// an `alg: none` one are refused with the matching challenge.
@@ -555,9 +565,12 @@ async fn agents_tokens_at_the_example_server() {
             .contains("invalid_dpop_proof")
     );
 
-    // A passport for this server, bound to the agent's key.
-    let p = stack
-        .agent_token(
+    // A passport is no access token (SECURITY.md, "Passport used as an
+    // access token"): none is issued for this server, a registered
+    // resource that does not accept passports, and the example server,
+    // which does not opt in, refuses one naming no site.
+    let (status, p) = stack
+        .agent_token_answer(
             &a,
             Some(&key),
             &[
@@ -566,13 +579,26 @@ async fn agents_tokens_at_the_example_server() {
             ],
         )
         .await;
+    assert_eq!(
+        (status, &p["error"]),
+        (400, &json!("invalid_target")),
+        "{p}"
+    );
+    let p = stack
+        .agent_token(
+            &a,
+            Some(&key),
+            &[("grant_type", "urn:agentauth:params:grant-type:passport")],
+        )
+        .await;
     let passport = p["access_token"].as_str().unwrap();
-    let me = whoami(&stack, &stack.mcp, Auth::Dpop(passport, &key))
-        .await
-        .unwrap();
-    assert_eq!(me["token"], "passport");
-    assert_eq!(me["agent"], a.id);
-    assert_eq!(me["owner"], jwt_parts(passport).1["owner"]);
+    for url in [&stack.mcp, &stack.mcp_live] {
+        refused_with(
+            whoami(&stack, url, Auth::Dpop(passport, &key)).await,
+            401,
+            "invalid_token",
+        );
+    }
 
     // A delegated token: alice's token for the agent, exchanged for one
     // at this server; whoami shows alice as the subject, the agent in `act`.
