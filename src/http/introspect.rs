@@ -5,7 +5,9 @@
 //! in the token's `aud` (`agentauth client create --introspect URI`), and
 //! refresh tokens only when it is an introspector for every token
 //! (`--introspect '*'`). Agent passports are answered to the site they
-//! name (`aud` holding the caller's client_id or one of its resources).
+//! name (`aud` holding the caller's client_id or one of its resources,
+//! where that resource accepts passports: to any other a passport is no
+//! credential, SECURITY.md "Passport used as an access token").
 //! Tokens naming an agent report `agent_id`, `owner` and the `act` chain.
 
 use axum::extract::State;
@@ -126,7 +128,7 @@ pub async fn post(
                 if everything
                     || p.aud.as_ref().is_some_and(|aud| {
                         aud.contains(caller.client_id())
-                            || is_audience(&caller.client.introspects, aud)
+                            || is_audience(&passport_sites(&state, &caller.client.introspects), aud)
                     }) =>
             {
                 Introspection::Passport(Box::new(ActivePassport {
@@ -173,6 +175,21 @@ pub async fn post(
         },
     };
     Ok(json_no_store(StatusCode::OK, &body))
+}
+
+/// Of the resources a caller introspects for, those a passport may name:
+/// not our resources that refuse passports (see `grants::passport`).
+fn passport_sites(state: &AppState, introspects: &[String]) -> Vec<String> {
+    let registry = &state.config.resources;
+    introspects
+        .iter()
+        .filter(|r| {
+            registry
+                .passport_target(r)
+                .is_none_or(|resource| resource.accept_passports)
+        })
+        .cloned()
+        .collect()
 }
 
 /// Whether the caller is one of the resources the token is for.

@@ -358,3 +358,35 @@ async fn server_never_takes_a_passport_for_an_access_token(app: TestApp) {
     .assert_error(400, "invalid_request");
 }
 crate::both!(server_never_takes_a_passport_for_an_access_token);
+
+/// A passport for one of our resources that does not accept passports
+/// (signed before the grant refused them, say) is no credential there:
+/// introspection answers `{"active": false}` to that resource, while the
+/// resource that accepts passports still sees its own.
+async fn introspection_answers_passports_only_to_resources_that_accept_them(app: TestApp) {
+    let (app, _dir) = node_with_passport_resource(&app).await;
+    let key = ProofKey::new();
+    let a = agent(&app, "alice", "read", std::slice::from_ref(&key.jwk)).await;
+    let here = passport_of(&ask(&app, &a, &key, &[AGENTS_API]).await);
+    let mut claims = jwt_parts(&here).1;
+    claims["aud"] = json!(MCP);
+    claims["jti"] = json!("minted-for-mcp");
+    let for_mcp = app
+        .state
+        .keys
+        .current()
+        .signer(app.now())
+        .unwrap()
+        .sign("agent-passport+jwt", &claims)
+        .unwrap();
+    let (mcp_rs, mcp_secret) = app.cc_client("").await;
+    app.set_introspects(&mcp_rs, &[MCP]).await;
+    assert_eq!(
+        app.introspect_as(&mcp_rs, &mcp_secret, &for_mcp).await,
+        json!({"active": false})
+    );
+    let (rs, secret) = app.cc_client("").await;
+    app.set_introspects(&rs, &[AGENTS_API]).await;
+    assert_eq!(app.introspect_as(&rs, &secret, &here).await["active"], true);
+}
+crate::both!(introspection_answers_passports_only_to_resources_that_accept_them);
