@@ -127,7 +127,7 @@ crate::both!(reenabling_an_agent_brings_back_nothing);
 /// the key authenticates no more; the keys it keeps work for new tokens.
 async fn removing_a_key_ends_what_was_issued_before(app: TestApp) {
     let second = client_key("second");
-    let a = agent(&app, "alice", "read", &[second.jwk.clone()]).await;
+    let a = agent(&app, "alice", "read", std::slice::from_ref(&second.jwk)).await;
     let at = cc(&app, &a).await;
     let passport = access_token(&ok(a
         .token(
@@ -219,7 +219,7 @@ async fn assert_with(app: &TestApp, agent_id: &str, key: &ClientKey) -> TestResp
 async fn a_removed_key_stops_on_the_other_node_within_the_status_interval() {
     let (node_a, node_b) = crate::helpers::spawn_pg_nodes().await;
     let second = client_key("second");
-    let a = agent(&node_a, "alice", "read", &[second.jwk.clone()]).await;
+    let a = agent(&node_a, "alice", "read", std::slice::from_ref(&second.jwk)).await;
     // B caches the agent's client row (and its keys).
     ok(assert_with(&node_b, &a.id, &second).await);
 
