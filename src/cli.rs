@@ -572,6 +572,9 @@ fn agent_json(
         "status": if agent.active { "active" } else { "disabled" },
         "scope": agent.scope,
         "resources": agent.resources,
+        // `agent`: an operator vouched for it; `owner_agent`: its owner
+        // made it in the console.
+        "kind": client.map(|c| c.kind),
         "keys": keys,
         "created_at": agent.created_at,
         "disabled_at": agent.disabled_at,
