@@ -51,6 +51,11 @@ struct Subject {
     exp: i64,
     /// The subject token's `jti`: revoking it revokes what was derived.
     jti: String,
+    /// The subject token is a passport: no person took part, so the
+    /// result is a token with no user in the loop, and the registry's
+    /// `client_credentials` rule for the client's kind applies to it
+    /// (SECURITY.md, "Agents made by owners").
+    no_user: bool,
 }
 
 fn unacceptable(why: &'static str) -> Error {
@@ -87,6 +92,7 @@ async fn subject(
                 may_act: claims.may_act,
                 exp: claims.exp,
                 jti: claims.jti,
+                no_user: false,
             })
         }
         PASSPORT_TOKEN_TYPE => {
@@ -113,6 +119,7 @@ async fn subject(
                 may_act: None,
                 exp: passport.exp,
                 jti: passport.jti,
+                no_user: true,
             })
         }
         _ => Err(OAuthError::invalid_request(format!(
@@ -181,6 +188,11 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     }
     let targets = state.config.resources.resolve(&requested)?;
     check_resources(&agent, &targets)?;
+    if subject.no_user {
+        // A passport traded for an access token is client_credentials by
+        // another name: only where the operator lets this kind act alone.
+        targets.check_client_credentials(req.client.client.kind)?;
+    }
     let allowed = subject
         .scope
         .intersection(&Scope::parse(&agent.scope).unwrap_or_default());

@@ -287,6 +287,27 @@ async fn console_agents_act_alone_only_where_the_operator_allows(app: TestApp) {
         .await);
     assert_eq!(p["issued_token_type"], PASSPORT_TYPE);
 
+    // Its own passport traded for an access token is client_credentials
+    // by another name (no person took part): refused where the operator
+    // does not let console agents act alone, allowed where it does.
+    let own = ok(a.token(&app, &[("grant_type", PASSPORT)], None).await);
+    let own = own["access_token"].as_str().unwrap();
+    let trade = |resource: &'static str| {
+        [
+            ("grant_type", EXCHANGE),
+            ("subject_token", own),
+            ("subject_token_type", PASSPORT_TYPE),
+            ("resource", resource),
+        ]
+    };
+    a.token(&app, &trade(TOOLS), None)
+        .await
+        .assert_error(400, "unauthorized_client");
+    let t = ok(a.token(&app, &trade(FILES), None).await);
+    let (_, claims) = jwt_parts(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], FILES);
+    assert_eq!(claims["agent_id"], a.id);
+
     // An operator's agent: client_credentials where agents are listed.
     let cli = agent(&app, "alice", "tools:read", &[]).await;
     let t = ok(cli
@@ -362,21 +383,22 @@ async fn console_agents_reach_only_their_resources(app: TestApp) {
         .await
         .assert_error(400, "invalid_target");
     }
-    let t = ok(a
-        .token(
-            &app,
-            &[
-                ("grant_type", EXCHANGE),
-                ("subject_token", own),
-                ("subject_token_type", PASSPORT_TYPE),
-                ("resource", TOOLS),
-            ],
-            None,
-        )
-        .await);
-    let (_, claims) = jwt_parts(t["access_token"].as_str().unwrap());
-    assert_eq!(claims["aud"], TOOLS);
-    assert_eq!(claims["agent_id"], a.id);
+    // For Tools, its own resource, the agent's limit lets it through; the
+    // operator's kind rule does not (a passport traded for a token is
+    // client_credentials by another name, and Tools does not list
+    // owner_agent): see console_agents_act_alone_only_where_the_operator_allows.
+    a.token(
+        &app,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", own),
+            ("subject_token_type", PASSPORT_TYPE),
+            ("resource", TOOLS),
+        ],
+        None,
+    )
+    .await
+    .assert_error(400, "unauthorized_client");
 }
 with_registry!(console_agents_reach_only_their_resources);
 
