@@ -1,6 +1,6 @@
 //! Outbound HTTP for documents clients point us at (`jwks_uri`; later,
 //! client ID metadata documents), with SSRF guards (RFC 7591 §5,
-//! SECURITY-CASES 28): https only; every address the name resolves to must
+//! SECURITY.md, "Registration and client metadata documents"): https only; every address the name resolves to must
 //! be public, and the connection goes only to those checked addresses; no
 //! redirects; a size and a time limit.
 

@@ -116,7 +116,7 @@ pub fn difficulty(base: u32, recent: u64, free: u64) -> u32 {
 pub struct LoginHub {
     waiters: Cache<String, Arc<Notify>>,
     closing: tokio::sync::watch::Sender<bool>,
-    /// Open event streams (SECURITY-CASES 53: capped per node and per
+    /// Open event streams (SECURITY.md, "Proof-of-work login": capped per node and per
     /// site, besides per address).
     pub streams: std::sync::Mutex<StreamCounts>,
 }

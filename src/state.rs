@@ -58,7 +58,7 @@ pub struct State {
     /// mark is a database write at most daily, and this keeps even its
     /// round trip off the token path.
     pub client_touched: moka::sync::Cache<String, ()>,
-    /// Open login event streams per client address (SECURITY-CASES 53).
+    /// Open login event streams per client address (SECURITY.md, "Proof-of-work login").
     pub login_streams: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
     /// Challenges fetched in the last minute, per site and per agent
     /// (`site:<id>`, `agent:<id>`): the difficulty rises with it.

@@ -1,7 +1,7 @@
 //! Verifying an agentauth bridge certificate (feature `bridge`), for a
 //! service that receives one outside a TLS handshake (a signed artifact, a
 //! certificate forwarded by a TLS-terminating proxy) or wants the agent's
-//! identity out of one it accepted. SECURITY-CASES 54:
+//! identity out of one it accepted. SECURITY.md, "Bridge certificates":
 //!
 //! - it must chain to a CA of the bundle (`/.well-known/ca-bundle.pem`),
 //!   signed with Ed25519: an unknown CA or another algorithm is refused;

@@ -379,7 +379,7 @@ impl<K: KeySource> ResourceVerifier<K> {
             {
                 Ok(verified)
             }
-            // SECURITY-CASES 45: a bound token presented as a bearer token.
+            // SECURITY.md, "Resource server kit and DPoP": a bound token presented as a bearer token.
             (Some(_), false) => Err(ResourceError::InvalidToken(
                 "a DPoP-bound token must use the DPoP scheme (or, over mutual TLS, the certificate it is bound to)",
             )),

@@ -1,5 +1,5 @@
 //! Server nonces for bridge-certificate proofs of possession
-//! (SECURITY-CASES 54): `base64url(exp ‖ random ‖ MAC)`, made by any node
+//! (SECURITY.md, "Bridge certificates"): `base64url(exp ‖ random ‖ MAC)`, made by any node
 //! and checked by any (the MAC key is derived from the shared KEK), and
 //! spent once through the replay table, so a proof of possession cannot
 //! be replayed and a nonce cannot be reused.

@@ -39,12 +39,12 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let row = store::grants::code(&state.db, code_hash)
         .await?
         .ok_or_else(invalid)?;
-    // SECURITY-CASES 13: another client's code; it stays unspent.
+    // SECURITY.md, "Token endpoint: code grant": another client's code; it stays unspent.
     if row.client_id != client.client_id() {
         return Err(invalid().into());
     }
     if row.consumed_at.is_some() {
-        // SECURITY-CASES 11: a replay revokes the first redemption's tokens.
+        // SECURITY.md, "Token endpoint: code grant": a replay revokes the first redemption's tokens.
         store::grants::revoke_code_issuance(&state.db, &row, now).await?;
         state.revocations.invalidate();
         tracing::warn!(client_id = %row.client_id, "authorization code replayed; its tokens were revoked");

@@ -48,7 +48,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let row = store::grants::refresh(&state.db, old_hash)
         .await?
         .ok_or_else(invalid)?;
-    // SECURITY-CASES 23: another client's token.
+    // SECURITY.md, "Refresh tokens": another client's token.
     if row.client_id != client.client_id() {
         return Err(invalid().into());
     }
@@ -65,7 +65,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     if row.rotated_at.is_some() {
         return retry_or_reuse(state, &row, proof.map(|p| p.jkt.as_str()), now).await;
     }
-    // SECURITY-CASES 25: a bound token needs a proof by the same key.
+    // SECURITY.md, "Refresh tokens": a bound token needs a proof by the same key.
     if let Some(bound) = &row.dpop_jkt {
         match proof {
             Some(p) if &p.jkt == bound => {}
@@ -159,7 +159,7 @@ async fn retry_or_reuse(
         .as_deref()
         .is_none_or(|bound| jkt == Some(bound));
     // Only the just-rotated token: its child must still be the family's
-    // current token (SECURITY-CASES 22: an older one is reuse).
+    // current token (SECURITY.md, "Refresh tokens": an older one is reuse).
     let child_is_current = in_window
         && store::grants::family_head(&state.db, &row.family_id)
             .await?

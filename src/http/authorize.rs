@@ -25,7 +25,7 @@ use crate::resources::Denial;
 use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, clients::ClientRecord, grants::CodeRow};
 
-/// Authorization codes live 60 s (SECURITY-CASES 16).
+/// Authorization codes live 60 s (SECURITY.md, "Token endpoint: code grant").
 pub const CODE_TTL: i64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

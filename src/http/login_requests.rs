@@ -48,7 +48,7 @@ fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
 }
 
 /// One open event stream, counted against its address, its site and
-/// this node while it lives (SECURITY-CASES 53): addresses are cheap for
+/// this node while it lives (SECURITY.md, "Proof-of-work login"): addresses are cheap for
 /// an attacker, so a site's streams and the node's are capped too
 /// (`--login-streams-per-site`, `--login-streams`).
 struct StreamSlot {

@@ -17,7 +17,7 @@ use crate::state::AppState;
 use crate::store::audit::AuditEvent;
 use crate::store::{self, clients::ClientRecord};
 
-/// Largest registration request body (SECURITY-CASES 31).
+/// Largest registration request body (SECURITY.md, "Registration and client metadata documents").
 pub const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
 /// A JSON body of at most [`MAX_REGISTRATION_BYTES`], and the SHA-256

@@ -98,7 +98,7 @@ pub async fn post(
 }
 
 /// A refresh token: revoking it revokes its family and the access tokens
-/// issued with it (SECURITY-CASES 37).
+/// issued with it (SECURITY.md, "Introspection and revocation").
 async fn revoke_refresh_token(
     state: &crate::state::State,
     client_id: &str,

@@ -229,7 +229,7 @@ async fn both_delivery_channels_recheck_the_grant(app: TestApp) {
 }
 crate::both!(both_delivery_channels_recheck_the_grant);
 
-/// SECURITY-CASES 53: event streams are capped per site and per node, not
+/// SECURITY.md, "Proof-of-work login": event streams are capped per site and per node, not
 /// only per address (one address here): 429 with Retry-After beyond a
 /// cap; closed streams free their slots.
 async fn event_streams_are_capped_per_site_and_per_node(app: TestApp) {

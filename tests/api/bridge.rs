@@ -1,6 +1,6 @@
 //! Bridge certificates (issue 16) through the real router, on SQLite and
 //! PostgreSQL: the CSR and DPoP proofs of possession, what the certificate
-//! says, every refusal SECURITY-CASES 54 lists, tokens bound to the
+//! says, every refusal SECURITY.md, "Bridge certificates" lists, tokens bound to the
 //! certified key, and CA epochs. Real processes, `openssl verify` and a
 //! rustls server are in `processes.rs`.
 
@@ -603,7 +603,7 @@ async fn epochs_rotate_and_drop(app: TestApp) {
 }
 both!(epochs_rotate_and_drop);
 
-/// SECURITY-CASES 54 at the verifying end: the resource kit's
+/// SECURITY.md, "Bridge certificates" at the verifying end: the resource kit's
 /// `verify_bridge_certificate` accepts a fresh certificate against the
 /// served bundle and reads the agent out of it; it refuses one that lives
 /// too long, one expired or not yet valid beyond 30 s of skew, a foreign

@@ -381,7 +381,7 @@ async fn code_flow_end_to_end(app: TestApp) {
 }
 both!(code_flow_end_to_end);
 
-/// SECURITY-CASES 11 and 12: a code works once; a replay fails and revokes
+/// SECURITY.md, "Token endpoint: code grant": a code works once; a replay fails and revokes
 /// what the first redemption issued; 64 racers, one winner.
 async fn code_replay_fails_and_revokes_tokens(app: TestApp) {
     user(&app, "alice").await;
@@ -433,7 +433,7 @@ async fn code_replay_fails_and_revokes_tokens(app: TestApp) {
 }
 both!(code_replay_fails_and_revokes_tokens);
 
-/// SECURITY-CASES 13–16: another client, wrong or missing verifier, another
+/// SECURITY.md, "Token endpoint: code grant": another client, wrong or missing verifier, another
 /// redirect_uri, an expired code: all `invalid_grant`.
 async fn code_exchange_checks_binding(app: TestApp) {
     user(&app, "alice").await;
@@ -501,7 +501,7 @@ async fn code_exchange_checks_binding(app: TestApp) {
 }
 both!(code_exchange_checks_binding);
 
-/// SECURITY-CASES 1–8, 10: errors before the client and redirect URI are
+/// SECURITY.md, "Authorization endpoint": errors before the client and redirect URI are
 /// verified are pages, never redirects; after, 303 back with state and iss.
 async fn authorize_errors_never_redirect_to_unverified_uris(app: TestApp) {
     user(&app, "alice").await;
@@ -620,7 +620,7 @@ async fn authorize_errors_never_redirect_to_unverified_uris(app: TestApp) {
 }
 both!(authorize_errors_never_redirect_to_unverified_uris);
 
-/// SECURITY-CASES 20–24: rotation, reuse revokes the family, generation
+/// SECURITY.md, "Refresh tokens": rotation, reuse revokes the family, generation
 /// order, other clients, narrower scope only, 64 racers.
 async fn refresh_rotation_and_reuse(app: TestApp) {
     user(&app, "alice").await;
@@ -886,7 +886,7 @@ pub async fn document_server(documents: Vec<(&'static str, Value, &'static str)>
 
 /// A client ID metadata document drives a full flow; a document whose
 /// client_id differs, one asking for a client secret, and a URL with a
-/// fragment are refused without a redirect (SECURITY-CASES 32).
+/// fragment are refused without a redirect (SECURITY.md, "Registration and client metadata documents").
 #[tokio::test]
 async fn client_id_metadata_document_flow() {
     let base = document_server(vec![
@@ -967,7 +967,7 @@ async fn client_id_metadata_document_flow() {
     }
 }
 
-/// SECURITY-CASES 28: with the SSRF guards on, a document URL on a
+/// SECURITY.md, "Registration and client metadata documents": with the SSRF guards on, a document URL on a
 /// loopback or private address is never fetched.
 #[tokio::test]
 async fn client_id_metadata_document_on_private_address_is_refused() {
@@ -997,7 +997,7 @@ async fn dpop_form(app: &TestApp, pairs: &[(&str, &str)], proof: Option<&str>) -
     app.send(req.body(Body::from(form(pairs))).unwrap()).await
 }
 
-/// RFC 9449 §5 and §10, SECURITY-CASES 25 and 50: a public client's refresh
+/// RFC 9449 §5 and §10, SECURITY.md, "Refresh tokens" and "Resource server kit and DPoP": a public client's refresh
 /// token is bound to the proof key of the code exchange; `dpop_jkt` binds
 /// the code itself.
 async fn dpop_binds_public_refresh_tokens_and_codes(app: TestApp) {

@@ -145,7 +145,7 @@ async fn dpop_replayed_proof_is_rejected(app: TestApp) {
 }
 both!(dpop_replayed_proof_is_rejected);
 
-/// RFC 9449 §4.3 checks 1–11 and SECURITY-CASES 46: each bad proof is a
+/// RFC 9449 §4.3 checks 1–11 and SECURITY.md, "Resource server kit and DPoP": each bad proof is a
 /// 400 `invalid_dpop_proof` and issues nothing.
 async fn dpop_bad_proofs_are_invalid_dpop_proof(app: TestApp) {
     let (id, secret) = app.cc_client("read").await;
@@ -271,7 +271,7 @@ async fn dpop_bad_proofs_are_invalid_dpop_proof(app: TestApp) {
 }
 both!(dpop_bad_proofs_are_invalid_dpop_proof);
 
-/// SECURITY-CASES 47 and 49: htu with a query, an upper-case host or an
+/// SECURITY.md, "Resource server kit and DPoP": htu with a query, an upper-case host or an
 /// explicit :443 is the same URL; iat ±10 s is inside the window.
 async fn dpop_equivalent_htu_and_small_skew_are_accepted(app: TestApp) {
     let (id, secret) = app.cc_client("read").await;

@@ -41,7 +41,7 @@ async fn introspection_reports_active_token(app: TestApp) {
 }
 both!(introspection_reports_active_token);
 
-/// SECURITY-CASES 33: no client authentication is 401. RFC 6749 §5.2: a
+/// SECURITY.md, "Introspection and revocation": no client authentication is 401. RFC 6749 §5.2: a
 /// `Basic` challenge only when the client used the Authorization header
 /// (issue 12 item 10: strict JS clients otherwise hide the JSON body).
 async fn introspection_requires_client_authentication(app: TestApp) {
@@ -87,7 +87,7 @@ async fn introspection_requires_client_authentication(app: TestApp) {
 }
 both!(introspection_requires_client_authentication);
 
-/// SECURITY-CASES 34: expired, garbage, foreign and alg-confused tokens are
+/// SECURITY.md, "Introspection and revocation": expired, garbage, foreign and alg-confused tokens are
 /// exactly `{"active":false}`.
 async fn introspection_reports_inactive_exactly(app: TestApp) {
     let (_, _, token) = app.access_token("read").await;

@@ -413,8 +413,8 @@ async fn site_named(app: &TestApp) -> (String, String) {
     site(app, "Other Site").await
 }
 
-/// 64 approvals of one request at once: exactly one wins (SECURITY-CASES
-/// 52), and the site gets exactly one passport from 64 pollers.
+/// 64 approvals of one request at once: exactly one wins (SECURITY.md,
+/// "Proof-of-work login"), and the site gets exactly one passport from 64 pollers.
 async fn one_approval_and_one_delivery_win(app: TestApp) {
     let site = site(&app, "Example Site").await;
     let a = logging_agent(&app, "alice").await;
@@ -480,7 +480,7 @@ async fn sse_on_one_node_hears_an_approval_on_another() {
     );
 }
 
-/// SECURITY-CASES 53: event streams are capped per address; a closed
+/// SECURITY.md, "Proof-of-work login": event streams are capped per address; a closed
 /// stream frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_are_capped_per_address() {

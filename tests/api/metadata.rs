@@ -38,7 +38,7 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
     );
     assert_eq!(m["authorization_endpoint"], format!("{ISSUER}/authorize"));
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
-    // SECURITY-CASES 38.
+    // SECURITY.md, "Metadata and JWKS".
     assert_eq!(
         m["code_challenge_methods_supported"],
         serde_json::json!(["S256"])
@@ -68,7 +68,7 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
 }
 both!(metadata_issuer_is_exact_and_endpoints_are_implemented);
 
-/// RFC 7517 / SECURITY-CASES 39: public members only; kid, alg and use on
+/// RFC 7517 / SECURITY.md, "Metadata and JWKS": public members only; kid, alg and use on
 /// every key; cacheable.
 async fn jwks_publishes_public_keys_only(app: TestApp) {
     let r = app.get("/jwks.json").await;

@@ -102,7 +102,7 @@ async fn private_key_jwt_authenticates(app: TestApp) {
 }
 both!(private_key_jwt_authenticates);
 
-/// SECURITY-CASES 18 (fosite GHSA-v3q9-2p3m-7g43): the jti is single use.
+/// SECURITY.md, "Token endpoint: code grant" (fosite GHSA-v3q9-2p3m-7g43): the jti is single use.
 async fn private_key_jwt_replayed_jti_is_invalid_client(app: TestApp) {
     let key = client_key("k1");
     let id = register_pkjwt(&app, json!({ "keys": [key.jwk] })).await;
@@ -119,7 +119,7 @@ async fn private_key_jwt_replayed_jti_is_invalid_client(app: TestApp) {
 }
 both!(private_key_jwt_replayed_jti_is_invalid_client);
 
-/// SECURITY-CASES 18: wrong aud, stale or far exp, iss ≠ sub, foreign key,
+/// SECURITY.md, "Token endpoint: code grant": wrong aud, stale or far exp, iss ≠ sub, foreign key,
 /// MAC algorithm, missing assertion type: all `invalid_client`.
 async fn private_key_jwt_bad_assertions_are_invalid_client(app: TestApp) {
     let key = client_key("k1");
@@ -206,7 +206,7 @@ async fn private_key_jwt_bad_assertions_are_invalid_client(app: TestApp) {
 }
 both!(private_key_jwt_bad_assertions_are_invalid_client);
 
-/// SECURITY-CASES 28: a jwks_uri that resolves to a loopback or private
+/// SECURITY.md, "Registration and client metadata documents": a jwks_uri that resolves to a loopback or private
 /// address is never fetched.
 #[tokio::test]
 async fn jwks_uri_on_private_address_is_refused() {
@@ -258,7 +258,7 @@ async fn jwks_uri_is_fetched_and_used() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
-/// SECURITY-CASES 12/18 and the reliability rule: 64 concurrent uses of
+/// SECURITY.md, "Token endpoint: code grant" and the reliability rule: 64 concurrent uses of
 /// one assertion, exactly one wins.
 async fn private_key_jwt_concurrent_replay_has_one_winner(app: TestApp) {
     let key = client_key("k1");

@@ -58,7 +58,7 @@ async fn registration_returns_credentials_and_stores_hashes(app: TestApp) {
 }
 both!(registration_returns_credentials_and_stores_hashes);
 
-/// SECURITY-CASES 29: client_id and client_secret in the request are ignored.
+/// SECURITY.md, "Registration and client metadata documents": client_id and client_secret in the request are ignored.
 async fn registration_ignores_client_chosen_id_and_secret(app: TestApp) {
     let reg = app
         .register(cc(
@@ -70,7 +70,7 @@ async fn registration_ignores_client_chosen_id_and_secret(app: TestApp) {
 }
 both!(registration_ignores_client_chosen_id_and_secret);
 
-/// RFC 7591 §3.2.2 and SECURITY-CASES 26, 27, 30: each bad request is a 400
+/// RFC 7591 §3.2.2 and SECURITY.md, "Registration and client metadata documents": each bad request is a 400
 /// with the right code, and nothing is stored.
 async fn registration_rejects_bad_metadata(app: TestApp) {
     let cases: Vec<(Value, &str)> = vec![
@@ -200,7 +200,7 @@ async fn registration_rejects_non_json_and_oversized_bodies(app: TestApp) {
 }
 both!(registration_rejects_non_json_and_oversized_bodies);
 
-/// SECURITY-CASES 31: a registration flood from one address gets 429 with
+/// SECURITY.md, "Registration and client metadata documents": a registration flood from one address gets 429 with
 /// Retry-After.
 #[tokio::test]
 async fn registration_flood_is_rate_limited() {

@@ -87,7 +87,7 @@ async fn bearer_token_for_this_resource_is_accepted() {
         .unwrap();
     assert_eq!(claims.client_id, id);
 
-    // SECURITY-CASES 43: a token for another audience is refused.
+    // SECURITY.md, "Resource server kit and DPoP": a token for another audience is refused.
     let other = app
         .token(&id, &secret, &[("resource", "https://other.example.com/")])
         .await;
@@ -138,7 +138,7 @@ async fn dpop_bound_token_requires_matching_proof() {
         .unwrap_err();
     assert!(matches!(e, ResourceError::InvalidDpopProof(_)), "{e:?}");
 
-    // SECURITY-CASES 45: bound token sent as Bearer.
+    // SECURITY.md, "Resource server kit and DPoP": bound token sent as Bearer.
     let e = v
         .verify("GET", MCP, &request("Bearer", &token, None), now)
         .unwrap_err();
@@ -201,7 +201,7 @@ async fn missing_and_forged_tokens_get_challenges() {
         ch.iter().any(|c| c.starts_with("DPoP algs="))
             && ch.iter().any(|c| c.starts_with("Bearer"))
     );
-    // SECURITY-CASES 41: alg none with our kid.
+    // SECURITY.md, "Resource server kit and DPoP": alg none with our kid.
     let none =
         "eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.eyJpc3MiOiJodHRwczovL2F1dGguZXhhbXBsZS5jb20ifQ.";
     assert!(matches!(
