@@ -246,7 +246,7 @@ async fn a_removed_key_stops_on_the_other_node_within_the_status_interval() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_millis(2500),
+            started.elapsed() < Duration::from_secs(3),
             "the removed key still authenticates at B after {:?}",
             started.elapsed()
         );
