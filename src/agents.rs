@@ -37,6 +37,9 @@ use crate::store::{self, StoreError};
 /// changed it: the kill switch's propagation bound.
 pub const STATUS_TTL: Duration = Duration::from_secs(1);
 
+// The kill switch's cut-off covers what nodes with a stale status issue.
+const _: () = assert!(STATUS_TTL.as_secs() as i64 <= store::agents::PROPAGATION_SECS);
+
 /// Agent ids are `agent-` and a random id, so that a token's subject
 /// tells an agent from a user without a lookup.
 pub const ID_PREFIX: &str = "agent-";

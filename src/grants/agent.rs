@@ -13,9 +13,10 @@ use crate::store::agents::AgentRow;
 
 /// The agent behind the request's client: `unauthorized_client` for a
 /// client that is not an agent, `invalid_client` for a disabled one (the
-/// kill switch bites at the token endpoint at once). Within the second of
-/// its cut-off (a kill undone, a key removed), whatever it got would be
-/// born dead: `temporarily_unavailable`, retry after a second.
+/// kill switch bites at the token endpoint at once). Before its cut-off
+/// has passed (a kill undone, a key removed, within two seconds),
+/// whatever it got would be born dead: `temporarily_unavailable`, retry
+/// after a second.
 pub async fn agent_of(state: &State, req: &TokenRequest<'_>) -> Result<Arc<AgentRow>, Error> {
     if !req.client.client.kind.is_agent() {
         return Err(OAuthError::unauthorized_client("only agents may use this grant").into());
@@ -26,7 +27,7 @@ pub async fn agent_of(state: &State, req: &TokenRequest<'_>) -> Result<Arc<Agent
             let mut e = OAuthError::new(
                 503,
                 "temporarily_unavailable",
-                "the agent's credentials were cut off this second; retry in a second",
+                "the agent's credentials were cut off a moment ago; retry in a second",
             );
             e.retry_after = Some(1);
             Err(e.into())

@@ -188,6 +188,15 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     }
     let targets = state.config.resources.resolve(&requested)?;
     check_resources(&agent, &targets)?;
+    // A token that acts for another agent (its passport was the subject)
+    // reaches no further than that agent may: a sibling without limits
+    // does not widen them (found by the black-box check).
+    if crate::agents::is_agent_id(&subject.sub) && subject.sub != agent.id {
+        match state.agent(&subject.sub).await? {
+            Some(limited) => check_resources(&limited, &targets)?,
+            None => return Err(unacceptable("the subject agent no longer exists")),
+        }
+    }
     if subject.no_user {
         // A passport traded for an access token is client_credentials by
         // another name: only where the operator lets this kind act alone.

@@ -6,15 +6,15 @@ use super::error::OAuthError;
 
 /// An `application/x-www-form-urlencoded` body, parsed strictly: RFC 6749
 /// §3.1 and §3.2 say parameters MUST NOT be included more than once (only
-/// RFC 8707 `resource` may repeat), and a parameter sent without a value
-/// is treated as omitted.
+/// RFC 8707 `resource` and RFC 8693 §2.1 `audience` may repeat), and a
+/// parameter sent without a value is treated as omitted.
 #[derive(Debug, Default)]
 pub struct OAuthForm {
     pairs: Vec<(String, String)>,
 }
 
 /// Parameters that may legitimately repeat.
-const REPEATABLE: [&str; 1] = ["resource"];
+const REPEATABLE: [&str; 2] = ["resource", "audience"];
 
 impl OAuthForm {
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
@@ -66,6 +66,8 @@ mod tests {
         let f =
             OAuthForm::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=").unwrap();
         assert_eq!(f.get_all("resource").count(), 2);
+        let f = OAuthForm::parse(b"audience=a&audience=b").unwrap();
+        assert_eq!(f.get_all("audience").collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(f.get("scope"), None);
     }
 }

@@ -39,11 +39,19 @@ impl AgentRow {
     }
 }
 
+/// How long, in seconds, a node that has not yet heard of a kill may go
+/// on issuing for the agent: the agent status cache's bound
+/// (`agents::STATUS_TTL`, checked there at compile time).
+pub const PROPAGATION_SECS: i64 = 1;
+
 /// The cut-off set at `now`: everything issued up to and including this
-/// second dies (a token issued earlier in the same second as the kill
-/// has the same `iat` as one issued after it).
+/// second dies (a token issued earlier in the same second as the kill has
+/// the same `iat` as one issued after it), and so does whatever a node
+/// with a stale view of the agent issues before its view expires (found
+/// by the black-box check: tokens with `iat` one second after a CLI
+/// disable came back on re-enabling).
 pub fn cut_off(now: i64) -> i64 {
-    now.saturating_add(1)
+    now.saturating_add(1 + PROPAGATION_SECS)
 }
 
 impl TryFrom<agent::Model> for AgentRow {

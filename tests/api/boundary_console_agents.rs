@@ -399,6 +399,32 @@ async fn console_agents_reach_only_their_resources(app: TestApp) {
     )
     .await
     .assert_error(400, "unauthorized_client");
+
+    // A sibling with no limits, trading the limited agent's passport, acts
+    // for it: no further than the limited agent may reach.
+    let sibling = console_agent(&mallory, "files:read tools:read", "").await;
+    let for_sibling = format!("{}/agents/{}", app.state.config.issuer, sibling.id);
+    let passport = ok(a
+        .token(
+            &app,
+            &[("grant_type", PASSPORT), ("audience", &for_sibling)],
+            None,
+        )
+        .await);
+    let passport = passport["access_token"].as_str().unwrap();
+    sibling
+        .token(
+            &app,
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", passport),
+                ("subject_token_type", PASSPORT_TYPE),
+                ("resource", FILES),
+            ],
+            None,
+        )
+        .await
+        .assert_error(400, "invalid_target");
 }
 with_registry!(console_agents_reach_only_their_resources);
 

@@ -106,6 +106,17 @@ async fn passport_audiences_that_stay_allowed(app: TestApp) {
         let passport = passport_of(&ask(&app, &a, &key, &[audience]).await);
         assert_eq!(jwt_parts(&passport).1["aud"], audience);
     }
+    // Several sites in one passport (RFC 8693 §2.1: `audience` may
+    // repeat); one that may not be named spoils the request.
+    let passport =
+        passport_of(&ask(&app, &a, &key, &["https://site.example/login", AGENTS_API]).await);
+    assert_eq!(
+        jwt_parts(&passport).1["aud"],
+        json!(["https://site.example/login", AGENTS_API])
+    );
+    ask(&app, &a, &key, &["https://site.example/login", MCP])
+        .await
+        .assert_error(400, "invalid_target");
     // Still refused: a resource of the same node without the option.
     ask(&app, &a, &key, &[MCP])
         .await

@@ -129,13 +129,13 @@ async fn agents_page_kill_switch_and_strangers(app: TestApp) {
         )
         .await;
     // Within the second of the cut-off its grants wait (what they gave
-    // would be born dead); a second later it gets tokens again, and the
+    // would be born dead); once the cut-off has passed it gets tokens again, and the
     // one from before the kill stays dead (SECURITY.md, "Kill, then
     // re-enable").
     token_now()
         .await
         .assert_error(503, "temporarily_unavailable");
-    app.clock.advance(1);
+    app.clock.advance(2);
     assert_eq!(token_now().await.status, 200);
     assert_eq!(app.introspect(&token).await["active"], false);
     let csrf = hidden(

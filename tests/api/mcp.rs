@@ -65,11 +65,13 @@ impl Stack {
         args.resources.push(mcp.clone());
         args.resources.push(mcp_live.clone());
         args.insecure_fetch = true;
-        // The server's clock stands at 2027-01-15 (tokens it issues are
-        // live for the resource, which reads the wall clock); what is sent
-        // to the server is dated by its clock, what goes to the resource
-        // by the wall clock.
+        // The server's clock stands at 2027-01-15, or a day ahead of the
+        // wall clock once that has passed (tokens it issues are live for
+        // the resource, which reads the wall clock); what is sent to the
+        // server is dated by its clock, what goes to the resource by the
+        // wall clock.
         let app = spawn_app_with(backend, args).await;
+        app.clock.advance((now() + 86_400 - app.now()).max(0));
         user(&app, "alice").await;
         let router = app.router.clone();
         tokio::spawn(async move { axum::serve(as_listener, router).await });
