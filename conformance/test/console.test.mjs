@@ -3,15 +3,17 @@
 // WebAuthn domain) as the passkey. Alice registers a passkey, signs out,
 // signs in with it, and completes an authorization code flow by passkey;
 // she creates an agent in the browser with a pasted JWK, the agent gets a
-// token from a script (client_credentials, private_key_jwt), she disables
-// it in the browser and the token turns inactive at introspection and the
-// agent's next request is refused. Bob cannot see or change the agent; a
+// token from a script (client_credentials, private_key_jwt, which the
+// operator allowed console agents at the MCP server), she disables it in
+// the browser and the token turns inactive at introspection and the
+// agent's next request is refused; re-enabled, it gets new tokens once
+// the kill's cut-off has passed, and the old token stays dead. Bob cannot see or change the agent; a
 // cross-site form and a framing page get nowhere; the operator pages
 // refuse a non-admin. Screenshots of each page: conformance/test-output/.
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as jose from 'jose'
@@ -39,7 +41,20 @@ before(async () => {
     host: 'localhost',
     users: { alice: PASSWORD, bob: PASSWORD },
     admins: { olive: PASSWORD },
-    args: ['--resource', MCP, '--scopes', 'tools:read tools:write offline_access'],
+    args: ['--scopes', 'tools:read tools:write offline_access'],
+    // The operator lets agents made in the console act on their own at
+    // the MCP server (kind owner_agent, README: Resources); by default
+    // they could not use client_credentials at all.
+    prepare: ({ dir }) => {
+      const file = `${dir}/resources.toml`
+      writeFileSync(file, `[[resource]]
+uri = "${MCP}"
+name = "Example MCP server"
+scopes = ["tools:read", "tools:write", "offline_access"]
+client_credentials = ["operator", "initial_token", "agent", "owner_agent"]
+`)
+      return ['--resources-file', file]
+    },
   })
   const issuer = new URL(server.issuer)
   as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
@@ -224,7 +239,17 @@ describe('agents in the browser', () => {
     // Enabled again for the next test (a cross-site form must not flip it).
     await page.click('button:has-text("Enable")')
     await Promise.all([page.waitForURL(new RegExp(`/account/agents/${agentId}$`)), page.click('form[method=post] button')])
-    assert.equal((await tokenNow()).status, 200)
+    // Until the kill's cut-off has passed (two seconds), its grants answer
+    // 503 with Retry-After (README: the kill switch); the token from before
+    // the kill stays dead.
+    let again = await tokenNow()
+    for (let i = 0; again.status === 503 && i < 10; i++) {
+      assert.equal(again.headers.get('retry-after'), '1')
+      await new Promise((r) => setTimeout(r, 500))
+      again = await tokenNow()
+    }
+    assert.equal(again.status, 200)
+    assert.equal((await introspect(tokens.access_token)).active, false)
 
     // Forged requests from another site, with alice's cookies in the
     // browser: the cross-site form posts get 403, framing shows nothing.

@@ -55,28 +55,27 @@ fn resources_file() -> tempfile::NamedTempFile {
     file
 }
 
+/// The registry above, as the server builds it from the file.
+fn registry() -> agentauth::resources::ResourceRegistry {
+    agentauth::resources::ResourceRegistry::build(agentauth::resources::Sources {
+        file: Some(FILE),
+        flags: &[],
+        scopes: None,
+        default_audience: ISSUER,
+        open: false,
+        issuer: Some(ISSUER),
+    })
+    .unwrap()
+}
+
 /// A node with the registry above and open sign-up.
 async fn registry_app(backend: Backend) -> TestApp {
-    let file = resources_file();
-    let mut args = serve_args();
-    args.resources = Vec::new();
-    args.resources_file = Some(file.path().to_path_buf());
-    args.signup = true;
-    spawn_app_with(backend, args).await
+    crate::helpers::spawn_app_with_resources(backend, FILE, |args| args.signup = true).await
 }
 
 macro_rules! with_registry {
     ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::registry_app(crate::helpers::Backend::Sqlite).await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::registry_app(crate::helpers::Backend::Postgres).await).await
-            }
-        }
+        crate::both_with!(registry_app, $name);
     };
 }
 
@@ -448,15 +447,7 @@ async fn console_agents_reach_only_their_resources_by_jwt_bearer(backend: Backen
         agentauth::accounts::create_user(&db, "mallory@example.com", PASSWORD.into(), now)
             .await
             .unwrap();
-    let registry = agentauth::resources::ResourceRegistry::build(agentauth::resources::Sources {
-        file: Some(FILE),
-        flags: &[],
-        scopes: None,
-        default_audience: ISSUER,
-        open: false,
-        issuer: Some(ISSUER),
-    })
-    .unwrap();
+    let registry = registry();
     let key = client_key("agent-key");
     let (row, _) = agentauth::agents::create_by_owner(
         &db,
@@ -635,15 +626,7 @@ with_registry!(existing_console_agents_become_owner_agents);
 
 #[test]
 fn resources_file_names_the_owner_agent_kind() {
-    let registry = agentauth::resources::ResourceRegistry::build(agentauth::resources::Sources {
-        file: Some(FILE),
-        flags: &[],
-        scopes: None,
-        default_audience: ISSUER,
-        open: false,
-        issuer: Some(ISSUER),
-    })
-    .unwrap();
+    let registry = registry();
     let files = registry.get(FILES).unwrap();
     assert!(
         files

@@ -48,6 +48,24 @@ macro_rules! both {
     };
 }
 
+/// Like [`both!`], with the app made by `$setup(backend)`:
+/// `both_with!(registry_app, case_fn)`.
+#[macro_export]
+macro_rules! both_with {
+    ($setup:ident, $name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::$setup($crate::helpers::Backend::Sqlite).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::$setup($crate::helpers::Backend::Postgres).await).await
+            }
+        }
+    };
+}
+
 pub struct TestApp {
     pub router: Router,
     pub state: AppState,
@@ -113,6 +131,23 @@ pub async fn spawn_app_with(backend: Backend, args: ServeArgs) -> TestApp {
 
 /// A node on a database prepared beforehand (rows the configuration must
 /// name, say).
+/// A node whose resource registry is the resources file `toml` (read at
+/// start), with `configure` applied to its arguments.
+pub async fn spawn_app_with_resources(
+    backend: Backend,
+    toml: &str,
+    configure: impl FnOnce(&mut ServeArgs),
+) -> TestApp {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(toml.as_bytes()).unwrap();
+    let mut args = serve_args();
+    args.resources = Vec::new();
+    args.resources_file = Some(file.path().to_path_buf());
+    configure(&mut args);
+    spawn_app_with(backend, args).await
+}
+
 pub async fn spawn_app_on(
     backend: Backend,
     db: sea_orm::DatabaseConnection,

@@ -32,26 +32,12 @@ dpop_bound_access_tokens_required = true
 "#;
 
 async fn registry_app(backend: Backend) -> TestApp {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(FILE.as_bytes()).unwrap();
-    let mut args = serve_args();
-    args.resources = Vec::new();
-    args.resources_file = Some(file.path().to_path_buf());
-    spawn_app_with(backend, args).await
+    crate::helpers::spawn_app_with_resources(backend, FILE, |_| {}).await
 }
 
 macro_rules! with_registry {
     ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::registry_app(crate::helpers::Backend::Sqlite).await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::registry_app(crate::helpers::Backend::Postgres).await).await
-            }
-        }
+        crate::both_with!(registry_app, $name);
     };
 }
 
