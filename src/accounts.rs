@@ -45,8 +45,9 @@ pub async fn hash_password(password: String) -> Result<String, AccountError> {
 /// A PHC string for no real user, to spend the same time on unknown names.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$rXkrhT1Sqo1y4zaQ6DFoAxqYRIpcjXJYgVBaNzJLOZI";
 
-/// The stored hash of an account that signs in by passkey only.
-pub const NO_PASSWORD: &str = "";
+/// The stored hash of an account that signs in by passkey only (the
+/// store's own constant: the store depends on nothing above it).
+pub use crate::store::users::NO_PASSWORD;
 
 /// Verifies a password in constant time per hash; unknown users, and
 /// accounts with no password (passkeys only), cost the same as known ones.

@@ -201,7 +201,12 @@ impl State {
             NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
         let grants = Registry::standard();
         let state = State {
-            metadata_json: crate::oauth::metadata::document(&config, &grants.names()).to_string(),
+            metadata_json: crate::oauth::metadata::document(
+                &config.issuer,
+                config.scopes_supported.as_ref(),
+                &grants.names(),
+            )
+            .to_string(),
             grants,
             clients: clients::registered_cache(config.client_cache_ttl),
             agents: crate::agents::status_cache(),

@@ -4,8 +4,8 @@
 use agentauth_resource::dpop::DPOP_ALGS;
 use serde_json::{Value, json};
 
-use crate::config::Config;
-use crate::oauth::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS};
+use super::client_metadata::{AuthMethod, CLIENT_ASSERTION_ALGS};
+use super::scope::Scope;
 
 /// Client authentication methods accepted at introspection: every method
 /// except `none` (resource servers must authenticate).
@@ -15,16 +15,18 @@ const AUTHENTICATED_METHODS: [&str; 3] = [
     "private_key_jwt",
 ];
 
-/// The metadata document; `grant_types` comes from the grant registry.
-pub fn document(config: &Config, grant_types: &[&str]) -> Value {
+/// The metadata document of `issuer`; `grant_types` comes from the grant
+/// registry, `scopes_supported` from the resource registry.
+pub fn document(issuer: &str, scopes_supported: Option<&Scope>, grant_types: &[&str]) -> Value {
+    let endpoint = |path: &str| format!("{issuer}{path}");
     let mut doc = json!({
-        "issuer": config.issuer,
-        "authorization_endpoint": config.endpoint("/authorize"),
-        "token_endpoint": config.endpoint("/token"),
-        "jwks_uri": config.endpoint("/jwks.json"),
-        "registration_endpoint": config.endpoint("/register"),
-        "introspection_endpoint": config.endpoint("/introspect"),
-        "revocation_endpoint": config.endpoint("/revoke"),
+        "issuer": issuer,
+        "authorization_endpoint": endpoint("/authorize"),
+        "token_endpoint": endpoint("/token"),
+        "jwks_uri": endpoint("/jwks.json"),
+        "registration_endpoint": endpoint("/register"),
+        "introspection_endpoint": endpoint("/introspect"),
+        "revocation_endpoint": endpoint("/revoke"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         // OAuth 2.1 §4.1.1: PKCE with S256 only.
@@ -44,7 +46,7 @@ pub fn document(config: &Config, grant_types: &[&str]) -> Value {
         // RFC 9449 §5.1.
         "dpop_signing_alg_values_supported": DPOP_ALGS,
     });
-    if let (Some(scopes), Some(obj)) = (&config.scopes_supported, doc.as_object_mut()) {
+    if let (Some(scopes), Some(obj)) = (scopes_supported, doc.as_object_mut()) {
         obj.insert(
             "scopes_supported".into(),
             json!(scopes.iter().collect::<Vec<_>>()),

@@ -105,7 +105,7 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         return Ok(Removal::NotFound);
     };
     let keys = for_user(&txn, user_id).await?;
-    if keys.len() == 1 && user.password_hash == crate::accounts::NO_PASSWORD {
+    if keys.len() == 1 && user.password_hash == super::users::NO_PASSWORD {
         return Ok(Removal::LastWayIn);
     }
     passkey::Entity::delete_many()
@@ -133,7 +133,7 @@ pub async fn remove_password<C: ConnectionTrait + TransactionTrait>(
     user::Entity::update_many()
         .col_expr(
             user::Column::PasswordHash,
-            Expr::value(crate::accounts::NO_PASSWORD),
+            Expr::value(super::users::NO_PASSWORD),
         )
         .filter(user::Column::Id.eq(user_id))
         .exec(&txn)

@@ -7,6 +7,9 @@ use sea_orm::{
 
 use super::StoreResult;
 
+/// The stored hash of an account that signs in by passkey only.
+pub const NO_PASSWORD: &str = "";
+
 pub type User = user::Model;
 
 pub async fn insert(db: &impl ConnectionTrait, user: User) -> StoreResult<bool> {
