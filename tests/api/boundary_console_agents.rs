@@ -19,7 +19,6 @@ use crate::agents::{Agent, agent};
 use crate::code_flow::{Browser, PASSWORD, hidden, location};
 use crate::helpers::{
     Backend, ISSUER, TestApp, TestResponse, fresh_db, jwt_parts, serve_args, spawn_app_on,
-    spawn_app_with,
 };
 use crate::private_key_jwt::client_key;
 
