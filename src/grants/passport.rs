@@ -54,7 +54,7 @@ async fn audience(state: &State, value: &str) -> Result<String, Error> {
     let uri = url::Url::parse(value).is_ok_and(|u| !u.cannot_be_a_base() && u.fragment().is_none());
     if uri {
         let registry = &state.config.resources;
-        let issuer = crate::resources::same_resource(value, &state.config.issuer);
+        let issuer = same_resource(value, &state.config.issuer);
         let refused = || {
             Err(OAuthError::invalid_target(format!(
                 "audience {value:?} is a resource of this server that does not accept \
@@ -157,9 +157,8 @@ pub async fn issue(
     // A site that is one of our resources is a target like any other: an
     // agent limited to some resources names only those (SECURITY.md,
     // "Agents made by owners").
-    let registry = &state.config.resources;
     for site in &sites {
-        if registry.get(site).is_some() || same_resource(site, &registry.default_audience().uri) {
+        if state.config.resources.passport_target(site).is_some() {
             check_resource(agent, site)?;
         }
     }

@@ -45,8 +45,14 @@ pub(super) fn sign_in_again(here: &str) -> Response {
     pages::see_other(&sign_in_again_url(here))
 }
 
-const SIGN_IN_AGAIN: &str =
-    "Sign in again to continue: this change needs a sign-in within the last 5 minutes.";
+/// Why the owner is asked to sign in again, in words (the page, and the
+/// passkey script's `error_description`).
+pub(super) fn recent_sign_in_needed(change: &str) -> String {
+    format!(
+        "{change} needs a sign-in within the last {} minutes",
+        RECENT_SIGN_IN / 60
+    )
+}
 
 /// Only our own pages may be returned to (no open redirect).
 pub(super) fn safe_return_to(value: Option<&str>) -> String {
@@ -125,7 +131,15 @@ pub async fn login_form(
         &headers,
         &safe_return_to(q.return_to.as_deref()),
         &username,
-        q.reauth.is_some().then_some(SIGN_IN_AGAIN),
+        q.reauth
+            .is_some()
+            .then(|| {
+                format!(
+                    "Sign in again to continue: {}.",
+                    recent_sign_in_needed("this change")
+                )
+            })
+            .as_deref(),
         StatusCode::OK,
     )
 }

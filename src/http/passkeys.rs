@@ -17,7 +17,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
-use super::account::{safe_return_to, sign_in_again, sign_in_again_url, signed_in_recently};
+use super::account::{
+    recent_sign_in_needed, safe_return_to, sign_in_again, sign_in_again_url, signed_in_recently,
+};
 use super::console::signed_in;
 use super::pages;
 use super::{ClientIp, OAuthForm};
@@ -121,7 +123,7 @@ fn sign_in_again_json() -> Response {
     let mut r = json_with(
         json!({
             "error": "login_required",
-            "error_description": "adding a passkey needs a sign-in within the last 5 minutes",
+            "error_description": recent_sign_in_needed("adding a passkey"),
             "redirect": sign_in_again_url("/account/passkeys"),
         }),
         Vec::new(),

@@ -176,9 +176,9 @@ pub async fn set_active<C: ConnectionTrait + TransactionTrait>(
 }
 
 /// Replaces an agent's keys (its client row's metadata) with the audit
-/// row; when `removed_key`, also moves the cut-off to `now`, so that no
-/// token, passport or certificate issued while the removed key was held
-/// survives it. `false` when the agent does not exist.
+/// row; when `removed_key`, also moves the cut-off ([`cut_off`]), so that
+/// no token, passport or certificate issued while the removed key was
+/// held survives it. `false` when the agent does not exist.
 pub async fn set_keys<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     id: &str,
