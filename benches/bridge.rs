@@ -12,9 +12,9 @@
 //!
 //! `cargo bench --bench bridge`
 
-use agentauth::bridge::ca::{self, EpochCa};
-use agentauth::bridge::cert::{self, Ed25519Public, Subject};
-use agentauth::bridge::csr;
+use agentauth::agents::bridge::ca::{self, EpochCa};
+use agentauth::agents::bridge::cert::{self, Ed25519Public, Subject};
+use agentauth::agents::bridge::csr;
 use agentauth::crypto::Kek;
 use base64::Engine as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -181,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 let nonce = nonce["c_nonce"].as_str().unwrap_or_default();
                 let grant_type = enc("urn:agentauth:params:grant-type:bridge-cert");
                 if grant == "bridge_csr" {
-                    let attribute = agentauth::bridge::csr::challenge_password(nonce)
+                    let attribute = agentauth::agents::bridge::csr::challenge_password(nonce)
                         .ok_or_else(|| anyhow::anyhow!("nonce too long"))?;
                     let csr = rcgen::CertificateParams::default()
                         .serialize_request_with_attributes(&cert_key, vec![attribute])?;

@@ -11,8 +11,7 @@ use serde_json::json;
 use crate::clock::{Clock, SystemClock};
 use crate::config::UserCommand;
 use crate::config::{
-    CaCommand, ClientCommand, ClientCreateArgs, Command, Config, KeysCommand, ServeArgs,
-    StorageArgs,
+    CaCommand, ClientCommand, ClientCreateArgs, Command, KeysCommand, ServeArgs, StorageArgs,
 };
 use crate::crypto::{Kek, random_bytes, random_id, random_token, sha256};
 use crate::keys;
@@ -42,8 +41,8 @@ pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Resu
 
 /// `agentauth resources`: the registry `serve` would build, as JSON.
 fn print_resources(args: &ServeArgs) -> anyhow::Result<()> {
-    let config = Config::from_args(args)?;
-    let registry = &config.resources;
+    let setup = state::Setup::from_args(args)?;
+    let registry = &setup.resources;
     let entry = |r: &crate::resources::Resource| {
         json!({
             "uri": r.uri,
@@ -58,7 +57,7 @@ fn print_resources(args: &ServeArgs) -> anyhow::Result<()> {
         "open_resources": registry.is_open(),
         "default_audience": entry(registry.default_audience()),
         "resources": registry.iter().map(entry).collect::<Vec<_>>(),
-        "scopes_supported": config.scopes_supported.as_ref().map(|s| s.iter().collect::<Vec<_>>()),
+        "scopes_supported": registry.scopes_supported().as_ref().map(|s| s.iter().collect::<Vec<_>>()),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -161,7 +160,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
-    let config = Config::from_args(&args)?;
+    let setup = state::Setup::from_args(&args)?;
     let kek = load_kek(&storage)?;
     let db = store::connect(
         &database_url(&storage.database_url),
@@ -170,11 +169,11 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     )
     .await
     .context("connecting to the database")?;
-    let listen = config.listen;
-    let (state, audit_task) = State::new(config, db, kek, Arc::new(SystemClock)).await?;
+    let listen = setup.config.listen;
+    let (state, audit_task) = State::new(setup, db, kek, Arc::new(SystemClock)).await?;
     let upkeep = state::spawn_upkeep(state.clone());
     let revocation_refresh = state::spawn_revocation_refresh(state.clone());
-    let login_listener = crate::login::spawn_listener(state.clone());
+    let login_listener = crate::agents::login::spawn_listener(state.agents.clone());
     let router = router::build(state.clone());
     // TCP_NODELAY: a server-sent event (or any response written after its
     // headers) would otherwise wait behind Nagle's algorithm for the
@@ -214,7 +213,7 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         // Open login event streams end so that shutdown does not wait
         // for them (their clients reconnect).
-        closer.login_hub.close();
+        closer.agents.login_hub.close();
     })
     .await?;
     upkeep.abort();
@@ -423,11 +422,11 @@ async fn ca_command(cmd: CaCommand, storage: StorageArgs) -> anyhow::Result<()> 
             issuer,
             ca_epoch,
         } => {
-            let kek = crate::bridge::ca::ca_kek(&load_kek(&storage)?)?;
-            let epoch = crate::bridge::ca::rotate(
+            let kek = crate::agents::bridge::ca::ca_kek(&load_kek(&storage)?)?;
+            let epoch = crate::agents::bridge::ca::rotate(
                 &db,
                 &kek,
-                &crate::bridge::ca::issuer_host(&issuer),
+                &crate::agents::bridge::ca::issuer_host(&issuer),
                 i64::from(ca_epoch.max(60)),
                 drop_previous,
                 now,

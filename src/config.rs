@@ -581,12 +581,18 @@ pub struct Config {
     pub registration_rate_per_minute: u32,
     pub document_fetches_per_minute: u32,
     pub signup: bool,
-    /// `None`: any well-formed scope may be registered.
-    pub scopes_supported: Option<Scope>,
-    /// Protected resources, their scopes and client_credentials policy.
-    pub resources: std::sync::Arc<crate::resources::ResourceRegistry>,
-    /// Trusted external issuers for the JWT bearer grant.
-    pub federation: std::sync::Arc<crate::federation::Federation>,
+    /// `--scopes`: what the default audience and the `--resource`
+    /// resources offer (`None`: any scope). What clients may register is
+    /// the resource registry's `scopes_supported`, built from this, the
+    /// flags and the file.
+    pub scopes: Option<Scope>,
+    /// `--resource` URIs.
+    pub resource_flags: Vec<String>,
+    /// `--resources-file`: its path and text.
+    pub resources_file: Option<(PathBuf, String)>,
+    pub open_resources: bool,
+    /// `--federation-file`: its path and text.
+    pub federation_file: Option<(PathBuf, String)>,
     pub default_audience: String,
     pub insecure_fetch: bool,
     /// RFC 9449 §8 server nonces on or off.
@@ -664,38 +670,18 @@ impl Config {
         } else {
             Some(Scope::parse(&args.scopes).map_err(|e| ConfigError::Scopes(e.to_string()))?)
         };
-        let file = match &args.resources_file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::Resources(format!("cannot read {}: {e}", path.display()))
-            })?),
+        let read = |path: &PathBuf, what: fn(String) -> ConfigError| {
+            std::fs::read_to_string(path)
+                .map(|text| (path.clone(), text))
+                .map_err(|e| what(format!("cannot read {}: {e}", path.display())))
+        };
+        let resources_file = match &args.resources_file {
+            Some(path) => Some(read(path, ConfigError::Resources)?),
             None => None,
         };
-        let resources = crate::resources::ResourceRegistry::build(crate::resources::Sources {
-            file: file.as_deref(),
-            flags: &args.resources,
-            scopes: scopes.as_ref(),
-            default_audience: &default_audience,
-            open: args.open_resources,
-            issuer: Some(&issuer),
-        })
-        .map_err(|e| match &args.resources_file {
-            Some(path) => ConfigError::Resources(format!("{}: {e}", path.display())),
-            None => ConfigError::Resources(e),
-        })?;
-        let scopes_supported = resources.scopes_supported();
-        let federation = match &args.federation_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::Federation(format!("cannot read {}: {e}", path.display()))
-                })?;
-                crate::federation::Federation::from_toml_fetching(
-                    &text,
-                    &issuer,
-                    args.insecure_fetch,
-                )
-                .map_err(|e| ConfigError::Federation(format!("{}: {e}", path.display())))?
-            }
-            None => crate::federation::Federation::default(),
+        let federation_file = match &args.federation_file {
+            Some(path) => Some(read(path, ConfigError::Federation)?),
+            None => None,
         };
         Ok(Self {
             issuer,
@@ -726,9 +712,11 @@ impl Config {
             registration_rate_per_minute: args.registration_rate_per_minute.max(1),
             document_fetches_per_minute: args.document_fetch_rate_per_minute.max(1),
             signup: args.signup,
-            scopes_supported,
-            resources: std::sync::Arc::new(resources),
-            federation: std::sync::Arc::new(federation),
+            scopes,
+            resource_flags: args.resources.clone(),
+            resources_file,
+            open_resources: args.open_resources,
+            federation_file,
             default_audience,
             insecure_fetch: args.insecure_fetch,
             dpop_nonce: args.dpop_nonce,

@@ -32,7 +32,7 @@ pub struct Metrics {
     /// catch-panic layer); zero in a healthy server.
     pub panics: Counter,
     /// Single-use spends batched on PostgreSQL: statements and spends.
-    pub replay_batches: crate::replay_batch::BatchCounters,
+    pub replay_batches: crate::replay::batch::BatchCounters,
 }
 
 impl Default for Metrics {
@@ -66,7 +66,7 @@ impl Default for Metrics {
             "Requests whose handler panicked (answered 500 server_error)",
             panics.clone(),
         );
-        let replay_batches = crate::replay_batch::BatchCounters::default();
+        let replay_batches = crate::replay::batch::BatchCounters::default();
         registry.register(
             "replay_statements",
             "Statements that spent single-use values (DPoP and assertion jtis) on PostgreSQL",

@@ -8,7 +8,7 @@
 //! confirms once the token is signed, which every grant does before its
 //! own writes, and the token endpoint confirms again before it answers.
 //! Asking only after the signature lets one statement carry every proof
-//! queued meanwhile ([`crate::replay_batch`]). A replayed proof thus still
+//! queued meanwhile ([`crate::replay::batch`]). A replayed proof thus still
 //! gets no token, on any node, and changes no record; it only costs the
 //! signature made meanwhile.
 
@@ -35,7 +35,7 @@ impl std::ops::Deref for CheckedProof {
 }
 
 /// The database's answer, asked for when first awaited (which may send
-/// the batch holding it; see [`crate::replay_batch`]).
+/// the batch holding it; see [`crate::replay::batch`]).
 pub type Pending =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>;
 

@@ -1,5 +1,10 @@
-//! Everything a handler needs, built once at start-up, and the background
-//! tasks that keep it fresh. The routes are in [`crate::router`].
+//! The application state: the domain contexts (tokens, clients, agents,
+//! resources), composed once at start-up, with what only the pages and
+//! the edge use (templates, CSRF key, sign-in and registration limits);
+//! and the background tasks that keep it fresh. The routes are in
+//! [`crate::router`]. Nothing below the HTTP layer imports this module: a
+//! grant reaches the contexts through [`crate::grants::Env`], a domain
+//! through the contexts it holds.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -10,122 +15,74 @@ use agentauth_resource::dpop::NonceKey;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::future::Cache;
 
+use crate::agents::Agents;
+use crate::agents::federation::Federation;
 use crate::audit::AuditSink;
-use crate::clients;
+use crate::clients::Clients;
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ServeArgs};
 use crate::crypto::Kek;
 use crate::fetch::Fetcher;
-use crate::grants::Registry;
+use crate::fetch::jwks::Jwks;
+use crate::grants::{Env, Registry};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
-use crate::oauth::single_use::SpentUntil;
-use crate::store::clients::ClientRecord;
+use crate::replay::Replay;
+use crate::resources::{ResourceRegistry, Resources};
 use crate::store::{self, Db, StoreError};
+use crate::tokens::Tokens;
 
 pub type AppState = Arc<State>;
 
+/// What `serve` runs with: the parsed configuration and what the domains
+/// build from it (the resource registry, the trusted issuers), all
+/// checked before anything is opened.
+pub struct Setup {
+    pub config: Config,
+    pub resources: ResourceRegistry,
+    pub federation: Federation,
+}
+
+impl Setup {
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        Self::from_config(Config::from_args(args)?)
+    }
+
+    pub fn from_config(config: Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            resources: ResourceRegistry::from_config(&config)?,
+            federation: Federation::from_config(&config)?,
+            config,
+        })
+    }
+}
+
 /// Everything a handler needs, reached through axum's `State`.
 pub struct State {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub db: Db,
-    /// The grants of the token endpoint, by `grant_type`.
-    pub grants: Registry,
-    pub keys: KeyRing,
-    /// Bridge-certificate CAs by epoch (issue 16).
-    pub bridge: crate::bridge::ca::CaRing,
-    /// Single-use nonces that bridge-certificate proofs sign.
-    pub bridge_nonces: crate::bridge::nonce::NonceMint,
-    /// Which agent keys a live bridge certificate certifies, a second stale.
-    pub bridge_bindings: crate::bridge::BindingCache,
     pub clock: SharedClock,
-    /// Client records by client_id; stale for at most `client_cache_ttl`
-    /// on other nodes, invalidated at once on this one.
-    pub clients: Cache<String, Arc<ClientRecord>>,
-    /// Agents by id, at most a second stale (the kill switch's bound).
-    pub agents: Cache<String, Option<Arc<crate::store::agents::AgentRow>>>,
-    /// Clients known by a metadata document URL (or the remembered
-    /// failure to fetch one), each for as long as its document allows.
-    pub document_clients: clients::document::DocumentCache,
-    /// Fetched `jwks_uri` documents by URL.
-    pub client_jwks: clients::jwks::JwksCache,
-    /// Wakes SSE listeners of login requests (issue 15).
-    pub login_hub: crate::login::LoginHub,
-    /// Login requests a site may create and challenges an agent may
-    /// fetch, per minute each (keys `site:<id>`, `agent:<id>`).
-    pub login_limiter: governor::DefaultKeyedRateLimiter<String>,
-    /// Self-registered clients this node marked used within the hour: the
-    /// mark is a database write at most daily, and this keeps even its
-    /// round trip off the token path.
-    pub client_touched: moka::sync::Cache<String, ()>,
-    /// Open login event streams per client address (SECURITY.md, "Proof-of-work login").
-    pub login_streams: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
-    /// Challenges fetched in the last minute, per site and per agent
-    /// (`site:<id>`, `agent:<id>`): the difficulty rises with it.
-    pub login_challenges: moka::sync::Cache<String, u64>,
-    /// RFC 9728 metadata of resources, for consent pages.
-    pub resource_metadata: crate::resource_metadata::MetadataCache,
-    pub fetcher: Fetcher,
     pub audit: AuditSink,
-    pub metrics: Metrics,
-    pub registration_limiter: DefaultKeyedRateLimiter<IpAddr>,
-    /// Client metadata documents fetched per source address (issue 12
-    /// item 13): a cache miss spends one.
-    pub document_fetch_limiter: DefaultKeyedRateLimiter<IpAddr>,
-    /// (address, document URL) pairs charged to the limiter this minute.
-    pub document_fetch_charged: moka::sync::Cache<(IpAddr, String), ()>,
+    pub metrics: Arc<Metrics>,
+    /// The grants of the token endpoint, by `grant_type`.
+    pub grants: Arc<Registry>,
+    pub tokens: Arc<Tokens>,
+    pub clients: Arc<Clients>,
+    pub agents: Arc<Agents>,
+    pub resources: Arc<Resources>,
     /// RFC 8414 metadata, serialized once.
     pub metadata_json: String,
-    /// RFC 9449 §8 nonce key, derived from the KEK (same on every node).
-    pub dpop_nonces: NonceKey,
-    /// DPoP `jti` replay store: this node's memory on SQLite (one node),
-    /// the database on PostgreSQL (many nodes).
-    pub dpop_replay: DpopReplay,
     pub templates: minijinja::Environment<'static>,
     /// Key for CSRF MACs, derived from the KEK.
     pub csrf_key: [u8; 32],
-    /// Seals the response a refresh rotation issued, for retries within
-    /// the grace window (derived from the KEK: the same on every node).
-    pub refresh_retry_key: Kek,
     /// Failed sign-ins per `user:<name>` and `ip:<address>`, forgotten a
     /// minute after the last failure.
     pub login_failures: Cache<String, u32>,
     /// Unauthenticated writes of the sign-in pages per client IP: sign-ups
     /// and passkey sign-in ceremonies (each writes a row).
     pub login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
-    /// SQLite allows one writer; queueing hot write transactions here
-    /// instead of in SQLite's busy handler (which sleeps in steps of up to
-    /// 100 ms) keeps tail latency low. Unused on PostgreSQL.
-    sqlite_writer: Option<tokio::sync::Mutex<()>>,
-    /// Revoked access-token jtis, node-local and refreshed every second.
-    pub revocations: crate::revocation_cache::RevocationCache,
-    /// RSA signing threads (one per core) behind one FIFO queue.
-    pub signing: crate::signing_pool::SigningPool,
-}
-
-pub enum DpopReplay {
-    Memory(Cache<String, ()>),
-    /// The database decides; `seen` holds this node's recent wins, so a
-    /// proof replayed to the same node is refused without a round trip.
-    Database {
-        batcher: crate::replay_batch::ReplayBatcher,
-        seen: Cache<String, ()>,
-    },
-}
-
-impl State {
-    /// Spends a single-use value (an assertion's `jti`) across every node:
-    /// on PostgreSQL through the DPoP replay batcher (many spends per
-    /// statement), on SQLite with one insert (it survives a restart, which
-    /// an in-memory set would not). The row is kept `until` the last
-    /// second its verifier accepts the value (SECURITY.md, "Single-use
-    /// retention").
-    pub async fn spend_once(&self, key: String, until: SpentUntil) -> Result<bool, StoreError> {
-        match &self.dpop_replay {
-            DpopReplay::Database { batcher, .. } => batcher.use_once(key, until.at()).await,
-            DpopReplay::Memory(_) => store::replay::use_once(&self.db, &key, until.at()).await,
-        }
-    }
+    /// Dynamic registrations per client IP.
+    pub registration_limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,49 +101,70 @@ pub enum StartError {
 
 impl State {
     pub async fn new(
-        config: Config,
+        setup: Setup,
         db: Db,
         kek: Kek,
         clock: SharedClock,
     ) -> Result<(AppState, tokio::task::JoinHandle<()>), StartError> {
-        let dpop_nonces = NonceKey::new(
-            &kek.derive(b"agentauth dpop nonce v1"),
-            config.dpop_nonce_period,
-        );
-        // A jti only matters while its proof's iat is inside the window:
-        // first seen at `iat - window` at the earliest, it must be kept
-        // until `crate::http::dpop::spent_until`, `iat + window`.
+        let Setup {
+            config,
+            resources,
+            federation,
+        } = setup;
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::default());
+        // A DPoP jti only matters while its proof's iat is inside the
+        // window: first seen at `iat - window` at the earliest, it must be
+        // kept until `crate::http::dpop::spent_until`, `iat + window`.
         let jti_ttl =
             Duration::from_secs(u64::try_from(2 * config.dpop_iat_window + 1).unwrap_or(121));
-        let jti_cache = || {
-            Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(jti_ttl)
-                .build()
-        };
-        let metrics = Metrics::default();
-        let dpop_replay = if store::is_shared(&db) {
-            DpopReplay::Database {
-                batcher: crate::replay_batch::ReplayBatcher::start(
-                    db.clone(),
-                    metrics.replay_batches.clone(),
-                ),
-                seen: jti_cache(),
-            }
-        } else {
-            DpopReplay::Memory(jti_cache())
-        };
+        let replay = Arc::new(Replay::new(&db, jti_ttl, metrics.replay_batches.clone()));
         let csrf_key = kek.derive(b"agentauth csrf v1");
-        let bridge_nonces =
-            crate::bridge::nonce::NonceMint::new(&kek.derive(b"agentauth bridge nonce v1"));
-        let bridge = crate::bridge::ca::CaRing::load_or_init(
+        let fetcher =
+            Fetcher::new(config.insecure_fetch).map_err(|e| StartError::Fetch(e.to_string()))?;
+        let jwks = Jwks::new(fetcher.clone());
+        let grants = Arc::new(Registry::standard());
+        let resources = Arc::new(Resources {
+            registry: Arc::new(resources),
+            metadata: crate::resources::metadata::Metadata::new(fetcher.clone()),
+        });
+
+        let bridge = crate::agents::bridge::ca::CaRing::load_or_init(
             &db,
-            crate::bridge::ca::ca_kek(&kek)?,
-            crate::bridge::ca::issuer_host(&config.issuer),
+            crate::agents::bridge::ca::ca_kek(&kek)?,
+            crate::agents::bridge::ca::issuer_host(&config.issuer),
             config.ca_epoch,
             clock.now(),
         )
         .await?;
+        let agents = Arc::new(Agents::new(
+            config.clone(),
+            db.clone(),
+            clock.clone(),
+            bridge,
+            crate::agents::bridge::nonce::NonceMint::new(&kek.derive(b"agentauth bridge nonce v1")),
+            // Registration stamps have always been sealed with the CSRF key.
+            csrf_key,
+            federation,
+            jwks.clone(),
+            replay.clone(),
+        ));
+        let clients = Arc::new(Clients::new(
+            config.clone(),
+            db.clone(),
+            clock.clone(),
+            fetcher,
+            jwks,
+            grants.clone(),
+            resources.registry.scopes_supported(),
+            agents.clone(),
+            replay.clone(),
+        ));
+
+        let dpop_nonces = NonceKey::new(
+            &kek.derive(b"agentauth dpop nonce v1"),
+            config.dpop_nonce_period,
+        );
         let refresh_retry_key = Kek::from_bytes(&kek.derive(b"agentauth refresh retry v1"))?;
         let keys = KeyRing::load_or_init(
             &db,
@@ -196,55 +174,39 @@ impl State {
             config.access_token_ttl,
         )
         .await?;
+        let tokens = Arc::new(Tokens::new(
+            config.clone(),
+            db.clone(),
+            clock.clone(),
+            crate::tokens::Parts {
+                keys,
+                signing: crate::signing_pool::SigningPool::new(config.signing_threads)?,
+                dpop_nonces,
+                replay,
+                refresh_retry_key,
+            },
+            clients.clone(),
+            agents.clone(),
+        ));
+
         let (audit, audit_task) = AuditSink::start(db.clone());
         let per_minute =
             NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
-        let grants = Registry::standard();
         let state = State {
             metadata_json: crate::oauth::metadata::document(
                 &config.issuer,
-                config.scopes_supported.as_ref(),
+                resources.registry.scopes_supported().as_ref(),
                 &grants.names(),
             )
             .to_string(),
             grants,
-            clients: clients::registered_cache(config.client_cache_ttl),
-            agents: crate::agents::status_cache(),
-            document_clients: clients::document::cache(),
-            client_jwks: clients::jwks::cache(),
-            resource_metadata: crate::resource_metadata::cache(),
-            login_hub: Default::default(),
-            login_limiter: RateLimiter::keyed(Quota::per_minute(
-                NonZeroU32::new(config.login_rate_per_minute).unwrap_or(NonZeroU32::MIN),
-            )),
-            login_streams: Default::default(),
-            client_touched: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(3600))
-                .build(),
-            login_challenges: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(60))
-                .build(),
-            fetcher: Fetcher::new(config.insecure_fetch)
-                .map_err(|e| StartError::Fetch(e.to_string()))?,
+            tokens,
+            clients,
+            agents,
+            resources,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
-            document_fetch_charged: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(60))
-                .build(),
-            document_fetch_limiter: RateLimiter::keyed(Quota::per_minute(
-                NonZeroU32::new(config.document_fetches_per_minute).unwrap_or(NonZeroU32::MIN),
-            )),
-            metrics,
-            dpop_nonces,
-            dpop_replay,
-            revocations: Default::default(),
-            signing: crate::signing_pool::SigningPool::new(config.signing_threads)?,
-            sqlite_writer: (!store::is_shared(&db)).then(|| tokio::sync::Mutex::new(())),
             templates: crate::templates::environment(),
             csrf_key,
-            refresh_retry_key,
             login_failures: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
@@ -252,12 +214,9 @@ impl State {
             login_by_ip: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
             )),
-            bridge,
-            bridge_nonces,
-            bridge_bindings: crate::bridge::binding_cache(),
+            metrics,
             config,
             db,
-            keys,
             clock,
             audit,
         };
@@ -268,12 +227,26 @@ impl State {
         self.clock.now()
     }
 
-    /// Held around hot write transactions on SQLite (see `sqlite_writer`).
-    pub async fn write_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.sqlite_writer {
-            Some(m) => Some(m.lock().await),
-            None => None,
+    /// What a grant may reach.
+    pub fn grant_env(&self) -> Env<'_> {
+        Env {
+            config: &self.config,
+            db: &self.db,
+            clock: &self.clock,
+            tokens: &self.tokens,
+            clients: &self.clients,
+            agents: &self.agents,
+            resources: &self.resources,
+            audit: &self.audit,
+            metrics: &self.metrics,
         }
+    }
+
+    /// Drops this node's cached view of an agent: its status and its
+    /// client row (which holds its keys).
+    pub async fn forget_agent(&self, id: &str) {
+        self.agents.forget(id).await;
+        self.clients.forget(id).await;
     }
 }
 
@@ -283,21 +256,16 @@ pub fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> 
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            if let Err(e) = state.revocations.refresh(&state.db, state.now()).await {
+            if let Err(e) = state
+                .tokens
+                .revocations
+                .refresh(&state.db, state.now())
+                .await
+            {
                 tracing::warn!(error = %e, "revocation cache refresh failed; introspection reads the database");
             }
         }
     })
-}
-
-/// Whole seconds until a rate-limited key may try again (`Retry-After`).
-pub fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
-    not_until
-        .wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ))
-        .as_secs()
-        + 1
 }
 
 /// Deletes self-registered clients idle for `--idle-client-ttl`, forgets
@@ -311,7 +279,7 @@ pub async fn reap_idle_clients(state: &State, now: i64) {
     match store::clients::reap_idle(&state.db, cutoff, now).await {
         Ok(ids) => {
             for id in ids {
-                state.clients.invalidate(&id).await;
+                state.clients.forget(&id).await;
                 state.audit.record(store::audit::AuditEvent {
                     at: now,
                     event: "client.reaped",
@@ -335,7 +303,7 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let now = state.now();
-            if let Err(e) = state.keys.reload(&state.db, now).await {
+            if let Err(e) = state.tokens.keys.reload(&state.db, now).await {
                 tracing::warn!(error = %e, "signing key reload failed; keeping the current keys");
             }
             if let Err(e) = store::purge_expired(&state.db, now).await {
@@ -343,9 +311,9 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
             }
             reap_idle_clients(&state, now).await;
             state.registration_limiter.retain_recent();
-            state.document_fetch_limiter.retain_recent();
+            state.clients.retain_recent();
             state.login_by_ip.retain_recent();
-            state.login_limiter.retain_recent();
+            state.agents.login_limiter.retain_recent();
         }
     })
 }

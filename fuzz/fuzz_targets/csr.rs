@@ -2,7 +2,7 @@
 //! base64 decoding, then the Ed25519 proof-of-possession checks.
 #![no_main]
 
-use agentauth::bridge::csr::{decode, verify};
+use agentauth::agents::bridge::csr::{decode, verify};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use agentauth::federation::Federation;
+use agentauth::agents::federation::Federation;
 use agentauth_fuzz::{ISSUER, NOW, fixed_key};
 use libfuzzer_sys::fuzz_target;
 

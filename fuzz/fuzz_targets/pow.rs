@@ -2,7 +2,7 @@
 //! nonce, checked at any claimed difficulty.
 #![no_main]
 
-use agentauth::login::{leading_zero_bits, solves};
+use agentauth::agents::login::{leading_zero_bits, solves};
 use agentauth_fuzz::fields;
 use libfuzzer_sys::fuzz_target;
 

@@ -5,7 +5,7 @@
 #![no_main]
 
 use agentauth::crypto::sha256;
-use agentauth::stamps::{seal, verify};
+use agentauth::agents::stamps::{seal, verify};
 use agentauth_fuzz::{NOW, fields};
 use libfuzzer_sys::fuzz_target;
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use jsonwebtoken::jwk::JwkSet;
 
+use super::Clients;
 use crate::crypto::{sha256, verify_secret};
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_assertion::{self, JWT_BEARER};
 use crate::oauth::client_metadata::AuthMethod;
 use crate::oauth::form::OAuthForm;
-use crate::state::State;
 use crate::store::clients::ClientRecord;
 
 /// RFC 6749 §2.3.1 credentials from `Authorization: Basic`, decoded.
@@ -63,7 +63,7 @@ enum Presented<'a> {
 /// Authenticates the client of this request with exactly one method, the
 /// one it registered.
 pub async fn authenticate(
-    state: &State,
+    clients: &Clients,
     basic: Option<Basic>,
     form: &OAuthForm,
     public: Public,
@@ -76,14 +76,14 @@ pub async fn authenticate(
         Presented::Assertion { client_id, .. } => (client_id.as_str(), AuthMethod::PrivateKeyJwt),
         Presented::None { client_id } => (*client_id, AuthMethod::None),
     };
-    if let Err(retry_after) = state.document_fetch_allowed(client_id, ip) {
+    if let Err(retry_after) = clients.document_fetch_allowed(client_id, ip) {
         let mut e = OAuthError::invalid_client(format!(
             "too many client metadata documents fetched for your address; retry in {retry_after} s"
         ));
         e.retry_after = Some(retry_after);
         return Err(e.into());
     }
-    let Some(client) = state.client(client_id).await? else {
+    let Some(client) = clients.get(client_id).await? else {
         if method.uses_secret() {
             // Spend the same hashing work as for a known client.
             let _ = sha256(client_id.as_bytes());
@@ -91,7 +91,7 @@ pub async fn authenticate(
         // A metadata-document client whose document failed: say why, and
         // when it will be fetched again (issue 12 item 13). The URL is the
         // client's own, so this reveals nothing about other clients.
-        if let Some((why, retry_after)) = super::document::failure(state, client_id).await {
+        if let Some((why, retry_after)) = super::document::failure(clients, client_id).await {
             let mut e = OAuthError::invalid_client(format!(
                 "the client's metadata document was not accepted: {why}"
             ));
@@ -101,7 +101,7 @@ pub async fn authenticate(
         return Err(OAuthError::invalid_client("client authentication failed").into());
     };
     // The kill switch: a disabled (or deleted) agent authenticates nowhere.
-    if client.kind.is_agent() && !state.agent_active(&client.client_id).await? {
+    if client.kind.is_agent() && !clients.agents.is_active(&client.client_id).await? {
         return Err(OAuthError::invalid_client("the agent is disabled").into());
     }
     // The same answer as for an unknown client: no client-id oracle.
@@ -112,7 +112,7 @@ pub async fn authenticate(
         Presented::Basic { secret, .. } => check_secret(&client, &secret)?,
         Presented::Post { secret, .. } => check_secret(&client, secret)?,
         Presented::Assertion { assertion, .. } => {
-            check_assertion(state, &client, assertion).await?
+            check_assertion(clients, &client, assertion).await?
         }
         Presented::None { .. } => {
             if public == Public::Refused {
@@ -191,15 +191,15 @@ fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
 }
 
 async fn check_assertion(
-    state: &State,
+    clients: &Clients,
     client: &ClientRecord,
     assertion: &str,
 ) -> Result<(), Error> {
-    let now = state.now();
+    let now = clients.clock.now();
     // RFC 7523 §3 (3): our issuer, or our token endpoint as RFC 7523
     // allows; never the URL of another endpoint (see the README).
-    let token_endpoint = state.config.endpoint("/token");
-    let audiences = [state.config.issuer.as_str(), token_endpoint.as_str()];
+    let token_endpoint = clients.config.endpoint("/token");
+    let audiences = [clients.config.issuer.as_str(), token_endpoint.as_str()];
     let registered_alg = client.metadata.token_endpoint_auth_signing_alg.as_deref();
     let verify = |keys: &JwkSet| {
         client_assertion::verify(
@@ -214,10 +214,10 @@ async fn check_assertion(
     let claims = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
         (Some(keys), _) => verify(keys),
         (None, Some(uri)) => {
-            let keys = super::jwks::get(state, uri, false).await?;
+            let keys = clients.jwks.get(uri, false).await?;
             match verify(&keys) {
                 // The client may have rotated its keys: refetch once.
-                Err(_) => verify(super::jwks::get(state, uri, true).await?.as_ref()),
+                Err(_) => verify(clients.jwks.get(uri, true).await?.as_ref()),
                 ok => ok,
             }
         }
@@ -226,7 +226,7 @@ async fn check_assertion(
     .map_err(OAuthError::invalid_client)?;
     // RFC 7523 §3 item 7: the jti is single-use, across every node.
     let key = format!("client_assertion:{}:{}", client.client_id, claims.jti);
-    if !state.spend_once(key, claims.spent_until()).await? {
+    if !clients.replay.spend_once(key, claims.spent_until()).await? {
         return Err(OAuthError::invalid_client("client assertion jti was already used").into());
     }
     Ok(())

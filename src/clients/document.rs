@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
+use super::Clients;
 use crate::oauth::cimd;
 use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::RegistrationPolicy;
-use crate::state::State;
 use crate::store::clients::ClientRecord;
 
 /// A resolved document (or the remembered failure) and how long it holds.
@@ -49,11 +49,11 @@ pub fn cache() -> DocumentCache {
 
 /// The client a metadata document describes, or `None` when it cannot be
 /// fetched or is not acceptable (the reason is logged).
-pub async fn resolve(state: &State, client_id: &str) -> Option<Arc<ClientRecord>> {
-    state
-        .document_clients
+pub async fn resolve(clients: &Clients, client_id: &str) -> Option<Arc<ClientRecord>> {
+    clients
+        .documents
         .get_with_by_ref(client_id, async {
-            match fetch(state, client_id).await {
+            match fetch(clients, client_id).await {
                 Ok((record, ttl)) => Resolved {
                     record: Some(Arc::new(record)),
                     ttl,
@@ -75,24 +75,24 @@ pub async fn resolve(state: &State, client_id: &str) -> Option<Arc<ClientRecord>
 
 /// Why the document at `client_id` was last refused, and how many seconds
 /// remain before it is fetched again (for `Retry-After`).
-pub async fn failure(state: &State, client_id: &str) -> Option<(Arc<str>, u64)> {
-    let resolved = state.document_clients.get(client_id).await?;
+pub async fn failure(clients: &Clients, client_id: &str) -> Option<(Arc<str>, u64)> {
+    let resolved = clients.documents.get(client_id).await?;
     let (why, at) = resolved.failure?;
     let left = FAILURE_TTL.saturating_sub(at.elapsed()).as_secs().max(1);
     Some((why, left))
 }
 
-async fn fetch(state: &State, client_id: &str) -> Result<(ClientRecord, Duration), String> {
-    cimd::check_url(client_id, state.config.insecure_fetch)?;
-    let (body, max_age) = state
+async fn fetch(clients: &Clients, client_id: &str) -> Result<(ClientRecord, Duration), String> {
+    cimd::check_url(client_id, clients.config.insecure_fetch)?;
+    let (body, max_age) = clients
         .fetcher
         .get_cacheable(client_id)
         .await
         .map_err(|e| e.to_string())?;
     let policy = RegistrationPolicy {
-        scopes_supported: state.config.scopes_supported.as_ref(),
-        insecure_fetch: state.config.insecure_fetch,
-        grants: &state.grants,
+        scopes_supported: clients.scopes_supported.as_ref(),
+        insecure_fetch: clients.config.insecure_fetch,
+        grants: clients.grant_rules.as_ref(),
     };
     let metadata = cimd::parse_document(client_id, &body, &policy)?;
     let ttl = Duration::from_secs(max_age.unwrap_or(300).clamp(60, 86_400));
@@ -101,7 +101,7 @@ async fn fetch(state: &State, client_id: &str) -> Result<(ClientRecord, Duration
         client_secret_hash: None,
         registration_access_token_hash: None,
         metadata,
-        client_id_issued_at: state.now(),
+        client_id_issued_at: clients.clock.now(),
         kind: ClientKind::MetadataDocument,
         introspects: Vec::new(),
     };

@@ -6,29 +6,120 @@
 
 pub mod auth;
 pub mod document;
-pub mod jwks;
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::future::Cache;
 
 pub use auth::{AuthenticatedClient, Basic, Public, authenticate};
 
+use crate::agents::Agents;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::fetch::Fetcher;
+use crate::fetch::jwks::Jwks;
 use crate::oauth::cimd;
-use crate::state::State;
-use crate::store::{self, StoreError, clients::ClientRecord};
+use crate::oauth::client_metadata::GrantRules;
+use crate::oauth::scope::Scope;
+use crate::replay::Replay;
+use crate::store::{self, Db, StoreError, clients::ClientRecord};
 
-/// Registered clients by client_id. Stale for at most `ttl` on other nodes
-/// (an agent's row, which holds its keys, for at most the agent status
-/// interval: [`ClientExpiry`]); invalidated at once on the node that
-/// changed the client.
-pub fn registered_cache(ttl: Duration) -> Cache<String, Arc<ClientRecord>> {
-    Cache::builder()
-        .max_capacity(100_000)
-        .expire_after(ClientExpiry { ttl })
-        .build()
+/// The client domain: who a `client_id` is, and how it authenticates.
+pub struct Clients {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub clock: SharedClock,
+    /// Registered clients by client_id. Stale for at most
+    /// `client_cache_ttl` on other nodes (an agent's row, which holds its
+    /// keys, for at most the agent status interval: [`ClientExpiry`]);
+    /// invalidated at once on the node that changed the client.
+    registered: Cache<String, Arc<ClientRecord>>,
+    /// Clients known by a metadata document URL (or the remembered
+    /// failure to fetch one), each for as long as its document allows.
+    documents: document::DocumentCache,
+    fetcher: Fetcher,
+    /// Fetched `jwks_uri` documents by URL.
+    pub jwks: Jwks,
+    /// Client metadata documents fetched per source address: a cache
+    /// miss spends one.
+    fetch_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// (address, document URL) pairs charged to the limiter this minute.
+    fetch_charged: moka::sync::Cache<(IpAddr, String), ()>,
+    /// Self-registered clients this node marked used within the hour: the
+    /// mark is a database write at most daily, and this keeps even its
+    /// round trip off the token path.
+    pub touched: moka::sync::Cache<String, ()>,
+    /// Which grants a client may register, and each one's rule: the
+    /// token endpoint's registry, seen through the protocol layer's
+    /// [`GrantRules`] (a metadata document is checked like a registration).
+    pub grant_rules: Arc<dyn GrantRules + Send + Sync>,
+    /// The scopes clients may register (`None`: any): the resource
+    /// registry's.
+    pub scopes_supported: Option<Scope>,
+    /// An agent authenticates only while it is active.
+    pub agents: Arc<Agents>,
+    /// Spent client-assertion `jti`s.
+    pub replay: Arc<Replay>,
+}
+
+impl Clients {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        db: Db,
+        clock: SharedClock,
+        fetcher: Fetcher,
+        jwks: Jwks,
+        grant_rules: Arc<dyn GrantRules + Send + Sync>,
+        scopes_supported: Option<Scope>,
+        agents: Arc<Agents>,
+        replay: Arc<Replay>,
+    ) -> Self {
+        Self {
+            registered: Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(ClientExpiry {
+                    ttl: config.client_cache_ttl,
+                })
+                .build(),
+            documents: document::cache(),
+            fetch_limiter: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(config.document_fetches_per_minute).unwrap_or(NonZeroU32::MIN),
+            )),
+            fetch_charged: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            touched: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            config,
+            db,
+            clock,
+            fetcher,
+            jwks,
+            grant_rules,
+            scopes_supported,
+            agents,
+            replay,
+        }
+    }
+
+    /// Drops this node's cached row of a client (other nodes forget it
+    /// within their cache's lifetime).
+    pub async fn forget(&self, client_id: &str) {
+        self.registered.invalidate(client_id).await;
+    }
+
+    /// Forgets idle rate-limit buckets.
+    pub fn retain_recent(&self) {
+        self.fetch_limiter.retain_recent();
+    }
 }
 
 /// How long a node keeps a client row: `ttl`, but an agent's keys follow
@@ -46,7 +137,7 @@ impl moka::Expiry<String, Arc<ClientRecord>> for ClientExpiry {
         _client: &Arc<ClientRecord>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(if crate::agents::is_agent_id(client_id) {
+        Some(if crate::store::agents::is_agent_id(client_id) {
             self.ttl.min(crate::agents::STATUS_TTL)
         } else {
             self.ttl
@@ -54,7 +145,7 @@ impl moka::Expiry<String, Arc<ClientRecord>> for ClientExpiry {
     }
 }
 
-impl State {
+impl Clients {
     /// Whether a request from `ip` naming `client_id` may make us fetch a
     /// metadata document: always for registered clients and documents
     /// already cached; otherwise within the address's budget of distinct
@@ -64,7 +155,7 @@ impl State {
     pub fn document_fetch_allowed(&self, client_id: &str, ip: Option<IpAddr>) -> Result<(), u64> {
         let Some(ip) = ip else { return Ok(()) };
         if !cimd::is_document_url(client_id, self.config.insecure_fetch)
-            || self.document_clients.contains_key(client_id)
+            || self.documents.contains_key(client_id)
         {
             return Ok(());
         }
@@ -74,7 +165,7 @@ impl State {
         // another, so exactly one of them inserts; `or_insert` does not
         // promise a single fresh winner (moka #545).
         let charged = self
-            .document_fetch_charged
+            .fetch_charged
             .entry((ip, client_id.to_string()))
             .and_compute_with(|seen| match seen {
                 Some(_) => moka::ops::compute::Op::Nop,
@@ -83,29 +174,26 @@ impl State {
         if !matches!(charged, moka::ops::compute::CompResult::Inserted(_)) {
             return Ok(());
         }
-        self.document_fetch_limiter
-            .check_key(&ip)
-            .map_err(|not_until| {
-                self.document_fetch_charged
-                    .invalidate(&(ip, client_id.to_string()));
-                crate::state::retry_after(&not_until)
-            })
+        self.fetch_limiter.check_key(&ip).map_err(|not_until| {
+            self.fetch_charged.invalidate(&(ip, client_id.to_string()));
+            crate::clock::retry_after(&not_until)
+        })
     }
 
     /// A client by id: from the cache, the database, or its metadata
     /// document.
-    pub async fn client(&self, client_id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {
+    pub async fn get(&self, client_id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {
         if cimd::is_document_url(client_id, self.config.insecure_fetch) {
             return Ok(document::resolve(self, client_id).await);
         }
-        if let Some(c) = self.clients.get(client_id).await {
+        if let Some(c) = self.registered.get(client_id).await {
             return Ok(Some(c));
         }
         let Some(record) = store::clients::get(&self.db, client_id).await? else {
             return Ok(None);
         };
         let record = Arc::new(record);
-        self.clients
+        self.registered
             .insert(client_id.to_string(), record.clone())
             .await;
         Ok(Some(record))

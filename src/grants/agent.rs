@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use jsonwebtoken::jwk::Jwk;
 
+use super::Env;
 use super::TokenRequest;
 use crate::error::{Error, OAuthError};
 use crate::resources::{Targets, same_resource};
-use crate::state::State;
 use crate::store::agents::AgentRow;
 
 /// The agent behind the request's client: `unauthorized_client` for a
@@ -17,11 +17,11 @@ use crate::store::agents::AgentRow;
 /// has passed (a kill undone, a key removed, within two seconds),
 /// whatever it got would be born dead: `temporarily_unavailable`, retry
 /// after a second.
-pub async fn agent_of(state: &State, req: &TokenRequest<'_>) -> Result<Arc<AgentRow>, Error> {
+pub async fn agent_of(cx: &Env<'_>, req: &TokenRequest<'_>) -> Result<Arc<AgentRow>, Error> {
     if !req.client.client.kind.is_agent() {
         return Err(OAuthError::unauthorized_client("only agents may use this grant").into());
     }
-    match state.agent(req.client.client_id()).await? {
+    match cx.agents.get(req.client.client_id()).await? {
         Some(agent) if agent.honours(req.now) => Ok(agent),
         Some(agent) if agent.active => {
             let mut e = OAuthError::new(
@@ -53,13 +53,14 @@ fn agent_jkt(req: &TokenRequest<'_>, matches: impl Fn(&Jwk) -> bool) -> Option<S
 /// certifies. In that case the certificate's RFC 8705 `x5t#S256` comes
 /// back, for the token's `cnf` (one key, one certificate, one binding).
 pub async fn check_proof_key(
-    state: &State,
+    cx: &Env<'_>,
     req: &TokenRequest<'_>,
 ) -> Result<Option<String>, Error> {
     let Some(jkt) = req.jkt() else {
         return Ok(None);
     };
-    match state
+    match cx
+        .agents
         .bridge_binding(req.client.client_id(), jkt, req.now)
         .await?
     {
@@ -83,10 +84,10 @@ fn is_agent_key(req: &TokenRequest<'_>, jkt: &str) -> bool {
 /// with the `x5t#S256` of a bridge certificate for it), else the one that
 /// signed the client assertion (by `kid`, or the only key).
 pub async fn held_key(
-    state: &State,
+    cx: &Env<'_>,
     req: &TokenRequest<'_>,
 ) -> Result<(String, Option<String>), Error> {
-    let x5t = check_proof_key(state, req).await?;
+    let x5t = check_proof_key(cx, req).await?;
     if let Some(jkt) = req.jkt() {
         return Ok((jkt.to_string(), x5t));
     }

@@ -5,16 +5,17 @@
 
 use serde_json::Value;
 
+use super::Env;
 use super::{
     AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, granted_targets,
     issue_access_token,
 };
 use crate::crypto::{random_id, random_token, sha256};
 use crate::error::{Error, OAuthError};
-use crate::oauth::client_metadata::{AUTHORIZATION_CODE, AuthMethod, REFRESH_TOKEN};
+use crate::oauth::client_metadata::AuthMethod;
+use crate::oauth::grant_type::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 use crate::oauth::pkce;
 use crate::oauth::scope::Scope;
-use crate::state::State;
 use crate::store::{self, grants::RefreshRow};
 
 pub struct AuthorizationCode;
@@ -24,19 +25,19 @@ impl Grant for AuthorizationCode {
         AUTHORIZATION_CODE
     }
 
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
-        Box::pin(run(state, request))
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(cx, request))
     }
 }
 
-async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let (client, form, proof) = (req.client, req.params, req.proof);
     let code = form.require("code")?;
     let code_hash = sha256(code.as_bytes());
     let now = req.now;
     let invalid =
         || OAuthError::invalid_grant("the authorization code is invalid, expired or already used");
-    let row = store::grants::code(&state.db, code_hash)
+    let row = store::grants::code(cx.db, code_hash)
         .await?
         .ok_or_else(invalid)?;
     // SECURITY.md, "Token endpoint: code grant": another client's code; it stays unspent.
@@ -45,8 +46,8 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     }
     if row.consumed_at.is_some() {
         // SECURITY.md, "Token endpoint: code grant": a replay revokes the first redemption's tokens.
-        store::grants::revoke_code_issuance(&state.db, &row, now).await?;
-        state.revocations.invalidate();
+        store::grants::revoke_code_issuance(cx.db, &row, now).await?;
+        cx.tokens.revocations.invalidate();
         tracing::warn!(client_id = %row.client_id, "authorization code replayed; its tokens were revoked");
         return Err(invalid().into());
     }
@@ -54,10 +55,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         return Err(invalid().into());
     }
     // The user may have been deleted since (issue 12 item 3).
-    if store::users::by_id(&state.db, &row.user_id)
-        .await?
-        .is_none()
-    {
+    if store::users::by_id(cx.db, &row.user_id).await?.is_none() {
         return Err(invalid().into());
     }
     if form
@@ -89,12 +87,12 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         }
     }
     let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
-    let targets = granted_targets(&state.config.resources, form, &granted)?;
+    let targets = granted_targets(&cx.resources.registry, form, &granted)?;
     let resources = targets.uris();
     let scope = targets.narrow(&Scope::parse(&row.scope).unwrap_or_default());
     let jkt = proof.map(|p| p.jkt.as_str());
     let mut issued = issue_access_token(
-        state,
+        cx,
         AccessTokenRequest::plain(
             AUTHORIZATION_CODE,
             &row.user_id,
@@ -127,7 +125,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                         None
                     },
                     created_at: now,
-                    expires_at: now + state.config.refresh_token_ttl,
+                    expires_at: now + cx.config.refresh_token_ttl,
                     rotated_at: None,
                     revoked_at: None,
                     access_jti: issued.jti.clone(),
@@ -139,23 +137,16 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     let refresh = refresh.transpose()?;
     let (refresh_token, refresh_row) = refresh.unzip();
     // The one atomic step: exactly one redemption wins.
-    let gate = state.write_gate().await;
-    if !store::grants::redeem_code(
-        &state.db,
-        code_hash,
-        now,
-        refresh_row,
-        &issued.jti,
-        issued.exp,
-    )
-    .await?
+    let gate = cx.tokens.write_gate().await;
+    if !store::grants::redeem_code(cx.db, code_hash, now, refresh_row, &issued.jti, issued.exp)
+        .await?
     {
         // Lost a race with another redemption of the same code: that is a
         // replay too, and revokes what the winner got (RFC 9700 §4.5).
         drop(gate);
-        if let Some(spent) = store::grants::code(&state.db, code_hash).await? {
-            store::grants::revoke_code_issuance(&state.db, &spent, now).await?;
-            state.revocations.invalidate();
+        if let Some(spent) = store::grants::code(cx.db, code_hash).await? {
+            store::grants::revoke_code_issuance(cx.db, &spent, now).await?;
+            cx.tokens.revocations.invalidate();
         }
         tracing::warn!(client_id = %client.client_id(), "authorization code redeemed concurrently; its tokens were revoked");
         return Err(invalid().into());

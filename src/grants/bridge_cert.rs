@@ -16,14 +16,15 @@
 
 use serde_json::json;
 
+use super::Env;
 use super::agent::agent_of;
 use super::{Grant, GrantFuture, TokenRequest, TokenResponse, requested_scope};
-use crate::bridge::cert::{self, Ed25519Public, Subject};
-use crate::bridge::{BRIDGE_CERT, BridgeError, CERT_CHAIN_TOKEN_TYPE, csr};
+use crate::agents::bridge::cert::{self, Ed25519Public, Subject};
+use crate::agents::bridge::{BridgeError, csr};
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
+use crate::oauth::grant_type::{BRIDGE_CERT, CERT_CHAIN_TOKEN_TYPE};
 use crate::oauth::scope::Scope;
-use crate::state::State;
 use crate::store::StoreError;
 use crate::store::audit::AuditEvent;
 
@@ -51,8 +52,8 @@ impl Grant for BridgeCert {
         true
     }
 
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
-        Box::pin(run(state, request))
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(cx, request))
     }
 }
 
@@ -84,8 +85,8 @@ fn proof_key(req: &TokenRequest<'_>) -> Result<Option<Ed25519Public>, OAuthError
     }
 }
 
-async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
-    let agent = agent_of(state, &req).await?;
+async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let agent = agent_of(cx, &req).await?;
     // What the certificate is to say, checked before any single-use value
     // (the nonce, a workload assertion) is spent on a request that fails.
     let allowed = Scope::parse(&agent.scope).unwrap_or_default();
@@ -122,29 +123,29 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             }
         },
     };
-    spend_nonce(state, nonce.as_deref(), by_csr, req.now).await?;
+    spend_nonce(cx, nonce.as_deref(), by_csr, req.now).await?;
     // A federated agent's workload assertion is spent once, like the JWT
     // bearer grant's (it was verified when it authenticated the agent).
     if let Some(assertion) = req.assertion {
-        super::jwt_bearer::spend(state, &assertion.jti, assertion.spent_until).await?;
+        super::jwt_bearer::spend(cx, &assertion.jti, assertion.spent_until).await?;
     }
     req.confirm_proof().await?;
 
-    let cas = state.bridge.fresh(&state.db, req.now).await;
+    let cas = cx.agents.bridge.fresh(cx.db, req.now).await;
     let ca = cas
         .issuing()
         .ok_or_else(|| Error::Unavailable(StoreError::unavailable("no bridge CA is available")))?;
     let subject = Subject {
-        issuer: &state.config.issuer,
+        issuer: &cx.config.issuer,
         agent_id: &agent.id,
         owner_id: &agent.owner_id,
         scopes: scope.iter().collect(),
         code_signing,
     };
-    let issued = cert::issue(ca, &key, &subject, req.now, state.config.bridge_cert_ttl)?;
+    let issued = cert::issue(ca, &key, &subject, req.now, cx.config.bridge_cert_ttl)?;
     let jkt = key.jkt();
     crate::store::bridge::insert_cert(
-        &state.db,
+        cx.db,
         crate::store::bridge::CertRow {
             serial: issued.serial_hex.clone(),
             agent_id: agent.id.clone(),
@@ -157,15 +158,15 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     )
     .await?;
     // This node binds the key at once; others within a second.
-    state
-        .bridge_bindings
-        .insert(
-            (agent.id.clone(), jkt.clone()),
-            Some((issued.x5t_s256.clone(), req.now, issued.not_after)),
+    cx.agents
+        .bind(
+            &agent.id,
+            &jkt,
+            (issued.x5t_s256.clone(), req.now, issued.not_after),
         )
         .await;
-    state.metrics.token_issued(BRIDGE_CERT);
-    state.audit.record(AuditEvent {
+    cx.metrics.token_issued(BRIDGE_CERT);
+    cx.audit.record(AuditEvent {
         at: req.now,
         event: "bridge_cert.issued",
         client_id: Some(agent.id.clone()),
@@ -178,7 +179,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             "proof": if by_csr { "csr" } else { "dpop" },
         }),
     });
-    let mut chain = crate::bridge::ca::pem(&issued.der);
+    let mut chain = crate::agents::bridge::ca::pem(&issued.der);
     chain.push_str(&ca.certificate_pem);
     Ok(TokenResponse {
         access_token: chain,
@@ -215,7 +216,7 @@ fn code_signing(usage: Option<&str>) -> Result<bool, OAuthError> {
 /// DPoP client without a usable one is told `use_dpop_nonce` with a fresh
 /// nonce (RFC 9449 §8); a CSR client, `invalid_request`.
 async fn spend_nonce(
-    state: &State,
+    cx: &Env<'_>,
     nonce: Option<&str>,
     by_csr: bool,
     now: i64,
@@ -227,17 +228,19 @@ async fn spend_nonce(
             ))
             .into())
         } else {
-            let fresh = state.bridge_nonces.issue(now)?;
+            let fresh = cx.agents.bridge_nonces.issue(now)?;
             Ok(OAuthError::use_dpop_nonce(fresh).into())
         }
     };
     let Some(nonce) = nonce else {
         return Err(refuse("the proof of possession carries no server nonce")?);
     };
-    let Some(until) = state.bridge_nonces.check(nonce, now) else {
+    let Some(until) = cx.agents.bridge_nonces.check(nonce, now) else {
         return Err(refuse("the server nonce is unknown or expired")?);
     };
-    if !state
+    if !cx
+        .tokens
+        .replay
         .spend_once(format!("bridge-nonce:{nonce}"), until)
         .await?
     {

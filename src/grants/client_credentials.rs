@@ -1,14 +1,15 @@
 //! RFC 6749 §4.4 client credentials grant: a confidential client acting
 //! as itself. `sub` is the client_id.
 
+use super::Env;
 use super::agent::{agent_of, check_proof_key, check_resources};
 use super::{
     AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, issue_access_token,
     resources, target_scope,
 };
 use crate::error::{Error, OAuthError};
-use crate::oauth::client_metadata::{AuthMethod, CLIENT_CREDENTIALS, ClientMetadata};
-use crate::state::State;
+use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
+use crate::oauth::grant_type::CLIENT_CREDENTIALS;
 
 pub struct ClientCredentials;
 
@@ -26,12 +27,12 @@ impl Grant for ClientCredentials {
         Ok(())
     }
 
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
-        Box::pin(run(state, request))
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(cx, request))
     }
 }
 
-async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let client = req.client;
     if client.method == AuthMethod::None {
         return Err(OAuthError::unauthorized_client(
@@ -41,15 +42,15 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     }
     // Tokens with no user: only for resources that accept this kind of
     // client so (by default, clients someone vouched for).
-    let targets = state.config.resources.resolve(&resources(req.params)?)?;
+    let targets = cx.resources.registry.resolve(&resources(req.params)?)?;
     targets.check_client_credentials(client.client.kind)?;
     let scope = target_scope(&targets, req.params, &client.client.metadata.scope())?;
     let resources = targets.uris();
     // An agent acting as itself: its tokens name it and its owner, are
     // bound only to its own keys, and reach only its resources.
     let agent = if client.client.kind.is_agent() {
-        let agent = agent_of(state, &req).await?;
-        let x5t = check_proof_key(state, &req).await?;
+        let agent = agent_of(cx, &req).await?;
+        let x5t = check_proof_key(cx, &req).await?;
         check_resources(&agent, &targets)?;
         Some((agent, x5t))
     } else {
@@ -68,6 +69,6 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         token.owner = Some(&agent.owner_id);
         token.x5t_s256 = x5t.clone();
     }
-    let issued = issue_access_token(state, token).await?;
+    let issued = issue_access_token(cx, token).await?;
     Ok(issued.response)
 }

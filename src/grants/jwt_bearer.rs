@@ -1,5 +1,5 @@
 //! RFC 7523 §2.1 JWT bearer grant, for the issuers of `--federation-file`
-//! ([`crate::federation`]):
+//! ([`crate::agents::federation`]):
 //!
 //! - a workload token (a CI job's OIDC token, a service account token)
 //!   that a rule maps to an agent gets that agent an access token, or a
@@ -16,20 +16,20 @@
 
 use agentauth_resource::claims::PASSPORT_TOKEN_TYPE;
 
+use super::Env;
 use super::agent::{agent_of, check_proof_key, check_resources};
 use super::{
     ACCESS_TOKEN_TYPE, AccessTokenRequest, Grant, GrantFuture, JWT_BEARER, TokenRequest,
     TokenResponse, issue_access_token, resources, target_scope,
 };
+use crate::agents::federation::{self, Mapped};
 use crate::clients::AuthenticatedClient;
 use crate::error::{Error, OAuthError};
-use crate::federation::{self, Mapped};
 use crate::oauth::client_metadata::AuthMethod;
 use crate::oauth::form::OAuthForm;
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
 use crate::oauth::single_use::SpentUntil;
-use crate::state::State;
 use crate::store;
 
 pub struct JwtBearer;
@@ -43,8 +43,8 @@ impl Grant for JwtBearer {
         true
     }
 
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
-        Box::pin(run(state, request))
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(cx, request))
     }
 }
 
@@ -52,11 +52,11 @@ impl Grant for JwtBearer {
 /// the agent its issuer's rule names, and the verified assertion (the
 /// grant spends it; it is not verified twice).
 pub async fn assertion_client(
-    state: &State,
+    cx: &Env<'_>,
     form: &OAuthForm,
 ) -> Result<(AuthenticatedClient, federation::Verified), Error> {
     let assertion = form.require("assertion")?;
-    let verified = federation::verify(state, assertion)
+    let verified = federation::verify(cx.agents, assertion)
         .await
         .map_err(OAuthError::invalid_grant)?;
     let Mapped::Agent(agent_id) = &verified.mapped else {
@@ -68,7 +68,7 @@ pub async fn assertion_client(
     if form.get("client_id").is_some_and(|id| id != agent_id) {
         return Err(OAuthError::invalid_grant("the assertion maps to another agent").into());
     }
-    match state.client(agent_id).await? {
+    match cx.clients.get(agent_id).await? {
         Some(client) if client.kind.is_agent() => Ok((
             AuthenticatedClient {
                 client,
@@ -80,14 +80,14 @@ pub async fn assertion_client(
     }
 }
 
-async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let federation::Verified {
         mapped,
         jti,
         spent_until,
     } = match req.assertion {
         Some(verified) => verified.clone(),
-        None => federation::verify(state, req.params.require("assertion")?)
+        None => federation::verify(cx.agents, req.params.require("assertion")?)
             .await
             .map_err(OAuthError::invalid_grant)?,
     };
@@ -98,8 +98,8 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                     OAuthError::invalid_grant("the assertion maps to another agent").into(),
                 );
             }
-            let agent = agent_of(state, &req).await?;
-            spend(state, &jti, spent_until).await?;
+            let agent = agent_of(cx, &req).await?;
+            spend(cx, &jti, spent_until).await?;
             match req.params.get("requested_token_type") {
                 Some(PASSPORT_TOKEN_TYPE) => {
                     let jkt = req.jkt().ok_or_else(|| {
@@ -107,11 +107,11 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                             "a federated passport is bound to the key of a DPoP proof; send one",
                         )
                     })?;
-                    let x5t = state.bridge_binding(&agent.id, jkt, req.now).await?;
-                    super::passport::issue(state, &req, &agent, jkt.to_string(), x5t).await
+                    let x5t = cx.agents.bridge_binding(&agent.id, jkt, req.now).await?;
+                    super::passport::issue(cx, &req, &agent, jkt.to_string(), x5t).await
                 }
                 None | Some(ACCESS_TOKEN_TYPE) => {
-                    let targets = state.config.resources.resolve(&resources(req.params)?)?;
+                    let targets = cx.resources.registry.resolve(&resources(req.params)?)?;
                     check_resources(&agent, &targets)?;
                     let scope = target_scope(
                         &targets,
@@ -124,7 +124,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                     );
                     token.agent_id = Some(&agent.id);
                     token.owner = Some(&agent.owner_id);
-                    Ok(issue_access_token(state, token).await?.response)
+                    Ok(issue_access_token(cx, token).await?.response)
                 }
                 Some(other) => Err(OAuthError::invalid_request(format!(
                     "requested_token_type {other:?} is not issued by this grant"
@@ -148,19 +148,19 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                 )
                 .into());
             }
-            let user = store::users::by_username(&state.db, &username)
+            let user = store::users::by_username(cx.db, &username)
                 .await?
                 .ok_or_else(|| OAuthError::invalid_grant("no local account for this user"))?;
             let requested = assertion_resources(resource.as_deref(), resources(req.params)?)?;
-            let targets = state.config.resources.resolve(&requested)?;
+            let targets = cx.resources.registry.resolve(&requested)?;
             // An agent presenting an identity assertion stays within its
             // resources and its own keys (SECURITY.md, "Agents made by
             // owners"), and what it gets names it, so that it falls with
             // the kill switch (SECURITY.md, "Kill switch").
             let agent = if req.client.client.kind.is_agent() {
-                let agent = agent_of(state, &req).await?;
+                let agent = agent_of(cx, &req).await?;
                 check_resources(&agent, &targets)?;
-                let x5t = check_proof_key(state, &req).await?;
+                let x5t = check_proof_key(cx, &req).await?;
                 Some((agent, x5t))
             } else {
                 None
@@ -175,7 +175,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             let uris = targets.uris();
             // Spent only once everything else holds: a refused request
             // leaves the assertion usable.
-            spend(state, &jti, spent_until).await?;
+            spend(cx, &jti, spent_until).await?;
             let mut token = AccessTokenRequest::plain(
                 JWT_BEARER,
                 &user.id,
@@ -189,7 +189,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                 token.owner = Some(&agent.owner_id);
                 token.x5t_s256 = x5t.clone();
             }
-            Ok(issue_access_token(state, token).await?.response)
+            Ok(issue_access_token(cx, token).await?.response)
         }
     }
 }
@@ -228,8 +228,13 @@ fn assertion_resources(
 }
 
 /// RFC 7523 §3 item 7: one use per assertion, across every node.
-pub(crate) async fn spend(state: &State, jti: &str, until: SpentUntil) -> Result<(), Error> {
-    if !state.spend_once(format!("jwt-bearer:{jti}"), until).await? {
+pub(crate) async fn spend(cx: &Env<'_>, jti: &str, until: SpentUntil) -> Result<(), Error> {
+    if !cx
+        .tokens
+        .replay
+        .spend_once(format!("jwt-bearer:{jti}"), until)
+        .await?
+    {
         return Err(OAuthError::invalid_grant("the assertion was already used").into());
     }
     Ok(())

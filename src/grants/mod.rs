@@ -27,17 +27,38 @@ use agentauth_resource::claims::{
 use serde::Serialize;
 use serde_json::json;
 
-use crate::clients::AuthenticatedClient;
+use crate::agents::Agents;
+use crate::audit::AuditSink;
+use crate::clients::{AuthenticatedClient, Clients};
+use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::crypto::random_id;
 use crate::error::{Error, OAuthError};
+use crate::metrics::Metrics;
 use crate::oauth::client_metadata::{ClientMetadata, GrantRules};
 use crate::oauth::form::OAuthForm;
 use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
 use crate::oauth::scope::Scope;
 use crate::proof::{CheckedProof, Spend};
-use crate::resources::{Denial, ResourceRegistry, Targets};
-use crate::state::State;
+use crate::resources::{Denial, ResourceRegistry, Resources, Targets};
+use crate::store::Db;
 use crate::store::audit::AuditEvent;
+use crate::tokens::Tokens;
+
+/// What a grant may reach: the domain contexts and the shared sinks,
+/// never the application state (which composes them, and sits above the
+/// grants). `crate::state::State::grant_env` lends them.
+pub struct Env<'a> {
+    pub config: &'a Config,
+    pub db: &'a Db,
+    pub clock: &'a SharedClock,
+    pub tokens: &'a Tokens,
+    pub clients: &'a Clients,
+    pub agents: &'a Agents,
+    pub resources: &'a Resources,
+    pub audit: &'a AuditSink,
+    pub metrics: &'a Metrics,
+}
 
 /// What every grant receives: the parsed parameters, the authenticated
 /// client, the verified DPoP proof (RFC 9449 §5) and the request's clock.
@@ -50,7 +71,7 @@ pub struct TokenRequest<'a> {
     pub proof: Option<&'a CheckedProof>,
     /// The workload assertion that authenticated the client, verified
     /// (a grant that [`Grant::authenticates_itself`] spends it).
-    pub assertion: Option<&'a crate::federation::Verified>,
+    pub assertion: Option<&'a crate::agents::federation::Verified>,
     /// The time of the request, read once.
     pub now: i64,
     /// The client's address, for the audit trail.
@@ -105,7 +126,7 @@ pub trait Grant: Send + Sync {
     }
 
     /// Runs the grant for an authenticated client allowed to use it.
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a>;
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a>;
 }
 
 /// The grants this server runs, by `grant_type`.
@@ -174,7 +195,7 @@ impl GrantRules for Registry {
 /// Runs `grant` for a client: RFC 6749 §5.2 `unauthorized_client` unless
 /// the client registered it.
 pub async fn dispatch(
-    state: &State,
+    cx: &Env<'_>,
     grant: &dyn Grant,
     request: TokenRequest<'_>,
 ) -> Result<TokenResponse, Error> {
@@ -191,7 +212,7 @@ pub async fn dispatch(
         .into());
     }
     let proof = request.proof;
-    let response = grant.handle(state, request).await?;
+    let response = grant.handle(cx, request).await?;
     // Nothing leaves the server before the proof's jti is spent.
     if let Some(p) = proof {
         p.spend.confirm().await?;
@@ -216,17 +237,7 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
 }
 
-/// The agent passport grant.
-pub const PASSPORT: &str = "urn:agentauth:params:grant-type:passport";
-/// A site polling a proof-of-work login request it made (issue 15).
-pub const POW_LOGIN: &str = "urn:agentauth:params:grant-type:pow-login";
-/// RFC 7523 §2.1 JWT bearer grant.
-pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-/// RFC 8693 token exchange.
-pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-
-/// RFC 8693 §3 token type of an access token.
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+use crate::oauth::grant_type::{ACCESS_TOKEN_TYPE, JWT_BEARER, TOKEN_EXCHANGE};
 
 /// An access token and what its issuer must remember about it.
 pub struct Issued {
@@ -329,25 +340,25 @@ impl<'a> AccessTokenRequest<'a> {
 
 /// Signs an RFC 9068 access token and records its issuance.
 pub async fn issue_access_token(
-    state: &State,
+    cx: &Env<'_>,
     req: AccessTokenRequest<'_>,
 ) -> Result<Issued, Error> {
     let now = req.now;
     // RFC 9728 `dpop_bound_access_tokens_required`: such a resource never
     // gets a bearer token.
     if req.jkt.is_none()
-        && let Some(uri) = state.config.resources.dpop_required(req.resources)
+        && let Some(uri) = cx.resources.registry.dpop_required(req.resources)
     {
         return Err(OAuthError::invalid_dpop_proof(format!(
             "resource {uri:?} takes only DPoP-bound tokens; send a DPoP proof"
         ))
         .into());
     }
-    let ttl = req.max_ttl.map_or(state.config.access_token_ttl, |max| {
-        max.min(state.config.access_token_ttl)
+    let ttl = req.max_ttl.map_or(cx.config.access_token_ttl, |max| {
+        max.min(cx.config.access_token_ttl)
     });
     let aud = if req.resources.is_empty() {
-        Audience::One(state.config.default_audience.clone())
+        Audience::One(cx.config.default_audience.clone())
     } else {
         Audience::from_list(
             req.resources
@@ -358,7 +369,7 @@ pub async fn issue_access_token(
     };
     let scope = (!req.scope.is_empty()).then(|| req.scope.to_string());
     let claims = AccessTokenClaims {
-        iss: state.config.issuer.clone(),
+        iss: cx.config.issuer.clone(),
         sub: req.subject.to_string(),
         aud,
         client_id: req.client_id.to_string(),
@@ -377,22 +388,26 @@ pub async fn issue_access_token(
         owner: req.owner.map(str::to_string),
         extra: Default::default(),
     };
-    let keys = state.keys.current();
+    let keys = cx.tokens.keys.current();
     let signer = keys
         .signer(now)
         .ok_or_else(|| Error::Internal("no active signing key".into()))?;
     // The DPoP replay check (a database round trip on PostgreSQL) was
     // queued when the proof was checked; its answer is asked for once the
     // token is signed, so that one statement carries every proof queued
-    // meanwhile (`crate::replay_batch`). No token without both.
-    let signed = state.signing.sign(signer, ACCESS_TOKEN_TYP, &claims).await;
+    // meanwhile (`crate::replay::batch`). No token without both.
+    let signed = cx
+        .tokens
+        .signing
+        .sign(signer, ACCESS_TOKEN_TYP, &claims)
+        .await;
     if let Some(spend) = req.spend {
         spend.confirm().await?;
     }
     let access_token = signed?;
 
-    state.metrics.token_issued(req.grant_type);
-    state.audit.record(AuditEvent {
+    cx.metrics.token_issued(req.grant_type);
+    cx.audit.record(AuditEvent {
         at: now,
         event: "token.issued",
         client_id: Some(claims.client_id.clone()),
@@ -493,6 +508,7 @@ pub fn narrow_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::grant_type::{PASSPORT, POW_LOGIN};
 
     struct Custom;
 
@@ -505,7 +521,7 @@ mod tests {
             Err(format!("not for {:?}", metadata.client_name))
         }
 
-        fn handle<'a>(&'a self, _: &'a State, _: TokenRequest<'a>) -> GrantFuture<'a> {
+        fn handle<'a>(&'a self, _: &'a Env<'a>, _: TokenRequest<'a>) -> GrantFuture<'a> {
             Box::pin(async { Err(OAuthError::invalid_grant("custom").into()) })
         }
     }
@@ -525,7 +541,7 @@ mod tests {
                 TOKEN_EXCHANGE,
                 JWT_BEARER,
                 POW_LOGIN,
-                crate::bridge::BRIDGE_CERT,
+                crate::oauth::grant_type::BRIDGE_CERT,
                 "urn:example:params:grant-type:custom"
             ]
         );

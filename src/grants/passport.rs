@@ -9,14 +9,15 @@ use agentauth_resource::claims::{
 };
 use serde_json::json;
 
+use super::Env;
 use super::agent::{agent_of, check_resource, held_key};
-use super::{Grant, GrantFuture, PASSPORT, TokenRequest, TokenResponse, requested_scope};
+use super::{Grant, GrantFuture, TokenRequest, TokenResponse, requested_scope};
 use crate::crypto::random_id;
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
+use crate::oauth::grant_type::PASSPORT;
 use crate::oauth::scope::Scope;
 use crate::resources::same_resource;
-use crate::state::State;
 use crate::store::agents::AgentRow;
 use crate::store::audit::AuditEvent;
 
@@ -37,8 +38,8 @@ impl Grant for Passport {
         Ok(())
     }
 
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
-        Box::pin(run(state, request))
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(cx, request))
     }
 }
 
@@ -50,11 +51,11 @@ impl Grant for Passport {
 /// spelling: a passport is an identity, not an access token, and must
 /// not reach a resource outside its policy (SECURITY.md, "Passport used
 /// as an access token"). Otherwise RFC 8693 §2.2.2 `invalid_target`.
-async fn audience(state: &State, value: &str) -> Result<String, Error> {
+async fn audience(cx: &Env<'_>, value: &str) -> Result<String, Error> {
     let uri = url::Url::parse(value).is_ok_and(|u| !u.cannot_be_a_base() && u.fragment().is_none());
     if uri {
-        let registry = &state.config.resources;
-        let issuer = same_resource(value, &state.config.issuer);
+        let registry = &cx.resources.registry;
+        let issuer = same_resource(value, &cx.config.issuer);
         let refused = || {
             Err(OAuthError::invalid_target(format!(
                 "audience {value:?} is a resource of this server that does not accept \
@@ -70,7 +71,7 @@ async fn audience(state: &State, value: &str) -> Result<String, Error> {
             None => Ok(value.to_string()),
         };
     }
-    if state.client(value).await?.is_some() {
+    if cx.clients.get(value).await?.is_some() {
         Ok(value.to_string())
     } else {
         Err(OAuthError::invalid_target(format!(
@@ -80,17 +81,17 @@ async fn audience(state: &State, value: &str) -> Result<String, Error> {
     }
 }
 
-async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
-    let agent = agent_of(state, &req).await?;
-    let (jkt, x5t) = held_key(state, &req).await?;
-    issue(state, &req, &agent, jkt, x5t).await
+async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let agent = agent_of(cx, &req).await?;
+    let (jkt, x5t) = held_key(cx, &req).await?;
+    issue(cx, &req, &agent, jkt, x5t).await
 }
 
 /// Signs a passport for `agent` bound as `cnf` says, with `scope` and `aud`,
 /// and records it (metrics, audit `passport.issued`). Every passport is
 /// made here: the passport grant's and a proof-of-work login's.
 pub async fn sign(
-    state: &State,
+    cx: &Env<'_>,
     agent: &AgentRow,
     cnf: Confirmation,
     scope: &Scope,
@@ -99,7 +100,7 @@ pub async fn sign(
     ip: Option<String>,
 ) -> Result<(String, PassportClaims), Error> {
     let claims = PassportClaims {
-        iss: state.config.issuer.clone(),
+        iss: cx.config.issuer.clone(),
         sub: agent.id.clone(),
         aud,
         owner: agent.owner_id.clone(),
@@ -108,16 +109,20 @@ pub async fn sign(
         cnf,
         jti: random_id()?,
         iat: now,
-        exp: now + state.config.passport_ttl,
+        exp: now + cx.config.passport_ttl,
         agent_id: agent.id.clone(),
     };
-    let keys = state.keys.current();
+    let keys = cx.tokens.keys.current();
     let signer = keys
         .signer(now)
         .ok_or_else(|| Error::Internal("no active signing key".into()))?;
-    let passport = state.signing.sign(signer, PASSPORT_TYP, &claims).await?;
-    state.metrics.token_issued(PASSPORT);
-    state.audit.record(AuditEvent {
+    let passport = cx
+        .tokens
+        .signing
+        .sign(signer, PASSPORT_TYP, &claims)
+        .await?;
+    cx.metrics.token_issued(PASSPORT);
+    cx.audit.record(AuditEvent {
         at: now,
         event: "passport.issued",
         client_id: Some(agent.id.clone()),
@@ -133,7 +138,7 @@ pub async fn sign(
 /// Signs a passport for `agent` bound to `jkt`, with the request's
 /// `scope` (within the agent's) and `audience` values (the sites).
 pub async fn issue(
-    state: &State,
+    cx: &Env<'_>,
     req: &TokenRequest<'_>,
     agent: &AgentRow,
     jkt: String,
@@ -149,7 +154,7 @@ pub async fn issue(
     }
     let mut sites = Vec::with_capacity(requested.len());
     for value in requested {
-        let site = audience(state, value).await?;
+        let site = audience(cx, value).await?;
         if !sites.contains(&site) {
             sites.push(site);
         }
@@ -158,14 +163,14 @@ pub async fn issue(
     // agent limited to some resources names only those (SECURITY.md,
     // "Agents made by owners").
     for site in &sites {
-        if state.config.resources.passport_target(site).is_some() {
+        if cx.resources.registry.passport_target(site).is_some() {
             check_resource(agent, site)?;
         }
     }
     req.confirm_proof().await?;
     let aud = (!sites.is_empty()).then(|| Audience::from_list(sites));
     let (passport, claims) = sign(
-        state,
+        cx,
         agent,
         Confirmation { jkt, x5t_s256 },
         &scope,
@@ -174,7 +179,7 @@ pub async fn issue(
         req.ip.clone(),
     )
     .await?;
-    let ttl = state.config.passport_ttl;
+    let ttl = cx.config.passport_ttl;
     Ok(TokenResponse {
         access_token: passport,
         issued_token_type: Some(PASSPORT_TOKEN_TYPE),

@@ -8,15 +8,16 @@
 //! family never has more than one usable token. Scope may narrow, never widen;
 //! `resource` may narrow per request.
 
+use super::Env;
 use super::{
     AccessTokenRequest, Grant, GrantFuture, TokenRequest, TokenResponse, granted_targets,
     issue_access_token,
 };
 use crate::crypto::{random_token, sha256};
 use crate::error::{Error, OAuthError};
-use crate::oauth::client_metadata::{AUTHORIZATION_CODE, ClientMetadata, REFRESH_TOKEN};
+use crate::oauth::client_metadata::ClientMetadata;
+use crate::oauth::grant_type::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 use crate::oauth::scope::Scope;
-use crate::state::State;
 use crate::store::{self, grants::RefreshRow};
 
 pub struct RefreshToken;
@@ -34,18 +35,18 @@ impl Grant for RefreshToken {
         Ok(())
     }
 
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
-        Box::pin(run(state, request))
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(cx, request))
     }
 }
 
-async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
     let (client, form, proof) = (req.client, req.params, req.proof);
     let presented = form.require("refresh_token")?;
     let old_hash = sha256(presented.as_bytes());
     let now = req.now;
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-    let row = store::grants::refresh(&state.db, old_hash)
+    let row = store::grants::refresh(cx.db, old_hash)
         .await?
         .ok_or_else(invalid)?;
     // SECURITY.md, "Refresh tokens": another client's token.
@@ -56,14 +57,11 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         return Err(invalid().into());
     }
     // The user may have been deleted since (issue 12 item 3).
-    if store::users::by_id(&state.db, &row.user_id)
-        .await?
-        .is_none()
-    {
+    if store::users::by_id(cx.db, &row.user_id).await?.is_none() {
         return Err(invalid().into());
     }
     if row.rotated_at.is_some() {
-        return retry_or_reuse(state, &row, proof.map(|p| p.jkt.as_str()), now).await;
+        return retry_or_reuse(cx, &row, proof.map(|p| p.jkt.as_str()), now).await;
     }
     // SECURITY.md, "Refresh tokens": a bound token needs a proof by the same key.
     if let Some(bound) = &row.dpop_jkt {
@@ -85,12 +83,12 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     }
     let granted_scope = Scope::parse(&row.scope).unwrap_or_default();
     let granted: Vec<String> = serde_json::from_value(row.resources.clone()).unwrap_or_default();
-    let targets = granted_targets(&state.config.resources, form, &granted)?;
+    let targets = granted_targets(&cx.resources.registry, form, &granted)?;
     let scope = super::target_scope(&targets, form, &granted_scope)?;
     let resources = targets.uris();
 
     let mut issued = issue_access_token(
-        state,
+        cx,
         AccessTokenRequest::plain(
             REFRESH_TOKEN,
             &row.user_id,
@@ -106,7 +104,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         token_hash: sha256(refresh_token.as_bytes()).to_vec(),
         generation: row.generation + 1,
         created_at: now,
-        expires_at: now + state.config.refresh_token_ttl,
+        expires_at: now + cx.config.refresh_token_ttl,
         rotated_at: None,
         revoked_at: None,
         access_jti: issued.jti.clone(),
@@ -116,26 +114,26 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     };
     issued.response.refresh_token = Some(refresh_token);
     // What a retry within the grace window gets back: this very response.
-    let sealed = if state.config.refresh_grace_period > 0 {
+    let sealed = if cx.config.refresh_grace_period > 0 {
         let plain =
             serde_json::to_vec(&issued.response).map_err(|e| Error::Internal(e.to_string()))?;
-        Some(state.refresh_retry_key.seal(&old_hash, &plain)?)
+        Some(cx.tokens.refresh_retry_key.seal(&old_hash, &plain)?)
     } else {
         None
     };
-    let gate = state.write_gate().await;
-    let rotated = store::grants::rotate_refresh(&state.db, old_hash, next, now, sealed).await?;
+    let gate = cx.tokens.write_gate().await;
+    let rotated = store::grants::rotate_refresh(cx.db, old_hash, next, now, sealed).await?;
     drop(gate);
     if !rotated {
         // Lost a race with another use of the same token: a retry inside
         // the window gets the winner's pair; anything else is reuse.
-        let Some(row) = store::grants::refresh(&state.db, old_hash).await? else {
+        let Some(row) = store::grants::refresh(cx.db, old_hash).await? else {
             return Err(invalid().into());
         };
         if row.revoked_at.is_some() {
             return Err(invalid().into());
         }
-        return retry_or_reuse(state, &row, proof.map(|p| p.jkt.as_str()), now).await;
+        return retry_or_reuse(cx, &row, proof.map(|p| p.jkt.as_str()), now).await;
     }
     Ok(issued.response)
 }
@@ -144,13 +142,13 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
 /// key when bound, the pair its rotation issued; otherwise reuse, and the
 /// family is revoked.
 async fn retry_or_reuse(
-    state: &State,
+    cx: &Env<'_>,
     row: &RefreshRow,
     jkt: Option<&str>,
     now: i64,
 ) -> Result<TokenResponse, Error> {
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-    let grace = state.config.refresh_grace_period;
+    let grace = cx.config.refresh_grace_period;
     let in_window = row
         .rotated_at
         .is_some_and(|t| grace > 0 && now - t <= grace);
@@ -161,13 +159,13 @@ async fn retry_or_reuse(
     // Only the just-rotated token: its child must still be the family's
     // current token (SECURITY.md, "Refresh tokens": an older one is reuse).
     let child_is_current = in_window
-        && store::grants::family_head(&state.db, &row.family_id)
+        && store::grants::family_head(cx.db, &row.family_id)
             .await?
             .is_some_and(|head| head.generation == row.generation + 1);
     let retry = match (&row.retry_sealed, row.rotated_at) {
         (Some(sealed), Some(rotated_at)) if in_window && same_key && child_is_current => {
             let hash: [u8; 32] = row.token_hash.as_slice().try_into().unwrap_or([0u8; 32]);
-            state
+            cx.tokens
                 .refresh_retry_key
                 .open(&hash, sealed)
                 .ok()
@@ -177,10 +175,10 @@ async fn retry_or_reuse(
         _ => None,
     };
     let Some(response) = retry else {
-        reuse_detected(state, row, now).await?;
+        reuse_detected(cx, row, now).await?;
         return Err(invalid().into());
     };
-    state.audit.record(store::audit::AuditEvent {
+    cx.audit.record(store::audit::AuditEvent {
         at: now,
         event: "refresh_token.retried",
         client_id: Some(row.client_id.clone()),
@@ -220,10 +218,10 @@ impl SealedResponse {
     }
 }
 
-async fn reuse_detected(state: &State, row: &RefreshRow, now: i64) -> Result<(), Error> {
-    store::grants::revoke_family(&state.db, &row.family_id, now).await?;
-    state.revocations.invalidate();
-    state.audit.record(store::audit::AuditEvent {
+async fn reuse_detected(cx: &Env<'_>, row: &RefreshRow, now: i64) -> Result<(), Error> {
+    store::grants::revoke_family(cx.db, &row.family_id, now).await?;
+    cx.tokens.revocations.invalidate();
+    cx.audit.record(store::audit::AuditEvent {
         at: now,
         event: "refresh_token.reuse",
         client_id: Some(row.client_id.clone()),

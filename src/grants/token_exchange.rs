@@ -11,6 +11,7 @@
 
 use agentauth_resource::claims::{Actor, PASSPORT_TOKEN_TYPE};
 
+use super::Env;
 use super::agent::{agent_of, check_proof_key, check_resources};
 use super::{
     ACCESS_TOKEN_TYPE, AccessTokenRequest, Grant, GrantFuture, TOKEN_EXCHANGE, TokenRequest,
@@ -20,7 +21,6 @@ use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
-use crate::state::State;
 use crate::tokens::{live_access_token, live_passport};
 
 pub struct TokenExchange;
@@ -37,8 +37,8 @@ impl Grant for TokenExchange {
         Ok(())
     }
 
-    fn handle<'a>(&'a self, state: &'a State, request: TokenRequest<'a>) -> GrantFuture<'a> {
-        Box::pin(run(state, request))
+    fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
+        Box::pin(run(cx, request))
     }
 }
 
@@ -63,7 +63,7 @@ fn unacceptable(why: &'static str) -> Error {
 }
 
 async fn subject(
-    state: &State,
+    cx: &Env<'_>,
     req: &TokenRequest<'_>,
     agent_id: &str,
     owner_id: &str,
@@ -72,11 +72,11 @@ async fn subject(
     let token_type = req.params.require("subject_token_type")?;
     let me = format!(
         "{}{agent_id}",
-        crate::agents::audience_prefix(&state.config.issuer)
+        crate::store::agents::audience_prefix(&cx.config.issuer)
     );
     match token_type {
         ACCESS_TOKEN_TYPE => {
-            let claims = live_access_token(state, token)
+            let claims = live_access_token(cx.tokens, token)
                 .await?
                 .ok_or_else(|| unacceptable("the subject token is not an active access token"))?;
             // Issued to the agent (the user consented to it), or for it.
@@ -96,7 +96,7 @@ async fn subject(
             })
         }
         PASSPORT_TOKEN_TYPE => {
-            let passport = live_passport(state, token)
+            let passport = live_passport(cx.tokens, token)
                 .await?
                 .ok_or_else(|| unacceptable("the subject token is not an active passport"))?;
             if passport.owner != owner_id {
@@ -129,9 +129,9 @@ async fn subject(
     }
 }
 
-async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
-    let agent = agent_of(state, &req).await?;
-    let x5t = check_proof_key(state, &req).await?;
+async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error> {
+    let agent = agent_of(cx, &req).await?;
+    let x5t = check_proof_key(cx, &req).await?;
     if req.params.get("actor_token").is_some() {
         return Err(unacceptable(
             "the actor is the authenticated agent; actor_token is not accepted",
@@ -145,7 +145,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
         ))
         .into());
     }
-    let subject = subject(state, &req, &agent.id, &agent.owner_id).await?;
+    let subject = subject(cx, &req, &agent.id, &agent.owner_id).await?;
 
     // RFC 8693 §4.4: a subject token that says who may act for it.
     if let Some(may) = &subject.may_act
@@ -167,10 +167,10 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             agent_id: Some(agent.id.clone()),
             act: subject.act.map(Box::new),
         };
-        if actor.chain().count() > state.config.max_delegation_depth {
+        if actor.chain().count() > cx.config.max_delegation_depth {
             return Err(OAuthError::invalid_request(format!(
                 "the delegation chain would exceed {} actors",
-                state.config.max_delegation_depth
+                cx.config.max_delegation_depth
             ))
             .into());
         }
@@ -186,13 +186,13 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
                 .map_err(|why| OAuthError::invalid_target(format!("{why}: {audience:?}")))?,
         );
     }
-    let targets = state.config.resources.resolve(&requested)?;
+    let targets = cx.resources.registry.resolve(&requested)?;
     check_resources(&agent, &targets)?;
     // A token that acts for another agent (its passport was the subject)
     // reaches no further than that agent may: a sibling without limits
     // does not widen them (found by the black-box check).
-    if crate::agents::is_agent_id(&subject.sub) && subject.sub != agent.id {
-        match state.agent(&subject.sub).await? {
+    if crate::store::agents::is_agent_id(&subject.sub) && subject.sub != agent.id {
+        match cx.agents.get(&subject.sub).await? {
             Some(limited) => check_resources(&limited, &targets)?,
             None => return Err(unacceptable("the subject agent no longer exists")),
         }
@@ -230,7 +230,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
             .collect::<Vec<_>>()
             .join(" ")
     });
-    let mut issued = issue_access_token(state, token).await?;
+    let mut issued = issue_access_token(cx, token).await?;
     // Every exchange is recorded before its token is handed out: with its
     // subject token's `jti`, so that revoking the subject token (or the
     // consent or refresh family it came from) revokes what was derived
@@ -239,7 +239,7 @@ async fn run(state: &State, req: TokenRequest<'_>) -> Result<TokenResponse, Erro
     // it on their grants pages and may revoke it. An agent's own passport
     // traded for a token has no actors and is not listed.
     crate::store::delegations::insert(
-        &state.db,
+        cx.db,
         crate::store::delegations::DelegationRow {
             jti: issued.jti.clone(),
             owner_id: agent.owner_id.clone(),

@@ -260,7 +260,8 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let mut consents = Vec::new();
     for c in store::grants::user_consents(&state.db, &session.user_id).await? {
         let name = state
-            .client(&c.client_id)
+            .clients
+            .get(&c.client_id)
             .await?
             .and_then(|r| r.metadata.client_name.clone())
             .unwrap_or_else(|| c.client_id.clone());
@@ -341,7 +342,7 @@ pub async fn revoke(
             detail: json!({ "jti": id }),
         };
         if store::delegations::revoke(&state.db, &session.user_id, id, now, audit).await? {
-            state.revocations.invalidate();
+            state.tokens.revocations.invalidate();
         }
         return Ok(pages::see_other("/account"));
     }
@@ -358,7 +359,7 @@ pub async fn revoke(
         }
         _ => {}
     }
-    state.revocations.invalidate();
+    state.tokens.revocations.invalidate();
     state.audit.record(AuditEvent {
         at: now,
         event: "grant.revoked_by_owner",

@@ -17,7 +17,8 @@ use super::pages::{self, Session};
 use super::{ClientIp, OAuthForm};
 use crate::crypto::{random_token, sha256};
 use crate::error::{Error, Result};
-use crate::oauth::client_metadata::{AUTHORIZATION_CODE, redirect_uri_matches};
+use crate::oauth::client_metadata::redirect_uri_matches;
+use crate::oauth::grant_type::AUTHORIZATION_CODE;
 use crate::oauth::pkce;
 use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
 use crate::oauth::scope::Scope;
@@ -156,7 +157,7 @@ async fn parse(
     let client_id = single("client_id")
         .map_err(|d| page("invalid_request", d))?
         .ok_or_else(|| page("invalid_request", "client_id is missing"))?;
-    if let Err(retry_after) = state.document_fetch_allowed(client_id, ip.0) {
+    if let Err(retry_after) = state.clients.document_fetch_allowed(client_id, ip.0) {
         return Err(page(
             "temporarily_unavailable",
             format!(
@@ -164,10 +165,10 @@ async fn parse(
             ),
         ));
     }
-    let Some(client) = state.client(client_id).await? else {
+    let Some(client) = state.clients.get(client_id).await? else {
         // A metadata-document client whose document failed: say why.
         return Err(
-            match crate::clients::document::failure(state, client_id).await {
+            match crate::clients::document::failure(&state.clients, client_id).await {
                 Some((why, retry_after)) => page(
                     "invalid_client",
                     format!(
@@ -265,7 +266,11 @@ async fn parse(
         Denial::Scope(why) => back("invalid_scope", why),
         Denial::Client(why) => back("unauthorized_client", why),
     };
-    let targets = state.config.resources.resolve(&requested).map_err(denied)?;
+    let targets = state
+        .resources
+        .registry
+        .resolve(&requested)
+        .map_err(denied)?;
     let allowed = client.metadata.scope();
     // A self-registered client's `scope` is its own claim, not a limit
     // anyone set (it could register again with any scope): what bounds its
@@ -471,10 +476,10 @@ async fn consent_page(
     let mut resources = Vec::with_capacity(req.resources.len());
     let mut descriptions = std::collections::BTreeMap::new();
     for uri in &req.resources {
-        let published = crate::resource_metadata::get(state, uri.as_str()).await;
+        let published = state.resources.metadata.get(uri.as_str()).await;
         let registered = state
-            .config
             .resources
+            .registry
             .get(uri.as_str())
             .map(|r| r.name.clone())
             .filter(|name| name != uri.as_str());

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::json_no_store;
-use crate::bridge::ca::{REFRESH, authority_document};
-use crate::bridge::nonce::TTL;
+use crate::agents::bridge::ca::{REFRESH, authority_document};
+use crate::agents::bridge::nonce::TTL;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -22,7 +22,7 @@ const BUNDLE_MAX_AGE: u64 = 60;
 /// previous one, PEM. From memory when the database is away; 503 when
 /// this node holds no CA it can open (never an empty bundle).
 pub async fn bundle(State(state): State<AppState>) -> Response {
-    let set = state.bridge.fresh(&state.db, state.now()).await;
+    let set = state.agents.bridge.fresh(&state.db, state.now()).await;
     if set.bundle_pem.is_empty() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -45,7 +45,7 @@ pub async fn bundle(State(state): State<AppState>) -> Response {
 
 /// `GET /.well-known/agentauth-authority.json`.
 pub async fn authority(State(state): State<AppState>) -> Response {
-    let set = state.bridge.fresh(&state.db, state.now()).await;
+    let set = state.agents.bridge.fresh(&state.db, state.now()).await;
     let doc = authority_document(
         &state.config.issuer,
         &set,
@@ -63,6 +63,7 @@ pub async fn authority(State(state): State<AppState>) -> Response {
 /// shape of OpenID4VCI's nonce endpoint) and as `DPoP-Nonce`.
 pub async fn nonce(State(state): State<AppState>) -> Result<Response> {
     let nonce = state
+        .agents
         .bridge_nonces
         .issue(state.now())
         .map_err(Error::from)?;

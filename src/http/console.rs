@@ -81,7 +81,8 @@ pub async fn list(
     let mut agents = Vec::new();
     for a in rows {
         let keys = state
-            .client(&a.id)
+            .clients
+            .get(&a.id)
             .await?
             .map_or(0, |c| c.metadata.jwks.as_ref().map_or(0, |k| k.keys.len()));
         let (last, live) = usage.get(&a.id).copied().unwrap_or((0, 0));
@@ -124,7 +125,7 @@ pub async fn show(
         Err(redirect) => return Ok(redirect),
     };
     let agent = owned(&state, &session, &id).await?;
-    let client = state.client(&agent.id).await?;
+    let client = state.clients.get(&agent.id).await?;
     let kind = client.as_ref().map_or(ClientKind::OwnerAgent, |c| c.kind);
     let keys: Vec<_> = client
         .and_then(|c| c.metadata.jwks.clone())
@@ -210,7 +211,7 @@ fn form_page(
         json!({
             "csrf_token": csrf.token, "error": error, "name": field("name"),
             "scope": field("scope"), "resources": field("resources"), "key": field("key"),
-            "registered": registered(state), "open_resources": state.config.resources.is_open(),
+            "registered": registered(state), "open_resources": state.resources.registry.is_open(),
         }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))
@@ -221,8 +222,8 @@ fn form_page(
 /// user (its operator lists `owner_agent`).
 fn registered(state: &AppStateInner) -> Vec<serde_json::Value> {
     state
-        .config
         .resources
+        .registry
         .iter()
         .map(|r| {
             json!({
@@ -237,7 +238,7 @@ fn registered(state: &AppStateInner) -> Vec<serde_json::Value> {
 /// Where an agent of `kind` limited to `resources` (empty: any) may get
 /// tokens with no user (`client_credentials`), as the registry says.
 fn unattended(state: &AppStateInner, kind: ClientKind, resources: &[String]) -> Vec<String> {
-    let registry = &state.config.resources;
+    let registry = &state.resources.registry;
     let default = registry.default_audience();
     let unregistered_default = registry.get(&default.uri).is_none().then_some(default);
     registry
@@ -297,8 +298,8 @@ pub async fn create(
     // `owner_agent` (SECURITY.md, "Agents made by owners").
     match crate::agents::create_by_owner(
         &state.db,
-        &state.grants,
-        &state.config.resources,
+        state.grants.as_ref(),
+        &state.resources.registry,
         new,
         state.now(),
         &session.user_id,
@@ -421,7 +422,8 @@ pub async fn act(
             let key = crate::agents::key_from_text(form.get("key").unwrap_or_default())
                 .map_err(|why| OAuthError::new(400, "invalid_request", why))?;
             let mut keys = state
-                .client(&agent.id)
+                .clients
+                .get(&agent.id)
                 .await?
                 .and_then(|c| c.metadata.jwks.clone())
                 .unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() });
@@ -440,7 +442,7 @@ pub async fn act(
             keys.keys.push(key);
             crate::agents::set_keys(
                 &state.db,
-                &state.grants,
+                state.grants.as_ref(),
                 &agent.id,
                 keys,
                 now,

@@ -7,7 +7,8 @@ use moka::ops::compute::{CompResult, Op};
 
 use crate::error::{Error, OAuthError};
 use crate::oauth::single_use::SpentUntil;
-use crate::state::{DpopReplay, State};
+use crate::replay::Replay;
+use crate::state::State;
 use agentauth_resource::dpop::{self, DpopError, Expectations};
 
 use crate::proof::{CheckedProof, Spend};
@@ -82,17 +83,17 @@ pub async fn check_nonce_by(
         now,
         iat_window: state.config.dpop_iat_window,
         access_token,
-        nonces: server_nonce.then_some(&state.dpop_nonces),
+        nonces: server_nonce.then_some(&state.tokens.dpop_nonces),
     };
     let verified = dpop::verify_proof(proof, &expect).map_err(|e| match e {
-        DpopError::UseNonce => OAuthError::use_dpop_nonce(state.dpop_nonces.current(now)),
+        DpopError::UseNonce => OAuthError::use_dpop_nonce(state.tokens.dpop_nonces.current(now)),
         DpopError::Invalid(why) => OAuthError::invalid_dpop_proof(why),
     })?;
     let key = format!("dpop:{}:{}", verified.jkt, verified.jti);
-    let spend = match &state.dpop_replay {
+    let spend = match state.tokens.replay.as_ref() {
         // `and_compute_with` runs calls on one key one after another;
         // `or_insert` does not promise a single fresh winner (moka #545).
-        DpopReplay::Memory(cache) => Spend::done(matches!(
+        Replay::Memory { jtis: cache, .. } => Spend::done(matches!(
             cache
                 .entry(key)
                 .and_compute_with(|seen| async move {
@@ -102,8 +103,8 @@ pub async fn check_nonce_by(
             CompResult::Inserted(_)
         )),
         // Seen on this node already: a replay, no round trip needed.
-        DpopReplay::Database { seen, .. } if seen.contains_key(&key) => Spend::done(false),
-        DpopReplay::Database { batcher, seen } => {
+        Replay::Database { seen, .. } if seen.contains_key(&key) => Spend::done(false),
+        Replay::Database { batcher, seen } => {
             let until = spent_until(verified.iat, state.config.dpop_iat_window);
             let ticket = batcher.enqueue(key.clone(), until.at())?;
             let seen = seen.clone();
@@ -136,5 +137,5 @@ pub fn fresh_nonce(state: &State) -> Option<String> {
     state
         .config
         .dpop_nonce
-        .then(|| state.dpop_nonces.current(state.now()))
+        .then(|| state.tokens.dpop_nonces.current(state.now()))
 }

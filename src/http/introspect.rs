@@ -98,7 +98,7 @@ pub async fn post(
     let caller = super::authenticate_client(&state, &headers, &form, Public::Refused, &ip).await?;
     let token = form.require("token")?;
     let everything = caller.client.introspects.iter().any(|r| r == "*");
-    let body = match live_access_token(&state, token).await? {
+    let body = match live_access_token(&state.tokens, token).await? {
         Some(claims) if !everything && !is_audience(&caller.client.introspects, &claims.aud) => {
             Introspection::Inactive { active: false }
         }
@@ -123,7 +123,8 @@ pub async fn post(
             agent_id: claims.agent_id,
             owner: claims.owner,
         })),
-        None if token.matches('.').count() == 2 => match live_passport(&state, token).await? {
+        None if token.matches('.').count() == 2 => match live_passport(&state.tokens, token).await?
+        {
             Some(p)
                 if everything
                     || p.aud.as_ref().is_some_and(|aud| {
@@ -180,7 +181,7 @@ pub async fn post(
 /// Of the resources a caller introspects for, those a passport may name:
 /// not our resources that refuse passports (see `grants::passport`).
 fn passport_sites(state: &AppState, introspects: &[String]) -> Vec<String> {
-    let registry = &state.config.resources;
+    let registry = &state.resources.registry;
     introspects
         .iter()
         .filter(|r| {

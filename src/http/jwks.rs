@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use crate::state::AppState;
 
 pub async fn get(State(state): State<AppState>) -> Response {
-    let set = state.keys.current();
+    let set = state.tokens.keys.current();
     let mut r = set.jwks_json.clone().into_response();
     let headers = r.headers_mut();
     headers.insert(

@@ -27,9 +27,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{ClientIp, OAuthForm, json_no_store};
+use crate::agents::login;
 use crate::clients::Public;
 use crate::error::{Error, OAuthError, Result};
-use crate::login::{self, Outcome};
+use crate::grants::pow_login::{self, Outcome};
 use crate::oauth::scope::Scope;
 use crate::state::{AppState, State as AppStateInner};
 use crate::store::agents::AgentRow;
@@ -42,9 +43,13 @@ pub const MAX_STREAMS_PER_ADDRESS: u32 = 100;
 
 /// 429 unless `key` (`site:<id>`, `agent:<id>`) is within its rate.
 fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
-    state.login_limiter.check_key(&key).map_err(|not_until| {
-        OAuthError::too_many_requests(crate::state::retry_after(&not_until)).into()
-    })
+    state
+        .agents
+        .login_limiter
+        .check_key(&key)
+        .map_err(|not_until| {
+            OAuthError::too_many_requests(crate::clock::retry_after(&not_until)).into()
+        })
 }
 
 /// One open event stream, counted against its address, its site and
@@ -61,8 +66,13 @@ impl StreamSlot {
     fn take(state: &AppState, ip: Option<std::net::IpAddr>, site: &str) -> Result<Self> {
         let poisoned = || Error::Internal("stream counter poisoned".into());
         // Lock order: address, then node.
-        let mut by_ip = state.login_streams.lock().map_err(|_| poisoned())?;
-        let mut streams = state.login_hub.streams.lock().map_err(|_| poisoned())?;
+        let mut by_ip = state.agents.login_streams.lock().map_err(|_| poisoned())?;
+        let mut streams = state
+            .agents
+            .login_hub
+            .streams
+            .lock()
+            .map_err(|_| poisoned())?;
         let ip_full = ip.is_some_and(|addr| {
             by_ip
                 .get(&addr)
@@ -90,7 +100,7 @@ impl StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        if let Ok(mut by_ip) = self.state.login_streams.lock() {
+        if let Ok(mut by_ip) = self.state.agents.login_streams.lock() {
             if let Some(addr) = self.ip
                 && let Some(n) = by_ip.get_mut(&addr)
             {
@@ -99,7 +109,7 @@ impl Drop for StreamSlot {
                     by_ip.remove(&addr);
                 }
             }
-            if let Ok(mut streams) = self.state.login_hub.streams.lock() {
+            if let Ok(mut streams) = self.state.agents.login_hub.streams.lock() {
                 streams.total = streams.total.saturating_sub(1);
                 if let Some(n) = streams.by_site.get_mut(&self.site) {
                     *n = n.saturating_sub(1);
@@ -121,7 +131,7 @@ pub async fn create(
 ) -> Result<Response> {
     let form = form?;
     let site = super::authenticate_client(&state, &headers, &form, Public::Refused, &ip).await?;
-    login::check_site(&state, &site.client)?;
+    login::check_site(&state.config, &site.client)?;
     let site_id = site.client.client_id.clone();
     within_rate(&state, format!("site:{site_id}"))?;
     let now = state.now();
@@ -130,7 +140,7 @@ pub async fn create(
         None => Scope::default(),
     };
     let agent = match form.get("agent") {
-        Some(id) => match state.agent(id).await? {
+        Some(id) => match state.agents.get(id).await? {
             Some(a) if a.active => Some(a.id.clone()),
             _ => return Err(OAuthError::invalid_request(format!("no active agent {id:?}")).into()),
         },
@@ -204,7 +214,7 @@ async fn agent_caller(
         .ok_or_else(|| OAuthError::invalid_dpop_proof("exactly one DPoP proof is required"))?;
     let proof = super::dpop::check(state, &proof, htm, htu, Some(token)).await?;
     proof.spend.confirm().await?;
-    let passport = crate::tokens::live_passport(state, token)
+    let passport = crate::tokens::live_passport(&state.tokens, token)
         .await?
         .ok_or_else(|| invalid("the passport is not active"))?;
     if passport
@@ -220,7 +230,8 @@ async fn agent_caller(
         );
     }
     let agent = state
-        .agent(&passport.sub)
+        .agents
+        .get(&passport.sub)
         .await?
         .filter(|a| a.active)
         .ok_or_else(|| invalid("the agent is disabled"))?;
@@ -261,8 +272,8 @@ pub async fn read(
     // The server sets the difficulty: the base, raised for a site or an
     // agent that asks for many challenges.
     let bump = |key: String| {
-        let n = state.login_challenges.get(&key).unwrap_or(0) + 1;
-        state.login_challenges.insert(key, n);
+        let n = state.agents.login_challenges.get(&key).unwrap_or(0) + 1;
+        state.agents.login_challenges.insert(key, n);
         n
     };
     let recent =
@@ -278,7 +289,7 @@ pub async fn read(
     {
         return Err(OAuthError::invalid_request("the login request was already answered").into());
     }
-    let site = state.client(&row.site_client_id).await?;
+    let site = state.clients.get(&row.site_client_id).await?;
     // The name and URI are the site's own claims; the agent (and the
     // person it may show them to) learns whether an operator vouched for
     // them (SECURITY.md, Proof-of-work login boundaries).
@@ -413,7 +424,7 @@ async fn answer(
         ip: ip.to_audit(),
         detail: json!({ "login_request_id": id, "jkt": jkt }),
     });
-    login::announce(&state, &id).await;
+    login::announce(&state.agents, &id).await;
     Ok(json_no_store(
         StatusCode::OK,
         &json!({ "login_request_id": id, "status": status }),
@@ -445,9 +456,9 @@ pub async fn events(
         .await?
         .filter(|r| r.site_client_id == site.client.client_id)
         .ok_or_else(not_found)?;
-    login::check_site(&state, &site.client)?;
+    login::check_site(&state.config, &site.client)?;
     let slot = StreamSlot::take(&state, ip.0, &site.client.client_id)?;
-    let waker = state.login_hub.waker(&id);
+    let waker = state.agents.login_hub.waker(&id);
     let expires_at = row.expires_at;
     let stream = futures_util::stream::unfold(
         Some((state, id, waker, slot)),
@@ -472,7 +483,7 @@ pub async fn events(
                         continue;
                     }
                 };
-                match login::outcome(&state, &row, now).await {
+                match pow_login::outcome(&state.grant_env(), &row, now).await {
                     Ok(Outcome::Pending) => {}
                     Ok(o) => {
                         let event = outcome_event(&id, o.status(), Some(&o));
@@ -486,7 +497,7 @@ pub async fn events(
                 let until_expiry =
                     Duration::from_secs(u64::try_from(expires_at - now).unwrap_or(0));
                 tokio::select! {
-                    _ = state.login_hub.closed() => return None,
+                    _ = state.agents.login_hub.closed() => return None,
                     _ = &mut notified => {}
                     _ = tokio::time::sleep(REREAD.min(until_expiry.max(Duration::from_millis(200)))) => {}
                 }

@@ -179,7 +179,7 @@ pub async fn authenticate_client(
 ) -> Result<AuthenticatedClient, Error> {
     let header_used = headers.contains_key(header::AUTHORIZATION);
     let result = match basic_credentials(headers) {
-        Ok(basic) => clients::authenticate(state, basic, form, public, ip.0).await,
+        Ok(basic) => clients::authenticate(&state.clients, basic, form, public, ip.0).await,
         Err(e) => Err(e.into()),
     };
     result.map_err(|e| match e {

@@ -260,7 +260,7 @@ pub async fn login_options(
         && let Err(not_until) = state.login_by_ip.check_key(&addr)
     {
         let mut e = OAuthError::new(429, "slow_down", "too many sign-in attempts; wait a minute");
-        e.retry_after = Some(crate::state::retry_after(&not_until));
+        e.retry_after = Some(crate::clock::retry_after(&not_until));
         return Err(e.into());
     }
     let (challenge, cookie) = begin(&state, LOGIN, None).await?;

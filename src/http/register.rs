@@ -58,9 +58,9 @@ impl<S: Send + Sync> FromRequest<S> for MetadataBody {
 
 fn policy(state: &AppState) -> RegistrationPolicy<'_> {
     RegistrationPolicy {
-        scopes_supported: state.config.scopes_supported.as_ref(),
+        scopes_supported: state.clients.scopes_supported.as_ref(),
         insecure_fetch: state.config.insecure_fetch,
-        grants: &state.grants,
+        grants: state.grants.as_ref(),
     }
 }
 
@@ -81,19 +81,19 @@ pub async fn challenge(State(state): State<AppState>, ip: ClientIp) -> Result<Re
     let recent = match ip.0 {
         Some(addr) => {
             let key = format!("register:{addr}");
-            let n = state.login_challenges.get(&key).unwrap_or(0) + 1;
-            state.login_challenges.insert(key, n);
+            let n = state.agents.login_challenges.get(&key).unwrap_or(0) + 1;
+            state.agents.login_challenges.insert(key, n);
             n
         }
         None => 1,
     };
-    let (challenge, difficulty) = crate::stamps::issue(&state, recent, now)?;
+    let (challenge, difficulty) = crate::agents::stamps::issue(&state.agents, recent, now)?;
     Ok(super::json_no_store(
         StatusCode::OK,
         &serde_json::json!({
             "challenge": challenge,
             "difficulty": difficulty,
-            "expires_in": crate::stamps::TTL,
+            "expires_in": crate::agents::stamps::TTL,
             "algorithm": "leading zero bits of SHA-256(challenge || base64url(SHA-256(body)) || nonce); send PoW-Stamp: <challenge>:<nonce>",
         }),
     ))
@@ -108,7 +108,7 @@ pub async fn create(
     if let Some(addr) = ip.0
         && let Err(not_until) = state.registration_limiter.check_key(&addr)
     {
-        return Err(OAuthError::too_many_requests(crate::state::retry_after(&not_until)).into());
+        return Err(OAuthError::too_many_requests(crate::clock::retry_after(&not_until)).into());
     }
     let now = state.now();
     // An initial access token is required in protected mode and welcome
@@ -122,7 +122,7 @@ pub async fn create(
     let MetadataBody(request, body_hash) = body?;
     if initial_token.is_none() && state.config.registration == RegistrationMode::Pow {
         let stamp = headers.get("pow-stamp").and_then(|v| v.to_str().ok());
-        crate::stamps::check(&state, stamp, &body_hash, now).await?;
+        crate::agents::stamps::check(&state.agents, stamp, &body_hash, now).await?;
     }
     // A token that names an owner registers an agent of that owner: its
     // metadata is the agent's (name, scope, public keys), not a client's.
@@ -223,9 +223,9 @@ fn agent_request(
     }
     let scope = match &request.scope {
         Some(text) => Scope::parse(text).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
-        None => state.config.scopes_supported.clone().unwrap_or_default(),
+        None => state.clients.scopes_supported.clone().unwrap_or_default(),
     };
-    if let Some(supported) = &state.config.scopes_supported
+    if let Some(supported) = &state.clients.scopes_supported
         && let Some(extra) = scope.missing_from(supported).next()
     {
         return Err(bad(format!(
@@ -251,7 +251,8 @@ async fn register_agent(
     now: i64,
 ) -> Result<Response> {
     let actor = ip.to_audit().unwrap_or_else(|| "register".into());
-    let created = crate::agents::create(&state.db, &state.grants, new_agent, now, &actor).await;
+    let created =
+        crate::agents::create(&state.db, state.grants.as_ref(), new_agent, now, &actor).await;
     let (agent, record) = match created {
         Ok(done) => done,
         Err(crate::agents::AgentError::Store(e)) => return Err(e.into()),
@@ -358,7 +359,7 @@ pub async fn update(
     if !store::clients::update_audited(&state.db, &client_id, &metadata, now, event).await? {
         return Err(OAuthError::invalid_token("invalid registration access token").into());
     }
-    state.clients.invalidate(&client_id).await;
+    state.clients.forget(&client_id).await;
     record.metadata = metadata;
     Ok(json_no_store(
         StatusCode::OK,
@@ -383,7 +384,7 @@ pub async fn delete(
         detail: json!({}),
     };
     store::clients::delete_audited(&state.db, &client_id, event).await?;
-    state.clients.invalidate(&client_id).await;
+    state.clients.forget(&client_id).await;
     tracing::info!(client_id = %client_id, "client deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -30,8 +30,11 @@ pub async fn post(
     // An agent revokes its own passports like access tokens.
     // A key this node has not loaded yet must not make a revocation a
     // silent no-op: verification reloads keys on an unknown kid.
-    let passport = crate::tokens::verify_reloading(&state, now, || {
-        state.keys.verify::<PassportClaims>(token, PASSPORT_TYP)
+    let passport = crate::tokens::live::verify_reloading(&state.tokens, now, || {
+        state
+            .tokens
+            .keys
+            .verify::<PassportClaims>(token, PASSPORT_TYP)
     })
     .await;
     if let Some(passport) = passport {
@@ -56,12 +59,13 @@ pub async fn post(
                 event,
             )
             .await?;
-            state.revocations.invalidate();
+            state.tokens.revocations.invalidate();
         }
         return Ok(ok());
     }
-    let Some(claims) = crate::tokens::verify_reloading(&state, now, || {
+    let Some(claims) = crate::tokens::live::verify_reloading(&state.tokens, now, || {
         state
+            .tokens
             .keys
             .verify::<AccessTokenClaims>(token, ACCESS_TOKEN_TYP)
     })
@@ -93,7 +97,7 @@ pub async fn post(
         event,
     )
     .await?;
-    state.revocations.invalidate();
+    state.tokens.revocations.invalidate();
     Ok(ok())
 }
 
@@ -115,7 +119,7 @@ async fn revoke_refresh_token(
         return Ok(ok());
     }
     store::grants::revoke_family(&state.db, &row.family_id, now).await?;
-    state.revocations.invalidate();
+    state.tokens.revocations.invalidate();
     store::audit::insert(
         &state.db,
         AuditEvent {

@@ -36,9 +36,12 @@ pub async fn post(
     // RFC 7523 §2.1 federation: a workload's assertion is its credential.
     let self_authenticating = grant.authenticates_itself()
         && !presents_client(&headers, &form)
-        && form.get("client_id").is_none_or(crate::agents::is_agent_id);
+        && form
+            .get("client_id")
+            .is_none_or(crate::store::agents::is_agent_id);
     let (client, assertion) = if self_authenticating {
-        let (client, verified) = grants::jwt_bearer::assertion_client(&state, &form).await?;
+        let (client, verified) =
+            grants::jwt_bearer::assertion_client(&state.grant_env(), &form).await?;
         (client, Some(verified))
     } else {
         let client =
@@ -67,14 +70,14 @@ pub async fn post(
         now: state.now(),
         ip: ip.to_audit(),
     };
-    let response = grants::dispatch(&state, grant, request).await?;
+    let response = grants::dispatch(&state.grant_env(), grant, request).await?;
     // Idle self-registered clients are reaped; one that gets tokens is not.
     let id = &client.client.client_id;
     if client.client.kind == crate::oauth::client_kind::ClientKind::Dynamic
-        && !state.client_touched.contains_key(id)
+        && !state.clients.touched.contains_key(id)
     {
         match crate::store::clients::touch(&state.db, id, state.now()).await {
-            Ok(()) => state.client_touched.insert(id.clone(), ()),
+            Ok(()) => state.clients.touched.insert(id.clone(), ()),
             Err(e) => tracing::warn!(error = %e, "marking a client used failed"),
         }
     }

@@ -50,11 +50,7 @@ impl AuthMethod {
     }
 }
 
-/// RFC 6749 grant type names that the authorization endpoint and
-/// registration rules refer to.
-pub const AUTHORIZATION_CODE: &str = "authorization_code";
-pub const REFRESH_TOKEN: &str = "refresh_token";
-pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+use super::grant_type::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 
 /// Which grant types a client may register, and each grant's own rule for
 /// the clients that register it. The token endpoint's grant registry

@@ -7,6 +7,7 @@ pub mod client_kind;
 pub mod client_metadata;
 pub mod error;
 pub mod form;
+pub mod grant_type;
 pub mod metadata;
 pub mod pkce;
 pub mod resource;

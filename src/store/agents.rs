@@ -11,6 +11,20 @@ use super::StoreResult;
 use super::audit::{self, AuditEvent};
 use super::clients::{self, ClientRecord};
 
+/// Agent ids are `agent-` and a random id, so that a token's subject
+/// tells an agent from a user without a lookup.
+pub const ID_PREFIX: &str = "agent-";
+
+pub fn is_agent_id(id: &str) -> bool {
+    id.starts_with(ID_PREFIX)
+}
+
+/// `{issuer}/agents/`: agents as audiences (a user delegates to an agent
+/// by authorizing a token for `{issuer}/agents/{id}`).
+pub fn audience_prefix(issuer: &str) -> String {
+    format!("{issuer}/agents/")
+}
+
 /// An agent as the rest of the server sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentRow {

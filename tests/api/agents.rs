@@ -49,7 +49,7 @@ pub async fn agent(app: &TestApp, owner: &str, scope: &str, extra: &[Value]) -> 
     }
     let (row, _) = agentauth::agents::create(
         &app.state.db,
-        &app.state.grants,
+        app.state.grants.as_ref(),
         agentauth::agents::NewAgent {
             name: format!("{owner}'s helper"),
             owner_id,
@@ -480,7 +480,7 @@ crate::both!(token_exchange_delegates);
 /// Signs `claims` as an access token with the server's own key (to build
 /// subject tokens carrying `may_act` or long `act` chains).
 fn mint(app: &TestApp, claims: Value) -> String {
-    let keys = app.state.keys.current();
+    let keys = app.state.tokens.keys.current();
     keys.signer(app.now())
         .unwrap()
         .sign("at+jwt", &claims)

@@ -214,7 +214,7 @@ async fn console_agents_are_bounded_by_the_registry(app: TestApp) {
     let rows = agents_of(&app, "mallory").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].resources, vec![TOOLS.to_string()]);
-    let client = app.state.client(&a.id).await.unwrap().unwrap();
+    let client = app.state.clients.get(&a.id).await.unwrap().unwrap();
     assert_eq!(client.kind.as_str(), "owner_agent");
     let page = html(&mallory.get(&format!("/account/agents/{}", a.id)).await);
     assert!(
@@ -318,7 +318,8 @@ async fn console_agents_act_alone_only_where_the_operator_allows(app: TestApp) {
     assert_eq!(t["scope"], "tools:read");
     assert_eq!(
         app.state
-            .client(&cli.id)
+            .clients
+            .get(&cli.id)
             .await
             .unwrap()
             .unwrap()

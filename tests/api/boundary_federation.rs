@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use agentauth::config::Config;
+use agentauth::state::Setup;
 use agentauth::store;
 use serde_json::{Value, json};
 
@@ -390,13 +390,13 @@ federated!(identity_assertion_tokens_of_an_agent_fall_with_it);
 
 // ---- Item 7: federation files that cannot work --------------------------
 
-fn config_with(federation: &str, insecure_fetch: bool) -> Result<Config, String> {
+fn config_with(federation: &str, insecure_fetch: bool) -> Result<Setup, String> {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(federation.as_bytes()).unwrap();
     let mut args = serve_args();
     args.insecure_fetch = insecure_fetch;
     args.federation_file = Some(file.path().to_path_buf());
-    Config::from_args(&args).map_err(|e| e.to_string())
+    Setup::from_args(&args).map_err(|e| e.to_string())
 }
 
 /// A `jwks_uri` the fetcher would never fetch (plain http, a private IP

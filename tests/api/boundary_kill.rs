@@ -149,7 +149,7 @@ async fn removing_a_key_ends_what_was_issued_before(app: TestApp) {
     let keep = agentauth::agents::check_key(&a.key.jwk).unwrap();
     agentauth::agents::set_keys(
         &app.state.db,
-        &app.state.grants,
+        app.state.grants.as_ref(),
         &a.id,
         jsonwebtoken::jwk::JwkSet { keys: vec![keep] },
         app.now(),
@@ -231,7 +231,7 @@ async fn a_removed_key_stops_on_the_other_node_within_the_status_interval() {
     let keep = agentauth::agents::check_key(&a.key.jwk).unwrap();
     agentauth::agents::set_keys(
         &node_a.state.db,
-        &node_a.state.grants,
+        node_a.state.grants.as_ref(),
         &a.id,
         jsonwebtoken::jwk::JwkSet { keys: vec![keep] },
         node_a.now(),

@@ -189,7 +189,7 @@ async fn both_delivery_channels_recheck_the_grant(app: TestApp) {
     let polled = create_id(&app, &site, &[]).await;
     let stream = listen(&app, &site, &streamed);
     for _ in 0..100 {
-        if app.state.login_hub.streams.lock().unwrap().total == 1 {
+        if app.state.agents.login_hub.streams.lock().unwrap().total == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -241,7 +241,7 @@ async fn event_streams_are_capped_per_site_and_per_node(app: TestApp) {
         let app = &app;
         async move {
             for _ in 0..100 {
-                if app.state.login_hub.streams.lock().unwrap().total == n {
+                if app.state.agents.login_hub.streams.lock().unwrap().total == n {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -281,6 +281,7 @@ async fn event_streams_are_capped_per_site_and_per_node(app: TestApp) {
     open(0).await;
     assert!(
         app.state
+            .agents
             .login_hub
             .streams
             .lock()

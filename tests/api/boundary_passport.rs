@@ -384,6 +384,7 @@ async fn introspection_answers_passports_only_to_resources_that_accept_them(app:
     claims["jti"] = json!("minted-for-mcp");
     let for_mcp = app
         .state
+        .tokens
         .keys
         .current()
         .signer(app.now())

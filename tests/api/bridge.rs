@@ -71,7 +71,7 @@ pub fn csr_with(pair: &rcgen::KeyPair, nonce: Option<&str>) -> Vec<u8> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     let attrs = nonce
-        .map(|n| vec![agentauth::bridge::csr::challenge_password(n).unwrap()])
+        .map(|n| vec![agentauth::agents::bridge::csr::challenge_password(n).unwrap()])
         .unwrap_or_default();
     params
         .serialize_request_with_attributes(pair, attrs)
@@ -305,7 +305,7 @@ async fn bad_proofs_are_refused(app: TestApp) {
     // A disabled agent: invalid_client, before anything else.
     let n = nonce(&app).await;
     set_agent_active(&app, &a.id, false).await;
-    app.state.agents.invalidate(&a.id).await;
+    app.state.agents.forget(&a.id).await;
     by_csr(&app, &a, &key.csr(Some(&n)), &[])
         .await
         .assert_error(401, "invalid_client");
@@ -533,9 +533,9 @@ async fn epochs_rotate_and_drop(app: TestApp) {
 
     // An operator's rotation with --drop-previous: only the new CA.
     let kek = agentauth::crypto::Kek::from_bytes(&app.kek_bytes).unwrap();
-    let epoch = agentauth::bridge::ca::rotate(
+    let epoch = agentauth::agents::bridge::ca::rotate(
         &app.state.db,
-        &agentauth::bridge::ca::ca_kek(&kek).unwrap(),
+        &agentauth::agents::bridge::ca::ca_kek(&kek).unwrap(),
         "auth.example.com",
         86_400,
         true,
@@ -545,6 +545,7 @@ async fn epochs_rotate_and_drop(app: TestApp) {
     .unwrap();
     assert_eq!(epoch, first_epoch + 2);
     app.state
+        .agents
         .bridge
         .reload(&app.state.db, app.now())
         .await
@@ -566,16 +567,21 @@ async fn epochs_rotate_and_drop(app: TestApp) {
     // A KEK that cannot open the CA keys may not start an epoch.
     let wrong = agentauth::crypto::Kek::from_bytes(&[9; 32]).unwrap();
     assert!(
-        agentauth::bridge::ca::rotate(&app.state.db, &wrong, "h", 86_400, false, app.now())
+        agentauth::agents::bridge::ca::rotate(&app.state.db, &wrong, "h", 86_400, false, app.now())
             .await
             .is_err()
     );
     // Were one started anyway (written past the check), this node could
     // open no CA: the bundle is a 503, never empty, and no certificate
     // issues (503 with Retry-After), rather than a 500.
-    let row =
-        agentauth::bridge::ca::generate(&wrong, "auth.example.com", epoch + 1, app.now(), 86_400)
-            .unwrap();
+    let row = agentauth::agents::bridge::ca::generate(
+        &wrong,
+        "auth.example.com",
+        epoch + 1,
+        app.now(),
+        86_400,
+    )
+    .unwrap();
     let audit = agentauth::store::audit::AuditEvent {
         at: app.now(),
         event: "ca.rotated",
@@ -590,6 +596,7 @@ async fn epochs_rotate_and_drop(app: TestApp) {
             .unwrap()
     );
     app.state
+        .agents
         .bridge
         .reload(&app.state.db, app.now())
         .await
@@ -644,19 +651,20 @@ async fn the_kit_verifies_bridge_certificates(app: TestApp) {
         Err(BridgeCertError::NoAgent)
     );
 
-    let cas = app.state.bridge.current();
+    let cas = app.state.agents.bridge.current();
     let ca = cas.issuing().unwrap();
-    let subject = agentauth::bridge::cert::Subject {
+    let subject = agentauth::agents::bridge::cert::Subject {
         issuer: ISSUER,
         agent_id: &a.id,
         owner_id: "o",
         scopes: vec!["read"],
         code_signing: false,
     };
-    let public =
-        agentauth::bridge::cert::Ed25519Public(key.pair.public_key_raw().try_into().unwrap());
+    let public = agentauth::agents::bridge::cert::Ed25519Public(
+        key.pair.public_key_raw().try_into().unwrap(),
+    );
     // Our CA, an hour long: not a bridge certificate at 5 minutes.
-    let long = agentauth::bridge::cert::issue(ca, &public, &subject, now, 3600).unwrap();
+    let long = agentauth::agents::bridge::cert::issue(ca, &public, &subject, now, 3600).unwrap();
     assert_eq!(verify(&long.der, now), Err(BridgeCertError::TooLong));
     // A P-256 key under our CA.
     let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

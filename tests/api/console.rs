@@ -72,7 +72,7 @@ async fn agents_page_kill_switch_and_strangers(app: TestApp) {
             .status,
         403
     );
-    assert!(app.state.agent_active(&a.id).await.unwrap());
+    assert!(app.state.agents.is_active(&a.id).await.unwrap());
 
     // Another owner: 403 on every page and action, nothing changes.
     user(&app, "bob").await;
@@ -102,7 +102,7 @@ async fn agents_page_kill_switch_and_strangers(app: TestApp) {
             .status,
         403
     );
-    assert!(app.state.agent_active(&a.id).await.unwrap());
+    assert!(app.state.agents.is_active(&a.id).await.unwrap());
     assert_eq!(bob.get("/account/agents/agent-nobody").await.status, 404);
 
     // Alice confirms: the agent is disabled; its token is inactive and its

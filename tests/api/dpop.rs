@@ -456,13 +456,13 @@ async fn dpop_concurrent_replay_has_one_winner(app: TestApp) {
 }
 both!(dpop_concurrent_replay_has_one_winner);
 
-/// The PostgreSQL replay batcher (`agentauth::replay_batch`): a batch goes
+/// The PostgreSQL replay batcher (`agentauth::replay::batch`): a batch goes
 /// when an answer from it is asked for, all its spends in one statement;
 /// a spend nobody asks about still lands within the linger; and one key
 /// queued twice wins once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_batches_go_when_asked_and_never_lose_a_spend() {
-    use agentauth::replay_batch::{BatchCounters, MAX_LINGER, ReplayBatcher};
+    use agentauth::replay::batch::{BatchCounters, MAX_LINGER, ReplayBatcher};
     let app = crate::helpers::spawn_app(Backend::Postgres).await;
     let counters = BatchCounters::default();
     // A long linger: only the asking sends the first batch.

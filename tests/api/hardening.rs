@@ -566,7 +566,7 @@ async fn revocation_refresh_task_carries_another_nodes_revocation() {
     let (id, secret, token) = a.access_token("read").await;
     let task = agentauth::state::spawn_revocation_refresh(a.state.clone());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !a.state.revocations.is_fresh(a.now()) {
+    while !a.state.tokens.revocations.is_fresh(a.now()) {
         assert!(
             std::time::Instant::now() < deadline,
             "the refresh task never ran"
@@ -586,7 +586,7 @@ async fn revocation_refresh_task_carries_another_nodes_revocation() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(
-        a.state.revocations.is_fresh(a.now()),
+        a.state.tokens.revocations.is_fresh(a.now()),
         "answered from memory"
     );
     task.abort();

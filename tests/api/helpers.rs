@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentauth::clock::{Clock, ManualClock};
-use agentauth::config::{Config, ServeArgs};
+use agentauth::config::ServeArgs;
 use agentauth::crypto::{Kek, random_bytes};
 use agentauth::router;
-use agentauth::state::{AppState, State};
+use agentauth::state::{AppState, Setup, State};
 use agentauth::store;
 use axum::Router;
 use axum::body::Body;
@@ -165,12 +165,12 @@ pub async fn spawn_app_keyed(
     args: ServeArgs,
     kek_bytes: [u8; 32],
 ) -> TestApp {
-    let config = Config::from_args(&args).unwrap();
+    let config = Setup::from_args(&args).unwrap();
     let clock = Arc::new(ManualClock::new(1_800_000_000));
     let kek = Kek::from_bytes(&kek_bytes).unwrap();
     let (state, _audit) = State::new(config, db, kek, clock.clone()).await.unwrap();
     // Login-request announcements from other nodes (PostgreSQL).
-    let _ = agentauth::login::spawn_listener(state.clone());
+    let _ = agentauth::agents::login::spawn_listener(state.agents.clone());
     let router = router::build(state.clone())
         .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
     TestApp {
@@ -199,7 +199,7 @@ pub async fn spawn_pg_nodes_with(configure: impl Fn(&mut ServeArgs)) -> (TestApp
         let db = store::connect(PG_URL, 4, Some(&schema)).await.unwrap();
         let mut args = serve_args();
         configure(&mut args);
-        let config = Config::from_args(&args).unwrap();
+        let config = Setup::from_args(&args).unwrap();
         let (state, _audit) = State::new(
             config,
             db,
@@ -208,7 +208,7 @@ pub async fn spawn_pg_nodes_with(configure: impl Fn(&mut ServeArgs)) -> (TestApp
         )
         .await
         .unwrap();
-        let _ = agentauth::login::spawn_listener(state.clone());
+        let _ = agentauth::agents::login::spawn_listener(state.agents.clone());
         let router = router::build(state.clone())
             .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 10], 40000))));
         nodes.push(TestApp {
@@ -486,7 +486,7 @@ impl TestApp {
             .exec(&self.state.db)
             .await
             .unwrap();
-        self.state.clients.invalidate(client_id).await;
+        self.state.clients.forget(client_id).await;
     }
 
     /// Introspects as the all-seeing introspector.

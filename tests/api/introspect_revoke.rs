@@ -223,6 +223,7 @@ async fn revocation_cache_is_fresh_or_falls_back(app: TestApp) {
     let (_, _, other) = app.access_token("read").await;
     let now = app.now();
     app.state
+        .tokens
         .revocations
         .refresh(&app.state.db, now)
         .await
@@ -236,6 +237,7 @@ async fn revocation_cache_is_fresh_or_falls_back(app: TestApp) {
 
     // Revoked by "another node": a direct row, seen after the next refresh.
     app.state
+        .tokens
         .revocations
         .refresh(&app.state.db, now)
         .await
@@ -253,6 +255,7 @@ async fn revocation_cache_is_fresh_or_falls_back(app: TestApp) {
     // Until the next refresh the cache answers alone (the window is a second).
     assert_eq!(app.introspect(&other).await["active"], true);
     app.state
+        .tokens
         .revocations
         .refresh(&app.state.db, now)
         .await

@@ -22,7 +22,12 @@ async fn key_rotation_publishes_before_use_and_retires_after_expiry(app: TestApp
 
     let now = app.now();
     let row = rotate(&app, now).await;
-    app.state.keys.reload(&app.state.db, now).await.unwrap();
+    app.state
+        .tokens
+        .keys
+        .reload(&app.state.db, now)
+        .await
+        .unwrap();
     let jwks = app.get("/jwks.json").await.json();
     assert_eq!(
         kids(&jwks),
@@ -50,6 +55,7 @@ async fn key_rotation_publishes_before_use_and_retires_after_expiry(app: TestApp
     // After the longest token lifetime (+ margin) the old key leaves the JWKS.
     app.clock.advance(900 + 61);
     app.state
+        .tokens
         .keys
         .reload(&app.state.db, app.now())
         .await
@@ -97,6 +103,7 @@ async fn remembered_tokens_die_with_their_key(app: TestApp) {
     }
     // Same keys after a reload: still remembered, still active.
     app.state
+        .tokens
         .keys
         .reload(&app.state.db, app.now())
         .await
@@ -109,7 +116,12 @@ async fn remembered_tokens_die_with_their_key(app: TestApp) {
         .exec(&app.state.db)
         .await
         .unwrap();
-    app.state.keys.reload(&app.state.db, now).await.unwrap();
+    app.state
+        .tokens
+        .keys
+        .reload(&app.state.db, now)
+        .await
+        .unwrap();
     assert_eq!(app.introspect(&token).await["active"], false);
     // A token the new key signs is active.
     let (_, _, fresh) = app.access_token("read").await;
@@ -170,7 +182,12 @@ async fn switching_algorithm_retires_the_old_key_after_its_tokens(app: TestApp) 
     );
     assert!(ring.verify_access_token(&old_token).is_ok());
     // The running RS256 node now finds its key retiring but still signing.
-    app.state.keys.reload(&app.state.db, now).await.unwrap();
+    app.state
+        .tokens
+        .keys
+        .reload(&app.state.db, now)
+        .await
+        .unwrap();
     assert_eq!(app.introspect(&old_token).await["active"], true);
 
     ring.reload(&app.state.db, now + 961).await.unwrap();
@@ -189,18 +206,25 @@ async fn unknown_kid_reloads_keys_once() {
     keys::rotate(&a.state.db, &kek, SigningAlg::Rs256, a.now(), 0, 900)
         .await
         .unwrap();
-    a.state.keys.reload(&a.state.db, a.now()).await.unwrap();
+    a.state
+        .tokens
+        .keys
+        .reload(&a.state.db, a.now())
+        .await
+        .unwrap();
     let (_, _, token) = a.access_token("read").await;
     assert_eq!(b.introspect(&token).await["active"], true);
     // Forged kids cannot make every request a database read: at most one
     // reload a second.
     assert!(
         !b.state
+            .tokens
             .keys
             .reload_for_unknown_kid(&b.state.db, b.now())
             .await
             || {
                 !b.state
+                    .tokens
                     .keys
                     .reload_for_unknown_kid(&b.state.db, b.now())
                     .await
@@ -208,6 +232,7 @@ async fn unknown_kid_reloads_keys_once() {
     );
     assert!(
         !b.state
+            .tokens
             .keys
             .reload_for_unknown_kid(&b.state.db, b.now())
             .await
@@ -223,12 +248,17 @@ async fn revocation_with_an_unknown_kid_reloads_keys() {
     keys::rotate(&a.state.db, &kek, SigningAlg::Rs256, a.now(), 0, 900)
         .await
         .unwrap();
-    a.state.keys.reload(&a.state.db, a.now()).await.unwrap();
+    a.state
+        .tokens
+        .keys
+        .reload(&a.state.db, a.now())
+        .await
+        .unwrap();
     let (id, secret, token) = a.access_token("read").await;
     let r = b
         .post_form("/revoke", &[("token", &token)], Some((&id, &secret)))
         .await;
     assert_eq!(r.status, 200);
-    a.state.revocations.invalidate();
+    a.state.tokens.revocations.invalidate();
     assert_eq!(a.introspect(&token).await["active"], false);
 }

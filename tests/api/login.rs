@@ -110,7 +110,8 @@ impl LoggingAgent {
         assert_eq!(c.status, 200, "{}", String::from_utf8_lossy(&c.body));
         let c = c.json();
         let challenge = c["challenge"].as_str().unwrap();
-        let nonce = agentauth::login::solve(challenge, c["difficulty"].as_u64().unwrap() as u32);
+        let nonce =
+            agentauth::agents::login::solve(challenge, c["difficulty"].as_u64().unwrap() as u32);
         self.answer(
             app,
             id,
@@ -291,7 +292,7 @@ async fn refusals(app: TestApp) {
     let challenge = c["challenge"].as_str().unwrap().to_string();
     let weak = (0u64..)
         .map(|n| n.to_string())
-        .find(|n| !agentauth::login::solves(&challenge, n, 15))
+        .find(|n| !agentauth::agents::login::solves(&challenge, n, 15))
         .unwrap();
     a.answer(
         &app,
@@ -307,7 +308,7 @@ async fn refusals(app: TestApp) {
     .assert_error(400, "invalid_request");
     // A stale challenge after a new one was fetched.
     let fresh = a.challenge(&app, &id).await.json();
-    let old_nonce = agentauth::login::solve(&challenge, 15);
+    let old_nonce = agentauth::agents::login::solve(&challenge, 15);
     a.answer(
         &app,
         &id,
@@ -318,7 +319,7 @@ async fn refusals(app: TestApp) {
     .assert_error(400, "invalid_request");
     // The current one works once; reusing it is refused.
     let challenge = fresh["challenge"].as_str().unwrap();
-    let nonce = agentauth::login::solve(challenge, 15);
+    let nonce = agentauth::agents::login::solve(challenge, 15);
     assert_eq!(
         a.answer(
             &app,
@@ -363,7 +364,7 @@ async fn refusals(app: TestApp) {
         .await
         .assert_error(400, "expired_token");
     let challenge = c["challenge"].as_str().unwrap();
-    let nonce = agentauth::login::solve(challenge, 15);
+    let nonce = agentauth::agents::login::solve(challenge, 15);
     let r = a
         .answer(
             &app,
@@ -421,7 +422,7 @@ async fn one_approval_and_one_delivery_win(app: TestApp) {
     let id = create_id(&app, &site, &[]).await;
     let c = a.challenge(&app, &id).await.json();
     let challenge = c["challenge"].as_str().unwrap().to_string();
-    let nonce = agentauth::login::solve(&challenge, 15);
+    let nonce = agentauth::agents::login::solve(&challenge, 15);
     let requests: Vec<_> = (0..64)
         .map(|_| {
             a.request(
@@ -492,6 +493,7 @@ async fn event_streams_are_capped_per_address() {
     for _ in 0..100 {
         if app
             .state
+            .agents
             .login_streams
             .lock()
             .unwrap()
@@ -514,6 +516,7 @@ async fn event_streams_are_capped_per_address() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         app.state
+            .agents
             .login_streams
             .lock()
             .unwrap()
@@ -551,8 +554,9 @@ async fn pow_gated_registration() {
             .map(|n| n.to_string())
             .find(|n| {
                 let input = format!("{challenge}{h}{n}");
-                agentauth::login::leading_zero_bits(&agentauth::crypto::sha256(input.as_bytes()))
-                    >= bits
+                agentauth::agents::login::leading_zero_bits(&agentauth::crypto::sha256(
+                    input.as_bytes(),
+                )) >= bits
             })
             .unwrap()
     };
@@ -573,7 +577,7 @@ async fn pow_gated_registration() {
     let nonce = solve_for(&challenge, &body, bits);
     // The same stamp for another body does not solve (with overwhelming odds).
     let other = body.replace("MCP client", "Other client");
-    if agentauth::login::leading_zero_bits(&agentauth::crypto::sha256(
+    if agentauth::agents::login::leading_zero_bits(&agentauth::crypto::sha256(
         format!(
             "{challenge}{}{nonce}",
             b64(&agentauth::crypto::sha256(other.as_bytes()))
@@ -593,7 +597,9 @@ async fn pow_gated_registration() {
                 "{challenge}{}{n}",
                 b64(&agentauth::crypto::sha256(body.as_bytes()))
             );
-            agentauth::login::leading_zero_bits(&agentauth::crypto::sha256(input.as_bytes())) < bits
+            agentauth::agents::login::leading_zero_bits(&agentauth::crypto::sha256(
+                input.as_bytes(),
+            )) < bits
         })
         .unwrap();
     register(body.clone(), Some(format!("{challenge}:{weak}")))

@@ -490,6 +490,7 @@ async fn rmcp_client_end_to_end_postgres() {
 /// Signs `claims` with the server's current key, or as given.
 fn mint(app: &TestApp, claims: Value) -> String {
     app.state
+        .tokens
         .keys
         .current()
         .signer(app.now())

@@ -340,7 +340,7 @@ async fn bad_resources_file_is_refused_at_start() {
         .unwrap();
     let mut args = serve_args();
     args.resources_file = Some(file.path().to_path_buf());
-    let err = agentauth::config::Config::from_args(&args).unwrap_err();
+    let err = agentauth::state::Setup::from_args(&args).err().unwrap();
     assert!(err.to_string().contains("absolute URI"), "{err}");
     let _ = spawn_app;
 }

@@ -430,7 +430,8 @@ async fn one_login_approval_wins_across_two_server_processes() {
         .as_str()
         .unwrap_or_else(|| panic!("{c}"))
         .to_string();
-    let nonce = agentauth::login::solve(&challenge, c["difficulty"].as_u64().unwrap() as u32);
+    let nonce =
+        agentauth::agents::login::solve(&challenge, c["difficulty"].as_u64().unwrap() as u32);
     // The site listens on node B; every approval goes through node A or
     // B, and the winner's announcement must reach B's stream by NOTIFY
     // (B's own re-read is a minute away).

@@ -17,7 +17,7 @@ pub struct AsKeys(pub AppState);
 
 impl KeySource for AsKeys {
     fn key(&self, kid: &str) -> Option<std::sync::Arc<VerifyingKey>> {
-        self.0.keys.key(kid)
+        self.0.tokens.keys.key(kid)
     }
 }
 

@@ -19,12 +19,6 @@ pub mod cert;
 pub mod csr;
 pub mod nonce;
 
-/// The grant of the token endpoint.
-pub const BRIDGE_CERT: &str = "urn:agentauth:params:grant-type:bridge-cert";
-/// RFC 8693 §2.2.1 `issued_token_type` of the response: a PEM chain,
-/// leaf first, then the issuing epoch's CA.
-pub const CERT_CHAIN_TOKEN_TYPE: &str = "urn:agentauth:params:token-type:x509-chain-pem";
-
 /// Why a bridge-certificate operation failed, before it is mapped to the
 /// token endpoint's shapes.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +50,16 @@ pub fn binding_cache() -> BindingCache {
         .build()
 }
 
-impl crate::state::State {
+impl super::Agents {
+    /// Binds `jkt` of `agent_id` to a certificate just issued on this
+    /// node: (its `x5t#S256`, issued at, expires). Other nodes learn it
+    /// within [`BINDING_TTL`].
+    pub async fn bind(&self, agent_id: &str, jkt: &str, cert: (String, i64, i64)) {
+        self.bridge_bindings
+            .insert((agent_id.to_string(), jkt.to_string()), Some(cert))
+            .await;
+    }
+
     /// The `x5t#S256` of the live bridge certificate of `agent_id` for the
     /// key `jkt`, if any ([`BindingCache`]).
     pub async fn bridge_binding(
@@ -69,7 +72,7 @@ impl crate::state::State {
         // removed key) binds nothing, even once the agent is enabled again
         // (SECURITY.md, "Kill, then re-enable"); the agent row is as fresh
         // as the kill switch's.
-        let Some(valid_after) = self.agent(agent_id).await?.map(|a| a.valid_after) else {
+        let Some(valid_after) = self.get(agent_id).await?.map(|a| a.valid_after) else {
             return Ok(None);
         };
         let db = self.db.clone();

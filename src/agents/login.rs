@@ -6,18 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentauth_resource::claims::Audience;
 use moka::sync::Cache;
-use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::error::{Error, OAuthError};
+use crate::agents::Agents;
+use crate::config::Config;
+use crate::error::OAuthError;
 use crate::oauth::client_kind::ClientKind;
-use crate::oauth::scope::Scope;
-use crate::state::State;
-use crate::store::audit::AuditEvent;
 use crate::store::clients::ClientRecord;
-use crate::store::login_requests::{self, APPROVED, DENIED, LoginRequestRow};
 
 /// Whether someone vouched for the site: an operator created it, or it
 /// registered with an operator's initial access token. Its registered name
@@ -34,18 +30,19 @@ pub fn site_verified(site: &ClientRecord) -> bool {
 /// is created and again when its passport is delivered, on both channels
 /// (SECURITY.md, Proof-of-work login boundaries). RFC 6749 §5.2
 /// `unauthorized_client` otherwise.
-pub fn check_site(state: &State, site: &ClientRecord) -> Result<(), OAuthError> {
-    if !site.metadata.allows_grant(crate::grants::POW_LOGIN) {
+pub fn check_site(config: &Config, site: &ClientRecord) -> Result<(), OAuthError> {
+    if !site
+        .metadata
+        .allows_grant(crate::oauth::grant_type::POW_LOGIN)
+    {
         return Err(OAuthError::unauthorized_client(format!(
             "client is not registered for the {} grant",
-            crate::grants::POW_LOGIN
+            crate::oauth::grant_type::POW_LOGIN
         )));
     }
     match site.kind {
         ClientKind::Operator | ClientKind::InitialToken => Ok(()),
-        ClientKind::Dynamic | ClientKind::MetadataDocument if state.config.pow_login_unvouched => {
-            Ok(())
-        }
+        ClientKind::Dynamic | ClientKind::MetadataDocument if config.pow_login_unvouched => Ok(()),
         ClientKind::Dynamic | ClientKind::MetadataDocument => Err(OAuthError::unauthorized_client(
             "proof-of-work login is for sites an operator vouched for (created, or registered with an initial access token)",
         )),
@@ -172,10 +169,10 @@ impl LoginHub {
 
 /// Announces that `id` resolved: this node's listeners at once, other
 /// nodes' through `NOTIFY` (PostgreSQL; SQLite is one node).
-pub async fn announce(state: &State, id: &str) {
-    state.login_hub.wake(id);
-    if crate::store::is_shared(&state.db)
-        && let Err(e) = crate::store::notify(&state.db, CHANNEL, id).await
+pub async fn announce(agents: &Agents, id: &str) {
+    agents.login_hub.wake(id);
+    if crate::store::is_shared(&agents.db)
+        && let Err(e) = crate::store::notify(&agents.db, CHANNEL, id).await
     {
         // Listeners elsewhere still see the outcome at their next
         // heartbeat re-read.
@@ -185,11 +182,11 @@ pub async fn announce(state: &State, id: &str) {
 
 /// On PostgreSQL: listens for other nodes' announcements and wakes this
 /// node's listeners. Reconnects after a lost connection.
-pub fn spawn_listener(state: crate::state::AppState) -> Option<tokio::task::JoinHandle<()>> {
-    if !crate::store::is_shared(&state.db) {
+pub fn spawn_listener(agents: Arc<Agents>) -> Option<tokio::task::JoinHandle<()>> {
+    if !crate::store::is_shared(&agents.db) {
         return None;
     }
-    let pool = state.db.get_postgres_connection_pool().clone();
+    let pool = agents.db.get_postgres_connection_pool().clone();
     Some(tokio::spawn(async move {
         loop {
             match sqlx::postgres::PgListener::connect_with(&pool).await {
@@ -197,10 +194,10 @@ pub fn spawn_listener(state: crate::state::AppState) -> Option<tokio::task::Join
                     if let Err(e) = listener.listen(CHANNEL).await {
                         tracing::warn!(error = %e, "LISTEN failed");
                     } else {
-                        state.login_hub.wake_all();
+                        agents.login_hub.wake_all();
                         loop {
                             match listener.recv().await {
-                                Ok(n) => state.login_hub.wake(n.payload()),
+                                Ok(n) => agents.login_hub.wake(n.payload()),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "login request listener lost its connection");
                                     break;
@@ -214,105 +211,6 @@ pub fn spawn_listener(state: crate::state::AppState) -> Option<tokio::task::Join
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }))
-}
-
-/// Where a login request stands, as the site learns it.
-pub enum Outcome {
-    Pending,
-    Denied,
-    Expired,
-    /// Approved, and this caller won the one delivery: the passport.
-    Delivered {
-        passport: String,
-        expires_in: i64,
-        scope: Option<String>,
-    },
-    /// Approved, and the passport already went to the site.
-    AlreadyDelivered,
-    /// Approved, but the site may not (or no longer) run proof-of-work
-    /// login: nothing is delivered, on either channel.
-    Unauthorized(OAuthError),
-}
-
-impl Outcome {
-    pub fn status(&self) -> &'static str {
-        match self {
-            Outcome::Pending => "pending",
-            Outcome::Denied => "denied",
-            Outcome::Expired => "expired",
-            Outcome::Delivered { .. } | Outcome::AlreadyDelivered => "approved",
-            Outcome::Unauthorized(_) => "refused",
-        }
-    }
-}
-
-/// The outcome of `row` for its site, delivering the passport if this
-/// caller is the first to see the approval (one conditional write: SSE
-/// listeners and pollers on any node race for it, one wins).
-pub async fn outcome(state: &State, row: &LoginRequestRow, now: i64) -> Result<Outcome, Error> {
-    match row.status.as_str() {
-        DENIED => return Ok(Outcome::Denied),
-        APPROVED => {}
-        _ if row.expires_at <= now => return Ok(Outcome::Expired),
-        _ => return Ok(Outcome::Pending),
-    }
-    if row.delivered_at.is_some() {
-        return Ok(Outcome::AlreadyDelivered);
-    }
-    let (Some(agent_id), Some(jkt)) = (&row.resolved_agent, &row.agent_jkt) else {
-        return Err(Error::Internal(format!(
-            "approved login request {} has no agent",
-            row.id
-        )));
-    };
-    // The site's right to the grant, again at delivery: the same rule for
-    // SSE listeners and pollers, and for requests made before a change.
-    let site = state
-        .client(&row.site_client_id)
-        .await?
-        .ok_or_else(|| OAuthError::unauthorized_client("the site is no longer registered"));
-    if let Err(e) = site.and_then(|site| check_site(state, &site)) {
-        return Ok(Outcome::Unauthorized(e));
-    }
-    // The kill switch: a disabled agent's approval delivers nothing.
-    let agent = match state.agent(agent_id).await? {
-        Some(a) if a.active => a,
-        _ => return Ok(Outcome::Denied),
-    };
-    if !login_requests::claim_delivery(&state.db, &row.id, now).await? {
-        return Ok(Outcome::AlreadyDelivered);
-    }
-    let allowed = Scope::parse(&agent.scope).unwrap_or_default();
-    let asked = Scope::parse(&row.scope).unwrap_or_default();
-    let scope = asked.intersection(&allowed);
-    let aud = Some(Audience::One(row.site_client_id.clone()));
-    let (passport, claims) = crate::grants::passport::sign(
-        state,
-        &agent,
-        agentauth_resource::claims::Confirmation {
-            jkt: jkt.clone(),
-            x5t_s256: None,
-        },
-        &scope,
-        aud,
-        now,
-        None,
-    )
-    .await?;
-    state.audit.record(AuditEvent {
-        at: now,
-        event: "login_request.delivered",
-        client_id: Some(row.site_client_id.clone()),
-        subject: Some(agent.id.clone()),
-        ip: None,
-        detail: json!({ "login_request_id": row.id, "jti": claims.jti, "scope": claims.scope,
-                        "jkt": claims.cnf.jkt, "exp": claims.exp }),
-    });
-    Ok(Outcome::Delivered {
-        passport,
-        expires_in: state.config.passport_ttl,
-        scope: claims.scope,
-    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! default audience, unless the operator opens resources with
 //! `--open-resources`.
 
+pub mod metadata;
+
 use std::collections::HashMap;
 
 use serde::Deserialize;
@@ -121,7 +123,36 @@ pub fn same_resource(a: &str, b: &str) -> bool {
     a == b || key(a) == key(b)
 }
 
+/// The resources domain: which resources we issue tokens for, and what
+/// they publish about themselves (for consent pages).
+pub struct Resources {
+    pub registry: std::sync::Arc<ResourceRegistry>,
+    pub metadata: metadata::Metadata,
+}
+
 impl ResourceRegistry {
+    /// The registry `serve` runs with: `--resources-file`, `--resource`
+    /// and `--scopes` of the parsed configuration.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        Self::build(Sources {
+            file: config
+                .resources_file
+                .as_ref()
+                .map(|(_, text)| text.as_str()),
+            flags: &config.resource_flags,
+            scopes: config.scopes.as_ref(),
+            default_audience: &config.default_audience,
+            open: config.open_resources,
+            issuer: Some(&config.issuer),
+        })
+        .map_err(|e| match &config.resources_file {
+            Some((path, _)) => {
+                crate::config::ConfigError::Resources(format!("{}: {e}", path.display()))
+            }
+            None => crate::config::ConfigError::Resources(e),
+        })
+    }
+
     pub fn build(sources: Sources<'_>) -> Result<Self, String> {
         let file: File = match sources.file {
             Some(text) => toml::from_str(text).map_err(|e| e.to_string())?,
@@ -148,7 +179,7 @@ impl ResourceRegistry {
             },
             open: sources.open || file.open_resources,
             default_client_credentials,
-            agents_prefix: sources.issuer.map(crate::agents::audience_prefix),
+            agents_prefix: sources.issuer.map(crate::store::agents::audience_prefix),
         };
         for entry in file.resources {
             let scopes = Scope::parse(&entry.scopes.join(" "))

@@ -10,11 +10,11 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::agents::Agents;
+use crate::agents::login::{difficulty, leading_zero_bits};
 use crate::crypto::sha256;
 use crate::error::{Error, OAuthError};
-use crate::login::{difficulty, leading_zero_bits};
 use crate::oauth::single_use::SpentUntil;
-use crate::state::State;
 
 /// How long a registration challenge may be answered.
 pub const TTL: i64 = 300;
@@ -41,11 +41,11 @@ fn mac_input(secret: &[u8], payload: &str) -> (hmac::Key, Vec<u8>) {
 
 /// A fresh challenge for a client at an address that asked for `recent`
 /// challenges this minute: (challenge, difficulty).
-pub fn issue(state: &State, recent: u64, now: i64) -> Result<(String, u32), Error> {
+pub fn issue(agents: &Agents, recent: u64, now: i64) -> Result<(String, u32), Error> {
     let d = difficulty(
-        state.config.pow_difficulty,
+        agents.config.pow_difficulty,
         recent,
-        state.config.pow_free_per_minute,
+        agents.config.pow_free_per_minute,
     );
     let payload = b64(&serde_json::to_vec(&Challenge {
         exp: now + TTL,
@@ -53,7 +53,7 @@ pub fn issue(state: &State, recent: u64, now: i64) -> Result<(String, u32), Erro
         n: crate::crypto::random_id()?,
     })
     .map_err(|e| Error::Internal(e.to_string()))?);
-    Ok((seal(&state.csrf_key, &payload), d))
+    Ok((seal(&agents.stamp_key, &payload), d))
 }
 
 /// `payload.tag`: the payload MAC'd under `secret` (a challenge as
@@ -66,13 +66,13 @@ pub fn seal(secret: &[u8], payload: &str) -> String {
 
 /// Checks a `PoW-Stamp` for `body` and spends its challenge.
 pub async fn check(
-    state: &State,
+    agents: &Agents,
     stamp: Option<&str>,
     body_hash: &[u8; 32],
     now: i64,
 ) -> Result<(), Error> {
-    let (key, until) = verify(&state.csrf_key, stamp, body_hash, now)?;
-    if !state.spend_once(key, until).await? {
+    let (key, until) = verify(&agents.stamp_key, stamp, body_hash, now)?;
+    if !agents.replay.spend_once(key, until).await? {
         return Err(OAuthError::invalid_request("the stamp's challenge was already used").into());
     }
     Ok(())

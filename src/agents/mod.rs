@@ -11,24 +11,37 @@
 //! answer is at most a second old on any node, and immediate on the node
 //! that flipped it.
 
+pub mod bridge;
+pub mod federation;
+pub mod login;
+pub mod stamps;
+
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use moka::future::Cache;
 use serde_json::json;
 
+use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::crypto::random_id;
-use crate::grants::{JWT_BEARER, PASSPORT, TOKEN_EXCHANGE};
+use crate::fetch::jwks::Jwks;
 use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{
-    CLIENT_CREDENTIALS, ClientMetadata, ClientMetadataRequest, GrantRules, RegistrationPolicy,
+    ClientMetadata, ClientMetadataRequest, GrantRules, RegistrationPolicy,
+};
+use crate::oauth::grant_type::{
+    BRIDGE_CERT, CLIENT_CREDENTIALS, JWT_BEARER, PASSPORT, TOKEN_EXCHANGE,
 };
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
+use crate::replay::Replay;
 use crate::resources::ResourceRegistry;
-use crate::state::State;
-use crate::store::agents::AgentRow;
+use crate::store::Db;
+use crate::store::agents::{AgentRow, ID_PREFIX};
 use crate::store::audit::AuditEvent;
 use crate::store::clients::ClientRecord;
 use crate::store::{self, StoreError};
@@ -40,28 +53,82 @@ pub const STATUS_TTL: Duration = Duration::from_secs(1);
 // The kill switch's cut-off covers what nodes with a stale status issue.
 const _: () = assert!(STATUS_TTL.as_secs() as i64 <= store::agents::PROPAGATION_SECS);
 
-/// Agent ids are `agent-` and a random id, so that a token's subject
-/// tells an agent from a user without a lookup.
-pub const ID_PREFIX: &str = "agent-";
-
-pub fn is_agent_id(id: &str) -> bool {
-    id.starts_with(ID_PREFIX)
-}
-
-/// `{issuer}/agents/`: agents as audiences (a user delegates to an agent
-/// by authorizing a token for `{issuer}/agents/{id}`).
-pub fn audience_prefix(issuer: &str) -> String {
-    format!("{issuer}/agents/")
-}
-
 /// Most keys one agent holds.
 pub const MAX_KEYS: usize = 8;
 
-pub fn status_cache() -> Cache<String, Option<Arc<AgentRow>>> {
-    Cache::builder()
-        .max_capacity(100_000)
-        .time_to_live(STATUS_TTL)
-        .build()
+/// The agent domain: agents' status, the proof-of-work login hub and
+/// limits, the bridge CA, and the trusted external issuers. Built once
+/// by the application state; handlers and grants reach agents through it.
+pub struct Agents {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub clock: SharedClock,
+    /// Agents by id, at most [`STATUS_TTL`] stale (the kill switch's bound).
+    status: Cache<String, Option<Arc<AgentRow>>>,
+    /// Bridge-certificate CAs by epoch.
+    pub bridge: bridge::ca::CaRing,
+    /// Single-use nonces that bridge-certificate proofs sign.
+    pub bridge_nonces: bridge::nonce::NonceMint,
+    /// Which agent keys a live bridge certificate certifies, a second stale.
+    bridge_bindings: bridge::BindingCache,
+    /// Wakes SSE listeners of login requests.
+    pub login_hub: login::LoginHub,
+    /// Login requests a site may create and challenges an agent may
+    /// fetch, per minute each (keys `site:<id>`, `agent:<id>`).
+    pub login_limiter: DefaultKeyedRateLimiter<String>,
+    /// Open login event streams (SECURITY.md, "Proof-of-work login").
+    pub login_streams: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// Challenges fetched in the last minute, per site and per agent
+    /// (`site:<id>`, `agent:<id>`): the difficulty rises with it.
+    pub login_challenges: moka::sync::Cache<String, u64>,
+    /// MAC key of registration proof-of-work stamps.
+    stamp_key: [u8; 32],
+    /// Trusted external issuers for the JWT bearer grant.
+    pub federation: federation::Federation,
+    /// Their fetched keys (shared with client `jwks_uri`s).
+    jwks: Jwks,
+    /// Spent stamps and assertion `jti`s.
+    pub replay: Arc<Replay>,
+}
+
+impl Agents {
+    pub fn new(
+        config: Arc<Config>,
+        db: Db,
+        clock: SharedClock,
+        bridge: bridge::ca::CaRing,
+        bridge_nonces: bridge::nonce::NonceMint,
+        stamp_key: [u8; 32],
+        federation: federation::Federation,
+        jwks: Jwks,
+        replay: Arc<Replay>,
+    ) -> Self {
+        Self {
+            login_limiter: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(config.login_rate_per_minute).unwrap_or(NonZeroU32::MIN),
+            )),
+            config,
+            db,
+            clock,
+            status: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(STATUS_TTL)
+                .build(),
+            bridge,
+            bridge_nonces,
+            bridge_bindings: bridge::binding_cache(),
+            login_hub: Default::default(),
+            login_streams: Default::default(),
+            login_challenges: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            stamp_key,
+            federation,
+            jwks,
+            replay,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +269,7 @@ fn client_metadata(
                 PASSPORT,
                 TOKEN_EXCHANGE,
                 JWT_BEARER,
-                crate::bridge::BRIDGE_CERT,
+                BRIDGE_CERT,
             ]
             .iter()
             .filter(|g| grants.supports(g))
@@ -439,13 +506,13 @@ pub async fn set_keys(
     Ok(())
 }
 
-impl State {
+impl Agents {
     /// An agent, at most [`STATUS_TTL`] stale (fresh on this node after
-    /// [`State::forget_agent`]). `None`: no such agent.
-    pub async fn agent(&self, id: &str) -> Result<Option<Arc<AgentRow>>, StoreError> {
+    /// [`Agents::forget`]). `None`: no such agent.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<AgentRow>>, StoreError> {
         let db = self.db.clone();
         let key = id.to_string();
-        self.agents
+        self.status
             .try_get_with_by_ref(id, async move {
                 store::agents::get(&db, &key).await.map(|a| a.map(Arc::new))
             })
@@ -454,19 +521,19 @@ impl State {
     }
 
     /// Whether the agent exists and is active.
-    pub async fn agent_active(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.agent(id).await?.is_some_and(|a| a.active))
+    pub async fn is_active(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.get(id).await?.is_some_and(|a| a.active))
     }
 
     /// Whether something the agent got at `iat` is still honoured: the
     /// agent exists, is active, and `iat` is not before its cut-off.
-    pub async fn agent_honours(&self, id: &str, iat: i64) -> Result<bool, StoreError> {
-        Ok(self.agent(id).await?.is_some_and(|a| a.honours(iat)))
+    pub async fn honours(&self, id: &str, iat: i64) -> Result<bool, StoreError> {
+        Ok(self.get(id).await?.is_some_and(|a| a.honours(iat)))
     }
 
-    /// Drops this node's cached view of an agent (and its client row).
-    pub async fn forget_agent(&self, id: &str) {
-        self.agents.invalidate(id).await;
-        self.clients.invalidate(id).await;
+    /// Drops this node's cached view of an agent's status (the
+    /// application state's `forget_agent` drops its client row too).
+    pub async fn forget(&self, id: &str) {
+        self.status.invalidate(id).await;
     }
 }

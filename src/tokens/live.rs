@@ -6,38 +6,39 @@
 
 use agentauth_resource::claims::{AccessTokenClaims, Actor, PASSPORT_TYP, PassportClaims};
 
+use super::Tokens;
 use crate::keys::VerifyError;
-use crate::state::State;
 use crate::store::StoreError;
 
 /// The claims of `token` if it is a live access token.
 pub async fn live_access_token(
-    state: &State,
+    tokens: &Tokens,
     token: &str,
 ) -> Result<Option<AccessTokenClaims>, StoreError> {
-    let now = state.now();
-    let Some(claims) = verify_reloading(state, now, || state.keys.verify_access_token(token)).await
+    let now = tokens.clock.now();
+    let Some(claims) =
+        verify_reloading(tokens, now, || tokens.keys.verify_access_token(token)).await
     else {
         return Ok(None);
     };
-    if claims.iss != state.config.issuer
+    if claims.iss != tokens.config.issuer
         || claims.exp <= now
         || claims.nbf.is_some_and(|nbf| nbf > now)
     {
         return Ok(None);
     }
-    if state
+    if tokens
         .revocations
-        .is_revoked(&state.db, &claims.jti, now)
+        .is_revoked(&tokens.db, &claims.jti, now)
         .await?
     {
         return Ok(None);
     }
-    if state.client(&claims.client_id).await?.is_none() {
+    if tokens.clients.get(&claims.client_id).await?.is_none() {
         return Ok(None);
     }
     if !agents_active(
-        state,
+        tokens,
         claims.iat,
         &claims.sub,
         claims.agent_id.as_deref(),
@@ -52,28 +53,28 @@ pub async fn live_access_token(
 
 /// The claims of `token` if it is a live agent passport.
 pub async fn live_passport(
-    state: &State,
+    tokens: &Tokens,
     token: &str,
 ) -> Result<Option<PassportClaims>, StoreError> {
-    let now = state.now();
-    let Some(claims) = verify_reloading(state, now, || {
-        state.keys.verify::<PassportClaims>(token, PASSPORT_TYP)
+    let now = tokens.clock.now();
+    let Some(claims) = verify_reloading(tokens, now, || {
+        tokens.keys.verify::<PassportClaims>(token, PASSPORT_TYP)
     })
     .await
     else {
         return Ok(None);
     };
-    if claims.iss != state.config.issuer || claims.exp <= now || claims.sub != claims.agent_id {
+    if claims.iss != tokens.config.issuer || claims.exp <= now || claims.sub != claims.agent_id {
         return Ok(None);
     }
-    if state
+    if tokens
         .revocations
-        .is_revoked(&state.db, &claims.jti, now)
+        .is_revoked(&tokens.db, &claims.jti, now)
         .await?
     {
         return Ok(None);
     }
-    if !state.agent_honours(&claims.agent_id, claims.iat).await? {
+    if !tokens.agents.honours(&claims.agent_id, claims.iat).await? {
         return Ok(None);
     }
     Ok(Some(claims))
@@ -82,13 +83,15 @@ pub async fn live_passport(
 /// `verify`, once more after reloading the keys when the token names a
 /// `kid` this node has not loaded (see `KeyRing::reload_for_unknown_kid`).
 pub async fn verify_reloading<T>(
-    state: &State,
+    tokens: &Tokens,
     now: i64,
     verify: impl Fn() -> Result<T, VerifyError>,
 ) -> Option<T> {
     match verify() {
         Ok(claims) => Some(claims),
-        Err(VerifyError::UnknownKey) if state.keys.reload_for_unknown_kid(&state.db, now).await => {
+        Err(VerifyError::UnknownKey)
+            if tokens.keys.reload_for_unknown_kid(&tokens.db, now).await =>
+        {
             verify().ok()
         }
         Err(_) => None,
@@ -101,7 +104,7 @@ pub async fn verify_reloading<T>(
 /// subject when that is an agent (a token derived from an agent's
 /// passport acts for the agent).
 pub async fn agents_active(
-    state: &State,
+    tokens: &Tokens,
     iat: i64,
     sub: &str,
     agent_id: Option<&str>,
@@ -111,9 +114,9 @@ pub async fn agents_active(
         .into_iter()
         .flat_map(Actor::chain)
         .filter_map(|a| a.agent_id.as_deref());
-    let subject = crate::agents::is_agent_id(sub).then_some(sub);
+    let subject = crate::store::agents::is_agent_id(sub).then_some(sub);
     for id in agent_id.into_iter().chain(actors).chain(subject) {
-        if !state.agent_honours(id, iat).await? {
+        if !tokens.agents.honours(id, iat).await? {
             return Ok(false);
         }
     }

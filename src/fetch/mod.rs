@@ -4,6 +4,8 @@
 //! be public, and the connection goes only to those checked addresses; no
 //! redirects; a size and a time limit.
 
+pub mod jwks;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

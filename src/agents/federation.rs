@@ -28,8 +28,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::agents::Agents;
 use crate::oauth::single_use::SpentUntil;
-use crate::state::State;
 
 /// JWT `typ` of an Identity Assertion JWT (ID-JAG).
 pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
@@ -113,6 +113,18 @@ pub enum Mapped {
 pub type Refusal = String;
 
 impl Federation {
+    /// The trusted issuers of `--federation-file` (none without one).
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        match &config.federation_file {
+            Some((path, text)) => {
+                Self::from_toml_fetching(text, &config.issuer, config.insecure_fetch).map_err(|e| {
+                    crate::config::ConfigError::Federation(format!("{}: {e}", path.display()))
+                })
+            }
+            None => Ok(Self::default()),
+        }
+    }
+
     /// The federation file `text`, checked: every issuer's `jwks_uri` must
     /// be https (local tests put their keys in a `jwks_file`).
     pub fn from_toml(text: &str, our_issuer: &str) -> Result<Self, String> {
@@ -245,20 +257,24 @@ pub struct Verified {
 }
 
 /// Verifies an external assertion and maps it.
-pub async fn verify(state: &State, assertion: &str) -> Result<Verified, Refusal> {
-    let found = state.config.federation.find(assertion)?;
+pub async fn verify(agents: &Agents, assertion: &str) -> Result<Verified, Refusal> {
+    let found = agents.federation.find(assertion)?;
     let claims = match &found.issuer.keys {
         Keys::Static(keys) => check(assertion, &found.header, keys, found.issuer)?,
         Keys::Uri(uri) => {
             let iss = &found.issuer.issuer;
-            let keys = crate::clients::jwks::get(state, uri, false)
+            let keys = agents
+                .jwks
+                .get(uri, false)
                 .await
                 .map_err(|_| format!("the keys of {iss} could not be fetched"))?;
             match check(assertion, &found.header, &keys, found.issuer) {
                 Ok(c) => c,
                 // The issuer may have rotated its keys: refetch once.
                 Err(_) => {
-                    let keys = crate::clients::jwks::get(state, uri, true)
+                    let keys = agents
+                        .jwks
+                        .get(uri, true)
                         .await
                         .map_err(|_| format!("the keys of {iss} could not be fetched"))?;
                     check(assertion, &found.header, &keys, found.issuer)?
@@ -266,7 +282,7 @@ pub async fn verify(state: &State, assertion: &str) -> Result<Verified, Refusal>
             }
         }
     };
-    found.accept(&claims, state.now())
+    found.accept(&claims, agents.clock.now())
 }
 
 /// An assertion's trusted issuer, found by its unverified `iss` and `typ`.

@@ -10,33 +10,47 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::JwkSet;
 use moka::future::Cache;
 
-use crate::error::OAuthError;
-use crate::state::State;
+use super::Fetcher;
+use crate::oauth::error::OAuthError;
 
 /// Minimum age of a cached document before a miss may refetch it.
 pub const REFETCH_AFTER: Duration = Duration::from_secs(30);
 
-pub type JwksCache = Cache<String, (Instant, Arc<JwkSet>)>;
-
-pub fn cache() -> JwksCache {
-    Cache::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(300))
-        .build()
+/// Fetched JWK Sets by URL; clones share one cache (client `jwks_uri`s
+/// and federated issuers' keys alike).
+#[derive(Clone)]
+pub struct Jwks {
+    cache: Cache<String, (Instant, Arc<JwkSet>)>,
+    fetcher: Fetcher,
 }
 
-/// The client's keys; with `refresh`, refetched unless fetched recently.
-pub async fn get(state: &State, uri: &str, refresh: bool) -> Result<Arc<JwkSet>, OAuthError> {
+impl Jwks {
+    pub fn new(fetcher: Fetcher) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            fetcher,
+        }
+    }
+
+    /// The keys at `uri`; with `refresh`, refetched unless fetched recently.
+    pub async fn get(&self, uri: &str, refresh: bool) -> Result<Arc<JwkSet>, OAuthError> {
+        get(self, uri, refresh).await
+    }
+}
+
+async fn get(jwks: &Jwks, uri: &str, refresh: bool) -> Result<Arc<JwkSet>, OAuthError> {
     if refresh
-        && let Some((fetched, _)) = state.client_jwks.get(uri).await
+        && let Some((fetched, _)) = jwks.cache.get(uri).await
         && fetched.elapsed() >= REFETCH_AFTER
     {
-        state.client_jwks.invalidate(uri).await;
+        jwks.cache.invalidate(uri).await;
     }
-    state
-        .client_jwks
+    jwks.cache
         .try_get_with_by_ref(uri, async {
-            let body = state.fetcher.get(uri).await.map_err(|e| {
+            let body = jwks.fetcher.get(uri).await.map_err(|e| {
                 tracing::info!(jwks_uri = uri, error = %e, "client jwks_uri fetch failed");
                 OAuthError::invalid_client("the client's jwks_uri could not be fetched")
             })?;
