@@ -141,13 +141,17 @@ impl State {
             config.clone(),
             db.clone(),
             clock.clone(),
-            bridge,
-            crate::agents::bridge::nonce::NonceMint::new(&kek.derive(b"agentauth bridge nonce v1")),
-            // Registration stamps have always been sealed with the CSRF key.
-            csrf_key,
-            federation,
-            jwks.clone(),
-            replay.clone(),
+            crate::agents::Parts {
+                bridge,
+                bridge_nonces: crate::agents::bridge::nonce::NonceMint::new(
+                    &kek.derive(b"agentauth bridge nonce v1"),
+                ),
+                // Registration stamps have always been sealed with the CSRF key.
+                stamp_key: csrf_key,
+                federation,
+                jwks: jwks.clone(),
+                replay: replay.clone(),
+            },
         ));
         let clients = Arc::new(Clients::new(
             config.clone(),

@@ -33,9 +33,6 @@ use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{
     ClientMetadata, ClientMetadataRequest, GrantRules, RegistrationPolicy,
 };
-use crate::oauth::grant_type::{
-    BRIDGE_CERT, CLIENT_CREDENTIALS, JWT_BEARER, PASSPORT, TOKEN_EXCHANGE,
-};
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
 use crate::replay::Replay;
@@ -91,18 +88,27 @@ pub struct Agents {
     pub replay: Arc<Replay>,
 }
 
+/// What [`Agents`] is built from besides the shared three (config, store,
+/// clock): the pieces the application state loads or derives first.
+pub struct Parts {
+    pub bridge: bridge::ca::CaRing,
+    pub bridge_nonces: bridge::nonce::NonceMint,
+    pub stamp_key: [u8; 32],
+    pub federation: federation::Federation,
+    pub jwks: Jwks,
+    pub replay: Arc<Replay>,
+}
+
 impl Agents {
-    pub fn new(
-        config: Arc<Config>,
-        db: Db,
-        clock: SharedClock,
-        bridge: bridge::ca::CaRing,
-        bridge_nonces: bridge::nonce::NonceMint,
-        stamp_key: [u8; 32],
-        federation: federation::Federation,
-        jwks: Jwks,
-        replay: Arc<Replay>,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, db: Db, clock: SharedClock, parts: Parts) -> Self {
+        let Parts {
+            bridge,
+            bridge_nonces,
+            stamp_key,
+            federation,
+            jwks,
+            replay,
+        } = parts;
         Self {
             login_limiter: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(config.login_rate_per_minute).unwrap_or(NonZeroU32::MIN),
@@ -264,17 +270,11 @@ fn client_metadata(
     let request = ClientMetadataRequest {
         client_name: Some(name.to_string()),
         grant_types: Some(
-            [
-                CLIENT_CREDENTIALS,
-                PASSPORT,
-                TOKEN_EXCHANGE,
-                JWT_BEARER,
-                BRIDGE_CERT,
-            ]
-            .iter()
-            .filter(|g| grants.supports(g))
-            .map(|g| g.to_string())
-            .collect(),
+            grants
+                .agent_grants()
+                .iter()
+                .map(|g| g.to_string())
+                .collect(),
         ),
         token_endpoint_auth_method: Some("private_key_jwt".into()),
         jwks: Some(serde_json::to_value(keys).map_err(|e| AgentError::Invalid(e.to_string()))?),

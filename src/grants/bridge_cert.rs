@@ -18,11 +18,12 @@ use serde_json::json;
 
 use super::Env;
 use super::agent::agent_of;
-use super::{Grant, GrantFuture, TokenRequest, TokenResponse, requested_scope};
+use super::{Grant, GrantFuture, SelfAuthFuture, TokenRequest, TokenResponse, requested_scope};
 use crate::agents::bridge::cert::{self, Ed25519Public, Subject};
 use crate::agents::bridge::{BridgeError, csr};
 use crate::error::{Error, OAuthError};
 use crate::oauth::client_metadata::{AuthMethod, ClientMetadata};
+use crate::oauth::form::OAuthForm;
 use crate::oauth::grant_type::{BRIDGE_CERT, CERT_CHAIN_TOKEN_TYPE};
 use crate::oauth::scope::Scope;
 use crate::store::StoreError;
@@ -35,6 +36,10 @@ impl Grant for BridgeCert {
         BRIDGE_CERT
     }
 
+    fn for_agents(&self) -> bool {
+        true
+    }
+
     fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
         if metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
             return Err("the bridge-cert grant is for agents (private_key_jwt)".into());
@@ -42,9 +47,15 @@ impl Grant for BridgeCert {
         Ok(())
     }
 
-    /// A workload assertion (`assertion`) may authenticate the agent.
-    fn authenticates_itself(&self) -> bool {
-        true
+    /// A workload assertion (`assertion`) may authenticate the agent, as
+    /// at the JWT bearer grant.
+    fn authenticate_itself<'a>(
+        &'a self,
+        cx: &'a Env<'a>,
+        params: &'a OAuthForm,
+    ) -> Option<SelfAuthFuture<'a>> {
+        super::jwt_bearer::workload_client(params)
+            .then(|| Box::pin(super::jwt_bearer::assertion_client(cx, params)) as _)
     }
 
     /// The proof's `nonce` is a single-use bridge nonce, checked here.

@@ -18,6 +18,10 @@ impl Grant for ClientCredentials {
         CLIENT_CREDENTIALS
     }
 
+    fn for_agents(&self) -> bool {
+        true
+    }
+
     /// §4.4: "The client credentials grant type MUST only be used by
     /// confidential clients."
     fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {

@@ -19,8 +19,8 @@ use agentauth_resource::claims::PASSPORT_TOKEN_TYPE;
 use super::Env;
 use super::agent::{agent_of, check_proof_key, check_resources};
 use super::{
-    ACCESS_TOKEN_TYPE, AccessTokenRequest, Grant, GrantFuture, JWT_BEARER, TokenRequest,
-    TokenResponse, issue_access_token, resources, target_scope,
+    ACCESS_TOKEN_TYPE, AccessTokenRequest, Grant, GrantFuture, JWT_BEARER, SelfAuthFuture,
+    TokenRequest, TokenResponse, issue_access_token, resources, target_scope,
 };
 use crate::agents::federation::{self, Mapped};
 use crate::clients::AuthenticatedClient;
@@ -39,13 +39,30 @@ impl Grant for JwtBearer {
         JWT_BEARER
     }
 
-    fn authenticates_itself(&self) -> bool {
+    fn for_agents(&self) -> bool {
         true
+    }
+
+    fn authenticate_itself<'a>(
+        &'a self,
+        cx: &'a Env<'a>,
+        params: &'a OAuthForm,
+    ) -> Option<SelfAuthFuture<'a>> {
+        workload_client(params).then(|| Box::pin(assertion_client(cx, params)) as _)
     }
 
     fn handle<'a>(&'a self, cx: &'a Env<'a>, request: TokenRequest<'a>) -> GrantFuture<'a> {
         Box::pin(run(cx, request))
     }
+}
+
+/// Whether a request without client credentials may be authenticated by
+/// its workload assertion: only an agent's, so a `client_id` (RFC 7523
+/// §3.1 lets the request name it) must be an agent's.
+pub fn workload_client(params: &OAuthForm) -> bool {
+    params
+        .get("client_id")
+        .is_none_or(crate::store::agents::is_agent_id)
 }
 
 /// The client of a workload assertion sent with no client credentials:

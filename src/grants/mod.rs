@@ -70,7 +70,7 @@ pub struct TokenRequest<'a> {
     /// access token does.
     pub proof: Option<&'a CheckedProof>,
     /// The workload assertion that authenticated the client, verified
-    /// (a grant that [`Grant::authenticates_itself`] spends it).
+    /// (a grant that [`Grant::authenticate_itself`] spends it).
     pub assertion: Option<&'a crate::agents::federation::Verified>,
     /// The time of the request, read once.
     pub now: i64,
@@ -100,6 +100,16 @@ impl TokenRequest<'_> {
 
 pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<TokenResponse, Error>> + Send + 'a>>;
 
+/// What [`Grant::authenticate_itself`] resolves to.
+pub type SelfAuthFuture<'a> = Pin<
+    Box<
+        dyn Future<
+                Output = Result<(AuthenticatedClient, crate::agents::federation::Verified), Error>,
+            > + Send
+            + 'a,
+    >,
+>;
+
 /// One grant type of the token endpoint.
 pub trait Grant: Send + Sync {
     /// The `grant_type` value: an RFC 6749 name, or an absolute URI for an
@@ -112,11 +122,24 @@ pub trait Grant: Send + Sync {
         Ok(())
     }
 
-    /// Whether the grant's assertion may authenticate the client by
-    /// itself when the request carries no client credentials (workload
-    /// federation: no stored secret).
-    fn authenticates_itself(&self) -> bool {
+    /// Whether every agent's client is registered with this grant (the
+    /// grants an agent acts by; the others are for clients a user runs).
+    fn for_agents(&self) -> bool {
         false
+    }
+
+    /// Workload federation (RFC 7523 §2.1): a request with no client
+    /// credentials whose grant carries an assertion that names its client.
+    /// `Some` when this grant authenticates such a request itself (the
+    /// client and the verified assertion, which the grant then spends
+    /// instead of verifying it twice); `None`, the default, sends the
+    /// request to ordinary client authentication.
+    fn authenticate_itself<'a>(
+        &'a self,
+        _cx: &'a Env<'a>,
+        _params: &'a OAuthForm,
+    ) -> Option<SelfAuthFuture<'a>> {
+        None
     }
 
     /// Whether the grant checks a DPoP proof's `nonce` itself (its own
@@ -189,6 +212,14 @@ impl GrantRules for Registry {
                 "grant type {grant_type:?} is not supported by this server"
             )),
         }
+    }
+
+    fn agent_grants(&self) -> Vec<&'static str> {
+        self.grants
+            .iter()
+            .filter(|g| g.for_agents())
+            .map(|g| g.grant_type())
+            .collect()
     }
 }
 

@@ -31,6 +31,10 @@ impl Grant for Passport {
         PASSPORT
     }
 
+    fn for_agents(&self) -> bool {
+        true
+    }
+
     fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
         if metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
             return Err("the passport grant is for agents (private_key_jwt)".into());

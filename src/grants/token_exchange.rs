@@ -30,6 +30,10 @@ impl Grant for TokenExchange {
         TOKEN_EXCHANGE
     }
 
+    fn for_agents(&self) -> bool {
+        true
+    }
+
     fn check_client(&self, metadata: &ClientMetadata) -> Result<(), String> {
         if metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
             return Err("token exchange is for agents (private_key_jwt)".into());

@@ -33,20 +33,22 @@ pub async fn post(
     let DpopHeader(dpop_header) = dpop_header?;
     let grant = state.grants.lookup(form.require("grant_type")?)?;
     let endpoint = state.config.endpoint("/token");
+    let env = state.grant_env();
     // RFC 7523 §2.1 federation: a workload's assertion is its credential.
-    let self_authenticating = grant.authenticates_itself()
-        && !presents_client(&headers, &form)
-        && form
-            .get("client_id")
-            .is_none_or(crate::store::agents::is_agent_id);
-    let (client, assertion) = if self_authenticating {
-        let (client, verified) =
-            grants::jwt_bearer::assertion_client(&state.grant_env(), &form).await?;
-        (client, Some(verified))
-    } else {
-        let client =
-            super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
-        (client, None)
+    let by_assertion = match presents_client(&headers, &form) {
+        true => None,
+        false => grant.authenticate_itself(&env, &form),
+    };
+    let (client, assertion) = match by_assertion {
+        Some(authenticated) => {
+            let (client, verified) = authenticated.await?;
+            (client, Some(verified))
+        }
+        None => {
+            let client =
+                super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
+            (client, None)
+        }
     };
     // RFC 9449 §5: a valid proof binds the token, whatever the grant.
     let proof = match dpop_header {
@@ -70,7 +72,7 @@ pub async fn post(
         now: state.now(),
         ip: ip.to_audit(),
     };
-    let response = grants::dispatch(&state.grant_env(), grant, request).await?;
+    let response = grants::dispatch(&env, grant, request).await?;
     // Idle self-registered clients are reaped; one that gets tokens is not.
     let id = &client.client.client_id;
     if client.client.kind == crate::oauth::client_kind::ClientKind::Dynamic

@@ -59,6 +59,8 @@ pub trait GrantRules {
     fn supports(&self, grant_type: &str) -> bool;
     /// `Err(reason)` when a client with `metadata` may not use `grant_type`.
     fn check_client(&self, grant_type: &str, metadata: &ClientMetadata) -> Result<(), String>;
+    /// The grants an agent's client is registered with.
+    fn agent_grants(&self) -> Vec<&'static str>;
 }
 
 fn unsupported_grant(text: &str) -> OAuthError {
@@ -567,6 +569,10 @@ mod tests {
 
         fn check_client(&self, _: &str, _: &ClientMetadata) -> Result<(), String> {
             Ok(())
+        }
+
+        fn agent_grants(&self) -> Vec<&'static str> {
+            vec!["client_credentials"]
         }
     }
 
