@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::json;
 
+use crate::clients::register::{NewClient, Registered, Requester, register};
 use crate::clock::{Clock, SystemClock};
 use crate::config::UserCommand;
 use crate::config::{
     CaCommand, ClientCommand, ClientCreateArgs, Command, KeysCommand, ServeArgs, StorageArgs,
 };
-use crate::crypto::{Kek, random_bytes, random_id, random_token, sha256};
+use crate::crypto::{Kek, random_bytes, random_token, sha256};
 use crate::keys;
 use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
@@ -336,27 +337,23 @@ async fn create_client(db: &store::Db, args: ClientCreateArgs, now: i64) -> anyh
     };
     let metadata = ClientMetadata::validate(request, &policy)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.error, e.description.unwrap_or_default()))?;
-    let client_id = random_id()?;
-    let secret = metadata
-        .token_endpoint_auth_method
-        .uses_secret()
-        .then(random_token)
-        .transpose()?;
-    let record = ClientRecord {
-        client_id: client_id.clone(),
-        client_secret_hash: secret.as_ref().map(|s| sha256(s.as_bytes()).to_vec()),
-        registration_access_token_hash: None,
-        metadata,
-        client_id_issued_at: now,
-        kind: ClientKind::Operator,
-        introspects: args.introspect,
-    };
-    store::clients::insert_audited(
+    let Registered { record, secret, .. } = register(
         db,
-        &record,
-        cli_event(now, "client.registered", Some(&client_id)),
+        NewClient {
+            metadata,
+            kind: ClientKind::Operator,
+            introspects: args.introspect,
+            manageable: false,
+        },
+        Requester {
+            subject: Some("cli".into()),
+            ip: None,
+            via: "cli",
+        },
+        now,
     )
     .await?;
+    let client_id = &record.client_id;
     if args.json {
         let mut v = serde_json::to_value(&record.metadata)?;
         if let Some(obj) = v.as_object_mut() {

@@ -7,7 +7,7 @@
 //! [`store::agents`](crate::store::agents) holds its owner, status and
 //! limits. Every token issued to or through an agent names it
 //! (`agent_id`, and `act` when it acts for someone), and every check of
-//! such a token asks [`State::agent`] whether it is still active: the
+//! such a token asks [`Agents::get`] whether it is still active: the
 //! answer is at most a second old on any node, and immediate on the node
 //! that flipped it.
 

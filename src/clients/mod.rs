@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod document;
+pub mod register;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

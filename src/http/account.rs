@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::pages;
+use super::signed_in::{CheckedForm, Owner};
 use super::{ClientIp, OAuthForm};
 use crate::accounts;
 use crate::error::{OAuthError, Result};
@@ -253,10 +254,11 @@ pub async fn logout(
 }
 
 /// `GET /account`: the consents and refresh-token grants the user gave.
-pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    let Some(session) = pages::session(&state, &headers).await? else {
-        return Ok(pages::see_other("/login?return_to=%2Faccount"));
-    };
+pub async fn account(
+    State(state): State<AppState>,
+    Owner(session): Owner,
+    headers: HeaderMap,
+) -> Result<Response> {
     let mut consents = Vec::new();
     for c in store::grants::user_consents(&state.db, &session.user_id).await? {
         let name = state
@@ -318,17 +320,10 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Resul
 /// tokens of that client), one refresh-token family, or one delegation.
 pub async fn revoke(
     State(state): State<AppState>,
+    Owner(session): Owner,
     ip: ClientIp,
-    headers: HeaderMap,
-    form: std::result::Result<OAuthForm, OAuthError>,
+    CheckedForm(form): CheckedForm,
 ) -> Result<Response> {
-    let form = form.unwrap_or_default();
-    let Some(session) = pages::session(&state, &headers).await? else {
-        return Ok(pages::see_other("/login?return_to=%2Faccount"));
-    };
-    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
-        return Ok(pages::see_other("/account"));
-    }
     let now = state.now();
     let id = form.get("id").unwrap_or_default();
     if form.get("kind") == Some("delegation") {

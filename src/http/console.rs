@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::pages::{self, Session};
+use super::signed_in::{CheckedForm, Owner};
 use super::{ClientIp, OAuthForm};
 use crate::error::{OAuthError, Result};
 use crate::oauth::client_kind::ClientKind;
@@ -19,20 +20,6 @@ use crate::store::{self, agents::AgentRow, audit::AuditEvent};
 
 /// Recent audit events shown per agent.
 const ACTIVITY: u64 = 50;
-
-pub(super) async fn signed_in(
-    state: &AppStateInner,
-    headers: &HeaderMap,
-    here: &str,
-) -> Result<std::result::Result<Session, Response>> {
-    Ok(match pages::session(state, headers).await? {
-        Some(s) => Ok(s),
-        None => Err(pages::see_other(&format!(
-            "/login?return_to={}",
-            form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
-        ))),
-    })
-}
 
 /// The agent, when it is the signed-in owner's: 404 unknown, 403 another's.
 async fn owned(state: &AppStateInner, session: &Session, id: &str) -> Result<AgentRow> {
@@ -58,13 +45,9 @@ pub struct ListQuery {
 /// (tokens that may be live), 25 to a page.
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Owner(session): Owner,
     Query(q): Query<ListQuery>,
 ) -> Result<Response> {
-    let session = match signed_in(&state, &headers, "/account/agents").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
     let page = match q.page.as_deref().map(str::parse::<u64>) {
         None => 0,
         Some(Ok(n)) if n <= 100_000 => n,
@@ -117,13 +100,10 @@ fn ago(seconds: i64) -> String {
 /// `GET /account/agents/{id}`.
 pub async fn show(
     State(state): State<AppState>,
+    Owner(session): Owner,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let session = match signed_in(&state, &headers, "/account/agents").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
     let agent = owned(&state, &session, &id).await?;
     let client = state.clients.get(&agent.id).await?;
     let kind = client.as_ref().map_or(ClientKind::OwnerAgent, |c| c.kind);
@@ -182,10 +162,11 @@ fn agent_error(e: crate::agents::AgentError) -> crate::error::Error {
 }
 
 /// `GET /account/agents/new`.
-pub async fn new_form(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Err(redirect) = signed_in(&state, &headers, "/account/agents/new").await? {
-        return Ok(redirect);
-    }
+pub async fn new_form(
+    State(state): State<AppState>,
+    _: Owner,
+    headers: HeaderMap,
+) -> Result<Response> {
     form_page(
         &state,
         &headers,
@@ -258,17 +239,10 @@ fn unattended(state: &AppStateInner, kind: ClientKind, resources: &[String]) -> 
 /// `POST /account/agents`: a new agent owned by the signed-in user.
 pub async fn create(
     State(state): State<AppState>,
+    Owner(session): Owner,
     headers: HeaderMap,
-    form: std::result::Result<OAuthForm, OAuthError>,
+    CheckedForm(form): CheckedForm,
 ) -> Result<Response> {
-    let form = form.unwrap_or_default();
-    let session = match signed_in(&state, &headers, "/account/agents/new").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
-    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
-        return Err(OAuthError::new(403, "forbidden", "the form expired; open it again").into());
-    }
     let refuse = |why: &str| form_page(&state, &headers, &form, Some(why), StatusCode::BAD_REQUEST);
     let key = match crate::agents::key_from_text(form.get("key").unwrap_or_default()) {
         Ok(k) => k,
@@ -321,14 +295,11 @@ pub struct ConfirmQuery {
 /// confirmation step, whose form posts the action with a CSRF token.
 pub async fn confirm(
     State(state): State<AppState>,
+    Owner(session): Owner,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<ConfirmQuery>,
 ) -> Result<Response> {
-    let session = match signed_in(&state, &headers, "/account/agents").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
     let agent = owned(&state, &session, &id).await?;
     let action = q.action.unwrap_or_default();
     // What a kill reaches, said exactly (SECURITY.md, "Kill switch"):
@@ -378,20 +349,12 @@ pub async fn confirm(
 /// `POST /account/agents/{id}/{action}`: the confirmed action.
 pub async fn act(
     State(state): State<AppState>,
+    Owner(session): Owner,
     ip: ClientIp,
-    headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    form: std::result::Result<OAuthForm, OAuthError>,
+    CheckedForm(form): CheckedForm,
 ) -> Result<Response> {
-    let form = form.unwrap_or_default();
-    let session = match signed_in(&state, &headers, "/account/agents").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
     let agent = owned(&state, &session, &id).await?;
-    if !pages::csrf_ok(&state, &headers, form.get("csrf_token")) {
-        return Err(OAuthError::new(403, "forbidden", "the form expired; open it again").into());
-    }
     let now = state.now();
     let event = |name: &'static str| AuditEvent {
         at: now,

@@ -16,6 +16,7 @@ pub mod pages;
 pub mod passkeys;
 pub mod register;
 pub mod revoke;
+pub mod signed_in;
 pub mod token;
 
 use std::convert::Infallible;

@@ -5,34 +5,20 @@
 //! them. Anyone else gets 403.
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::pages::{self, Session};
+use super::pages;
+use super::signed_in::Operator;
 use crate::crypto::{b64url, sha256};
 use crate::error::{OAuthError, Result};
-use crate::state::{AppState, State as AppStateInner};
+use crate::state::AppState;
 use crate::store;
 
 /// Rows per page.
 const PAGE: u64 = 50;
-
-async fn operator(
-    state: &AppStateInner,
-    headers: &HeaderMap,
-    here: &str,
-) -> Result<std::result::Result<Session, Response>> {
-    match pages::session(state, headers).await? {
-        None => Ok(Err(pages::see_other(&format!(
-            "/login?return_to={}",
-            form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
-        )))),
-        Some(s) if s.admin => Ok(Ok(s)),
-        Some(_) => Err(OAuthError::new(403, "forbidden", "operators only").into()),
-    }
-}
 
 #[derive(Deserialize)]
 pub struct ClientsQuery {
@@ -42,12 +28,9 @@ pub struct ClientsQuery {
 /// `GET /admin/clients`.
 pub async fn clients(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Query(q): Query<ClientsQuery>,
 ) -> Result<Response> {
-    if let Err(redirect) = operator(&state, &headers, "/admin/clients").await? {
-        return Ok(redirect);
-    }
     let rows = store::clients::page(&state.db, q.after.as_deref(), PAGE).await?;
     let next = (rows.len() as u64 == PAGE)
         .then(|| {
@@ -76,10 +59,7 @@ pub async fn clients(
 }
 
 /// `GET /admin/keys`: signing keys and CA epochs, public parts only.
-pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Err(redirect) = operator(&state, &headers, "/admin/keys").await? {
-        return Ok(redirect);
-    }
+pub async fn keys(State(state): State<AppState>, _: Operator) -> Result<Response> {
     let keys: Vec<_> = store::keys::list(&state.db)
         .await?
         .into_iter()
@@ -116,12 +96,9 @@ pub struct AuditQuery {
 /// `GET /admin/audit?actor=&client=&agent=&event=&before=`.
 pub async fn audit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response> {
-    if let Err(redirect) = operator(&state, &headers, "/admin/audit").await? {
-        return Ok(redirect);
-    }
     let given = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)

@@ -20,8 +20,8 @@ use serde_json::json;
 use super::account::{
     recent_sign_in_needed, safe_return_to, sign_in_again, sign_in_again_url, signed_in_recently,
 };
-use super::console::signed_in;
 use super::pages;
+use super::signed_in::{CheckedForm, Owner};
 use super::{ClientIp, OAuthForm};
 use crate::crypto::{random_bytes, random_id, random_token, sha256};
 use crate::error::{OAuthError, Result};
@@ -389,11 +389,11 @@ fn day(unix: i64) -> String {
 
 /// `GET /account/passkeys`: the owner's passkeys, the button that adds
 /// one, and (once one exists) the way to drop the password.
-pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    let session = match signed_in(&state, &headers, "/account/passkeys").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
+pub async fn page(
+    State(state): State<AppState>,
+    Owner(session): Owner,
+    headers: HeaderMap,
+) -> Result<Response> {
     let passkeys: Vec<_> = store::passkeys::for_user(&state.db, &session.user_id)
         .await?
         .into_iter()
@@ -425,13 +425,10 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 /// `GET /account/passkeys/{id}/confirm`: the step before removing one.
 pub async fn confirm_remove(
     State(state): State<AppState>,
+    Owner(session): Owner,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let session = match signed_in(&state, &headers, "/account/passkeys").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
     let passkey = match store::passkeys::by_id(&state.db, &id).await? {
         None => return Err(OAuthError::new(404, "not_found", "no such passkey").into()),
         Some(p) if p.user_id != session.user_id => return Err(not_yours()),
@@ -453,12 +450,9 @@ pub async fn confirm_remove(
 /// `GET /account/password/confirm`: the step before dropping the password.
 pub async fn confirm_remove_password(
     State(state): State<AppState>,
+    Owner(session): Owner,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let session = match signed_in(&state, &headers, "/account/passkeys").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
     if !signed_in_recently(&state, &session) {
         return Ok(sign_in_again("/account/password/confirm"));
     }
@@ -478,17 +472,11 @@ pub async fn confirm_remove_password(
 /// `POST /account/passkeys/{id}/delete`.
 pub async fn remove(
     State(state): State<AppState>,
+    Owner(session): Owner,
     ip: ClientIp,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    form: std::result::Result<OAuthForm, OAuthError>,
+    _: CheckedForm,
 ) -> Result<Response> {
-    let form = form.unwrap_or_default();
-    let session = match signed_in(&state, &headers, "/account/passkeys").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
-    check_csrf(&state, &headers, &form)?;
     let audit = AuditEvent {
         at: state.now(),
         event: "passkey.removed",
@@ -511,16 +499,10 @@ pub async fn remove(
 /// `POST /account/password/remove`: passkeys only from now on.
 pub async fn remove_password(
     State(state): State<AppState>,
+    Owner(session): Owner,
     ip: ClientIp,
-    headers: HeaderMap,
-    form: std::result::Result<OAuthForm, OAuthError>,
+    _: CheckedForm,
 ) -> Result<Response> {
-    let form = form.unwrap_or_default();
-    let session = match signed_in(&state, &headers, "/account/passkeys").await? {
-        Ok(s) => s,
-        Err(redirect) => return Ok(redirect),
-    };
-    check_csrf(&state, &headers, &form)?;
     if !signed_in_recently(&state, &session) {
         return Ok(sign_in_again("/account/password/confirm"));
     }

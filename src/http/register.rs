@@ -7,8 +7,9 @@ use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 use super::{ClientIp, bearer_token, json_no_store};
+use crate::clients::register::{NewClient, Registered, Requester, register};
 use crate::config::RegistrationMode;
-use crate::crypto::{random_id, random_token, sha256};
+use crate::crypto::sha256;
 use crate::error::{Error, OAuthError, Result};
 use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::{ClientMetadata, ClientMetadataRequest, RegistrationPolicy};
@@ -143,37 +144,28 @@ pub async fn create(
         None => ClientKind::Dynamic,
     };
 
-    let client_id = random_id()?;
-    let secret = metadata
-        .token_endpoint_auth_method
-        .uses_secret()
-        .then(random_token)
-        .transpose()?;
-    let registration_access_token = random_token()?;
-    let record = ClientRecord {
-        client_id: client_id.clone(),
-        client_secret_hash: secret.as_ref().map(|s| sha256(s.as_bytes()).to_vec()),
-        registration_access_token_hash: Some(sha256(registration_access_token.as_bytes()).to_vec()),
-        metadata,
-        client_id_issued_at: now,
-        kind,
-        introspects: Vec::new(),
-    };
-    let event = AuditEvent {
-        at: now,
-        event: "client.registered",
-        client_id: Some(client_id.clone()),
-        subject: None,
-        ip: ip.to_audit(),
-        detail: json!({
-            "kind": record.kind,
-            "client_name": record.metadata.client_name,
-            "grant_types": record.metadata.grant_types,
-            "token_endpoint_auth_method": record.metadata.token_endpoint_auth_method,
-        }),
-    };
-    store::clients::insert_audited(&state.db, &record, event).await?;
-    tracing::info!(client_id = %client_id, "client registered");
+    let registered = register(
+        &state.db,
+        NewClient {
+            metadata,
+            kind,
+            introspects: Vec::new(),
+            manageable: true,
+        },
+        Requester {
+            subject: None,
+            ip: ip.to_audit(),
+            via: "register",
+        },
+        now,
+    )
+    .await?;
+    let Registered {
+        record,
+        secret,
+        registration_access_token,
+    } = registered;
+    tracing::info!(client_id = %record.client_id, "client registered");
 
     let mut body = registration_response(&state, &record)?;
     if let Some(obj) = body.as_object_mut() {
@@ -181,10 +173,9 @@ pub async fn create(
             obj.insert("client_secret".into(), json!(secret));
             obj.insert("client_secret_expires_at".into(), json!(0));
         }
-        obj.insert(
-            "registration_access_token".into(),
-            json!(registration_access_token),
-        );
+        if let Some(token) = registration_access_token {
+            obj.insert("registration_access_token".into(), json!(token));
+        }
     }
     Ok(json_no_store(StatusCode::CREATED, &body))
 }
