@@ -68,6 +68,11 @@ pub struct Options {
     /// resource and concurrent calls of one client run in parallel.
     #[arg(long)]
     pub sessions: bool,
+    /// Take only DPoP-bound tokens (RFC 9449): the RFC 9728 metadata says
+    /// `dpop_bound_access_tokens_required`, and a bearer token is refused.
+    /// Register the resource at agentauth with `dpop = "required"` too.
+    #[arg(long)]
+    pub dpop_required: bool,
 }
 
 impl Options {
@@ -177,11 +182,11 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
     let mcp = StreamableHttpService::new(
         || Ok(Tools::new()),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().with_allowed_hosts([
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            host,
-        ]),
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(["localhost".to_string(), "127.0.0.1".to_string(), host])
+            // Stateless JSON unless sessions are asked for (`--sessions`).
+            .with_legacy_session_mode(options.sessions)
+            .with_json_response(!options.sessions),
     );
     let router = axum::Router::new().nest_service("/mcp", mcp);
     if options.unprotected {
@@ -190,6 +195,7 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
 
     let mut metadata = ProtectedResourceMetadata::new(&resource, &options.issuer);
     metadata.resource_name = Some("agentauth example MCP server".into());
+    metadata.dpop_bound_access_tokens_required = options.dpop_required;
     metadata.scopes_supported = vec![BASIC_SCOPE.into(), ADMIN_SCOPE.into()];
     metadata.scope_descriptions.insert(
         BASIC_SCOPE.into(),

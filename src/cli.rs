@@ -50,7 +50,7 @@ fn print_resources(args: &ServeArgs) -> anyhow::Result<()> {
             "name": r.name,
             "scopes": r.scopes.as_ref().map(|s| s.iter().collect::<Vec<_>>()),
             "client_credentials": r.client_credentials,
-            "dpop_bound_access_tokens_required": r.dpop_required,
+            "dpop": r.dpop,
             "accept_passports": r.accept_passports,
         })
     };

@@ -594,6 +594,9 @@ pub struct Config {
     /// `--federation-file`: its path and text.
     pub federation_file: Option<(PathBuf, String)>,
     pub default_audience: String,
+    /// Whether `--default-audience` was given: without it, a server with
+    /// exactly one registered resource makes that resource the default.
+    pub default_audience_set: bool,
     pub insecure_fetch: bool,
     /// RFC 9449 §8 server nonces on or off.
     pub dpop_nonce: bool,
@@ -718,6 +721,7 @@ impl Config {
             open_resources: args.open_resources,
             federation_file,
             default_audience,
+            default_audience_set: args.default_audience.is_some(),
             insecure_fetch: args.insecure_fetch,
             dpop_nonce: args.dpop_nonce,
             dpop_iat_window: i64::from(args.dpop_iat_window.clamp(1, 3600)),

@@ -27,6 +27,8 @@ use crate::fetch::jwks::Jwks;
 use crate::grants::{Env, Registry};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
+use crate::oauth::client_metadata::GrantRules as _;
+use crate::oauth::scope::{OFFLINE_ACCESS, Scope};
 use crate::replay::Replay;
 use crate::resources::{ResourceRegistry, Resources};
 use crate::store::{self, Db, StoreError};
@@ -153,6 +155,15 @@ impl State {
                 replay: replay.clone(),
             },
         ));
+        // What clients may register and ask for: what the resources offer
+        // and, since refresh tokens can be issued, the server's own
+        // `offline_access` (SEP-2207). `None`: any scope.
+        let scopes_supported = resources.registry.scopes_supported().map(|offered| {
+            match grants.supports(crate::oauth::grant_type::REFRESH_TOKEN) {
+                true => offered.union(&Scope::parse(OFFLINE_ACCESS).unwrap_or_default()),
+                false => offered,
+            }
+        });
         let clients = Arc::new(Clients::new(
             config.clone(),
             db.clone(),
@@ -160,7 +171,7 @@ impl State {
             fetcher,
             jwks,
             grants.clone(),
-            resources.registry.scopes_supported(),
+            scopes_supported.clone(),
             agents.clone(),
             replay.clone(),
         ));
@@ -199,7 +210,7 @@ impl State {
         let state = State {
             metadata_json: crate::oauth::metadata::document(
                 &config.issuer,
-                resources.registry.scopes_supported().as_ref(),
+                scopes_supported.as_ref(),
                 &grants.names(),
             )
             .to_string(),

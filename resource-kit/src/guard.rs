@@ -62,7 +62,8 @@ impl Guard {
             .cloned()
             .unwrap_or_default();
         Self {
-            verifier: ResourceVerifier::new(issuer, metadata.resource.clone(), keys),
+            verifier: ResourceVerifier::new(issuer, metadata.resource.clone(), keys)
+                .require_dpop(metadata.dpop_bound_access_tokens_required),
             url: metadata.resource.clone(),
             context: ChallengeContext {
                 resource_metadata: metadata.metadata_url().ok(),

@@ -128,6 +128,7 @@ pub struct ResourceVerifier<K> {
     checked: Option<Cache<[u8; 32], Arc<Checked>>>,
     accept_passports: bool,
     passport_scopes: Option<Arc<PassportScopes>>,
+    require_dpop: bool,
 }
 
 impl<K: KeySource> ResourceVerifier<K> {
@@ -151,7 +152,16 @@ impl<K: KeySource> ResourceVerifier<K> {
             ),
             accept_passports: false,
             passport_scopes: None,
+            require_dpop: false,
         }
+    }
+
+    /// RFC 9728 `dpop_bound_access_tokens_required`: refuse tokens that
+    /// are not DPoP-bound (401 with the `DPoP` challenge), as the
+    /// resource's metadata says ([`crate::Guard::new`] reads it there).
+    pub fn require_dpop(mut self, require: bool) -> Self {
+        self.require_dpop = require;
+        self
     }
 
     /// Whether agent passports are accepted here as a caller's credential
@@ -384,6 +394,9 @@ impl<K: KeySource> ResourceVerifier<K> {
                 "a DPoP-bound token must use the DPoP scheme (or, over mutual TLS, the certificate it is bound to)",
             )),
             (None, true) => Err(ResourceError::InvalidToken("the token is not DPoP-bound")),
+            (None, false) if self.require_dpop => Err(ResourceError::InvalidToken(
+                "this resource takes only DPoP-bound tokens",
+            )),
             (None, false) => Ok(verified),
             (Some(cnf), true) => {
                 let [proof] = proofs.as_slice() else {

@@ -40,7 +40,7 @@ use crate::oauth::form::OAuthForm;
 use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
 use crate::oauth::scope::Scope;
 use crate::proof::{CheckedProof, Spend};
-use crate::resources::{Denial, ResourceRegistry, Resources, Targets};
+use crate::resources::{Denial, DpopRule, ResourceRegistry, Resources, Targets};
 use crate::store::Db;
 use crate::store::audit::AuditEvent;
 use crate::tokens::Tokens;
@@ -375,21 +375,25 @@ pub async fn issue_access_token(
     req: AccessTokenRequest<'_>,
 ) -> Result<Issued, Error> {
     let now = req.now;
-    // RFC 9728 `dpop_bound_access_tokens_required`: such a resource never
-    // gets a bearer token.
-    if req.jkt.is_none()
-        && let Some(uri) = cx.resources.registry.dpop_required(req.resources)
-    {
-        return Err(OAuthError::invalid_dpop_proof(format!(
-            "resource {uri:?} takes only DPoP-bound tokens; send a DPoP proof"
-        ))
-        .into());
-    }
+    // The resources' DPoP policy (resources file `dpop`): one that takes
+    // only bound tokens never gets a bearer token (RFC 9728
+    // `dpop_bound_access_tokens_required`); one that takes none gets a
+    // bearer token even when the client proved a key (RFC 9449 §5).
+    let jkt = match cx.resources.registry.dpop_rule(req.resources)? {
+        DpopRule::Required(uri) if req.jkt.is_none() => {
+            return Err(OAuthError::invalid_dpop_proof(format!(
+                "resource {uri:?} takes only DPoP-bound tokens; send a DPoP proof"
+            ))
+            .into());
+        }
+        DpopRule::Refused(_) => None,
+        DpopRule::Required(_) | DpopRule::Accepted => req.jkt,
+    };
     let ttl = req.max_ttl.map_or(cx.config.access_token_ttl, |max| {
         max.min(cx.config.access_token_ttl)
     });
     let aud = if req.resources.is_empty() {
-        Audience::One(cx.config.default_audience.clone())
+        Audience::One(cx.resources.registry.default_audience().uri.clone())
     } else {
         Audience::from_list(
             req.resources
@@ -398,7 +402,9 @@ pub async fn issue_access_token(
                 .collect(),
         )
     };
-    let scope = (!req.scope.is_empty()).then(|| req.scope.to_string());
+    // The grant's, not the token's (SEP-2207).
+    let token_scope = req.scope.without(crate::oauth::scope::OFFLINE_ACCESS);
+    let scope = (!token_scope.is_empty()).then(|| token_scope.to_string());
     let claims = AccessTokenClaims {
         iss: cx.config.issuer.clone(),
         sub: req.subject.to_string(),
@@ -409,7 +415,7 @@ pub async fn issue_access_token(
         iat: now,
         exp: now + ttl,
         nbf: None,
-        cnf: req.jkt.map(|jkt| Confirmation {
+        cnf: jkt.map(|jkt| Confirmation {
             jkt: jkt.to_string(),
             x5t_s256: req.x5t_s256.clone(),
         }),
@@ -446,7 +452,7 @@ pub async fn issue_access_token(
         ip: req.ip,
         detail: json!({
             "grant_type": req.grant_type, "jti": claims.jti, "aud": claims.aud,
-            "scope": claims.scope, "exp": claims.exp, "jkt": req.jkt,
+            "scope": claims.scope, "exp": claims.exp, "jkt": jkt,
             "x5t#S256": req.x5t_s256,
             "agent_id": claims.agent_id, "act": claims.act,
         }),
@@ -455,7 +461,7 @@ pub async fn issue_access_token(
         response: TokenResponse {
             access_token,
             issued_token_type: None,
-            token_type: TokenResponse::token_type(req.jkt.is_some()),
+            token_type: TokenResponse::token_type(jkt.is_some()),
             expires_in: ttl,
             scope,
             refresh_token: None,

@@ -18,10 +18,10 @@ use super::{ClientIp, OAuthForm};
 use crate::crypto::{random_token, sha256};
 use crate::error::{Error, Result};
 use crate::oauth::client_metadata::redirect_uri_matches;
-use crate::oauth::grant_type::AUTHORIZATION_CODE;
+use crate::oauth::grant_type::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 use crate::oauth::pkce;
 use crate::oauth::resource::{MAX_RESOURCES, ResourceUri};
-use crate::oauth::scope::Scope;
+use crate::oauth::scope::{OFFLINE_ACCESS, Scope};
 use crate::resources::Denial;
 use crate::state::{AppState, State as AppStateInner};
 use crate::store::{self, clients::ClientRecord, grants::CodeRow};
@@ -285,7 +285,9 @@ async fn parse(
     let scope = match get("scope") {
         Some(text) => {
             let s = Scope::parse(text).map_err(|e| back("invalid_scope", e.to_string()))?;
-            if !self_registered && let Some(extra) = s.missing_from(&allowed).next() {
+            if !self_registered
+                && let Some(extra) = s.missing_from(&allowed).find(|s| *s != OFFLINE_ACCESS)
+            {
                 return Err(back(
                     "invalid_scope",
                     format!("scope {extra:?} is not allowed for this client"),
@@ -447,6 +449,16 @@ fn describe(scope: &str) -> String {
     }
 }
 
+/// `2592000` → "30 days"; `7200` → "2 hours".
+fn lifetime_in_words(seconds: i64) -> String {
+    let (n, unit) = match seconds {
+        s if s >= 2 * 86_400 => (s / 86_400, "days"),
+        s if s >= 2 * 3600 => (s / 3600, "hours"),
+        s => (s.max(0) / 60, "minutes"),
+    };
+    format!("{n} {unit}")
+}
+
 async fn consent_page(
     state: &AppStateInner,
     headers: &HeaderMap,
@@ -516,11 +528,19 @@ async fn consent_page(
         .filter(|s| granted.contains(s))
         .map(word)
         .collect();
+    // Issue 30 item 9: a refresh token outlives the session; say so, with
+    // how long (asked by `offline_access` or not: the grant decides).
+    let offline = req
+        .client
+        .metadata
+        .allows_grant(REFRESH_TOKEN)
+        .then(|| lifetime_in_words(state.config.refresh_token_ttl));
     let page = pages::render(
         state,
         StatusCode::OK,
         "consent.html",
         json!({
+            "offline": offline,
             "client_name": req.client.metadata.client_name.clone().unwrap_or_else(|| req.client.client_id.clone()),
             "client_id": req.client.client_id,
             "username": session.username,

@@ -614,37 +614,50 @@ mod tests {
     }
 }
 
-/// RFC 6749 §3.1.2.3 exact matching, with RFC 8252 §7.3's one exception:
-/// for an http loopback IP literal the port may differ (and nothing else:
-/// not the host, path or query).
+/// RFC 6749 §3.1.2.3 exact matching, with RFC 8252 §7.3's exception for
+/// loopback redirects, as real clients need it: for `http` on a loopback
+/// host (`127.0.0.1` or another 127/8 literal, `[::1]`, `localhost`) any
+/// port and any of those hosts match (Codex registers `127.0.0.1` and
+/// sends `localhost`; Claude Code registers both without a port and
+/// listens on an ephemeral one). The scheme and everything after the
+/// host and port (path, query) still match byte for byte; every other
+/// redirect URI matches only exactly.
 pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
     if registered == requested {
         return true;
     }
-    let (Ok(reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
-        return false;
-    };
-    // RFC 8252 §7.3: loopback redirects may use any port. `localhost` is
-    // treated like the IP literals (MCP clients register it and then listen
-    // on an ephemeral port); the host itself must still match exactly.
-    let loopback = match reg.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    if reg.scheme() != "http" || !loopback {
-        return false;
+    match (loopback_rest(registered), loopback_rest(requested)) {
+        (Some(reg), Some(req)) => reg == req && Url::parse(requested).is_ok(),
+        _ => false,
     }
-    // Compare the raw strings with the port removed, so that no
-    // normalization (case, dot segments, encoding) can make them equal.
-    let strip_port = |raw: &str, url: &Url| match url.port() {
-        Some(port) => raw.replacen(&format!(":{port}"), "", 1),
-        None => raw.to_string(),
+}
+
+/// For an `http` URL on a loopback host, what follows its host and port
+/// (an empty path written `/`), compared raw so that no normalization
+/// (case, dot segments, encoding) can make two of them equal.
+fn loopback_rest(raw: &str) -> Option<String> {
+    let rest = raw.strip_prefix("http://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
+            port.parse::<u16>().ok()?;
+            host
+        }
+        _ => authority,
     };
-    req.scheme() == "http"
-        && req.host() == reg.host()
-        && strip_port(registered, &reg) == strip_port(requested, &req)
+    let loopback = host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return None;
+    }
+    Some(match tail.starts_with('/') {
+        true => tail.to_string(),
+        false => format!("/{tail}"),
+    })
 }
 
 #[cfg(test)]
@@ -672,15 +685,32 @@ mod redirect_match_tests {
         assert!(m("http://127.0.0.1:8080/cb", "http://127.0.0.1:53111/cb"));
         assert!(m("http://[::1]/cb", "http://[::1]:4000/cb"));
         assert!(!m("http://127.0.0.1/cb", "http://127.0.0.1:53111/cb?x=1"));
-        assert!(!m("http://127.0.0.1/cb", "http://localhost:53111/cb"));
         // Issue 12 item 9: `localhost` varies its port like the IP literals
-        // (RFC 8252 §7.3 spirit); the host itself never changes.
+        // (RFC 8252 §7.3 spirit); issue 30 item 2: and the three loopback
+        // hosts stand for one another (Codex, Claude Code).
         assert!(m(
             "http://localhost/callback",
             "http://localhost:53111/callback"
         ));
         assert!(m("http://localhost:3000/cb", "http://localhost:53111/cb"));
-        assert!(!m("http://localhost/cb", "http://127.0.0.1:53111/cb"));
+        assert!(m("http://127.0.0.1/cb", "http://localhost:53111/cb"));
+        assert!(m("http://localhost/cb", "http://127.0.0.1:53111/cb"));
+        assert!(m("http://127.0.0.1:8080/cb", "http://[::1]:53111/cb"));
+        assert!(m("http://localhost", "http://127.0.0.1:9/"));
+        for bad in [
+            "http://localhost.evil.com:53111/cb",
+            "http://127.0.0.1.evil.com/cb",
+            "http://user@localhost:53111/cb",
+            "http://localhost:53111@evil.com/cb",
+            "http://LOCALHOST:53111/cb",
+            "http://0x7f.0.0.1:53111/cb",
+            "http://localhost:99999/cb",
+            "http://localhost:/cb",
+            "http://[::ffff:127.0.0.1]:53111/cb",
+            "http://192.168.1.1:53111/cb",
+        ] {
+            assert!(!m("http://localhost/cb", bad), "{bad}");
+        }
         assert!(!m(
             "http://localhost/cb",
             "http://localhost.evil.com:53111/cb"

@@ -2,6 +2,13 @@
 
 use std::fmt;
 
+/// The authorization server's own scope (OpenID Connect Core §11; MCP
+/// 2026-07-28, SEP-2207): the client asks that its access outlive the
+/// session, by a refresh token. No resource offers it, and it is never
+/// written into an access token's `scope`: it is about the grant, not
+/// about what the token may do.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
 /// A parsed, de-duplicated scope: a list of scope tokens in first-seen order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope(Vec<String>);
@@ -56,6 +63,11 @@ impl Scope {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// `self` without `token`.
+    pub fn without(&self, token: &str) -> Scope {
+        Self(self.0.iter().filter(|t| *t != token).cloned().collect())
     }
 
     /// `self`, then the tokens of `other` it lacks.

@@ -30,9 +30,10 @@ pub struct Resource {
     pub scopes: Option<Scope>,
     /// Kinds of client that may get its tokens by `client_credentials`.
     pub client_credentials: Vec<ClientKind>,
-    /// RFC 9728 `dpop_bound_access_tokens_required`: its tokens are issued
-    /// only DPoP-bound.
-    pub dpop_required: bool,
+    /// Whether its tokens are DPoP-bound (RFC 9449): always (RFC 9728
+    /// `dpop_bound_access_tokens_required`), when the client proves a key
+    /// (the default), or never (a bearer-only verifier would refuse them).
+    pub dpop: DpopPolicy,
     /// Whether an agent may get a passport naming it (`aud`): only for a
     /// resource that verifies passports itself (the kit's
     /// `accept_passports`). Off by default: a passport is an identity, not
@@ -45,9 +46,9 @@ pub struct ResourceRegistry {
     by_key: HashMap<String, Resource>,
     /// Registered order, for display.
     order: Vec<String>,
-    /// Whether any resource takes only DPoP-bound tokens (so that token
-    /// requests skip the check when none does).
-    any_dpop_required: bool,
+    /// Whether any resource has a DPoP policy but the default (so that
+    /// token requests skip the check when none does).
+    any_dpop_rule: bool,
     /// Tokens requested with no `resource`.
     default: Resource,
     open: bool,
@@ -55,6 +56,32 @@ pub struct ResourceRegistry {
     /// `{issuer}/agents/`: an agent as an audience, so that a user can
     /// delegate to it (token exchange takes such a token).
     agents_prefix: Option<String>,
+}
+
+/// What a resource does with DPoP-bound tokens (`dpop` in the resources
+/// file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpopPolicy {
+    /// Only DPoP-bound tokens: a request without a proof is refused.
+    Required,
+    /// Bound when the client sends a proof, bearer otherwise.
+    #[default]
+    Accepted,
+    /// Never bound: a bearer token even when the client sends a proof
+    /// (RFC 9449 §5 leaves it to the server; `token_type` says `Bearer`).
+    /// For resources whose verifier takes only the `Bearer` scheme.
+    Refused,
+}
+
+/// The DPoP policy of one token's resources together.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DpopRule<'a> {
+    /// This resource requires a proof.
+    Required(&'a str),
+    Accepted,
+    /// This resource refuses bound tokens.
+    Refused(&'a str),
 }
 
 /// Why a request may not have the token it asks for.
@@ -89,8 +116,10 @@ struct FileEntry {
     #[serde(default)]
     scopes: Vec<String>,
     client_credentials: Option<Vec<ClientKind>>,
+    /// The older spelling of `dpop = "required"`.
     #[serde(default)]
     dpop_bound_access_tokens_required: bool,
+    dpop: Option<DpopPolicy>,
     #[serde(default)]
     accept_passports: bool,
 }
@@ -105,6 +134,11 @@ pub struct Sources<'a> {
     /// resources offer; `None` lets the default audience take any scope.
     pub scopes: Option<&'a Scope>,
     pub default_audience: &'a str,
+    /// Whether the default audience was chosen (`--default-audience`):
+    /// when it was not and exactly one resource is registered, requests
+    /// with no `resource` are for that resource (Codex sends none, also
+    /// when it refreshes).
+    pub default_audience_set: bool,
     pub open: bool,
     /// The issuer: `{issuer}/agents/{id}` names an agent as an audience.
     pub issuer: Option<&'a str>,
@@ -142,6 +176,7 @@ impl ResourceRegistry {
             flags: &config.resource_flags,
             scopes: config.scopes.as_ref(),
             default_audience: &config.default_audience,
+            default_audience_set: config.default_audience_set,
             open: config.open_resources,
             issuer: Some(&config.issuer),
         })
@@ -168,13 +203,13 @@ impl ResourceRegistry {
         let mut registry = Self {
             by_key: HashMap::new(),
             order: Vec::new(),
-            any_dpop_required: false,
+            any_dpop_rule: false,
             default: Resource {
                 uri: sources.default_audience.to_string(),
                 name: "default audience".into(),
                 scopes: sources.scopes.cloned(),
                 client_credentials: default_client_credentials.clone(),
-                dpop_required: false,
+                dpop: DpopPolicy::Accepted,
                 accept_passports: false,
             },
             open: sources.open || file.open_resources,
@@ -190,13 +225,24 @@ impl ResourceRegistry {
                     entry.uri
                 ));
             }
+            let dpop = match (entry.dpop, entry.dpop_bound_access_tokens_required) {
+                (None, false) => DpopPolicy::Accepted,
+                (None, true) | (Some(DpopPolicy::Required), _) => DpopPolicy::Required,
+                (Some(policy), false) => policy,
+                (Some(_), true) => {
+                    return Err(format!(
+                        "resource {:?}: dpop_bound_access_tokens_required contradicts its dpop",
+                        entry.uri
+                    ));
+                }
+            };
             registry.add(Resource {
                 name: entry.name.unwrap_or_else(|| entry.uri.clone()),
                 scopes: Some(scopes),
                 client_credentials: entry
                     .client_credentials
                     .unwrap_or_else(|| registry.default_client_credentials.clone()),
-                dpop_required: entry.dpop_bound_access_tokens_required,
+                dpop,
                 accept_passports: entry.accept_passports,
                 uri: entry.uri,
             })?;
@@ -212,9 +258,15 @@ impl ResourceRegistry {
                 name: uri.to_string(),
                 scopes: sources.scopes.cloned(),
                 client_credentials: registry.default_client_credentials.clone(),
-                dpop_required: false,
+                dpop: DpopPolicy::Accepted,
                 accept_passports: false,
             })?;
+        }
+        if !sources.default_audience_set
+            && let [only] = registry.order.as_slice()
+            && let Some(resource) = registry.by_key.get(only)
+        {
+            registry.default = resource.clone();
         }
         Ok(registry)
     }
@@ -227,7 +279,7 @@ impl ResourceRegistry {
             // requests with no `resource` too.
             self.default = resource.clone();
         }
-        self.any_dpop_required |= resource.dpop_required;
+        self.any_dpop_rule |= resource.dpop != DpopPolicy::Accepted;
         if self.by_key.insert(key.clone(), resource).is_some() {
             return Err(format!("resource {key:?} is registered twice"));
         }
@@ -244,19 +296,30 @@ impl ResourceRegistry {
         &self.default
     }
 
-    /// The first of `resources` that takes only DPoP-bound tokens.
-    pub fn dpop_required<'a>(&self, resources: &'a [ResourceUri]) -> Option<&'a str> {
-        if !self.any_dpop_required {
-            return None;
+    /// Whether a token for `resources` (none: the default audience) is
+    /// DPoP-bound: one that requires it and one that refuses it cannot
+    /// share a token (`invalid_target`).
+    pub fn dpop_rule(&self, resources: &[ResourceUri]) -> Result<DpopRule<'_>, Denial> {
+        if !self.any_dpop_rule {
+            return Ok(DpopRule::Accepted);
         }
-        resources
-            .iter()
-            .find(|r| {
-                self.by_key
-                    .get(&key(r.as_str()))
-                    .is_some_and(|r| r.dpop_required)
-            })
-            .map(ResourceUri::as_str)
+        let policies: Vec<&Resource> = match resources {
+            [] => vec![&self.default],
+            some => some
+                .iter()
+                .filter_map(|r| self.by_key.get(&key(r.as_str())))
+                .collect(),
+        };
+        let find = |p: DpopPolicy| policies.iter().find(|r| r.dpop == p);
+        match (find(DpopPolicy::Required), find(DpopPolicy::Refused)) {
+            (Some(a), Some(b)) => Err(Denial::Target(format!(
+                "resource {:?} takes only DPoP-bound tokens and {:?} none: ask for them apart",
+                a.uri, b.uri
+            ))),
+            (Some(r), None) => Ok(DpopRule::Required(&r.uri)),
+            (None, Some(r)) => Ok(DpopRule::Refused(&r.uri)),
+            (None, None) => Ok(DpopRule::Accepted),
+        }
     }
 
     pub fn is_open(&self) -> bool {
@@ -356,11 +419,13 @@ impl Targets<'_> {
 
     /// Every requested scope must be offered by every resource the token
     /// is for: a token for two resources must not carry one's scopes to
-    /// the other.
+    /// the other. `offline_access` is the server's, not a resource's.
     pub fn check_scope(&self, scope: &Scope) -> Result<(), Denial> {
         for (uri, offered) in self.offers() {
             if let Some(offered) = offered
-                && let Some(extra) = scope.missing_from(offered).next()
+                && let Some(extra) = scope
+                    .missing_from(offered)
+                    .find(|s| *s != crate::oauth::scope::OFFLINE_ACCESS)
             {
                 return Err(Denial::Scope(format!(
                     "resource {uri:?} does not offer scope {extra:?}"
@@ -433,6 +498,7 @@ mod tests {
             flags: &["https://quick.example/mcp".into()],
             scopes: Some(&scope("read")),
             default_audience: "https://as.example",
+            default_audience_set: true,
             open,
             issuer: Some("https://as.example"),
         })
@@ -543,6 +609,7 @@ mod tests {
             flags: &[],
             scopes: None,
             default_audience: "https://as.example",
+            default_audience_set: true,
             open: false,
             issuer: None,
         })
@@ -579,6 +646,7 @@ mod tests {
                 flags: &[],
                 scopes: None,
                 default_audience: "https://as.example",
+                default_audience_set: true,
                 open: false,
                 issuer: None,
             })

@@ -61,6 +61,7 @@ fn registry() -> agentauth::resources::ResourceRegistry {
         flags: &[],
         scopes: None,
         default_audience: ISSUER,
+        default_audience_set: true,
         open: false,
         issuer: Some(ISSUER),
     })

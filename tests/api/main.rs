@@ -26,6 +26,7 @@ mod introspect_revoke;
 mod keys;
 mod login;
 mod mcp;
+mod mcp_clients;
 mod metadata;
 mod ops;
 mod passkeys;

@@ -61,7 +61,9 @@ impl Stack {
         let mcp_live = format!("{live_base}/mcp");
         let mut args = serve_args();
         args.issuer = issuer.clone();
-        args.scopes = "mcp mcp:admin offline_access".into();
+        // offline_access is the server's own scope (SEP-2207), not the
+        // resource's: clients may ask for it all the same.
+        args.scopes = "mcp mcp:admin".into();
         args.resources.push(mcp.clone());
         args.resources.push(mcp_live.clone());
         args.insecure_fetch = true;
@@ -90,6 +92,7 @@ impl Stack {
                 introspection_secret: introspect.then(|| secret.clone()),
                 unprotected: false,
                 sessions: introspect,
+                dpop_required: false,
             };
             let router = mcp_server::app(&options).await.unwrap();
             tokio::spawn(async move { axum::serve(listener, router).await });
@@ -432,11 +435,9 @@ async fn rmcp_client_end_to_end(backend: Backend) {
     let header = err.auth_challenge().expect("a 403 challenge").to_string();
     let params = WWWAuthenticateParams::parse(&header, &stack.mcp.parse().unwrap());
     assert!(params.is_insufficient_scope(), "{header}");
-    // The scopes to ask for: what the token has, plus what the tool needs.
-    assert!(
-        header.contains("scope=\"mcp offline_access mcp:admin\""),
-        "{header}"
-    );
+    // The scopes to ask for: what the token has, plus what the tool needs
+    // (offline_access, the grant's, is never in a token: SEP-2207).
+    assert!(header.contains("scope=\"mcp mcp:admin\""), "{header}");
     let upgrade = auth
         .auth_manager
         .lock()
