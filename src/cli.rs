@@ -280,6 +280,48 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
             }
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        ClientCommand::Trace {
+            client_id,
+            attempt,
+            json,
+        } => {
+            let mut steps = match &attempt {
+                Some(a) => store::traces::attempt(&db, a).await?,
+                None => {
+                    store::traces::recent(&db, &client_id, crate::doctor::KEEP_PER_CLIENT).await?
+                }
+            };
+            steps.retain(|s| s.client_id == client_id);
+            if attempt.is_none() {
+                steps.reverse();
+            }
+            if steps.is_empty() {
+                eprintln!("no steps recorded for {client_id} in the last week");
+            }
+            for s in steps {
+                if json {
+                    println!(
+                        "{}",
+                        json!({
+                            "at": s.at, "attempt": s.attempt, "step": s.step,
+                            "outcome": s.outcome, "reason": s.reason, "fix": s.fix,
+                        })
+                    );
+                    continue;
+                }
+                println!(
+                    "{}  {:<13} {:<7} {}{}",
+                    s.at,
+                    s.step,
+                    s.outcome,
+                    s.attempt.map(|a| format!("[{a}] ")).unwrap_or_default(),
+                    s.reason.unwrap_or_default()
+                );
+                if let Some(fix) = s.fix {
+                    println!("{:>12}  fix: {fix}", "");
+                }
+            }
+        }
         ClientCommand::Delete { client_id } => {
             let event = cli_event(now, "client.deleted", Some(&client_id));
             if !store::clients::delete_audited(&db, &client_id, event).await? {

@@ -357,9 +357,15 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Allow fetching client jwks_uri over plain http and from loopback or
-    /// private addresses. For tests only: it disables the SSRF guards.
-    #[arg(long, env = "AGENTAUTH_INSECURE_FETCH", hide = true)]
+    /// Allow fetching client metadata documents, `jwks_uri`s and resource
+    /// metadata over plain http and from loopback or private addresses.
+    /// For tests only: it disables the SSRF guards, and a release build
+    /// refuses to start with it.
+    #[arg(
+        long = "insecure-fetch-for-tests-only",
+        env = "AGENTAUTH_INSECURE_FETCH_FOR_TESTS_ONLY",
+        hide = true
+    )]
     pub insecure_fetch: bool,
 }
 
@@ -433,6 +439,18 @@ pub enum ClientCommand {
     List,
     /// Show one client's metadata.
     Show { client_id: String },
+    /// The connection doctor: the client's recent authorization steps,
+    /// oldest first, each refusal with its reason and what would fix it
+    /// (`--attempt` picks the steps of one attempt, the id an error page
+    /// shows).
+    Trace {
+        client_id: String,
+        #[arg(long)]
+        attempt: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a client.
     Delete { client_id: String },
     /// Mint an initial access token for protected registration (printed once).
@@ -644,6 +662,10 @@ pub enum ConfigError {
     Ttl,
     #[error("--trusted-proxies: {0:?} is not an IP address or CIDR block")]
     Proxy(String),
+    #[error(
+        "--insecure-fetch-for-tests-only turns the SSRF guards off; a release build refuses it"
+    )]
+    InsecureFetchInRelease,
 }
 
 impl Config {
@@ -657,6 +679,11 @@ impl Config {
         }
         if !(60..=86_400).contains(&args.access_token_ttl) {
             return Err(ConfigError::Ttl);
+        }
+        // Tests run debug builds; what operators run is a release build,
+        // where the switch cannot be turned on, by flag or by environment.
+        if args.insecure_fetch && !cfg!(debug_assertions) {
+            return Err(ConfigError::InsecureFetchInRelease);
         }
         let default_audience = match &args.default_audience {
             Some(aud) => {

@@ -14,6 +14,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod doctor;
 pub mod error;
 pub mod fetch;
 pub mod grants;

@@ -123,6 +123,7 @@ pub fn build(state: AppState) -> Router {
             post(http::passkeys::remove_password),
         )
         .route("/admin/clients", get(http::operator::clients))
+        .route("/admin/clients/{id}", get(http::operator::client))
         .route("/admin/keys", get(http::operator::keys))
         .route("/admin/audit", get(http::operator::audit))
         .layer(middleware::from_fn_with_state(

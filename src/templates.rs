@@ -6,6 +6,10 @@ use minijinja::Environment;
 /// The templates, compiled into the binary.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    // A path segment or query value (client ids may be URLs).
+    env.add_filter("urlencode", |value: String| {
+        form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+    });
     // `.html` names turn on HTML auto-escaping.
     for (name, source) in [
         ("base.html", include_str!("../templates/base.html")),

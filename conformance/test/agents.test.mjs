@@ -44,7 +44,7 @@ before(async () => {
 
   server = await startServer({
     users: { alice: 'correct horse battery' },
-    args: ['--resource', MCP, '--insecure-fetch'],
+    args: ['--resource', MCP, '--insecure-fetch-for-tests-only'],
     async prepare({ run, dir }) {
       ;({ keys: agentKeys, id: agentId } = await createAgent(run, dir, 'deployer'))
       ;({ keys: helperKeys, id: helperId } = await createAgent(run, dir, 'helper'))

@@ -23,7 +23,7 @@ let server, as, browser, callback, redirectUri
 
 before(async () => {
   mkdirSync(out, { recursive: true })
-  server = await startServer({ users: { alice: PASSWORD }, args: ['--resource', 'https://mcp.example.com/mcp', '--scopes', 'tools:read offline_access'] })
+  server = await startServer({ users: { alice: PASSWORD }, args: ['--resource', 'https://mcp.example.com/mcp', '--scopes', 'tools:read'] })
   const issuer = new URL(server.issuer)
   as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
   // The client's redirect target: a loopback listener, as a native MCP client has.
@@ -167,7 +167,7 @@ describe('openid-client, as MCP clients use it (issue 12)', () => {
     )
     assert.equal(config.serverMetadata().issuer, server.issuer)
     const registered = config.clientMetadata()
-    assert.equal(registered.scope, 'tools:read offline_access', 'the resources\' scopes')
+    assert.equal(registered.scope, 'tools:read offline_access', 'the resources\' scopes and the server\'s offline_access')
     assert.ok(registered.grant_types.includes('refresh_token'))
 
     const verifier = openid.randomPKCECodeVerifier()
@@ -181,7 +181,7 @@ describe('openid-client, as MCP clients use it (issue 12)', () => {
     })
     const callbackUrl = await signInAndDecide(url, 'Scope-less MCP Client', 'approve', false)
     const tokens = await openid.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state })
-    assert.equal(tokens.scope, 'tools:read offline_access')
+    assert.equal(tokens.scope, 'tools:read', 'offline_access is never in a token (SEP-2207)')
     assert.ok(tokens.refresh_token)
 
     // A retry of the same refresh inside the grace window (a timeout, a

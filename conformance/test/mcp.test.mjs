@@ -63,9 +63,9 @@ before(async () => {
   const resource = `http://127.0.0.1:${mcpPort}/mcp`
   server = await startServer({
     users: { alice: PASSWORD },
-    // --insecure-fetch: the consent page fetches the example's RFC 9728
+    // --insecure-fetch-for-tests-only: the consent page fetches the example's RFC 9728
     // metadata from a loopback address (and client documents too).
-    args: ['--resource', resource, '--scopes', 'mcp mcp:admin offline_access', '--insecure-fetch'],
+    args: ['--resource', resource, '--scopes', 'mcp mcp:admin', '--insecure-fetch-for-tests-only'],
     env: { SSL_CERT_FILE: tls.ca },
   })
   mcp = await startMcpServer({ issuer: server.issuer, port: mcpPort })

@@ -9,6 +9,7 @@ pub mod authorization_code;
 pub mod bridge_cert;
 pub mod ca_epoch;
 pub mod client;
+pub mod client_trace;
 pub mod consent;
 pub mod delegation;
 pub mod initial_access_token;

@@ -16,6 +16,7 @@ mod m0010_user_admin;
 mod m0011_passkeys;
 mod m0012_boundaries;
 mod m0013_console_agents;
+mod m0014_client_traces;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_passkeys::Migration),
             Box::new(m0012_boundaries::Migration),
             Box::new(m0013_console_agents::Migration),
+            Box::new(m0014_client_traces::Migration),
         ]
     }
 }

@@ -46,12 +46,23 @@ pub struct Federation {
     idps: Vec<Issuer>,
 }
 
+impl Federation {
+    /// Whether any IdP issues Identity Assertion JWTs here (metadata
+    /// then advertises the ID-JAG profile).
+    pub fn accepts_id_jags(&self) -> bool {
+        !self.idps.is_empty()
+    }
+}
+
 #[derive(Debug)]
 struct Issuer {
     issuer: String,
     keys: Keys,
-    /// Expected `aud` (default: our issuer).
-    audience: String,
+    /// Accepted `aud` values: the file's `audience`, or else our issuer
+    /// and, for a workload issuer, our token endpoint too (RFC 7523 §3;
+    /// the MCP workload-federation profile, SEP-1933, lets the assertion
+    /// name either). An ID-JAG names the issuer.
+    audiences: Vec<String>,
     algorithms: Vec<Algorithm>,
     rules: Vec<Rule>,
     /// IdPs: the claim naming the local user.
@@ -132,7 +143,7 @@ impl Federation {
     }
 
     /// [`Federation::from_toml`], where `insecure_fetch` (the tests-only
-    /// `--insecure-fetch`) lets `jwks_uri` be plain http or a private
+    /// `--insecure-fetch-for-tests-only`) lets `jwks_uri` be plain http or a private
     /// address, as the fetcher then fetches those.
     pub fn from_toml_fetching(
         text: &str,
@@ -199,7 +210,11 @@ impl Federation {
             Ok(Issuer {
                 issuer: entry.issuer,
                 keys,
-                audience: entry.audience.unwrap_or_else(|| our_issuer.to_string()),
+                audiences: match entry.audience {
+                    Some(audience) => vec![audience],
+                    None if workload => vec![our_issuer.to_string(), format!("{our_issuer}/token")],
+                    None => vec![our_issuer.to_string()],
+                },
                 algorithms,
                 rules: entry.rules,
                 user_claim: entry.user_claim.unwrap_or_else(|| "email".into()),
@@ -396,7 +411,7 @@ fn check(
     let mut validation = Validation::new(header.alg);
     validation.algorithms = vec![header.alg];
     validation.set_issuer(&[&issuer.issuer]);
-    validation.set_audience(&[&issuer.audience]);
+    validation.set_audience(&issuer.audiences);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     // Time is checked against the server's clock by the caller.
     validation.validate_exp = false;
@@ -421,7 +436,10 @@ fn check(
             Err(e) => {
                 last = match e.kind() {
                     jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                        format!("the assertion's aud must be {}", issuer.audience)
+                        format!(
+                            "the assertion's aud must be {}",
+                            issuer.audiences.join(" or ")
+                        )
                     }
                     _ => "the assertion's signature or claims are invalid".into(),
                 }

@@ -181,6 +181,17 @@ impl Clients {
         })
     }
 
+    /// Whether `client_id` is one of ours without fetching anything: a
+    /// registered client, or a metadata document this node fetched
+    /// (accepted or refused) and still remembers. The connection doctor
+    /// records steps only for these, so that made-up ids write nothing.
+    pub async fn known(&self, client_id: &str) -> bool {
+        if cimd::is_document_url(client_id, self.config.insecure_fetch) {
+            return self.documents.contains_key(client_id);
+        }
+        matches!(self.get(client_id).await, Ok(Some(_)))
+    }
+
     /// A client by id: from the cache, the database, or its metadata
     /// document.
     pub async fn get(&self, client_id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {

@@ -16,6 +16,7 @@ use url::Url;
 use super::pages::{self, Session};
 use super::{ClientIp, OAuthForm};
 use crate::crypto::{random_token, sha256};
+use crate::doctor::{Step, step};
 use crate::error::{Error, Result};
 use crate::oauth::client_metadata::redirect_uri_matches;
 use crate::oauth::grant_type::{AUTHORIZATION_CODE, REFRESH_TOKEN};
@@ -56,6 +57,8 @@ enum Failure {
     Page {
         error: &'static str,
         description: String,
+        /// For the operator (the connection doctor), never shown.
+        fix: Option<String>,
     },
     /// Verified: back to the client.
     Redirect {
@@ -63,8 +66,49 @@ enum Failure {
         state: Option<String>,
         error: &'static str,
         description: String,
+        fix: Option<String>,
     },
     Backend(Error),
+}
+
+impl Failure {
+    /// What would fix it, for the operator's trace of the client.
+    fn fix(mut self, text: impl Into<String>) -> Self {
+        if let Failure::Page { fix, .. } | Failure::Redirect { fix, .. } = &mut self {
+            *fix = Some(text.into());
+        }
+        self
+    }
+}
+
+/// The `/authorize` request a failure belongs to, for the doctor and for
+/// the person's error page.
+struct Attempt<'a> {
+    id: &'a str,
+    /// The client, when it is one of ours (registered or a document).
+    client_id: Option<&'a str>,
+}
+
+/// Records a refusal in the client's trace.
+fn trace_failure(state: &AppStateInner, attempt: &Attempt<'_>, f: &Failure) {
+    let (description, fix) = match f {
+        Failure::Page {
+            description, fix, ..
+        }
+        | Failure::Redirect {
+            description, fix, ..
+        } => (description, fix),
+        Failure::Backend(_) => return,
+    };
+    if let Some(client_id) = attempt.client_id {
+        state.doctor.record(Step {
+            client_id,
+            attempt: Some(attempt.id),
+            step: step::AUTHORIZE,
+            refused: Some(description),
+            fix: fix.as_deref(),
+        });
+    }
 }
 
 impl From<Error> for Failure {
@@ -96,18 +140,35 @@ fn redirect_with(state: &AppStateInner, redirect_uri: &str, params: &[(&str, &st
 }
 
 fn failure_response(state: &AppStateInner, f: Failure) -> Result<Response> {
+    failure_response_in(state, f, None)
+}
+
+/// [`failure_response`]; the page names the client and the attempt, what
+/// the person sends their operator (who finds the attempt's trace).
+fn failure_response_in(
+    state: &AppStateInner,
+    f: Failure,
+    attempt: Option<&Attempt<'_>>,
+) -> Result<Response> {
     match f {
-        Failure::Page { error, description } => pages::render(
+        Failure::Page {
+            error, description, ..
+        } => pages::render(
             state,
             StatusCode::BAD_REQUEST,
             "error.html",
-            json!({ "error": error, "description": description }),
+            json!({
+                "error": error, "description": description,
+                "client_id": attempt.and_then(|a| a.client_id),
+                "attempt": attempt.map(|a| a.id),
+            }),
         ),
         Failure::Redirect {
             redirect_uri,
             state: client_state,
             error,
             description,
+            ..
         } => {
             let mut params = vec![
                 ("error", error),
@@ -126,6 +187,15 @@ fn page(error: &'static str, description: impl Into<String>) -> Failure {
     Failure::Page {
         error,
         description: description.into(),
+        fix: None,
+    }
+}
+
+/// `a, b, c`, or `none`.
+fn list(items: &[String]) -> String {
+    match items {
+        [] => "none".into(),
+        some => some.join(", "),
     }
 }
 
@@ -174,7 +244,10 @@ async fn parse(
                     format!(
                         "the client's metadata document was not accepted: {why}; it is fetched again in {retry_after} s"
                     ),
-                ),
+                )
+                .fix(format!(
+                    "the client's publisher fixes the document at {client_id} ({why}); it is fetched again in {retry_after} s"
+                )),
                 None => page("invalid_client", "unknown client_id"),
             },
         );
@@ -186,13 +259,26 @@ async fn parse(
                 return Err(page(
                     "invalid_request",
                     "redirect_uri is not registered for this client",
-                ));
+                )
+                .fix(format!(
+                    "redirect_uri {uri:?} is not registered for this client; registered: {}. \
+                             Update the registration (RFC 7592) or the client's document, or \
+                             have the client send one of these",
+                    list(registered)
+                )));
             }
             uri.to_string()
         }
         None => match registered.as_slice() {
             [only] => only.clone(),
-            _ => return Err(page("invalid_request", "redirect_uri is required")),
+            _ => {
+                return Err(
+                    page("invalid_request", "redirect_uri is required").fix(format!(
+                        "the client registered several redirect URIs ({}) and must name one",
+                        list(registered)
+                    )),
+                );
+            }
         },
     };
     let client_state = single("state").ok().flatten().map(str::to_string);
@@ -203,6 +289,7 @@ async fn parse(
         state: client_state.clone(),
         error,
         description,
+        fix: None,
     };
     for (name, _) in &pairs {
         if name != "resource" && all(name).len() > 1 {
@@ -227,7 +314,11 @@ async fn parse(
         return Err(back(
             "unauthorized_client",
             "client is not registered for the authorization_code grant".into(),
-        ));
+        )
+        .fix(format!(
+            "the client registered grant_types {}; add authorization_code",
+            list(&client.metadata.grant_types)
+        )));
     }
     // OAuth 2.1 §4.1.1: PKCE with S256 is mandatory.
     let code_challenge = get("code_challenge").ok_or_else(|| {
@@ -235,6 +326,7 @@ async fn parse(
             "invalid_request",
             "code_challenge is required (PKCE)".into(),
         )
+        .fix("OAuth 2.1 requires PKCE: the client must send code_challenge and code_challenge_method=S256")
     })?;
     if get("code_challenge_method") != Some("S256") {
         return Err(back(
@@ -261,9 +353,22 @@ async fn parse(
             ResourceUri::parse(r).map_err(|why| back("invalid_target", format!("{why}: {r:?}")))
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    let registry = &state.resources.registry;
     let denied = |denial: Denial| match denial {
-        Denial::Target(why) => back("invalid_target", why),
-        Denial::Scope(why) => back("invalid_scope", why),
+        Denial::Target(why) => back("invalid_target", why).fix(format!(
+            "registered resources: {}. Register it (--resource or the resources file) or \
+             have the client send one of these",
+            list(&registry.iter().map(|r| r.uri.clone()).collect::<Vec<_>>())
+        )),
+        Denial::Scope(why) => back("invalid_scope", why).fix(format!(
+            "scopes offered here: {}. Offer it at the resource (the resources file's scopes \
+             or --scopes) or have the client ask for these",
+            state
+                .clients
+                .scopes_supported
+                .as_ref()
+                .map_or("any".to_string(), ToString::to_string)
+        )),
         Denial::Client(why) => back("unauthorized_client", why),
     };
     let targets = state
@@ -291,7 +396,12 @@ async fn parse(
                 return Err(back(
                     "invalid_scope",
                     format!("scope {extra:?} is not allowed for this client"),
-                ));
+                )
+                .fix(format!(
+                    "the operator registered this client with scope {:?}; widen it or have \
+                     the client ask for less",
+                    allowed.to_string()
+                )));
             }
             targets.check_scope(&s).map_err(denied)?;
             s
@@ -340,9 +450,31 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response> {
     let query = query.unwrap_or_default();
+    let attempt_id = crate::doctor::attempt_id();
     let req = match parse(&state, &query, &ip).await {
         Ok(r) => r,
-        Err(f) => return failure_response(&state, f),
+        Err(f) => {
+            let client_id = named_client(&state, &query).await;
+            let attempt = Attempt {
+                id: &attempt_id,
+                client_id: client_id.as_deref(),
+            };
+            trace_failure(&state, &attempt, &f);
+            return failure_response_in(&state, f, Some(&attempt));
+        }
+    };
+    let attempt = Attempt {
+        id: &attempt_id,
+        client_id: Some(&req.client.client_id),
+    };
+    let passed = |step: &'static str| {
+        state.doctor.record(Step {
+            client_id: &req.client.client_id,
+            attempt: Some(&attempt_id),
+            step,
+            refused: None,
+            fix: None,
+        })
     };
     let session = pages::session(&state, &headers).await?;
     // After prompt=login the login page returns here with `login_after`:
@@ -362,26 +494,48 @@ pub async fn get(
         }
         (Some(s), _) => s,
         (None, Some(Prompt::None)) => {
-            return failure_response(
-                &state,
-                back_to(&req, "login_required", "the user is not signed in"),
-            );
+            let f = back_to(&req, "login_required", "the user is not signed in")
+                .fix("prompt=none needs a signed-in user; the client should retry without it");
+            trace_failure(&state, &attempt, &f);
+            return failure_response(&state, f);
         }
-        (None, _) => return Ok(pages::see_other(&login_url(&strip_prompt_login(&query)))),
+        (None, _) => {
+            passed(step::SIGN_IN);
+            return Ok(pages::see_other(&login_url(&strip_prompt_login(&query))));
+        }
     };
+    passed(step::AUTHORIZE);
     let earlier =
         store::grants::consent(&state.db, &session.user_id, &req.client.client_id).await?;
     let consented = earlier.as_ref().is_some_and(|c| covers(c, &req));
     if consented && req.prompt != Some(Prompt::Consent) {
+        passed(step::CONSENT);
         return issue_code(&state, &req, &session).await;
     }
     if req.prompt == Some(Prompt::None) {
-        return failure_response(
-            &state,
-            back_to(&req, "consent_required", "the user has not consented"),
-        );
+        let f = back_to(&req, "consent_required", "the user has not consented")
+            .fix("prompt=none needs an earlier consent; the client should retry without it");
+        trace_failure(&state, &attempt, &f);
+        return failure_response(&state, f);
     }
-    consent_page(&state, &headers, &req, &session, earlier.as_ref()).await
+    consent_page(
+        &state,
+        &headers,
+        &req,
+        &session,
+        earlier.as_ref(),
+        &attempt_id,
+    )
+    .await
+}
+
+/// The `client_id` of a refused request, when it names one of our
+/// clients (registered, or a metadata document), for its trace.
+async fn named_client(state: &AppStateInner, query: &str) -> Option<String> {
+    let id = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned())?;
+    state.clients.known(&id).await.then_some(id)
 }
 
 fn back_to(req: &AuthorizationRequest, error: &'static str, description: &str) -> Failure {
@@ -390,6 +544,7 @@ fn back_to(req: &AuthorizationRequest, error: &'static str, description: &str) -
         state: req.state.clone(),
         error,
         description: description.into(),
+        fix: None,
     }
 }
 
@@ -465,6 +620,7 @@ async fn consent_page(
     req: &AuthorizationRequest,
     session: &Session,
     earlier: Option<&store::grants::ConsentRow>,
+    attempt: &str,
 ) -> Result<Response> {
     let csrf = pages::csrf(state, headers)?;
     let host = Url::parse(&req.redirect_uri)
@@ -550,6 +706,7 @@ async fn consent_page(
             "scopes": scopes,
             "kept_scopes": kept,
             "request": req.raw_query,
+            "attempt": attempt,
             "csrf_token": csrf.token,
         }),
     )?;
@@ -623,8 +780,23 @@ pub async fn decision(
         Ok(r) => r,
         Err(f) => return failure_response(&state, f),
     };
+    // The attempt the consent page was shown for (or a new one).
+    let attempt_id = form
+        .get("attempt")
+        .filter(|a| a.len() <= 16 && a.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map_or_else(crate::doctor::attempt_id, str::to_string);
+    let decided = |refused: Option<&str>| {
+        state.doctor.record(Step {
+            client_id: &req.client.client_id,
+            attempt: Some(&attempt_id),
+            step: step::CONSENT,
+            refused,
+            fix: None,
+        })
+    };
     match form.get("decision") {
         Some("approve") => {
+            decided(None);
             let now = state.now();
             let resources: Vec<&str> = req.resources.iter().map(ResourceUri::as_str).collect();
             store::grants::add_consent(
@@ -648,10 +820,13 @@ pub async fn decision(
             });
             issue_code(&state, &req, &session).await
         }
-        Some("deny") => failure_response(
-            &state,
-            back_to(&req, "access_denied", "the user denied the request"),
-        ),
+        Some("deny") => {
+            decided(Some("the user denied the request"));
+            failure_response(
+                &state,
+                back_to(&req, "access_denied", "the user denied the request"),
+            )
+        }
         _ => failure_response(&state, back_to(&req, "invalid_request", "no decision")),
     }
 }

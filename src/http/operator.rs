@@ -150,3 +150,41 @@ pub async fn audit(
         }),
     )
 }
+
+/// `GET /admin/clients/{id}`: the connection doctor's page of one client:
+/// its registration and its recent authorization steps, newest first,
+/// each refusal with its reason and what would fix it.
+pub async fn client(
+    State(state): State<AppState>,
+    _: Operator,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response> {
+    let Some(record) = state.clients.get(&id).await? else {
+        return Err(OAuthError::new(404, "not_found", "no such client").into());
+    };
+    let steps: Vec<_> = store::traces::recent(&state.db, &id, crate::doctor::KEEP_PER_CLIENT)
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "at": t.at, "attempt": t.attempt, "step": t.step,
+                "refused": t.outcome == "refused", "reason": t.reason, "fix": t.fix,
+            })
+        })
+        .collect();
+    let m = &record.metadata;
+    pages::render(
+        &state,
+        StatusCode::OK,
+        "admin.html",
+        json!({
+            "section": "client",
+            "client": {
+                "client_id": record.client_id, "name": m.client_name, "kind": record.kind.as_str(),
+                "grant_types": m.grant_types, "auth": m.token_endpoint_auth_method.as_str(),
+                "redirect_uris": m.redirect_uris, "scope": m.scope().to_string(),
+            },
+            "steps": steps,
+        }),
+    )
+}

@@ -9,8 +9,10 @@ use axum::response::Response;
 use super::dpop::{self, DpopHeader};
 use super::{ClientIp, OAuthForm, json_no_store};
 use crate::clients::Public;
+use crate::doctor::{Step, step};
 use crate::error::{OAuthError, Result};
 use crate::grants;
+use crate::oauth::grant_type::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 use crate::state::AppState;
 
 /// Whether the request carries client credentials (a bare `client_id`
@@ -30,8 +32,69 @@ pub async fn post(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let DpopHeader(dpop_header) = dpop_header?;
     let grant = state.grants.lookup(form.require("grant_type")?)?;
+    // The connection doctor follows the steps of a user's authorization.
+    let step = match grant.grant_type() {
+        AUTHORIZATION_CODE => Some(step::CODE_EXCHANGE),
+        REFRESH_TOKEN => Some(step::REFRESH),
+        _ => None,
+    };
+    let Some(step) = step else {
+        return run(&state, ip, &headers, dpop_header, &form, grant, &mut None).await;
+    };
+    let mut authenticated = None;
+    let answer = run(
+        &state,
+        ip,
+        &headers,
+        dpop_header,
+        &form,
+        grant,
+        &mut authenticated,
+    )
+    .await;
+    let refused = match &answer {
+        Ok(_) => None,
+        Err(crate::error::Error::OAuth(e)) => Some(match &e.description {
+            Some(d) => format!("{}: {d}", e.error),
+            None => e.error.to_string(),
+        }),
+        Err(_) => return answer,
+    };
+    let client_id = match authenticated {
+        Some(id) => Some(id),
+        // Refused before it authenticated: one of ours by name only.
+        None => match form.get("client_id") {
+            Some(id) if state.clients.known(id).await => Some(id.to_string()),
+            _ => None,
+        },
+    };
+    if let Some(client_id) = client_id {
+        state.doctor.record(Step {
+            client_id: &client_id,
+            attempt: None,
+            step,
+            refused: refused.as_deref(),
+            fix: None,
+        });
+    }
+    answer
+}
+
+fn step_traced(grant: &dyn grants::Grant) -> bool {
+    matches!(grant.grant_type(), AUTHORIZATION_CODE | REFRESH_TOKEN)
+}
+
+async fn run(
+    state: &AppState,
+    ip: ClientIp,
+    headers: &HeaderMap,
+    dpop_header: std::result::Result<DpopHeader, OAuthError>,
+    form: &OAuthForm,
+    grant: &dyn grants::Grant,
+    authenticated: &mut Option<String>,
+) -> Result<Response> {
+    let DpopHeader(dpop_header) = dpop_header?;
     let endpoint = state.config.endpoint("/token");
     let env = state.grant_env();
     // RFC 7523 §2.1 federation: a workload's assertion is its credential.
@@ -50,6 +113,9 @@ pub async fn post(
             (client, None)
         }
     };
+    if step_traced(grant) {
+        *authenticated = Some(client.client.client_id.clone());
+    }
     // RFC 9449 §5: a valid proof binds the token, whatever the grant.
     let proof = match dpop_header {
         Some(proof) => {

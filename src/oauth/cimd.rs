@@ -54,8 +54,17 @@ pub fn parse_document(
         serde_json::from_value(value).map_err(|e| format!("invalid metadata: {e}"))?;
     let others = request.token_endpoint_auth_methods_supported.take();
     if request.token_endpoint_auth_method.is_none() {
-        // The RFC 7591 default (client_secret_basic) cannot apply here.
-        request.token_endpoint_auth_method = Some("none".into());
+        // The RFC 7591 default (client_secret_basic) cannot apply here: a
+        // document that names keys authenticates with them (ChatGPT's
+        // omit the method), one without keys is a public client.
+        let has_keys = request.jwks_uri.is_some() || request.jwks.is_some();
+        request.token_endpoint_auth_method = Some(
+            match has_keys {
+                true => "private_key_jwt",
+                false => "none",
+            }
+            .into(),
+        );
     }
     let mut metadata = finish(request, policy)?;
     // Other declared methods: accepted as long as they need no shared
@@ -66,8 +75,8 @@ pub fn parse_document(
         if method.uses_secret() {
             continue;
         }
-        if method == AuthMethod::PrivateKeyJwt && metadata.jwks_uri.is_none() {
-            return Err("private_key_jwt needs a jwks_uri in the document".into());
+        if method == AuthMethod::PrivateKeyJwt && !names_keys(&metadata) {
+            return Err("private_key_jwt needs jwks_uri or jwks in the document".into());
         }
         if !metadata.accepts_auth_method(method) {
             metadata.other_auth_methods.push(method);
@@ -85,12 +94,19 @@ fn finish(
     if metadata.token_endpoint_auth_method.uses_secret() {
         return Err("a metadata-document client cannot use a client secret".into());
     }
-    if metadata.token_endpoint_auth_method == AuthMethod::PrivateKeyJwt
-        && metadata.jwks_uri.is_none()
-    {
-        return Err("a metadata-document client using private_key_jwt must name a jwks_uri".into());
+    if metadata.token_endpoint_auth_method == AuthMethod::PrivateKeyJwt && !names_keys(&metadata) {
+        return Err(
+            "a metadata-document client using private_key_jwt must name its keys (jwks_uri or jwks)"
+                .into(),
+        );
     }
     Ok(metadata)
+}
+
+/// Keys published in the document itself are as authentic as the
+/// document (fetched over https from the client's own URL).
+fn names_keys(metadata: &ClientMetadata) -> bool {
+    metadata.jwks_uri.is_some() || metadata.jwks.is_some()
 }
 
 #[cfg(test)]

@@ -15,9 +15,20 @@ const AUTHENTICATED_METHODS: [&str; 3] = [
     "private_key_jwt",
 ];
 
+/// The ID-JAG profile of the JWT bearer grant (MCP enterprise-managed
+/// authorization; draft-ietf-oauth-identity-assertion-authz-grant).
+pub const ID_JAG_PROFILE: &str = "urn:ietf:params:oauth:grant-profile:id-jag";
+
 /// The metadata document of `issuer`; `grant_types` comes from the grant
-/// registry, `scopes_supported` from the resource registry.
-pub fn document(issuer: &str, scopes_supported: Option<&Scope>, grant_types: &[&str]) -> Value {
+/// registry, `scopes_supported` from the resource registry,
+/// `grant_profiles` (`authorization_grant_profiles_supported`, left out
+/// when empty) from the federation file.
+pub fn document(
+    issuer: &str,
+    scopes_supported: Option<&Scope>,
+    grant_types: &[&str],
+    grant_profiles: &[&str],
+) -> Value {
     let endpoint = |path: &str| format!("{issuer}{path}");
     let mut doc = json!({
         "issuer": issuer,
@@ -50,6 +61,12 @@ pub fn document(issuer: &str, scopes_supported: Option<&Scope>, grant_types: &[&
         obj.insert(
             "scopes_supported".into(),
             json!(scopes.iter().collect::<Vec<_>>()),
+        );
+    }
+    if let (false, Some(obj)) = (grant_profiles.is_empty(), doc.as_object_mut()) {
+        obj.insert(
+            "authorization_grant_profiles_supported".into(),
+            json!(grant_profiles),
         );
     }
     doc

@@ -14,6 +14,7 @@ pub mod login_requests;
 pub mod passkeys;
 pub mod replay;
 pub mod revocations;
+pub mod traces;
 pub mod users;
 
 use std::time::Duration;

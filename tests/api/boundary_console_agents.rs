@@ -605,7 +605,8 @@ async fn existing_console_agents_become_owner_agents(app: TestApp) {
         ))
         .await
         .unwrap();
-    migration::Migrator::down(&app.state.db, Some(1))
+    // Back to before m0013 (and the migrations after it), then up again.
+    migration::Migrator::down(&app.state.db, Some(2))
         .await
         .unwrap();
     migration::Migrator::up(&app.state.db, None).await.unwrap();

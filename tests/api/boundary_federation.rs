@@ -402,7 +402,7 @@ fn config_with(federation: &str, insecure_fetch: bool) -> Result<Setup, String> 
 /// A `jwks_uri` the fetcher would never fetch (plain http, a private IP
 /// literal, userinfo) is refused at start, naming the issuer and the rule
 /// (the server started before, and every assertion then failed). Under
-/// the tests-only `--insecure-fetch` http is fetched, so it is accepted;
+/// the tests-only `--insecure-fetch-for-tests-only` http is fetched, so it is accepted;
 /// keys in a `jwks_file` need no fetching. The issuer itself may be http:
 /// it is only compared with `iss`.
 #[test]

@@ -527,7 +527,7 @@ async fn authorize_errors_never_redirect_to_unverified_uris(app: TestApp) {
         "http://127.0.0.1/CB",
         "http://127.0.0.1/cb?x=1",
         "http://127.0.0.1/cb#f",
-        "http://localhost/cb",
+        "https://localhost/cb",
         "http://127.0.0.1:8080/cb?x=1",
         "https://app.example.com/cb/..;/evil",
         "https://app.example.com/%2e%2e/cb",

@@ -23,7 +23,7 @@ pub(crate) struct Federated {
 }
 
 /// A node trusting a CI issuer (one rule, mapping to an agent) and an IdP,
-/// both serving their keys at a local document server (`--insecure-fetch`
+/// both serving their keys at a local document server (`--insecure-fetch-for-tests-only`
 /// lets `jwks_uri` be plain http, for tests only).
 pub(crate) async fn federated(backend: Backend) -> Federated {
     let ci = client_key("ci-key");
@@ -367,3 +367,48 @@ async fn workloads_get_bridge_certificates(f: Federated) {
     );
 }
 federated!(workloads_get_bridge_certificates);
+
+/// Issue 30 item 6 (MCP workload federation, SEP-1933): an assertion
+/// whose `aud` is our token endpoint, sent with `resource` and neither
+/// `client_id` nor client authentication, gets a token for the resource.
+/// An `aud` naming anything else is `invalid_grant`.
+async fn workload_assertions_may_name_the_token_endpoint(f: Federated) {
+    let app = &f.app;
+    let assertion =
+        f.ci.assertion(ci_claims(app, json!({ "aud": format!("{ISSUER}/token") })));
+    let r = bearer(app, &assertion, &[("resource", MCP)]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (_, claims) = jwt_parts(r.json()["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], MCP);
+    assert_eq!(claims["sub"], f.agent_id);
+
+    let elsewhere = f.ci.assertion(ci_claims(
+        app,
+        json!({ "aud": format!("{ISSUER}/introspect") }),
+    ));
+    bearer(app, &elsewhere, &[("resource", MCP)])
+        .await
+        .assert_error(400, "invalid_grant");
+}
+federated!(workload_assertions_may_name_the_token_endpoint);
+
+/// Issue 30 item 5: with an IdP in the federation file, metadata
+/// advertises the ID-JAG grant profile; without one it does not.
+async fn metadata_advertises_the_id_jag_profile(f: Federated) {
+    let meta = f
+        .app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
+    assert_eq!(
+        meta["authorization_grant_profiles_supported"],
+        json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+    );
+    let plain = crate::helpers::spawn_app(f.app.backend).await;
+    let meta = plain
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
+    assert!(meta.get("authorization_grant_profiles_supported").is_none());
+}
+federated!(metadata_advertises_the_id_jag_profile);

@@ -186,9 +186,12 @@ async fn localhost_redirects_may_change_port(app: TestApp) {
     let r = app.get(&url("http://localhost:53111/callback")).await;
     assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.header("location").unwrap().starts_with("/login"));
+    // Issue 30 item 2: the loopback hosts stand for one another (Codex).
+    let r = app.get(&url("http://127.0.0.1:53111/callback")).await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
     for bad in [
         "http://localhost.evil.example:53111/callback",
-        "http://127.0.0.1:53111/callback",
+        "https://localhost:53111/callback",
         "http://localhost:53111/callback/x",
     ] {
         let r = app.get(&url(bad)).await;

@@ -753,3 +753,63 @@ async fn introspection_mode_makes_the_kill_switch_bite() {
         }
     }
 }
+
+/// Issue 30 item 10: the example reads `--sessions`. Without it (the
+/// `mcp` server of the stack) every POST stands alone and is answered
+/// with JSON, no session; with it (`mcp_live`) `initialize` opens a
+/// session and answers by server-sent events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_keeps_sessions_only_when_asked() {
+    let stack = Stack::start(Backend::Sqlite).await;
+    let a = agent(&stack.app, "alice", "mcp", &[]).await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "agentauth-test", "version": "1"}}});
+    for (url, sessions) in [(&stack.mcp, false), (&stack.mcp_live, true)] {
+        let t = stack
+            .agent_token(
+                &a,
+                None,
+                &[("grant_type", "client_credentials"), ("resource", url)],
+            )
+            .await;
+        let token = t["access_token"].as_str().unwrap();
+        let r = post_rpc(
+            &stack.http,
+            url,
+            Auth::Bearer(token),
+            None,
+            initialize.clone(),
+        )
+        .await
+        .unwrap();
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(
+            r.headers().contains_key("mcp-session-id"),
+            sessions,
+            "{url}"
+        );
+        if sessions {
+            assert!(
+                content_type.starts_with("text/event-stream"),
+                "{content_type}"
+            );
+        } else {
+            assert!(
+                content_type.starts_with("application/json"),
+                "{content_type}"
+            );
+        }
+        assert_eq!(
+            rpc_result(r, 1).await["result"]["serverInfo"].is_object(),
+            true
+        );
+        // Stateless: a tool call needs no session.
+        if !sessions {
+            let text = call_tool(&stack.http, url, Auth::Bearer(token), "whoami", json!({}))
+                .await
+                .unwrap();
+            assert!(text.contains(&a.id), "{text}");
+        }
+    }
+}

@@ -458,3 +458,303 @@ async fn a_forgotten_proof_costs_nothing(app: TestApp) {
     assert_eq!(r.json()["token_type"], "DPoP");
 }
 crate::both_with!(dpop_policies_app, a_forgotten_proof_costs_nothing);
+
+/// The first configuration, with client metadata documents served from a
+/// local server (the tests-only `--insecure-fetch-for-tests-only`).
+async fn documents_app(backend: Backend) -> TestApp {
+    let mut args = serve_args();
+    args.resources = vec![MCP.into()];
+    args.scopes = "mcp:tools".into();
+    args.insecure_fetch = true;
+    spawn_app_with(backend, args).await
+}
+
+/// Item 4: client metadata documents as ChatGPT and Claude publish them.
+/// ChatGPT's omits `token_endpoint_auth_method`, names its keys inline,
+/// carries fields nobody registered, lives at a per-connector URL and
+/// redirects to `https://chatgpt.com/connector/oauth/<id>`; Claude's says
+/// `none` beside the JWT bearer grant and lists portless loopback
+/// redirects. A document whose `client_id` is not its URL is refused.
+async fn client_documents_as_real_clients_publish_them(app: TestApp) {
+    user(&app, "alice").await;
+    let key = crate::private_key_jwt::client_key("chatgpt-1");
+    let chatgpt_redirect = "https://chatgpt.com/connector/oauth/c_6a1f09";
+    let base = crate::code_flow::document_server(vec![
+        (
+            "/oauth/connector_6a1f09/client.json",
+            json!({
+                "client_id": "{base}/oauth/connector_6a1f09/client.json",
+                "client_name": "ChatGPT",
+                "client_uri": "https://chatgpt.com",
+                "redirect_uris": [chatgpt_redirect],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "application_type": "web",
+                "jwks": {"keys": [key.jwk.clone()]},
+                "contacts": [],
+                "openai_connector": {"id": "c_6a1f09", "workspace": "w_1"}
+            }),
+            "max-age=600",
+        ),
+        (
+            "/claude/client.json",
+            json!({
+                "client_id": "{base}/claude/client.json",
+                "client_name": "Claude Code",
+                "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],
+                "grant_types": [
+                    "authorization_code",
+                    "refresh_token",
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer"
+                ],
+                "token_endpoint_auth_method": "none"
+            }),
+            "max-age=600",
+        ),
+        (
+            "/mismatch.json",
+            json!({
+                "client_id": "{base}/client.json",
+                "redirect_uris": ["http://localhost/callback"],
+                "token_endpoint_auth_method": "none"
+            }),
+            "max-age=600",
+        ),
+    ])
+    .await;
+    let browser = Browser::new(&app);
+
+    // ChatGPT: private_key_jwt with the document's own keys.
+    let chatgpt = format!("{base}/oauth/connector_6a1f09/client.json");
+    let (verifier, challenge) = pkce();
+    let (_, to) = authorize(
+        &browser,
+        &authorize_url(
+            &chatgpt,
+            chatgpt_redirect,
+            &challenge,
+            &[("scope", "mcp:tools offline_access"), ("resource", MCP)],
+        ),
+    )
+    .await;
+    assert!(to.starts_with(&format!("{chatgpt_redirect}?")), "{to}");
+    let code = query_of(&to)["code"].clone();
+    let exchange_pairs = |assertion: Option<&str>| {
+        let mut pairs = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("client_id", chatgpt.clone()),
+            ("code", code.clone()),
+            ("code_verifier", verifier.clone()),
+            ("redirect_uri", chatgpt_redirect.to_string()),
+        ];
+        if let Some(a) = assertion {
+            pairs.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ));
+            pairs.push(("client_assertion", a.to_string()));
+        }
+        pairs
+    };
+    let no_key = exchange_pairs(None);
+    let no_key: Vec<(&str, &str)> = no_key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    app.post_form("/token", &no_key, None)
+        .await
+        .assert_error(401, "invalid_client");
+    let assertion = key.assertion(json!({
+        "iss": chatgpt, "sub": chatgpt, "aud": ISSUER,
+        "jti": agentauth::crypto::random_id().unwrap(), "iat": app.now(), "exp": app.now() + 60,
+    }));
+    let signed = exchange_pairs(Some(&assertion));
+    let signed: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = app.post_form("/token", &signed, None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        jwt_parts(r.json()["access_token"].as_str().unwrap()).1["client_id"],
+        chatgpt
+    );
+
+    // Claude Code: a public client on an ephemeral loopback port.
+    let claude = format!("{base}/claude/client.json");
+    let redirect = "http://localhost:53122/callback";
+    let (verifier, challenge) = pkce();
+    let (_, to) = authorize(
+        &browser,
+        &authorize_url(&claude, redirect, &challenge, &[("resource", MCP)]),
+    )
+    .await;
+    let code = query_of(&to)["code"].clone();
+    let tokens = exchange(&app, &claude, redirect, &code, &verifier).await;
+    assert!(tokens["refresh_token"].is_string());
+
+    // A document whose client_id is not its URL: refused, no redirect.
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&authorize_url(
+            &format!("{base}/mismatch.json"),
+            "http://localhost:53122/callback",
+            &challenge,
+            &[("resource", MCP)],
+        ))
+        .await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("location").is_none());
+}
+crate::both_with!(documents_app, client_documents_as_real_clients_publish_them);
+
+/// The steps reach the table through a batching writer: waits until the
+/// client's page shows `count` of `needle`.
+async fn doctor_page(
+    app: &TestApp,
+    operator: &Browser<'_>,
+    client_id: &str,
+    needle: &str,
+) -> String {
+    let path = format!(
+        "/admin/clients/{}",
+        form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>()
+    );
+    for _ in 0..50 {
+        let page = operator.get(&path).await;
+        assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+        let html = String::from_utf8_lossy(&page.body).to_string();
+        if html.contains(needle) {
+            return html;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = app;
+    panic!("{needle:?} never appeared on {path}");
+}
+
+/// Item 12: a deliberately broken client (wrong redirect, unregistered
+/// resource, unknown scope) shows the reason of each refusal and what
+/// would fix it on its operator page and in `client trace`; the person's
+/// error page names only the client and the attempt; no code or token
+/// ever appears in a trace.
+async fn the_doctor_says_why_each_step_failed(app: TestApp) {
+    use agentauth::store;
+    user(&app, "alice").await;
+    user(&app, "root").await;
+    let root = store::users::by_username(&app.state.db, "root")
+        .await
+        .unwrap()
+        .unwrap();
+    store::users::set_admin(&app.state.db, &root.id, true)
+        .await
+        .unwrap();
+    let redirect = "http://127.0.0.1:1455/callback";
+    let reg = app
+        .register_open(json!({
+            "client_name": "Broken Client",
+            "redirect_uris": [redirect],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .await;
+    let client_id = reg["client_id"].as_str().unwrap().to_string();
+    let browser = Browser::new(&app);
+    browser.login("alice", PASSWORD).await;
+
+    // A redirect URI nobody registered: a page, never a redirect.
+    let (_, challenge) = pkce();
+    let wrong = "https://attacker.example/cb";
+    let r = browser
+        .get(&authorize_url(
+            &client_id,
+            wrong,
+            &challenge,
+            &[("resource", MCP)],
+        ))
+        .await;
+    assert_eq!(r.status, 400);
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert!(html.contains(&client_id), "{html}");
+    let attempt = html
+        .split("attempt <code>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the page names the attempt")
+        .to_string();
+    assert!(
+        !html.contains(redirect),
+        "the person's page lists no registered URI: {html}"
+    );
+
+    // An unregistered resource and a scope nobody offers: back to the client.
+    for extra in [
+        [
+            ("resource", "https://unknown.example/mcp"),
+            ("scope", "mcp:tools"),
+        ],
+        [("resource", MCP), ("scope", "mcp:admin")],
+    ] {
+        let (_, challenge) = pkce();
+        let r = browser
+            .get(&authorize_url(&client_id, redirect, &challenge, &extra))
+            .await;
+        assert!(location(&r).starts_with(redirect));
+    }
+    // A good attempt, then a code exchange with the wrong verifier.
+    let (_, challenge) = pkce();
+    let (_, to) = authorize(
+        &browser,
+        &authorize_url(
+            &client_id,
+            redirect,
+            &challenge,
+            &[("resource", MCP), ("scope", "mcp:tools")],
+        ),
+    )
+    .await;
+    let code = query_of(&to)["code"].clone();
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            (
+                "code_verifier",
+                "a-verifier-that-does-not-match-the-challenge-at-all",
+            ),
+            ("redirect_uri", redirect),
+        ],
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_grant");
+
+    let operator = Browser::new(&app);
+    operator.login("root", PASSWORD).await;
+    let page = doctor_page(&app, &operator, &client_id, "code_exchange").await;
+    for expected in [
+        // The wrong redirect, with the registered ones and the attempt id.
+        "redirect_uri &quot;https:&#x2f;&#x2f;attacker.example&#x2f;cb&quot; is not registered for this client; registered: http:&#x2f;&#x2f;127.0.0.1:1455&#x2f;callback",
+        attempt.as_str(),
+        // The resource, with the registered ones.
+        "is not registered at this server",
+        "registered resources: https:&#x2f;&#x2f;mcp.example.com&#x2f;mcp",
+        // The scope, with what is offered.
+        "does not offer scope &quot;mcp:admin&quot;",
+        "scopes offered here: mcp:tools offline_access",
+        // The exchange.
+        "code_verifier does not match the code_challenge",
+    ] {
+        assert!(page.contains(expected), "{expected:?} not in {page}");
+    }
+    assert!(!page.contains(&code), "a code in the trace");
+
+    // The same from the database, as `agentauth client trace` reads it.
+    let steps = store::traces::attempt(&app.state.db, &attempt)
+        .await
+        .unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].outcome, "refused");
+    assert_eq!(steps[0].client_id, client_id);
+
+    // Someone else's page: operators only.
+    let r = browser.get(&format!("/admin/clients/{client_id}")).await;
+    assert_eq!(r.status, 403);
+}
+crate::both_with!(first_configuration, the_doctor_says_why_each_step_failed);

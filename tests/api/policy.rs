@@ -288,7 +288,11 @@ async fn scope_less_registration_through_refresh(app: TestApp) {
             "token_endpoint_auth_method": "none",
         }))
         .await;
-    assert_eq!(reg["scope"], "tools:read tools:call files:read vault:read");
+    // What the resources offer, and the server's own offline_access.
+    assert_eq!(
+        reg["scope"],
+        "tools:read tools:call files:read vault:read offline_access"
+    );
     assert_eq!(
         reg["grant_types"],
         json!(["authorization_code", "refresh_token"])
