@@ -98,9 +98,9 @@ async fn run(
     let endpoint = state.config.endpoint("/token");
     let env = state.grant_env();
     // RFC 7523 §2.1 federation: a workload's assertion is its credential.
-    let by_assertion = match presents_client(&headers, &form) {
+    let by_assertion = match presents_client(headers, form) {
         true => None,
-        false => grant.authenticate_itself(&env, &form),
+        false => grant.authenticate_itself(&env, form),
     };
     let (client, assertion) = match by_assertion {
         Some(authenticated) => {
@@ -109,7 +109,7 @@ async fn run(
         }
         None => {
             let client =
-                super::authenticate_client(&state, &headers, &form, Public::Allowed, &ip).await?;
+                super::authenticate_client(state, headers, form, Public::Allowed, &ip).await?;
             (client, None)
         }
     };
@@ -120,7 +120,7 @@ async fn run(
     let proof = match dpop_header {
         Some(proof) => {
             let server_nonce = state.config.dpop_nonce && !grant.checks_dpop_nonce();
-            Some(dpop::check_nonce_by(&state, &proof, "POST", &endpoint, None, server_nonce).await?)
+            Some(dpop::check_nonce_by(state, &proof, "POST", &endpoint, None, server_nonce).await?)
         }
         None if client.client.metadata.dpop_bound_access_tokens => {
             return Err(OAuthError::invalid_dpop_proof(
@@ -131,7 +131,7 @@ async fn run(
         None => None,
     };
     let request = grants::TokenRequest {
-        params: &form,
+        params: form,
         client: &client,
         proof: proof.as_ref(),
         assertion: assertion.as_ref(),
@@ -150,7 +150,7 @@ async fn run(
         }
     }
     let mut response = json_no_store(StatusCode::OK, &response);
-    if let Some(nonce) = dpop::fresh_nonce(&state).and_then(|n| HeaderValue::from_str(&n).ok()) {
+    if let Some(nonce) = dpop::fresh_nonce(state).and_then(|n| HeaderValue::from_str(&n).ok()) {
         response.headers_mut().insert("dpop-nonce", nonce);
     }
     Ok(response)
