@@ -90,7 +90,9 @@ async function signInAndDecide(url, clientName, decision, shots) {
   assert.ok(text.includes(clientName), 'consent names the client')
   assert.ok(text.includes('127.0.0.1'), 'consent names the redirect host')
   assert.ok(text.includes('https://mcp.example.com/mcp'), 'consent names the resource')
-  assert.ok(text.includes('Keep access while you are away'), 'consent describes offline_access')
+  // Every client here may refresh, offline_access asked or not: the page
+  // says that access outlives the session, and for how long.
+  assert.ok(text.includes('This access outlives your session'), 'consent says access outlives the session')
   if (shots) await page.screenshot({ path: `${out}/consent.png`, fullPage: true })
 
   await Promise.all([

@@ -7,11 +7,14 @@ import * as jose from 'jose'
 import { startServer } from '../lib/server.mjs'
 
 const insecure = { [oauth.allowInsecureRequests]: true }
+// The one resource the server is started with. With exactly one resource
+// and no --default-audience, a request that names none is for it.
+const MCP = 'https://mcp.example.com/mcp'
 let server
 let as
 
 before(async () => {
-  server = await startServer({ args: ['--resource', 'https://mcp.example.com/mcp'] })
+  server = await startServer({ args: ['--resource', MCP] })
   const issuer = new URL(server.issuer)
   as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
 })
@@ -74,7 +77,7 @@ describe('client_credentials (RFC 6749 §4.4, RFC 9068)', () => {
     const tokens = await clientCredentials(client, oauth.ClientSecretBasic(client.client_secret), { scope: 'read' })
     assert.equal(tokens.token_type, 'bearer')
     assert.equal(tokens.scope, 'read')
-    const { payload, protectedHeader } = await verifyAccessToken(tokens.access_token, as.issuer)
+    const { payload, protectedHeader } = await verifyAccessToken(tokens.access_token, MCP)
     assert.equal(protectedHeader.typ, 'at+jwt')
     assert.equal(payload.sub, client.client_id)
     assert.equal(payload.client_id, client.client_id)
@@ -86,7 +89,7 @@ describe('client_credentials (RFC 6749 §4.4, RFC 9068)', () => {
   it('client_secret_post', async () => {
     const client = await register({ grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: 'read' })
     const tokens = await clientCredentials(client, oauth.ClientSecretPost(client.client_secret))
-    await verifyAccessToken(tokens.access_token, as.issuer)
+    await verifyAccessToken(tokens.access_token, MCP)
   })
 
   it('private_key_jwt (ES256 and RS256), and a replayed assertion is refused', async () => {
@@ -96,7 +99,7 @@ describe('client_credentials (RFC 6749 §4.4, RFC 9068)', () => {
       const client = await register({ grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [jwk] }, scope: 'read' })
       assert.equal(client.client_secret, undefined)
       const tokens = await clientCredentials(client, oauth.PrivateKeyJwt({ key: privateKey, kid: jwk.kid }))
-      await verifyAccessToken(tokens.access_token, as.issuer)
+      await verifyAccessToken(tokens.access_token, MCP)
 
       const now = Math.floor(Date.now() / 1000)
       const assertion = await new jose.SignJWT({})

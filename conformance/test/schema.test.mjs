@@ -72,7 +72,11 @@ test('schemathesis: every check, zero 5xx, zero schema violations', { timeout: 9
     let text = ''
     child.stdout.on('data', (d) => { text += d })
     child.stderr.on('data', (d) => { text += d })
-    const code = await new Promise((r) => child.on('exit', r))
+    // A missing binary emits 'error' and never 'exit': fail, do not hang.
+    const code = await new Promise((resolve, reject) => {
+      child.on('error', (e) => reject(new Error(`cannot run ${SCHEMATHESIS} (scripts/test installs it): ${e.message}`)))
+      child.on('exit', resolve)
+    })
     writeFileSync(join(out, 'schemathesis.txt'), text)
     const summary = text.slice(text.lastIndexOf('SUMMARY'))
     assert.equal(code, 0, `schemathesis failed (test-output/schemathesis.txt):\n${summary}`)
