@@ -21,6 +21,7 @@ use std::time::Duration;
 use agentauth_resource::guard::{Caller, Guard, protect};
 use agentauth_resource::introspection::Introspector;
 use agentauth_resource::remote::RemoteKeys;
+use agentauth_resource::report::Reporter;
 use agentauth_resource::{ProtectedResourceMetadata, TokenKind};
 use clap::Parser;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -58,6 +59,13 @@ pub struct Options {
     pub introspection_client: Option<String>,
     #[arg(long, env = "MCP_INTROSPECTION_SECRET", hide_env_values = true)]
     pub introspection_secret: Option<String>,
+    /// Report refused tokens to agentauth (`POST /doctor/refusals`), as
+    /// this client (one that may introspect this resource), so that the
+    /// operator sees in the client's trace why its calls fail here.
+    #[arg(long, requires = "report_secret")]
+    pub report_client: Option<String>,
+    #[arg(long, env = "MCP_REPORT_SECRET", hide_env_values = true)]
+    pub report_secret: Option<String>,
     /// Serve the tools with no protection at all (benchmarks measure the
     /// cost of protection against this).
     #[arg(long)]
@@ -224,6 +232,9 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
             .await?
             .cache_for(Duration::from_secs(1));
         guard = guard.with_introspection(introspector);
+    }
+    if let (Some(id), Some(secret)) = (&options.report_client, &options.report_secret) {
+        guard = guard.report_refusals(Reporter::for_issuer(&options.issuer, id, secret)?);
     }
     let guard = Arc::new(guard);
     Ok(router

@@ -51,6 +51,9 @@ pub mod step {
     pub const CONSENT: &str = "consent";
     pub const CODE_EXCHANGE: &str = "code_exchange";
     pub const REFRESH: &str = "refresh";
+    /// A resource refused the client's token and reported it (the kit's
+    /// `Reporter`, `POST /doctor/refusals`).
+    pub const RESOURCE: &str = "resource";
 }
 
 pub struct Doctor {
@@ -68,6 +71,9 @@ pub struct Step<'a> {
     pub refused: Option<&'a str>,
     /// What would fix it, for the operator.
     pub fix: Option<&'a str>,
+    /// For a step that went through: what it established (the methods
+    /// and redirect URIs a registration or document declared).
+    pub detail: Option<&'a str>,
 }
 
 fn clip(text: &str) -> String {
@@ -117,7 +123,7 @@ impl Doctor {
             at: self.clock.now(),
             step: step.step,
             refused: step.refused.is_some(),
-            reason: step.refused.map(clip),
+            reason: step.refused.or(step.detail).map(clip),
             fix: step.fix.map(clip),
         };
         if self.tx.try_send(row).is_err() {
@@ -134,6 +140,25 @@ impl Doctor {
     pub fn budgets(&self) -> usize {
         self.per_client.len()
     }
+}
+
+/// What a registration or a metadata document declared, in the words of
+/// a trace: what the operator compares a later refusal against.
+pub fn declared(metadata: &crate::oauth::client_metadata::ClientMetadata) -> String {
+    let or_none = |list: &[String]| match list.is_empty() {
+        true => "none".to_string(),
+        false => list.join(" "),
+    };
+    format!(
+        "authenticates with {}; grants: {}; scope: {}; redirect URIs: {}",
+        metadata.token_endpoint_auth_method.as_str(),
+        or_none(&metadata.grant_types),
+        match metadata.scope.is_empty() {
+            true => "(none)",
+            false => &metadata.scope,
+        },
+        or_none(&metadata.redirect_uris),
+    )
 }
 
 /// A short id for one `/authorize` request: what a person sends their

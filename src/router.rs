@@ -37,6 +37,7 @@ pub fn build(state: AppState) -> Router {
         )
         .route("/token", post(http::token::post))
         .route("/introspect", post(http::introspect::post))
+        .route("/doctor/refusals", post(http::refusals::post))
         .route("/revoke", post(http::revoke::post))
         .route("/login-requests", post(http::login_requests::create))
         .route("/login-requests/{id}", get(http::login_requests::read))

@@ -85,8 +85,6 @@ pub struct State {
     pub login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     /// Dynamic registrations per client IP.
     pub registration_limiter: DefaultKeyedRateLimiter<IpAddr>,
-    /// Each client's recent authorization steps (the connection doctor).
-    pub doctor: crate::doctor::Doctor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,9 +205,6 @@ impl State {
         ));
 
         let (audit, audit_task) = AuditSink::start(db.clone());
-        // Its writer ends with the state (steps are diagnostics: a crash
-        // may lose the last batch, like issuance audit events).
-        let (doctor, _) = crate::doctor::Doctor::start(db.clone(), clock.clone());
         let per_minute =
             NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
         let state = State {
@@ -229,7 +224,6 @@ impl State {
             agents,
             resources,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
-            doctor,
             templates: crate::templates::environment(),
             csrf_key,
             login_failures: Cache::builder()
@@ -336,7 +330,6 @@ pub fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
             }
             reap_idle_clients(&state, now).await;
             state.registration_limiter.retain_recent();
-            state.doctor.retain_recent();
             state.clients.retain_recent();
             state.login_by_ip.retain_recent();
             state.agents.login_limiter.retain_recent();

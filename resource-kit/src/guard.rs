@@ -51,6 +51,8 @@ pub struct Guard {
     remote: Option<Arc<crate::remote::RemoteKeys>>,
     #[cfg(feature = "remote")]
     introspector: Option<crate::introspection::Introspector>,
+    #[cfg(feature = "remote")]
+    reporter: Option<crate::report::Reporter>,
 }
 
 impl Guard {
@@ -75,6 +77,8 @@ impl Guard {
             remote: None,
             #[cfg(feature = "remote")]
             introspector: None,
+            #[cfg(feature = "remote")]
+            reporter: None,
         }
     }
 
@@ -112,6 +116,33 @@ impl Guard {
         self
     }
 
+    /// Tell the authorization server about refused tokens (see
+    /// [`crate::report`]), so that its operator sees in the client's
+    /// trace why its calls fail here.
+    #[cfg(feature = "remote")]
+    pub fn report_refusals(mut self, reporter: crate::report::Reporter) -> Self {
+        self.reporter = Some(reporter);
+        self
+    }
+
+    /// Whether refusals are reported (callers then keep their token).
+    fn reports(&self) -> bool {
+        #[cfg(feature = "remote")]
+        return self.reporter.is_some();
+        #[cfg(not(feature = "remote"))]
+        false
+    }
+
+    /// Reports a refusal of `token`, when [`Self::report_refusals`] is on.
+    fn report(&self, token: Option<&str>, error: &ResourceError) {
+        #[cfg(feature = "remote")]
+        if let (Some(reporter), Some(token)) = (&self.reporter, token) {
+            reporter.report(token, &self.url, error);
+        }
+        #[cfg(not(feature = "remote"))]
+        let _ = (token, error);
+    }
+
     /// A guard whose keys come from the authorization server, refetched
     /// when a token names an unknown `kid`.
     #[cfg(feature = "remote")]
@@ -139,6 +170,15 @@ impl Guard {
 
     /// [`Self::check`] at `now` (Unix seconds) instead of the system clock.
     pub async fn check_at(&self, parts: &Parts, now: i64) -> Result<Verified, ResourceError> {
+        let checked = self.check_unreported(parts, now).await;
+        if let Err(error) = &checked {
+            let token = crate::verifier::bearer_or_dpop(&parts.headers).ok();
+            self.report(token.map(|(t, _)| t), error);
+        }
+        checked
+    }
+
+    async fn check_unreported(&self, parts: &Parts, now: i64) -> Result<Verified, ResourceError> {
         #[cfg(feature = "remote")]
         if let Some(remote) = &self.remote {
             remote.refresh_for_request(&parts.headers).await;
@@ -186,16 +226,35 @@ pub struct Caller {
     pub claims: AccessTokenClaims,
     pub kind: TokenKind,
     guard: Arc<Guard>,
+    /// The token, kept only where refusals are reported.
+    token: Option<Arc<str>>,
 }
 
 impl Caller {
     /// RFC 6750 §3.1: the route needs `scopes`; otherwise a 403
     /// `insufficient_scope` naming what to step up to.
     pub fn require(&self, scopes: &[&str]) -> Result<(), Refusal> {
-        require_scopes(&self.claims, scopes).map_err(|error| Refusal {
-            error,
-            guard: self.guard.clone(),
+        require_scopes(&self.claims, scopes).map_err(|error| {
+            self.guard.report(self.token.as_deref(), &error);
+            Refusal {
+                error,
+                guard: self.guard.clone(),
+            }
         })
+    }
+
+    fn new(verified: Verified, guard: Arc<Guard>, parts: &Parts) -> Self {
+        let token = guard
+            .reports()
+            .then(|| crate::verifier::bearer_or_dpop(&parts.headers).ok())
+            .flatten()
+            .map(|(t, _)| Arc::from(t));
+        Self {
+            claims: verified.claims,
+            kind: verified.kind,
+            guard,
+            token,
+        }
     }
 
     /// The agent acting, if any: the innermost `act`, else `agent_id`.
@@ -222,11 +281,7 @@ where
         }
         let guard = Arc::<Guard>::from_ref(state);
         match guard.check(parts).await {
-            Ok(v) => Ok(Caller {
-                claims: v.claims,
-                kind: v.kind,
-                guard,
-            }),
+            Ok(v) => Ok(Caller::new(v, guard, parts)),
             Err(error) => Err(Refusal { error, guard }),
         }
     }
@@ -249,11 +304,7 @@ pub async fn protect(
         Ok(v) => v,
         Err(error) => return guard.reject(&error),
     };
-    let caller = Caller {
-        claims: verified.claims,
-        kind: verified.kind,
-        guard: guard.clone(),
-    };
+    let caller = Caller::new(verified, guard.clone(), &parts);
     let body = if guard.tool_scopes.is_empty() || parts.method != http::Method::POST {
         body
     } else {
@@ -675,6 +726,7 @@ mod tests {
             claims: v.claims,
             kind: v.kind,
             guard: guard.clone(),
+            token: None,
         };
         let r = caller.require(&["mcp"]).err().unwrap().into_response();
         assert_eq!(r.status(), 403);

@@ -21,10 +21,9 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use moka::sync::Cache;
 
-use crate::remote::{RemoteError, authorization_server_metadata, http_client};
+use crate::remote::{RemoteError, authorization_server_metadata, basic_authorization, http_client};
 
 /// Asks the authorization server whether tokens are active.
 pub struct Introspector {
@@ -43,17 +42,9 @@ impl Introspector {
     ) -> Result<Self, RemoteError> {
         let endpoint = endpoint.into();
         let http = http_client(&endpoint)?;
-        // RFC 6749 §2.3.1: both parts form-urlencoded before Basic.
-        let encode =
-            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            encode(client_id),
-            encode(client_secret)
-        ));
         Ok(Self {
             endpoint,
-            authorization: format!("Basic {basic}"),
+            authorization: basic_authorization(client_id, client_secret),
             http,
             answers: Self::cache(Duration::from_secs(1)),
         })

@@ -20,6 +20,9 @@
 //! - `remote` (feature `remote`): `RemoteKeys`, the authorization server's
 //!   keys found by RFC 8414 discovery, refetched on an unknown `kid` at most
 //!   once per interval.
+//! - `report` (feature `remote`): `Reporter`, which tells the authorization
+//!   server about refused tokens, for the client's trace in its connection
+//!   doctor.
 //! - [`verifier`]: [`ResourceVerifier`], the whole check of one request, and
 //!   [`ResourceError`], its RFC 6750 §3 / RFC 9449 §7.1 challenges (an
 //!   `axum::response::IntoResponse` with the `axum` feature).
@@ -79,6 +82,8 @@ pub mod jwt;
 pub mod metadata;
 #[cfg(feature = "remote")]
 pub mod remote;
+#[cfg(feature = "remote")]
+pub mod report;
 pub mod verifier;
 
 pub use claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation};

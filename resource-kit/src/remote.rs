@@ -63,6 +63,19 @@ async fn fetch_keys(http: &reqwest::Client, jwks_uri: &str) -> Result<StaticKeys
     Ok(StaticKeys::from_jwks(&set))
 }
 
+/// RFC 6749 §2.3.1 `client_secret_basic`: both parts form-urlencoded,
+/// then Base64.
+pub(crate) fn basic_authorization(client_id: &str, client_secret: &str) -> String {
+    use base64::Engine as _;
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        encode(client_id),
+        encode(client_secret)
+    ));
+    format!("Basic {basic}")
+}
+
 pub(crate) fn http_client(for_url: &str) -> Result<reqwest::Client, RemoteError> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

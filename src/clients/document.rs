@@ -13,6 +13,7 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use super::Clients;
+use crate::doctor::{Step, step};
 use crate::oauth::cimd;
 use crate::oauth::client_kind::ClientKind;
 use crate::oauth::client_metadata::RegistrationPolicy;
@@ -54,13 +55,40 @@ pub async fn resolve(clients: &Clients, client_id: &str) -> Option<Arc<ClientRec
         .documents
         .get_with_by_ref(client_id, async {
             match fetch(clients, client_id).await {
-                Ok((record, ttl)) => Resolved {
-                    record: Some(Arc::new(record)),
-                    ttl,
-                    failure: None,
-                },
+                Ok((record, ttl)) => {
+                    let detail = format!(
+                        "fetched, kept for {} s: {}",
+                        ttl.as_secs(),
+                        crate::doctor::declared(&record.metadata)
+                    );
+                    clients.doctor.record(Step {
+                        client_id,
+                        attempt: None,
+                        step: step::DOCUMENT,
+                        refused: None,
+                        fix: None,
+                        detail: Some(&detail),
+                    });
+                    Resolved {
+                        record: Some(Arc::new(record)),
+                        ttl,
+                        failure: None,
+                    }
+                }
                 Err(why) => {
                     tracing::info!(client_id, why, "client metadata document refused");
+                    let fix = format!(
+                        "the client's publisher fixes the document at {client_id}; it is fetched again after {} s",
+                        FAILURE_TTL.as_secs()
+                    );
+                    clients.doctor.record(Step {
+                        client_id,
+                        attempt: None,
+                        step: step::DOCUMENT,
+                        refused: Some(&why),
+                        fix: Some(&fix),
+                        detail: None,
+                    });
                     Resolved {
                         record: None,
                         ttl: FAILURE_TTL,

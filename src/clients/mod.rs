@@ -61,6 +61,10 @@ pub struct Clients {
     /// The scopes clients may register (`None`: any): the resource
     /// registry's.
     pub scopes_supported: Option<Scope>,
+    /// Each client's recent authorization steps (the connection doctor):
+    /// here because a client's trace starts at its registration or its
+    /// document's fetch.
+    pub doctor: crate::doctor::Doctor,
     /// An agent authenticates only while it is active.
     pub agents: Arc<Agents>,
     /// Spent client-assertion `jti`s.
@@ -80,7 +84,11 @@ impl Clients {
         agents: Arc<Agents>,
         replay: Arc<Replay>,
     ) -> Self {
+        // Its writer ends with the clients (steps are diagnostics: a crash
+        // may lose the last batch, like issuance audit events).
+        let (doctor, _) = crate::doctor::Doctor::start(db.clone(), clock.clone());
         Self {
+            doctor,
             registered: Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(ClientExpiry {
@@ -120,6 +128,7 @@ impl Clients {
     /// Forgets idle rate-limit buckets.
     pub fn retain_recent(&self) {
         self.fetch_limiter.retain_recent();
+        self.doctor.retain_recent();
     }
 }
 

@@ -101,12 +101,13 @@ fn trace_failure(state: &AppStateInner, attempt: &Attempt<'_>, f: &Failure) {
         Failure::Backend(_) => return,
     };
     if let Some(client_id) = attempt.client_id {
-        state.doctor.record(Step {
+        state.clients.doctor.record(Step {
             client_id,
             attempt: Some(attempt.id),
             step: step::AUTHORIZE,
             refused: Some(description),
             fix: fix.as_deref(),
+            detail: None,
         });
     }
 }
@@ -468,12 +469,13 @@ pub async fn get(
         client_id: Some(&req.client.client_id),
     };
     let passed = |step: &'static str| {
-        state.doctor.record(Step {
+        state.clients.doctor.record(Step {
             client_id: &req.client.client_id,
             attempt: Some(&attempt_id),
             step,
             refused: None,
             fix: None,
+            detail: None,
         })
     };
     let session = pages::session(&state, &headers).await?;
@@ -786,12 +788,13 @@ pub async fn decision(
         .filter(|a| a.len() <= 16 && a.bytes().all(|b| b.is_ascii_alphanumeric()))
         .map_or_else(crate::doctor::attempt_id, str::to_string);
     let decided = |refused: Option<&str>| {
-        state.doctor.record(Step {
+        state.clients.doctor.record(Step {
             client_id: &req.client.client_id,
             attempt: Some(&attempt_id),
             step: step::CONSENT,
             refused,
             fix: None,
+            detail: None,
         })
     };
     match form.get("decision") {

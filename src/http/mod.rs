@@ -14,6 +14,7 @@ pub mod operator;
 pub mod ops;
 pub mod pages;
 pub mod passkeys;
+pub mod refusals;
 pub mod register;
 pub mod revoke;
 pub mod signed_in;

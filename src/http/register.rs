@@ -166,6 +166,7 @@ pub async fn create(
         registration_access_token,
     } = registered;
     tracing::info!(client_id = %record.client_id, "client registered");
+    trace_registration(&state, &record.client_id, Ok(&record.metadata));
 
     let mut body = registration_response(&state, &record)?;
     if let Some(obj) = body.as_object_mut() {
@@ -331,13 +332,17 @@ pub async fn update(
         )
         .into());
     }
-    let metadata = ClientMetadata::validate(request, &policy(&state))?;
-    if metadata.token_endpoint_auth_method != record.metadata.token_endpoint_auth_method {
-        return Err(OAuthError::invalid_client_metadata(
-            "token_endpoint_auth_method cannot change; register a new client instead",
-        )
-        .into());
-    }
+    let metadata = ClientMetadata::validate(request, &policy(&state))
+        .and_then(|metadata| {
+            match metadata.token_endpoint_auth_method == record.metadata.token_endpoint_auth_method
+            {
+                true => Ok(metadata),
+                false => Err(OAuthError::invalid_client_metadata(
+                    "token_endpoint_auth_method cannot change; register a new client instead",
+                )),
+            }
+        })
+        .inspect_err(|e| trace_registration(&state, &client_id, Err(e)))?;
     let now = state.now();
     let event = AuditEvent {
         at: now,
@@ -351,11 +356,43 @@ pub async fn update(
         return Err(OAuthError::invalid_token("invalid registration access token").into());
     }
     state.clients.forget(&client_id).await;
+    trace_registration(&state, &client_id, Ok(&metadata));
     record.metadata = metadata;
     Ok(json_no_store(
         StatusCode::OK,
         &registration_response(&state, &record)?,
     ))
+}
+
+/// The registration step of a client's trace (the connection doctor):
+/// what it declared, or why an RFC 7592 update was refused. A refused
+/// first registration has no client to trace: the client sees the error.
+fn trace_registration(
+    state: &AppState,
+    client_id: &str,
+    outcome: std::result::Result<&ClientMetadata, &OAuthError>,
+) {
+    let (refused, detail) = match outcome {
+        Ok(metadata) => (None, Some(crate::doctor::declared(metadata))),
+        Err(e) => (
+            Some(format!(
+                "{}: {}",
+                e.error,
+                e.description.as_deref().unwrap_or("")
+            )),
+            None,
+        ),
+    };
+    state.clients.doctor.record(crate::doctor::Step {
+        client_id,
+        attempt: None,
+        step: crate::doctor::step::REGISTER,
+        refused: refused.as_deref(),
+        fix: refused
+            .is_some()
+            .then_some("the client sends valid metadata (RFC 7591 §2) in its update"),
+        detail: detail.as_deref(),
+    });
 }
 
 /// RFC 7592 §2.3 delete.

@@ -70,12 +70,13 @@ pub async fn post(
         },
     };
     if let Some(client_id) = client_id {
-        state.doctor.record(Step {
+        state.clients.doctor.record(Step {
             client_id: &client_id,
             attempt: None,
             step,
             refused: refused.as_deref(),
             fix: None,
+            detail: None,
         });
     }
     answer

@@ -36,6 +36,8 @@ struct Stack {
     mcp: String,
     /// The same server in introspection mode.
     mcp_live: String,
+    /// The client `mcp_live` introspects and reports refusals as: id, secret.
+    reporter: (String, String),
     http: reqwest::Client,
 }
 
@@ -90,6 +92,8 @@ impl Stack {
                 resource: Some(resource),
                 introspection_client: introspect.then(|| introspector.clone()),
                 introspection_secret: introspect.then(|| secret.clone()),
+                report_client: introspect.then(|| introspector.clone()),
+                report_secret: introspect.then(|| secret.clone()),
                 unprotected: false,
                 sessions: introspect,
                 dpop_required: false,
@@ -102,6 +106,7 @@ impl Stack {
             issuer,
             mcp,
             mcp_live,
+            reporter: (introspector, secret),
             http: reqwest::Client::new(),
         }
     }
@@ -809,4 +814,155 @@ async fn the_example_keeps_sessions_only_when_asked() {
             assert!(text.contains(&a.id), "{text}");
         }
     }
+}
+
+/// Issue 30 item 12: a resource that reports its refusals (the kit's
+/// `Reporter`; the `mcp_live` example here) puts them in the client's
+/// trace with what would fix them: a token for another resource, then a
+/// token without the admin tool's scope. From the attacker's side: only
+/// a client that may introspect the resource may report, and only about
+/// a token we signed; nobody else's report writes anything.
+async fn resource_refusals_reach_the_clients_trace(backend: Backend) {
+    use agentauth::store;
+    let stack = Stack::start(backend).await;
+    let (client, secret) = stack.app.cc_client("mcp").await;
+    let token_for = |resource: String| {
+        let (client, secret, app) = (client.clone(), secret.clone(), &stack.app);
+        async move {
+            let r = app
+                .token(&client, &secret, &[("resource", &resource)])
+                .await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            r.json()["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let elsewhere = token_for(stack.mcp.clone()).await;
+    refused_with(
+        whoami(&stack, &stack.mcp_live, Auth::Bearer(&elsewhere)).await,
+        401,
+        "invalid_token",
+    );
+    let here = token_for(stack.mcp_live.clone()).await;
+    refused_with(
+        call_tool(
+            &stack.http,
+            &stack.mcp_live,
+            Auth::Bearer(&here),
+            "admin_echo",
+            json!({"text": "hi"}),
+        )
+        .await,
+        403,
+        "insufficient_scope",
+    );
+
+    let mut steps = Vec::new();
+    for _ in 0..50 {
+        steps = store::traces::recent(&stack.app.state.db, &client, 50)
+            .await
+            .unwrap();
+        if steps.iter().filter(|s| s.step == "resource").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reported: Vec<_> = steps.iter().filter(|s| s.step == "resource").collect();
+    assert_eq!(reported.len(), 2, "{steps:?}");
+    let text = |s: &entity::client_trace::Model| {
+        format!(
+            "{} / {}",
+            s.reason.clone().unwrap_or_default(),
+            s.fix.clone().unwrap_or_default()
+        )
+    };
+    let audience = reported
+        .iter()
+        .map(|s| text(s))
+        .find(|t| t.contains("invalid_token"))
+        .unwrap();
+    assert!(
+        audience.contains(&format!("resource={}", stack.mcp_live)),
+        "{audience}"
+    );
+    let scope = reported
+        .iter()
+        .map(|s| text(s))
+        .find(|t| t.contains("insufficient_scope"))
+        .unwrap();
+    assert!(
+        scope.contains("does not include scope `mcp:admin`"),
+        "{scope}"
+    );
+    for s in &reported {
+        assert_eq!(s.outcome, "refused");
+        for token in [&elsewhere, &here] {
+            assert!(!text(s).contains(token.as_str()), "a token in the trace");
+        }
+    }
+
+    // The client itself may not report (it introspects nothing).
+    let report = |id: &str, secret: &str, token: &str| {
+        let (id, secret, token) = (id.to_string(), secret.to_string(), token.to_string());
+        let (http, url, resource) = (
+            stack.http.clone(),
+            format!("{}/doctor/refusals", stack.issuer),
+            stack.mcp_live.clone(),
+        );
+        async move {
+            let r = http
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(crate::helpers::form(&[
+                    ("token", token.as_str()),
+                    ("resource", resource.as_str()),
+                    ("error", "invalid_token"),
+                ]))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = report(&client, &secret, &here).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{body}"
+    );
+    let (status, _) = report(&client, "wrong secret", &here).await;
+    assert_eq!(status, 401);
+    // The resource's reporter, with a token we never signed.
+    let (reporter, reporter_secret) = stack.reporter.clone();
+    let forged = crate::private_key_jwt::client_key("not-ours").sign_typed(
+        "at+jwt",
+        json!({"iss": stack.issuer, "sub": client, "aud": stack.mcp_live, "client_id": client,
+               "scope": "mcp", "jti": "x", "iat": now(), "exp": now() + 600}),
+    );
+    let (status, body) = report(&reporter, &reporter_secret, &forged).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = store::traces::recent(&stack.app.state.db, &client, 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.iter().filter(|s| s.step == "resource").count(),
+        2,
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_refusals_reach_the_clients_trace_sqlite() {
+    resource_refusals_reach_the_clients_trace(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_refusals_reach_the_clients_trace_postgres() {
+    resource_refusals_reach_the_clients_trace(Backend::Postgres).await;
 }

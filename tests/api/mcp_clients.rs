@@ -599,6 +599,42 @@ async fn client_documents_as_real_clients_publish_them(app: TestApp) {
         .await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.header("location").is_none());
+
+    // Each fetch is the first step of its client's trace: what the
+    // document declared, or why it was refused.
+    let first_step = |client: String| {
+        let db = app.state.db.clone();
+        async move {
+            for _ in 0..50 {
+                let steps = agentauth::store::traces::recent(&db, &client, 50)
+                    .await
+                    .unwrap();
+                if let Some(s) = steps.iter().find(|s| s.step == "document") {
+                    return s.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("no document step for {client}");
+        }
+    };
+    let fetched = first_step(chatgpt.clone()).await;
+    assert_eq!(fetched.outcome, "ok");
+    let detail = fetched.reason.unwrap();
+    assert!(
+        detail.contains("authenticates with private_key_jwt"),
+        "{detail}"
+    );
+    assert!(detail.contains(chatgpt_redirect), "{detail}");
+    assert!(detail.contains("kept for 600 s"), "{detail}");
+    let refused = first_step(format!("{base}/mismatch.json")).await;
+    assert_eq!(refused.outcome, "refused");
+    assert!(refused.reason.unwrap().contains("client_id"));
+    assert!(
+        refused
+            .fix
+            .unwrap()
+            .contains("publisher fixes the document")
+    );
 }
 crate::both_with!(documents_app, client_documents_as_real_clients_publish_them);
 
@@ -740,6 +776,8 @@ async fn the_doctor_says_why_each_step_failed(app: TestApp) {
         "scopes offered here: mcp:tools offline_access",
         // The exchange.
         "code_verifier does not match the code_challenge",
+        // What the client registered, first.
+        "authenticates with none; grants: authorization_code refresh_token",
     ] {
         assert!(page.contains(expected), "{expected:?} not in {page}");
     }
