@@ -311,7 +311,7 @@ async fn client(cmd: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> 
                 }
                 println!(
                     "{}  {:<13} {:<7} {}{}",
-                    s.at,
+                    crate::clock::utc(s.at),
                     s.step,
                     s.outcome,
                     s.attempt.map(|a| format!("[{a}] ")).unwrap_or_default(),

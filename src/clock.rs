@@ -51,3 +51,29 @@ pub fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant
         .as_secs()
         + 1
 }
+
+/// `unix` (seconds) as `2026-12-05 12:25:00 UTC`, for people reading
+/// pages and CLI output.
+pub fn utc(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => unix.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_reads_like_a_date() {
+        assert_eq!(super::utc(1_800_000_000), "2027-01-15 08:00:00 UTC");
+        assert_eq!(super::utc(i64::MAX), i64::MAX.to_string());
+    }
+}

@@ -9,12 +9,15 @@
 //! from any node.
 //!
 //! Bounds: a client's newest [`KEEP_PER_CLIENT`] steps are kept, nothing
-//! older than [`KEEP_FOR`]; each node records at most [`PER_CLIENT_PER_MINUTE`]
+//! older than [`KEEP_FOR`], and [`KEEP_TOTAL`] steps of all clients
+//! together (swept hourly and every 20,000 steps written, so the table
+//! overshoots by at most that); each node records at most [`PER_CLIENT_PER_MINUTE`]
 //! steps per client a minute (a client that fails in a loop shows its
 //! first failures, not a flood); the queue holds [`CAPACITY`] steps and
 //! drops beyond that. Memory is the queue and the per-client budget:
-//! about 1 MiB for the queue when full, and one small entry per client
-//! seen in the last minute (measured in `benches/doctor.rs`).
+//! 1.8 MiB for the queue when full (about 460 bytes a step with a long
+//! reason and fix), and about 65 bytes per client seen in the last
+//! minute: 6.3 MiB at 100,000 clients (`cargo bench --bench doctor`).
 //!
 //! A step never holds a secret, code or token: reasons name redirect
 //! URIs, resources, scopes and grant types, which are all public.
@@ -31,6 +34,12 @@ use crate::store::{self, Db};
 
 /// Steps kept per client.
 pub const KEEP_PER_CLIENT: u64 = 50;
+/// Steps kept in all, every client together: the oldest go first. At
+/// about 480 bytes a row on SQLite, indexes included (`benches/doctor.rs`),
+/// some 90 MiB of table.
+pub const KEEP_TOTAL: u64 = 200_000;
+/// Steps written between two sweeps, at most (besides one an hour).
+const SWEEP_EVERY: usize = 20_000;
 /// How long a step is kept, in seconds.
 pub const KEEP_FOR: i64 = 7 * 86_400;
 /// Steps one node records per client and minute.
@@ -175,6 +184,7 @@ pub fn attempt_id() -> String {
 async fn writer(db: Db, clock: SharedClock, mut rx: mpsc::Receiver<TraceRow>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_sweep: Option<i64> = None;
+    let mut since_sweep = 0usize;
     loop {
         let received = rx.recv_many(&mut batch, BATCH).await;
         if received == 0 {
@@ -190,6 +200,7 @@ async fn writer(db: Db, clock: SharedClock, mut rx: mpsc::Receiver<TraceRow>) {
             }
         }
         let rows = std::mem::take(&mut batch);
+        since_sweep += rows.len();
         let mut clients: Vec<String> = rows.iter().map(|r| r.client_id.clone()).collect();
         clients.sort();
         clients.dedup();
@@ -203,10 +214,15 @@ async fn writer(db: Db, clock: SharedClock, mut rx: mpsc::Receiver<TraceRow>) {
             }
         }
         let now = clock.now();
-        if last_sweep.is_none_or(|at| now.saturating_sub(at) >= 3600) {
+        if since_sweep >= SWEEP_EVERY || last_sweep.is_none_or(|at| now.saturating_sub(at) >= 3600)
+        {
             last_sweep = Some(now);
+            since_sweep = 0;
             if let Err(e) = store::traces::drop_older(&db, now - KEEP_FOR).await {
                 tracing::warn!(error = %e, "old doctor steps could not be dropped");
+            }
+            if let Err(e) = store::traces::keep_total(&db, KEEP_TOTAL).await {
+                tracing::warn!(error = %e, "doctor steps beyond the total could not be dropped");
             }
         }
     }

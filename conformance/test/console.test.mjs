@@ -41,7 +41,10 @@ before(async () => {
     host: 'localhost',
     users: { alice: PASSWORD, bob: PASSWORD },
     admins: { olive: PASSWORD },
-    args: ['--scopes', 'tools:read tools:write offline_access'],
+    // offline_access is the authorization server's own scope (issue 30),
+    // advertised and accepted whatever the resources offer: no resource
+    // lists it.
+    args: ['--scopes', 'tools:read tools:write'],
     // The operator lets agents made in the console act on their own at
     // the MCP server (kind owner_agent, README: Resources); by default
     // they could not use client_credentials at all.
@@ -50,7 +53,7 @@ before(async () => {
       writeFileSync(file, `[[resource]]
 uri = "${MCP}"
 name = "Example MCP server"
-scopes = ["tools:read", "tools:write", "offline_access"]
+scopes = ["tools:read", "tools:write"]
 client_credentials = ["operator", "initial_token", "agent", "owner_agent"]
 `)
       return ['--resources-file', file]

@@ -263,9 +263,12 @@ async fn parse(
                 )
                 .fix(format!(
                     "redirect_uri {uri:?} is not registered for this client; registered: {}. \
-                             Update the registration (RFC 7592) or the client's document, or \
-                             have the client send one of these",
-                    list(registered)
+                     {}, or have the client send one of these",
+                    list(registered),
+                    match client.kind {
+                        crate::oauth::client_kind::ClientKind::MetadataDocument => "The client's publisher adds it to its document",
+                        _ => "Update the registration (RFC 7592, or `agentauth client` for clients an operator made)",
+                    }
                 )));
             }
             uri.to_string()

@@ -167,7 +167,7 @@ pub async fn client(
         .into_iter()
         .map(|t| {
             json!({
-                "at": t.at, "attempt": t.attempt, "step": t.step,
+                "at": crate::clock::utc(t.at), "attempt": t.attempt, "step": t.step,
                 "refused": t.outcome == "refused", "reason": t.reason, "fix": t.fix,
             })
         })

@@ -61,6 +61,27 @@ pub async fn keep_newest(db: &impl ConnectionTrait, client_id: &str, keep: u64) 
     Ok(())
 }
 
+/// Keeps the newest `keep` steps of all clients together.
+pub async fn keep_total(db: &impl ConnectionTrait, keep: u64) -> StoreResult<u64> {
+    let cut = client_trace::Entity::find()
+        .select_only()
+        .column(client_trace::Column::Id)
+        .order_by_desc(client_trace::Column::Id)
+        .offset(keep)
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    let Some(cut) = cut else {
+        return Ok(0);
+    };
+    Ok(client_trace::Entity::delete_many()
+        .filter(client_trace::Column::Id.lte(cut))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
 /// Drops every step before `before` (Unix seconds).
 pub async fn drop_older(db: &impl ConnectionTrait, before: i64) -> StoreResult<u64> {
     Ok(client_trace::Entity::delete_many()

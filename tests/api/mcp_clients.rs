@@ -796,3 +796,37 @@ async fn the_doctor_says_why_each_step_failed(app: TestApp) {
     assert_eq!(r.status, 403);
 }
 crate::both_with!(first_configuration, the_doctor_says_why_each_step_failed);
+
+/// Item 12's bound in all: the newest steps of every client together are
+/// kept, the oldest go first.
+async fn the_doctor_keeps_a_total(app: TestApp) {
+    use agentauth::store::traces::{self, TraceRow};
+    let rows = (0..30)
+        .map(|i| TraceRow {
+            client_id: format!("client-{}", i % 3),
+            attempt: Some(format!("a{i:02}")),
+            at: app.now(),
+            step: "authorize",
+            refused: false,
+            reason: None,
+            fix: None,
+        })
+        .collect();
+    traces::insert_many(&app.state.db, rows).await.unwrap();
+    assert_eq!(traces::keep_total(&app.state.db, 10).await.unwrap(), 20);
+    let mut kept = Vec::new();
+    for client in ["client-0", "client-1", "client-2"] {
+        kept.extend(
+            traces::recent(&app.state.db, client, 50)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.attempt.unwrap()),
+        );
+    }
+    kept.sort();
+    let newest: Vec<String> = (20..30).map(|i| format!("a{i:02}")).collect();
+    assert_eq!(kept, newest);
+    assert_eq!(traces::keep_total(&app.state.db, 10).await.unwrap(), 0);
+}
+crate::both!(the_doctor_keeps_a_total);
