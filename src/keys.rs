@@ -388,17 +388,25 @@ impl KeyRing {
     /// A token named a `kid` this node does not know: another node may have
     /// made the key (two nodes starting on an empty database, a rotation
     /// within the reload interval). Reloads at most once a second, one
-    /// caller at a time; `true` when it reloaded, so the caller may verify
-    /// once more.
+    /// caller at a time; `true` when the keys were reloaded since this
+    /// caller asked (by it or by the caller it waited for), so it may
+    /// verify once more. Callers that arrive during a reload wait for it
+    /// rather than give up: a valid token from a new key must not read as
+    /// inactive because another request got to the reload first.
     pub async fn reload_for_unknown_kid(&self, db: &Db, now: i64) -> bool {
-        let Ok(mut last) = self.unknown_kid_reload.try_lock() else {
-            return false;
-        };
+        let asked = std::time::Instant::now();
+        let mut last = self.unknown_kid_reload.lock().await;
+        if last.is_some_and(|t| t >= asked) {
+            return true;
+        }
         if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_RELOAD_EVERY) {
             return false;
         }
+        let reloaded = self.reload(db, now).await;
+        // Stamped when the reload is done: everyone who asked before then
+        // sees its keys.
         *last = Some(std::time::Instant::now());
-        match self.reload(db, now).await {
+        match reloaded {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "signing key reload for an unknown kid failed");

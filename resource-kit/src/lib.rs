@@ -23,6 +23,9 @@
 //! - `report` (feature `remote`): `Reporter`, which tells the authorization
 //!   server about refused tokens, for the client's trace in its connection
 //!   doctor.
+//! - [`status`]: Token Status List (draft-ietf-oauth-status-list) lists:
+//!   packing, compression, and the claims of list tokens and of the
+//!   tokens that point into them.
 //! - [`verifier`]: [`ResourceVerifier`], the whole check of one request, and
 //!   [`ResourceError`], its RFC 6750 §3 / RFC 9449 §7.1 challenges (an
 //!   `axum::response::IntoResponse` with the `axum` feature).
@@ -84,6 +87,7 @@ pub mod metadata;
 pub mod remote;
 #[cfg(feature = "remote")]
 pub mod report;
+pub mod status;
 pub mod verifier;
 
 pub use claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation};

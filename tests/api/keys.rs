@@ -239,6 +239,38 @@ async fn unknown_kid_reloads_keys_once() {
     );
 }
 
+/// Many requests at once with a token from a key this node has not
+/// loaded: one reloads, the others wait for it, and every one finds the
+/// token active (they used to give up while the first reloaded: the soak
+/// saw "a fresh token is inactive at the other node" at start-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unknown_kids_wait_for_the_reload() {
+    let (a, b) = crate::helpers::spawn_pg_nodes().await;
+    let kek = Kek::from_bytes(&a.kek_bytes).unwrap();
+    keys::rotate(&a.state.db, &kek, SigningAlg::Rs256, a.now(), 0, 900)
+        .await
+        .unwrap();
+    a.state
+        .tokens
+        .keys
+        .reload(&a.state.db, a.now())
+        .await
+        .unwrap();
+    let (_, _, token) = a.access_token("read").await;
+    let b = std::sync::Arc::new(b);
+    let answers = futures_util::future::join_all((0..16).map(|_| {
+        let (b, token) = (b.clone(), token.clone());
+        tokio::spawn(async move {
+            agentauth::tokens::live_access_token(&b.state.tokens, &token)
+                .await
+                .unwrap()
+                .is_some()
+        })
+    }))
+    .await;
+    assert!(answers.into_iter().all(|a| a.unwrap()));
+}
+
 /// A revocation at a node that has not loaded the token's key yet is not
 /// a silent no-op: the node reloads its keys and revokes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
