@@ -85,15 +85,19 @@ pub struct Step<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// At most [`MAX_TEXT`] bytes, without control characters: reasons carry
+/// what clients and resources sent (redirect URIs, error descriptions),
+/// and a trace is read in a terminal too.
 fn clip(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
-        return text.to_string();
-    }
-    let mut end = MAX_TEXT;
+    let mut end = text.len().min(MAX_TEXT);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    let mut clipped: String = text[..end].chars().filter(|c| !c.is_control()).collect();
+    if end < text.len() {
+        clipped.push('…');
+    }
+    clipped
 }
 
 impl Doctor {

@@ -27,9 +27,6 @@ use crate::resources::same_resource;
 use crate::state::AppState;
 use agentauth_resource::claims::AccessTokenClaims;
 
-/// Longest error description kept from a report, in bytes.
-const MAX_DESCRIPTION: usize = 300;
-
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -52,10 +49,8 @@ pub async fn post(
             OAuthError::invalid_request("error is not an RFC 6750 or RFC 9449 code").into(),
         );
     }
-    let description = form
-        .get("error_description")
-        .map(|d| clip(d, MAX_DESCRIPTION))
-        .unwrap_or_default();
+    // The doctor clips what it keeps and drops control characters.
+    let description = form.get("error_description").unwrap_or_default();
     let needed = form.get("scope").and_then(|s| Scope::parse(s).ok());
     let token = form.require("token")?;
     let Ok(claims) = state.tokens.keys.verify_access_token(token) else {
@@ -101,14 +96,6 @@ fn is_error_code(error: &str) -> bool {
         error,
         "invalid_request" | "invalid_token" | "insufficient_scope" | "invalid_dpop_proof"
     )
-}
-
-fn clip(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].chars().filter(|c| !c.is_control()).collect()
 }
 
 /// What would make the resource take the client's next token, read from

@@ -196,11 +196,10 @@ async fn switching_algorithm_retires_the_old_key_after_its_tokens(app: TestApp) 
 }
 both!(switching_algorithm_retires_the_old_key_after_its_tokens);
 
-/// A token signed by a key this node has not loaded yet (another node
-/// rotated it in, or both nodes started on an empty database and each
-/// made one) verifies after one reload, not after the reload interval.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_kid_reloads_keys_once() {
+/// Two nodes; node A rotated in a key node B has not loaded, and signed a
+/// token with it.
+async fn token_from_a_key_b_has_not_loaded()
+-> (crate::helpers::TestApp, crate::helpers::TestApp, String) {
     let (a, b) = crate::helpers::spawn_pg_nodes().await;
     let kek = Kek::from_bytes(&a.kek_bytes).unwrap();
     keys::rotate(&a.state.db, &kek, SigningAlg::Rs256, a.now(), 0, 900)
@@ -213,6 +212,15 @@ async fn unknown_kid_reloads_keys_once() {
         .await
         .unwrap();
     let (_, _, token) = a.access_token("read").await;
+    (a, b, token)
+}
+
+/// A token signed by a key this node has not loaded yet (another node
+/// rotated it in, or both nodes started on an empty database and each
+/// made one) verifies after one reload, not after the reload interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kid_reloads_keys_once() {
+    let (_a, b, token) = token_from_a_key_b_has_not_loaded().await;
     assert_eq!(b.introspect(&token).await["active"], true);
     // Forged kids cannot make every request a database read: at most one
     // reload a second.
@@ -245,18 +253,7 @@ async fn unknown_kid_reloads_keys_once() {
 /// saw "a fresh token is inactive at the other node" at start-up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_unknown_kids_wait_for_the_reload() {
-    let (a, b) = crate::helpers::spawn_pg_nodes().await;
-    let kek = Kek::from_bytes(&a.kek_bytes).unwrap();
-    keys::rotate(&a.state.db, &kek, SigningAlg::Rs256, a.now(), 0, 900)
-        .await
-        .unwrap();
-    a.state
-        .tokens
-        .keys
-        .reload(&a.state.db, a.now())
-        .await
-        .unwrap();
-    let (_, _, token) = a.access_token("read").await;
+    let (_a, b, token) = token_from_a_key_b_has_not_loaded().await;
     let b = std::sync::Arc::new(b);
     let answers = futures_util::future::join_all((0..16).map(|_| {
         let (b, token) = (b.clone(), token.clone());
