@@ -231,3 +231,15 @@ async fn writer(db: Db, clock: SharedClock, mut rx: mpsc::Receiver<TraceRow>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clip_bounds_reasons_and_drops_control_characters() {
+        assert_eq!(super::clip("a\r\nb\u{1b}[2Jc"), "ab[2Jc");
+        let long = "é".repeat(super::MAX_TEXT);
+        let clipped = super::clip(&long);
+        assert!(clipped.len() <= super::MAX_TEXT + '…'.len_utf8());
+        assert!(clipped.ends_with('…'));
+    }
+}

@@ -940,6 +940,32 @@ async fn resource_refusals_reach_the_clients_trace(backend: Backend) {
         json!({"iss": stack.issuer, "sub": client, "aud": stack.mcp_live, "client_id": client,
                "scope": "mcp", "jti": "x", "iat": now(), "exp": now() + 600}),
     );
+    // Bad input from a rightful reporter: RFC 6749 §5.2 errors.
+    for pairs in [
+        vec![
+            ("resource", stack.mcp_live.as_str()),
+            ("error", "invalid_token"),
+        ],
+        vec![("token", here.as_str()), ("error", "invalid_token")],
+        vec![
+            ("token", here.as_str()),
+            ("resource", stack.mcp_live.as_str()),
+            ("error", "server_error"),
+        ],
+    ] {
+        let r = stack
+            .http
+            .post(format!("{}/doctor/refusals", stack.issuer))
+            .basic_auth(&stack.reporter.0, Some(&stack.reporter.1))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(crate::helpers::form(&pairs))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{body}");
+    }
     let (status, body) = report(&reporter, &reporter_secret, &forged).await;
     assert_eq!(
         (status, body["error"].as_str()),
