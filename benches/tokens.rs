@@ -31,6 +31,7 @@ fn claims() -> AccessTokenClaims {
         may_act: None,
         agent_id: None,
         owner: None,
+        status: None,
         extra: Default::default(),
     }
 }

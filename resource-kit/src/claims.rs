@@ -119,6 +119,10 @@ pub struct AccessTokenClaims {
     /// agentauth: the human account that owns that agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Token Status List (draft-ietf-oauth-status-list §6.1): where the
+    /// token's status is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::status::StatusClaim>,
     /// Any other claim, kept as sent.
     #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
@@ -180,6 +184,9 @@ pub struct PassportClaims {
     /// The same as `sub`; present so that code reading access tokens'
     /// `agent_id` reads passports the same way.
     pub agent_id: String,
+    /// Token Status List §6.1: where the passport's status is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::status::StatusClaim>,
 }
 
 #[cfg(test)]

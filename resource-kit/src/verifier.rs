@@ -334,6 +334,7 @@ impl<K: KeySource> ResourceVerifier<K> {
                 may_act: None,
                 agent_id: Some(p.agent_id.clone()),
                 owner: Some(p.owner.clone()),
+                status: p.status.clone(),
                 extra,
             },
         })
