@@ -153,6 +153,18 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_PASSPORT_TTL")]
     pub passport_ttl: Option<u32>,
 
+    /// Token status lists: the `ttl` of each list token, in seconds (1 to
+    /// 3600): how long a verifier may keep a list before fetching it
+    /// again, and so how long a revocation takes to reach it.
+    #[arg(long, env = "AGENTAUTH_STATUS_LIST_TTL", default_value_t = 10)]
+    pub status_list_ttl: u32,
+
+    /// Token status lists: indices per list (1,024 to 16,777,216, a
+    /// multiple of 1,024). A list is retired once every token indexed in it
+    /// has expired.
+    #[arg(long, env = "AGENTAUTH_STATUS_LIST_SIZE", default_value_t = 1 << 20)]
+    pub status_list_size: u32,
+
     /// Proof-of-work login: how long a login request waits for its agent,
     /// in seconds (30 to 3600).
     #[arg(long, env = "AGENTAUTH_LOGIN_REQUEST_TTL", default_value_t = 300)]
@@ -376,6 +388,8 @@ impl Default for ServeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             access_token_ttl: 900,
             passport_ttl: None,
+            status_list_ttl: 10,
+            status_list_size: 1 << 20,
             login_request_ttl: 300,
             pow_difficulty: 15,
             login_poll_interval: 5,
@@ -575,6 +589,10 @@ pub struct Config {
     pub access_token_ttl: i64,
     pub refresh_token_ttl: i64,
     pub passport_ttl: i64,
+    /// Seconds a verifier may keep a status list (its `ttl`).
+    pub status_list_ttl: i64,
+    /// Indices per status list.
+    pub status_list_size: i64,
     pub login_request_ttl: i64,
     pub pow_difficulty: u32,
     pub login_poll_interval: i32,
@@ -723,6 +741,8 @@ impl Config {
                     .unwrap_or(args.access_token_ttl)
                     .clamp(60, 86_400),
             ),
+            status_list_ttl: i64::from(args.status_list_ttl.clamp(1, 3600)),
+            status_list_size: i64::from(args.status_list_size.clamp(1024, 1 << 24) / 1024 * 1024),
             login_request_ttl: i64::from(args.login_request_ttl.clamp(30, 3600)),
             pow_difficulty: args.pow_difficulty.clamp(8, 32),
             login_poll_interval: i32::try_from(args.login_poll_interval.clamp(1, 60)).unwrap_or(5),

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::store::Db;
 
+use crate::store::revocations::Revoked;
 use crate::store::{self, StoreError};
 
 /// Seconds a refresh stays trusted.
@@ -35,8 +36,9 @@ pub struct RevocationCache {
 }
 
 impl RevocationCache {
-    /// Pulls new revocations and drops expired ones.
-    pub async fn refresh(&self, db: &Db, now: i64) -> Result<(), StoreError> {
+    /// Pulls new revocations and drops expired ones; returns the rows read
+    /// (for the status lists, which mark their bits from them).
+    pub async fn refresh(&self, db: &Db, now: i64) -> Result<Vec<Revoked>, StoreError> {
         // A revocation committed after this point invalidates, changing
         // `fresh_at`; the compare-and-swap below then leaves the cache stale.
         let seen = self.fresh_at.load(Ordering::Acquire);
@@ -45,10 +47,10 @@ impl RevocationCache {
         let mut max = self.watermark.load(Ordering::Acquire);
         if let Ok(mut map) = self.revoked.write() {
             map.retain(|_, exp| *exp > now);
-            for (jti, exp, revoked_at) in rows {
-                max = max.max(revoked_at);
-                if exp > now {
-                    map.insert(jti, exp);
+            for r in &rows {
+                max = max.max(r.revoked_at);
+                if r.expires_at > now {
+                    map.insert(r.jti.clone(), r.expires_at);
                 }
             }
         }
@@ -56,7 +58,7 @@ impl RevocationCache {
         let _ =
             self.fresh_at
                 .compare_exchange(seen, now.max(1), Ordering::AcqRel, Ordering::Acquire);
-        Ok(())
+        Ok(rows)
     }
 
     /// Something was revoked on this node: use the database until the next

@@ -68,6 +68,8 @@ pub fn build(state: AppState) -> Router {
     let mut public = Router::new()
         .route("/jwks.json", get(http::jwks::get))
         .route("/.well-known/ca-bundle.pem", get(http::bridge::bundle))
+        .route("/statuslists", get(http::status_lists::aggregation))
+        .route("/statuslists/{id}", get(http::status_lists::list))
         .route(
             "/.well-known/agentauth-authority.json",
             get(http::bridge::authority),

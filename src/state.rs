@@ -266,25 +266,44 @@ impl State {
     pub async fn forget_agent(&self, id: &str) {
         self.agents.forget(id).await;
         self.clients.forget(id).await;
+        // A kill or a key removal revoked the agent's tokens by index.
+        self.tokens.revoked();
     }
 }
 
-/// Refreshes the node-local revocation cache every second.
+/// Refreshes the node-local revocation cache and status lists every
+/// [`crate::tokens::status::REFRESH`], and at once after a revocation on
+/// this node.
 pub fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(crate::tokens::status::REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wake = state.tokens.status.wake.clone();
         loop {
-            tick.tick().await;
-            if let Err(e) = state
-                .tokens
-                .revocations
-                .refresh(&state.db, state.now())
-                .await
-            {
-                tracing::warn!(error = %e, "revocation cache refresh failed; introspection reads the database");
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wake.notified() => {}
+            }
+            if let Err(e) = refresh_revocations(&state).await {
+                tracing::warn!(error = %e, "revocation refresh failed; introspection reads the database and status lists answer 503 until it succeeds");
             }
         }
     })
+}
+
+/// One refresh: the lists first (so that a revocation in a new list finds
+/// it), then the revocations, whose indexed rows set the lists' bits.
+pub async fn refresh_revocations(state: &State) -> Result<(), StoreError> {
+    let now = state.now();
+    let status = &state.tokens.status;
+    // A row of a list created (by another node) after this read is read
+    // again in the next refresh: the cache reads a minute back each time,
+    // and reads every unexpired row the first time.
+    status.sync_lists(now).await?;
+    let rows = state.tokens.revocations.refresh(&state.db, now).await?;
+    status.apply(&rows);
+    status.synced(now);
+    Ok(())
 }
 
 /// Deletes self-registered clients idle for `--idle-client-ttl`, forgets

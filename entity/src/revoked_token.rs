@@ -9,6 +9,9 @@ pub struct Model {
     pub client_id: String,
     pub revoked_at: i64,
     pub expires_at: i64,
+    /// Its Token Status List entry, when it has one.
+    pub status_list: Option<i64>,
+    pub status_idx: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

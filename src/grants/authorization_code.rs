@@ -47,7 +47,7 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
     if row.consumed_at.is_some() {
         // SECURITY.md, "Token endpoint: code grant": a replay revokes the first redemption's tokens.
         store::grants::revoke_code_issuance(cx.db, &row, now).await?;
-        cx.tokens.revocations.invalidate();
+        cx.tokens.revoked();
         tracing::warn!(client_id = %row.client_id, "authorization code replayed; its tokens were revoked");
         return Err(invalid().into());
     }
@@ -146,7 +146,7 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
         drop(gate);
         if let Some(spent) = store::grants::code(cx.db, code_hash).await? {
             store::grants::revoke_code_issuance(cx.db, &spent, now).await?;
-            cx.tokens.revocations.invalidate();
+            cx.tokens.revoked();
         }
         tracing::warn!(client_id = %client.client_id(), "authorization code redeemed concurrently; its tokens were revoked");
         return Err(invalid().into());

@@ -405,6 +405,7 @@ pub async fn issue_access_token(
     // The grant's, not the token's (SEP-2207).
     let token_scope = req.scope.without(crate::oauth::scope::OFFLINE_ACCESS);
     let scope = (!token_scope.is_empty()).then(|| token_scope.to_string());
+    let (status, status_claim) = cx.tokens.status.allocate(now).await?;
     let claims = AccessTokenClaims {
         iss: cx.config.issuer.clone(),
         sub: req.subject.to_string(),
@@ -423,6 +424,7 @@ pub async fn issue_access_token(
         may_act: None,
         agent_id: req.agent_id.map(str::to_string),
         owner: req.owner.map(str::to_string),
+        status: Some(status_claim),
         extra: Default::default(),
     };
     let keys = cx.tokens.keys.current();
@@ -442,6 +444,26 @@ pub async fn issue_access_token(
         spend.confirm().await?;
     }
     let access_token = signed?;
+    // Where its status is, when something else than the token can revoke
+    // it: a user's grant, or a kill of an agent it names
+    // (`crate::tokens::status`). Committed before the token leaves.
+    let agents = crate::tokens::live::named_agents(
+        &claims.sub,
+        claims.agent_id.as_deref(),
+        claims.act.as_ref(),
+    );
+    if !agents.is_empty() || claims.sub != claims.client_id {
+        cx.tokens
+            .status
+            .record(crate::store::status::Entry {
+                jti: claims.jti.clone(),
+                status,
+                iat: claims.iat,
+                exp: claims.exp,
+                agents: agents.into_iter().map(str::to_string).collect(),
+            })
+            .await?;
+    }
 
     cx.metrics.token_issued(req.grant_type);
     cx.audit.record(AuditEvent {

@@ -103,6 +103,7 @@ pub async fn sign(
     now: i64,
     ip: Option<String>,
 ) -> Result<(String, PassportClaims), Error> {
+    let (status, status_claim) = cx.tokens.status.allocate(now).await?;
     let claims = PassportClaims {
         iss: cx.config.issuer.clone(),
         sub: agent.id.clone(),
@@ -115,6 +116,7 @@ pub async fn sign(
         iat: now,
         exp: now + cx.config.passport_ttl,
         agent_id: agent.id.clone(),
+        status: Some(status_claim),
     };
     let keys = cx.tokens.keys.current();
     let signer = keys
@@ -124,6 +126,17 @@ pub async fn sign(
         .tokens
         .signing
         .sign(signer, PASSPORT_TYP, &claims)
+        .await?;
+    // A kill of the agent finds it by its index (`crate::tokens::status`).
+    cx.tokens
+        .status
+        .record(crate::store::status::Entry {
+            jti: claims.jti.clone(),
+            status,
+            iat: claims.iat,
+            exp: claims.exp,
+            agents: vec![agent.id.clone()],
+        })
         .await?;
     cx.metrics.token_issued(PASSPORT);
     cx.audit.record(AuditEvent {

@@ -220,7 +220,7 @@ impl SealedResponse {
 
 async fn reuse_detected(cx: &Env<'_>, row: &RefreshRow, now: i64) -> Result<(), Error> {
     store::grants::revoke_family(cx.db, &row.family_id, now).await?;
-    cx.tokens.revocations.invalidate();
+    cx.tokens.revoked();
     cx.audit.record(store::audit::AuditEvent {
         at: now,
         event: "refresh_token.reuse",

@@ -337,7 +337,7 @@ pub async fn revoke(
             detail: json!({ "jti": id }),
         };
         if store::delegations::revoke(&state.db, &session.user_id, id, now, audit).await? {
-            state.tokens.revocations.invalidate();
+            state.tokens.revoked();
         }
         return Ok(pages::see_other("/account"));
     }
@@ -354,7 +354,7 @@ pub async fn revoke(
         }
         _ => {}
     }
-    state.tokens.revocations.invalidate();
+    state.tokens.revoked();
     state.audit.record(AuditEvent {
         at: now,
         event: "grant.revoked_by_owner",

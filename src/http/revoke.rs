@@ -55,11 +55,12 @@ pub async fn post(
                 &passport.jti,
                 &passport.agent_id,
                 passport.exp,
+                state.tokens.status.status_ref(passport.status.as_ref()),
                 now,
                 event,
             )
             .await?;
-            state.tokens.revocations.invalidate();
+            state.tokens.revoked();
         }
         return Ok(ok());
     }
@@ -93,11 +94,12 @@ pub async fn post(
         &claims.jti,
         &claims.client_id,
         claims.exp,
+        state.tokens.status.status_ref(claims.status.as_ref()),
         now,
         event,
     )
     .await?;
-    state.tokens.revocations.invalidate();
+    state.tokens.revoked();
     Ok(ok())
 }
 
@@ -119,7 +121,7 @@ async fn revoke_refresh_token(
         return Ok(ok());
     }
     store::grants::revoke_family(&state.db, &row.family_id, now).await?;
-    state.tokens.revocations.invalidate();
+    state.tokens.revoked();
     store::audit::insert(
         &state.db,
         AuditEvent {

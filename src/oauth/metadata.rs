@@ -38,6 +38,8 @@ pub fn document(
         "registration_endpoint": endpoint("/register"),
         "introspection_endpoint": endpoint("/introspect"),
         "revocation_endpoint": endpoint("/revoke"),
+        // draft-ietf-oauth-status-list §9.3: every token names its list.
+        "status_list_aggregation_endpoint": endpoint("/statuslists"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         // OAuth 2.1 §4.1.1: PKCE with S256 only.

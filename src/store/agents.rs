@@ -4,7 +4,7 @@ use entity::{agent, client};
 use sea_orm::sea_query::Query;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set, TransactionTrait,
+    QuerySelect, Set, TransactionTrait,
 };
 
 use super::StoreResult;
@@ -181,12 +181,30 @@ pub async fn set_active<C: ConnectionTrait + TransactionTrait>(
     if !active {
         // Enabling never lowers it: what the kill ended stays ended.
         row.tokens_valid_after = Set(cut_off(now));
+        super::status::revoke_agent_tokens(&txn, id, cut_off(now), now).await?;
     }
     row.updated_at = Set(now);
     row.update(&txn).await?;
     audit::insert(&txn, event).await?;
     txn.commit().await?;
+    if !active {
+        revoked_after_commit(db, id, cut_off(now), now).await?;
+    }
     Ok(true)
+}
+
+/// A kill's second pass at the status lists, after its commit: a token
+/// recorded while the kill's transaction ran is seen now (its recorder,
+/// reading the agent after its own commit, may have read it before the
+/// kill committed). See `crate::tokens::status`.
+async fn revoked_after_commit(
+    db: &impl ConnectionTrait,
+    id: &str,
+    valid_after: i64,
+    now: i64,
+) -> StoreResult<()> {
+    super::status::revoke_agent_tokens(db, id, valid_after, now).await?;
+    Ok(())
 }
 
 /// Replaces an agent's keys (its client row's metadata) with the audit
@@ -218,9 +236,13 @@ pub async fn set_keys<C: ConnectionTrait + TransactionTrait>(
             .filter(agent::Column::Id.eq(id))
             .exec(&txn)
             .await?;
+        super::status::revoke_agent_tokens(&txn, id, cut_off(now), now).await?;
     }
     audit::insert(&txn, event).await?;
     txn.commit().await?;
+    if removed_key {
+        revoked_after_commit(db, id, cut_off(now), now).await?;
+    }
     Ok(true)
 }
 
@@ -242,14 +264,32 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     client::Entity::delete_by_id(id.to_string())
         .exec(&txn)
         .await?;
+    // Everything it was named in, whenever issued.
+    let now = event.at;
+    super::status::revoke_agent_tokens(&txn, id, i64::MAX, now).await?;
     audit::insert(&txn, event).await?;
     txn.commit().await?;
+    revoked_after_commit(db, id, i64::MAX, now).await?;
     Ok(true)
 }
 
-/// Deletes every agent of `owner_id` and their client rows (inside the
-/// caller's transaction: a user's deletion).
-pub async fn delete_owned(db: &impl ConnectionTrait, owner_id: &str) -> StoreResult<u64> {
+/// Deletes every agent of `owner_id` and their client rows, and revokes
+/// by index every token naming one (inside the caller's transaction: a
+/// user's deletion, which calls [`revoke_after_deletion`] once committed).
+/// Returns the agents' ids.
+pub async fn delete_owned(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    now: i64,
+) -> StoreResult<Vec<String>> {
+    let ids: Vec<String> = agent::Entity::find()
+        .select_only()
+        .column(agent::Column::Id)
+        .filter(agent::Column::OwnerId.eq(owner_id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    super::status::revoke_owned_agent_tokens(db, &ids, now).await?;
     client::Entity::delete_many()
         .filter(
             client::Column::ClientId.in_subquery(
@@ -262,9 +302,20 @@ pub async fn delete_owned(db: &impl ConnectionTrait, owner_id: &str) -> StoreRes
         )
         .exec(db)
         .await?;
-    Ok(agent::Entity::delete_many()
+    agent::Entity::delete_many()
         .filter(agent::Column::OwnerId.eq(owner_id))
         .exec(db)
-        .await?
-        .rows_affected)
+        .await?;
+    Ok(ids)
+}
+
+/// The second pass of [`delete_owned`], after the commit (see
+/// [`revoked_after_commit`]).
+pub async fn revoke_after_deletion(
+    db: &impl ConnectionTrait,
+    ids: &[String],
+    now: i64,
+) -> StoreResult<()> {
+    super::status::revoke_owned_agent_tokens(db, ids, now).await?;
+    Ok(())
 }

@@ -14,6 +14,7 @@ pub mod login_requests;
 pub mod passkeys;
 pub mod replay;
 pub mod revocations;
+pub mod status;
 pub mod traces;
 pub mod users;
 
@@ -143,5 +144,6 @@ pub async fn purge_expired(db: &impl ConnectionTrait, now: i64) -> StoreResult<u
         + login_requests::purge(db, now).await?
         + bridge::purge(db, now).await?
         + passkeys::purge(db, now).await?
-        + delegations::purge(db, now).await?)
+        + delegations::purge(db, now).await?
+        + status::purge(db, now).await?)
 }

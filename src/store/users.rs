@@ -94,13 +94,14 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         .await?;
     super::grants::revoke_user_grants(&txn, &u.id, now, true).await?;
     // Their agents go too; tokens they hold turn inactive with them.
-    super::agents::delete_owned(&txn, &u.id).await?;
+    let agents = super::agents::delete_owned(&txn, &u.id, now).await?;
     entity::passkey::Entity::delete_many()
         .filter(entity::passkey::Column::UserId.eq(u.id.clone()))
         .exec(&txn)
         .await?;
     user::Entity::delete_by_id(u.id.clone()).exec(&txn).await?;
     txn.commit().await?;
+    super::agents::revoke_after_deletion(db, &agents, now).await?;
     Ok(Some(u.id))
 }
 

@@ -110,15 +110,28 @@ pub async fn agents_active(
     agent_id: Option<&str>,
     act: Option<&Actor>,
 ) -> Result<bool, StoreError> {
-    let actors = act
-        .into_iter()
-        .flat_map(Actor::chain)
-        .filter_map(|a| a.agent_id.as_deref());
-    let subject = crate::store::agents::is_agent_id(sub).then_some(sub);
-    for id in agent_id.into_iter().chain(actors).chain(subject) {
+    for id in named_agents(sub, agent_id, act) {
         if !tokens.agents.honours(id, iat).await? {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The agents a token names: its `agent_id`, each actor of its `act`
+/// chain, and its subject when that is an agent; each once.
+pub fn named_agents<'a>(
+    sub: &'a str,
+    agent_id: Option<&'a str>,
+    act: Option<&'a Actor>,
+) -> Vec<&'a str> {
+    let actors = act
+        .into_iter()
+        .flat_map(Actor::chain)
+        .filter_map(|a| a.agent_id.as_deref());
+    let subject = crate::store::agents::is_agent_id(sub).then_some(sub);
+    let mut ids: Vec<&str> = agent_id.into_iter().chain(actors).chain(subject).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }

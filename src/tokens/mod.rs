@@ -4,6 +4,7 @@
 //! tokens through it; introspection and revocation read it.
 
 pub mod live;
+pub mod status;
 
 pub use live::{live_access_token, live_passport};
 
@@ -31,6 +32,9 @@ pub struct Tokens {
     pub signing: SigningPool,
     /// Revoked access-token jtis, node-local and refreshed every second.
     pub revocations: RevocationCache,
+    /// Token Status Lists: the index each token names, the bits, the
+    /// signed lists.
+    pub status: status::StatusLists,
     /// RFC 9449 §8 nonce key, derived from the KEK (same on every node).
     pub dpop_nonces: NonceKey,
     /// DPoP `jti`s and every other single-use value.
@@ -41,7 +45,7 @@ pub struct Tokens {
     /// SQLite allows one writer; queueing hot write transactions here
     /// instead of in SQLite's busy handler (which sleeps in steps of up to
     /// 100 ms) keeps tail latency low. Unused on PostgreSQL.
-    sqlite_writer: Option<tokio::sync::Mutex<()>>,
+    sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
     /// A token is live only while its client and its agents are.
     pub clients: Arc<Clients>,
     pub agents: Arc<Agents>,
@@ -65,8 +69,21 @@ impl Tokens {
         clients: Arc<Clients>,
         agents: Arc<Agents>,
     ) -> Self {
+        let sqlite_writer =
+            (!crate::store::is_shared(&db)).then(|| Arc::new(tokio::sync::Mutex::new(())));
         Self {
-            sqlite_writer: (!crate::store::is_shared(&db)).then(|| tokio::sync::Mutex::new(())),
+            status: status::StatusLists::new(
+                status::Settings {
+                    issuer: config.issuer.clone(),
+                    ttl: config.status_list_ttl,
+                    size: config.status_list_size,
+                    max_lifetime: config.access_token_ttl.max(config.passport_ttl),
+                },
+                db.clone(),
+                clock.clone(),
+                sqlite_writer.clone(),
+            ),
+            sqlite_writer,
             config,
             db,
             clock,
@@ -79,6 +96,14 @@ impl Tokens {
             clients,
             agents,
         }
+    }
+
+    /// Something was revoked on this node: introspection reads the
+    /// database until its cache has it, and the status lists are read now
+    /// rather than at the next tick.
+    pub fn revoked(&self) {
+        self.revocations.invalidate();
+        self.status.wake.notify_one();
     }
 
     /// Held around hot write transactions on SQLite (see `sqlite_writer`).

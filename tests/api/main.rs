@@ -35,4 +35,5 @@ mod private_key_jwt;
 mod processes;
 mod register;
 mod resource;
+mod status_lists;
 mod token;
