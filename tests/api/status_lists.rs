@@ -453,3 +453,21 @@ async fn a_kill_on_one_node_is_in_every_nodes_list() {
 async fn a_kill_on_one_node_is_in_every_nodes_list_pg() {
     a_kill_on_one_node_is_in_every_nodes_list().await;
 }
+
+/// A list token is signed by our token keys, but it is no access token:
+/// introspection, and a resource using the kit, refuse it by its `typ`.
+async fn a_list_token_is_not_an_access_token(app: TestApp) {
+    let (_, _, token) = app.access_token("").await;
+    let (uri, _) = status_of(&token);
+    refresh(&app).await;
+    let list = String::from_utf8(app.get(path_of(&uri)).await.body.to_vec()).unwrap();
+    assert_eq!(app.introspect(&list).await, json!({"active": false}));
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&app.get("/jwks.json").await.body).unwrap();
+    let keys = StaticKeys::from_jwks(&jwks);
+    assert!(
+        verify_jwt::<Value, _>(&list, "at+jwt", |kid| keys.get(kid).cloned()).is_err(),
+        "the kit's JWT check pins at+jwt"
+    );
+}
+crate::both!(a_list_token_is_not_an_access_token);
