@@ -53,6 +53,8 @@ pub struct Guard {
     introspector: Option<crate::introspection::Introspector>,
     #[cfg(feature = "remote")]
     reporter: Option<crate::report::Reporter>,
+    #[cfg(feature = "remote")]
+    status_lists: Option<crate::status_cache::StatusListCache>,
 }
 
 impl Guard {
@@ -79,6 +81,8 @@ impl Guard {
             introspector: None,
             #[cfg(feature = "remote")]
             reporter: None,
+            #[cfg(feature = "remote")]
+            status_lists: None,
         }
     }
 
@@ -114,6 +118,34 @@ impl Guard {
     pub fn with_introspection(mut self, introspector: crate::introspection::Introspector) -> Self {
         self.introspector = Some(introspector);
         self
+    }
+
+    /// Check the status of every token and passport that carries a
+    /// `status` claim against the issuer's status lists
+    /// (draft-ietf-oauth-status-list), verified with this guard's keys
+    /// (for a [`Self::remote`] guard, a list signed under an unknown `kid`
+    /// refetches them): a revoked token is refused (401 `invalid_token`)
+    /// within the list's `ttl`, and when the lists cannot be fetched the
+    /// `policy` decides (grace, then 503 with `Retry-After`). See
+    /// [`crate::status_cache`]. Off by default; off, it costs nothing.
+    #[cfg(feature = "remote")]
+    pub fn check_status(
+        mut self,
+        policy: crate::status_cache::StatusListPolicy,
+    ) -> Result<Self, crate::remote::RemoteError> {
+        self.status_lists = Some(crate::status_cache::StatusListCache::build(
+            self.verifier.issuer.clone(),
+            self.verifier.keys.clone(),
+            self.remote.clone(),
+            policy,
+        )?);
+        Ok(self)
+    }
+
+    /// The status lists [`Self::check_status`] reads, when it is on.
+    #[cfg(feature = "remote")]
+    pub fn status_lists(&self) -> Option<&crate::status_cache::StatusListCache> {
+        self.status_lists.as_ref()
     }
 
     /// Tell the authorization server about refused tokens (see
@@ -159,17 +191,24 @@ impl Guard {
     }
 
     /// The whole check of one request: keys refetched for an unknown
-    /// `kid` (remote guards), the local verification, then introspection
-    /// when it is on.
+    /// `kid` (remote guards), the local verification, the token's status
+    /// when [`Self::check_status`] is on, then introspection when it is on.
     pub async fn check(&self, parts: &Parts) -> Result<Verified, ResourceError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.check_at(parts, now).await
+        self.check_when(parts, std::time::SystemTime::now()).await
     }
 
     /// [`Self::check`] at `now` (Unix seconds) instead of the system clock.
     pub async fn check_at(&self, parts: &Parts, now: i64) -> Result<Verified, ResourceError> {
+        let now = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(now).unwrap_or_default());
+        self.check_when(parts, now).await
+    }
+
+    async fn check_when(
+        &self,
+        parts: &Parts,
+        now: std::time::SystemTime,
+    ) -> Result<Verified, ResourceError> {
         let checked = self.check_unreported(parts, now).await;
         if let Err(error) = &checked {
             let token = crate::verifier::bearer_or_dpop(&parts.headers).ok();
@@ -178,7 +217,14 @@ impl Guard {
         checked
     }
 
-    async fn check_unreported(&self, parts: &Parts, now: i64) -> Result<Verified, ResourceError> {
+    async fn check_unreported(
+        &self,
+        parts: &Parts,
+        at: std::time::SystemTime,
+    ) -> Result<Verified, ResourceError> {
+        let now = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         #[cfg(feature = "remote")]
         if let Some(remote) = &self.remote {
             remote.refresh_for_request(&parts.headers).await;
@@ -186,6 +232,10 @@ impl Guard {
         let verified =
             self.verifier
                 .verify_request(parts.method.as_str(), &self.url, &parts.headers, now)?;
+        #[cfg(feature = "remote")]
+        if let Some(lists) = &self.status_lists {
+            lists.check(verified.claims.status.as_ref(), at).await?;
+        }
         #[cfg(feature = "remote")]
         if let Some(introspector) = &self.introspector {
             let (token, _) = crate::verifier::bearer_or_dpop(&parts.headers)?;

@@ -1,0 +1,769 @@
+//! Token status at a resource that verifies tokens offline (feature
+//! `remote`): [`StatusListCache`] fetches, verifies and caches the
+//! issuer's status lists (draft-ietf-oauth-status-list §8), so that a
+//! token revoked at the authorization server (revocation, a revoked
+//! refresh family, an agent's kill switch, a deleted user) is refused here
+//! within the list's `ttl` plus one fetch, instead of at its `exp`.
+//!
+//! A token that carries a `status` claim (`{"status_list": {"idx": 7,
+//! "uri": "https://as.example/statuslists/3"}}`) is looked up in the list
+//! at `uri`: status 0 (valid) passes; 1 (invalid), 2 (suspended) or any
+//! other value is 401 `invalid_token`, like every other token failure, and
+//! an index outside the list too.
+//!
+//! # Fetching
+//!
+//! - Only lists at the issuer's origin (scheme, host and port of the
+//!   configured issuer) are fetched; any other `uri` is refused (401)
+//!   without a request, so that a token cannot make the resource fetch an
+//!   arbitrary URL.
+//! - `GET uri` with `Accept: application/statuslist+jwt`, and
+//!   `If-None-Match` with the held list's `ETag`: a 304 renews the held
+//!   list for another `ttl`.
+//! - The list token must have `typ` `statuslist+jwt` (exactly), be signed
+//!   by one of the issuer's token keys with that key's pinned `alg` (the
+//!   same [`KeySource`] that verifies access tokens: with [`RemoteKeys`],
+//!   an unknown `kid` refetches the JWKS, within its refetch limit), have
+//!   `sub` equal to `uri` byte for byte, `iss` (when present) equal to the
+//!   issuer, and an `exp` that has not passed; its list is inflated at
+//!   most to [`StatusListPolicy::max_list_len`] statuses.
+//! - A list is used for its `ttl`, clamped to
+//!   [`StatusListPolicy::min_ttl`]..=[`StatusListPolicy::max_ttl`], and
+//!   never past the list token's `exp`. A request that finds a list past
+//!   3/4 of its `ttl` starts one refresh in the background; a request that
+//!   finds it past its `ttl` (or finds none) waits for a fetch. However many
+//!   requests arrive, one fetch per list is under way at a time, and the
+//!   requests waiting for a list share it.
+//!
+//! # When a list cannot be fetched
+//!
+//! A network error, a timeout, an answer other than 200/304, or a list
+//! token that fails a check above is a failed fetch. Then:
+//!
+//! - with a list fetched before, the last good list keeps being used for
+//!   [`StatusListPolicy::grace`] past its `ttl` (never past its token's
+//!   `exp`), while the kit retries in the background at most once per
+//!   [`StatusListPolicy::retry_interval`]; requests do not wait for those
+//!   retries;
+//! - past the grace, or for a list never fetched, a request is refused
+//!   with 503 and `Retry-After` ([`ResourceError::StatusListUnavailable`]):
+//!   the token may be valid, but nothing says it still is. A request
+//!   waits for a fetch again once the retry interval has passed.
+//!
+//! So a revocation reaches this resource within `ttl` plus one fetch while
+//! the issuer answers, and within `ttl` plus the grace when it does not.
+//! [`StatusListCache::last_error`] says why a list's last fetch failed.
+//!
+//! # Tokens without `status`
+//!
+//! Accepted by default: tokens of authorization servers from before
+//! status lists carry none, and an offline verifier then relies on their
+//! `exp` as before. [`StatusListPolicy::require_status`] refuses them.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), agentauth_resource::remote::RemoteError> {
+//! use std::sync::Arc;
+//! use std::time::SystemTime;
+//! use agentauth_resource::status_cache::{StatusListCache, StatusListPolicy};
+//! use agentauth_resource::{ResourceVerifier, remote::RemoteKeys};
+//!
+//! let keys = Arc::new(RemoteKeys::discover("https://auth.example.com").await?);
+//! let lists = StatusListCache::remote(keys.clone(), StatusListPolicy::default())?;
+//! let verifier = ResourceVerifier::new("https://auth.example.com", "https://mcp.example.com/mcp", keys);
+//! # let headers = http::HeaderMap::new();
+//! let now = SystemTime::now();
+//! let unix = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+//! let verified = verifier.verify_request("POST", "https://mcp.example.com/mcp", &headers, unix);
+//! if let Ok(v) = &verified {
+//!     lists.check(v.claims.status.as_ref(), now).await; // Err: refuse the request
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! With the `axum` feature, [`crate::guard::Guard::check_status`] does all
+//! of this for every request.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, StatusCode, header};
+
+use crate::jwt::{KeySource, VerifyError, verify_jwt};
+use crate::remote::{RemoteError, RemoteKeys, http_client};
+use crate::status::{
+    INVALID, STATUS_LIST_JWT_MEDIA_TYPE, STATUS_LIST_TYP, SUSPENDED, StatusClaim, StatusError,
+    StatusList, StatusListClaims, StatusListRef, VALID,
+};
+use crate::verifier::ResourceError;
+
+/// How status lists are fetched, kept, and given up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusListPolicy {
+    /// The shortest time a list is kept, whatever its `ttl` says
+    /// (default 1 s): a list with `ttl` 0 would make every request a fetch.
+    pub min_ttl: Duration,
+    /// The longest time a list is kept before it is fetched again,
+    /// whatever its `ttl` says (default 300 s); also the time a list
+    /// without `ttl` is kept. The bound on how late a revocation reaches
+    /// this resource while the issuer answers.
+    pub max_ttl: Duration,
+    /// How long past its `ttl` the last good list is still used while it
+    /// cannot be fetched again (default 60 s); never past the list token's
+    /// `exp`. Zero: refuse (503) as soon as a stale list cannot be renewed.
+    pub grace: Duration,
+    /// The least time between two fetches of a list after one failed
+    /// (default 1 s); the `Retry-After` of a 503.
+    pub retry_interval: Duration,
+    /// How long one fetch may take (default 2 s). Requests that wait for a
+    /// list wait at most this long (plus the JWKS refetch of an unknown
+    /// `kid`).
+    pub fetch_timeout: Duration,
+    /// The most statuses a list may hold (default 2^24, 2 MiB at one bit
+    /// each): a list inflating beyond it is refused (a few kilobytes of
+    /// DEFLATE can inflate to gigabytes).
+    pub max_list_len: usize,
+    /// The most lists held at once (default 1024); past it the least
+    /// recently fetched idle list is dropped.
+    pub max_lists: usize,
+    /// Refuse tokens that carry no `status` claim (default: accept them,
+    /// as tokens of authorization servers from before status lists).
+    pub require_status: bool,
+}
+
+impl Default for StatusListPolicy {
+    fn default() -> Self {
+        Self {
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+            grace: Duration::from_secs(60),
+            retry_interval: Duration::from_secs(1),
+            fetch_timeout: Duration::from_secs(2),
+            max_list_len: 1 << 24,
+            max_lists: 1024,
+            require_status: false,
+        }
+    }
+}
+
+/// Why a status list could not be fetched or used (the 503's cause, for
+/// logs: [`StatusListCache::last_error`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusListError {
+    #[error("the list could not be fetched: {0}")]
+    Fetch(String),
+    #[error("the list endpoint answered {0}")]
+    Status(u16),
+    #[error("the answer is not application/statuslist+jwt")]
+    MediaType,
+    #[error("the answer is larger than a list of the allowed size")]
+    TooLarge,
+    #[error("the list token is not a JWS")]
+    Malformed,
+    #[error("the list token's typ is not statuslist+jwt")]
+    Typ,
+    #[error("the list token is not signed by a key of the issuer")]
+    UnknownKey,
+    #[error("the list token's signature or claims are not valid")]
+    Signature,
+    #[error("the list token's sub is not the list's uri")]
+    Sub,
+    #[error("the list token's iss is not the issuer")]
+    Iss,
+    #[error("the list token has expired")]
+    Expired,
+    #[error("the list token's list: {0}")]
+    List(StatusError),
+}
+
+/// Refusals of a token for its status (401 `invalid_token`).
+const REVOKED: ResourceError = ResourceError::InvalidToken("the token has been revoked");
+const SUSPENDED_TOKEN: ResourceError = ResourceError::InvalidToken("the token is suspended");
+const NOT_VALID: ResourceError = ResourceError::InvalidToken("the token's status is not valid");
+const OUTSIDE: ResourceError =
+    ResourceError::InvalidToken("the token's status index is outside its status list");
+const FOREIGN: ResourceError =
+    ResourceError::InvalidToken("the token's status list is not at its issuer");
+const NO_STATUS: ResourceError =
+    ResourceError::InvalidToken("the token carries no status, which this resource requires");
+
+/// The issuer's status lists, by `uri`: verified, cached, refreshed. Cheap
+/// to clone (one shared cache); share one per issuer.
+#[derive(Clone)]
+pub struct StatusListCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    origin: url::Origin,
+    keys: Arc<dyn KeySource>,
+    /// Refetches the JWKS on an unknown `kid` (the same keys as `keys`).
+    remote: Option<Arc<RemoteKeys>>,
+    http: reqwest::Client,
+    policy: StatusListPolicy,
+    lists: RwLock<HashMap<Box<str>, Entry, BuildHasherDefault<UriHasher>>>,
+}
+
+/// One list: the last good one (what requests read, under the map's read
+/// lock only) and the fetching state.
+struct Entry {
+    held: Option<Arc<Held>>,
+    slot: Arc<Slot>,
+}
+
+/// A verified list and its times (Unix milliseconds).
+struct Held {
+    list: Arc<StatusList>,
+    etag: Option<HeaderValue>,
+    fetched_at: i64,
+    ttl: i64,
+    exp: Option<i64>,
+    /// From here on a request starts a refresh in the background.
+    refresh_from: i64,
+    /// From here on a request waits for a fetch.
+    fresh_until: i64,
+    /// From here on the list is not used at all.
+    usable_until: i64,
+}
+
+impl Held {
+    fn new(
+        list: Arc<StatusList>,
+        etag: Option<HeaderValue>,
+        now: i64,
+        ttl: i64,
+        exp: Option<i64>,
+        grace: i64,
+    ) -> Self {
+        let exp_or_max = exp.unwrap_or(i64::MAX);
+        let fresh_until = now.saturating_add(ttl).min(exp_or_max);
+        Self {
+            list,
+            etag,
+            fetched_at: now,
+            ttl,
+            exp,
+            refresh_from: now.saturating_add(ttl / 4 * 3).min(fresh_until),
+            fresh_until,
+            usable_until: fresh_until.saturating_add(grace).min(exp_or_max),
+        }
+    }
+
+    /// The same list, confirmed unchanged (304) at `now`.
+    fn renewed(&self, now: i64, grace: i64) -> Self {
+        Self::new(
+            self.list.clone(),
+            self.etag.clone(),
+            now,
+            self.ttl,
+            self.exp,
+            grace,
+        )
+    }
+
+    fn status(&self, idx: u64) -> Option<u8> {
+        self.list.get(usize::try_from(idx).ok()?)
+    }
+}
+
+/// Fetching state of one list.
+struct Slot {
+    /// Held while fetching: one fetch at a time, and requests that wait
+    /// for the list wait here for the same fetch.
+    fetch: tokio::sync::Mutex<()>,
+    /// A background refresh is spawned.
+    refreshing: AtomicBool,
+    /// After a failed fetch, when the next may be made; [`SUCCEEDED`]
+    /// after a successful one.
+    retry_at: AtomicI64,
+    failure: Mutex<Option<StatusListError>>,
+}
+
+const SUCCEEDED: i64 = i64::MIN;
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            fetch: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
+            retry_at: AtomicI64::new(SUCCEEDED),
+            failure: Mutex::new(None),
+        }
+    }
+}
+
+/// What the warm path found.
+enum Cached {
+    Status(u8),
+    Outside,
+    /// No list fresh enough: the slow path decides.
+    Miss,
+}
+
+impl StatusListCache {
+    /// Status lists of `issuer`, verified with `keys` (the key source that
+    /// verifies its access tokens).
+    pub fn new(
+        issuer: impl Into<String>,
+        keys: Arc<dyn KeySource>,
+        policy: StatusListPolicy,
+    ) -> Result<Self, RemoteError> {
+        Self::build(issuer.into(), keys, None, policy)
+    }
+
+    /// Status lists of the issuer of `keys`, verified with its keys (a
+    /// list token under an unknown `kid` refetches them, as an access
+    /// token does).
+    pub fn remote(keys: Arc<RemoteKeys>, policy: StatusListPolicy) -> Result<Self, RemoteError> {
+        Self::build(keys.issuer().to_string(), keys.clone(), Some(keys), policy)
+    }
+
+    /// `keys` must be, or read, `remote`, whose keys are refetched on an
+    /// unknown `kid`.
+    pub(crate) fn build(
+        issuer: String,
+        keys: Arc<dyn KeySource>,
+        remote: Option<Arc<RemoteKeys>>,
+        policy: StatusListPolicy,
+    ) -> Result<Self, RemoteError> {
+        let origin = url::Url::parse(&issuer)
+            .map(|u| u.origin())
+            .map_err(|e| RemoteError::Shape(issuer.clone(), e.to_string()))?;
+        if !origin.is_tuple() {
+            return Err(RemoteError::Shape(
+                issuer,
+                "the issuer is not an http(s) URL".into(),
+            ));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http: http_client(&issuer)?,
+                issuer,
+                origin,
+                keys,
+                remote,
+                policy,
+                lists: RwLock::default(),
+            }),
+        })
+    }
+
+    pub fn policy(&self) -> &StatusListPolicy {
+        &self.inner.policy
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// draft-ietf-oauth-status-list §8.3: the status of a token whose
+    /// `status` claim is `status` (`None`: it has none), at `now`. `Ok`
+    /// for a valid token; 401 `invalid_token` for any other status, an
+    /// index outside the list, a list not at the issuer, or a missing claim
+    /// where [`StatusListPolicy::require_status`]; 503
+    /// ([`ResourceError::StatusListUnavailable`]) when no usable list can
+    /// be had. With a fresh list at hand it does not wait, allocate, or
+    /// take an async lock.
+    pub async fn check(
+        &self,
+        status: Option<&StatusClaim>,
+        now: SystemTime,
+    ) -> Result<(), ResourceError> {
+        let Some(status) = status else {
+            return if self.inner.policy.require_status {
+                Err(NO_STATUS)
+            } else {
+                Ok(())
+            };
+        };
+        let reference = &status.status_list;
+        let now = millis(now);
+        let found = match self.inner.cached(reference, now) {
+            Cached::Status(s) => Some(s),
+            Cached::Outside => None,
+            Cached::Miss => self.inner.slow(reference, now).await?,
+        };
+        match found {
+            Some(VALID) => Ok(()),
+            Some(INVALID) => Err(REVOKED),
+            Some(SUSPENDED) => Err(SUSPENDED_TOKEN),
+            Some(_) => Err(NOT_VALID),
+            None => Err(OUTSIDE),
+        }
+    }
+
+    /// Why the last fetch of the list at `uri` failed, while it has not
+    /// succeeded since.
+    pub fn last_error(&self, uri: &str) -> Option<StatusListError> {
+        let slot = self.inner.read().get(uri)?.slot.clone();
+        slot.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Unix milliseconds (0 before 1970).
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Inner {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Entry, BuildHasherDefault<UriHasher>>>
+    {
+        self.lists.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn held(&self, uri: &str) -> Option<Arc<Held>> {
+        self.read().get(uri)?.held.clone()
+    }
+
+    /// The warm path: the status from a fresh list, under the map's read
+    /// lock; past 3/4 of the list's `ttl`, one refresh is spawned.
+    fn cached(self: &Arc<Self>, reference: &StatusListRef, now: i64) -> Cached {
+        let (found, refresh) = {
+            let lists = self.read();
+            let Some(entry) = lists.get(reference.uri.as_str()) else {
+                return Cached::Miss;
+            };
+            let Some(held) = &entry.held else {
+                return Cached::Miss;
+            };
+            if now >= held.fresh_until {
+                return Cached::Miss;
+            }
+            let found = match held.status(reference.idx) {
+                Some(s) => Cached::Status(s),
+                None => Cached::Outside,
+            };
+            let refresh = (now >= held.refresh_from
+                && now >= entry.slot.retry_at.load(Ordering::Relaxed)
+                && !entry.slot.refreshing.load(Ordering::Relaxed))
+            .then(|| entry.slot.clone());
+            (found, refresh)
+        };
+        if let Some(slot) = refresh {
+            self.refresh_in_background(&reference.uri, slot, now);
+        }
+        found
+    }
+
+    /// Spawns one refresh of the list (none when one is under way, or
+    /// outside a Tokio runtime: requests then fetch it when it is stale).
+    fn refresh_in_background(self: &Arc<Self>, uri: &str, slot: Arc<Slot>, now: i64) {
+        if slot.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            slot.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let (inner, uri) = (self.clone(), uri.to_string());
+        runtime.spawn(async move {
+            inner.attempt(&uri, &slot, now, true).await;
+            slot.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// No fresh list at hand: use the last good one within its grace
+    /// while fetches fail, else wait for a fetch (one for all waiting
+    /// requests), else 503. `Ok(None)`: the index is outside the list.
+    async fn slow(
+        self: &Arc<Self>,
+        reference: &StatusListRef,
+        now: i64,
+    ) -> Result<Option<u8>, ResourceError> {
+        let uri = reference.uri.as_str();
+        let slot = self.slot(uri, now)?;
+        let mut fetched = false;
+        loop {
+            let held = self.held(uri);
+            if let Some(held) = &held
+                && now < held.fresh_until
+            {
+                return Ok(held.status(reference.idx));
+            }
+            let retry_at = slot.retry_at.load(Ordering::Acquire);
+            let failing = retry_at != SUCCEEDED;
+            if failing
+                && let Some(held) = &held
+                && now < held.usable_until
+            {
+                // Grace: requests do not wait for retries.
+                if now >= retry_at {
+                    self.refresh_in_background(uri, slot.clone(), now);
+                }
+                return Ok(held.status(reference.idx));
+            }
+            if fetched || (failing && now < retry_at) {
+                let wait = retry_at.saturating_sub(now).max(0).unsigned_abs();
+                let retry_after = u32::try_from(wait.div_ceil(1000)).unwrap_or(u32::MAX);
+                return Err(ResourceError::StatusListUnavailable {
+                    retry_after: retry_after.max(1),
+                });
+            }
+            self.attempt(uri, &slot, now, false).await;
+            fetched = true;
+        }
+    }
+
+    /// The list's fetching state, made on first sight of a `uri` at the
+    /// issuer's origin (any other is refused before any request).
+    fn slot(&self, uri: &str, now: i64) -> Result<Arc<Slot>, ResourceError> {
+        if let Some(entry) = self.read().get(uri) {
+            return Ok(entry.slot.clone());
+        }
+        let at_issuer = url::Url::parse(uri).is_ok_and(|u| {
+            u.origin() == self.origin && u.username().is_empty() && u.password().is_none()
+        });
+        if !at_issuer {
+            return Err(FOREIGN);
+        }
+        let mut lists = self.lists.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = lists.get(uri) {
+            return Ok(entry.slot.clone());
+        }
+        if lists.len() >= self.policy.max_lists.max(1) {
+            // Drop the idle list fetched longest ago (a dead one first).
+            let victim = lists
+                .iter()
+                .filter(|(_, e)| Arc::strong_count(&e.slot) == 1)
+                .min_by_key(|(_, e)| {
+                    e.held.as_ref().map_or(i64::MIN, |h| {
+                        if h.usable_until <= now {
+                            i64::MIN
+                        } else {
+                            h.fetched_at
+                        }
+                    })
+                })
+                .map(|(uri, _)| uri.clone());
+            match victim {
+                Some(uri) => {
+                    lists.remove(&uri);
+                }
+                None => return Err(ResourceError::StatusListUnavailable { retry_after: 1 }),
+            }
+        }
+        let slot = Arc::new(Slot::new());
+        lists.insert(
+            uri.into(),
+            Entry {
+                held: None,
+                slot: slot.clone(),
+            },
+        );
+        Ok(slot)
+    }
+
+    /// One fetch of the list, unless another made this one needless while
+    /// it waited for its turn: a fresh list is there, or a fetch failed
+    /// and the retry interval has not passed. `background`: a refresh
+    /// before the `ttl` runs out.
+    async fn attempt(&self, uri: &str, slot: &Slot, now: i64, background: bool) {
+        let _turn = slot.fetch.lock().await;
+        let held = self.held(uri);
+        let needed = held.as_ref().is_none_or(|h| {
+            now >= if background {
+                h.refresh_from
+            } else {
+                h.fresh_until
+            }
+        });
+        if !needed || now < slot.retry_at.load(Ordering::Acquire) {
+            return;
+        }
+        let fetched = self.fetch(uri, held.as_deref(), now).await;
+        let mut failure = slot.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        match fetched {
+            Ok(new) => {
+                let mut lists = self.lists.write().unwrap_or_else(PoisonError::into_inner);
+                let new = Some(Arc::new(new));
+                match lists.get_mut(uri) {
+                    Some(entry) => entry.held = new,
+                    None => {
+                        lists.insert(
+                            uri.into(),
+                            Entry {
+                                held: new,
+                                slot: Arc::new(Slot::new()),
+                            },
+                        );
+                    }
+                }
+                *failure = None;
+                slot.retry_at.store(SUCCEEDED, Ordering::Release);
+            }
+            Err(why) => {
+                *failure = Some(why);
+                let retry = duration_millis(self.policy.retry_interval);
+                slot.retry_at
+                    .store(now.saturating_add(retry), Ordering::Release);
+            }
+        }
+    }
+
+    /// GET the list (conditionally, when a list is held), and verify it.
+    async fn fetch(
+        &self,
+        uri: &str,
+        held: Option<&Held>,
+        now: i64,
+    ) -> Result<Held, StatusListError> {
+        let grace = duration_millis(self.policy.grace);
+        let mut request = self
+            .http
+            .get(uri)
+            .header(header::ACCEPT, STATUS_LIST_JWT_MEDIA_TYPE)
+            .timeout(self.policy.fetch_timeout);
+        // A held list whose token has expired cannot be renewed by a 304.
+        let revalidate = held
+            .filter(|h| h.exp.is_none_or(|exp| now < exp))
+            .and_then(|h| Some((h, h.etag.clone()?)));
+        if let Some((_, etag)) = &revalidate {
+            request = request.header(header::IF_NONE_MATCH, etag.clone());
+        }
+        let fail = |e: reqwest::Error| StatusListError::Fetch(e.to_string());
+        let mut response = request.send().await.map_err(fail)?;
+        match (response.status(), &revalidate) {
+            (StatusCode::NOT_MODIFIED, Some((held, _))) => return Ok(held.renewed(now, grace)),
+            (StatusCode::OK, _) => {}
+            (status, _) => return Err(StatusListError::Status(status.as_u16())),
+        }
+        let media_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim);
+        if !media_type.is_some_and(|m| m.eq_ignore_ascii_case(STATUS_LIST_JWT_MEDIA_TYPE)) {
+            return Err(StatusListError::MediaType);
+        }
+        let etag = response.headers().get(header::ETAG).cloned();
+        // Base64url of a list that does not compress, and the JWT around it.
+        let limit = self
+            .policy
+            .max_list_len
+            .div_ceil(8)
+            .saturating_mul(2)
+            .saturating_add(16 << 10);
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(StatusListError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(fail)? {
+            if body.len() + chunk.len() > limit {
+                return Err(StatusListError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let token = std::str::from_utf8(&body).map_err(|_| StatusListError::Malformed)?;
+        self.verify(uri, token.trim(), now, etag).await
+    }
+
+    /// draft-ietf-oauth-status-list §8.3 steps on the list token: `typ`,
+    /// the issuer's key with its pinned `alg`, `sub`, `iss`, `exp`, then
+    /// the list, inflated within the policy's cap.
+    async fn verify(
+        &self,
+        uri: &str,
+        token: &str,
+        now: i64,
+        etag: Option<HeaderValue>,
+    ) -> Result<Held, StatusListError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| StatusListError::Malformed)?;
+        if header.typ.as_deref() != Some(STATUS_LIST_TYP) {
+            return Err(StatusListError::Typ);
+        }
+        let kid = header.kid.ok_or(StatusListError::UnknownKey)?;
+        if let Some(remote) = &self.remote
+            && self.keys.key(&kid).is_none()
+        {
+            remote.refresh_for(&kid).await;
+        }
+        let claims: StatusListClaims = verify_jwt(token, STATUS_LIST_TYP, |kid| self.keys.key(kid))
+            .map_err(|e| match e {
+                VerifyError::UnknownKey => StatusListError::UnknownKey,
+                VerifyError::Malformed => StatusListError::Malformed,
+                VerifyError::Type => StatusListError::Typ,
+                VerifyError::Signature => StatusListError::Signature,
+            })?;
+        if claims.sub != uri {
+            return Err(StatusListError::Sub);
+        }
+        if claims.iss.as_ref().is_some_and(|iss| *iss != self.issuer) {
+            return Err(StatusListError::Iss);
+        }
+        let exp = claims.exp.map(|exp| exp.saturating_mul(1000));
+        if exp.is_some_and(|exp| exp <= now) {
+            return Err(StatusListError::Expired);
+        }
+        let per_byte = match claims.status_list.bits {
+            bits @ (1 | 2 | 4 | 8) => usize::from(8 / bits),
+            _ => return Err(StatusListError::List(StatusError::Bits)),
+        };
+        let cap = self.policy.max_list_len.div_ceil(per_byte);
+        let list =
+            StatusList::from_json(&claims.status_list, cap).map_err(StatusListError::List)?;
+        let (min, max) = (
+            duration_millis(self.policy.min_ttl),
+            duration_millis(self.policy.max_ttl),
+        );
+        let ttl = claims
+            .ttl
+            .map_or(max, |ttl| ttl.saturating_mul(1000))
+            .clamp(min.min(max), max);
+        Ok(Held::new(
+            Arc::new(list),
+            etag,
+            now,
+            ttl,
+            exp,
+            duration_millis(self.policy.grace),
+        ))
+    }
+}
+
+/// FxHash (rustc's): the lists' URIs are few and come from signed tokens
+/// at the issuer's origin, so the warm path needs no flood-resistant
+/// hash, and SipHash of a URL would be most of its cost.
+#[derive(Default)]
+struct UriHasher(u64);
+
+impl UriHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for UriHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.add(u64::from_le_bytes(w));
+        }
+        for &b in words.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
