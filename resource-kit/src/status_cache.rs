@@ -650,13 +650,9 @@ impl Inner {
             return Err(StatusListError::MediaType);
         }
         let etag = response.headers().get(header::ETAG).cloned();
-        // Base64url of a list that does not compress, and the JWT around it.
-        let limit = self
-            .policy
-            .max_list_len
-            .div_ceil(8)
-            .saturating_mul(2)
-            .saturating_add(16 << 10);
+        // Base64url of the largest list (8 bits a status) that does not
+        // compress, and the JWT around it.
+        let limit = (self.policy.max_list_len / 2 * 3).saturating_add(16 << 10);
         if response.content_length().is_some_and(|n| n > limit as u64) {
             return Err(StatusListError::TooLarge);
         }
@@ -765,5 +761,786 @@ impl Hasher for UriHasher {
 
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+/// A test issuer: an HTTP server on 127.0.0.1 serving one status list
+/// token (signed with an ES256 test key), its JWKS and RFC 8414 metadata,
+/// counting requests, with knobs for every way a list can be wrong.
+#[cfg(test)]
+pub(crate) mod testing {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    use crate::jwt::StaticKeys;
+    use crate::status::{StatusClaim, StatusList, StatusListRef};
+
+    /// The tests' clock: Unix seconds where lists are signed.
+    pub const T0: i64 = 1_800_000_000;
+
+    /// `T0 + seconds` as a `SystemTime`.
+    pub fn at(seconds: f64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs_f64(T0 as f64 + seconds)
+    }
+
+    pub struct Key {
+        pub kid: String,
+        pub encoding: EncodingKey,
+        pub jwk: Value,
+    }
+
+    pub fn key(kid: &str) -> Arc<Key> {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let public = pair.public_key().as_ref();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        Arc::new(Key {
+            kid: kid.into(),
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+                        "x": b64(&public[1..33]), "y": b64(&public[33..65])}),
+        })
+    }
+
+    impl Key {
+        pub fn sign(&self, typ: &str, claims: &Value) -> String {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(self.kid.clone());
+            header.typ = Some(typ.into());
+            jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+        }
+    }
+
+    /// What the issuer serves at `/statuslists/1`; every field may be
+    /// made wrong.
+    pub struct Served {
+        /// 16 statuses of one bit, all valid.
+        pub list: StatusList,
+        pub ttl: Option<i64>,
+        pub exp: Option<i64>,
+        pub typ: String,
+        /// `None`: the list's uri.
+        pub sub: Option<String>,
+        /// `None`: the issuer.
+        pub iss: Option<String>,
+        pub signer: Arc<Key>,
+        /// Replaces the compressed list.
+        pub lst: Option<String>,
+        pub content_type: String,
+        /// Answer this status instead of the list.
+        pub answer: Option<u16>,
+        version: u64,
+        token: Option<String>,
+    }
+
+    #[derive(Clone)]
+    pub struct TestIssuer {
+        pub url: String,
+        pub key: Arc<Key>,
+        pub served: Arc<Mutex<Served>>,
+        pub jwks: Arc<Mutex<Value>>,
+        /// GETs of the list, and of them those answered 304.
+        pub fetches: Arc<AtomicUsize>,
+        pub not_modified: Arc<AtomicUsize>,
+        pub jwks_fetches: Arc<AtomicUsize>,
+        /// While false, list requests wait (after being counted).
+        gate: Arc<tokio::sync::watch::Sender<bool>>,
+    }
+
+    impl TestIssuer {
+        pub async fn start() -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let key = key("k1");
+            let issuer = Self {
+                url: url.clone(),
+                key: key.clone(),
+                served: Arc::new(Mutex::new(Served {
+                    list: StatusList::new(1, 16).unwrap(),
+                    ttl: Some(1),
+                    exp: Some(T0 + 3600),
+                    typ: "statuslist+jwt".into(),
+                    sub: None,
+                    iss: None,
+                    signer: key.clone(),
+                    lst: None,
+                    content_type: "application/statuslist+jwt".into(),
+                    answer: None,
+                    version: 0,
+                    token: None,
+                })),
+                jwks: Arc::new(Mutex::new(json!({"keys": [key.jwk]}))),
+                fetches: Arc::default(),
+                not_modified: Arc::default(),
+                jwks_fetches: Arc::default(),
+                gate: Arc::new(tokio::sync::watch::channel(true).0),
+            };
+            let app = {
+                let (metadata_url, jwks, jwks_fetches) = (
+                    url.clone(),
+                    issuer.jwks.clone(),
+                    issuer.jwks_fetches.clone(),
+                );
+                let lists = issuer.clone();
+                axum::Router::new()
+                    .route(
+                        "/.well-known/oauth-authorization-server",
+                        axum::routing::get(move || {
+                            let url = metadata_url.clone();
+                            async move {
+                                json!({"issuer": url, "jwks_uri": format!("{url}/jwks.json")})
+                                    .to_string()
+                            }
+                        }),
+                    )
+                    .route(
+                        "/jwks.json",
+                        axum::routing::get(move || {
+                            jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                            let jwks = jwks.lock().unwrap().to_string();
+                            async move { jwks }
+                        }),
+                    )
+                    .route(
+                        "/statuslists/1",
+                        axum::routing::get(move |headers: http::HeaderMap| {
+                            let issuer = lists.clone();
+                            async move { issuer.answer(&headers).await }
+                        }),
+                    )
+            };
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            issuer
+        }
+
+        async fn answer(&self, request: &http::HeaderMap) -> http::Response<String> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let _ = self.gate.subscribe().wait_for(|open| *open).await;
+            let mut served = self.served.lock().unwrap();
+            if let Some(status) = served.answer {
+                return http::Response::builder()
+                    .status(status)
+                    .body(String::new())
+                    .unwrap();
+            }
+            let etag = format!("\"v{}\"", served.version);
+            let response = http::Response::builder()
+                .header("etag", &etag)
+                .header("cache-control", "no-cache");
+            if request
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+            {
+                self.not_modified.fetch_add(1, Ordering::SeqCst);
+                return response.status(304).body(String::new()).unwrap();
+            }
+            let token = match &served.token {
+                Some(token) => token.clone(),
+                None => {
+                    let mut json = serde_json::to_value(served.list.to_json()).unwrap();
+                    if let Some(lst) = &served.lst {
+                        json["lst"] = lst.clone().into();
+                    }
+                    let mut claims = json!({
+                        "sub": served.sub.clone().unwrap_or_else(|| self.uri()),
+                        "iss": served.iss.clone().unwrap_or_else(|| self.url.clone()),
+                        "iat": T0, "status_list": json,
+                    });
+                    if let Some(ttl) = served.ttl {
+                        claims["ttl"] = ttl.into();
+                    }
+                    if let Some(exp) = served.exp {
+                        claims["exp"] = exp.into();
+                    }
+                    let token = served.signer.sign(&served.typ, &claims);
+                    served.token = Some(token.clone());
+                    token
+                }
+            };
+            response
+                .header("content-type", &served.content_type)
+                .body(token)
+                .unwrap()
+        }
+
+        /// The list's uri.
+        pub fn uri(&self) -> String {
+            format!("{}/statuslists/1", self.url)
+        }
+
+        /// The `status` claim of index `idx` of the list.
+        pub fn claim(&self, idx: u64) -> StatusClaim {
+            StatusClaim {
+                status_list: StatusListRef {
+                    idx,
+                    uri: self.uri(),
+                },
+            }
+        }
+
+        /// The issuer's keys, as its JWKS has them now.
+        pub fn keys(&self) -> StaticKeys {
+            StaticKeys::from_jwks(
+                &serde_json::from_value(self.jwks.lock().unwrap().clone()).unwrap(),
+            )
+        }
+
+        /// Changes what is served (a new representation, a new `ETag`).
+        pub fn set(&self, change: impl FnOnce(&mut Served)) {
+            let mut served = self.served.lock().unwrap();
+            change(&mut served);
+            served.version += 1;
+            served.token = None;
+        }
+
+        /// Revokes token `idx`.
+        pub fn revoke(&self, idx: usize) {
+            self.set(|s| s.list.set(idx, crate::status::INVALID).unwrap());
+        }
+
+        pub fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+
+        /// Holds list requests (after counting them) until [`Self::open`].
+        pub fn close(&self) {
+            self.gate.send_replace(false);
+        }
+
+        pub fn open(&self) {
+            self.gate.send_replace(true);
+        }
+    }
+
+    /// Waits (polling, at most 5 s) until `done`.
+    pub async fn eventually(mut done: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("timed out");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::testing::{T0, TestIssuer, at, eventually, key};
+    use super::*;
+
+    fn policy() -> StatusListPolicy {
+        StatusListPolicy::default()
+    }
+
+    fn cache(issuer: &TestIssuer, policy: StatusListPolicy) -> StatusListCache {
+        StatusListCache::new(issuer.url.clone(), Arc::new(issuer.keys()), policy).unwrap()
+    }
+
+    const UNAVAILABLE: ResourceError = ResourceError::StatusListUnavailable { retry_after: 1 };
+
+    /// §8.3: status 0 passes, 1 is refused as revoked (401
+    /// `invalid_token`, like any token failure), 2 as suspended, and
+    /// another value as not valid.
+    #[tokio::test]
+    async fn valid_passes_and_every_other_status_is_refused() {
+        let issuer = TestIssuer::start().await;
+        issuer.set(|s| {
+            s.list = StatusList::new(2, 8).unwrap();
+            s.list.set(1, INVALID).unwrap();
+            s.list.set(2, SUSPENDED).unwrap();
+            s.list.set(3, 3).unwrap();
+        });
+        let lists = cache(&issuer, policy());
+        assert_eq!(lists.check(Some(&issuer.claim(0)), at(0.0)).await, Ok(()));
+        assert_eq!(
+            lists.check(Some(&issuer.claim(1)), at(0.0)).await,
+            Err(REVOKED)
+        );
+        assert_eq!(
+            lists.check(Some(&issuer.claim(2)), at(0.0)).await,
+            Err(SUSPENDED_TOKEN)
+        );
+        assert_eq!(
+            lists.check(Some(&issuer.claim(3)), at(0.0)).await,
+            Err(NOT_VALID)
+        );
+        assert_eq!(issuer.fetches(), 1, "one fetch serves every index");
+
+        let (status, headers) = REVOKED.headers();
+        assert_eq!(status, 401);
+        assert!(headers["www-authenticate"].to_str().unwrap().starts_with(
+            r#"Bearer error="invalid_token", error_description="the token has been revoked""#
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_index_outside_the_list_is_refused() {
+        let issuer = TestIssuer::start().await;
+        let lists = cache(&issuer, policy());
+        assert_eq!(lists.check(Some(&issuer.claim(15)), at(0.0)).await, Ok(()));
+        for idx in [16, u64::MAX] {
+            assert_eq!(
+                lists.check(Some(&issuer.claim(idx)), at(0.0)).await,
+                Err(OUTSIDE),
+                "{idx}"
+            );
+        }
+    }
+
+    /// Tokens of servers from before status lists carry no `status`:
+    /// accepted unless the policy requires one.
+    #[tokio::test]
+    async fn a_token_without_status_passes_unless_required() {
+        let issuer = TestIssuer::start().await;
+        assert_eq!(cache(&issuer, policy()).check(None, at(0.0)).await, Ok(()));
+        let requiring = StatusListPolicy {
+            require_status: true,
+            ..policy()
+        };
+        assert_eq!(
+            cache(&issuer, requiring).check(None, at(0.0)).await,
+            Err(NO_STATUS)
+        );
+        assert_eq!(issuer.fetches(), 0);
+    }
+
+    /// A list is kept for its `ttl` (1 s here) and no longer: a bit set
+    /// at the issuer refuses the token at the first request past the ttl.
+    #[tokio::test]
+    async fn a_revocation_is_refused_once_the_ttl_has_passed() {
+        let issuer = TestIssuer::start().await;
+        let lists = cache(&issuer, policy());
+        let claim = issuer.claim(5);
+        assert_eq!(lists.check(Some(&claim), at(0.0)).await, Ok(()));
+        issuer.revoke(5);
+        assert_eq!(
+            lists.check(Some(&claim), at(0.5)).await,
+            Ok(()),
+            "the list is kept for its ttl"
+        );
+        assert_eq!(issuer.fetches(), 1);
+        assert_eq!(lists.check(Some(&claim), at(1.0)).await, Err(REVOKED));
+        assert_eq!(issuer.fetches(), 2);
+    }
+
+    /// The `ttl` is clamped to the policy's bounds: a list saying 3600 s
+    /// is fetched again after `max_ttl`, one saying 0 s only after
+    /// `min_ttl`.
+    #[tokio::test]
+    async fn the_ttl_is_clamped_to_the_policy() {
+        let issuer = TestIssuer::start().await;
+        let bounded = StatusListPolicy {
+            min_ttl: Duration::from_secs(2),
+            max_ttl: Duration::from_secs(10),
+            ..policy()
+        };
+        let lists = cache(&issuer, bounded.clone());
+        issuer.set(|s| s.ttl = Some(3600));
+        lists.check(Some(&issuer.claim(0)), at(0.0)).await.unwrap();
+        lists.check(Some(&issuer.claim(0)), at(9.9)).await.unwrap();
+        assert_eq!(issuer.fetches(), 1);
+        lists.check(Some(&issuer.claim(0)), at(10.0)).await.unwrap();
+        assert_eq!(issuer.fetches(), 2);
+
+        let lists = cache(&issuer, bounded);
+        issuer.set(|s| s.ttl = Some(0));
+        lists.check(Some(&issuer.claim(0)), at(0.0)).await.unwrap();
+        lists.check(Some(&issuer.claim(0)), at(1.9)).await.unwrap();
+        assert_eq!(issuer.fetches(), 3);
+        lists.check(Some(&issuer.claim(0)), at(2.0)).await.unwrap();
+        assert_eq!(issuer.fetches(), 4);
+    }
+
+    /// However many requests find no list, one fetch is made, and they all
+    /// get its answer.
+    #[tokio::test]
+    async fn concurrent_requests_on_a_cold_cache_make_one_fetch() {
+        let issuer = TestIssuer::start().await;
+        issuer.revoke(7);
+        let lists = cache(&issuer, policy());
+        issuer.close();
+        let requests: Vec<_> = (0..32u64)
+            .map(|i| {
+                let (lists, claim) = (lists.clone(), issuer.claim(i % 8));
+                tokio::spawn(async move { lists.check(Some(&claim), at(0.0)).await })
+            })
+            .collect();
+        eventually(|| issuer.fetches() == 1).await;
+        // Every request is waiting for that one fetch.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(requests.iter().all(|r| !r.is_finished()));
+        issuer.open();
+        for (i, request) in requests.into_iter().enumerate() {
+            let expected = if i % 8 == 7 { Err(REVOKED) } else { Ok(()) };
+            assert_eq!(request.await.unwrap(), expected, "{i}");
+        }
+        assert_eq!(issuer.fetches(), 1);
+    }
+
+    /// Past 3/4 of its `ttl` a request starts one refresh and does not
+    /// wait for it; the refreshed list replaces the old one before the
+    /// `ttl` runs out, so no request has to wait.
+    #[tokio::test]
+    async fn a_list_is_refreshed_in_the_background_before_its_ttl_runs_out() {
+        let issuer = TestIssuer::start().await;
+        issuer.set(|s| s.ttl = Some(4));
+        let lists = cache(&issuer, policy());
+        let claim = issuer.claim(2);
+        lists.check(Some(&claim), at(0.0)).await.unwrap();
+        lists.check(Some(&claim), at(2.9)).await.unwrap();
+        assert_eq!(issuer.fetches(), 1, "no refresh before 3/4 of the ttl");
+
+        issuer.close();
+        for t in [3.0, 3.1, 3.5] {
+            let answered =
+                tokio::time::timeout(Duration::from_secs(1), lists.check(Some(&claim), at(t)))
+                    .await;
+            assert_eq!(answered, Ok(Ok(())), "answered at once from the held list");
+        }
+        eventually(|| issuer.fetches() == 2).await;
+        issuer.revoke(2);
+        issuer.open();
+        eventually(|| {
+            lists
+                .inner
+                .held(&issuer.uri())
+                .is_some_and(|h| h.fetched_at == T0 * 1000 + 3000)
+        })
+        .await;
+        assert_eq!(lists.check(Some(&claim), at(3.9)).await, Err(REVOKED));
+        // Fresh until 3 + 4 s: no request waited, no other fetch.
+        assert_eq!(lists.check(Some(&claim), at(6.9)).await, Err(REVOKED));
+        assert_eq!(issuer.fetches(), 2);
+    }
+
+    /// RFC 9110 §13.1.2: the held list's `ETag` goes in `If-None-Match`,
+    /// and a 304 keeps the list for another `ttl`.
+    #[tokio::test]
+    async fn a_304_renews_the_held_list() {
+        let issuer = TestIssuer::start().await;
+        let lists = cache(&issuer, policy());
+        let claim = issuer.claim(4);
+        lists.check(Some(&claim), at(0.0)).await.unwrap();
+        lists.check(Some(&claim), at(1.0)).await.unwrap();
+        assert_eq!(issuer.fetches(), 2);
+        assert_eq!(
+            issuer
+                .not_modified
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        lists.check(Some(&claim), at(1.9)).await.unwrap();
+        assert_eq!(issuer.fetches(), 2, "renewed until 1 + 1 s");
+        issuer.revoke(4);
+        assert_eq!(lists.check(Some(&claim), at(2.0)).await, Err(REVOKED));
+        assert_eq!(
+            issuer
+                .not_modified
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
+
+    /// When the list cannot be fetched: the last good list for the grace
+    /// past its ttl (requests do not wait for the retries, at most one a
+    /// `retry_interval`), then 503 with `Retry-After`; back to normal at
+    /// the first fetch that succeeds.
+    #[tokio::test]
+    async fn a_failed_fetch_keeps_the_last_list_for_the_grace_then_503() {
+        let issuer = TestIssuer::start().await;
+        let lists = cache(
+            &issuer,
+            StatusListPolicy {
+                grace: Duration::from_secs(5),
+                ..policy()
+            },
+        );
+        let claim = issuer.claim(3);
+        lists.check(Some(&claim), at(0.0)).await.unwrap();
+        issuer.revoke(3);
+        issuer.set(|s| s.answer = Some(500));
+
+        assert_eq!(lists.check(Some(&claim), at(1.0)).await, Ok(()), "in grace");
+        assert_eq!(issuer.fetches(), 2);
+        assert_eq!(
+            lists.last_error(&issuer.uri()),
+            Some(StatusListError::Status(500))
+        );
+        assert_eq!(lists.check(Some(&claim), at(1.5)).await, Ok(()));
+        assert_eq!(issuer.fetches(), 2, "no retry within the retry interval");
+        assert_eq!(lists.check(Some(&claim), at(2.0)).await, Ok(()));
+        eventually(|| issuer.fetches() == 3).await;
+
+        // Grace over (1 s ttl + 5 s): refused, the retry made in the request.
+        let err = lists.check(Some(&claim), at(6.0)).await.unwrap_err();
+        assert_eq!(err, UNAVAILABLE);
+        assert_eq!(issuer.fetches(), 4);
+        let (status, headers) = err.headers();
+        assert_eq!(status, 503);
+        assert_eq!(headers["retry-after"], "1");
+        assert!(headers.get("www-authenticate").is_none());
+        // Within the retry interval: refused at once, no fetch.
+        assert_eq!(lists.check(Some(&claim), at(6.2)).await, Err(UNAVAILABLE));
+        assert_eq!(issuer.fetches(), 4);
+
+        issuer.set(|s| s.answer = None);
+        assert_eq!(lists.check(Some(&claim), at(7.0)).await, Err(REVOKED));
+        assert_eq!(lists.last_error(&issuer.uri()), None);
+    }
+
+    /// The grace never outlasts the list token's `exp`.
+    #[tokio::test]
+    async fn the_grace_ends_at_the_list_tokens_exp() {
+        let issuer = TestIssuer::start().await;
+        issuer.set(|s| s.exp = Some(T0 + 3));
+        let lists = cache(&issuer, policy());
+        let claim = issuer.claim(0);
+        lists.check(Some(&claim), at(0.0)).await.unwrap();
+        issuer.set(|s| s.answer = Some(503));
+        assert_eq!(lists.check(Some(&claim), at(2.9)).await, Ok(()));
+        assert_eq!(lists.check(Some(&claim), at(3.0)).await, Err(UNAVAILABLE));
+    }
+
+    /// A list never fetched, and unreachable: 503 at once, and one
+    /// attempt per retry interval however many requests come.
+    #[tokio::test]
+    async fn an_unreachable_list_never_fetched_is_503() {
+        let issuer = TestIssuer::start().await;
+        issuer.set(|s| s.answer = Some(500));
+        let lists = cache(
+            &issuer,
+            StatusListPolicy {
+                retry_interval: Duration::from_secs(3),
+                ..policy()
+            },
+        );
+        let claim = issuer.claim(0);
+        assert_eq!(
+            lists.check(Some(&claim), at(0.0)).await,
+            Err(ResourceError::StatusListUnavailable { retry_after: 3 })
+        );
+        assert_eq!(
+            lists.check(Some(&claim), at(1.5)).await,
+            Err(ResourceError::StatusListUnavailable { retry_after: 2 })
+        );
+        assert_eq!(issuer.fetches(), 1);
+
+        // Nothing listening at the issuer's address: the same.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let lists = StatusListCache::new(gone.clone(), Arc::new(issuer.keys()), policy()).unwrap();
+        let claim = StatusClaim {
+            status_list: StatusListRef {
+                idx: 0,
+                uri: format!("{gone}/statuslists/1"),
+            },
+        };
+        assert_eq!(lists.check(Some(&claim), at(0.0)).await, Err(UNAVAILABLE));
+        assert!(matches!(
+            lists.last_error(&claim.status_list.uri),
+            Some(StatusListError::Fetch(_))
+        ));
+    }
+
+    /// draft §8.3 on the list token, and the cap on inflating: a list
+    /// token that fails a check is not used (a cold cache answers 503),
+    /// for the reason [`StatusListCache::last_error`] gives.
+    #[tokio::test]
+    async fn list_tokens_that_fail_a_check_are_not_used() {
+        let stranger = key("k9");
+        let impostor = key("k1");
+        // 1 MiB of zeros compresses to about a kilobyte; read as the
+        // served list's one bit a status, the cap is 2^19 / 8 bytes.
+        let bomb = StatusList::new(8, 1 << 20).unwrap().to_json().lst;
+        type Change = Box<dyn Fn(&mut testing::Served)>;
+        let cases: Vec<(&str, Change, StatusListError)> = vec![
+            (
+                "typ JWT",
+                Box::new(|s| s.typ = "JWT".into()),
+                StatusListError::Typ,
+            ),
+            (
+                "typ with application/",
+                Box::new(|s| s.typ = "application/statuslist+jwt".into()),
+                StatusListError::Typ,
+            ),
+            (
+                "sub",
+                Box::new(|s| s.sub = Some("http://127.0.0.1/statuslists/2".into())),
+                StatusListError::Sub,
+            ),
+            (
+                "iss",
+                Box::new(|s| s.iss = Some("https://other.example".into())),
+                StatusListError::Iss,
+            ),
+            (
+                "unknown kid",
+                Box::new(move |s| s.signer = stranger.clone()),
+                StatusListError::UnknownKey,
+            ),
+            (
+                "foreign key under our kid",
+                Box::new(move |s| s.signer = impostor.clone()),
+                StatusListError::Signature,
+            ),
+            (
+                "expired",
+                Box::new(|s| s.exp = Some(T0)),
+                StatusListError::Expired,
+            ),
+            (
+                "inflate bomb",
+                Box::new(move |s| s.lst = Some(bomb.clone())),
+                StatusListError::List(StatusError::TooLarge(1 << 16)),
+            ),
+            (
+                "not a list",
+                Box::new(|s| s.lst = Some("AAAA".into())),
+                StatusListError::List(StatusError::Inflate),
+            ),
+            (
+                "media type",
+                Box::new(|s| s.content_type = "application/json".into()),
+                StatusListError::MediaType,
+            ),
+            (
+                "404",
+                Box::new(|s| s.answer = Some(404)),
+                StatusListError::Status(404),
+            ),
+        ];
+        for (case, change, why) in cases {
+            let issuer = TestIssuer::start().await;
+            issuer.set(change);
+            let lists = cache(
+                &issuer,
+                StatusListPolicy {
+                    max_list_len: 1 << 19,
+                    ..policy()
+                },
+            );
+            assert_eq!(
+                lists.check(Some(&issuer.claim(0)), at(0.0)).await,
+                Err(UNAVAILABLE),
+                "{case}"
+            );
+            assert_eq!(lists.last_error(&issuer.uri()), Some(why), "{case}");
+        }
+    }
+
+    /// A list must be at the issuer's origin: any other `uri` is refused
+    /// without a request to it.
+    #[tokio::test]
+    async fn a_list_at_another_origin_is_refused_without_fetching() {
+        let issuer = TestIssuer::start().await;
+        let elsewhere = TestIssuer::start().await;
+        let lists = cache(&issuer, policy());
+        let port = issuer.url.rsplit(':').next().unwrap().to_string();
+        for uri in [
+            elsewhere.uri(),
+            format!("https://127.0.0.1:{port}/statuslists/1"),
+            format!("http://user@127.0.0.1:{port}/statuslists/1"),
+            format!("http://localhost:{port}/statuslists/1"),
+            "file:///etc/passwd".to_string(),
+            "not a url".to_string(),
+        ] {
+            let claim = StatusClaim {
+                status_list: StatusListRef {
+                    idx: 0,
+                    uri: uri.clone(),
+                },
+            };
+            assert_eq!(
+                lists.check(Some(&claim), at(0.0)).await,
+                Err(FOREIGN),
+                "{uri}"
+            );
+        }
+        assert_eq!(elsewhere.fetches(), 0);
+        assert_eq!(issuer.fetches(), 0);
+        assert!(lists.inner.read().is_empty());
+    }
+
+    /// A list token signed by a key the JWKS did not have when it was
+    /// read (a rotation) is verified after refetching the JWKS, as an
+    /// access token would be.
+    #[tokio::test]
+    async fn a_list_under_a_new_kid_refetches_the_issuers_keys() {
+        let issuer = TestIssuer::start().await;
+        let mut keys = RemoteKeys::discover(&issuer.url).await.unwrap();
+        keys.min_refetch = Duration::ZERO;
+        let lists = StatusListCache::remote(Arc::new(keys), policy()).unwrap();
+        let rotated = key("k2");
+        issuer.jwks.lock().unwrap()["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(rotated.jwk.clone());
+        issuer.set(|s| s.signer = rotated.clone());
+        assert_eq!(
+            issuer
+                .jwks_fetches
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(lists.check(Some(&issuer.claim(0)), at(0.0)).await, Ok(()));
+        assert_eq!(
+            issuer
+                .jwks_fetches
+                .load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+    }
+
+    /// The cache holds at most `max_lists` lists, dropping the one
+    /// fetched longest ago.
+    #[tokio::test]
+    async fn the_cache_holds_at_most_max_lists() {
+        let issuer = TestIssuer::start().await;
+        let lists = cache(
+            &issuer,
+            StatusListPolicy {
+                max_lists: 1,
+                ..policy()
+            },
+        );
+        lists.check(Some(&issuer.claim(0)), at(0.0)).await.unwrap();
+        let other = StatusClaim {
+            status_list: StatusListRef {
+                idx: 0,
+                uri: format!("{}/statuslists/2", issuer.url),
+            },
+        };
+        // Not served: 503, but it took the place of the first list.
+        assert_eq!(lists.check(Some(&other), at(0.1)).await, Err(UNAVAILABLE));
+        assert_eq!(lists.inner.read().len(), 1);
+        assert!(lists.inner.held(&issuer.uri()).is_none());
+    }
+
+    #[test]
+    fn the_uri_hasher_spreads_lists() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<UriHasher>::default();
+        let a = build.hash_one("https://as.example/statuslists/1");
+        let b = build.hash_one("https://as.example/statuslists/2");
+        assert_ne!(a, b);
     }
 }
