@@ -876,6 +876,149 @@ mod tests {
         }
     }
 
+    /// Status checking on: an access token and a passport whose status
+    /// bit is set are refused (401 `invalid_token`), their valid siblings
+    /// pass; off (the default), the revoked token passes; and a list that
+    /// cannot be had is a 503 with `Retry-After`.
+    #[cfg(feature = "remote")]
+    #[tokio::test]
+    async fn status_checking_refuses_revoked_tokens_and_passports() {
+        use crate::status_cache::StatusListPolicy;
+        use crate::status_cache::testing::{T0, TestIssuer};
+
+        let issuer = TestIssuer::start().await;
+        issuer.revoke(2);
+        let mut metadata = ProtectedResourceMetadata::new(RESOURCE, &issuer.url);
+        metadata.scopes_supported = vec!["mcp".into()];
+        let plain = Guard::new(&metadata, Arc::new(issuer.keys())).accept_passports(true);
+        let checking = Guard::new(&metadata, Arc::new(issuer.keys()))
+            .accept_passports(true)
+            .check_status(StatusListPolicy::default())
+            .unwrap();
+        assert!(plain.status_lists().is_none());
+        let status = |idx: u64| serde_json::to_value(issuer.claim(idx)).unwrap();
+        let access = |idx: u64| {
+            issuer.key.sign(
+                "at+jwt",
+                &json!({"iss": issuer.url, "sub": "alice", "aud": RESOURCE, "client_id": "c",
+                        "jti": format!("a{idx}"), "iat": T0, "exp": T0 + 300, "scope": "mcp",
+                        "status": status(idx)}),
+            )
+        };
+        let key = ProofKey::new();
+        let passport = |idx: u64| {
+            issuer.key.sign(
+                "agent-passport+jwt",
+                &json!({"iss": issuer.url, "sub": "agent-x", "owner": "u1", "agent_name": "b",
+                        "aud": RESOURCE, "cnf": {"jkt": key.jkt()}, "jti": format!("p{idx}"),
+                        "iat": T0, "exp": T0 + 300, "agent_id": "agent-x", "status": status(idx)}),
+            )
+        };
+        let bearer = |token: &str| {
+            http::Request::post(RESOURCE)
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let dpop = |token: &str| {
+            http::Request::post(RESOURCE)
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", key.proof("POST", RESOURCE, Some(token), T0 + 1))
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+
+        assert!(checking.check_at(&bearer(&access(1)), T0 + 1).await.is_ok());
+        assert!(checking.check_at(&dpop(&passport(1)), T0 + 1).await.is_ok());
+        let revoked = ResourceError::InvalidToken("the token has been revoked");
+        let err = checking
+            .check_at(&bearer(&access(2)), T0 + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err, revoked);
+        let (status, challenges) = refusal(&checking, &err);
+        assert_eq!(status, 401);
+        assert!(
+            challenges[0].starts_with(
+                r#"Bearer error="invalid_token", error_description="the token has been revoked""#
+            ),
+            "{challenges:?}"
+        );
+        let err = checking
+            .check_at(&dpop(&passport(2)), T0 + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err, revoked);
+        assert_eq!(issuer.fetches(), 1);
+        assert!(plain.check_at(&bearer(&access(2)), T0 + 1).await.is_ok());
+
+        // A guard that cannot have the list: 503 with Retry-After.
+        issuer.set(|s| s.answer = Some(500));
+        let cold = Guard::new(&metadata, Arc::new(issuer.keys()))
+            .check_status(StatusListPolicy::default())
+            .unwrap();
+        let err = cold
+            .check_at(&bearer(&access(1)), T0 + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err, ResourceError::StatusListUnavailable { retry_after: 1 });
+        let r = cold.reject(&err);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(r.headers().get("www-authenticate").is_none());
+    }
+
+    /// On the system clock, through `check`: once the issuer sets the bit,
+    /// a token is refused within the list's 1 s ttl and one fetch.
+    #[cfg(feature = "remote")]
+    #[tokio::test]
+    async fn a_revocation_reaches_the_guard_within_the_ttl() {
+        use crate::status_cache::StatusListPolicy;
+        use crate::status_cache::testing::TestIssuer;
+
+        let issuer = TestIssuer::start().await;
+        issuer.set(|s| s.exp = Some(unix_now() + 3600));
+        let metadata = ProtectedResourceMetadata::new(RESOURCE, &issuer.url);
+        let guard = Guard::new(&metadata, Arc::new(issuer.keys()))
+            .check_status(StatusListPolicy::default())
+            .unwrap();
+        let now = unix_now();
+        let token = issuer.key.sign(
+            "at+jwt",
+            &json!({"iss": issuer.url, "sub": "alice", "aud": RESOURCE, "client_id": "c",
+                    "jti": "j", "iat": now, "exp": now + 300,
+                    "status": serde_json::to_value(issuer.claim(9)).unwrap()}),
+        );
+        let request = http::Request::post(RESOURCE)
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(guard.check(&request).await.is_ok());
+        issuer.revoke(9);
+        let revoked_at = std::time::Instant::now();
+        let deadline = std::time::Duration::from_secs(2);
+        loop {
+            match guard.check(&request).await {
+                Ok(_) => assert!(
+                    revoked_at.elapsed() < deadline,
+                    "still accepted {:?} after the revocation",
+                    revoked_at.elapsed()
+                ),
+                Err(e) => {
+                    assert_eq!(e, ResourceError::InvalidToken("the token has been revoked"));
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     struct ProofKey {
         pair: EcdsaKeyPair,
         jwk: serde_json::Value,
