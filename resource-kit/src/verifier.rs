@@ -166,7 +166,7 @@ impl<K: KeySource> ResourceVerifier<K> {
 
     /// RFC 9728 `dpop_bound_access_tokens_required`: refuse tokens that
     /// are not DPoP-bound (401 with the `DPoP` challenge), as the
-    /// resource's metadata says ([`crate::Guard::new`] reads it there).
+    /// resource's metadata says ([`crate::guard::Guard::new`] reads it there).
     pub fn require_dpop(mut self, require: bool) -> Self {
         self.require_dpop = require;
         self
