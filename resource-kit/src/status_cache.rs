@@ -85,7 +85,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -204,7 +204,30 @@ struct Inner {
     remote: Option<Arc<RemoteKeys>>,
     http: reqwest::Client,
     policy: StatusListPolicy,
-    lists: RwLock<HashMap<Box<str>, Entry, BuildHasherDefault<UriHasher>>>,
+    lists: RwLock<Lists>,
+    /// Bumped whenever a held list changes or a list is dropped: a
+    /// thread's [`Memo`] of an older generation is not used.
+    generation: AtomicU64,
+}
+
+type Lists = HashMap<Arc<str>, Entry, BuildHasherDefault<UriHasher>>;
+
+/// The list a thread read last, so that the next request for it reads no
+/// lock and hashes nothing (one atomic load and a comparison of the
+/// `uri`): a resource's tokens point into few lists, most often the
+/// newest. Only a memo: valid while the cache's generation is the one it
+/// was made at; it keeps the cache's allocation (not the cache) alive, so
+/// `cache` cannot name another cache at the same address.
+struct Memo {
+    cache: std::sync::Weak<Inner>,
+    generation: u64,
+    uri: Arc<str>,
+    held: Arc<Held>,
+    slot: Arc<Slot>,
+}
+
+thread_local! {
+    static LAST_READ: std::cell::RefCell<Option<Memo>> = const { std::cell::RefCell::new(None) };
 }
 
 /// One list: the last good one (what requests read, under the map's read
@@ -295,6 +318,23 @@ impl Slot {
     }
 }
 
+/// The status at `idx` in `held` if it is fresh at `now`, and the slot to
+/// refresh in the background when it is time (and none is under way).
+fn look(held: &Held, slot: &Arc<Slot>, idx: u64, now: i64) -> (Cached, Option<Arc<Slot>>) {
+    if now >= held.fresh_until {
+        return (Cached::Miss, None);
+    }
+    let found = match held.status(idx) {
+        Some(s) => Cached::Status(s),
+        None => Cached::Outside,
+    };
+    let refresh = (now >= held.refresh_from
+        && now >= slot.retry_at.load(Ordering::Relaxed)
+        && !slot.refreshing.load(Ordering::Relaxed))
+    .then(|| slot.clone());
+    (found, refresh)
+}
+
 /// What the warm path found.
 enum Cached {
     Status(u8),
@@ -347,6 +387,7 @@ impl StatusListCache {
                 remote,
                 policy,
                 lists: RwLock::default(),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -384,7 +425,10 @@ impl StatusListCache {
         let found = match self.inner.cached(reference, now) {
             Cached::Status(s) => Some(s),
             Cached::Outside => None,
-            Cached::Miss => self.inner.slow(reference, now).await?,
+            // Boxed: the fetch's future is kilobytes, which every call of
+            // `check` (and the guard's future around it) would otherwise
+            // carry and move, on the warm path too.
+            Cached::Miss => Box::pin(self.inner.slow(reference, now)).await?,
         };
         match found {
             Some(VALID) => Ok(()),
@@ -417,10 +461,7 @@ fn duration_millis(d: Duration) -> i64 {
 }
 
 impl Inner {
-    fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Entry, BuildHasherDefault<UriHasher>>>
-    {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
         self.lists.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -428,29 +469,52 @@ impl Inner {
         self.read().get(uri)?.held.clone()
     }
 
-    /// The warm path: the status from a fresh list, under the map's read
-    /// lock; past 3/4 of the list's `ttl`, one refresh is spawned.
+    /// The warm path: the status from a fresh list, from this thread's
+    /// memo of the list it read last or else under the map's read lock;
+    /// past 3/4 of the list's `ttl`, one refresh is spawned.
     fn cached(self: &Arc<Self>, reference: &StatusListRef, now: i64) -> Cached {
-        let (found, refresh) = {
-            let lists = self.read();
-            let Some(entry) = lists.get(reference.uri.as_str()) else {
-                return Cached::Miss;
-            };
-            let Some(held) = &entry.held else {
-                return Cached::Miss;
-            };
-            if now >= held.fresh_until {
-                return Cached::Miss;
+        let generation = self.generation.load(Ordering::Acquire);
+        let memo = LAST_READ
+            .try_with(|memo| {
+                let memo = memo.try_borrow().ok()?;
+                let m = memo.as_ref()?;
+                (m.generation == generation
+                    && std::ptr::eq(m.cache.as_ptr(), Arc::as_ptr(self))
+                    && *m.uri == *reference.uri)
+                    .then(|| look(&m.held, &m.slot, reference.idx, now))
+            })
+            .ok()
+            .flatten();
+        let (found, refresh) = match memo {
+            Some(found) => found,
+            None => {
+                let (found, memo) = {
+                    let lists = self.read();
+                    let Some((uri, entry)) = lists.get_key_value(reference.uri.as_str()) else {
+                        return Cached::Miss;
+                    };
+                    let Some(held) = &entry.held else {
+                        return Cached::Miss;
+                    };
+                    let found = look(held, &entry.slot, reference.idx, now);
+                    let memo = Memo {
+                        cache: Arc::downgrade(self),
+                        generation,
+                        uri: uri.clone(),
+                        held: held.clone(),
+                        slot: entry.slot.clone(),
+                    };
+                    (found, memo)
+                };
+                if !matches!(found.0, Cached::Miss) {
+                    let _ = LAST_READ.try_with(|last| {
+                        if let Ok(mut last) = last.try_borrow_mut() {
+                            *last = Some(memo);
+                        }
+                    });
+                }
+                found
             }
-            let found = match held.status(reference.idx) {
-                Some(s) => Cached::Status(s),
-                None => Cached::Outside,
-            };
-            let refresh = (now >= held.refresh_from
-                && now >= entry.slot.retry_at.load(Ordering::Relaxed)
-                && !entry.slot.refreshing.load(Ordering::Relaxed))
-            .then(|| entry.slot.clone());
-            (found, refresh)
         };
         if let Some(slot) = refresh {
             self.refresh_in_background(&reference.uri, slot, now);
@@ -551,6 +615,7 @@ impl Inner {
             match victim {
                 Some(uri) => {
                     lists.remove(&uri);
+                    self.generation.fetch_add(1, Ordering::AcqRel);
                 }
                 None => return Err(ResourceError::StatusListUnavailable { retry_after: 1 }),
             }
@@ -601,6 +666,7 @@ impl Inner {
                         );
                     }
                 }
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 *failure = None;
                 slot.retry_at.store(SUCCEEDED, Ordering::Release);
             }
@@ -1533,6 +1599,25 @@ mod tests {
         assert_eq!(lists.check(Some(&other), at(0.1)).await, Err(UNAVAILABLE));
         assert_eq!(lists.inner.read().len(), 1);
         assert!(lists.inner.held(&issuer.uri()).is_none());
+    }
+
+    /// Each cache answers from its own list, though one thread reads both
+    /// in turn (the thread's memo of its last list names its cache).
+    #[tokio::test]
+    async fn two_caches_read_in_turn_answer_from_their_own_lists() {
+        let issuer = TestIssuer::start().await;
+        let before = cache(&issuer, policy());
+        let claim = issuer.claim(6);
+        before.check(Some(&claim), at(0.0)).await.unwrap();
+        issuer.revoke(6);
+        let after = cache(&issuer, policy());
+        for _ in 0..3 {
+            assert_eq!(before.check(Some(&claim), at(0.1)).await, Ok(()));
+            assert_eq!(after.check(Some(&claim), at(0.1)).await, Err(REVOKED));
+        }
+        drop(before);
+        let again = cache(&issuer, policy());
+        assert_eq!(again.check(Some(&claim), at(0.2)).await, Err(REVOKED));
     }
 
     #[test]
