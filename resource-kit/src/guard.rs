@@ -234,7 +234,11 @@ impl Guard {
                 .verify_request(parts.method.as_str(), &self.url, &parts.headers, now)?;
         #[cfg(feature = "remote")]
         if let Some(lists) = &self.status_lists {
-            lists.check(verified.claims.status.as_ref(), at).await?;
+            let status = verified.claims.status.as_ref();
+            match lists.check_cached(status, at) {
+                Some(verdict) => verdict?,
+                None => lists.check(status, at).await?,
+            }
         }
         #[cfg(feature = "remote")]
         if let Some(introspector) = &self.introspector {

@@ -129,6 +129,7 @@ impl StatusList {
     }
 
     /// The status of token `idx`; `None` outside the list.
+    #[inline]
     pub fn get(&self, idx: usize) -> Option<u8> {
         let (byte, shift) = self.position(idx)?;
         // In u16: at 8 bits, 1 << 8 does not fit a u8.
@@ -147,6 +148,7 @@ impl StatusList {
         Ok(())
     }
 
+    #[inline]
     fn position(&self, idx: usize) -> Option<(usize, u8)> {
         // `bits` is 1, 2, 4 or 8: shifts, not divisions (verifiers look up
         // a status on every request).

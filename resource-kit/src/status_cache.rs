@@ -287,6 +287,7 @@ impl Held {
         )
     }
 
+    #[inline]
     fn status(&self, idx: u64) -> Option<u8> {
         self.list.get(usize::try_from(idx).ok()?)
     }
@@ -320,6 +321,7 @@ impl Slot {
 
 /// The status at `idx` in `held` if it is fresh at `now`, and the slot to
 /// refresh in the background when it is time (and none is under way).
+#[inline]
 fn look(held: &Held, slot: &Arc<Slot>, idx: u64, now: i64) -> (Cached, Option<Arc<Slot>>) {
     if now >= held.fresh_until {
         return (Cached::Miss, None);
@@ -333,6 +335,19 @@ fn look(held: &Held, slot: &Arc<Slot>, idx: u64, now: i64) -> (Cached, Option<Ar
         && !slot.refreshing.load(Ordering::Relaxed))
     .then(|| slot.clone());
     (found, refresh)
+}
+
+/// The answer for a token whose status is `found` (`None`: its index is
+/// outside the list).
+#[inline]
+fn verdict(found: Option<u8>) -> Result<(), ResourceError> {
+    match found {
+        Some(VALID) => Ok(()),
+        Some(INVALID) => Err(REVOKED),
+        Some(SUSPENDED) => Err(SUSPENDED_TOKEN),
+        Some(_) => Err(NOT_VALID),
+        None => Err(OUTSIDE),
+    }
 }
 
 /// What the warm path found.
@@ -406,36 +421,47 @@ impl StatusListCache {
     /// index outside the list, a list not at the issuer, or a missing claim
     /// where [`StatusListPolicy::require_status`]; 503
     /// ([`ResourceError::StatusListUnavailable`]) when no usable list can
-    /// be had. With a fresh list at hand it does not wait, allocate, or
-    /// take an async lock.
+    /// be had. With a fresh list at hand it answers at once
+    /// ([`Self::check_cached`]).
     pub async fn check(
         &self,
         status: Option<&StatusClaim>,
         now: SystemTime,
     ) -> Result<(), ResourceError> {
+        if let Some(verdict) = self.check_cached(status, now) {
+            return verdict;
+        }
         let Some(status) = status else {
-            return if self.inner.policy.require_status {
+            return Ok(());
+        };
+        let reference = &status.status_list;
+        // Boxed: the fetch's future is kilobytes, which every `check` (and
+        // the guard's future around it) would otherwise carry.
+        let found = Box::pin(self.inner.slow(reference, millis(now))).await?;
+        verdict(found)
+    }
+
+    /// [`Self::check`] when it needs no fetch (the warm path: no wait, no
+    /// allocation, no lock, one atomic load); `None` when the list must
+    /// be fetched or its failure policy applied, which [`Self::check`]
+    /// does.
+    #[inline]
+    pub fn check_cached(
+        &self,
+        status: Option<&StatusClaim>,
+        now: SystemTime,
+    ) -> Option<Result<(), ResourceError>> {
+        let Some(status) = status else {
+            return Some(if self.inner.policy.require_status {
                 Err(NO_STATUS)
             } else {
                 Ok(())
-            };
+            });
         };
-        let reference = &status.status_list;
-        let now = millis(now);
-        let found = match self.inner.cached(reference, now) {
-            Cached::Status(s) => Some(s),
-            Cached::Outside => None,
-            // Boxed: the fetch's future is kilobytes, which every call of
-            // `check` (and the guard's future around it) would otherwise
-            // carry and move, on the warm path too.
-            Cached::Miss => Box::pin(self.inner.slow(reference, now)).await?,
-        };
-        match found {
-            Some(VALID) => Ok(()),
-            Some(INVALID) => Err(REVOKED),
-            Some(SUSPENDED) => Err(SUSPENDED_TOKEN),
-            Some(_) => Err(NOT_VALID),
-            None => Err(OUTSIDE),
+        match self.inner.cached(&status.status_list, millis(now)) {
+            Cached::Status(s) => Some(verdict(Some(s))),
+            Cached::Outside => Some(verdict(None)),
+            Cached::Miss => None,
         }
     }
 
@@ -451,6 +477,7 @@ impl StatusListCache {
 }
 
 /// Unix milliseconds (0 before 1970).
+#[inline]
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -472,6 +499,7 @@ impl Inner {
     /// The warm path: the status from a fresh list, from this thread's
     /// memo of the list it read last or else under the map's read lock;
     /// past 3/4 of the list's `ttl`, one refresh is spawned.
+    #[inline]
     fn cached(self: &Arc<Self>, reference: &StatusListRef, now: i64) -> Cached {
         let generation = self.generation.load(Ordering::Acquire);
         let memo = LAST_READ
