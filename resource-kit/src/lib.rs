@@ -14,7 +14,8 @@
 //!   router that serves it at the well-known paths.
 //! - `guard` (feature `axum`): `Guard` in the router state and the `Caller`
 //!   extractor: handlers get the verified caller, or the client gets the
-//!   right challenge; `Caller::require` for per-route scopes.
+//!   right challenge; `Caller::require` for per-route scopes;
+//!   `Guard::check_status` (with `remote`) turns on status lists.
 //! - `introspection` (feature `remote`): introspection mode, for
 //!   revocation and the kill switch to bite at once.
 //! - `remote` (feature `remote`): `RemoteKeys`, the authorization server's
