@@ -125,8 +125,9 @@ pub struct StatusListPolicy {
     /// each): a list inflating beyond it is refused (a few kilobytes of
     /// DEFLATE can inflate to gigabytes).
     pub max_list_len: usize,
-    /// The most lists held at once (default 1024); past it the least
-    /// recently fetched idle list is dropped.
+    /// The most lists held at once (default 1024; a list being fetched
+    /// when it is dropped comes back): past it the list fetched longest
+    /// ago is dropped.
     pub max_lists: usize,
     /// Refuse tokens that carry no `status` claim (default: accept them,
     /// as tokens of authorization servers from before status lists).
@@ -626,10 +627,10 @@ impl Inner {
             return Ok(entry.slot.clone());
         }
         if lists.len() >= self.policy.max_lists.max(1) {
-            // Drop the idle list fetched longest ago (a dead one first).
+            // Drop the list fetched longest ago (a dead one first). Requests
+            // waiting for its fetch still get it, and put it back.
             let victim = lists
                 .iter()
-                .filter(|(_, e)| Arc::strong_count(&e.slot) == 1)
                 .min_by_key(|(_, e)| {
                     e.held.as_ref().map_or(i64::MIN, |h| {
                         if h.usable_until <= now {
@@ -640,12 +641,9 @@ impl Inner {
                     })
                 })
                 .map(|(uri, _)| uri.clone());
-            match victim {
-                Some(uri) => {
-                    lists.remove(&uri);
-                    self.generation.fetch_add(1, Ordering::AcqRel);
-                }
-                None => return Err(ResourceError::StatusListUnavailable { retry_after: 1 }),
+            if let Some(uri) = victim {
+                lists.remove(&uri);
+                self.generation.fetch_add(1, Ordering::AcqRel);
             }
         }
         let slot = Arc::new(Slot::new());
@@ -663,7 +661,7 @@ impl Inner {
     /// it waited for its turn: a fresh list is there, or a fetch failed
     /// and the retry interval has not passed. `background`: a refresh
     /// before the `ttl` runs out.
-    async fn attempt(&self, uri: &str, slot: &Slot, now: i64, background: bool) {
+    async fn attempt(&self, uri: &str, slot: &Arc<Slot>, now: i64, background: bool) {
         let _turn = slot.fetch.lock().await;
         let held = self.held(uri);
         let needed = held.as_ref().is_none_or(|h| {
@@ -689,7 +687,7 @@ impl Inner {
                             uri.into(),
                             Entry {
                                 held: new,
-                                slot: Arc::new(Slot::new()),
+                                slot: slot.clone(),
                             },
                         );
                     }
@@ -1605,7 +1603,8 @@ mod tests {
     }
 
     /// The cache holds at most `max_lists` lists, dropping the one
-    /// fetched longest ago.
+    /// fetched longest ago, even while a thread's memo still holds it;
+    /// a dropped list is fetched again when a token points into it.
     #[tokio::test]
     async fn the_cache_holds_at_most_max_lists() {
         let issuer = TestIssuer::start().await;
@@ -1617,6 +1616,8 @@ mod tests {
             },
         );
         lists.check(Some(&issuer.claim(0)), at(0.0)).await.unwrap();
+        // From the memo of this thread's last list.
+        lists.check(Some(&issuer.claim(0)), at(0.1)).await.unwrap();
         let other = StatusClaim {
             status_list: StatusListRef {
                 idx: 0,
@@ -1624,9 +1625,12 @@ mod tests {
             },
         };
         // Not served: 503, but it took the place of the first list.
-        assert_eq!(lists.check(Some(&other), at(0.1)).await, Err(UNAVAILABLE));
+        assert_eq!(lists.check(Some(&other), at(0.2)).await, Err(UNAVAILABLE));
         assert_eq!(lists.inner.read().len(), 1);
         assert!(lists.inner.held(&issuer.uri()).is_none());
+        assert_eq!(issuer.fetches(), 1);
+        lists.check(Some(&issuer.claim(0)), at(0.3)).await.unwrap();
+        assert_eq!(issuer.fetches(), 2, "fetched again, not read from the memo");
     }
 
     /// Each cache answers from its own list, though one thread reads both
