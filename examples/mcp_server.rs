@@ -11,7 +11,8 @@
 //! `whoami` (scope `mcp`: who is calling, which agent, whose, with what
 //! scopes and through which delegation chain) and `admin_echo` (scope
 //! `mcp:admin`: a `tools/call` without it is a 403 `insufficient_scope`,
-//! and the client steps up). Register the resource at agentauth:
+//! and the client steps up). Tokens' status lists are checked unless
+//! `--no-status-check`. Register the resource at agentauth:
 //! `agentauth serve --resource http://127.0.0.1:8090/mcp --scopes "mcp mcp:admin"`.
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use agentauth_resource::guard::{Caller, Guard, protect};
 use agentauth_resource::introspection::Introspector;
 use agentauth_resource::remote::RemoteKeys;
 use agentauth_resource::report::Reporter;
+use agentauth_resource::status_cache::StatusListPolicy;
 use agentauth_resource::{ProtectedResourceMetadata, TokenKind};
 use clap::Parser;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -81,9 +83,38 @@ pub struct Options {
     /// Register the resource at agentauth with `dpop = "required"` too.
     #[arg(long)]
     pub dpop_required: bool,
+    /// Do not check tokens' status lists (draft-ietf-oauth-status-list).
+    /// By default a token or passport with a `status` claim is looked up
+    /// in agentauth's list (fetched, verified, cached for its `ttl`), so
+    /// that a revoked token or a killed agent is refused here within the
+    /// list's ttl; tokens without `status` are accepted.
+    #[arg(long)]
+    pub no_status_check: bool,
+    /// Keep a status list at least this long, whatever its `ttl` says.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub status_min_ttl: u64,
+    /// Fetch a status list again after at most this long, whatever its
+    /// `ttl` says.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub status_max_ttl: u64,
+    /// While a status list cannot be fetched, keep using the last one this
+    /// long past its ttl (never past its `exp`), then answer 503 with
+    /// `Retry-After`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub status_grace: u64,
 }
 
 impl Options {
+    /// The status-list policy of `--status-*` (`None`: `--no-status-check`).
+    pub fn status_policy(&self) -> Option<StatusListPolicy> {
+        (!self.no_status_check).then(|| StatusListPolicy {
+            min_ttl: Duration::from_secs(self.status_min_ttl),
+            max_ttl: Duration::from_secs(self.status_max_ttl),
+            grace: Duration::from_secs(self.status_grace),
+            ..StatusListPolicy::default()
+        })
+    }
+
     pub fn resource(&self) -> String {
         self.resource
             .clone()
@@ -226,6 +257,9 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
         "admin_echo".into(),
         vec![BASIC_SCOPE.into(), ADMIN_SCOPE.into()],
     );
+    if let Some(policy) = options.status_policy() {
+        guard = guard.check_status(policy)?;
+    }
     if let (Some(id), Some(secret)) = (&options.introspection_client, &options.introspection_secret)
     {
         let introspector = Introspector::discover(&options.issuer, id, secret)

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! What one request costs a resource server with the kit: the whole
 //! `ResourceVerifier::verify` (header parsing, JWT signature with the
 //! key's pinned alg, RFC 9068 checks) for a bearer token, for a
@@ -9,6 +9,13 @@
 //! signature-checked tokens answers; a DPoP proof is always checked).
 //! Issue 14's target: at least 20,000 verifications per second per core.
 //!
+//! `status/…/off` and `status/…/on`: the same repeat verification of a
+//! token that carries a `status` claim, without and with the status check
+//! against a warm `StatusListCache` (issue 31's target: the check costs at
+//! most 3 % of the throughput), and `status/check_only` the check alone.
+//! The list comes once from a local server; as in the guard, the check is
+//! `check_cached` (the warm path), falling back to the future of `check`.
+//!
 //! ```sh
 //! cargo bench -p agentauth-resource --bench verify
 //! ```
@@ -16,9 +23,16 @@
 //! Tokens are ES256 here (the resource's cost; the server's default RS256
 //! verifies faster still: RSA verification is cheap, signing is not).
 
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use agentauth_resource::ResourceVerifier;
 use agentauth_resource::claims::PASSPORT_TYP;
 use agentauth_resource::jwt::{StaticKeys, VerifyingKey};
+use agentauth_resource::status::{StatusClaim, StatusList, StatusListRef};
+use agentauth_resource::status_cache::{StatusListCache, StatusListPolicy};
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -234,7 +248,152 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    status_rows(&mut group, &keys, &sign, &mut fresh_proof, &jkt);
     group.finish();
+}
+
+/// The future of a check on a warm list, which never waits.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("a warm status check waited"),
+    }
+}
+
+fn status_rows(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    keys: &StaticKeys,
+    sign: &dyn Fn(&str, serde_json::Value) -> String,
+    fresh_proof: &mut dyn FnMut(&str) -> String,
+    jkt: &str,
+) {
+    // The issuer's status list, served at its origin: 2^20 statuses, 1 %
+    // of them revoked (not ours).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let uri = format!("{issuer}/statuslists/1");
+    let mut list = StatusList::new(1, 1 << 20).unwrap();
+    for i in (0..1 << 20).step_by(100) {
+        list.set(i + 1, 1).unwrap();
+    }
+    let list_token = sign(
+        "statuslist+jwt",
+        json!({"iss": issuer, "sub": uri, "iat": NOW, "exp": NOW + 3600, "ttl": 3600,
+               "status_list": list.to_json()}),
+    );
+    let app = axum::Router::new().route(
+        "/statuslists/1",
+        axum::routing::get(move || {
+            let token = list_token.clone();
+            async move { ([("content-type", "application/statuslist+jwt")], token) }
+        }),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    let lists = StatusListCache::new(
+        issuer.clone(),
+        Arc::new(keys.clone()),
+        StatusListPolicy {
+            max_ttl: Duration::from_secs(3600),
+            ..StatusListPolicy::default()
+        },
+    )
+    .unwrap();
+    let at = UNIX_EPOCH + Duration::from_secs((NOW + 1) as u64);
+    let status = StatusClaim {
+        status_list: StatusListRef {
+            idx: 4242,
+            uri: uri.clone(),
+        },
+    };
+    runtime.block_on(lists.check(Some(&status), at)).unwrap();
+    // What the guard does: the warm path, else the future of the fetch.
+    let check = |claims: &agentauth_resource::AccessTokenClaims, at: SystemTime| {
+        let status = claims.status.as_ref();
+        match lists.check_cached(status, at) {
+            Some(verdict) => verdict.unwrap(),
+            None => ready(lists.check(status, at)).unwrap(),
+        }
+    };
+
+    // The check alone, on claims already verified.
+    let checked_claims: agentauth_resource::AccessTokenClaims = serde_json::from_value(
+        json!({"iss": issuer, "sub": "u", "aud": RESOURCE, "client_id": "c", "jti": "j",
+               "iat": NOW, "exp": NOW + 900, "status": status}),
+    )
+    .unwrap();
+    group.bench_function("status/check_only", |b| {
+        b.iter(|| check(std::hint::black_box(&checked_claims), at))
+    });
+
+    let verifier = ResourceVerifier::new(issuer.clone(), RESOURCE, keys.clone());
+    let claims = json!({"iss": issuer, "sub": "user-1", "aud": RESOURCE, "client_id": "c1",
+                        "scope": "tools:read", "jti": "s1", "iat": NOW, "exp": NOW + 900,
+                        "status": status});
+    let bearer = sign("at+jwt", claims.clone());
+    let mut bearer_headers = HeaderMap::new();
+    bearer_headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {bearer}")).unwrap(),
+    );
+    for on in [false, true] {
+        let row = if on { "on" } else { "off" };
+        group.bench_function(format!("status/bearer_es256/repeat/{row}"), |b| {
+            b.iter(|| {
+                let v = verifier
+                    .verify_request("POST", RESOURCE, &bearer_headers, NOW + 1)
+                    .unwrap();
+                if on {
+                    check(&v.claims, at);
+                }
+                v
+            })
+        });
+    }
+
+    let mut bound_claims = claims;
+    bound_claims["cnf"] = json!({"jkt": jkt});
+    bound_claims["jti"] = "s2".into();
+    let bound = sign("at+jwt", bound_claims);
+    let ath = b64(digest(&SHA256, bound.as_bytes()).as_ref());
+    for on in [false, true] {
+        let row = if on { "on" } else { "off" };
+        group.bench_function(format!("status/dpop_es256/repeat/{row}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut h = HeaderMap::new();
+                    h.insert(
+                        header::AUTHORIZATION,
+                        HeaderValue::from_str(&format!("DPoP {bound}")).unwrap(),
+                    );
+                    h.insert("dpop", HeaderValue::from_str(&fresh_proof(&ath)).unwrap());
+                    h
+                },
+                |h| {
+                    let v = verifier
+                        .verify_request("POST", RESOURCE, &h, NOW + 1)
+                        .unwrap();
+                    if on {
+                        check(&v.claims, at);
+                    }
+                    v
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    drop(runtime);
 }
 
 criterion_group!(benches, bench);

@@ -53,6 +53,8 @@ pub struct Guard {
     introspector: Option<crate::introspection::Introspector>,
     #[cfg(feature = "remote")]
     reporter: Option<crate::report::Reporter>,
+    #[cfg(feature = "remote")]
+    status_lists: Option<crate::status_cache::StatusListCache>,
 }
 
 impl Guard {
@@ -79,6 +81,8 @@ impl Guard {
             introspector: None,
             #[cfg(feature = "remote")]
             reporter: None,
+            #[cfg(feature = "remote")]
+            status_lists: None,
         }
     }
 
@@ -114,6 +118,34 @@ impl Guard {
     pub fn with_introspection(mut self, introspector: crate::introspection::Introspector) -> Self {
         self.introspector = Some(introspector);
         self
+    }
+
+    /// Check the status of every token and passport that carries a
+    /// `status` claim against the issuer's status lists
+    /// (draft-ietf-oauth-status-list), verified with this guard's keys
+    /// (for a [`Self::remote`] guard, a list signed under an unknown `kid`
+    /// refetches them): a revoked token is refused (401 `invalid_token`)
+    /// within the list's `ttl`, and when the lists cannot be fetched the
+    /// `policy` decides (grace, then 503 with `Retry-After`). See
+    /// [`crate::status_cache`]. Off by default; off, it costs nothing.
+    #[cfg(feature = "remote")]
+    pub fn check_status(
+        mut self,
+        policy: crate::status_cache::StatusListPolicy,
+    ) -> Result<Self, crate::remote::RemoteError> {
+        self.status_lists = Some(crate::status_cache::StatusListCache::build(
+            self.verifier.issuer.clone(),
+            self.verifier.keys.clone(),
+            self.remote.clone(),
+            policy,
+        )?);
+        Ok(self)
+    }
+
+    /// The status lists [`Self::check_status`] reads, when it is on.
+    #[cfg(feature = "remote")]
+    pub fn status_lists(&self) -> Option<&crate::status_cache::StatusListCache> {
+        self.status_lists.as_ref()
     }
 
     /// Tell the authorization server about refused tokens (see
@@ -159,17 +191,24 @@ impl Guard {
     }
 
     /// The whole check of one request: keys refetched for an unknown
-    /// `kid` (remote guards), the local verification, then introspection
-    /// when it is on.
+    /// `kid` (remote guards), the local verification, the token's status
+    /// when [`Self::check_status`] is on, then introspection when it is on.
     pub async fn check(&self, parts: &Parts) -> Result<Verified, ResourceError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.check_at(parts, now).await
+        self.check_when(parts, std::time::SystemTime::now()).await
     }
 
     /// [`Self::check`] at `now` (Unix seconds) instead of the system clock.
     pub async fn check_at(&self, parts: &Parts, now: i64) -> Result<Verified, ResourceError> {
+        let now = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(now).unwrap_or_default());
+        self.check_when(parts, now).await
+    }
+
+    async fn check_when(
+        &self,
+        parts: &Parts,
+        now: std::time::SystemTime,
+    ) -> Result<Verified, ResourceError> {
         let checked = self.check_unreported(parts, now).await;
         if let Err(error) = &checked {
             let token = crate::verifier::bearer_or_dpop(&parts.headers).ok();
@@ -178,7 +217,14 @@ impl Guard {
         checked
     }
 
-    async fn check_unreported(&self, parts: &Parts, now: i64) -> Result<Verified, ResourceError> {
+    async fn check_unreported(
+        &self,
+        parts: &Parts,
+        at: std::time::SystemTime,
+    ) -> Result<Verified, ResourceError> {
+        let now = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         #[cfg(feature = "remote")]
         if let Some(remote) = &self.remote {
             remote.refresh_for_request(&parts.headers).await;
@@ -186,6 +232,14 @@ impl Guard {
         let verified =
             self.verifier
                 .verify_request(parts.method.as_str(), &self.url, &parts.headers, now)?;
+        #[cfg(feature = "remote")]
+        if let Some(lists) = &self.status_lists {
+            let status = verified.claims.status.as_ref();
+            match lists.check_cached(status, at) {
+                Some(verdict) => verdict?,
+                None => lists.check(status, at).await?,
+            }
+        }
         #[cfg(feature = "remote")]
         if let Some(introspector) = &self.introspector {
             let (token, _) = crate::verifier::bearer_or_dpop(&parts.headers)?;
@@ -823,6 +877,149 @@ mod tests {
                 matches!(err, ResourceError::InvalidToken(_)),
                 "{aud}: {err:?}"
             );
+        }
+    }
+
+    /// Status checking on: an access token and a passport whose status
+    /// bit is set are refused (401 `invalid_token`), their valid siblings
+    /// pass; off (the default), the revoked token passes; and a list that
+    /// cannot be had is a 503 with `Retry-After`.
+    #[cfg(feature = "remote")]
+    #[tokio::test]
+    async fn status_checking_refuses_revoked_tokens_and_passports() {
+        use crate::status_cache::StatusListPolicy;
+        use crate::status_cache::testing::{T0, TestIssuer};
+
+        let issuer = TestIssuer::start().await;
+        issuer.revoke(2);
+        let mut metadata = ProtectedResourceMetadata::new(RESOURCE, &issuer.url);
+        metadata.scopes_supported = vec!["mcp".into()];
+        let plain = Guard::new(&metadata, Arc::new(issuer.keys())).accept_passports(true);
+        let checking = Guard::new(&metadata, Arc::new(issuer.keys()))
+            .accept_passports(true)
+            .check_status(StatusListPolicy::default())
+            .unwrap();
+        assert!(plain.status_lists().is_none());
+        let status = |idx: u64| serde_json::to_value(issuer.claim(idx)).unwrap();
+        let access = |idx: u64| {
+            issuer.key.sign(
+                "at+jwt",
+                &json!({"iss": issuer.url, "sub": "alice", "aud": RESOURCE, "client_id": "c",
+                        "jti": format!("a{idx}"), "iat": T0, "exp": T0 + 300, "scope": "mcp",
+                        "status": status(idx)}),
+            )
+        };
+        let key = ProofKey::new();
+        let passport = |idx: u64| {
+            issuer.key.sign(
+                "agent-passport+jwt",
+                &json!({"iss": issuer.url, "sub": "agent-x", "owner": "u1", "agent_name": "b",
+                        "aud": RESOURCE, "cnf": {"jkt": key.jkt()}, "jti": format!("p{idx}"),
+                        "iat": T0, "exp": T0 + 300, "agent_id": "agent-x", "status": status(idx)}),
+            )
+        };
+        let bearer = |token: &str| {
+            http::Request::post(RESOURCE)
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let dpop = |token: &str| {
+            http::Request::post(RESOURCE)
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", key.proof("POST", RESOURCE, Some(token), T0 + 1))
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+
+        assert!(checking.check_at(&bearer(&access(1)), T0 + 1).await.is_ok());
+        assert!(checking.check_at(&dpop(&passport(1)), T0 + 1).await.is_ok());
+        let revoked = ResourceError::InvalidToken("the token has been revoked");
+        let err = checking
+            .check_at(&bearer(&access(2)), T0 + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err, revoked);
+        let (status, challenges) = refusal(&checking, &err);
+        assert_eq!(status, 401);
+        assert!(
+            challenges[0].starts_with(
+                r#"Bearer error="invalid_token", error_description="the token has been revoked""#
+            ),
+            "{challenges:?}"
+        );
+        let err = checking
+            .check_at(&dpop(&passport(2)), T0 + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err, revoked);
+        assert_eq!(issuer.fetches(), 1);
+        assert!(plain.check_at(&bearer(&access(2)), T0 + 1).await.is_ok());
+
+        // A guard that cannot have the list: 503 with Retry-After.
+        issuer.set(|s| s.answer = Some(500));
+        let cold = Guard::new(&metadata, Arc::new(issuer.keys()))
+            .check_status(StatusListPolicy::default())
+            .unwrap();
+        let err = cold
+            .check_at(&bearer(&access(1)), T0 + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err, ResourceError::StatusListUnavailable { retry_after: 1 });
+        let r = cold.reject(&err);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(r.headers().get("www-authenticate").is_none());
+    }
+
+    /// On the system clock, through `check`: once the issuer sets the bit,
+    /// a token is refused within the list's 1 s ttl and one fetch.
+    #[cfg(feature = "remote")]
+    #[tokio::test]
+    async fn a_revocation_reaches_the_guard_within_the_ttl() {
+        use crate::status_cache::StatusListPolicy;
+        use crate::status_cache::testing::TestIssuer;
+
+        let issuer = TestIssuer::start().await;
+        issuer.set(|s| s.exp = Some(unix_now() + 3600));
+        let metadata = ProtectedResourceMetadata::new(RESOURCE, &issuer.url);
+        let guard = Guard::new(&metadata, Arc::new(issuer.keys()))
+            .check_status(StatusListPolicy::default())
+            .unwrap();
+        let now = unix_now();
+        let token = issuer.key.sign(
+            "at+jwt",
+            &json!({"iss": issuer.url, "sub": "alice", "aud": RESOURCE, "client_id": "c",
+                    "jti": "j", "iat": now, "exp": now + 300,
+                    "status": serde_json::to_value(issuer.claim(9)).unwrap()}),
+        );
+        let request = http::Request::post(RESOURCE)
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(guard.check(&request).await.is_ok());
+        issuer.revoke(9);
+        let revoked_at = std::time::Instant::now();
+        let deadline = std::time::Duration::from_secs(2);
+        loop {
+            match guard.check(&request).await {
+                Ok(_) => assert!(
+                    revoked_at.elapsed() < deadline,
+                    "still accepted {:?} after the revocation",
+                    revoked_at.elapsed()
+                ),
+                Err(e) => {
+                    assert_eq!(e, ResourceError::InvalidToken("the token has been revoked"));
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

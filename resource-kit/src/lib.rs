@@ -14,7 +14,8 @@
 //!   router that serves it at the well-known paths.
 //! - `guard` (feature `axum`): `Guard` in the router state and the `Caller`
 //!   extractor: handlers get the verified caller, or the client gets the
-//!   right challenge; `Caller::require` for per-route scopes.
+//!   right challenge; `Caller::require` for per-route scopes;
+//!   `Guard::check_status` (with `remote`) turns on status lists.
 //! - `introspection` (feature `remote`): introspection mode, for
 //!   revocation and the kill switch to bite at once.
 //! - `remote` (feature `remote`): `RemoteKeys`, the authorization server's
@@ -26,6 +27,11 @@
 //! - [`status`]: Token Status List (draft-ietf-oauth-status-list) lists:
 //!   packing, compression, and the claims of list tokens and of the
 //!   tokens that point into them.
+//! - `status_cache` (feature `remote`): `StatusListCache`, which checks a
+//!   token's status against the issuer's lists, fetched, verified, cached
+//!   and refreshed, so that a revoked token is refused within the list's
+//!   `ttl` by a resource that verifies offline; see its policy for what
+//!   happens when the lists cannot be fetched (503).
 //! - [`verifier`]: [`ResourceVerifier`], the whole check of one request, and
 //!   [`ResourceError`], its RFC 6750 §3 / RFC 9449 §7.1 challenges (an
 //!   `axum::response::IntoResponse` with the `axum` feature).
@@ -88,6 +94,8 @@ pub mod remote;
 #[cfg(feature = "remote")]
 pub mod report;
 pub mod status;
+#[cfg(feature = "remote")]
+pub mod status_cache;
 pub mod verifier;
 
 pub use claims::{ACCESS_TOKEN_TYP, AccessTokenClaims, Actor, Audience, Confirmation};

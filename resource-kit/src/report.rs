@@ -136,7 +136,8 @@ fn reportable(error: &ResourceError) -> Option<(&'static str, &'static str, Opti
         ),
         ResourceError::MissingToken
         | ResourceError::UseDpopNonce(_)
-        | ResourceError::Unavailable => {
+        | ResourceError::Unavailable
+        | ResourceError::StatusListUnavailable { .. } => {
             return None;
         }
     })
@@ -151,6 +152,7 @@ mod tests {
         assert!(reportable(&ResourceError::MissingToken).is_none());
         assert!(reportable(&ResourceError::UseDpopNonce("n".into())).is_none());
         assert!(reportable(&ResourceError::Unavailable).is_none());
+        assert!(reportable(&ResourceError::StatusListUnavailable { retry_after: 3 }).is_none());
         assert_eq!(
             reportable(&ResourceError::InsufficientScope(vec![
                 "a".into(),

@@ -129,9 +129,11 @@ impl StatusList {
     }
 
     /// The status of token `idx`; `None` outside the list.
+    #[inline]
     pub fn get(&self, idx: usize) -> Option<u8> {
         let (byte, shift) = self.position(idx)?;
-        let mask = (1u16 << self.bits) as u8 - 1;
+        // In u16: at 8 bits, 1 << 8 does not fit a u8.
+        let mask = ((1u16 << self.bits) - 1) as u8;
         Some((self.bytes[byte] >> shift) & mask)
     }
 
@@ -146,14 +148,18 @@ impl StatusList {
         Ok(())
     }
 
+    #[inline]
     fn position(&self, idx: usize) -> Option<(usize, u8)> {
-        let per_byte = usize::from(8 / self.bits);
-        let byte = idx / per_byte;
+        // `bits` is 1, 2, 4 or 8: shifts, not divisions (verifiers look up
+        // a status on every request).
+        let bits_log = self.bits.trailing_zeros();
+        let per_byte_log = 3 - bits_log;
+        let byte = idx >> per_byte_log;
         if byte >= self.bytes.len() {
             return None;
         }
         // The draft numbers from the least significant bits of each byte.
-        let shift = u8::try_from((idx % per_byte) * usize::from(self.bits)).ok()?;
+        let shift = ((idx & ((1 << per_byte_log) - 1)) << bits_log) as u8;
         Some((byte, shift))
     }
 
@@ -251,6 +257,23 @@ mod tests {
         assert_eq!(two.get(3), Some(1));
         assert_eq!(two.set(4, 4), Err(StatusError::Value(4)));
         assert_eq!(two.set(12, 1), Err(StatusError::Index(12)));
+
+        // Every width reads back what was set, at every position of a byte
+        // (8 bits a status overflowed the mask in u8 and panicked).
+        for bits in [1u8, 2, 4, 8] {
+            let mut list = StatusList::new(bits, 24).unwrap();
+            let max = ((1u16 << bits) - 1) as u8;
+            for i in 0..24 {
+                list.set(i, (i as u8) & max).unwrap();
+            }
+            for i in 0..24 {
+                assert_eq!(list.get(i), Some((i as u8) & max), "{bits} bits, index {i}");
+            }
+            assert_eq!(
+                list.get(24 / usize::from(bits) * usize::from(bits) + 24),
+                None
+            );
+        }
     }
 
     #[test]

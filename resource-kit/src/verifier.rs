@@ -55,6 +55,14 @@ pub enum ResourceError {
     /// The token could not be checked now (introspection mode, the
     /// authorization server unreachable): 503, try again.
     Unavailable,
+    /// The token's status list (draft-ietf-oauth-status-list) could not
+    /// be fetched and the last good one is past its grace, or was never
+    /// fetched: 503 with `Retry-After: retry_after` (seconds, at least 1),
+    /// when the kit will try the list again. Not the client's fault: its
+    /// token may well be valid.
+    StatusListUnavailable {
+        retry_after: u32,
+    },
 }
 
 /// What kind of credential a request carried.
@@ -158,7 +166,7 @@ impl<K: KeySource> ResourceVerifier<K> {
 
     /// RFC 9728 `dpop_bound_access_tokens_required`: refuse tokens that
     /// are not DPoP-bound (401 with the `DPoP` challenge), as the
-    /// resource's metadata says ([`crate::Guard::new`] reads it there).
+    /// resource's metadata says ([`crate::guard::Guard::new`] reads it there).
     pub fn require_dpop(mut self, require: bool) -> Self {
         self.require_dpop = require;
         self
@@ -612,7 +620,9 @@ impl ResourceError {
                 )],
                 Some(nonce.clone()),
             ),
-            ResourceError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Vec::new(), None),
+            ResourceError::Unavailable | ResourceError::StatusListUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Vec::new(), None)
+            }
             ResourceError::InsufficientScope(_) => {
                 let why = "the token lacks a scope this request needs";
                 (
@@ -650,10 +660,19 @@ impl ResourceError {
         if let Some(v) = challenge.dpop_nonce {
             headers.insert("dpop-nonce", v);
         }
-        if challenge.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         (challenge.status, headers)
+    }
+
+    /// RFC 9110 §10.2.3 `Retry-After` of a 503, in seconds.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ResourceError::Unavailable => Some(5),
+            ResourceError::StatusListUnavailable { retry_after } => Some((*retry_after).max(1)),
+            _ => None,
+        }
     }
 }
 

@@ -97,6 +97,10 @@ impl Stack {
                 unprotected: false,
                 sessions: introspect,
                 dpop_required: false,
+                no_status_check: false,
+                status_min_ttl: 1,
+                status_max_ttl: 300,
+                status_grace: 60,
             };
             let router = mcp_server::app(&options).await.unwrap();
             tokio::spawn(async move { axum::serve(listener, router).await });
