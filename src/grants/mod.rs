@@ -423,6 +423,7 @@ pub async fn issue_access_token(
         may_act: None,
         agent_id: req.agent_id.map(str::to_string),
         owner: req.owner.map(str::to_string),
+        status: None,
         extra: Default::default(),
     };
     let keys = cx.tokens.keys.current();

@@ -115,6 +115,7 @@ pub async fn sign(
         iat: now,
         exp: now + cx.config.passport_ttl,
         agent_id: agent.id.clone(),
+        status: None,
     };
     let keys = cx.tokens.keys.current();
     let signer = keys
