@@ -17,6 +17,7 @@ mod m0011_passkeys;
 mod m0012_boundaries;
 mod m0013_console_agents;
 mod m0014_client_traces;
+mod m0016_events;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_boundaries::Migration),
             Box::new(m0013_console_agents::Migration),
             Box::new(m0014_client_traces::Migration),
+            Box::new(m0016_events::Migration),
         ]
     }
 }
