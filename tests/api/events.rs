@@ -1000,3 +1000,308 @@ async fn the_queue_is_bounded(e: EventsApp) {
     assert!(audit.iter().any(|r| r.event == "security_event.dropped"));
 }
 both_with!(events_app, the_queue_is_bounded);
+
+/// The database of a real-binary test: a SQLite file or a scratch
+/// PostgreSQL database.
+enum ProcessDb {
+    Sqlite(tempfile::TempDir),
+    Postgres(crate::processes::ScratchDb),
+}
+
+impl ProcessDb {
+    async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => ProcessDb::Sqlite(tempfile::tempdir().unwrap()),
+            Backend::Postgres => ProcessDb::Postgres(crate::processes::ScratchDb::new().await),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            ProcessDb::Sqlite(dir) => format!("sqlite://{}", dir.path().join("a.db").display()),
+            ProcessDb::Postgres(db) => db.url(),
+        }
+    }
+}
+
+const KEK: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+
+/// `agentauth …` against `db`: whether it succeeded, stdout, stderr.
+async fn agentauth(args: &[&str], db: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentauth"))
+        .args(args)
+        .env("DATABASE_URL", db)
+        .env("AGENTAUTH_KEK", KEK)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+async fn agentauth_ok(args: &[&str], db: &str, env: &[(&str, &str)]) -> String {
+    let (ok, out, err) = agentauth(args, db, env).await;
+    assert!(ok, "agentauth {args:?}: {err}");
+    out
+}
+
+/// The server binary with the test switch on, its log (debug level) in
+/// `log`.
+fn serve_logged(port: u16, db: &str, log: &std::path::Path) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_agentauth"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--issuer", &format!("http://127.0.0.1:{port}")])
+        .args(["--resource", "https://mcp.example.com/mcp"])
+        .arg("--insecure-fetch-for-tests-only")
+        .env("DATABASE_URL", db)
+        .env("AGENTAUTH_KEK", KEK)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Issue 31's "done when": SETs are queued while the receiver is down,
+/// the server is killed with SIGKILL mid-retry and started again, the
+/// receiver comes up: every event arrives, none twice. The receiver's
+/// authorization value is in no log line.
+async fn kill_9_loses_no_event_and_sends_none_twice(backend: Backend) {
+    const AGENTS: usize = 4;
+    let db = ProcessDb::new(backend).await;
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let http = reqwest::Client::new();
+    let port = crate::processes::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = serve_logged(port, &url, &log);
+    crate::processes::wait_up(&http, &base).await;
+
+    agentauth_ok(
+        &["user", "create", "alice"],
+        &url,
+        &[("AGENTAUTH_PASSWORD", PASSWORD)],
+    )
+    .await;
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        let key = dir.path().join(format!("k{i}.json"));
+        let jwk = crate::private_key_jwt::client_key(&format!("k{i}")).jwk;
+        std::fs::write(&key, jwk.to_string()).unwrap();
+        let id = agentauth_ok(
+            &[
+                "agent",
+                "create",
+                "--owner",
+                "alice",
+                "--name",
+                &format!("a{i}"),
+                "--jwk",
+                key.to_str().unwrap(),
+            ],
+            &url,
+            &[],
+        )
+        .await;
+        agents.push(id);
+    }
+    let receiver_port = crate::processes::free_port();
+    let secret = "Bearer kill9-s3cret-value";
+    let rid = agentauth_ok(
+        &[
+            "receiver",
+            "add",
+            "--endpoint",
+            &format!("http://127.0.0.1:{receiver_port}/events"),
+            "--aud",
+            AUD,
+            "--insecure-fetch-for-tests-only",
+        ],
+        &url,
+        &[("AGENTAUTH_RECEIVER_AUTHORIZATION", secret)],
+    )
+    .await;
+    for id in &agents {
+        agentauth_ok(&["agent", "disable", id], &url, &[]).await;
+    }
+    // The server tried (the receiver is down), then dies without warning.
+    let check = store::connect(&url, 1, None).await.unwrap();
+    wait_until("an attempt", || async {
+        store::events::queued(&check, &rid)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.attempts > 0)
+    })
+    .await;
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+
+    let receiver = Receiver::start(receiver_port).await;
+    let mut server = serve_logged(port, &url, &log);
+    crate::processes::wait_up(&http, &base).await;
+    // The backoff after a few seconds down is a few seconds at most.
+    let start = Instant::now();
+    while receiver.count() < AGENTS {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "got {}",
+            receiver.count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sets = receiver.sets();
+    assert_eq!(sets.len(), AGENTS, "no SET twice");
+    assert_eq!(futures_jtis(&sets).len(), AGENTS);
+    let mut subjects: Vec<String> = sets
+        .iter()
+        .map(|s| {
+            crate::helpers::jwt_parts(s).1["sub_id"]["sub"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    subjects.sort();
+    agents.sort();
+    assert_eq!(subjects, agents);
+    for p in receiver.pushes.lock().unwrap().iter() {
+        assert_eq!(p.authorization.as_deref(), Some(secret));
+    }
+    wait_until("the outbox empty", || async {
+        store::events::queued(&check, &rid)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("DEBUG"), "the log is at debug level");
+    assert!(
+        !logged.contains("kill9-s3cret"),
+        "the authorization value was logged"
+    );
+}
+
+mod kill_9_loses_no_event_and_sends_none_twice {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::kill_9_loses_no_event_and_sends_none_twice(crate::helpers::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::kill_9_loses_no_event_and_sends_none_twice(crate::helpers::Backend::Postgres).await
+    }
+}
+
+/// `agentauth receiver add|list|remove`: clear refusals, the
+/// authorization value never printed.
+async fn cli_manages_receivers(backend: Backend) {
+    let db = ProcessDb::new(backend).await;
+    let url = db.url();
+    for (endpoint, why) in [
+        ("https://10.0.0.1/events", "non-public"),
+        ("http://127.0.0.1:9/events", "must be https"),
+        ("https://user:pw@93.184.216.34/e", "user name or password"),
+        ("nonsense", "endpoint URL"),
+    ] {
+        let (ok, _, err) = agentauth(
+            &["receiver", "add", "--endpoint", endpoint, "--aud", AUD],
+            &url,
+            &[],
+        )
+        .await;
+        assert!(!ok && err.contains(why), "{endpoint}: {err}");
+    }
+    let (ok, _, err) = agentauth(
+        &[
+            "receiver",
+            "add",
+            "--endpoint",
+            "https://93.184.216.34/e",
+            "--aud",
+            " ",
+        ],
+        &url,
+        &[],
+    )
+    .await;
+    assert!(!ok && err.contains("aud"), "{err}");
+    let id = agentauth_ok(
+        &[
+            "receiver",
+            "add",
+            "--endpoint",
+            "https://93.184.216.34/events",
+            "--aud",
+            AUD,
+        ],
+        &url,
+        &[("AGENTAUTH_RECEIVER_AUTHORIZATION", "Bearer cli-s3cret")],
+    )
+    .await;
+    assert!(id.starts_with("rcv_"), "{id}");
+    let plain = agentauth_ok(
+        &[
+            "receiver",
+            "add",
+            "--endpoint",
+            "https://93.184.216.34/other",
+            "--aud",
+            "x",
+        ],
+        &url,
+        &[],
+    )
+    .await;
+    let list = agentauth_ok(&["receiver", "list"], &url, &[]).await;
+    assert!(
+        list.contains(&id) && list.contains(&plain) && list.contains("sealed"),
+        "{list}"
+    );
+    assert!(!list.contains("cli-s3cret"));
+    let json_list = agentauth_ok(&["receiver", "list", "--json"], &url, &[]).await;
+    let rows: Vec<Value> = json_list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    let row = rows.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(row["authorization"], true);
+    assert_eq!(row["pending"], 0);
+    assert_eq!(row["aud"], AUD);
+    assert!(!json_list.contains("cli-s3cret"));
+    assert_eq!(
+        agentauth_ok(&["receiver", "remove", &id], &url, &[]).await,
+        format!("removed {id}")
+    );
+    let (ok, _, err) = agentauth(&["receiver", "remove", &id], &url, &[]).await;
+    assert!(!ok && err.contains("no receiver"), "{err}");
+    let list = agentauth_ok(&["receiver", "list", "--json"], &url, &[]).await;
+    assert_eq!(list.lines().count(), 1);
+}
+
+mod cli_manages_receivers {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::cli_manages_receivers(crate::helpers::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::cli_manages_receivers(crate::helpers::Backend::Postgres).await
+    }
+}
