@@ -280,7 +280,7 @@ async fn key_removal_pushes_credential_change(e: EventsApp) {
     let receiver = Receiver::start(0).await;
     register(app, &receiver.url, None).await;
     let extra = crate::private_key_jwt::client_key("k-stolen");
-    let a = agent(app, "alice", "read", &[extra.jwk.clone()]).await;
+    let a = agent(app, "alice", "read", std::slice::from_ref(&extra.jwk)).await;
     let kept = agentauth::agents::check_key(&a.key.jwk).unwrap();
     agentauth::agents::set_keys(
         &app.state.db,
