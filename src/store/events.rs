@@ -389,6 +389,15 @@ pub async fn receivers(db: &impl ConnectionTrait) -> StoreResult<Vec<ReceiverSta
         .collect())
 }
 
+/// The receivers not backing off at `now_ms`.
+fn ready(now_ms: i64) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .column(receiver::Column::Id)
+        .from(receiver::Entity)
+        .and_where(receiver::Column::RetryAtMs.lte(now_ms))
+        .to_owned()
+}
+
 /// A row claimed for delivery, with its receiver.
 #[derive(Clone, Debug)]
 pub struct Claimed {
@@ -411,17 +420,22 @@ pub async fn claim(
         .and_where(event::Column::State.eq(PENDING))
         .and_where(event::Column::NextAttemptMs.lte(now_ms))
         .and_where(event::Column::LeasedUntilMs.lte(now_ms))
-        .and_where(
-            event::Column::ReceiverId.in_subquery(
-                Query::select()
-                    .column(receiver::Column::Id)
-                    .from(receiver::Entity)
-                    .and_where(receiver::Column::RetryAtMs.lte(now_ms))
-                    .to_owned(),
-            ),
-        )
+        .and_where(event::Column::ReceiverId.in_subquery(ready(now_ms)))
         .order_by(event::Column::Id, Order::Asc)
         .limit(limit);
+    // Nothing due (the common case, every poll of every node): a read,
+    // no write transaction.
+    if event::Entity::find()
+        .filter(event::Column::State.eq(PENDING))
+        .filter(event::Column::NextAttemptMs.lte(now_ms))
+        .filter(event::Column::LeasedUntilMs.lte(now_ms))
+        .filter(event::Column::ReceiverId.in_subquery(ready(now_ms)))
+        .one(db)
+        .await?
+        .is_none()
+    {
+        return Ok(Vec::new());
+    }
     if super::is_shared(db) {
         due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
