@@ -1,4 +1,4 @@
-//! The subcommands: serve, migrate, client, keys, ca, user, agent.
+//! The subcommands: serve, migrate, client, keys, ca, user, agent, receiver.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,84 @@ pub async fn run(command: Option<Command>, storage: StorageArgs) -> anyhow::Resu
         Command::Ca(cmd) => ca_command(cmd, storage).await,
         Command::User(cmd) => user_command(cmd, storage).await,
         Command::Agent(cmd) => agent_command(cmd, storage).await,
+        Command::Receiver(cmd) => receiver_command(cmd, storage).await,
     }
+}
+
+async fn receiver_command(
+    cmd: crate::config::ReceiverCommand,
+    storage: StorageArgs,
+) -> anyhow::Result<()> {
+    use crate::config::ReceiverCommand;
+    use crate::events::receivers::{self, NewReceiverRequest, ReceiverError};
+    let db = store::connect(&database_url(&storage.database_url), 2, None).await?;
+    let now = SystemClock.now();
+    match cmd {
+        ReceiverCommand::Add {
+            endpoint,
+            aud,
+            authorization,
+            insecure_fetch,
+        } => {
+            if insecure_fetch && !cfg!(debug_assertions) {
+                bail!("{}", crate::config::ConfigError::InsecureFetchInRelease);
+            }
+            let seal_key = receivers::seal_key(&load_kek(&storage)?)?;
+            let request = NewReceiverRequest {
+                endpoint_url: endpoint,
+                audience: aud,
+                authorization,
+            };
+            match receivers::add(&db, &seal_key, insecure_fetch, request, now, "cli", None).await {
+                Ok(id) => println!("{id}"),
+                Err(ReceiverError::Invalid(why)) => bail!("{why}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ReceiverCommand::List { json } => {
+            let rows = store::events::receivers(&db).await?;
+            if !json {
+                println!(
+                    "id\tendpoint\taud\tauthorization\tpending\tfailed\tdropped\tdelivered\tlast_error"
+                );
+            }
+            for r in rows {
+                let authorization = r.row.authorization_sealed.is_some();
+                if json {
+                    println!(
+                        "{}",
+                        json!({
+                            "id": r.row.id, "endpoint_url": r.row.endpoint_url, "aud": r.row.audience,
+                            "authorization": authorization, "pending": r.pending, "failed": r.failed,
+                            "dropped": r.row.dropped, "delivered": r.row.delivered,
+                            "last_error": r.row.last_error, "last_error_at": r.row.last_error_at,
+                            "last_delivered_at": r.row.last_delivered_at,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        r.row.id,
+                        r.row.endpoint_url,
+                        r.row.audience,
+                        if authorization { "sealed" } else { "-" },
+                        r.pending,
+                        r.failed,
+                        r.row.dropped,
+                        r.row.delivered,
+                        r.row.last_error.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        ReceiverCommand::Remove { id } => {
+            if !receivers::remove(&db, &id, now, "cli", None).await? {
+                bail!("no receiver {id}");
+            }
+            println!("removed {id}");
+        }
+    }
+    Ok(())
 }
 
 /// `agentauth resources`: the registry `serve` would build, as JSON.
@@ -175,6 +252,7 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let upkeep = state::spawn_upkeep(state.clone());
     let revocation_refresh = state::spawn_revocation_refresh(state.clone());
     let login_listener = crate::agents::login::spawn_listener(state.agents.clone());
+    let events_worker = crate::events::spawn(state.events.clone());
     let router = router::build(state.clone());
     // TCP_NODELAY: a server-sent event (or any response written after its
     // headers) would otherwise wait behind Nagle's algorithm for the
@@ -218,6 +296,7 @@ async fn serve(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     })
     .await?;
     upkeep.abort();
+    events_worker.abort();
     if let Some(l) = login_listener {
         l.abort();
     }
@@ -795,7 +874,7 @@ async fn user_command(cmd: UserCommand, storage: StorageArgs) -> anyhow::Result<
             }
         }
         UserCommand::Delete { username } => {
-            store::users::delete(&db, &username, now)
+            store::users::delete(&db, &username, now, store::users::deleted_event(now, "cli"))
                 .await?
                 .with_context(|| format!("no user {username}"))?;
             println!("deleted {username}");

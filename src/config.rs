@@ -83,6 +83,48 @@ pub enum Command {
     /// Manage human owner accounts (they sign in and consent).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage security event receivers: sites and resources that keep
+    /// sessions, pushed a signed CAEP event (RFC 8935) when an agent is
+    /// disabled or deleted, loses a key, or a consent is withdrawn or a
+    /// user deleted.
+    #[command(subcommand)]
+    Receiver(ReceiverCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiverCommand {
+    /// Register a receiver and print its id. Events are queued for it
+    /// from now on; every server node pushes them.
+    Add {
+        /// Its push endpoint (RFC 8935): https, on a public address.
+        #[arg(long)]
+        endpoint: String,
+        /// The `aud` of the SETs pushed to it (what it checks).
+        #[arg(long)]
+        aud: String,
+        /// The `Authorization` header value presented with every push
+        /// (e.g. "Bearer …"), stored sealed under the key-encryption key
+        /// and never shown again. Prefer the environment variable to the
+        /// flag (the command line is visible to other local users).
+        #[arg(long, env = "AGENTAUTH_RECEIVER_AUTHORIZATION", hide_env_values = true)]
+        authorization: Option<String>,
+        /// Allow plain http on loopback (tests only; refused by a release build).
+        #[arg(
+            long = "insecure-fetch-for-tests-only",
+            env = "AGENTAUTH_INSECURE_FETCH_FOR_TESTS_ONLY",
+            hide = true
+        )]
+        insecure_fetch: bool,
+    },
+    /// List receivers with their pending, failed, dropped and delivered
+    /// counts and last error.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a receiver and everything queued for it.
+    Remove { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod doctor;
 pub mod error;
+pub mod events;
 pub mod fetch;
 pub mod grants;
 pub mod http;

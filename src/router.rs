@@ -73,7 +73,16 @@ pub fn build(state: AppState) -> Router {
         .route(
             "/.well-known/agentauth-authority.json",
             get(http::bridge::authority),
+        )
+        // OpenID SSF 1.0 §7.2: `/.well-known/ssf-configuration` inserted
+        // before the issuer's path, if it has one.
+        .route("/.well-known/ssf-configuration", get(http::ssf::get));
+    if let Some(path) = issuer_path(&state.config.issuer) {
+        public = public.route(
+            &format!("/.well-known/ssf-configuration{path}"),
+            get(http::ssf::get),
         );
+    }
     // RFC 8414 §3 and, because MCP clients try it first, OpenID Connect
     // Discovery's location, with the same document; when the issuer has a
     // path, RFC 8414 §3.1's path-inserted forms (and OIDC's appended one).
@@ -129,6 +138,14 @@ pub fn build(state: AppState) -> Router {
         .route("/admin/clients/{id}", get(http::operator::client))
         .route("/admin/keys", get(http::operator::keys))
         .route("/admin/audit", get(http::operator::audit))
+        .route(
+            "/admin/receivers",
+            get(http::operator::receivers).post(http::operator::add_receiver),
+        )
+        .route(
+            "/admin/receivers/{id}/delete",
+            post(http::operator::remove_receiver),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             http::pages::html_errors,
@@ -267,10 +284,7 @@ fn metadata_paths(issuer: &str) -> Vec<String> {
         "/.well-known/oauth-authorization-server".to_string(),
         "/.well-known/openid-configuration".to_string(),
     ];
-    let issuer_path = url::Url::parse(issuer)
-        .map(|u| u.path().trim_end_matches('/').to_string())
-        .unwrap_or_default();
-    if !issuer_path.is_empty() {
+    if let Some(issuer_path) = issuer_path(issuer) {
         paths.push(format!(
             "/.well-known/oauth-authorization-server{issuer_path}"
         ));
@@ -278,6 +292,14 @@ fn metadata_paths(issuer: &str) -> Vec<String> {
         paths.push(format!("{issuer_path}/.well-known/openid-configuration"));
     }
     paths
+}
+
+/// The issuer's path without its trailing `/`, when it has one.
+fn issuer_path(issuer: &str) -> Option<String> {
+    url::Url::parse(issuer)
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .ok()
+        .filter(|p| !p.is_empty())
 }
 
 async fn record_metrics(

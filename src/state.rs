@@ -22,6 +22,7 @@ use crate::clients::Clients;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError, ServeArgs};
 use crate::crypto::Kek;
+use crate::events::Events;
 use crate::fetch::Fetcher;
 use crate::fetch::jwks::Jwks;
 use crate::grants::{Env, Registry};
@@ -72,6 +73,8 @@ pub struct State {
     pub clients: Arc<Clients>,
     pub agents: Arc<Agents>,
     pub resources: Arc<Resources>,
+    /// Security events pushed to registered receivers (SSF 1.0, RFC 8935).
+    pub events: Arc<Events>,
     /// RFC 8414 metadata, serialized once.
     pub metadata_json: String,
     pub templates: minijinja::Environment<'static>,
@@ -124,6 +127,7 @@ impl State {
         let csrf_key = kek.derive(b"agentauth csrf v1");
         let fetcher =
             Fetcher::new(config.insecure_fetch).map_err(|e| StartError::Fetch(e.to_string()))?;
+        let event_fetcher = fetcher.clone();
         let jwks = Jwks::new(fetcher.clone());
         let grants = Arc::new(Registry::standard());
         let resources = Arc::new(Resources {
@@ -181,6 +185,7 @@ impl State {
             config.dpop_nonce_period,
         );
         let refresh_retry_key = Kek::from_bytes(&kek.derive(b"agentauth refresh retry v1"))?;
+        let receiver_seal_key = crate::events::receivers::seal_key(&kek)?;
         let keys = KeyRing::load_or_init(
             &db,
             kek,
@@ -204,6 +209,14 @@ impl State {
             agents.clone(),
         ));
 
+        let events = Arc::new(Events::new(
+            config.clone(),
+            db.clone(),
+            clock.clone(),
+            tokens.clone(),
+            event_fetcher,
+            receiver_seal_key,
+        ));
         let (audit, audit_task) = AuditSink::start(db.clone());
         let per_minute =
             NonZeroU32::new(config.registration_rate_per_minute).unwrap_or(NonZeroU32::MIN);
@@ -223,6 +236,7 @@ impl State {
             clients,
             agents,
             resources,
+            events,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             templates: crate::templates::environment(),
             csrf_key,

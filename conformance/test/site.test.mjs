@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as oauth from 'oauth4webapi'
 import * as jose from 'jose'
-import { startServer } from '../lib/server.mjs'
+import { freePort, startServer } from '../lib/server.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const insecure = { [oauth.allowInsecureRequests]: true }
@@ -25,6 +25,8 @@ let server, as, agentKeys, agentId, site
 before(async () => {
   agentKeys = await jose.generateKeyPair('ES256', { extractable: true })
   server = await startServer({
+    // The site's event receiver listens on plain http on loopback.
+    args: ['--insecure-fetch-for-tests-only'],
     users: { alice: 'correct horse battery' },
     async prepare({ run, dir }) {
       const jwk = { ...(await jose.exportJWK(agentKeys.publicKey)), kid: 'agent-key', alg: 'ES256' }
@@ -57,8 +59,8 @@ function solve(challenge, bits) {
   }
 }
 
-describe('examples/site.mjs logs an agent in (issue 15)', () => {
-  it('gets the passport by SSE and verifies it with jose', async () => {
+/** Runs examples/site.mjs as shipped and logs the agent in through it. */
+async function logInThroughTheSite(extraEnv = {}) {
     const client = { client_id: agentId, token_endpoint_auth_method: 'private_key_jwt' }
     const auth = oauth.PrivateKeyJwt({ key: agentKeys.privateKey, kid: 'agent-key' })
     const DPoP = oauth.DPoP(client, agentKeys)
@@ -71,7 +73,7 @@ describe('examples/site.mjs logs an agent in (issue 15)', () => {
     mkdirSync(out, { recursive: true })
     copyFileSync(resolve(here, '../../examples/site.mjs'), join(out, 'site.mjs'))
     const child = spawn(process.execPath, [join(out, 'site.mjs'), server.issuer, agentId], {
-      env: { ...process.env, SITE_CLIENT_ID: site.client_id, SITE_CLIENT_SECRET: site.client_secret },
+      env: { ...process.env, SITE_CLIENT_ID: site.client_id, SITE_CLIENT_SECRET: site.client_secret, ...extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stdout = ''
@@ -98,11 +100,46 @@ describe('examples/site.mjs logs an agent in (issue 15)', () => {
       new Headers({ 'content-type': 'application/x-www-form-urlencoded' }),
       new URLSearchParams({ challenge: challenge.challenge, nonce }).toString(), { ...insecure, DPoP })
     assert.equal(approve.status, 200, await approve.text())
+    return { child, exited, DPoP, output: () => stdout + stderr }
+}
 
+describe('examples/site.mjs logs an agent in (issue 15)', () => {
+  it('gets the passport by SSE and verifies it with jose', async () => {
+    const { exited, DPoP, output } = await logInThroughTheSite()
     const code = await exited
-    assert.equal(code, 0, `${stdout}${stderr}`)
+    const stdout = output()
+    assert.equal(code, 0, stdout)
     assert.match(stdout, /outcome approved/)
     assert.match(stdout, new RegExp(`logged in: agent ${agentId} \\(shopper\\)`))
     assert.match(stdout, new RegExp(`key ${await DPoP.calculateThumbprint()}`))
+  })
+})
+
+/** Resolves when `output()` matches `re` (at most 20 s). */
+async function waitFor(output, re) {
+  const deadline = Date.now() + 20_000
+  while (!re.test(output())) {
+    if (Date.now() > deadline) throw new Error(`waited for ${re}: ${output()}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+describe('examples/site.mjs ends the session on a security event (issue 31)', () => {
+  it('verifies the pushed SET with jose and ends the killed agent\'s session', async () => {
+    const port = await freePort()
+    const { child, output } = await logInThroughTheSite({ SITE_EVENTS_PORT: String(port) })
+    try {
+      await waitFor(output, /receiving security events/)
+      const endpoint = `http://127.0.0.1:${port}/events`
+      // A SET that is not ours: RFC 8935 §2.3 error, 400.
+      const forged = await fetch(endpoint, { method: 'POST', headers: { 'content-type': 'application/secevent+jwt' }, body: 'e30.e30.e30' })
+      assert.equal(forged.status, 400)
+      assert.equal((await forged.json()).err, 'invalid_request')
+      await server.cli(['receiver', 'add', '--endpoint', endpoint, '--aud', site.client_id, '--insecure-fetch-for-tests-only'])
+      await server.cli(['agent', 'disable', agentId])
+      await waitFor(output, new RegExp(`session ended: agent ${agentId} \\(agent disabled \\(kill switch\\)\\)`))
+    } finally {
+      child.kill('SIGTERM')
+    }
   })
 })

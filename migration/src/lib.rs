@@ -18,6 +18,7 @@ mod m0012_boundaries;
 mod m0013_console_agents;
 mod m0014_client_traces;
 mod m0015_status_lists;
+mod m0016_events;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0013_console_agents::Migration),
             Box::new(m0014_client_traces::Migration),
             Box::new(m0015_status_lists::Migration),
+            Box::new(m0016_events::Migration),
         ]
     }
 }

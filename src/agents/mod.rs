@@ -481,10 +481,22 @@ pub async fn set_keys(
         .iter()
         .filter_map(|k| agentauth_resource::jwk::thumbprint(k).ok())
         .collect();
-    let removed_key = match store::clients::get(db, agent_id).await? {
-        Some(old) => thumbprints(&old).iter().any(|t| !kept.contains(t)),
-        None => return Err(AgentError::NotFound),
+    let Some(old) = store::clients::get(db, agent_id).await? else {
+        return Err(AgentError::NotFound);
     };
+    // Each removed key becomes a CAEP credential-change event for the
+    // registered receivers (`store::events::signals`).
+    let removed_keys: Vec<serde_json::Value> = old
+        .metadata
+        .jwks
+        .iter()
+        .flat_map(|set| set.keys.iter())
+        .filter_map(|k| {
+            let jkt = agentauth_resource::jwk::thumbprint(k).ok()?;
+            (!kept.contains(&jkt)).then(|| json!({ "kid": k.common.key_id, "jkt": jkt }))
+        })
+        .collect();
+    let removed_key = !removed_keys.is_empty();
     if !store::agents::set_keys(
         db,
         agent_id,
@@ -496,7 +508,7 @@ pub async fn set_keys(
             "agent.keys_changed",
             agent_id,
             actor,
-            json!({ "kids": kids, "removed": removed_key }),
+            json!({ "kids": kids, "removed": removed_key, "removed_keys": removed_keys }),
         ),
     )
     .await?

@@ -100,6 +100,66 @@ impl Fetcher {
     fn check_url(&self, url: &Url) -> Result<(), FetchError> {
         check_url(url, self.insecure)
     }
+
+    /// POSTs `body` to `url` with the same guards as [`Fetcher::get`]
+    /// (https, public addresses only, checked when connecting; no
+    /// redirects; the time limit) and answers the status and at most
+    /// [`MAX_DOCUMENT_BYTES`] of the response body, whatever the status.
+    /// `authorization` is sent as the `Authorization` header, marked
+    /// sensitive so that no debug output shows it.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        accept: &'static str,
+        authorization: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let parsed = Url::parse(url).map_err(|_| FetchError::Forbidden("not a URL"))?;
+        self.check_url(&parsed)?;
+        let mut request = self
+            .client
+            .post(parsed)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::ACCEPT, accept)
+            .body(body);
+        if let Some(value) = authorization {
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| FetchError::Forbidden("authorization is not a header value"))?;
+            value.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut response = request.send().await.map_err(|e| {
+            // reqwest's error names the URL, never the headers.
+            FetchError::Http(error_chain(&e))
+        })?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = MAX_DOCUMENT_BYTES.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_DOCUMENT_BYTES {
+                break;
+            }
+        }
+        Ok((status, body))
+    }
+}
+
+/// An error and its causes on one line ("error sending request: …:
+/// connection refused"), for operators reading why a push failed.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// What a URL must be for [`Fetcher`] to fetch it, as far as can be told

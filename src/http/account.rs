@@ -343,7 +343,26 @@ pub async fn revoke(
     }
     match form.get("kind") {
         Some("consent") => {
-            store::grants::withdraw_consent(&state.db, &session.user_id, id, now).await?;
+            // Only a consent that exists: the withdrawal is audited and
+            // pushed to event receivers (SETs) in its own transaction.
+            if store::grants::consent(&state.db, &session.user_id, id)
+                .await?
+                .is_some()
+            {
+                let event = AuditEvent {
+                    at: now,
+                    event: "consent.withdrawn",
+                    client_id: Some(id.to_string()),
+                    subject: Some(session.user_id.clone()),
+                    ip: ip.to_audit(),
+                    detail: json!({}),
+                };
+                store::grants::withdraw_consent(&state.db, &session.user_id, id, now, event)
+                    .await?;
+                state.tokens.revocations.invalidate();
+                state.events.wake();
+            }
+            return Ok(pages::see_other("/account"));
         }
         Some("grant") => {
             // Only the user's own families.

@@ -418,6 +418,8 @@ pub async fn act(
         _ => return Err(OAuthError::new(400, "invalid_request", "unknown action").into()),
     };
     state.forget_agent(&agent.id).await;
+    // A kill, a deletion or a removed key wrote SETs for the receivers.
+    state.events.wake();
     if !done {
         return Err(OAuthError::new(404, "not_found", "no such agent").into());
     }

@@ -18,6 +18,7 @@ pub mod refusals;
 pub mod register;
 pub mod revoke;
 pub mod signed_in;
+pub mod ssf;
 pub mod status_lists;
 pub mod token;
 

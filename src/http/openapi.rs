@@ -39,6 +39,17 @@ pub fn document(issuer: &str, metadata_paths: &[String], metrics_here: bool) -> 
                 }
             }
         }
+        // SSF 1.0 §7.2: the configuration's path-inserted form too.
+        let ssf = paths.get("/.well-known/ssf-configuration").cloned();
+        let issuer_path = url::Url::parse(issuer)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        if let Some(mut ssf) = ssf
+            && !issuer_path.is_empty()
+        {
+            ssf["get"]["operationId"] = json!("getSsfConfigurationWithPath");
+            paths.insert(format!("/.well-known/ssf-configuration{issuer_path}"), ssf);
+        }
         if !metrics_here {
             paths.remove("/metrics");
         }

@@ -1,17 +1,20 @@
 //! Operator pages (issue 17 item 4), for accounts marked admin
 //! (`agentauth user create --admin`): clients, signing keys and CA
-//! epochs (read-only), and the audit log with filters. No secret is ever
-//! shown: client records carry only hashes, and the pages show none of
-//! them. Anyone else gets 403.
+//! epochs (read-only), the audit log with filters, and the security
+//! event receivers (list, add, remove; issue 31). No secret is ever
+//! shown: client records carry only hashes, a receiver's authorization
+//! value is sealed and the page says only whether there is one. Anyone
+//! else gets 403.
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::ClientIp;
 use super::pages;
-use super::signed_in::Operator;
+use super::signed_in::{CheckedForm, Operator};
 use crate::crypto::{b64url, sha256};
 use crate::error::{OAuthError, Result};
 use crate::state::AppState;
@@ -187,4 +190,118 @@ pub async fn client(
             "steps": steps,
         }),
     )
+}
+
+/// `GET /admin/receivers`: the security event receivers, each with what
+/// waits for it, what failed, what was dropped, and its last error.
+pub async fn receivers(
+    State(state): State<AppState>,
+    _: Operator,
+    headers: HeaderMap,
+) -> Result<Response> {
+    receivers_page(&state, &headers, StatusCode::OK, None, None).await
+}
+
+async fn receivers_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+    form: Option<serde_json::Value>,
+) -> Result<Response> {
+    let receivers: Vec<_> = store::events::receivers(&state.db)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.row.id, "endpoint_url": r.row.endpoint_url, "aud": r.row.audience,
+                "authorization": r.row.authorization_sealed.is_some(),
+                "pending": r.pending, "failed": r.failed, "dropped": r.row.dropped,
+                "delivered": r.row.delivered,
+                "last_error": r.row.last_error,
+                "last_error_at": r.row.last_error_at.map(crate::clock::utc),
+                "last_delivered_at": r.row.last_delivered_at.map(crate::clock::utc),
+            })
+        })
+        .collect();
+    let csrf = pages::csrf(state, headers)?;
+    let page = pages::render(
+        state,
+        status,
+        "admin.html",
+        json!({
+            "section": "receivers", "receivers": receivers, "csrf_token": csrf.token,
+            "error": error, "form": form.unwrap_or_else(|| json!({})),
+            "max_queued": store::events::MAX_QUEUED_PER_RECEIVER,
+        }),
+    )?;
+    Ok(pages::with_cookies(page, [csrf.set_cookie]))
+}
+
+/// `POST /admin/receivers`: registers a receiver; bad input re-renders
+/// the page with the reason (400), the authorization value never echoed.
+pub async fn add_receiver(
+    State(state): State<AppState>,
+    Operator(session): Operator,
+    ip: ClientIp,
+    headers: HeaderMap,
+    CheckedForm(form): CheckedForm,
+) -> Result<Response> {
+    let field = |name: &str| form.get(name).unwrap_or_default().to_string();
+    let request = crate::events::receivers::NewReceiverRequest {
+        endpoint_url: field("endpoint_url"),
+        audience: field("aud"),
+        authorization: Some(field("authorization")),
+    };
+    match crate::events::receivers::add(
+        &state.db,
+        &state.events.seal_key,
+        state.config.insecure_fetch,
+        request,
+        state.now(),
+        &session.user_id,
+        ip.to_audit(),
+    )
+    .await
+    {
+        Ok(_) => Ok(pages::see_other("/admin/receivers")),
+        Err(crate::events::receivers::ReceiverError::Invalid(why)) => {
+            receivers_page(
+                &state,
+                &headers,
+                StatusCode::BAD_REQUEST,
+                Some(&why),
+                Some(json!({ "endpoint_url": field("endpoint_url"), "aud": field("aud") })),
+            )
+            .await
+        }
+        Err(crate::events::receivers::ReceiverError::Store(e)) => Err(e.into()),
+        Err(crate::events::receivers::ReceiverError::Random(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /admin/receivers/{id}/delete`: removes a receiver and its queue.
+pub async fn remove_receiver(
+    State(state): State<AppState>,
+    Operator(session): Operator,
+    ip: ClientIp,
+    Path(id): Path<String>,
+    CheckedForm(_): CheckedForm,
+) -> Result<Response> {
+    let removed = crate::events::receivers::remove(
+        &state.db,
+        &id,
+        state.now(),
+        &session.user_id,
+        ip.to_audit(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::events::receivers::ReceiverError::Store(e) => crate::error::Error::from(e),
+        other => crate::error::Error::Internal(other.to_string()),
+    })?;
+    if !removed {
+        return Err(OAuthError::new(404, "not_found", "no such receiver").into());
+    }
+    Ok(pages::see_other("/admin/receivers"))
 }

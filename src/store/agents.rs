@@ -3,8 +3,8 @@
 use entity::{agent, client};
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 
 use super::StoreResult;
@@ -171,20 +171,38 @@ pub async fn set_active<C: ConnectionTrait + TransactionTrait>(
     now: i64,
     event: AuditEvent,
 ) -> StoreResult<bool> {
+    use sea_orm::sea_query::Expr;
     let txn = db.begin().await?;
-    let Some(row) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {
-        return Ok(false);
-    };
-    let mut row: agent::ActiveModel = row.into();
-    row.status = Set(if active { "active" } else { "disabled" }.into());
-    row.disabled_at = Set((!active).then_some(now));
+    // One UPDATE, the transaction's first statement: on SQLite a
+    // transaction that reads first and writes later fails at once with
+    // "database is locked" when another connection wrote in between (the
+    // event worker does, often); one that writes first waits its turn.
+    let mut update = agent::Entity::update_many()
+        .col_expr(
+            agent::Column::Status,
+            Expr::value(if active { "active" } else { "disabled" }),
+        )
+        .col_expr(
+            agent::Column::DisabledAt,
+            Expr::value((!active).then_some(now)),
+        )
+        .col_expr(agent::Column::UpdatedAt, Expr::value(now));
     if !active {
         // Enabling never lowers it: what the kill ended stays ended.
-        row.tokens_valid_after = Set(cut_off(now));
+        update = update.col_expr(agent::Column::TokensValidAfter, Expr::value(cut_off(now)));
+    }
+    if update
+        .filter(agent::Column::Id.eq(id))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 0
+    {
+        return Ok(false);
+    }
+    if !active {
         super::status::revoke_agent_tokens(&txn, id, cut_off(now), now).await?;
     }
-    row.updated_at = Set(now);
-    row.update(&txn).await?;
     audit::insert(&txn, event).await?;
     txn.commit().await?;
     if !active {

@@ -27,7 +27,19 @@ fn row(e: AuditEvent) -> audit_log::ActiveModel {
     }
 }
 
+/// Writes one audit row, inside the caller's transaction when it has
+/// one, and with it the security events the change causes (SETs for the
+/// registered receivers, [`super::events::enqueue`]): the outbox commits
+/// or rolls back with the change. The batched path ([`insert_many`],
+/// the audit sink) never causes events: nothing that ends a session is
+/// audited there.
 pub async fn insert(db: &impl ConnectionTrait, event: AuditEvent) -> StoreResult<()> {
+    super::events::enqueue(db, &event).await?;
+    insert_row(db, event).await
+}
+
+/// The audit row alone.
+pub(super) async fn insert_row(db: &impl ConnectionTrait, event: AuditEvent) -> StoreResult<()> {
     audit_log::Entity::insert(row(event))
         .exec_without_returning(db)
         .await?;

@@ -268,12 +268,16 @@ pub async fn delete_consent(
 /// consent goes, every refresh family the user granted that client is
 /// revoked with its access tokens, and so are the access tokens of the
 /// client's redeemed codes; what was derived from any of them by token
-/// exchange goes with them ([`revocations::revoke`]).
+/// exchange goes with them ([`revocations::revoke`]). `event` (named
+/// `consent.withdrawn`, with the user as `subject` and the client as
+/// `client_id`) is written in the same transaction; it becomes a security
+/// event for the registered receivers.
 pub async fn withdraw_consent<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     user_id: &str,
     client_id: &str,
     now: i64,
+    event: super::audit::AuditEvent,
 ) -> StoreResult<()> {
     let txn = db.begin().await?;
     delete_consent(&txn, user_id, client_id).await?;
@@ -301,6 +305,7 @@ pub async fn withdraw_consent<C: ConnectionTrait + TransactionTrait>(
             revocations::revoke(&txn, jti, &c.client_id, exp, now).await?;
         }
     }
+    super::audit::insert(&txn, event).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bridge;
 pub mod clients;
 pub mod delegations;
+pub mod events;
 pub mod grants;
 pub mod initial_tokens;
 pub mod keys;
@@ -145,5 +146,6 @@ pub async fn purge_expired(db: &impl ConnectionTrait, now: i64) -> StoreResult<u
         + bridge::purge(db, now).await?
         + passkeys::purge(db, now).await?
         + delegations::purge(db, now).await?
-        + status::purge(db, now).await?)
+        + status::purge(db, now).await?
+        + events::purge(db, now).await?)
 }

@@ -76,18 +76,45 @@ pub async fn set_password<C: ConnectionTrait + TransactionTrait>(
     Ok(true)
 }
 
+/// The audit row of a user's deletion by `actor` (`cli`, or an
+/// operator's user id), for [`delete`] to complete.
+pub fn deleted_event(now: i64, actor: &str) -> super::audit::AuditEvent {
+    super::audit::AuditEvent {
+        at: now,
+        event: "user.deleted",
+        client_id: None,
+        subject: Some(actor.to_string()),
+        ip: None,
+        detail: serde_json::json!({}),
+    }
+}
+
 /// Deletes the user in one transaction: their sessions, consents and
 /// codes go, and every refresh family and access token they granted is
-/// revoked.
+/// revoked. `event` (its name `user.deleted`, who and when) is written
+/// in the same transaction, its `detail` completed with the user's id and
+/// the ids of the agents deleted with them (each becomes a security event
+/// for the registered receivers).
 pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     username: &str,
     now: i64,
+    mut event: super::audit::AuditEvent,
 ) -> StoreResult<Option<String>> {
     let txn = db.begin().await?;
     let Some(u) = by_username(&txn, username).await? else {
         return Ok(None);
     };
+    let agents: Vec<String> = super::agents::list(&txn, Some(&u.id))
+        .await?
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    if let Some(detail) = event.detail.as_object_mut() {
+        detail.insert("user_id".into(), u.id.clone().into());
+        detail.insert("username".into(), u.username.clone().into());
+        detail.insert("agents".into(), agents.into());
+    }
     session::Entity::delete_many()
         .filter(session::Column::UserId.eq(u.id.clone()))
         .exec(&txn)
@@ -100,6 +127,7 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         .exec(&txn)
         .await?;
     user::Entity::delete_by_id(u.id.clone()).exec(&txn).await?;
+    super::audit::insert(&txn, event).await?;
     txn.commit().await?;
     super::agents::revoke_after_deletion(db, &agents, now).await?;
     Ok(Some(u.id))

@@ -646,9 +646,14 @@ async fn kill_switch(app: TestApp) {
     assert_eq!(app.introspect(&at).await["active"], false);
 
     // Deleting the owner takes the agent and its tokens with it.
-    store::users::delete(&app.state.db, "alice", app.now())
-        .await
-        .unwrap();
+    store::users::delete(
+        &app.state.db,
+        "alice",
+        app.now(),
+        store::users::deleted_event(app.now(), "test"),
+    )
+    .await
+    .unwrap();
     app.state.forget_agent(&a.id).await;
     assert_eq!(app.introspect(&at).await["active"], false);
     assert!(

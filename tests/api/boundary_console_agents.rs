@@ -605,9 +605,10 @@ async fn existing_console_agents_become_owner_agents(app: TestApp) {
         ))
         .await
         .unwrap();
-    // Back to before m0013 (and the migrations after it), then up again.
-    let after_m0012 = u32::try_from(migration::Migrator::migrations().len() - 12).unwrap();
-    migration::Migrator::down(&app.state.db, Some(after_m0012))
+    // Back to before m0013 (and the migrations after it, however many
+    // there are by now), then up again.
+    let since_m0013 = u32::try_from(migration::Migrator::migrations().len() - 12).unwrap();
+    migration::Migrator::down(&app.state.db, Some(since_m0013))
         .await
         .unwrap();
     migration::Migrator::up(&app.state.db, None).await.unwrap();

@@ -422,10 +422,15 @@ async fn deleting_or_repasswording_a_user_revokes_their_grants(app: TestApp) {
     let (verifier2, challenge2) = pkce();
     let code2 = get_code(&app, &browser, &client_id, &challenge2).await;
     assert!(
-        store::users::delete(&app.state.db, "alice", app.now())
-            .await
-            .unwrap()
-            .is_some()
+        store::users::delete(
+            &app.state.db,
+            "alice",
+            app.now(),
+            store::users::deleted_event(app.now(), "test"),
+        )
+        .await
+        .unwrap()
+        .is_some()
     );
     exchange(&app, &client_id, &code2, &verifier2)
         .await

@@ -19,6 +19,7 @@ mod consent;
 mod console;
 mod crash;
 mod dpop;
+mod events;
 mod faults;
 mod federation;
 mod hardening;

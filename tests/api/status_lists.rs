@@ -288,10 +288,15 @@ async fn deleting_a_user_sets_the_bits_of_everything_theirs(app: TestApp) {
         .to_string();
     assert_eq!(bit(&app, &at).await, 0);
     assert!(
-        agentauth::store::users::delete(&app.state.db, "dora", app.now())
-            .await
-            .unwrap()
-            .is_some()
+        agentauth::store::users::delete(
+            &app.state.db,
+            "dora",
+            app.now(),
+            agentauth::store::users::deleted_event(app.now(), "test"),
+        )
+        .await
+        .unwrap()
+        .is_some()
     );
     assert_eq!(bit(&app, &at).await, 1);
 }

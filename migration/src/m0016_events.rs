@@ -1,0 +1,206 @@
+//! Security events for sessions (issue 31 item 4): the receivers an
+//! operator registered (OpenID SSF 1.0 push streams, RFC 8935) and the
+//! outbox of SETs (RFC 8417) waiting to be pushed to them. Outbox rows are
+//! written in the transaction of the change they report, so a crash can
+//! neither lose an event nor send one for a change that rolled back.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum EventReceivers {
+    Table,
+    Id,
+    EndpointUrl,
+    Audience,
+    AuthorizationSealed,
+    CreatedAt,
+    Delivered,
+    Dropped,
+    Failures,
+    RetryAtMs,
+    LastError,
+    LastErrorAt,
+    LastDeliveredAt,
+}
+
+#[derive(DeriveIden)]
+enum SecurityEvents {
+    Table,
+    Id,
+    ReceiverId,
+    Jti,
+    Txn,
+    EventType,
+    SubId,
+    Event,
+    CreatedAt,
+    State,
+    Attempts,
+    NextAttemptMs,
+    LeasedUntilMs,
+    Lease,
+    LastError,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(EventReceivers::Table)
+                    .col(
+                        ColumnDef::new(EventReceivers::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(EventReceivers::EndpointUrl)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(EventReceivers::Audience).text().not_null())
+                    .col(ColumnDef::new(EventReceivers::AuthorizationSealed).binary())
+                    .col(
+                        ColumnDef::new(EventReceivers::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EventReceivers::Delivered)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(EventReceivers::Dropped)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(EventReceivers::Failures)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(EventReceivers::RetryAtMs)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ColumnDef::new(EventReceivers::LastError).text())
+                    .col(ColumnDef::new(EventReceivers::LastErrorAt).big_integer())
+                    .col(ColumnDef::new(EventReceivers::LastDeliveredAt).big_integer())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(SecurityEvents::Table)
+                    .col(
+                        ColumnDef::new(SecurityEvents::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityEvents::ReceiverId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityEvents::Jti)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(SecurityEvents::Txn).string().not_null())
+                    .col(ColumnDef::new(SecurityEvents::EventType).text().not_null())
+                    .col(
+                        ColumnDef::new(SecurityEvents::SubId)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityEvents::Event)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityEvents::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(SecurityEvents::State).string().not_null())
+                    .col(
+                        ColumnDef::new(SecurityEvents::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityEvents::NextAttemptMs)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityEvents::LeasedUntilMs)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ColumnDef::new(SecurityEvents::Lease).string())
+                    .col(ColumnDef::new(SecurityEvents::LastError).text())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("security_events_due")
+                    .table(SecurityEvents::Table)
+                    .col(SecurityEvents::State)
+                    .col(SecurityEvents::NextAttemptMs)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("security_events_receiver")
+                    .table(SecurityEvents::Table)
+                    .col(SecurityEvents::ReceiverId)
+                    .col(SecurityEvents::State)
+                    .col(SecurityEvents::Id)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("security_events_lease")
+                    .table(SecurityEvents::Table)
+                    .col(SecurityEvents::Lease)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(SecurityEvents::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(EventReceivers::Table).to_owned())
+            .await
+    }
+}
