@@ -31,7 +31,7 @@ export AGENTAUTH_PASSWORD="bench password 1"
 MCP=https://mcp.example.com/mcp
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-[ -n "${AGENTAUTH_BIN:-}" ] || cargo build --release --bins --example agent_requests
+[ -n "${AGENTAUTH_BIN:-}" ] || cargo build --release --bins --example agent_requests --example mcp_server
 mkdir -p bench/results
 
 TMP=$(mktemp -d)
@@ -94,6 +94,13 @@ done
   echo
   psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null
   psql -q "$PG_ADMIN" -c "CREATE DATABASE $PG_DB" >/dev/null
+  # SKIP_KILLSWITCH=1: the rows only (a binary from before the status
+  # lists, compared row by row).
+  [ -n "${SKIP_KILLSWITCH:-}" ] && exit 0
+  MCP_BIN=${MCP_BIN:-target/release/examples/mcp_server}
+  MCP_FLAG=()
+  [ -x "$MCP_BIN" ] && MCP_FLAG=(--mcp "$MCP_BIN")
   python3 bench/killswitch.py --bin "$BIN" --gen "$GEN" --keys "$TMP/keys" \
-    --database-url "postgres://postgres@127.0.0.1:5432/$PG_DB" --trials "$TRIALS"
+    --database-url "postgres://postgres@127.0.0.1:5432/$PG_DB" --trials "$TRIALS" \
+    --status-ttl "${STATUS_TTL:-10}" "${MCP_FLAG[@]}"
 } | tee "$OUT.md"

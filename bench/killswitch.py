@@ -58,6 +58,19 @@ def status_bit(port, token):
     return (bits[idx // 8] >> (idx % 8)) & 1
 
 
+def mcp_refuses(token):
+    """Whether the example MCP server's guard refuses `token` (401)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+    req = urllib.request.Request("http://127.0.0.1:18590/mcp", data=body, method="POST", headers={
+        "authorization": "Bearer " + token, "content-type": "application/json",
+        "accept": "application/json, text/event-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=5):
+            return False
+    except urllib.error.HTTPError as e:
+        return e.code == 401
+
+
 def wait_up(url):
     for _ in range(150):
         try:
@@ -75,6 +88,8 @@ def main():
     p.add_argument("--keys", required=True)
     p.add_argument("--database-url", required=True)
     p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--mcp", help="the example MCP server: also time the kill at an offline verifier")
+    p.add_argument("--status-ttl", type=int, default=10, help="the servers' --status-list-ttl")
     a = p.parse_args()
     db = ["--database-url", a.database_url]
     cli = lambda *args: subprocess.run([a.bin, *args, *db], check=True, capture_output=True, text=True).stdout.strip()
@@ -90,11 +105,28 @@ def main():
     for port in (18581, 18582):
         nodes.append(subprocess.Popen(
             [a.bin, "serve", "--listen", f"127.0.0.1:{port}", "--issuer", issuer,
-             "--resource", "https://mcp.example.com/mcp", *db],
+             "--resource", "https://mcp.example.com/mcp", "--status-list-ttl", str(a.status_ttl), *db],
             stderr=subprocess.DEVNULL))
+    mcp = None
     try:
         for port in (18581, 18582):
             wait_up(f"http://127.0.0.1:{port}/healthz")
+        if a.mcp:
+            # An offline verifier: the kit against node A's JWKS and
+            # status lists, no introspection.
+            mcp = subprocess.Popen([a.mcp, "--issuer", issuer, "--listen", "127.0.0.1:18590",
+                                    "--resource", "https://mcp.example.com/mcp"],
+                                   stderr=subprocess.DEVNULL)
+            nodes.append(mcp)
+            for _ in range(150):
+                try:
+                    if mcp_refuses("not-a-token"):
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            else:
+                sys.exit("the example MCP server is not up")
         def fresh_token():
             # A new client assertion each time (its jti is single-use). Node A
             # may still hold the agent as disabled for up to a second (401),
@@ -114,7 +146,7 @@ def main():
         introspect_b = lambda: post("http://127.0.0.1:18582/introspect",
                                     "token=" + urllib.parse.quote(token), rs_auth)["active"]
 
-        from_start, from_commit, lists = [], [], []
+        from_start, from_commit, lists, offline = [], [], [], []
         for _ in range(a.trials):
             # A node whose view of the agent is still stale may issue a
             # token born dead (its `iat` is before the cut-off): revoked at
@@ -124,7 +156,8 @@ def main():
                 has_status = "status" in json.loads(base64.urlsafe_b64decode(
                     token.split(".")[1] + "=" * (-len(token.split(".")[1]) % 4)))
                 time.sleep(0.6)
-                if introspect_b() and not (has_status and (status_bit(18581, token) or status_bit(18582, token))):
+                if introspect_b() and not (has_status and (status_bit(18581, token) or status_bit(18582, token))) \
+                        and not (mcp and mcp_refuses(token)):
                     break
             else:
                 sys.exit("no live fresh token after the cut-off")
@@ -134,17 +167,26 @@ def main():
             # A server from before the status lists: introspection only.
             pending = {18581, 18582} if has_status else set()
             introspected = None
-            while pending or introspected is None:
+            refused = None if mcp else t1
+            while pending or introspected is None or refused is None:
                 if introspected is None and not introspect_b():
                     introspected = time.monotonic()
-                pending = {p for p in pending if not status_bit(p, token)}
-                if pending or introspected is None:
+                if pending:
+                    pending = {p for p in pending if not status_bit(p, token)}
+                    if not pending:
+                        t3 = time.monotonic()
+                if refused is None and mcp_refuses(token):
+                    refused = time.monotonic()
+                if pending or introspected is None or refused is None:
                     time.sleep(0.005)
-            t3 = time.monotonic()
+            if mcp:
+                offline.append((refused - t1) * 1000)
             from_start.append((introspected - t0) * 1000)
             from_commit.append((introspected - t1) * 1000)
             if has_status:
                 lists.append((t3 - t1) * 1000)
+            else:
+                t3 = None
             cli("agent", "enable", agent)
 
         def row(name, xs):
@@ -166,6 +208,14 @@ def main():
         print("| measured from | median | p90 | max |")
         print("|---|---|---|---|")
         print(row("the CLI's exit (committed), bit set at both nodes", lists))
+        if offline:
+            print()
+            print(f"Kill at an offline verifier (the example MCP server: JWKS and status lists, no introspection), "
+                  f"--status-list-ttl {a.status_ttl}, {a.trials} trials (ms from the CLI's exit until it answers 401):")
+            print()
+            print("| measured from | median | p90 | max |")
+            print("|---|---|---|---|")
+            print(row("the CLI's exit (committed)", offline))
     finally:
         for n in nodes:
             n.terminate()
