@@ -359,7 +359,7 @@ pub async fn revoke(
                 };
                 store::grants::withdraw_consent(&state.db, &session.user_id, id, now, event)
                     .await?;
-                state.tokens.revocations.invalidate();
+                state.tokens.revoked();
                 state.events.wake();
             }
             return Ok(pages::see_other("/account"));

@@ -33,9 +33,8 @@ pub async fn list(
         Ok(n) if n > 0 && n.to_string() == id => n,
         _ => return Ok(not_found()),
     };
-    if !status.ids().contains(&id) {
-        // Created by another node since this one last looked?
-        status.sync_lists(state.now()).await?;
+    if !status.knows(id, state.now()).await? {
+        return Ok(not_found());
     }
     let Some(rendered) = status
         .render(id, &state.tokens.keys, &state.tokens.signing)
@@ -84,7 +83,9 @@ pub async fn list(
 /// §9.3: every list this server serves now.
 pub async fn aggregation(State(state): State<AppState>) -> Result<Response, Error> {
     let status = &state.tokens.status;
-    status.sync_lists(state.now()).await?;
+    if !status.is_fresh(state.now()) {
+        crate::state::refresh_revocations(&state).await?;
+    }
     let lists: Vec<String> = status.ids().into_iter().map(|id| status.uri(id)).collect();
     let mut response = Json(json!({ "status_lists": lists })).into_response();
     response

@@ -16,8 +16,8 @@
 use entity::{event_receiver as receiver, security_event as event};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, NotSet, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, NotSet, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde_json::{Value, json};
 
@@ -47,15 +47,6 @@ pub const FAILED: &str = "failed";
 /// (counted on the receiver and audited). A receiver that stays away
 /// loses the oldest news rather than growing the table without bound.
 pub const MAX_QUEUED_PER_RECEIVER: u64 = 10_000;
-
-/// The audit events that become SETs, and what each becomes.
-pub const TRIGGERS: &[&str] = &[
-    "agent.disabled",
-    "agent.deleted",
-    "agent.keys_changed",
-    "consent.withdrawn",
-    "user.deleted",
-];
 
 /// One event about one subject, before it is addressed to receivers.
 #[derive(Clone, Debug, PartialEq)]
@@ -176,9 +167,8 @@ fn random_id() -> StoreResult<String> {
 /// by `audit::insert`, inside the caller's transaction. On PostgreSQL it
 /// also notifies the other nodes (delivered when the transaction commits).
 pub(super) async fn enqueue(db: &impl ConnectionTrait, e: &AuditEvent) -> StoreResult<usize> {
-    if !TRIGGERS.contains(&e.event) {
-        return Ok(0);
-    }
+    // Most audit rows cause none ([`signals`] matches the event name
+    // first, allocating nothing).
     let signals = signals(e);
     if signals.is_empty() {
         return Ok(0);
@@ -413,29 +403,30 @@ pub async fn claim(
     lease_ms: i64,
     limit: u64,
 ) -> StoreResult<Vec<Claimed>> {
-    let token = random_id()?;
-    let mut due = Query::select();
-    due.column(event::Column::Id)
-        .from(event::Entity)
-        .and_where(event::Column::State.eq(PENDING))
-        .and_where(event::Column::NextAttemptMs.lte(now_ms))
-        .and_where(event::Column::LeasedUntilMs.lte(now_ms))
-        .and_where(event::Column::ReceiverId.in_subquery(ready(now_ms)))
-        .order_by(event::Column::Id, Order::Asc)
-        .limit(limit);
+    let is_due = || {
+        Condition::all()
+            .add(event::Column::State.eq(PENDING))
+            .add(event::Column::NextAttemptMs.lte(now_ms))
+            .add(event::Column::LeasedUntilMs.lte(now_ms))
+            .add(event::Column::ReceiverId.in_subquery(ready(now_ms)))
+    };
     // Nothing due (the common case, every poll of every node): a read,
     // no write transaction.
     if event::Entity::find()
-        .filter(event::Column::State.eq(PENDING))
-        .filter(event::Column::NextAttemptMs.lte(now_ms))
-        .filter(event::Column::LeasedUntilMs.lte(now_ms))
-        .filter(event::Column::ReceiverId.in_subquery(ready(now_ms)))
+        .filter(is_due())
         .one(db)
         .await?
         .is_none()
     {
         return Ok(Vec::new());
     }
+    let token = random_id()?;
+    let mut due = Query::select();
+    due.column(event::Column::Id)
+        .from(event::Entity)
+        .cond_where(is_due())
+        .order_by(event::Column::Id, Order::Asc)
+        .limit(limit);
     if super::is_shared(db) {
         due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }

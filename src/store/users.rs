@@ -105,16 +105,6 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     let Some(u) = by_username(&txn, username).await? else {
         return Ok(None);
     };
-    let agents: Vec<String> = super::agents::list(&txn, Some(&u.id))
-        .await?
-        .into_iter()
-        .map(|a| a.id)
-        .collect();
-    if let Some(detail) = event.detail.as_object_mut() {
-        detail.insert("user_id".into(), u.id.clone().into());
-        detail.insert("username".into(), u.username.clone().into());
-        detail.insert("agents".into(), agents.into());
-    }
     session::Entity::delete_many()
         .filter(session::Column::UserId.eq(u.id.clone()))
         .exec(&txn)
@@ -127,6 +117,11 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         .exec(&txn)
         .await?;
     user::Entity::delete_by_id(u.id.clone()).exec(&txn).await?;
+    if let Some(detail) = event.detail.as_object_mut() {
+        detail.insert("user_id".into(), u.id.clone().into());
+        detail.insert("username".into(), u.username.clone().into());
+        detail.insert("agents".into(), agents.clone().into());
+    }
     super::audit::insert(&txn, event).await?;
     txn.commit().await?;
     super::agents::revoke_after_deletion(db, &agents, now).await?;

@@ -59,6 +59,9 @@ const SKEW: i64 = 60;
 /// Seconds a list token is valid (`exp - iat`); a node signs a new one
 /// when the bits change or half of this has passed.
 pub const LIST_TOKEN_LIFETIME: i64 = 3600;
+/// Least time between two reads of the lists caused by requests for a
+/// list this node does not know.
+pub const UNKNOWN_LIST_READS: std::time::Duration = std::time::Duration::from_millis(100);
 /// How often each node reads new revocations and lists.
 pub const REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
 /// Entries waiting to be recorded at most; past this the database is far
@@ -85,6 +88,8 @@ pub struct StatusLists {
     lists: RwLock<HashMap<i64, ListState>>,
     /// One signing at a time per node.
     rendering: Mutex<()>,
+    /// When a request for an unknown list last made this node read them.
+    unknown_read: Mutex<Option<std::time::Instant>>,
     /// When this node last read revocations and lists successfully.
     synced_at: AtomicI64,
     recorder: mpsc::Sender<Job>,
@@ -163,6 +168,7 @@ impl StatusLists {
             reserving: Mutex::new(()),
             lists: RwLock::new(HashMap::new()),
             rendering: Mutex::new(()),
+            unknown_read: Mutex::new(None),
             synced_at: AtomicI64::new(0),
             recorder,
             wake,
@@ -206,7 +212,12 @@ impl StatusLists {
                 return Ok((s, claim));
             }
             let _one = self.reserving.lock().await;
-            if self.take_peek(now) {
+            // Another caller may have reserved while this one waited.
+            if self
+                .block
+                .lock()
+                .is_ok_and(|slot| slot.as_ref().is_some_and(|r| Self::usable(r, now)))
+            {
                 continue;
             }
             let retire_after = now + BLOCK_WINDOW + self.max_lifetime + SKEW;
@@ -244,12 +255,6 @@ impl StatusLists {
         })
     }
 
-    fn take_peek(&self, now: i64) -> bool {
-        self.block
-            .lock()
-            .is_ok_and(|slot| slot.as_ref().is_some_and(|r| Self::usable(r, now)))
-    }
-
     /// Records where a token's status is, and which agents it names;
     /// returns once the entry is committed (so that a kill finds it) and
     /// checked against those agents as the database has them now.
@@ -281,29 +286,45 @@ impl StatusLists {
         }
     }
 
-    /// Reads the live lists: new ones are added (with the bits revoked so
-    /// far, from `revoked`), retired ones dropped. Called by the refresh
-    /// task, and before answering 404 for a list this node has not seen.
-    pub async fn sync_lists(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+    /// Reads the live lists: new ones are added, retired ones dropped.
+    /// Called by the refresh task; the bits of a new list come with the
+    /// revocation rows the cache reads (a minute back each time, and
+    /// every unexpired row the first time).
+    pub async fn sync_lists(&self, now: i64) -> Result<(), StoreError> {
         let live = store::status::live_lists(&self.db, now).await?;
-        let fresh: Vec<i64> = {
-            let Ok(mut lists) = self.lists.write() else {
-                return Ok(Vec::new());
-            };
+        if let Ok(mut lists) = self.lists.write() {
             lists.retain(|id, _| live.iter().any(|l| l.id == *id));
-            let mut fresh = Vec::new();
             for l in &live {
-                if let std::collections::hash_map::Entry::Vacant(slot) = lists.entry(l.id) {
-                    slot.insert(ListState {
-                        size: l.size,
-                        ..Default::default()
-                    });
-                    fresh.push(l.id);
-                }
+                lists.entry(l.id).or_insert_with(|| ListState {
+                    size: l.size,
+                    ..Default::default()
+                });
             }
-            fresh
+        }
+        Ok(())
+    }
+
+    /// Whether this node serves list `id`; for an id newer than every
+    /// list it knows (another node may have just opened it), it reads the
+    /// lists first, at most once per [`UNKNOWN_LIST_READS`] whatever
+    /// anyone asks (the endpoint is public).
+    pub async fn knows(&self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let (known, newest) = match self.lists.read() {
+            Ok(l) => (l.contains_key(&id), l.keys().max().copied().unwrap_or(0)),
+            Err(_) => (false, 0),
         };
-        Ok(fresh)
+        if known || id <= newest {
+            return Ok(known);
+        }
+        {
+            let mut last = self.unknown_read.lock().await;
+            if last.is_some_and(|t| t.elapsed() < UNKNOWN_LIST_READS) {
+                return Ok(false);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.sync_lists(now).await?;
+        Ok(self.lists.read().is_ok_and(|l| l.contains_key(&id)))
     }
 
     /// Marks this node's copy as read from the database at `now`.
@@ -325,17 +346,6 @@ impl StatusLists {
             .unwrap_or_default();
         ids.sort_unstable();
         ids
-    }
-
-    /// The status of index `idx` of `list` as this node serves it.
-    pub fn status_of(&self, s: StatusRef) -> Option<u8> {
-        let lists = self.lists.read().ok()?;
-        let list = lists.get(&s.list)?;
-        if s.idx < 0 || s.idx >= list.size {
-            return None;
-        }
-        let idx = u32::try_from(s.idx).ok()?;
-        Some(if list.set.contains(&idx) { INVALID } else { 0 })
     }
 
     /// List `id`, signed: the one signed before while its bits are

@@ -979,7 +979,10 @@ async fn the_queue_is_bounded(e: EventsApp) {
         format!(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {bound}) \
              INSERT INTO security_events (receiver_id, jti, txn, event_type, sub_id, event, created_at, state, attempts, next_attempt_ms, leased_until_ms) \
-             SELECT '{id}', 'fill-' || i, 't', 'x', '{{}}', '{{}}', 0, 'pending', 0, 0, 0 FROM n"
+             SELECT '{id}', 'fill-' || i, 't', 'x', '{{}}', '{{}}', {now}, 'pending', 0, 0, 0 FROM n",
+            // Written now: rows from 1970 would be past the maximum age,
+            // and the worker's sweep would mark them failed meanwhile.
+            now = app.now(),
         ),
     ))
     .await
