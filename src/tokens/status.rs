@@ -228,6 +228,14 @@ impl StatusLists {
                 };
                 store::status::reserve(&self.db, self.size, BLOCK_LEN, now, retire_after).await?
             };
+            // A node serves the lists it issues from at once: the
+            // aggregation names a token's list as soon as the token exists.
+            if let Ok(mut lists) = self.lists.write() {
+                lists.entry(block.list).or_insert_with(|| ListState {
+                    size: block.size,
+                    ..Default::default()
+                });
+            }
             let order = shuffled(block.len)?;
             if let Ok(mut slot) = self.block.lock() {
                 *slot = Some(Reserved {
