@@ -32,6 +32,7 @@ fn claims() -> AccessTokenClaims {
         agent_id: None,
         owner: None,
         status: None,
+        authorization_details: None,
         extra: Default::default(),
     }
 }

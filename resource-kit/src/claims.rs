@@ -123,6 +123,10 @@ pub struct AccessTokenClaims {
     /// token's status is published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::status::StatusClaim>,
+    /// RFC 9396 §9.1: the rich authorization details the owner approved
+    /// (each an object with a `type`); see [`crate::details`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<Vec<Value>>,
     /// Any other claim, kept as sent.
     #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,

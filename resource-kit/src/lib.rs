@@ -8,6 +8,8 @@
 //!   and `may_act`, agent and owner identifiers, and extension claims.
 //! - [`jwt`]: compact JWS verification with the algorithm pinned per key
 //!   ([`KeySource`]), never read from the token.
+//! - [`details`]: RFC 9396 `authorization_details`, and approvals of one
+//!   MCP tool call (`mcp_tool_call`) compared with the call made.
 //! - [`dpop`]: RFC 9449 §4.3 proof checks, `ath`, server nonces (§8).
 //! - [`jwk`]: which public keys we accept, and RFC 7638 thumbprints.
 //! - [`metadata`]: RFC 9728 protected resource metadata, and an axum
@@ -81,6 +83,7 @@
 #[cfg(feature = "bridge")]
 pub mod bridge;
 pub mod claims;
+pub mod details;
 pub mod dpop;
 #[cfg(feature = "axum")]
 pub mod guard;

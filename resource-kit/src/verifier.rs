@@ -343,6 +343,7 @@ impl<K: KeySource> ResourceVerifier<K> {
                 agent_id: Some(p.agent_id.clone()),
                 owner: Some(p.owner.clone()),
                 status: p.status.clone(),
+                authorization_details: None,
                 extra,
             },
         })

@@ -334,6 +334,8 @@ pub struct AccessTokenRequest<'a> {
     /// Lifetime, when shorter than the configured one (a delegated token
     /// never outlives its subject token).
     pub max_ttl: Option<i64>,
+    /// RFC 9396 §9.1: the rich authorization details granted, validated.
+    pub authorization_details: Option<Vec<serde_json::Value>>,
     pub now: i64,
     pub ip: Option<String>,
 }
@@ -363,6 +365,7 @@ impl<'a> AccessTokenRequest<'a> {
             owner: None,
             spend: request.spend(),
             max_ttl: None,
+            authorization_details: None,
             now: request.now,
             ip: request.ip.clone(),
         }
@@ -425,6 +428,7 @@ pub async fn issue_access_token(
         agent_id: req.agent_id.map(str::to_string),
         owner: req.owner.map(str::to_string),
         status: Some(status_claim),
+        authorization_details: req.authorization_details.clone(),
         extra: Default::default(),
     };
     let keys = cx.tokens.keys.current();
