@@ -47,6 +47,17 @@ pub struct Guard {
     /// name: [`protect`] answers a `tools/call` of one with 403
     /// `insufficient_scope` naming them.
     pub tool_scopes: std::collections::HashMap<String, Vec<String>>,
+    /// MCP tools whose every call needs its owner's approval: [`protect`]
+    /// lets a `tools/call` of one through only with a token that approves
+    /// exactly that call (RFC 9396 `mcp_tool_call`, see
+    /// [`crate::details`]), once; an ordinary token gets the JSON-RPC
+    /// error [`APPROVAL_REQUIRED`] naming the approval to ask for.
+    pub approval_tools: std::collections::HashSet<String>,
+    /// The authorization servers of this resource (RFC 9728
+    /// `authorization_servers`), named in [`APPROVAL_REQUIRED`] errors.
+    pub authorization_servers: Vec<String>,
+    /// Where approval tokens are spent ([`Self::spent_tokens`]).
+    spent: Arc<dyn crate::once::SpentTokens>,
     #[cfg(feature = "remote")]
     remote: Option<Arc<crate::remote::RemoteKeys>>,
     #[cfg(feature = "remote")]
@@ -75,6 +86,9 @@ impl Guard {
                     .then(|| metadata.scopes_supported.join(" ")),
             },
             tool_scopes: Default::default(),
+            approval_tools: Default::default(),
+            authorization_servers: metadata.authorization_servers.clone(),
+            spent: Arc::new(crate::once::MemorySpentTokens::default()),
             #[cfg(feature = "remote")]
             remote: None,
             #[cfg(feature = "remote")]
@@ -83,6 +97,18 @@ impl Guard {
             reporter: None,
             #[cfg(feature = "remote")]
             status_lists: None,
+        }
+    }
+
+    /// Spend approval tokens in `store` instead of this process's memory
+    /// ([`crate::once::MemorySpentTokens`]): a resource served by several
+    /// instances gives them all one shared store, so that an approval
+    /// token is good for one call whichever instance sees it (see
+    /// [`crate::once`]).
+    pub fn spent_tokens(self, store: Arc<dyn crate::once::SpentTokens>) -> Self {
+        Self {
+            spent: store,
+            ..self
         }
     }
 
@@ -232,6 +258,11 @@ impl Guard {
         let verified =
             self.verifier
                 .verify_request(parts.method.as_str(), &self.url, &parts.headers, now)?;
+        // A token that approves tool calls is good for one call, by its
+        // holder only: never as a bearer token.
+        if verified.claims.cnf.is_none() && approves_tool_calls(&verified.claims) {
+            return Err(ResourceError::InvalidToken(UNBOUND_APPROVAL));
+        }
         #[cfg(feature = "remote")]
         if let Some(lists) = &self.status_lists {
             let status = verified.claims.status.as_ref();
@@ -288,13 +319,17 @@ impl Caller {
     /// RFC 6750 §3.1: the route needs `scopes`; otherwise a 403
     /// `insufficient_scope` naming what to step up to.
     pub fn require(&self, scopes: &[&str]) -> Result<(), Refusal> {
-        require_scopes(&self.claims, scopes).map_err(|error| {
-            self.guard.report(self.token.as_deref(), &error);
-            Refusal {
-                error,
-                guard: self.guard.clone(),
-            }
-        })
+        require_scopes(&self.claims, scopes).map_err(|error| self.refusal(error))
+    }
+
+    /// The refusal of this caller's request with `error`, reported when
+    /// refusals are.
+    fn refusal(&self, error: ResourceError) -> Refusal {
+        self.guard.report(self.token.as_deref(), &error);
+        Refusal {
+            error,
+            guard: self.guard.clone(),
+        }
     }
 
     fn new(verified: Verified, guard: Arc<Guard>, parts: &Parts) -> Self {
@@ -335,6 +370,12 @@ where
         }
         let guard = Arc::<Guard>::from_ref(state);
         match guard.check(parts).await {
+            // Without `protect` in front nothing compares the request with
+            // what the token approves, nor spends it: refused.
+            Ok(v) if approves_tool_calls(&v.claims) => {
+                let caller = Caller::new(v, guard.clone(), parts);
+                Err(caller.refusal(ResourceError::OutsideApproval(OTHER_METHOD)))
+            }
             Ok(v) => Ok(Caller::new(v, guard, parts)),
             Err(error) => Err(Refusal { error, guard }),
         }
@@ -343,11 +384,39 @@ where
 
 /// Middleware (`axum::middleware::from_fn_with_state(guard, protect)`)
 /// for routes whose handlers are not axum extractors (an rmcp service):
-/// verifies the request, puts the [`Caller`] in its extensions, and, when
-/// the body is an MCP `tools/call` of a tool listed in
-/// [`Guard::tool_scopes`], refuses it with 403 `insufficient_scope` unless
-/// the token has that tool's scopes (MCP authorization, scope challenge
-/// handling), so that the client steps up instead of failing the call.
+/// verifies the request, puts the [`Caller`] in its extensions, and reads
+/// a POSTed MCP JSON-RPC body (one message or a batch):
+///
+/// - a `tools/call` of a tool listed in [`Guard::tool_scopes`] is refused
+///   with 403 `insufficient_scope` unless the token has that tool's scopes
+///   (MCP authorization, scope challenge handling), so that the client
+///   steps up instead of failing the call;
+/// - a `tools/call` of a tool in [`Guard::approval_tools`] with an ordinary
+///   token is answered with the JSON-RPC error [`APPROVAL_REQUIRED`], which
+///   names the approval to ask for; in a batch, with a JSON-RPC
+///   `-32600` error (HTTP 400): such a call must be sent alone;
+/// - a token that approves tool calls (RFC 9396 `mcp_tool_call` entries,
+///   see [`crate::details`]) is an *approval token*, good for one call:
+///   it must be DPoP-bound (else 401 `invalid_token`); `initialize`,
+///   `ping`, `notifications/*` and `tools/list` pass without spending it;
+///   a `tools/call` passes only if one of its entries covers it at this
+///   resource ([`crate::details::ToolCall::covers`]) and it was not spent
+///   before ([`Guard::spent_tokens`]; a second use is 401 `invalid_token`,
+///   a store that cannot answer 503 with `Retry-After`); any other call or
+///   method, or another HTTP method than POST, is 403 `insufficient_scope`
+///   with a description ([`ResourceError::OutsideApproval`]); a batch
+///   that holds a `tools/call` is 400 (one call, one request). A covered
+///   call does not need the tool's [`Guard::tool_scopes`]: its owner
+///   approved this very call.
+///
+/// Why 403 `insufficient_scope` and not [`APPROVAL_REQUIRED`] for an
+/// approval token that does not cover the call: the token is valid but
+/// does not grant the request, which is RFC 6750 §3.1's case, and it is a
+/// fault of the client (it presented the approval for one call with
+/// another); answering it with the approval to ask for would invite a
+/// client to loop asking its owner. The token is not spent, so the client
+/// can still make the call it was approved for, and its ordinary token
+/// gets the [`APPROVAL_REQUIRED`] error for this one.
 pub async fn protect(
     axum::extract::State(guard): axum::extract::State<Arc<Guard>>,
     request: axum::extract::Request,
@@ -358,8 +427,16 @@ pub async fn protect(
         Ok(v) => v,
         Err(error) => return guard.reject(&error),
     };
+    let approvals = crate::details::tool_calls(verified.claims.authorization_details.as_deref());
     let caller = Caller::new(verified, guard.clone(), &parts);
-    let body = if guard.tool_scopes.is_empty() || parts.method != http::Method::POST {
+    let reads_body =
+        !approvals.is_empty() || !guard.tool_scopes.is_empty() || !guard.approval_tools.is_empty();
+    let body = if !reads_body || parts.method != http::Method::POST {
+        if !approvals.is_empty() {
+            return caller
+                .refusal(ResourceError::OutsideApproval(OTHER_METHOD))
+                .into_response();
+        }
         body
     } else {
         let Ok(bytes) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
@@ -369,13 +446,14 @@ pub async fn protect(
             )
                 .into_response();
         };
-        for tool in called_tools(&bytes) {
-            if let Some(scopes) = guard.tool_scopes.get(&tool) {
-                let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                if let Err(refusal) = caller.require(&scopes) {
-                    return refusal.into_response();
-                }
-            }
+        let messages = rpc_messages(&bytes);
+        let verdict = if approvals.is_empty() {
+            ordinary(&guard, &caller, messages.as_ref())
+        } else {
+            approved(&guard, &caller, &approvals, messages.as_ref()).await
+        };
+        if let Err(response) = verdict {
+            return *response;
         }
         axum::body::Body::from(bytes)
     };
@@ -384,37 +462,283 @@ pub async fn protect(
         .await
 }
 
+/// The JSON-RPC error code of a `tools/call` that needs its owner's
+/// approval, answered to a token that does not carry it (HTTP 200,
+/// `Content-Type: application/json`, the request's `id`). Outside
+/// JSON-RPC 2.0's reserved range (-32768 to -32000), so that it means
+/// nothing else; the 403 in it echoes HTTP's Forbidden. Its `data`:
+///
+/// ```json
+/// {
+///   "authorization_details": [{"type": "mcp_tool_call",
+///     "locations": ["https://mcp.example.com/mcp"],
+///     "tool": "delete_note", "arguments": {"id": "n2"}}],
+///   "authorization_servers": ["https://auth.example.com"],
+///   "resource": "https://mcp.example.com/mcp",
+///   "dpop_required": true
+/// }
+/// ```
+///
+/// The client asks one of the authorization servers for a token with
+/// exactly these `authorization_details` (RFC 9396; by a CIBA request,
+/// which its owner approves on their device), DPoP-bound, and repeats the
+/// call with it, once.
+///
+/// Why a JSON-RPC error of its own and not MCP's URL elicitation
+/// (`URLElicitationRequiredError`, -32042, MCP 2025-11-25): URL elicitation
+/// asks the *user* to open a URL and finish something out of band, after
+/// which the client retries with the same credentials. Here no page is
+/// for the user to open at this server, and retrying with the same token
+/// cannot succeed: the *client* must make a request to the authorization
+/// server (backchannel authentication with the exact details), receive a
+/// new token, and present it; the owner approves at the authorization
+/// server, which is the only party that can issue the token. MCP
+/// authorization also keeps tokens out of elicitation. And not an HTTP
+/// 403 challenge: RFC 6750 has no parameter for `authorization_details`,
+/// and an MCP client reads a 403 as a scope step-up.
+pub const APPROVAL_REQUIRED: i64 = -31403;
+
+/// JSON-RPC 2.0 "Invalid Request", for a batch that holds a call that
+/// must go alone.
+pub const INVALID_REQUEST: i64 = -32600;
+
+/// JSON-RPC 2.0 "Invalid params", for a call of an approval tool whose
+/// `arguments` are not an object.
+pub const INVALID_PARAMS: i64 = -32602;
+
+const UNBOUND_APPROVAL: &str =
+    "a token that approves tool calls must be DPoP-bound (cnf.jkt) and used with its DPoP proof";
+const OTHER_METHOD: &str = "a token that approves tool calls is good only for those calls (and initialize, ping, notifications and tools/list)";
+const NOT_COVERED: &str =
+    "the token approves other tool calls than this one (tool, arguments and resource must match)";
+const ALREADY_USED: &str = "the approval token was already used";
+
+/// Whether a token carries approvals of MCP tool calls.
+fn approves_tool_calls(claims: &AccessTokenClaims) -> bool {
+    claims.authorization_details.as_deref().is_some_and(|d| {
+        d.iter()
+            .any(|e| e.get("type").and_then(|t| t.as_str()) == Some(crate::details::MCP_TOOL_CALL))
+    })
+}
+
+/// A JSON-RPC error response (HTTP `status`, JSON body).
+fn rpc_error(
+    status: http::StatusCode,
+    id: serde_json::Value,
+    code: i64,
+    message: &str,
+    data: Option<serde_json::Value>,
+) -> Box<Response> {
+    let mut error = serde_json::json!({"code": code, "message": message});
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error});
+    Box::new(
+        (
+            status,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
+    )
+}
+
+/// The checks of an ordinary token's request: tool scopes, then calls of
+/// approval tools.
+fn ordinary(
+    guard: &Guard,
+    caller: &Caller,
+    messages: Option<&Messages>,
+) -> Result<(), Box<Response>> {
+    let Some(messages) = messages else {
+        // Not JSON-RPC: the MCP service answers it.
+        return Ok(());
+    };
+    for message in &messages.list {
+        if let Some(scopes) = message.tool().and_then(|t| guard.tool_scopes.get(t)) {
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            caller
+                .require(&scopes)
+                .map_err(|r| Box::new(r.into_response()))?;
+        }
+    }
+    let mut needing = messages.list.iter().filter(|m| {
+        m.tool()
+            .is_some_and(|tool| guard.approval_tools.contains(tool))
+    });
+    let Some(call) = needing.next() else {
+        return Ok(());
+    };
+    if messages.batch {
+        return Err(rpc_error(
+            http::StatusCode::BAD_REQUEST,
+            serde_json::Value::Null,
+            INVALID_REQUEST,
+            "a call of a tool that needs its owner's approval must be sent alone, not in a batch",
+            None,
+        ));
+    }
+    let (Some(tool), Some(arguments)) = (call.tool(), call.arguments()) else {
+        return Err(rpc_error(
+            http::StatusCode::OK,
+            call.id.clone(),
+            INVALID_PARAMS,
+            "the arguments of a tool call must be an object",
+            None,
+        ));
+    };
+    Err(rpc_error(
+        http::StatusCode::OK,
+        call.id.clone(),
+        APPROVAL_REQUIRED,
+        &format!(
+            "calling {tool} needs its owner's approval of this exact call: ask an authorization \
+             server in `authorization_servers` for a DPoP-bound token with these \
+             `authorization_details` (the owner approves it), then make the call again with it"
+        ),
+        Some(serde_json::json!({
+            "authorization_details": [crate::details::ToolCall::entry(&guard.url, tool, arguments)],
+            "authorization_servers": guard.authorization_servers,
+            "resource": guard.url,
+            "dpop_required": true,
+        })),
+    ))
+}
+
+/// The checks of an approval token's request (see [`protect`]): passes
+/// the methods that do not act, spends the token for the one call it
+/// covers, refuses anything else.
+async fn approved(
+    guard: &Guard,
+    caller: &Caller,
+    approvals: &[crate::details::ToolCall],
+    messages: Option<&Messages>,
+) -> Result<(), Box<Response>> {
+    let refuse = |why| {
+        Err(Box::new(
+            caller
+                .refusal(ResourceError::OutsideApproval(why))
+                .into_response(),
+        ))
+    };
+    let Some(messages) = messages else {
+        return refuse(OTHER_METHOD);
+    };
+    let mut call = None;
+    for message in &messages.list {
+        match message.method.as_deref() {
+            Some("initialize" | "ping" | "tools/list") => {}
+            Some(m) if m.starts_with("notifications/") => {}
+            Some("tools/call") if messages.batch => {
+                return Err(rpc_error(
+                    http::StatusCode::BAD_REQUEST,
+                    serde_json::Value::Null,
+                    INVALID_REQUEST,
+                    "an approved tool call must be sent alone, not in a batch",
+                    None,
+                ));
+            }
+            Some("tools/call") => call = Some(message),
+            _ => return refuse(OTHER_METHOD),
+        }
+    }
+    let Some(call) = call else {
+        return Ok(());
+    };
+    let covered = match (call.tool(), call.arguments()) {
+        (Some(tool), Some(arguments)) => approvals
+            .iter()
+            .any(|a| a.covers(&guard.url, tool, arguments)),
+        _ => false,
+    };
+    if !covered {
+        return refuse(NOT_COVERED);
+    }
+    // Kept while the verifier could still accept the token.
+    let until = caller.claims.exp.saturating_add(guard.verifier.leeway);
+    match guard.spent.spend(&caller.claims.jti, until).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Box::new(
+            caller
+                .refusal(ResourceError::InvalidToken(ALREADY_USED))
+                .into_response(),
+        )),
+        Err(_) => Err(Box::new(guard.reject(&ResourceError::Unavailable))),
+    }
+}
+
 /// Largest MCP request body [`protect`] reads to find tool calls.
 const MAX_MCP_BODY: usize = 4 << 20;
 
-/// The tool names of the `tools/call` requests in a JSON-RPC message or
-/// batch; anything else (or not JSON) names none and is left to the MCP
-/// service to answer.
-fn called_tools(body: &[u8]) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        name: String,
+/// The JSON-RPC messages of a body: one, or a batch.
+struct Messages {
+    list: Vec<Message>,
+    batch: bool,
+}
+
+/// One JSON-RPC message, as far as the guard reads it.
+struct Message {
+    /// `id` (`null` when absent).
+    id: serde_json::Value,
+    method: Option<String>,
+    params: Option<serde_json::Value>,
+}
+
+impl Message {
+    /// The tool a `tools/call` names.
+    fn tool(&self) -> Option<&str> {
+        if self.method.as_deref() != Some("tools/call") {
+            return None;
+        }
+        self.params.as_ref()?.get("name")?.as_str()
     }
-    #[derive(serde::Deserialize)]
-    struct Message {
-        method: Option<String>,
-        params: Option<serde_json::Value>,
+
+    /// A `tools/call`'s arguments (`null` when absent), when they are an
+    /// object or absent.
+    fn arguments(&self) -> Option<&serde_json::Value> {
+        const NONE: &serde_json::Value = &serde_json::Value::Null;
+        match self.params.as_ref().and_then(|p| p.get("arguments")) {
+            None => Some(NONE),
+            Some(a @ (serde_json::Value::Object(_) | serde_json::Value::Null)) => Some(a),
+            Some(_) => None,
+        }
     }
-    let calls = |m: Message| {
-        (m.method.as_deref() == Some("tools/call"))
-            .then(|| {
-                m.params
-                    .and_then(|p| serde_json::from_value::<Params>(p).ok())
-            })
-            .flatten()
-            .map(|p| p.name)
+}
+
+/// The JSON-RPC messages of a body (an object, or an array of them; an
+/// element that is not an object is a message with no method); `None`
+/// when the body is neither. Read as a `serde_json::Value`, where a
+/// repeated key keeps its last value, as in the MCP service's own reading
+/// (or the service refuses the message).
+fn rpc_messages(body: &[u8]) -> Option<Messages> {
+    let message = |value: serde_json::Value| {
+        let serde_json::Value::Object(mut object) = value else {
+            return Message {
+                id: serde_json::Value::Null,
+                method: None,
+                params: None,
+            };
+        };
+        Message {
+            id: object.remove("id").unwrap_or_default(),
+            method: object
+                .remove("method")
+                .and_then(|m| m.as_str().map(str::to_string)),
+            params: object.remove("params"),
+        }
     };
-    if let Ok(one) = serde_json::from_slice::<Message>(body) {
-        return calls(one).into_iter().collect();
+    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+        serde_json::Value::Array(batch) => Some(Messages {
+            list: batch.into_iter().map(message).collect(),
+            batch: true,
+        }),
+        one @ serde_json::Value::Object(_) => Some(Messages {
+            list: vec![message(one)],
+            batch: false,
+        }),
+        _ => None,
     }
-    serde_json::from_slice::<Vec<Message>>(body)
-        .map(|batch| batch.into_iter().filter_map(calls).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1021,6 +1345,439 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// A spent-token store that cannot answer (its database is down).
+    struct DownStore;
+
+    impl crate::once::SpentTokens for DownStore {
+        fn spend<'a>(&'a self, _jti: &'a str, _exp: i64) -> crate::once::SpendFuture<'a> {
+            Box::pin(async { Err(crate::once::SpendError::new("database unreachable")) })
+        }
+    }
+
+    /// A store that records what it was asked to spend.
+    #[derive(Default)]
+    struct RecordingStore(std::sync::Mutex<Vec<(String, i64)>>);
+
+    impl crate::once::SpentTokens for RecordingStore {
+        fn spend<'a>(&'a self, jti: &'a str, exp: i64) -> crate::once::SpendFuture<'a> {
+            self.0.lock().unwrap().push((jti.to_string(), exp));
+            Box::pin(async { Ok(true) })
+        }
+    }
+
+    /// An MCP endpoint behind `protect`, whose `delete_note` needs an
+    /// approval per call, and a count of the requests it served.
+    struct Approvals {
+        app: axum::Router,
+        signing: EncodingKey,
+        key: ProofKey,
+        served: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Approvals {
+        fn new(store: Option<Arc<dyn crate::once::SpentTokens>>) -> Self {
+            let (signing, keys) = es256();
+            let mut metadata = ProtectedResourceMetadata::new(RESOURCE, "https://auth.example.com");
+            metadata.scopes_supported = vec!["mcp".into()];
+            let mut guard = Guard::new(&metadata, Arc::new(keys));
+            if let Some(store) = store {
+                guard = guard.spent_tokens(store);
+            }
+            guard
+                .tool_scopes
+                .insert("delete_note".into(), vec!["mcp".into()]);
+            guard.approval_tools.insert("delete_note".into());
+            let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let count = served.clone();
+            let service = move |request: axum::extract::Request| {
+                let count = count.clone();
+                async move {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let caller = request.extensions().get::<Caller>().cloned();
+                    caller.map_or("none".to_string(), |c| c.claims.sub)
+                }
+            };
+            let app = axum::Router::new()
+                .route(
+                    "/mcp",
+                    axum::routing::post(service).get(|| async { "stream" }),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(guard),
+                    protect,
+                ));
+            Self {
+                app,
+                signing,
+                key: ProofKey::new(),
+                served,
+            }
+        }
+
+        /// A token of alice's agent, bound to `self.key` unless `bound` is
+        /// false, carrying `details` (none when `Null`).
+        fn token(&self, jti: &str, details: serde_json::Value, bound: bool) -> String {
+            let now = unix_now();
+            let mut claims = json!({"iss": "https://auth.example.com", "sub": "alice", "aud": RESOURCE,
+                   "client_id": "agent-1", "jti": jti, "iat": now, "exp": now + 300});
+            if bound {
+                claims["cnf"] = json!({"jkt": self.key.jkt()});
+            }
+            if details.is_null() {
+                claims["scope"] = "mcp".into();
+            } else {
+                claims["authorization_details"] = details;
+            }
+            sign(&self.signing, "at+jwt", claims)
+        }
+
+        async fn send(
+            &self,
+            method: &str,
+            token: &str,
+            body: &str,
+        ) -> http::Response<axum::body::Body> {
+            let (scheme, proof) = if token.starts_with("bearer:") {
+                ("Bearer", None)
+            } else {
+                (
+                    "DPoP",
+                    Some(self.key.proof(method, RESOURCE, Some(token), unix_now())),
+                )
+            };
+            let token = token.trim_start_matches("bearer:");
+            let mut request = http::Request::builder()
+                .method(method)
+                .uri("/mcp")
+                .header("authorization", format!("{scheme} {token}"))
+                .header("content-type", "application/json");
+            if let Some(proof) = proof {
+                request = request.header("dpop", proof);
+            }
+            self.app
+                .clone()
+                .oneshot(
+                    request
+                        .body(axum::body::Body::from(body.to_string()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+        }
+
+        async fn post(&self, token: &str, body: &str) -> http::Response<axum::body::Body> {
+            self.send("POST", token, body).await
+        }
+
+        fn served(&self) -> usize {
+            self.served.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn approval(tool: &str, arguments: serde_json::Value) -> serde_json::Value {
+        json!([crate::details::ToolCall::entry(RESOURCE, tool, &arguments)])
+    }
+
+    fn delete(id: u64, note: &str) -> String {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "delete_note", "arguments": {"id": note}}})
+        .to_string()
+    }
+
+    async fn challenge(r: http::Response<axum::body::Body>, status: u16) -> String {
+        assert_eq!(r.status(), status);
+        r.headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    async fn json_body(r: http::Response<axum::body::Body>) -> serde_json::Value {
+        serde_json::from_slice(&axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap())
+            .unwrap()
+    }
+
+    /// The approved call passes once (with no scope: the approval is the
+    /// grant), then the same token is refused, 401 "already used"; the
+    /// methods that do not act pass before it without spending it.
+    #[tokio::test]
+    async fn an_approved_call_passes_once() {
+        let a = Approvals::new(None);
+        let token = a.token("t1", approval("delete_note", json!({"id": "n2"})), true);
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+        for body in [
+            init,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+            r#"[{"jsonrpc":"2.0","id":4,"method":"ping"},{"jsonrpc":"2.0","id":5,"method":"tools/list"}]"#,
+        ] {
+            let r = a.post(&token, body).await;
+            assert_eq!(r.status(), 200, "{body}");
+        }
+        assert_eq!(a.served(), 5);
+        let r = a.post(&token, &delete(6, "n2")).await;
+        assert_eq!(r.status(), 200);
+        let text = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(&text[..], b"alice");
+        assert_eq!(a.served(), 6);
+
+        let c = challenge(a.post(&token, &delete(7, "n2")).await, 401).await;
+        assert!(
+            c.contains(
+                r#"error="invalid_token", error_description="the approval token was already used""#
+            ),
+            "{c}"
+        );
+        assert_eq!(a.served(), 6);
+        // Spent, it is still good for what does not act.
+        assert_eq!(
+            a.post(&token, r#"{"jsonrpc":"2.0","id":8,"method":"tools/list"}"#)
+                .await
+                .status(),
+            200
+        );
+    }
+
+    /// Other arguments, another tool, another resource, another method:
+    /// 403 `insufficient_scope` with a description and no `scope` to step
+    /// up to; the token is not spent by a refusal and still makes its call.
+    #[tokio::test]
+    async fn an_approval_token_is_good_only_for_its_call() {
+        let a = Approvals::new(None);
+        let token = a.token("t2", approval("delete_note", json!({"id": "n2"})), true);
+        let elsewhere = a.token(
+            "t3",
+            json!([crate::details::ToolCall::entry(
+                "https://other.example.com/mcp",
+                "delete_note",
+                &json!({"id": "n2"})
+            )]),
+            true,
+        );
+        for (token, body, why) in [
+            (&token, delete(1, "n1"), NOT_COVERED),
+            (&token, json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                            "params": {"name": "delete_note", "arguments": {"id": "n2", "force": true}}}).to_string(), NOT_COVERED),
+            (&token, json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                            "params": {"name": "list_notes", "arguments": {"id": "n2"}}}).to_string(), NOT_COVERED),
+            (&token, json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                            "params": {"name": "delete_note", "arguments": "n2"}}).to_string(), NOT_COVERED),
+            (&elsewhere, delete(5, "n2"), NOT_COVERED),
+            (&token, r#"{"jsonrpc":"2.0","id":6,"method":"resources/read","params":{"uri":"note://n2"}}"#.to_string(), OTHER_METHOD),
+            (&token, r#"{"jsonrpc":"2.0","id":7,"result":{}}"#.to_string(), OTHER_METHOD),
+            (&token, "not json".to_string(), OTHER_METHOD),
+        ] {
+            let c = challenge(a.post(token, &body).await, 403).await;
+            assert!(
+                c.starts_with(&format!(r#"Bearer error="insufficient_scope", error_description="{why}""#)),
+                "{body}: {c}"
+            );
+            assert!(!c.contains("scope=\""), "{c}");
+        }
+        // Another HTTP method (the SSE stream of a session).
+        let c = challenge(a.send("GET", &token, "").await, 403).await;
+        assert!(c.contains(OTHER_METHOD), "{c}");
+        assert_eq!(a.served(), 0);
+        assert_eq!(a.post(&token, &delete(8, "n2")).await.status(), 200);
+        assert_eq!(a.served(), 1);
+    }
+
+    /// Without its DPoP binding an approval token is refused everywhere
+    /// (401 `invalid_token`), even for what does not act; an entry of
+    /// another type does not make a token an approval token.
+    #[tokio::test]
+    async fn an_approval_token_must_be_dpop_bound() {
+        let a = Approvals::new(None);
+        let bearer = a.token("t4", approval("delete_note", json!({"id": "n2"})), false);
+        for body in [
+            delete(1, "n2"),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#.to_string(),
+        ] {
+            let c = challenge(a.post(&format!("bearer:{bearer}"), &body).await, 401).await;
+            assert!(
+                c.contains(r#"error="invalid_token""#) && c.contains("DPoP-bound"),
+                "{c}"
+            );
+        }
+        assert_eq!(a.served(), 0);
+        let other_type = a.token(
+            "t5",
+            json!([{"type": "payment_initiation", "amount": 1}]),
+            false,
+        );
+        let r = a
+            .post(
+                &format!("bearer:{other_type}"),
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+
+    /// A store that cannot answer: 503 with `Retry-After`, the call not
+    /// made; the token is spent by `jti` until `exp` plus the leeway.
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_is_a_503() {
+        let a = Approvals::new(Some(Arc::new(DownStore)));
+        let token = a.token("t6", approval("delete_note", json!({"id": "n2"})), true);
+        let r = a.post(&token, &delete(1, "n2")).await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "5");
+        assert_eq!(a.served(), 0);
+
+        let store = Arc::new(RecordingStore::default());
+        let a = Approvals::new(Some(store.clone()));
+        let token = a.token("t7", approval("delete_note", json!({"id": "n2"})), true);
+        assert_eq!(a.post(&token, &delete(1, "n2")).await.status(), 200);
+        let spent = store.0.lock().unwrap().clone();
+        assert_eq!(spent.len(), 1);
+        assert_eq!(spent[0].0, "t7");
+        let exp = unix_now() + 300;
+        assert!((exp + 30 - spent[0].1).abs() <= 2, "{spent:?}");
+    }
+
+    /// An ordinary token calling an approval tool gets the JSON-RPC error
+    /// that names the approval to ask for, under the request's id; other
+    /// tools pass as before.
+    #[tokio::test]
+    async fn an_ordinary_token_is_told_which_approval_to_ask_for() {
+        let a = Approvals::new(None);
+        let token = a.token("t8", serde_json::Value::Null, true);
+        let r = a.post(&token, &delete(41, "n2")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let answer = json_body(r).await;
+        assert_eq!(answer["jsonrpc"], "2.0");
+        assert_eq!(answer["id"], 41);
+        assert_eq!(answer["error"]["code"], APPROVAL_REQUIRED);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("delete_note")
+        );
+        assert_eq!(
+            answer["error"]["data"],
+            json!({
+                "authorization_details": [{"type": "mcp_tool_call", "locations": [RESOURCE],
+                                           "tool": "delete_note", "arguments": {"id": "n2"}}],
+                "authorization_servers": ["https://auth.example.com"],
+                "resource": RESOURCE,
+                "dpop_required": true,
+            })
+        );
+        // What it names is exactly what covers the call.
+        let entry = &answer["error"]["data"]["authorization_details"][0];
+        assert!(crate::details::ToolCall::from_entry(entry).unwrap().covers(
+            RESOURCE,
+            "delete_note",
+            &json!({"id": "n2"})
+        ));
+        // A string id is echoed as it came; no arguments: `{}`.
+        let r = a
+            .post(&token, r#"{"jsonrpc":"2.0","id":"x-1","method":"tools/call","params":{"name":"delete_note"}}"#)
+            .await;
+        let answer = json_body(r).await;
+        assert_eq!(answer["id"], "x-1");
+        assert_eq!(
+            answer["error"]["data"]["authorization_details"][0]["arguments"],
+            json!({})
+        );
+        assert_eq!(a.served(), 0);
+        let r = a
+            .post(
+                &token,
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_notes"}}"#,
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(a.served(), 1);
+        // Without the tool's scope, the step-up comes first.
+        let now = unix_now();
+        let scopeless = sign(
+            &a.signing,
+            "at+jwt",
+            json!({"iss": "https://auth.example.com", "sub": "alice", "aud": RESOURCE,
+                   "client_id": "c", "jti": "t9", "iat": now, "exp": now + 300}),
+        );
+        let c = challenge(
+            a.post(&format!("bearer:{scopeless}"), &delete(4, "n2"))
+                .await,
+            403,
+        )
+        .await;
+        assert!(c.contains(r#"scope="mcp""#), "{c}");
+    }
+
+    /// A batch cannot carry a second call under one approval token, nor
+    /// an approval tool's call past the check of an ordinary token: 400
+    /// with JSON-RPC "Invalid Request", nothing served, nothing spent.
+    #[tokio::test]
+    async fn batches_cannot_smuggle_calls() {
+        let a = Approvals::new(None);
+        let token = a.token("t10", approval("delete_note", json!({"id": "n2"})), true);
+        let list = r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+        let other =
+            r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"list_notes"}}"#;
+        let ordinary = a.token("t11", serde_json::Value::Null, true);
+        for (token, body) in [
+            (&token, format!("[{},{}]", delete(1, "n2"), delete(2, "n2"))),
+            (&token, format!("[{},{}]", delete(1, "n2"), delete(2, "n3"))),
+            (&token, format!("[{list},{}]", delete(3, "n2"))),
+            (&token, format!("[{other}]")),
+            (&ordinary, format!("[{list},{}]", delete(4, "n2"))),
+            (&ordinary, format!("[{other},{}]", delete(5, "n2"))),
+        ] {
+            let r = a.post(token, &body).await;
+            assert_eq!(r.status(), 400, "{body}");
+            let answer = json_body(r).await;
+            assert_eq!(answer["error"]["code"], INVALID_REQUEST, "{body}");
+            assert_eq!(answer["id"], serde_json::Value::Null);
+        }
+        assert_eq!(a.served(), 0);
+        // Unspent: the call alone still passes, once.
+        assert_eq!(a.post(&token, &delete(6, "n2")).await.status(), 200);
+        assert_eq!(a.post(&token, &delete(7, "n2")).await.status(), 401);
+    }
+
+    /// Without `protect` in front, an approval token at an extractor route
+    /// is refused: nothing there compares the call or spends the token.
+    #[tokio::test]
+    async fn extractor_routes_refuse_approval_tokens() {
+        let (signing, keys) = es256();
+        let guard = Arc::new(guard(keys));
+        let app = axum::Router::new()
+            .route(
+                "/mcp",
+                axum::routing::post(|c: Caller| async move { c.claims.sub }),
+            )
+            .with_state(guard);
+        let key = ProofKey::new();
+        let now = unix_now();
+        let token = sign(
+            &signing,
+            "at+jwt",
+            json!({"iss": "https://auth.example.com", "sub": "alice", "aud": RESOURCE,
+                   "client_id": "c", "jti": "t12", "iat": now, "exp": now + 300, "scope": "mcp",
+                   "cnf": {"jkt": key.jkt()}, "authorization_details": approval("delete_note", json!({}))}),
+        );
+        let r = app
+            .oneshot(
+                http::Request::post("/mcp")
+                    .header("authorization", format!("DPoP {token}"))
+                    .header("dpop", key.proof("POST", RESOURCE, Some(&token), now))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let c = challenge(r, 403).await;
+        assert!(c.contains(OTHER_METHOD), "{c}");
     }
 
     struct ProofKey {

@@ -10,6 +10,9 @@
 //!   ([`KeySource`]), never read from the token.
 //! - [`details`]: RFC 9396 `authorization_details`, and approvals of one
 //!   MCP tool call (`mcp_tool_call`) compared with the call made.
+//! - [`once`]: [`once::SpentTokens`], where approval tokens are spent
+//!   (once, cluster-wide when the instances share the store), and
+//!   [`once::MemorySpentTokens`], the in-process default.
 //! - [`dpop`]: RFC 9449 §4.3 proof checks, `ath`, server nonces (§8).
 //! - [`jwk`]: which public keys we accept, and RFC 7638 thumbprints.
 //! - [`metadata`]: RFC 9728 protected resource metadata, and an axum
@@ -92,6 +95,7 @@ pub mod introspection;
 pub mod jwk;
 pub mod jwt;
 pub mod metadata;
+pub mod once;
 #[cfg(feature = "remote")]
 pub mod remote;
 #[cfg(feature = "remote")]

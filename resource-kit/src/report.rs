@@ -134,6 +134,7 @@ fn reportable(error: &ResourceError) -> Option<(&'static str, &'static str, Opti
             "the token lacks a scope this request needs",
             Some(needed.join(" ")),
         ),
+        ResourceError::OutsideApproval(why) => ("insufficient_scope", *why, None),
         ResourceError::MissingToken
         | ResourceError::UseDpopNonce(_)
         | ResourceError::Unavailable

@@ -52,6 +52,14 @@ pub enum ResourceError {
     /// RFC 6750 §3.1: a valid token without these scopes (403), so that
     /// the client can step up.
     InsufficientScope(Vec<String>),
+    /// A valid token presented for something it does not grant that no
+    /// scope would grant either: a token that approves one MCP tool call
+    /// (RFC 9396 `mcp_tool_call`, see [`crate::details`]) presented for
+    /// another call or method. 403 `insufficient_scope` (RFC 6750 §3.1:
+    /// "the request requires higher privileges than provided by the
+    /// access token") with this description and no `scope` parameter, so
+    /// that a client does not try to step up scopes for it.
+    OutsideApproval(&'static str),
     /// The token could not be checked now (introspection mode, the
     /// authorization server unreachable): 503, try again.
     Unavailable,
@@ -558,6 +566,7 @@ impl ResourceError {
         let algs = format!(r#"algs="{}""#, DPOP_ALGS.join(" "));
         let scope = match self {
             ResourceError::InsufficientScope(needed) => Some(needed.join(" ")),
+            ResourceError::OutsideApproval(_) => None,
             _ => context.scope.clone(),
         };
         // Parameters every challenge of this resource carries.
@@ -624,6 +633,14 @@ impl ResourceError {
             ResourceError::Unavailable | ResourceError::StatusListUnavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, Vec::new(), None)
             }
+            ResourceError::OutsideApproval(why) => (
+                StatusCode::FORBIDDEN,
+                vec![
+                    challenge("Bearer", error("insufficient_scope", why), false),
+                    challenge("DPoP", error("insufficient_scope", why), true),
+                ],
+                None,
+            ),
             ResourceError::InsufficientScope(_) => {
                 let why = "the token lacks a scope this request needs";
                 (
