@@ -7,20 +7,38 @@
 //!
 //! It serves its RFC 9728 metadata, answers unauthenticated requests with
 //! a `WWW-Authenticate` challenge naming that metadata (MCP clients follow
-//! it to agentauth, register, and get a token), and offers two tools:
-//! `whoami` (scope `mcp`: who is calling, which agent, whose, with what
-//! scopes and through which delegation chain) and `admin_echo` (scope
-//! `mcp:admin`: a `tools/call` without it is a 403 `insufficient_scope`,
-//! and the client steps up). Tokens' status lists are checked unless
-//! `--no-status-check`. Register the resource at agentauth:
-//! `agentauth serve --resource http://127.0.0.1:8090/mcp --scopes "mcp mcp:admin"`.
+//! it to agentauth, register, and get a token), and offers four tools:
+//!
+//! - `whoami` (scope `mcp`): who is calling, which agent, whose, with what
+//!   scopes and through which delegation chain;
+//! - `admin_echo` (scope `mcp:admin`): a `tools/call` without it is a 403
+//!   `insufficient_scope`, and the client steps up;
+//! - `list_notes` (scope `mcp`): the notes, held in memory (three to start
+//!   with, `n1` to `n3`);
+//! - `delete_note {id}`: needs its owner's approval of each call. Called
+//!   with an ordinary token it answers the JSON-RPC error -31403
+//!   (`agentauth_resource::guard::APPROVAL_REQUIRED`) whose `data` names
+//!   the exact `authorization_details` to ask agentauth for (a CIBA
+//!   request the owner approves); the DPoP-bound token that carries them
+//!   is good for that one call, once.
+//!
+//! A token is spent in this process's memory by default; several
+//! instances of one resource share a table instead (`--spent-tokens
+//! sqlite:///var/lib/mcp/spent.db?mode=rwc`, or a `postgres://` URL), so
+//! that a token's second use is refused whichever instance sees it.
+//! Tokens' status lists are checked unless `--no-status-check`. Register
+//! the resource at agentauth: `agentauth serve --resource
+//! http://127.0.0.1:8090/mcp --scopes "mcp mcp:admin"`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentauth_resource::guard::{Caller, Guard, protect};
 use agentauth_resource::introspection::Introspector;
+use agentauth_resource::once::{SpendError, SpendFuture, SpentTokens};
 use agentauth_resource::remote::RemoteKeys;
 use agentauth_resource::report::Reporter;
 use agentauth_resource::status_cache::StatusListPolicy;
@@ -33,12 +51,15 @@ use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabiliti
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 use serde_json::json;
 
 /// The scope every call needs.
 pub const BASIC_SCOPE: &str = "mcp";
 /// The scope `admin_echo` needs besides.
 pub const ADMIN_SCOPE: &str = "mcp:admin";
+/// The tool whose every call needs its owner's approval.
+pub const APPROVAL_TOOL: &str = "delete_note";
 
 /// Example MCP server protected by agentauth.
 #[derive(Parser, Debug, Clone)]
@@ -102,6 +123,15 @@ pub struct Options {
     /// `Retry-After`.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub status_grace: u64,
+    /// Keep spent approval tokens (the DPoP-bound tokens that approve one
+    /// `delete_note` call) in this database, shared by every instance of
+    /// this resource, instead of this process's memory: a token is then
+    /// refused at its second use whichever instance sees it. A SQLite URL
+    /// (`sqlite:///var/lib/mcp/spent.db?mode=rwc`) or a PostgreSQL one
+    /// (`postgres://user:pass@host/db`); the table `mcp_spent_tokens` is
+    /// created if missing.
+    #[arg(long, env = "MCP_SPENT_TOKENS", value_name = "DATABASE_URL")]
+    pub spent_tokens: Option<String>,
 }
 
 impl Options {
@@ -122,16 +152,41 @@ impl Options {
     }
 }
 
+/// The notes, by id, shared by every MCP session of one server.
+pub type Notes = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// The notes a server starts with.
+pub fn seed_notes() -> Notes {
+    Arc::new(Mutex::new(BTreeMap::from([
+        ("n1".to_string(), "Buy oat milk".to_string()),
+        (
+            "n2".to_string(),
+            "Call the plumber about the boiler".to_string(),
+        ),
+        (
+            "n3".to_string(),
+            "Renew the passport before June".to_string(),
+        ),
+    ])))
+}
+
 /// The MCP tools.
 #[derive(Clone)]
 pub struct Tools {
     tool_router: ToolRouter<Self>,
+    notes: Notes,
 }
 
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 pub struct EchoArgs {
     /// Text to echo back.
     pub text: String,
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct NoteId {
+    /// The id of the note (`list_notes` shows them).
+    pub id: String,
 }
 
 /// The verified caller the kit put in the HTTP request's extensions
@@ -142,10 +197,22 @@ fn caller(parts: &axum::http::request::Parts) -> Option<&Caller> {
 
 #[tool_router]
 impl Tools {
+    /// Tools over a fresh set of [`seed_notes`].
     pub fn new() -> Self {
+        Self::with_notes(seed_notes())
+    }
+
+    /// Tools over `notes` (shared: the server makes a `Tools` per
+    /// session, or per request when stateless).
+    pub fn with_notes(notes: Notes) -> Self {
         Self {
             tool_router: Self::tool_router(),
+            notes,
         }
+    }
+
+    fn notes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[tool(
@@ -190,6 +257,31 @@ impl Tools {
     ) -> Result<CallToolResult, ErrorData> {
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }
+
+    #[tool(description = "List the notes: id and text of each")]
+    async fn list_notes(&self) -> Result<CallToolResult, ErrorData> {
+        let notes: Vec<_> = self
+            .notes()
+            .iter()
+            .map(|(id, text)| json!({"id": id, "text": text}))
+            .collect();
+        Ok(CallToolResult::success(vec![ContentBlock::text(
+            json!(notes).to_string(),
+        )]))
+    }
+
+    #[tool(
+        description = "Delete a note. Each call needs its owner's approval: without it the server answers error -31403 with the authorization_details to ask the authorization server for"
+    )]
+    async fn delete_note(
+        &self,
+        Parameters(NoteId { id }): Parameters<NoteId>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(match self.notes().remove(&id) {
+            Some(_) => CallToolResult::success(vec![ContentBlock::text(format!("deleted {id}"))]),
+            None => CallToolResult::error(vec![ContentBlock::text(format!("no note {id}"))]),
+        })
+    }
 }
 
 impl Default for Tools {
@@ -206,7 +298,11 @@ impl ServerHandler for Tools {
                 "agentauth-example",
                 env!("CARGO_PKG_VERSION"),
             ))
-            .with_instructions("Call whoami to see how agentauth identifies you.")
+            .with_instructions(
+                "Call whoami to see how agentauth identifies you. delete_note needs its owner's \
+                 approval of each call: on error -31403, ask the authorization server for a token \
+                 with the error's authorization_details and call again with it.",
+            )
     }
 }
 
@@ -218,8 +314,9 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
         .host_str()
         .unwrap_or("localhost")
         .to_string();
+    let notes = seed_notes();
     let mcp = StreamableHttpService::new(
-        || Ok(Tools::new()),
+        move || Ok(Tools::with_notes(notes.clone())),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(["localhost".to_string(), "127.0.0.1".to_string(), host])
@@ -238,7 +335,7 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
     metadata.scopes_supported = vec![BASIC_SCOPE.into(), ADMIN_SCOPE.into()];
     metadata.scope_descriptions.insert(
         BASIC_SCOPE.into(),
-        "Use the example's tools (whoami)".into(),
+        "Use the example's tools (whoami, list_notes; delete_note with its owner's approval of each call)".into(),
     );
     metadata.scope_descriptions.insert(
         ADMIN_SCOPE.into(),
@@ -257,6 +354,18 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
         "admin_echo".into(),
         vec![BASIC_SCOPE.into(), ADMIN_SCOPE.into()],
     );
+    guard
+        .tool_scopes
+        .insert("list_notes".into(), vec![BASIC_SCOPE.into()]);
+    // An ordinary token needs the basic scope to be told which approval
+    // to ask for; the approval token itself needs no scope.
+    guard
+        .tool_scopes
+        .insert(APPROVAL_TOOL.into(), vec![BASIC_SCOPE.into()]);
+    guard.approval_tools.insert(APPROVAL_TOOL.into());
+    if let Some(url) = &options.spent_tokens {
+        guard = guard.spent_tokens(Arc::new(SqlSpentTokens::connect(url).await?));
+    }
     if let Some(policy) = options.status_policy() {
         guard = guard.check_status(policy)?;
     }
@@ -274,6 +383,79 @@ pub async fn app(options: &Options) -> anyhow::Result<axum::Router> {
     Ok(router
         .layer(axum::middleware::from_fn_with_state(guard, protect))
         .merge(metadata.router()))
+}
+
+/// Spent approval tokens in a table that every instance of the resource
+/// shares (`--spent-tokens`): the first `INSERT` of a `jti` affects one
+/// row, every later one none (`ON CONFLICT DO NOTHING`, atomic in SQLite
+/// and PostgreSQL alike), so exactly one instance accepts a token. Rows
+/// past their `exp` are purged at most once a minute.
+pub struct SqlSpentTokens {
+    db: DatabaseConnection,
+    /// When the last purge ran (Unix seconds).
+    purged: AtomicI64,
+}
+
+impl SqlSpentTokens {
+    /// Connects to `url` (SQLite or PostgreSQL) and creates the table if
+    /// it is missing.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let db = sea_orm::Database::connect(url).await?;
+        db.execute_unprepared(
+            "CREATE TABLE IF NOT EXISTS mcp_spent_tokens (jti TEXT PRIMARY KEY, exp BIGINT NOT NULL)",
+        )
+        .await?;
+        Ok(Self {
+            db,
+            purged: AtomicI64::new(0),
+        })
+    }
+
+    fn statement(&self, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+        let backend = self.db.get_database_backend();
+        // `$1` for PostgreSQL, `?` for SQLite (and MySQL).
+        let sql = match backend {
+            DatabaseBackend::Postgres => sql.to_string(),
+            _ => (1..=values.len())
+                .rev()
+                .fold(sql.to_string(), |s, i| s.replace(&format!("${i}"), "?")),
+        };
+        Statement::from_sql_and_values(backend, sql, values)
+    }
+
+    async fn spend_now(&self, jti: &str, exp: i64) -> Result<bool, sea_orm::DbErr> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let last = self.purged.load(Ordering::Relaxed);
+        if now - last >= 60
+            && self
+                .purged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.db
+                .execute(self.statement(
+                    "DELETE FROM mcp_spent_tokens WHERE exp < $1",
+                    vec![now.into()],
+                ))
+                .await?;
+        }
+        let inserted = self
+            .db
+            .execute(self.statement(
+                "INSERT INTO mcp_spent_tokens (jti, exp) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+                vec![jti.into(), exp.into()],
+            ))
+            .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+}
+
+impl SpentTokens for SqlSpentTokens {
+    fn spend<'a>(&'a self, jti: &'a str, exp: i64) -> SpendFuture<'a> {
+        Box::pin(async move { self.spend_now(jti, exp).await.map_err(SpendError::new) })
+    }
 }
 
 #[allow(dead_code)]

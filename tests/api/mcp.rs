@@ -101,6 +101,7 @@ impl Stack {
                 status_min_ttl: 1,
                 status_max_ttl: 300,
                 status_grace: 60,
+                spent_tokens: None,
             };
             let router = mcp_server::app(&options).await.unwrap();
             tokio::spawn(async move { axum::serve(listener, router).await });
@@ -167,14 +168,18 @@ impl Stack {
 enum Auth<'a> {
     Bearer(&'a str),
     Dpop(&'a str, &'a ProofKey),
+    /// A DPoP token whose proofs name the resource `htu`, not the URL
+    /// posted to (one instance of a resource served by several).
+    DpopFor(&'a str, &'a ProofKey, &'a str),
 }
 
 impl Auth<'_> {
     fn apply(self, request: reqwest::RequestBuilder, url: &str) -> reqwest::RequestBuilder {
         match self {
             Auth::Bearer(t) => request.header("authorization", format!("Bearer {t}")),
-            Auth::Dpop(t, key) => {
-                let mut claims = key.claims("POST", url, now());
+            Auth::Dpop(t, key) => Auth::DpopFor(t, key, url).apply(request, url),
+            Auth::DpopFor(t, key, htu) => {
+                let mut claims = key.claims("POST", htu, now());
                 claims["ath"] = agentauth_resource::dpop::ath(t).into();
                 request
                     .header("authorization", format!("DPoP {t}"))
@@ -995,4 +1000,178 @@ async fn resource_refusals_reach_the_clients_trace_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_refusals_reach_the_clients_trace_postgres() {
     resource_refusals_reach_the_clients_trace(Backend::Postgres).await;
+}
+
+/// Two instances of one resource (the example's `app()` twice, on two
+/// ports, `--spent-tokens` naming one SQLite file): an ordinary token's
+/// `delete_note` is answered with the -31403 error naming the approval to
+/// ask for; a DPoP-bound token carrying exactly that approval makes the
+/// call once at one instance (initialize and notifications before it do
+/// not spend it), and is refused as already used at the other, in either
+/// order. The table is in a SQLite file, or in PostgreSQL.
+async fn approved_calls_are_spent_once_across_instances(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let app = &stack.app;
+    let db = tempfile::NamedTempFile::new().unwrap();
+    let spent = match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", db.path().display()),
+        Backend::Postgres => format!(
+            "{}?options[search_path]={}",
+            crate::helpers::PG_URL,
+            crate::helpers::fresh_schema().await
+        ),
+    };
+    let (la, base_a) = listener().await;
+    let (lb, base_b) = listener().await;
+    let resource = format!("{base_a}/mcp");
+    let (a, b) = (resource.clone(), format!("{base_b}/mcp"));
+    for l in [la, lb] {
+        let options = mcp_server::Options {
+            issuer: stack.issuer.clone(),
+            listen: l.local_addr().unwrap(),
+            resource: Some(resource.clone()),
+            introspection_client: None,
+            introspection_secret: None,
+            report_client: None,
+            report_secret: None,
+            unprotected: false,
+            sessions: false,
+            dpop_required: false,
+            no_status_check: false,
+            status_min_ttl: 1,
+            status_max_ttl: 300,
+            status_grace: 60,
+            spent_tokens: Some(spent.clone()),
+        };
+        let router = mcp_server::app(&options).await.unwrap();
+        tokio::spawn(async move { axum::serve(l, router).await });
+    }
+    let key = ProofKey::new();
+    let token = |jti: &str, details: Option<Value>| {
+        let mut claims = json!({"iss": stack.issuer, "sub": "alice", "aud": resource,
+            "client_id": "agent-1", "jti": jti, "iat": now(), "exp": now() + 300,
+            "cnf": {"jkt": key.thumbprint()}});
+        match details {
+            Some(d) => claims["authorization_details"] = d,
+            None => claims["scope"] = "mcp".into(),
+        }
+        mint(app, claims)
+    };
+
+    // An ordinary token is told which approval to ask for.
+    let ordinary = token("ordinary-1", None);
+    let r = post_rpc(
+        &stack.http,
+        &a,
+        Auth::DpopFor(&ordinary, &key, &resource),
+        None,
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+               "params": {"name": "delete_note", "arguments": {"id": "n2"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = rpc_result(r, 7).await;
+    assert_eq!(answer["error"]["code"], -31403, "{answer}");
+    let data = &answer["error"]["data"];
+    assert_eq!(
+        data["authorization_details"],
+        json!([{"type": "mcp_tool_call", "locations": [resource], "tool": "delete_note",
+                "arguments": {"id": "n2"}}])
+    );
+    assert_eq!(data["authorization_servers"], json!([stack.issuer]));
+    assert_eq!(data["resource"], json!(resource));
+    assert_eq!(data["dpop_required"], true);
+
+    // The approval, as the error named it: once, at either instance.
+    let approved = token("approval-1", Some(data["authorization_details"].clone()));
+    let done = call_tool(
+        &stack.http,
+        &a,
+        Auth::DpopFor(&approved, &key, &resource),
+        "delete_note",
+        json!({"id": "n2"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, "deleted n2");
+    let c = refused_with(
+        call_tool(
+            &stack.http,
+            &b,
+            Auth::DpopFor(&approved, &key, &resource),
+            "delete_note",
+            json!({"id": "n2"}),
+        )
+        .await,
+        401,
+        "invalid_token",
+    );
+    assert!(c.contains("already used"), "{c}");
+
+    let details = json!([{"type": "mcp_tool_call", "locations": [resource],
+                          "tool": "delete_note", "arguments": {"id": "n3"}}]);
+    let second = token("approval-2", Some(details));
+    let done = call_tool(
+        &stack.http,
+        &b,
+        Auth::DpopFor(&second, &key, &resource),
+        "delete_note",
+        json!({"id": "n3"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, "deleted n3");
+    refused_with(
+        call_tool(
+            &stack.http,
+            &a,
+            Auth::DpopFor(&second, &key, &resource),
+            "delete_note",
+            json!({"id": "n3"}),
+        )
+        .await,
+        401,
+        "invalid_token",
+    );
+    // Another call under the approval: 403, whatever the instance.
+    refused_with(
+        call_tool(
+            &stack.http,
+            &a,
+            Auth::DpopFor(&second, &key, &resource),
+            "delete_note",
+            json!({"id": "n1"}),
+        )
+        .await,
+        403,
+        "insufficient_scope",
+    );
+
+    // Instance A's notes: n2 went, n1 and n3 (deleted at B) are there.
+    let notes = call_tool(
+        &stack.http,
+        &a,
+        Auth::DpopFor(&ordinary, &key, &resource),
+        "list_notes",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<String> = serde_json::from_str::<Vec<Value>>(&notes)
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["n1", "n3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_calls_are_spent_once_across_instances_sqlite() {
+    approved_calls_are_spent_once_across_instances(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_calls_are_spent_once_across_instances_postgres() {
+    approved_calls_are_spent_once_across_instances(Backend::Postgres).await
 }
