@@ -427,12 +427,14 @@ pub async fn protect(
         Ok(v) => v,
         Err(error) => return guard.reject(&error),
     };
+    // An approval token even when none of its `mcp_tool_call` entries is
+    // well formed: it then covers no call, and is no ordinary token.
+    let approval = approves_tool_calls(&verified.claims);
     let approvals = crate::details::tool_calls(verified.claims.authorization_details.as_deref());
     let caller = Caller::new(verified, guard.clone(), &parts);
-    let reads_body =
-        !approvals.is_empty() || !guard.tool_scopes.is_empty() || !guard.approval_tools.is_empty();
+    let reads_body = approval || !guard.tool_scopes.is_empty() || !guard.approval_tools.is_empty();
     let body = if !reads_body || parts.method != http::Method::POST {
-        if !approvals.is_empty() {
+        if approval {
             return caller
                 .refusal(ResourceError::OutsideApproval(OTHER_METHOD))
                 .into_response();
@@ -447,10 +449,10 @@ pub async fn protect(
                 .into_response();
         };
         let messages = rpc_messages(&bytes);
-        let verdict = if approvals.is_empty() {
-            ordinary(&guard, &caller, messages.as_ref())
-        } else {
+        let verdict = if approval {
             approved(&guard, &caller, &approvals, messages.as_ref()).await
+        } else {
+            ordinary(&guard, &caller, messages.as_ref())
         };
         if let Err(response) = verdict {
             return *response;
@@ -1578,6 +1580,19 @@ mod tests {
                 "{body}: {c}"
             );
             assert!(!c.contains("scope=\""), "{c}");
+        }
+        // An entry of the type that is not well formed approves nothing,
+        // and its token is no ordinary token either.
+        let malformed = a.token(
+            "t3b",
+            json!([{"type": "mcp_tool_call", "tool": 7, "arguments": {"id": "n2"}}]),
+            true,
+        );
+        let other =
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"list_notes"}}"#;
+        for body in [delete(9, "n2"), other.to_string()] {
+            let c = challenge(a.post(&malformed, &body).await, 403).await;
+            assert!(c.contains(NOT_COVERED), "{c}");
         }
         // Another HTTP method (the SSE stream of a session).
         let c = challenge(a.send("GET", &token, "").await, 403).await;
