@@ -22,6 +22,26 @@
 //!     .with_state(guard)
 //! # }
 //! ```
+//!
+//! An MCP service behind [`protect`], with a tool whose every call needs
+//! its owner's approval (see the crate docs, "Approvals of one tool
+//! call"), spent in a store the resource's instances share:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use agentauth_resource::guard::{Guard, protect};
+//! use agentauth_resource::once::SpentTokens;
+//! use agentauth_resource::{ProtectedResourceMetadata, StaticKeys};
+//!
+//! # fn build(keys: StaticKeys, shared: Arc<dyn SpentTokens>, mcp: axum::Router) -> axum::Router {
+//! let metadata = ProtectedResourceMetadata::new("https://mcp.example.com/mcp", "https://auth.example.com");
+//! let mut guard = Guard::new(&metadata, Arc::new(keys)).spent_tokens(shared);
+//! guard.tool_scopes.insert("delete_note".into(), vec!["mcp".into()]);
+//! guard.approval_tools.insert("delete_note".into());
+//! mcp.layer(axum::middleware::from_fn_with_state(Arc::new(guard), protect))
+//!     .merge(metadata.router())
+//! # }
+//! ```
 
 use std::sync::Arc;
 

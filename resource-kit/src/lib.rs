@@ -44,6 +44,36 @@
 //! The authorization server uses this same code for its own checks, so a
 //! token or proof it accepts is one this kit accepts.
 //!
+//! ## Approvals of one tool call
+//!
+//! Some tools should run only when their owner approved that very call
+//! (deleting, paying, sending). List them in `Guard::approval_tools`
+//! (feature `axum`) and put `guard::protect` in front of the MCP service:
+//!
+//! 1. An agent calls such a tool with its ordinary token. `protect` answers
+//!    with a JSON-RPC error, code `guard::APPROVAL_REQUIRED` (-31403), whose
+//!    `data` names the approval to ask for: `authorization_details` (one
+//!    RFC 9396 `mcp_tool_call` entry: this resource, the tool, the exact
+//!    arguments), `authorization_servers`, `resource`, `dpop_required`.
+//! 2. The agent asks the authorization server for a token with exactly
+//!    those details (a CIBA request); its owner sees the tool and the
+//!    arguments and approves; the agent gets a DPoP-bound token, valid
+//!    for at most five minutes, carrying them.
+//! 3. The agent repeats the call with that token. `protect` checks that an
+//!    entry covers the call ([`details::ToolCall::covers`]: tool,
+//!    arguments in RFC 8785 form, this resource in `locations`), spends the
+//!    token's `jti` in the guard's [`once::SpentTokens`] store, and lets
+//!    the call through. The same token is refused the next time (401
+//!    `invalid_token`), at this instance or, with a shared store
+//!    (`Guard::spent_tokens`), at any other.
+//!
+//! An approval token is good for nothing else: `initialize`, `ping`,
+//! `notifications/*` and `tools/list` pass (a client opens its session
+//! with it) without spending it; any other call, method, or route is 403
+//! `insufficient_scope` with a description; a bearer (unbound) one is 401
+//! everywhere; a batch holding a tool call is 400. The boundary, for a
+//! security review: `docs/approval-token-boundary.md` in the repository.
+//!
 //! ```
 //! use agentauth_resource::{ResourceError, ResourceVerifier, StaticKeys, VerifyingKey};
 //! use aws_lc_rs::rand::SystemRandom;
