@@ -130,7 +130,12 @@ pub struct Options {
     /// (`sqlite:///var/lib/mcp/spent.db?mode=rwc`) or a PostgreSQL one
     /// (`postgres://user:pass@host/db`); the table `mcp_spent_tokens` is
     /// created if missing.
-    #[arg(long, env = "MCP_SPENT_TOKENS", value_name = "DATABASE_URL")]
+    #[arg(
+        long,
+        env = "MCP_SPENT_TOKENS",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
     pub spent_tokens: Option<String>,
 }
 
@@ -400,7 +405,9 @@ impl SqlSpentTokens {
     /// Connects to `url` (SQLite or PostgreSQL) and creates the table if
     /// it is missing.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let db = sea_orm::Database::connect(url).await?;
+        let mut options = sea_orm::ConnectOptions::new(url);
+        options.sqlx_logging(false);
+        let db = sea_orm::Database::connect(options).await?;
         db.execute_unprepared(
             "CREATE TABLE IF NOT EXISTS mcp_spent_tokens (jti TEXT PRIMARY KEY, exp BIGINT NOT NULL)",
         )

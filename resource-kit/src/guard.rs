@@ -514,10 +514,13 @@ pub async fn protect(
 /// cannot succeed: the *client* must make a request to the authorization
 /// server (backchannel authentication with the exact details), receive a
 /// new token, and present it; the owner approves at the authorization
-/// server, which is the only party that can issue the token. MCP
-/// authorization also keeps tokens out of elicitation. And not an HTTP
-/// 403 challenge: RFC 6750 has no parameter for `authorization_details`,
-/// and an MCP client reads a 403 as a scope step-up.
+/// server, which is the only party that can issue the token. URL
+/// elicitation serves what the MCP server needs from the user or from a
+/// third party, the client's token unchanged (SEP-1036); the client's own
+/// access to this server is MCP authorization's business, and that is
+/// what changes here. And not an HTTP 403 challenge: RFC 6750 has no
+/// parameter for `authorization_details`, and an MCP client reads a 403
+/// as a scope step-up.
 pub const APPROVAL_REQUIRED: i64 = -31403;
 
 /// JSON-RPC 2.0 "Invalid Request", for a batch that holds a call that
