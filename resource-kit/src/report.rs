@@ -169,5 +169,10 @@ mod tests {
             reportable(&ResourceError::InvalidToken("expired")).map(|r| r.0),
             Some("invalid_token")
         );
+        // An approval token used beyond its call: the client's fault.
+        assert_eq!(
+            reportable(&ResourceError::OutsideApproval("other call")),
+            Some(("insufficient_scope", "other call", None))
+        );
     }
 }
