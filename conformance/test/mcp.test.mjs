@@ -149,7 +149,7 @@ describe('@modelcontextprotocol/sdk against the example MCP server', () => {
         const text = await p.textContent('main')
         assert.ok(text.includes('MCP SDK test client'), 'names the client')
         assert.ok(text.includes('agentauth example MCP server'), 'names the resource as its metadata does')
-        assert.ok(text.includes("Use the example's tools (whoami)"), 'describes the scope in the resource words')
+        assert.ok(text.includes("Use the example's tools (whoami"), 'describes the scope in the resource words')
       },
     })
     await transport.finishAuth(back.searchParams.get('code'))
@@ -158,7 +158,7 @@ describe('@modelcontextprotocol/sdk against the example MCP server', () => {
     transport = transportFor()
     await client.connect(transport)
     const { tools } = await client.listTools()
-    assert.deepEqual(tools.map((t) => t.name).sort(), ['admin_echo', 'whoami'])
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['admin_echo', 'delete_note', 'list_notes', 'whoami'])
     const whoami = async () => JSON.parse((await client.callTool({ name: 'whoami', arguments: {} })).content[0].text)
     const me = await whoami()
     assert.match(me.sub, /\S/)

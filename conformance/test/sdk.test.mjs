@@ -205,7 +205,7 @@ describe('Python mcp 2.3.0', () => {
     assert.match(denied?.challenge ?? '', /error="insufficient_scope"/)
     assert.match(denied.challenge, /scope="mcp mcp:admin"/)
 
-    assert.deepEqual(events.find((e) => e.event === 'tools').names, ['admin_echo', 'whoami'])
+    assert.deepEqual(events.find((e) => e.event === 'tools').names, ['admin_echo', 'delete_note', 'list_notes', 'whoami'])
     const tools = events.filter((e) => e.event === 'tool')
     assert.deepEqual(tools.map((t) => [t.name, t.is_error]), [['whoami', false], ['admin_echo', false], ['whoami', false]])
     const me = JSON.parse(tools[0].text)
