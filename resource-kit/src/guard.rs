@@ -569,6 +569,18 @@ fn rpc_error(
     )
 }
 
+/// JSON-RPC "Invalid Request" (HTTP 400) for a batch holding a call that
+/// must go alone (one call, one request, one spend).
+fn not_in_batch(why: &str) -> Box<Response> {
+    rpc_error(
+        http::StatusCode::BAD_REQUEST,
+        serde_json::Value::Null,
+        INVALID_REQUEST,
+        why,
+        None,
+    )
+}
+
 /// The checks of an ordinary token's request: tool scopes, then calls of
 /// approval tools.
 fn ordinary(
@@ -596,12 +608,8 @@ fn ordinary(
         return Ok(());
     };
     if messages.batch {
-        return Err(rpc_error(
-            http::StatusCode::BAD_REQUEST,
-            serde_json::Value::Null,
-            INVALID_REQUEST,
+        return Err(not_in_batch(
             "a call of a tool that needs its owner's approval must be sent alone, not in a batch",
-            None,
         ));
     }
     let (Some(tool), Some(arguments)) = (call.tool(), call.arguments()) else {
@@ -656,12 +664,8 @@ async fn approved(
             Some("initialize" | "ping" | "tools/list") => {}
             Some(m) if m.starts_with("notifications/") => {}
             Some("tools/call") if messages.batch => {
-                return Err(rpc_error(
-                    http::StatusCode::BAD_REQUEST,
-                    serde_json::Value::Null,
-                    INVALID_REQUEST,
+                return Err(not_in_batch(
                     "an approved tool call must be sent alone, not in a batch",
-                    None,
                 ));
             }
             Some("tools/call") => call = Some(message),

@@ -81,10 +81,12 @@ impl Default for MemorySpentTokens {
     }
 }
 
-/// An entry lives for the retention it was stored with (until `exp`).
-struct UntilExp;
+/// A cache entry lives for the retention it was stored with: until a
+/// spent token's `exp` here, for a DPoP proof's replay window in
+/// [`crate::verifier`].
+pub(crate) struct KeptFor;
 
-impl moka::Expiry<String, Duration> for UntilExp {
+impl moka::Expiry<String, Duration> for KeptFor {
     fn expire_after_create(
         &self,
         _key: &String,
@@ -100,7 +102,7 @@ impl MemorySpentTokens {
     /// count lags its writes a little).
     pub fn with_capacity(capacity: u64) -> Self {
         Self {
-            spent: Cache::builder().expire_after(UntilExp).build(),
+            spent: Cache::builder().expire_after(KeptFor).build(),
             capacity,
         }
     }

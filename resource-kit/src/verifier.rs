@@ -158,7 +158,11 @@ impl<K: KeySource> ResourceVerifier<K> {
             nonces: None,
             replay: Cache::builder()
                 .max_capacity(1_000_000)
-                .expire_after(SpentProof)
+                // A spent proof stays for the retention it was stored with:
+                // derived from `iat_window` when it was spent, so that a
+                // resource that widens the window keeps proofs for all of it
+                // (SECURITY.md, Arithmetic and windows).
+                .expire_after(crate::once::KeptFor)
                 .build(),
             checked: Some(
                 Cache::builder()
@@ -459,23 +463,6 @@ impl<K: KeySource> ResourceVerifier<K> {
     }
 }
 
-/// A spent proof stays in the replay store for the retention it was
-/// stored with: derived from `iat_window` when it was spent, so that a
-/// resource that widens the window keeps proofs for all of it
-/// (SECURITY.md, Arithmetic and windows).
-struct SpentProof;
-
-impl moka::Expiry<String, Duration> for SpentProof {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        retention: &Duration,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(*retention)
-    }
-}
-
 impl<K> ResourceVerifier<K> {
     /// RFC 9449 §11.1: spends the proof `(jkt, jti)`; `false` when it was
     /// spent before. Serialized per key, so exactly one concurrent use wins
@@ -633,16 +620,11 @@ impl ResourceError {
             ResourceError::Unavailable | ResourceError::StatusListUnavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, Vec::new(), None)
             }
-            ResourceError::OutsideApproval(why) => (
-                StatusCode::FORBIDDEN,
-                vec![
-                    challenge("Bearer", error("insufficient_scope", why), false),
-                    challenge("DPoP", error("insufficient_scope", why), true),
-                ],
-                None,
-            ),
-            ResourceError::InsufficientScope(_) => {
-                let why = "the token lacks a scope this request needs";
+            ResourceError::InsufficientScope(_) | ResourceError::OutsideApproval(_) => {
+                let why = match self {
+                    ResourceError::OutsideApproval(why) => why,
+                    _ => "the token lacks a scope this request needs",
+                };
                 (
                     StatusCode::FORBIDDEN,
                     vec![

@@ -428,7 +428,7 @@ pub async fn issue_access_token(
         agent_id: req.agent_id.map(str::to_string),
         owner: req.owner.map(str::to_string),
         status: Some(status_claim),
-        authorization_details: req.authorization_details.clone(),
+        authorization_details: req.authorization_details,
         extra: Default::default(),
     };
     let keys = cx.tokens.keys.current();

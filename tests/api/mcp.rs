@@ -1083,70 +1083,25 @@ async fn approved_calls_are_spent_once_across_instances(backend: Backend) {
     assert_eq!(data["resource"], json!(resource));
     assert_eq!(data["dpop_required"], true);
 
+    let delete = async |at: &str, token: &str, id: &str| {
+        let auth = Auth::DpopFor(token, &key, &resource);
+        call_tool(&stack.http, at, auth, "delete_note", json!({ "id": id })).await
+    };
     // The approval, as the error named it: once, at either instance.
     let approved = token("approval-1", Some(data["authorization_details"].clone()));
-    let done = call_tool(
-        &stack.http,
-        &a,
-        Auth::DpopFor(&approved, &key, &resource),
-        "delete_note",
-        json!({"id": "n2"}),
-    )
-    .await
-    .unwrap();
+    let done = delete(&a, &approved, "n2").await.unwrap();
     assert_eq!(done, "deleted n2");
-    let c = refused_with(
-        call_tool(
-            &stack.http,
-            &b,
-            Auth::DpopFor(&approved, &key, &resource),
-            "delete_note",
-            json!({"id": "n2"}),
-        )
-        .await,
-        401,
-        "invalid_token",
-    );
+    let c = refused_with(delete(&b, &approved, "n2").await, 401, "invalid_token");
     assert!(c.contains("already used"), "{c}");
 
     let details = json!([{"type": "mcp_tool_call", "locations": [resource],
                           "tool": "delete_note", "arguments": {"id": "n3"}}]);
     let second = token("approval-2", Some(details));
-    let done = call_tool(
-        &stack.http,
-        &b,
-        Auth::DpopFor(&second, &key, &resource),
-        "delete_note",
-        json!({"id": "n3"}),
-    )
-    .await
-    .unwrap();
+    let done = delete(&b, &second, "n3").await.unwrap();
     assert_eq!(done, "deleted n3");
-    refused_with(
-        call_tool(
-            &stack.http,
-            &a,
-            Auth::DpopFor(&second, &key, &resource),
-            "delete_note",
-            json!({"id": "n3"}),
-        )
-        .await,
-        401,
-        "invalid_token",
-    );
+    refused_with(delete(&a, &second, "n3").await, 401, "invalid_token");
     // Another call under the approval: 403, whatever the instance.
-    refused_with(
-        call_tool(
-            &stack.http,
-            &a,
-            Auth::DpopFor(&second, &key, &resource),
-            "delete_note",
-            json!({"id": "n1"}),
-        )
-        .await,
-        403,
-        "insufficient_scope",
-    );
+    refused_with(delete(&a, &second, "n1").await, 403, "insufficient_scope");
 
     // Instance A's notes: n2 went, n1 and n3 (deleted at B) are there.
     let notes = call_tool(
