@@ -223,6 +223,33 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTAUTH_LOGIN_POLL_INTERVAL", default_value_t = 5)]
     pub login_poll_interval: u32,
 
+    /// Backchannel approval requests (CIBA): seconds a request waits for
+    /// its owner's answer when the client asks for no `requested_expiry`
+    /// (30 to 3600; a client may ask for less, never for more).
+    #[arg(long, env = "AGENTAUTH_CIBA_EXPIRY", default_value_t = 300)]
+    pub ciba_expiry: u32,
+
+    /// Backchannel approval requests: least seconds between a poll-mode
+    /// client's polls of one request (1 to 60; faster polls get
+    /// `slow_down`, which adds 5 seconds).
+    #[arg(long, env = "AGENTAUTH_CIBA_INTERVAL", default_value_t = 2)]
+    pub ciba_interval: u32,
+
+    /// Backchannel approval requests: most pending requests one client (an
+    /// agent) may have open at once.
+    #[arg(long, env = "AGENTAUTH_CIBA_MAX_PER_CLIENT", default_value_t = 5)]
+    pub ciba_max_per_client: u32,
+
+    /// Backchannel approval requests: most pending requests waiting for one
+    /// owner, all clients together.
+    #[arg(long, env = "AGENTAUTH_CIBA_MAX_PER_OWNER", default_value_t = 20)]
+    pub ciba_max_per_owner: u32,
+
+    /// Lifetime in seconds of a token issued for approved authorization
+    /// details (one approved action; 30 to 300).
+    #[arg(long, env = "AGENTAUTH_APPROVAL_TOKEN_TTL", default_value_t = 300)]
+    pub approval_token_ttl: u32,
+
     /// Self-registered (open DCR) clients that get no token for this many
     /// seconds, and hold no consent and no live refresh token, are
     /// deleted by the upkeep task (default 30 days; 0: never).
@@ -436,6 +463,11 @@ impl Default for ServeArgs {
             pow_difficulty: 15,
             login_poll_interval: 5,
             max_open_login_requests: 100,
+            ciba_expiry: 300,
+            ciba_interval: 2,
+            ciba_max_per_client: 5,
+            ciba_max_per_owner: 20,
+            approval_token_ttl: 300,
             login_rate_per_minute: 120,
             pow_free_per_minute: 10,
             pow_login_unvouched: false,
@@ -639,6 +671,14 @@ pub struct Config {
     pub pow_difficulty: u32,
     pub login_poll_interval: i32,
     pub max_open_login_requests: u64,
+    /// Backchannel approval requests: default (and longest) life, poll
+    /// interval, and the caps on pending requests per client and per owner.
+    pub ciba_expiry: i64,
+    pub ciba_interval: i64,
+    pub ciba_max_per_client: u64,
+    pub ciba_max_per_owner: u64,
+    /// Lifetime of a token for approved authorization details.
+    pub approval_token_ttl: i64,
     pub login_rate_per_minute: u32,
     pub pow_free_per_minute: u64,
     /// Sites of kind `dynamic` or `metadata_document` may create login
@@ -789,6 +829,11 @@ impl Config {
             pow_difficulty: args.pow_difficulty.clamp(8, 32),
             login_poll_interval: i32::try_from(args.login_poll_interval.clamp(1, 60)).unwrap_or(5),
             max_open_login_requests: u64::from(args.max_open_login_requests.max(1)),
+            ciba_expiry: i64::from(args.ciba_expiry.clamp(30, 3600)),
+            ciba_interval: i64::from(args.ciba_interval.clamp(1, 60)),
+            ciba_max_per_client: u64::from(args.ciba_max_per_client.max(1)),
+            ciba_max_per_owner: u64::from(args.ciba_max_per_owner.max(1)),
+            approval_token_ttl: i64::from(args.approval_token_ttl.clamp(30, 300)),
             login_rate_per_minute: args.login_rate_per_minute.max(1),
             pow_free_per_minute: u64::from(args.pow_free_per_minute.max(1)),
             pow_login_unvouched: args.pow_login_unvouched,

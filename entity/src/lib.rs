@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod audit_log;
+pub mod backchannel_request;
 pub mod authorization_code;
 pub mod bridge_cert;
 pub mod ca_epoch;

@@ -19,6 +19,7 @@ mod m0013_console_agents;
 mod m0014_client_traces;
 mod m0015_status_lists;
 mod m0016_events;
+mod m0017_backchannel;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0014_client_traces::Migration),
             Box::new(m0015_status_lists::Migration),
             Box::new(m0016_events::Migration),
+            Box::new(m0017_backchannel::Migration),
         ]
     }
 }

@@ -503,6 +503,7 @@ impl From<Denial> for OAuthError {
             Denial::Target(why) => OAuthError::invalid_target(why),
             Denial::Scope(why) => OAuthError::invalid_scope(why),
             Denial::Client(why) => OAuthError::unauthorized_client(why),
+            Denial::Details(why) => OAuthError::invalid_authorization_details(why),
         }
     }
 }

@@ -374,6 +374,7 @@ async fn parse(
                 .map_or("any".to_string(), ToString::to_string)
         )),
         Denial::Client(why) => back("unauthorized_client", why),
+        Denial::Details(why) => back("invalid_authorization_details", why),
     };
     let targets = state
         .resources

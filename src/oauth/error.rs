@@ -105,6 +105,16 @@ impl OAuthError {
         e
     }
 
+    /// RFC 9396 §5 `invalid_authorization_details`.
+    pub fn invalid_authorization_details(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "invalid_authorization_details", description)
+    }
+
+    /// OpenID CIBA Core §13 `invalid_binding_message`.
+    pub fn invalid_binding_message(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "invalid_binding_message", description)
+    }
+
     /// RFC 7591 §3.2.2 `invalid_redirect_uri`.
     pub fn invalid_redirect_uri(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(400, "invalid_redirect_uri", description)

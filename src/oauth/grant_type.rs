@@ -20,6 +20,9 @@ pub const PASSPORT: &str = "urn:agentauth:params:grant-type:passport";
 pub const POW_LOGIN: &str = "urn:agentauth:params:grant-type:pow-login";
 /// A bridge certificate for a key the agent proves it holds.
 pub const BRIDGE_CERT: &str = "urn:agentauth:params:grant-type:bridge-cert";
+/// OpenID CIBA Core §10.1: a client redeeming an approved backchannel
+/// authentication request.
+pub const CIBA: &str = "urn:openid:params:grant-type:ciba";
 
 /// RFC 8693 §3 token type of an access token.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";

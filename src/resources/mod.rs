@@ -9,6 +9,7 @@
 //! default audience, unless the operator opens resources with
 //! `--open-resources`.
 
+pub mod details;
 pub mod metadata;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct ResourceRegistry {
     /// `{issuer}/agents/`: an agent as an audience, so that a user can
     /// delegate to it (token exchange takes such a token).
     agents_prefix: Option<String>,
+    /// RFC 9396 types the resources declared.
+    pub details: details::DetailTypes,
 }
 
 /// What a resource does with DPoP-bound tokens (`dpop` in the resources
@@ -93,6 +96,8 @@ pub enum Denial {
     Scope(String),
     /// RFC 6749 §5.2 `unauthorized_client`.
     Client(String),
+    /// RFC 9396 §5 `invalid_authorization_details`.
+    Details(String),
 }
 
 /// The `--resources-file` format.
@@ -122,6 +127,9 @@ struct FileEntry {
     dpop: Option<DpopPolicy>,
     #[serde(default)]
     accept_passports: bool,
+    /// RFC 9396 types this resource takes (`[[resource.authorization_details]]`).
+    #[serde(default)]
+    authorization_details: Vec<details::DetailType>,
 }
 
 /// What the registry is built from.
@@ -215,6 +223,7 @@ impl ResourceRegistry {
             open: sources.open || file.open_resources,
             default_client_credentials,
             agents_prefix: sources.issuer.map(crate::store::agents::audience_prefix),
+            details: Default::default(),
         };
         for entry in file.resources {
             let scopes = Scope::parse(&entry.scopes.join(" "))
@@ -236,6 +245,12 @@ impl ResourceRegistry {
                     ));
                 }
             };
+            for declared in entry.authorization_details {
+                registry
+                    .details
+                    .add(&entry.uri, declared)
+                    .map_err(|e| format!("resource {:?}: {e}", entry.uri))?;
+            }
             registry.add(Resource {
                 name: entry.name.unwrap_or_else(|| entry.uri.clone()),
                 scopes: Some(scopes),
@@ -360,6 +375,14 @@ impl ResourceRegistry {
     pub fn passport_target(&self, uri: &str) -> Option<&Resource> {
         self.get(uri)
             .or_else(|| same_resource(uri, &self.default.uri).then_some(&self.default))
+    }
+
+    /// RFC 9396 §5: a request's `authorization_details`, checked against
+    /// the declared types, each entry with its `locations` filled in.
+    pub fn check_details(&self, text: &str) -> Result<Vec<serde_json::Value>, Denial> {
+        details::parse(text)
+            .and_then(|entries| self.details.check(entries))
+            .map_err(|why| Denial::Details(format!("authorization_details: {why}")))
     }
 
     /// The resources a request names, as registered. Unregistered ones are

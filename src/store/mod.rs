@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod backchannel;
 pub mod bridge;
 pub mod clients;
 pub mod delegations;
@@ -143,6 +144,7 @@ pub async fn purge_expired(db: &impl ConnectionTrait, now: i64) -> StoreResult<u
         + revocations::purge(db, now).await?
         + grants::purge(db, now).await?
         + login_requests::purge(db, now).await?
+        + backchannel::purge(db, now).await?
         + bridge::purge(db, now).await?
         + passkeys::purge(db, now).await?
         + delegations::purge(db, now).await?
