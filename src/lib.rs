@@ -7,6 +7,7 @@
 //! section.
 
 pub mod accounts;
+pub mod approvals;
 pub mod agents;
 pub mod audit;
 pub mod cli;

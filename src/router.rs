@@ -36,6 +36,7 @@ pub fn build(state: AppState) -> Router {
                 .delete(http::register::delete),
         )
         .route("/token", post(http::token::post))
+        .route("/bc-authorize", post(http::backchannel::post))
         .route("/introspect", post(http::introspect::post))
         .route("/doctor/refusals", post(http::refusals::post))
         .route("/revoke", post(http::revoke::post))

@@ -75,6 +75,8 @@ pub struct State {
     pub resources: Arc<Resources>,
     /// Security events pushed to registered receivers (SSF 1.0, RFC 8935).
     pub events: Arc<Events>,
+    /// Backchannel approvals (CIBA): ping sealing and sending.
+    pub approvals: Arc<crate::approvals::Approvals>,
     /// RFC 8414 metadata, serialized once.
     pub metadata_json: String,
     pub templates: minijinja::Environment<'static>,
@@ -128,6 +130,7 @@ impl State {
         let fetcher =
             Fetcher::new(config.insecure_fetch).map_err(|e| StartError::Fetch(e.to_string()))?;
         let event_fetcher = fetcher.clone();
+        let approvals = Arc::new(crate::approvals::Approvals::new(&kek, fetcher.clone())?);
         let jwks = Jwks::new(fetcher.clone());
         let grants = Arc::new(Registry::standard());
         let resources = Arc::new(Resources {
@@ -229,6 +232,7 @@ impl State {
                     true => &[crate::oauth::metadata::ID_JAG_PROFILE],
                     false => &[],
                 },
+                &resources.registry.details.names(),
             )
             .to_string(),
             grants,
@@ -237,6 +241,7 @@ impl State {
             agents,
             resources,
             events,
+            approvals,
             registration_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             templates: crate::templates::environment(),
             csrf_key,

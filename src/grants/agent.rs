@@ -18,11 +18,20 @@ use crate::store::agents::AgentRow;
 /// whatever it got would be born dead: `temporarily_unavailable`, retry
 /// after a second.
 pub async fn agent_of(cx: &Env<'_>, req: &TokenRequest<'_>) -> Result<Arc<AgentRow>, Error> {
-    if !req.client.client.kind.is_agent() {
+    agent_of_client(cx.agents, req.client, req.now).await
+}
+
+/// [`agent_of`] for any endpoint an agent authenticates at.
+pub async fn agent_of_client(
+    agents: &crate::agents::Agents,
+    client: &crate::clients::AuthenticatedClient,
+    now: i64,
+) -> Result<Arc<AgentRow>, Error> {
+    if !client.client.kind.is_agent() {
         return Err(OAuthError::unauthorized_client("only agents may use this grant").into());
     }
-    match cx.agents.get(req.client.client_id()).await? {
-        Some(agent) if agent.honours(req.now) => Ok(agent),
+    match agents.get(client.client_id()).await? {
+        Some(agent) if agent.honours(now) => Ok(agent),
         Some(agent) if agent.active => {
             let mut e = OAuthError::new(
                 503,

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod authorize;
+pub mod backchannel;
 pub mod bridge;
 pub mod console;
 pub mod dpop;

@@ -103,6 +103,13 @@ pub struct ClientMetadataRequest {
     /// `["none", "private_key_jwt"]`). Ignored at `/register`.
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// OpenID CIBA Core §4: `poll` or `ping` (`push` is not offered).
+    pub backchannel_token_delivery_mode: Option<String>,
+    pub backchannel_client_notification_endpoint: Option<String>,
+    /// Signed authentication requests and user codes are not offered;
+    /// registering them is refused rather than ignored.
+    pub backchannel_authentication_request_signing_alg: Option<String>,
+    pub backchannel_user_code_parameter: Option<bool>,
     /// Only meaningful in an RFC 7592 update, where it must match.
     pub client_id: Option<String>,
 }
@@ -145,6 +152,26 @@ pub struct ClientMetadata {
     /// documents only; never a shared-secret method).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_auth_methods: Vec<AuthMethod>,
+    /// OpenID CIBA Core §4, for clients registered for the CIBA grant
+    /// (`poll` when they named none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_token_delivery_mode: Option<DeliveryMode>,
+    /// Ping mode: where the server notifies the client (https, fetched
+    /// through the SSRF-guarded fetcher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_client_notification_endpoint: Option<String>,
+}
+
+/// OpenID CIBA Core §5: how a client learns that its request was
+/// answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// The client polls the token endpoint.
+    Poll,
+    /// The server calls the client's notification endpoint; the client
+    /// then asks the token endpoint once.
+    Ping,
 }
 
 /// OpenID Connect Registration §2 `application_type`. A `web` client
@@ -352,6 +379,27 @@ impl ClientMetadata {
             ));
         }
 
+        let ciba = grant_types
+            .iter()
+            .any(|g| g == crate::oauth::grant_type::CIBA);
+        let (backchannel_token_delivery_mode, backchannel_client_notification_endpoint) =
+            backchannel(
+                ciba,
+                req.backchannel_token_delivery_mode.as_deref(),
+                req.backchannel_client_notification_endpoint,
+                policy.insecure_fetch,
+            )?;
+        if req.backchannel_authentication_request_signing_alg.is_some() {
+            return Err(OAuthError::invalid_client_metadata(
+                "signed backchannel authentication requests are not supported",
+            ));
+        }
+        if req.backchannel_user_code_parameter == Some(true) {
+            return Err(OAuthError::invalid_client_metadata(
+                "backchannel user codes are not supported",
+            ));
+        }
+
         let metadata = Self {
             redirect_uris,
             token_endpoint_auth_method,
@@ -372,6 +420,8 @@ impl ClientMetadata {
             dpop_bound_access_tokens: req.dpop_bound_access_tokens.unwrap_or(false),
             application_type,
             other_auth_methods: Vec::new(),
+            backchannel_token_delivery_mode,
+            backchannel_client_notification_endpoint,
         };
         // Each grant's own rule for the clients that use it.
         for g in &metadata.grant_types {
@@ -429,6 +479,52 @@ fn https_uri(field: &str, uri: String, home: Option<&Url>) -> Result<String, OAu
         }
     }
     Ok(uri)
+}
+
+/// OpenID CIBA Core §4 (Registration): the delivery mode of a client
+/// registered for the CIBA grant, and its notification endpoint (ping
+/// only, fetched like `jwks_uri`).
+fn backchannel(
+    ciba: bool,
+    mode: Option<&str>,
+    endpoint: Option<String>,
+    insecure: bool,
+) -> Result<(Option<DeliveryMode>, Option<String>), OAuthError> {
+    let mode = match (ciba, mode) {
+        (false, None) if endpoint.is_none() => return Ok((None, None)),
+        (false, _) => {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "backchannel delivery is for clients registered for the {} grant",
+                crate::oauth::grant_type::CIBA
+            )));
+        }
+        (true, None | Some("poll")) => DeliveryMode::Poll,
+        (true, Some("ping")) => DeliveryMode::Ping,
+        (true, Some(other)) => {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "backchannel_token_delivery_mode {other:?} is not supported (poll or ping)"
+            )));
+        }
+    };
+    let endpoint = match (mode, endpoint) {
+        (DeliveryMode::Ping, Some(uri)) => Some(fetchable_uri(
+            "backchannel_client_notification_endpoint",
+            uri,
+            insecure,
+        )?),
+        (DeliveryMode::Ping, None) => {
+            return Err(OAuthError::invalid_client_metadata(
+                "ping mode needs a backchannel_client_notification_endpoint",
+            ));
+        }
+        (DeliveryMode::Poll, Some(_)) => {
+            return Err(OAuthError::invalid_client_metadata(
+                "backchannel_client_notification_endpoint is for ping mode only",
+            ));
+        }
+        (DeliveryMode::Poll, None) => None,
+    };
+    Ok((Some(mode), endpoint))
 }
 
 /// A URI the server will fetch (`jwks_uri`): https only, no userinfo, no

@@ -22,12 +22,14 @@ pub const ID_JAG_PROFILE: &str = "urn:ietf:params:oauth:grant-profile:id-jag";
 /// The metadata document of `issuer`; `grant_types` comes from the grant
 /// registry, `scopes_supported` from the resource registry,
 /// `grant_profiles` (`authorization_grant_profiles_supported`, left out
-/// when empty) from the federation file.
+/// when empty) from the federation file, `details_types` (RFC 9396 §10
+/// `authorization_details_types_supported`) from the resources file.
 pub fn document(
     issuer: &str,
     scopes_supported: Option<&Scope>,
     grant_types: &[&str],
     grant_profiles: &[&str],
+    details_types: &[&str],
 ) -> Value {
     let endpoint = |path: &str| format!("{issuer}{path}");
     let mut doc = json!({
@@ -64,6 +66,29 @@ pub fn document(
             "scopes_supported".into(),
             json!(scopes.iter().collect::<Vec<_>>()),
         );
+    }
+    if let Some(obj) = doc.as_object_mut() {
+        // RFC 9396 §10: listed even when empty, so that a client learns
+        // that the parameter is understood.
+        obj.insert(
+            "authorization_details_types_supported".into(),
+            json!(details_types),
+        );
+        if grant_types.contains(&super::grant_type::CIBA) {
+            // OpenID CIBA Core §4.
+            obj.insert(
+                "backchannel_authentication_endpoint".into(),
+                json!(endpoint("/bc-authorize")),
+            );
+            obj.insert(
+                "backchannel_token_delivery_modes_supported".into(),
+                json!(["poll", "ping"]),
+            );
+            obj.insert(
+                "backchannel_user_code_parameter_supported".into(),
+                json!(false),
+            );
+        }
     }
     if let (false, Some(obj)) = (grant_profiles.is_empty(), doc.as_object_mut()) {
         obj.insert(
