@@ -118,6 +118,17 @@ pub fn build(state: AppState) -> Router {
         .route("/account/agents/{id}", get(http::console::show))
         .route("/account/agents/{id}/confirm", get(http::console::confirm))
         .route("/account/agents/{id}/{action}", post(http::console::act))
+        .route("/account/approvals", get(http::approvals::page))
+        .route("/account/approvals/events", get(http::approvals::events))
+        .route(
+            "/account/approvals/{id}/options",
+            post(http::approvals::options),
+        )
+        .route(
+            "/account/approvals/{id}/approve",
+            post(http::approvals::approve),
+        )
+        .route("/account/approvals/{id}/deny", post(http::approvals::deny))
         .route("/account/passkeys", get(http::passkeys::page))
         .route(
             "/account/passkeys/{id}/confirm",

@@ -56,14 +56,14 @@ fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
 /// this node while it lives (SECURITY.md, "Proof-of-work login"): addresses are cheap for
 /// an attacker, so a site's streams and the node's are capped too
 /// (`--login-streams-per-site`, `--login-streams`).
-struct StreamSlot {
+pub(super) struct StreamSlot {
     state: AppState,
     ip: Option<std::net::IpAddr>,
     site: String,
 }
 
 impl StreamSlot {
-    fn take(state: &AppState, ip: Option<std::net::IpAddr>, site: &str) -> Result<Self> {
+    pub(super) fn take(state: &AppState, ip: Option<std::net::IpAddr>, site: &str) -> Result<Self> {
         let poisoned = || Error::Internal("stream counter poisoned".into());
         // Lock order: address, then node.
         let mut by_ip = state.agents.login_streams.lock().map_err(|_| poisoned())?;

@@ -1,6 +1,7 @@
 //! HTTP endpoints, one file each, plus the extractors they share.
 
 pub mod account;
+pub mod approvals;
 pub mod authorize;
 pub mod backchannel;
 pub mod bridge;

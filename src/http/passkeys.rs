@@ -37,7 +37,7 @@ const LOGIN: &str = "login";
 /// wait (the password form's per-IP budget, shared with it).
 const FAILURES_PER_IP: u32 = 30;
 
-fn refuse(status: u16, why: impl Into<std::borrow::Cow<'static, str>>) -> crate::error::Error {
+pub(super) fn refuse(status: u16, why: impl Into<std::borrow::Cow<'static, str>>) -> crate::error::Error {
     let code = match status {
         401 => "access_denied",
         403 => "forbidden",
@@ -50,12 +50,12 @@ fn not_yours() -> crate::error::Error {
     refuse(403, "this passkey is not yours")
 }
 
-fn relying_party(state: &AppStateInner) -> Result<RelyingParty> {
+pub(super) fn relying_party(state: &AppStateInner) -> Result<RelyingParty> {
     RelyingParty::from_issuer(&state.config.issuer)
         .ok_or_else(|| crate::error::Error::Internal("the issuer has no host".into()))
 }
 
-fn check_csrf(state: &AppStateInner, headers: &HeaderMap, form: &OAuthForm) -> Result<()> {
+pub(super) fn check_csrf(state: &AppStateInner, headers: &HeaderMap, form: &OAuthForm) -> Result<()> {
     if pages::csrf_ok(state, headers, form.get("csrf_token")) {
         Ok(())
     } else {
@@ -63,20 +63,34 @@ fn check_csrf(state: &AppStateInner, headers: &HeaderMap, form: &OAuthForm) -> R
     }
 }
 
-fn b64(form: &OAuthForm, name: &'static str) -> Result<Vec<u8>> {
+pub(super) fn b64(form: &OAuthForm, name: &'static str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(form.get(name).unwrap_or_default())
         .map_err(|_| refuse(400, format!("{name} is not base64url")))
 }
 
 /// Starts a ceremony: stores its challenge and sets the cookie naming it.
-async fn begin(
+pub(super) async fn begin(
     state: &AppStateInner,
     purpose: &str,
     user_id: Option<String>,
 ) -> Result<([u8; 32], Option<axum::http::HeaderValue>)> {
+    begin_bound(state, purpose, user_id, None).await
+}
+
+/// [`begin`], with the challenge's last 16 bytes set to `bound` (what
+/// the ceremony is for: the authenticator signs it with the challenge).
+pub(super) async fn begin_bound(
+    state: &AppStateInner,
+    purpose: &str,
+    user_id: Option<String>,
+    bound: Option<[u8; 16]>,
+) -> Result<([u8; 32], Option<axum::http::HeaderValue>)> {
     let id = random_token()?;
-    let challenge = random_bytes::<32>()?;
+    let mut challenge = random_bytes::<32>()?;
+    if let Some(bound) = bound {
+        challenge[16..].copy_from_slice(&bound);
+    }
     store::passkeys::put_challenge(
         &state.db,
         store::passkeys::ChallengeRow {
@@ -99,7 +113,7 @@ async fn begin(
 }
 
 /// Redeems the ceremony the browser's cookie names.
-async fn finish(
+pub(super) async fn finish(
     state: &AppStateInner,
     headers: &HeaderMap,
     purpose: &str,
@@ -112,7 +126,7 @@ async fn finish(
         .ok_or_else(|| refuse(400, "the passkey ceremony expired or was used; start again"))
 }
 
-fn clear_ceremony(state: &AppStateInner) -> Option<axum::http::HeaderValue> {
+pub(super) fn clear_ceremony(state: &AppStateInner) -> Option<axum::http::HeaderValue> {
     pages::set_cookie(state, CEREMONY_COOKIE, "", 0, cookie::SameSite::Strict)
 }
 
@@ -132,7 +146,7 @@ fn sign_in_again_json() -> Response {
     r
 }
 
-fn json_with(body: serde_json::Value, cookies: Vec<Option<axum::http::HeaderValue>>) -> Response {
+pub(super) fn json_with(body: serde_json::Value, cookies: Vec<Option<axum::http::HeaderValue>>) -> Response {
     let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
@@ -331,7 +345,26 @@ async fn verify_login(
     headers: &HeaderMap,
     form: &OAuthForm,
 ) -> Result<(String, String)> {
-    let ceremony = finish(state, headers, LOGIN).await?;
+    verify_assertion_for(state, headers, form, LOGIN, None).await
+}
+
+/// The user and passkey an assertion proves, for the ceremony of
+/// `purpose` this browser started (user presence and verification both
+/// checked: [`webauthn::verify_assertion`]), and, given `bound`, for the
+/// thing its challenge was bound to ([`begin_bound`]).
+pub(super) async fn verify_assertion_for(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+    purpose: &str,
+    bound: Option<[u8; 16]>,
+) -> Result<(String, String)> {
+    let ceremony = finish(state, headers, purpose).await?;
+    if let Some(bound) = bound
+        && ceremony.challenge.get(16..) != Some(&bound[..])
+    {
+        return Err(refuse(400, "this passkey ceremony was started for something else; start again"));
+    }
     let credential_id = b64(form, "credential_id")?;
     let client_data_json = b64(form, "client_data_json")?;
     let authenticator_data = b64(form, "authenticator_data")?;
