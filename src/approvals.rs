@@ -75,7 +75,8 @@ impl Approvals {
     /// background; a client that is not reached learns the answer when it
     /// next asks the token endpoint.
     pub fn ping(self: &std::sync::Arc<Self>, db: Db, row: BackchannelRow, now: i64) {
-        let (Some(endpoint), Some(sealed)) = (row.notify_endpoint.clone(), row.notify_sealed.clone())
+        let (Some(endpoint), Some(sealed)) =
+            (row.notify_endpoint.clone(), row.notify_sealed.clone())
         else {
             return;
         };

@@ -7,8 +7,8 @@
 //! section.
 
 pub mod accounts;
-pub mod approvals;
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod clients;

@@ -27,7 +27,10 @@ pub fn environment() -> Environment<'static> {
         ),
         ("admin.html", include_str!("../templates/admin.html")),
         ("passkeys.html", include_str!("../templates/passkeys.html")),
-        ("approvals.html", include_str!("../templates/approvals.html")),
+        (
+            "approvals.html",
+            include_str!("../templates/approvals.html"),
+        ),
         (
             "page_error.html",
             include_str!("../templates/page_error.html"),

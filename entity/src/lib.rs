@@ -5,8 +5,8 @@
 
 pub mod agent;
 pub mod audit_log;
-pub mod backchannel_request;
 pub mod authorization_code;
+pub mod backchannel_request;
 pub mod bridge_cert;
 pub mod ca_epoch;
 pub mod client;

@@ -41,7 +41,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(B::Table)
-                    .col(ColumnDef::new(B::Id).string_len(64).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(B::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(B::ReqHash).binary().not_null().unique_key())
                     .col(ColumnDef::new(B::ClientId).string_len(512).not_null())
                     .col(ColumnDef::new(B::AgentId).string_len(64).null())

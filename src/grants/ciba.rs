@@ -15,7 +15,6 @@
 //!   give it a second life. A standing grant is what the authorization
 //!   code flow is for.
 
-use agentauth_resource::claims::Actor;
 use super::{AccessTokenRequest, Env, Grant, GrantFuture, TokenRequest, TokenResponse};
 use crate::crypto::sha256;
 use crate::error::{Error, OAuthError};
@@ -25,6 +24,7 @@ use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
 use crate::store::audit::AuditEvent;
 use crate::store::backchannel::{self, APPROVED, BackchannelRow, DENIED};
+use agentauth_resource::claims::Actor;
 use serde_json::json;
 
 pub struct Ciba;
@@ -94,7 +94,9 @@ async fn deliver(
         .as_deref()
         .map(serde_json::from_str)
         .transpose()
-        .map_err(|_| Error::Internal(format!("backchannel request {} holds bad details", row.id)))?;
+        .map_err(|_| {
+            Error::Internal(format!("backchannel request {} holds bad details", row.id))
+        })?;
     if details.is_some() && req.jkt().is_none() {
         return Err(OAuthError::invalid_dpop_proof(
             "a token for approved authorization details is DPoP-bound; send a DPoP proof",
@@ -131,7 +133,12 @@ async fn deliver(
         None => (None, None),
     };
     let resources: Vec<ResourceUri> = serde_json::from_str::<Vec<String>>(&row.resources)
-        .map_err(|_| Error::Internal(format!("backchannel request {} holds bad resources", row.id)))?
+        .map_err(|_| {
+            Error::Internal(format!(
+                "backchannel request {} holds bad resources",
+                row.id
+            ))
+        })?
         .iter()
         .filter_map(|r| ResourceUri::parse(r).ok())
         .collect();
@@ -139,10 +146,9 @@ async fn deliver(
     // The delivery is claimed before signing: a token is issued at most
     // once, and a failure after the claim loses only this request.
     if !backchannel::claim_delivery(cx.db, &row.id, req.now).await? {
-        return Err(OAuthError::invalid_grant(
-            "the token of this request was already delivered",
-        )
-        .into());
+        return Err(
+            OAuthError::invalid_grant("the token of this request was already delivered").into(),
+        );
     }
     let with_details = details.is_some();
     let issued = super::issue_access_token(

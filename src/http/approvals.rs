@@ -139,7 +139,11 @@ pub async fn events(
                 let now = state.now();
                 match backchannel::pending_for_user(&state.db, &user, now).await {
                     Ok(rows) => {
-                        let ids = rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(",");
+                        let ids = rows
+                            .iter()
+                            .map(|r| r.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",");
                         if last.as_deref() != Some(ids.as_str()) {
                             drop(notified);
                             let event = Event::default().event("pending").data(ids.clone());
@@ -205,11 +209,18 @@ pub async fn options(
         .map(|p| p.credential_id)
         .collect();
     if allow.is_empty() {
-        return Err(refuse(400, "you have no passkey; approve with your password"));
+        return Err(refuse(
+            400,
+            "you have no passkey; approve with your password",
+        ));
     }
-    let (challenge, cookie) =
-        passkeys::begin_bound(&state, APPROVE, Some(session.user_id.clone()), Some(bound(&id)))
-            .await?;
+    let (challenge, cookie) = passkeys::begin_bound(
+        &state,
+        APPROVE,
+        Some(session.user_id.clone()),
+        Some(bound(&id)),
+    )
+    .await?;
     let options = passkeys::relying_party(&state)?.request_options(&challenge, &allow);
     Ok(json_with(json!({ "publicKey": options }), vec![cookie]))
 }
@@ -266,7 +277,11 @@ pub async fn approve(
 }
 
 /// The owner's password, with the failure budget of sign-in.
-async fn check_password(state: &AppStateInner, user_id: &str, password: Option<&str>) -> Result<()> {
+async fn check_password(
+    state: &AppStateInner,
+    user_id: &str,
+    password: Option<&str>,
+) -> Result<()> {
     let key = format!("approve:{user_id}");
     if state
         .login_failures
@@ -282,9 +297,7 @@ async fn check_password(state: &AppStateInner, user_id: &str, password: Option<&
         .await?
         .map(|u| u.password_hash);
     let ok = match password {
-        Some(p) if !p.is_empty() => {
-            crate::accounts::verify_password(stored, p.to_string()).await
-        }
+        Some(p) if !p.is_empty() => crate::accounts::verify_password(stored, p.to_string()).await,
         _ => false,
     };
     if !ok {

@@ -43,7 +43,9 @@ pub fn check_binding_message(text: &str) -> std::result::Result<(), OAuthError> 
         return Err(bad("is empty"));
     }
     if text.chars().count() > MAX_BINDING_MESSAGE {
-        return Err(bad(&format!("is longer than {MAX_BINDING_MESSAGE} characters")));
+        return Err(bad(&format!(
+            "is longer than {MAX_BINDING_MESSAGE} characters"
+        )));
     }
     let hidden = |c: char| {
         c.is_control()
@@ -85,7 +87,9 @@ pub async fn post(
         .agents
         .login_limiter
         .check_key(&format!("ciba:{client_id}"))
-        .map_err(|not_until| OAuthError::too_many_requests(crate::clock::retry_after(&not_until)))?;
+        .map_err(|not_until| {
+            OAuthError::too_many_requests(crate::clock::retry_after(&not_until))
+        })?;
 
     // §7.1: exactly one hint; we take `login_hint`, a user name.
     for unsupported in ["login_hint_token", "id_token_hint"] {
@@ -159,10 +163,11 @@ pub async fn post(
         for l in &locations {
             requested.push(ResourceUri::parse(l).map_err(|why| OAuthError::invalid_target(why))?);
         }
-    } else if let Some(l) = locations
-        .iter()
-        .find(|l| !requested.iter().any(|r| crate::resources::same_resource(r.as_str(), l)))
-    {
+    } else if let Some(l) = locations.iter().find(|l| {
+        !requested
+            .iter()
+            .any(|r| crate::resources::same_resource(r.as_str(), l))
+    }) {
         return Err(OAuthError::invalid_authorization_details(format!(
             "authorization_details names {l:?}, which is not among the requested resources"
         ))
@@ -209,7 +214,8 @@ pub async fn post(
     if backchannel::open_for_client(&state.db, &client_id, now).await?
         >= state.config.ciba_max_per_client
     {
-        let mut e = OAuthError::too_many_requests(u64::try_from(state.config.ciba_interval).unwrap_or(2));
+        let mut e =
+            OAuthError::too_many_requests(u64::try_from(state.config.ciba_interval).unwrap_or(2));
         e.description = Some("this client has too many pending backchannel requests".into());
         return Err(e.into());
     }
@@ -218,7 +224,8 @@ pub async fn post(
             >= state.config.ciba_max_per_owner
     {
         // The client may ask this owner, so saying so reveals nothing.
-        let mut e = OAuthError::too_many_requests(u64::try_from(state.config.ciba_interval).unwrap_or(2));
+        let mut e =
+            OAuthError::too_many_requests(u64::try_from(state.config.ciba_interval).unwrap_or(2));
         e.description = Some("the owner has too many pending requests; try later".into());
         return Err(e.into());
     }
@@ -229,7 +236,9 @@ pub async fn post(
         (true, Some(token)) => Some(state.approvals.seal_ping(&id, &auth_req_id, token)?),
         _ => None,
     };
-    let details_json = details.as_ref().map(|d| serde_json::Value::from(d.clone()).to_string());
+    let details_json = details
+        .as_ref()
+        .map(|d| serde_json::Value::from(d.clone()).to_string());
     backchannel::insert(
         &state.db,
         NewRequest {
@@ -240,7 +249,10 @@ pub async fn post(
             user_id: asked.clone(),
             scope: scope.to_string(),
             resources: serde_json::Value::from(
-                resources.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
+                resources
+                    .iter()
+                    .map(|r| r.as_str().to_string())
+                    .collect::<Vec<_>>(),
             )
             .to_string(),
             authorization_details: details_json,
@@ -249,7 +261,10 @@ pub async fn post(
             expires_at: now + expiry,
             poll_interval: i32::try_from(state.config.ciba_interval).unwrap_or(2),
             notify_endpoint: match ping {
-                true => record.metadata.backchannel_client_notification_endpoint.clone(),
+                true => record
+                    .metadata
+                    .backchannel_client_notification_endpoint
+                    .clone(),
                 false => None,
             },
             notify_sealed,

@@ -86,6 +86,9 @@ struct ActiveToken {
     agent_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
+    /// RFC 9396 §9.2: the approved details, as the token carries them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<Vec<serde_json::Value>>,
 }
 
 pub async fn post(
@@ -122,6 +125,7 @@ pub async fn post(
             act: claims.act,
             agent_id: claims.agent_id,
             owner: claims.owner,
+            authorization_details: claims.authorization_details,
         })),
         None if token.matches('.').count() == 2 => match live_passport(&state.tokens, token).await?
         {

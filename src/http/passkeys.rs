@@ -37,7 +37,10 @@ const LOGIN: &str = "login";
 /// wait (the password form's per-IP budget, shared with it).
 const FAILURES_PER_IP: u32 = 30;
 
-pub(super) fn refuse(status: u16, why: impl Into<std::borrow::Cow<'static, str>>) -> crate::error::Error {
+pub(super) fn refuse(
+    status: u16,
+    why: impl Into<std::borrow::Cow<'static, str>>,
+) -> crate::error::Error {
     let code = match status {
         401 => "access_denied",
         403 => "forbidden",
@@ -55,7 +58,11 @@ pub(super) fn relying_party(state: &AppStateInner) -> Result<RelyingParty> {
         .ok_or_else(|| crate::error::Error::Internal("the issuer has no host".into()))
 }
 
-pub(super) fn check_csrf(state: &AppStateInner, headers: &HeaderMap, form: &OAuthForm) -> Result<()> {
+pub(super) fn check_csrf(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+) -> Result<()> {
     if pages::csrf_ok(state, headers, form.get("csrf_token")) {
         Ok(())
     } else {
@@ -146,7 +153,10 @@ fn sign_in_again_json() -> Response {
     r
 }
 
-pub(super) fn json_with(body: serde_json::Value, cookies: Vec<Option<axum::http::HeaderValue>>) -> Response {
+pub(super) fn json_with(
+    body: serde_json::Value,
+    cookies: Vec<Option<axum::http::HeaderValue>>,
+) -> Response {
     let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
@@ -363,7 +373,10 @@ pub(super) async fn verify_assertion_for(
     if let Some(bound) = bound
         && ceremony.challenge.get(16..) != Some(&bound[..])
     {
-        return Err(refuse(400, "this passkey ceremony was started for something else; start again"));
+        return Err(refuse(
+            400,
+            "this passkey ceremony was started for something else; start again",
+        ));
     }
     let credential_id = b64(form, "credential_id")?;
     let client_data_json = b64(form, "client_data_json")?;

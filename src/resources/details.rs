@@ -118,7 +118,10 @@ impl DetailType {
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() || self.name.len() > 128 || self.name.contains(char::is_whitespace)
         {
-            return Err(format!("authorization details type {:?}: a type is one token of at most 128 characters", self.name));
+            return Err(format!(
+                "authorization details type {:?}: a type is one token of at most 128 characters",
+                self.name
+            ));
         }
         for name in self.fields.keys() {
             if name == "type" || COMMON.iter().any(|(c, _)| c == name) {
@@ -154,10 +157,7 @@ impl DetailType {
                 (Some(f), _) => (f.kind, f.max_length.unwrap_or(DEFAULT_MAX_LENGTH)),
                 (None, Some((_, kind))) => (*kind, DEFAULT_MAX_LENGTH),
                 (None, None) => {
-                    return Err(format!(
-                        "type {:?} has no member {member:?}",
-                        self.name
-                    ));
+                    return Err(format!("type {:?} has no member {member:?}", self.name));
                 }
             };
             if !kind.holds(value) {
@@ -207,7 +207,10 @@ impl DetailType {
         let mut fields = Vec::new();
         for (name, field) in &self.fields {
             if entry.get(name).is_some() {
-                fields.push((field.label.clone().unwrap_or_else(|| name.clone()), text(name)));
+                fields.push((
+                    field.label.clone().unwrap_or_else(|| name.clone()),
+                    text(name),
+                ));
             }
         }
         for (name, _) in COMMON {
@@ -216,7 +219,10 @@ impl DetailType {
             }
         }
         Described {
-            kind: self.description.clone().unwrap_or_else(|| self.name.clone()),
+            kind: self
+                .description
+                .clone()
+                .unwrap_or_else(|| self.name.clone()),
             sentence,
             fields,
         }
@@ -250,7 +256,10 @@ fn words(value: &Value) -> String {
 }
 
 fn placeholders(render: &str) -> impl Iterator<Item = &str> {
-    render.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(p, _)| p))
+    render
+        .split('{')
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(p, _)| p))
 }
 
 /// The parsed `authorization_details` parameter: a JSON array of at most
@@ -259,8 +268,7 @@ pub fn parse(text: &str) -> Result<Vec<Map<String, Value>>, String> {
     if text.len() > MAX_JSON_BYTES {
         return Err(format!("longer than {MAX_JSON_BYTES} bytes"));
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|_| "not a JSON array".to_string())?;
+    let value: Value = serde_json::from_str(text).map_err(|_| "not a JSON array".to_string())?;
     let Value::Array(list) = value else {
         return Err("not a JSON array".into());
     };
@@ -300,8 +308,10 @@ impl DetailTypes {
                 declared.name
             )),
             None => {
-                self.types
-                    .insert(declared.name.clone(), (declared, vec![resource.to_string()]));
+                self.types.insert(
+                    declared.name.clone(),
+                    (declared, vec![resource.to_string()]),
+                );
                 Ok(())
             }
         }
@@ -327,7 +337,10 @@ impl DetailTypes {
         entries
             .iter()
             .map(|entry| {
-                let name = entry.get("type").and_then(Value::as_str).unwrap_or_default();
+                let name = entry
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 match self.get(name) {
                     Some(t) => t.describe(entry),
                     None => Described {
@@ -443,14 +456,18 @@ mod tests {
 
     #[test]
     fn a_valid_entry_gets_its_location() {
-        let out = check(r#"[{"type":"mcp_tool_call","tool":"delete_note","arguments":{"id":"n2"}}]"#)
-            .unwrap();
+        let out =
+            check(r#"[{"type":"mcp_tool_call","tool":"delete_note","arguments":{"id":"n2"}}]"#)
+                .unwrap();
         assert_eq!(out[0]["locations"], json!(["https://MCP.example.com/mcp"]));
         let named = check(
             r#"[{"type":"mcp_tool_call","tool":"x","locations":["https://mcp.example.com/mcp"]}]"#,
         )
         .unwrap();
-        assert_eq!(named[0]["locations"], json!(["https://MCP.example.com/mcp"]));
+        assert_eq!(
+            named[0]["locations"],
+            json!(["https://MCP.example.com/mcp"])
+        );
         assert_eq!(locations(&named), ["https://MCP.example.com/mcp"]);
     }
 
@@ -474,9 +491,15 @@ mod tests {
         ] {
             assert!(check(bad).is_err(), "{bad}");
         }
-        let many = format!("[{}]", vec![r#"{"type":"mcp_tool_call","tool":"x"}"#; 9].join(","));
+        let many = format!(
+            "[{}]",
+            vec![r#"{"type":"mcp_tool_call","tool":"x"}"#; 9].join(",")
+        );
         assert!(check(&many).is_err());
-        let big = format!(r#"[{{"type":"mcp_tool_call","tool":"x","arguments":{{"a":"{}"}}}}]"#, "a".repeat(9000));
+        let big = format!(
+            r#"[{{"type":"mcp_tool_call","tool":"x","arguments":{{"a":"{}"}}}}]"#,
+            "a".repeat(9000)
+        );
         assert!(check(&big).is_err());
     }
 
@@ -488,8 +511,13 @@ mod tests {
         assert_eq!(d.kind, "One call of one tool");
         assert_eq!(d.sentence, r#"Call delete_note with {"id":"n2"}"#);
         assert!(d.fields.contains(&("tool".into(), "delete_note".into())));
-        assert!(d.fields.contains(&("locations".into(), "https://mcp.example.com/mcp".into())));
-        let none = types().describe(&[json!({"type":"mcp_tool_call","tool":"list"})]).remove(0);
+        assert!(
+            d.fields
+                .contains(&("locations".into(), "https://mcp.example.com/mcp".into()))
+        );
+        let none = types()
+            .describe(&[json!({"type":"mcp_tool_call","tool":"list"})])
+            .remove(0);
         assert_eq!(none.sentence, "Call list with (not given)");
     }
 
@@ -499,15 +527,27 @@ mod tests {
         t.render = "Call {nothing}".into();
         assert!(t.validate().is_err());
         let mut t = tool_call();
-        t.fields.insert("locations".into(), Field { kind: Kind::String, required: false, max_length: None, label: None });
+        t.fields.insert(
+            "locations".into(),
+            Field {
+                kind: Kind::String,
+                required: false,
+                max_length: None,
+                label: None,
+            },
+        );
         assert!(t.validate().is_err());
         let mut types = types();
         let mut other = tool_call();
         other.render = "Different".into();
         assert!(types.add("https://b.example/", other).is_err());
         assert!(types.add("https://b.example/", tool_call()).is_ok());
-        assert!(types.check(parse(r#"[{"type":"mcp_tool_call","tool":"x"}]"#).unwrap()).is_err(),
-                "two resources take the type: locations must say which");
+        assert!(
+            types
+                .check(parse(r#"[{"type":"mcp_tool_call","tool":"x"}]"#).unwrap())
+                .is_err(),
+            "two resources take the type: locations must say which"
+        );
     }
 
     #[test]

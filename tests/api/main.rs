@@ -14,6 +14,7 @@ mod boundary_kill;
 mod boundary_login;
 mod boundary_passport;
 mod bridge;
+mod ciba;
 mod code_flow;
 mod consent;
 mod console;

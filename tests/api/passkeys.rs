@@ -31,7 +31,7 @@ fn cbor(value: &Value) -> Vec<u8> {
 }
 
 /// A platform authenticator holding one discoverable P-256 credential.
-struct Authenticator {
+pub struct Authenticator {
     key: EcdsaKeyPair,
     credential_id: Vec<u8>,
     user_handle: Vec<u8>,
@@ -39,7 +39,7 @@ struct Authenticator {
 }
 
 impl Authenticator {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(
             &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
             &SystemRandom::new(),
@@ -105,7 +105,7 @@ impl Authenticator {
     }
 
     /// `navigator.credentials.get()`, from `origin`.
-    fn get(&mut self, options: &serde_json::Value, origin: &str) -> Vec<(String, String)> {
+    pub fn get(&mut self, options: &serde_json::Value, origin: &str) -> Vec<(String, String)> {
         let o = &options["publicKey"];
         assert_eq!(o["rpId"], RP_ID);
         self.counter += 1;
@@ -135,7 +135,7 @@ impl Authenticator {
     }
 }
 
-fn with<'a>(
+pub fn with<'a>(
     fields: &'a [(String, String)],
     extra: &[(&'a str, &'a str)],
 ) -> Vec<(&'a str, &'a str)> {
@@ -147,7 +147,7 @@ fn with<'a>(
 }
 
 /// Registers a passkey for the signed-in browser from the passkeys page.
-async fn register(browser: &Browser<'_>, authenticator: &mut Authenticator, name: &str) {
+pub async fn register(browser: &Browser<'_>, authenticator: &mut Authenticator, name: &str) {
     let page = browser.get("/account/passkeys").await;
     assert_eq!(page.status, 200);
     let csrf = hidden_attr(&page, "data-csrf");
@@ -172,7 +172,7 @@ async fn register(browser: &Browser<'_>, authenticator: &mut Authenticator, name
 }
 
 /// An attribute's value in a page (`data-csrf="…"`).
-fn hidden_attr(page: &crate::helpers::TestResponse, name: &str) -> String {
+pub fn hidden_attr(page: &crate::helpers::TestResponse, name: &str) -> String {
     let html = String::from_utf8_lossy(&page.body);
     let marker = format!("{name}=\"");
     let start = html
