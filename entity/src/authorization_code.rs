@@ -22,6 +22,8 @@ pub struct Model {
     pub family_id: Option<String>,
     pub access_jti: Option<String>,
     pub access_exp: Option<i64>,
+    /// RFC 9396: the approved `authorization_details` (a JSON array).
+    pub authorization_details: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

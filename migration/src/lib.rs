@@ -20,6 +20,7 @@ mod m0014_client_traces;
 mod m0015_status_lists;
 mod m0016_events;
 mod m0017_backchannel;
+mod m0018_code_details;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0015_status_lists::Migration),
             Box::new(m0016_events::Migration),
             Box::new(m0017_backchannel::Migration),
+            Box::new(m0018_code_details::Migration),
         ]
     }
 }

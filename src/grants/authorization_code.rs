@@ -91,49 +91,59 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
     let resources = targets.uris();
     let scope = targets.narrow(&Scope::parse(&row.scope).unwrap_or_default());
     let jkt = proof.map(|p| p.jkt.as_str());
+    // RFC 9396: approved details ride in a short token with no refresh
+    // token (an approval is for now; a refresh would renew it).
+    let details: Option<Vec<Value>> = row
+        .authorization_details
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|_| Error::Internal("an authorization code holds bad details".into()))?;
+    let with_details = details.is_some();
     let mut issued = issue_access_token(
         cx,
-        AccessTokenRequest::plain(
-            AUTHORIZATION_CODE,
-            &row.user_id,
-            &row.client_id,
-            &scope,
-            &resources,
-            &req,
-        ),
+        AccessTokenRequest {
+            max_ttl: with_details.then_some(cx.config.approval_token_ttl),
+            authorization_details: details,
+            ..AccessTokenRequest::plain(
+                AUTHORIZATION_CODE,
+                &row.user_id,
+                &row.client_id,
+                &scope,
+                &resources,
+                &req,
+            )
+        },
     )
     .await?;
-    let refresh =
-        client
-            .client
-            .metadata
-            .allows_grant(REFRESH_TOKEN)
-            .then(|| -> Result<_, Error> {
-                let token = random_token()?;
-                let row = RefreshRow {
-                    token_hash: sha256(token.as_bytes()).to_vec(),
-                    family_id: random_id()?,
-                    generation: 0,
-                    client_id: row.client_id.clone(),
-                    user_id: row.user_id.clone(),
-                    scope: row.scope.clone(),
-                    resources: Value::from(granted.clone()),
-                    // RFC 9449 §5: refresh tokens of public clients are bound.
-                    dpop_jkt: if client.method == AuthMethod::None {
-                        jkt.map(str::to_string)
-                    } else {
-                        None
-                    },
-                    created_at: now,
-                    expires_at: now + cx.config.refresh_token_ttl,
-                    rotated_at: None,
-                    revoked_at: None,
-                    access_jti: issued.jti.clone(),
-                    access_exp: issued.exp,
-                    retry_sealed: None,
-                };
-                Ok((token, row))
-            });
+    let refresh = (!with_details && client.client.metadata.allows_grant(REFRESH_TOKEN)).then(
+        || -> Result<_, Error> {
+            let token = random_token()?;
+            let row = RefreshRow {
+                token_hash: sha256(token.as_bytes()).to_vec(),
+                family_id: random_id()?,
+                generation: 0,
+                client_id: row.client_id.clone(),
+                user_id: row.user_id.clone(),
+                scope: row.scope.clone(),
+                resources: Value::from(granted.clone()),
+                // RFC 9449 §5: refresh tokens of public clients are bound.
+                dpop_jkt: if client.method == AuthMethod::None {
+                    jkt.map(str::to_string)
+                } else {
+                    None
+                },
+                created_at: now,
+                expires_at: now + cx.config.refresh_token_ttl,
+                rotated_at: None,
+                revoked_at: None,
+                access_jti: issued.jti.clone(),
+                access_exp: issued.exp,
+                retry_sealed: None,
+            };
+            Ok((token, row))
+        },
+    );
     let refresh = refresh.transpose()?;
     let (refresh_token, refresh_row) = refresh.unzip();
     // The one atomic step: exactly one redemption wins.

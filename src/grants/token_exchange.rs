@@ -60,6 +60,8 @@ struct Subject {
     /// `client_credentials` rule for the client's kind applies to it
     /// (SECURITY.md, "Agents made by owners").
     no_user: bool,
+    /// RFC 9396: the approved details the subject token carries.
+    details: Option<Vec<serde_json::Value>>,
 }
 
 fn unacceptable(why: &'static str) -> Error {
@@ -97,6 +99,7 @@ async fn subject(
                 exp: claims.exp,
                 jti: claims.jti,
                 no_user: false,
+                details: claims.authorization_details,
             })
         }
         PASSPORT_TOKEN_TYPE => {
@@ -124,6 +127,7 @@ async fn subject(
                 exp: passport.exp,
                 jti: passport.jti,
                 no_user: true,
+                details: None,
             })
         }
         _ => Err(OAuthError::invalid_request(format!(
@@ -215,6 +219,37 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
     if remaining <= 0 {
         return Err(unacceptable("the subject token has expired"));
     }
+    // RFC 9396 in token exchange: an approval passes on whole or
+    // narrowed, never widened, and never made up: details come only from
+    // an owner's approval (the subject token's).
+    let details = match (
+        req.params.get("authorization_details"),
+        subject.details.clone(),
+    ) {
+        (None, inherited) => inherited,
+        (Some(text), Some(granted)) => {
+            let asked = cx.resources.registry.check_details(text)?;
+            if !crate::resources::details::within(&asked, &granted) {
+                return Err(OAuthError::invalid_authorization_details(
+                    "authorization_details must be among those the subject token carries",
+                )
+                .into());
+            }
+            Some(asked)
+        }
+        (Some(_), None) => {
+            return Err(OAuthError::invalid_authorization_details(
+                "the subject token carries no approved details, and token exchange cannot add any",
+            )
+            .into());
+        }
+    };
+    if details.is_some() && req.jkt().is_none() {
+        return Err(OAuthError::invalid_dpop_proof(
+            "a token carrying approved authorization details is DPoP-bound; send a DPoP proof",
+        )
+        .into());
+    }
     let mut token = AccessTokenRequest::plain(
         TOKEN_EXCHANGE,
         &subject.sub,
@@ -226,7 +261,11 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
     token.act = act.clone();
     token.agent_id = Some(&agent.id);
     token.owner = Some(&agent.owner_id);
-    token.max_ttl = Some(remaining);
+    token.max_ttl = Some(match details {
+        Some(_) => remaining.min(cx.config.approval_token_ttl),
+        None => remaining,
+    });
+    token.authorization_details = details;
     token.x5t_s256 = x5t;
     let actors = act.as_ref().map(|a| {
         a.chain()

@@ -47,6 +47,8 @@ struct AuthorizationRequest {
     code_challenge: String,
     prompt: Option<Prompt>,
     dpop_jkt: Option<String>,
+    /// RFC 9396: the approved details, checked, with their locations.
+    details: Option<Vec<serde_json::Value>>,
     /// The query string as received, carried through login and consent.
     raw_query: String,
 }
@@ -358,6 +360,38 @@ async fn parse(
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let registry = &state.resources.registry;
+    // RFC 9396: each entry's locations are resources of the token; with
+    // `resource` given, they must be among them.
+    let details = match get("authorization_details") {
+        Some(text) => Some(registry.check_details(text).map_err(|d| match d {
+            Denial::Details(why) => back("invalid_authorization_details", why),
+            _ => back("invalid_authorization_details", "invalid".into()),
+        })?),
+        None => None,
+    };
+    let mut requested = requested;
+    let locations = details
+        .as_deref()
+        .map(crate::resources::details::locations)
+        .unwrap_or_default();
+    if requested.is_empty() {
+        for l in &locations {
+            requested.push(
+                ResourceUri::parse(l).map_err(|why| back("invalid_target", why.to_string()))?,
+            );
+        }
+    } else if let Some(l) = locations.iter().find(|l| {
+        !requested
+            .iter()
+            .any(|r| crate::resources::same_resource(r.as_str(), l))
+    }) {
+        return Err(back(
+            "invalid_authorization_details",
+            format!(
+                "authorization_details names {l:?}, which is not among the requested resources"
+            ),
+        ));
+    }
     let denied = |denial: Denial| match denial {
         Denial::Target(why) => back("invalid_target", why).fix(format!(
             "registered resources: {}. Register it (--resource or the resources file) or \
@@ -443,6 +477,7 @@ async fn parse(
         code_challenge: code_challenge.to_string(),
         prompt,
         dpop_jkt,
+        details,
         raw_query: raw_query.to_string(),
     })
 }
@@ -513,7 +548,8 @@ pub async fn get(
     passed(step::AUTHORIZE);
     let earlier =
         store::grants::consent(&state.db, &session.user_id, &req.client.client_id).await?;
-    let consented = earlier.as_ref().is_some_and(|c| covers(c, &req));
+    // Approved details are one action each: always asked, never remembered.
+    let consented = req.details.is_none() && earlier.as_ref().is_some_and(|c| covers(c, &req));
     if consented && req.prompt != Some(Prompt::Consent) {
         passed(step::CONSENT);
         return issue_code(&state, &req, &session).await;
@@ -692,10 +728,8 @@ async fn consent_page(
         .collect();
     // Issue 30 item 9: a refresh token outlives the session; say so, with
     // how long (asked by `offline_access` or not: the grant decides).
-    let offline = req
-        .client
-        .metadata
-        .allows_grant(REFRESH_TOKEN)
+    // Approved details get no refresh token.
+    let offline = (req.details.is_none() && req.client.metadata.allows_grant(REFRESH_TOKEN))
         .then(|| lifetime_in_words(state.config.refresh_token_ttl));
     let page = pages::render(
         state,
@@ -711,6 +745,7 @@ async fn consent_page(
             "resources": resources,
             "scopes": scopes,
             "kept_scopes": kept,
+            "actions": req.details.as_deref().map(|d| state.resources.registry.details.describe(d)),
             "request": req.raw_query,
             "attempt": attempt,
             "csrf_token": csrf.token,
@@ -744,6 +779,10 @@ async fn issue_code(
             family_id: None,
             access_jti: None,
             access_exp: None,
+            authorization_details: req
+                .details
+                .as_ref()
+                .map(|d| serde_json::Value::from(d.clone()).to_string()),
         },
     )
     .await?;

@@ -906,3 +906,188 @@ async fn delivery_is_once_across_nodes() {
         .sum::<usize>();
     assert_eq!(delivered, 1, "{statuses:?}");
 }
+
+/// RFC 9396 at the authorization endpoint: the consent page shows the
+/// action in words (and no "outlives your session": no refresh token);
+/// the token carries the details and is short; a saved consent never
+/// approves details by itself; bad details go back to the client as
+/// `invalid_authorization_details`.
+async fn details_in_the_code_flow(app: TestApp) {
+    use crate::code_flow::{REDIRECT, hidden, location, pkce, query_of};
+    use crate::helpers::form;
+    user(&app, "alice").await;
+    let reg = app
+        .register(json!({
+            "client_name": "Notes app", "grant_types": ["authorization_code", "refresh_token"],
+            "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "scope": "notes",
+        }))
+        .await;
+    let client_id = reg["client_id"].as_str().unwrap();
+    let url = |challenge: &str, details: &str| {
+        format!(
+            "/authorize?{}",
+            form(&[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", REDIRECT),
+                ("scope", "notes"),
+                ("state", "xyz"),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256"),
+                ("authorization_details", details),
+            ])
+        )
+    };
+    let alice = Browser::new(&app);
+    alice.login("alice", PASSWORD).await;
+    for round in 0..2 {
+        let (verifier, challenge) = pkce();
+        let page = alice.get(&url(&challenge, &delete_note("n3"))).await;
+        assert_eq!(
+            page.status,
+            200,
+            "round {round}: consent every time: {}",
+            text(&page)
+        );
+        let html = text(&page);
+        assert!(
+            html.contains("Call the tool delete_note with {&quot;id&quot;:&quot;n3&quot;}"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("id=\"offline\""),
+            "no refresh token, so no such promise"
+        );
+        let r = alice
+            .post(
+                "/authorize/decision",
+                &[
+                    ("csrf_token", &hidden(&page, "csrf_token")),
+                    ("request", &hidden(&page, "request")),
+                    ("decision", "approve"),
+                ],
+            )
+            .await;
+        let code = query_of(&location(&r))["code"].clone();
+        let r = crate::code_flow::exchange(&app, client_id, &code, &verifier).await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        let body = r.json();
+        assert!(body.get("refresh_token").is_none());
+        assert!(body["expires_in"].as_i64().unwrap() <= 300);
+        let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+        assert_eq!(claims["authorization_details"][0]["tool"], "delete_note");
+        assert_eq!(
+            claims["authorization_details"][0]["locations"],
+            json!([MCP])
+        );
+        assert_eq!(claims["aud"], MCP, "the details' location is the audience");
+    }
+    let (_, challenge) = pkce();
+    for bad in [
+        "[{\"type\":\"payment\"}]",
+        "not json",
+        "[{\"type\":\"mcp_tool_call\"}]",
+    ] {
+        let r = alice.get(&url(&challenge, bad)).await;
+        assert_eq!(r.status, 303, "{}", text(&r));
+        let q = query_of(&location(&r));
+        assert_eq!(q["error"], "invalid_authorization_details", "{bad}");
+        assert_eq!(q["state"], "xyz");
+    }
+}
+ciba_case!(details_in_the_code_flow);
+
+/// RFC 9396 in token exchange: an approval token passes its details on
+/// (whole or narrowed, DPoP-bound, no longer-lived); wider or made-up
+/// details are `invalid_authorization_details`.
+async fn details_in_token_exchange(app: TestApp) {
+    const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
+    let proof = ProofKey::new();
+    let a = alice_agent(&app, &proof).await;
+    let id = started(
+        &bc(
+            &app,
+            &a,
+            &[
+                ("login_hint", "alice"),
+                ("authorization_details", &delete_note("n1")),
+            ],
+        )
+        .await,
+    );
+    let alice = Browser::new(&app);
+    alice.login("alice", PASSWORD).await;
+    let (page, csrf) = approvals(&alice).await;
+    let ids = request_ids(&page);
+    alice
+        .post(
+            &format!("/account/approvals/{}/approve", ids[0]),
+            &[("csrf_token", &csrf), ("password", PASSWORD)],
+        )
+        .await;
+    let approved = poll(&app, &a, &id, Some(&proof)).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The agent trades its own approval token (RFC 8693: a token issued
+    // to it), as it would to narrow it or to hand it on.
+    let helper_key = &proof;
+    let helper = &a;
+    let trade = |details: Option<String>, with_proof: bool| {
+        let approved = approved.clone();
+        let app = &app;
+        async move {
+            let mut pairs = vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", approved.as_str()),
+                ("subject_token_type", AT),
+            ];
+            if let Some(d) = details.as_deref() {
+                pairs.push(("authorization_details", d));
+            }
+            let dpop = with_proof.then(|| helper_key.proof(app));
+            helper.token(app, &pairs, dpop.as_deref()).await
+        }
+    };
+    trade(None, false)
+        .await
+        .assert_error(400, "invalid_dpop_proof");
+    trade(Some(delete_note("n2")), true)
+        .await
+        .assert_error(400, "invalid_authorization_details");
+    let r = trade(Some(delete_note("n1")), true).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = trade(None, true).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let (_, claims) = jwt_parts(r.json()["access_token"].as_str().unwrap());
+    assert_eq!(claims["authorization_details"][0]["arguments"]["id"], "n1");
+    assert!(r.json()["expires_in"].as_i64().unwrap() <= 300);
+    // An ordinary token cannot be turned into an approval.
+    let ordinary = a
+        .token(
+            &app,
+            &[("grant_type", "client_credentials"), ("resource", MCP)],
+            None,
+        )
+        .await;
+    assert_eq!(ordinary.status, 200, "{}", text(&ordinary));
+    let t = ordinary.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    helper
+        .token(
+            &app,
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", t.as_str()),
+                ("subject_token_type", AT),
+                ("authorization_details", delete_note("n1").as_str()),
+            ],
+            Some(&helper_key.proof(&app)),
+        )
+        .await
+        .assert_error(400, "invalid_authorization_details");
+}
+ciba_case!(details_in_token_exchange);

@@ -165,6 +165,7 @@ async fn purge_removes_only_expired_rows(app: TestApp) {
         family_id: None,
         access_jti: None,
         access_exp: None,
+        authorization_details: None,
     };
     grants::insert_code(db, code(1, now - 86_401))
         .await
