@@ -25,6 +25,7 @@ use crate::helpers::{Backend, TestApp, jwt_parts, serve_args, spawn_app_with};
 mod mcp_server;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const CIBA: &str = "urn:openid:params:grant-type:ciba";
 const REDIRECT: &str = "http://127.0.0.1/cb";
 
 /// agentauth and two example MCP servers (one verifying locally, one in
@@ -56,6 +57,13 @@ fn now() -> i64 {
 
 impl Stack {
     async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, false).await
+    }
+
+    /// With `approvals`, the resource is registered by a resources file
+    /// that declares the `mcp_tool_call` authorization details type, so
+    /// that an agent can ask its owner to approve one call (issue 32).
+    async fn start_with(backend: Backend, approvals: bool) -> Self {
         let (as_listener, issuer) = listener().await;
         let (mcp_listener, mcp_base) = listener().await;
         let (live_listener, live_base) = listener().await;
@@ -69,6 +77,34 @@ impl Stack {
         args.resources.push(mcp.clone());
         args.resources.push(mcp_live.clone());
         args.insecure_fetch = true;
+        if approvals {
+            use std::io::Write as _;
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            write!(
+                file,
+                r#"
+[[resource]]
+uri = "{mcp}"
+scopes = ["mcp", "mcp:admin"]
+
+[[resource.authorization_details]]
+type = "mcp_tool_call"
+render = "Call {{tool}} with {{arguments}}"
+fields.tool = {{ kind = "string", required = true }}
+fields.arguments = {{ kind = "object" }}
+
+[[resource]]
+uri = "{mcp_live}"
+scopes = ["mcp", "mcp:admin"]
+"#
+            )
+            .unwrap();
+            args.resources = Vec::new();
+            args.resources_file = Some(file.path().to_path_buf());
+            // Read at start; the file may go once the server runs.
+            args.default_audience = Some(issuer.clone());
+            std::mem::forget(file);
+        }
         // The server's clock stands at 2027-01-15, or a day ahead of the
         // wall clock once that has passed (tokens it issues are live for
         // the resource, which reads the wall clock); what is sent to the
@@ -1129,4 +1165,147 @@ async fn approved_calls_are_spent_once_across_instances_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approved_calls_are_spent_once_across_instances_postgres() {
     approved_calls_are_spent_once_across_instances(Backend::Postgres).await
+}
+
+/// Issue 32 end to end, with the example MCP server: an agent's ordinary
+/// token calls `delete_note` and is told (-31403) which approval to ask
+/// for; the agent asks its owner for exactly that through CIBA; the owner
+/// approves on the approvals page; the agent's DPoP-bound approval token
+/// makes the call once, and the same token is refused the second time.
+async fn an_agent_asks_its_owner_for_one_call(backend: Backend) {
+    let stack = Stack::start_with(backend, true).await;
+    let app = &stack.app;
+    let key = ProofKey::new();
+    let a = agent(app, "alice", "mcp", &[key.jwk.clone()]).await;
+    let ordinary = stack
+        .agent_token(
+            &a,
+            Some(&key),
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &stack.mcp),
+            ],
+        )
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = post_rpc(
+        &stack.http,
+        &stack.mcp,
+        Auth::Dpop(&ordinary, &key),
+        None,
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+               "params": {"name": "delete_note", "arguments": {"id": "n2"}}}),
+    )
+    .await
+    .unwrap();
+    let answer = rpc_result(r, 7).await;
+    assert_eq!(answer["error"]["code"], -31403, "{answer}");
+    let data = &answer["error"]["data"];
+    let details = data["authorization_details"].to_string();
+
+    // The agent asks its owner, naming exactly what the resource named.
+    let assertion = a.key.assertion(json!({
+        "iss": a.id, "sub": a.id, "aud": stack.issuer,
+        "jti": agentauth::crypto::random_id().unwrap(), "iat": app.now(), "exp": app.now() + 60,
+    }));
+    let r = stack
+        .http
+        .post(format!("{}/bc-authorize", stack.issuer))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(crate::helpers::form(&[
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &assertion),
+            ("login_hint", "alice"),
+            ("binding_message", "delete n2"),
+            ("authorization_details", &details),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let auth_req_id = r.json::<Value>().await.unwrap()["auth_req_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = stack
+        .agent_token_answer(
+            &a,
+            Some(&key),
+            &[("grant_type", CIBA), ("auth_req_id", &auth_req_id)],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
+
+    // The owner approves on the page.
+    let alice = Browser::new(app);
+    alice.login("alice", PASSWORD).await;
+    let page = alice.get("/account/approvals").await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert!(
+        html.contains("Call delete_note with {&quot;id&quot;:&quot;n2&quot;}"),
+        "{html}"
+    );
+    let id = {
+        let marker = "action=\"/account/approvals/";
+        let start = html.find(marker).unwrap() + marker.len();
+        html[start..start + html[start..].find('/').unwrap()].to_string()
+    };
+    let r = alice
+        .post(
+            &format!("/account/approvals/{id}/approve"),
+            &[
+                ("csrf_token", &hidden(&page, "csrf_token")),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    app.clock.advance(10);
+    let approved = stack
+        .agent_token(
+            &a,
+            Some(&key),
+            &[("grant_type", CIBA), ("auth_req_id", &auth_req_id)],
+        )
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let done = call_tool(
+        &stack.http,
+        &stack.mcp,
+        Auth::Dpop(&approved, &key),
+        "delete_note",
+        json!({ "id": "n2" }),
+    )
+    .await
+    .unwrap();
+    assert!(done.contains("n2"), "{done}");
+    let again = call_tool(
+        &stack.http,
+        &stack.mcp,
+        Auth::Dpop(&approved, &key),
+        "delete_note",
+        json!({ "id": "n2" }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(again.status, 401, "{again:?}");
+    assert!(again.challenge.contains("already used"), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_asks_its_owner_for_one_call_sqlite() {
+    an_agent_asks_its_owner_for_one_call(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_asks_its_owner_for_one_call_postgres() {
+    an_agent_asks_its_owner_for_one_call(Backend::Postgres).await
 }
