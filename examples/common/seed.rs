@@ -86,6 +86,7 @@ pub async fn code_flow(db: &store::Db, count: usize, now: i64) -> anyhow::Result
             family_id: None,
             access_jti: None,
             access_exp: None,
+            authorization_details: None,
         })
         .collect();
     store::grants::insert_codes(db, rows).await?;

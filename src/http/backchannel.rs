@@ -161,7 +161,7 @@ pub async fn post(
         .unwrap_or_default();
     if requested.is_empty() {
         for l in &locations {
-            requested.push(ResourceUri::parse(l).map_err(|why| OAuthError::invalid_target(why))?);
+            requested.push(ResourceUri::parse(l).map_err(OAuthError::invalid_target)?);
         }
     } else if let Some(l) = locations.iter().find(|l| {
         !requested

@@ -493,7 +493,7 @@ mod tests {
         }
         let many = format!(
             "[{}]",
-            vec![r#"{"type":"mcp_tool_call","tool":"x"}"#; 9].join(",")
+            [r#"{"type":"mcp_tool_call","tool":"x"}"#; 9].join(",")
         );
         assert!(check(&many).is_err());
         let big = format!(
@@ -554,7 +554,7 @@ mod tests {
     fn narrowing_keeps_within_the_grant() {
         let a = json!({"type":"mcp_tool_call","tool":"a"});
         let b = json!({"type":"mcp_tool_call","tool":"b"});
-        assert!(within(&[a.clone()], &[a.clone(), b.clone()]));
+        assert!(within(std::slice::from_ref(&a), &[a.clone(), b.clone()]));
         assert!(!within(&[a.clone(), b.clone()], &[a]));
     }
 }

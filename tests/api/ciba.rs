@@ -73,7 +73,7 @@ async fn bc(app: &TestApp, agent: &Agent, pairs: &[(&str, &str)]) -> TestRespons
 
 /// An agent of alice's whose second key is `proof`'s (DPoP).
 async fn alice_agent(app: &TestApp, proof: &ProofKey) -> Agent {
-    agent(app, "alice", "notes", &[proof.jwk.clone()]).await
+    agent(app, "alice", "notes", std::slice::from_ref(&proof.jwk)).await
 }
 
 fn started(r: &TestResponse) -> String {
@@ -673,7 +673,8 @@ ciba_case!(approvals_page_is_live);
 /// the `auth_req_id` and the client's bearer token, once; then one token
 /// request delivers.
 async fn ping_mode_notifies_once(app: TestApp) {
-    let received: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    type Pings = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+    let received: Pings = Arc::default();
     let seen = received.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

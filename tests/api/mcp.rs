@@ -1176,7 +1176,7 @@ async fn an_agent_asks_its_owner_for_one_call(backend: Backend) {
     let stack = Stack::start_with(backend, true).await;
     let app = &stack.app;
     let key = ProofKey::new();
-    let a = agent(app, "alice", "mcp", &[key.jwk.clone()]).await;
+    let a = agent(app, "alice", "mcp", std::slice::from_ref(&key.jwk)).await;
     let ordinary = stack
         .agent_token(
             &a,
