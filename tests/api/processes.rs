@@ -1270,3 +1270,201 @@ async fn a_rotated_key_reaches_both_server_processes_within_the_reload_interval(
     .await;
     assert_eq!(answer["active"], true, "{answer}");
 }
+
+/// A browser's cookies, by hand: what `Set-Cookie` headers set.
+#[derive(Default)]
+struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, r: &reqwest::Response) {
+        for v in r.headers().get_all("set-cookie") {
+            if let Some((pair, _)) = v.to_str().unwrap().split_once(';')
+                && let Some((name, value)) = pair.split_once('=')
+            {
+                self.0.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+/// The next server-sent event of `response` that is not a comment.
+async fn next_event(response: &mut reqwest::Response, buffer: &mut String) -> String {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if event.lines().any(|l| l.starts_with("event:")) {
+                return event;
+            }
+            continue;
+        }
+        let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// Issue 32: a backchannel request made at node A reaches the owner's
+/// approvals page open at node B (PostgreSQL NOTIFY between processes);
+/// the owner approves there; pollers racing at both nodes get one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ciba_delivery_across_two_server_processes() {
+    let (_db, url, kek) = scratch().await;
+    let env = cli_env(&kek);
+    let dir = tempfile::tempdir().unwrap();
+    let key = client_key("proc-key");
+    let agent = alice_agent(&url, &env, dir.path(), &key.jwk).await;
+    let TwoNodes {
+        issuer,
+        node_a,
+        node_b,
+        http,
+        _processes,
+    } = two_nodes(&url, &kek).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut jar = Jar::default();
+    let login = browser.get(format!("{node_b}/login")).send().await.unwrap();
+    jar.take(&login);
+    let csrf = hidden_field(&login.text().await.unwrap(), "csrf_token");
+    let signed_in = browser
+        .post(format!("{node_b}/login"))
+        .header("cookie", jar.header())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([
+                    ("csrf_token", csrf.as_str()),
+                    ("username", "alice"),
+                    ("password", "correct horse battery"),
+                    ("return_to", "/account/approvals"),
+                ])
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    jar.take(&signed_in);
+
+    let mut events = browser
+        .get(format!("{node_b}/account/approvals/events"))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut buffer = String::new();
+    let first = next_event(&mut events, &mut buffer).await;
+    assert!(first.contains("event: pending"), "{first}");
+
+    let assertion = |jti: &str| {
+        let now = unix_now();
+        key.assertion(
+            json!({"iss": agent, "sub": agent, "aud": issuer, "jti": jti,
+                             "iat": now, "exp": now + 60}),
+        )
+    };
+    const BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let made = form(
+        &http,
+        &format!("{node_a}/bc-authorize"),
+        &[
+            ("client_assertion_type", BEARER),
+            ("client_assertion", &assertion("bc-1")),
+            ("login_hint", "alice"),
+            ("binding_message", "two nodes"),
+        ],
+        None,
+    )
+    .await;
+    let auth_req_id = made["auth_req_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{made}"))
+        .to_string();
+    let heard = tokio::time::timeout(Duration::from_secs(5), next_event(&mut events, &mut buffer))
+        .await
+        .expect("node B's page hears node A's request");
+    let id = heard
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("{heard}"))
+        .to_string();
+    assert!(!id.is_empty() && !id.contains(','), "{heard}");
+
+    let page = browser
+        .get(format!("{node_b}/account/approvals"))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap();
+    jar.take(&page);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("two nodes"), "{html}");
+    let approved = browser
+        .post(format!("{node_b}/account/approvals/{id}/approve"))
+        .header("cookie", jar.header())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([
+                    ("csrf_token", hidden_field(&html, "csrf_token").as_str()),
+                    ("password", "correct horse battery"),
+                ])
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 303);
+
+    let poll = |node: String, n: usize| {
+        let http = http.clone();
+        let body = [
+            (
+                "grant_type",
+                "urn:openid:params:grant-type:ciba".to_string(),
+            ),
+            ("client_assertion_type", BEARER.to_string()),
+            ("client_assertion", assertion(&format!("poll-{n}"))),
+            ("auth_req_id", auth_req_id.clone()),
+        ];
+        async move {
+            let pairs: Vec<(&str, &str)> = body.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            form(&http, &format!("{node}/token"), &pairs, None).await
+        }
+    };
+    let answers = futures_util::future::join_all((0..8).map(|n| {
+        poll(
+            if n % 2 == 0 {
+                node_a.clone()
+            } else {
+                node_b.clone()
+            },
+            n,
+        )
+    }))
+    .await;
+    let tokens = answers
+        .iter()
+        .filter(|a| a["access_token"].is_string())
+        .count();
+    assert_eq!(tokens, 1, "{answers:?}");
+}
