@@ -53,41 +53,9 @@ async fn receive(State(arrivals): State<Arrivals>, body: String) -> axum::http::
     axum::http::StatusCode::ACCEPTED
 }
 
-/// A browser's cookie jar, by hand (name → value).
-#[derive(Default)]
-struct Jar(HashMap<String, String>);
-
-impl Jar {
-    fn take(&mut self, r: &reqwest::Response) {
-        for v in r.headers().get_all(reqwest::header::SET_COOKIE) {
-            let Ok(v) = v.to_str() else { continue };
-            let pair = v.split(';').next().unwrap_or_default();
-            if let Some((name, value)) = pair.split_once('=') {
-                self.0.insert(name.trim().into(), value.trim().into());
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).expect("hidden field") + marker.len();
-    html[start..].split('"').next().unwrap().to_string()
-}
+#[path = "common/browser.rs"]
+mod browser;
+use browser::{form, hidden};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -158,27 +126,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("seeded {n} agents and a receiver on port {port}");
 
     // Sign in as the owner.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let mut jar = Jar::default();
-    let page = http.get(format!("{issuer}/login")).send().await?;
-    jar.take(&page);
-    let csrf = hidden(&page.text().await?, "csrf_token");
-    let login = http
-        .post(format!("{issuer}/login"))
-        .header("cookie", jar.header())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("csrf_token", csrf.as_str()),
-            ("username", owner.as_str()),
-            ("password", PASSWORD),
-            ("return_to", "/account"),
-        ]))
-        .send()
-        .await?;
-    anyhow::ensure!(login.status() == 303, "sign-in: {}", login.status());
-    jar.take(&login);
+    let (http, mut jar) = browser::signed_in(&issuer, &owner, PASSWORD).await?;
 
     // Kill them one by one; the clock starts at each kill's response.
     let mut killed_at = HashMap::new();
@@ -191,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
             .send()
             .await?;
         jar.take(&confirm);
-        let csrf = hidden(&confirm.text().await?, "csrf_token");
+        let csrf = hidden(&confirm.text().await?, "csrf_token")?;
         let r = http
             .post(format!("{issuer}/account/agents/{id}/disable"))
             .header("cookie", jar.header())
