@@ -199,16 +199,19 @@ pub async fn post(
     }
 
     // Whom the request reaches: the owner the client may ask, or nobody.
+    // The same reads whether or not the hint names anyone, so that the
+    // time taken does not tell either.
     let user = crate::store::users::by_username(&state.db, hint).await?;
+    let user_id = user.as_ref().map_or("", |u| u.id.as_str());
+    let consented = match &agent {
+        Some(_) => false,
+        None => crate::store::grants::consent(&state.db, user_id, &client_id)
+            .await?
+            .is_some(),
+    };
     let asked = match (&user, &agent) {
         (Some(u), Some(agent)) if agent.owner_id == u.id => Some(u.id.clone()),
-        (Some(u), None)
-            if crate::store::grants::consent(&state.db, &u.id, &client_id)
-                .await?
-                .is_some() =>
-        {
-            Some(u.id.clone())
-        }
+        (Some(u), None) if consented => Some(u.id.clone()),
         _ => None,
     };
     if backchannel::open_for_client(&state.db, &client_id, now).await?

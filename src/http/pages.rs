@@ -294,13 +294,22 @@ pub fn with_cookies(
 
 /// For the console and operator pages: a 4xx answered in the JSON error
 /// shape (every handler error is mapped once, in `crate::error`) is shown
-/// to the person as a page saying why, with the same status.
+/// to the person as a page saying why, with the same status; unless the
+/// request asked for JSON (the page script's ceremonies, whose errors it
+/// shows in place).
 pub async fn html_errors(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let wants_json = request
+        .headers()
+        .get(header::ACCEPT)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let response = next.run(request).await;
+    if wants_json {
+        return response;
+    }
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE);
     let is_json = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
