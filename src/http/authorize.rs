@@ -445,6 +445,8 @@ async fn parse(
             targets.check_scope(&s).map_err(denied)?;
             s
         }
+        // Approved details are the grant: with them, no scope unless asked.
+        None if details.is_some() => Scope::default(),
         None => targets.narrow(&allowed),
     };
     let resources = targets.uris();

@@ -185,7 +185,12 @@ pub async fn post(
         Some(agent) => crate::oauth::scope::Scope::parse(&agent.scope).unwrap_or_default(),
         None => record.metadata.scope(),
     };
-    let scope = target_scope(&targets, &form, &allowed)?;
+    // Approved details are the grant: with them and no `scope`, the token
+    // carries no scope (least privilege), not all the client may have.
+    let scope = match (&details, form.get("scope")) {
+        (Some(_), None) => crate::oauth::scope::Scope::default(),
+        _ => target_scope(&targets, &form, &allowed)?,
+    };
     let resources = targets.uris();
     // A token for approved details is DPoP-bound: a resource that takes
     // only bearer tokens cannot receive one.

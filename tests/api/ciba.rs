@@ -196,6 +196,7 @@ async fn poll_mode_approval_gives_one_bound_token(app: TestApp) {
     assert_eq!(claims["aud"], MCP);
     assert_eq!(claims["act"]["agent_id"], a.id);
     assert_eq!(claims["client_id"], a.id);
+    assert_eq!(claims["scope"], "notes", "asked for explicitly");
     assert_eq!(
         claims["authorization_details"],
         json!([{ "type": "mcp_tool_call", "tool": "delete_note", "arguments": { "id": "n2" },
@@ -1063,6 +1064,10 @@ async fn details_in_token_exchange(app: TestApp) {
     assert_eq!(r.status, 200, "{}", text(&r));
     let (_, claims) = jwt_parts(r.json()["access_token"].as_str().unwrap());
     assert_eq!(claims["authorization_details"][0]["arguments"]["id"], "n1");
+    assert!(
+        claims.get("scope").is_none(),
+        "details and no scope asked: no scope"
+    );
     assert!(r.json()["expires_in"].as_i64().unwrap() <= 300);
     // An ordinary token cannot be turned into an approval.
     let ordinary = a
