@@ -303,6 +303,8 @@ pub async fn account(
             "expires_in": (d.expires_at - state.now()).max(0),
         }));
     }
+    let waiting =
+        store::backchannel::open_for_user(&state.db, &session.user_id, state.now()).await?;
     let csrf = pages::csrf(&state, &headers)?;
     let page = pages::render(
         &state,
@@ -311,6 +313,7 @@ pub async fn account(
         json!({
             "username": session.username, "consents": consents, "grants": grants,
             "delegations": delegations, "csrf_token": csrf.token, "admin": session.admin,
+            "waiting": waiting,
         }),
     )?;
     Ok(pages::with_cookies(page, [csrf.set_cookie]))

@@ -152,6 +152,11 @@ async fn poll_mode_approval_gives_one_bound_token(app: TestApp) {
 
     let alice = Browser::new(&app);
     alice.login("alice", PASSWORD).await;
+    let account = text(&alice.get("/account").await);
+    assert!(
+        account.contains("1 request waiting for your approval"),
+        "{account}"
+    );
     let (page, csrf) = approvals(&alice).await;
     let html = text(&page);
     assert!(html.contains("Delete note n2 (code 4711)"), "{html}");
