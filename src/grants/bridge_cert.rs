@@ -199,6 +199,7 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
         expires_in: issued.not_after - req.now,
         scope: (!scope.is_empty()).then(|| scope.to_string()),
         refresh_token: None,
+        authorization_details: None,
     })
 }
 

@@ -57,13 +57,8 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
         .await?
         .filter(|r| r.client_id == req.client.client_id())
         .ok_or_else(|| OAuthError::invalid_grant("no such auth_req_id for this client"))?;
-    if !backchannel::record_poll(cx.db, &row, req.now).await? {
-        return Err(OAuthError::slow_down(format!(
-            "polled sooner than every {} seconds; wait 5 seconds longer between polls",
-            row.poll_interval
-        ))
-        .into());
-    }
+    // Answered or expired requests say so at once; the poll rate is a
+    // pending request's (§11 `slow_down` means "still pending").
     match row.status.as_str() {
         DENIED => return Err(OAuthError::access_denied("the owner denied the request").into()),
         APPROVED if row.delivered_at.is_some() => {
@@ -77,6 +72,13 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
             return Err(OAuthError::expired_token("the request expired unanswered").into());
         }
         _ => {
+            if !backchannel::record_poll(cx.db, &row, req.now).await? {
+                return Err(OAuthError::slow_down(format!(
+                    "polled sooner than every {} seconds; wait 5 seconds longer between polls",
+                    row.poll_interval
+                ))
+                .into());
+            }
             return Err(OAuthError::authorization_pending("the owner has not answered yet").into());
         }
     }

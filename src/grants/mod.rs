@@ -272,6 +272,9 @@ pub struct TokenResponse {
     pub scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// RFC 9396 §7: the details granted, when the token carries some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<Vec<serde_json::Value>>,
 }
 
 use crate::oauth::grant_type::{ACCESS_TOKEN_TYPE, JWT_BEARER, TOKEN_EXCHANGE};
@@ -497,6 +500,7 @@ pub async fn issue_access_token(
             expires_in: ttl,
             scope,
             refresh_token: None,
+            authorization_details: claims.authorization_details,
         },
         jti: claims.jti,
         exp: claims.exp,

@@ -204,5 +204,6 @@ pub async fn issue(
         expires_in: ttl,
         scope: claims.scope,
         refresh_token: None,
+        authorization_details: None,
     })
 }

@@ -74,6 +74,7 @@ async fn run(cx: &Env<'_>, req: TokenRequest<'_>) -> Result<TokenResponse, Error
             expires_in,
             scope,
             refresh_token: None,
+            authorization_details: None,
         }),
     }
 }

@@ -214,6 +214,7 @@ impl SealedResponse {
             expires_in: (self.expires_in - elapsed).max(1),
             scope: self.scope,
             refresh_token: self.refresh_token,
+            authorization_details: None,
         }
     }
 }

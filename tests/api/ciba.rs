@@ -213,6 +213,11 @@ async fn poll_mode_approval_gives_one_bound_token(app: TestApp) {
         .unwrap()
         .id;
     assert_eq!(claims["sub"], alice_id);
+    // RFC 9396 §7: the response names the granted details too.
+    assert_eq!(
+        body["authorization_details"],
+        claims["authorization_details"]
+    );
     // RFC 9396 §9.2: introspection reports the details.
     app.set_introspects(&app.introspector().await.0.clone(), &[MCP])
         .await;
@@ -223,7 +228,7 @@ async fn poll_mode_approval_gives_one_bound_token(app: TestApp) {
         claims["authorization_details"]
     );
 
-    app.clock.advance(10);
+    // Delivered: said at once, however soon the client asks again.
     poll(&app, &a, &id, Some(&proof))
         .await
         .assert_error(400, "invalid_grant");
@@ -988,6 +993,10 @@ async fn details_in_the_code_flow(app: TestApp) {
             json!([MCP])
         );
         assert_eq!(claims["aud"], MCP, "the details' location is the audience");
+        assert_eq!(
+            body["authorization_details"],
+            claims["authorization_details"]
+        );
     }
     let (_, challenge) = pkce();
     for bad in [
