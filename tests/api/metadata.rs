@@ -17,6 +17,7 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
         ("registration_endpoint", "/register"),
         ("introspection_endpoint", "/introspect"),
         ("revocation_endpoint", "/revoke"),
+        ("backchannel_authentication_endpoint", "/bc-authorize"),
     ] {
         assert_eq!(m[field], format!("{ISSUER}{path}"));
         // The endpoint exists: a GET on a POST-only route is 405, not 404.
@@ -33,7 +34,8 @@ async fn metadata_issuer_is_exact_and_endpoints_are_implemented(app: TestApp) {
             "urn:ietf:params:oauth:grant-type:token-exchange",
             "urn:ietf:params:oauth:grant-type:jwt-bearer",
             "urn:agentauth:params:grant-type:pow-login",
-            "urn:agentauth:params:grant-type:bridge-cert"
+            "urn:agentauth:params:grant-type:bridge-cert",
+            "urn:openid:params:grant-type:ciba"
         ])
     );
     assert_eq!(m["authorization_endpoint"], format!("{ISSUER}/authorize"));
