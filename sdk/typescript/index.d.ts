@@ -1,0 +1,147 @@
+import type { JWTPayload, JWTVerifyGetKey, RemoteJWKSetOptions } from 'jose'
+
+export declare const ACCESS_TOKEN_TYP: 'at+jwt'
+export declare const PASSPORT_TYP: 'agent-passport+jwt'
+export declare const DPOP_TYP: 'dpop+jwt'
+export declare const DPOP_ALGS: string[]
+export declare const TOKEN_ALGS: string[]
+
+/** RFC 8693 §4.1 actor, as the token carries it (its earlier `act` removed). */
+export interface Actor {
+  sub: string
+  iss?: string
+  client_id?: string
+  /** agentauth: set when the actor is one of the issuer's agents. */
+  agent_id?: string
+  [claim: string]: unknown
+}
+
+/** RFC 9068 access-token claims, with agentauth's additions. */
+export interface AccessTokenClaims extends JWTPayload {
+  iss: string
+  sub: string
+  aud: string | string[]
+  client_id: string
+  scope?: string
+  jti: string
+  iat: number
+  exp: number
+  cnf?: { jkt: string; 'x5t#S256'?: string }
+  act?: Actor & { act?: unknown }
+  may_act?: Actor
+  agent_id?: string
+  owner?: string
+  authorization_details?: Array<{ type: string; [k: string]: unknown }>
+}
+
+/** An agent passport's claims (`typ: agent-passport+jwt`). */
+export interface PassportClaims extends JWTPayload {
+  iss: string
+  sub: string
+  aud?: string | string[]
+  owner: string
+  agent_name: string
+  scope?: string
+  cnf: { jkt: string; 'x5t#S256'?: string }
+  jti: string
+  iat: number
+  exp: number
+  agent_id: string
+}
+
+export interface Verified {
+  kind: 'access' | 'passport'
+  token: string
+  /** A passport's claims are given in the access-token shape (scope from your policy only). */
+  claims: AccessTokenClaims
+  /** The passport as signed, when `kind` is `passport`. */
+  passport?: PassportClaims
+  scopes: string[]
+  clientId: string
+  subject: string
+  agentId?: string
+  owner?: string
+  /** The `act` chain, the current actor first. Empty when nobody acts for `subject`. */
+  actors: Actor[]
+  /** The proven key's thumbprint, for DPoP-bound tokens. */
+  jkt?: string
+  expiresAt: number
+}
+
+/** A store of spent DPoP proofs: true the first time a key is spent. */
+export interface ReplayCache {
+  spend(key: string, seconds: number): boolean | Promise<boolean>
+}
+
+export declare class MemoryReplayCache implements ReplayCache {
+  constructor(options?: { maxEntries?: number })
+  spend(key: string, seconds: number): boolean
+  sweep(now?: number): void
+}
+
+/** Resource-side DPoP nonces (RFC 9449 §8), when the resource hands them out. */
+export interface NonceSource {
+  current(): string | Promise<string>
+  isValid(nonce: string): boolean | Promise<boolean>
+}
+
+export interface ResourceVerifierOptions {
+  /** The authorization server's issuer identifier, exactly. */
+  issuer: string
+  /** This resource's URI (the tokens' `aud`). */
+  audience: string
+  /** A jose key getter (e.g. `createLocalJWKSet(jwks)`); else `jwksUri`; else discovered. */
+  jwks?: JWTVerifyGetKey
+  jwksUri?: string
+  /** Passed to jose's `createRemoteJWKSet` (cooldown, cache age, custom fetch). */
+  jwksOptions?: RemoteJWKSetOptions
+  /** Algorithms tokens may be signed with (default: the ones the server can use). */
+  algorithms?: string[]
+  /** Accept agent passports as callers' credentials (default false). */
+  acceptPassports?: boolean
+  /** The scopes an accepted passport's agent is granted here (default none). */
+  passportScopes?: (passport: PassportClaims) => string[]
+  /** Refuse tokens that are not DPoP-bound. */
+  requireDpop?: boolean
+  /** DPoP proof `iat` window, seconds either way (default 60). */
+  iatWindow?: number
+  /** Clock skew allowed on `exp`/`nbf`, seconds (default 30). */
+  leeway?: number
+  replayCache?: ReplayCache
+  nonces?: NonceSource
+  /** The clock, in seconds since the epoch. */
+  now?: () => number
+  fetch?: typeof fetch
+}
+
+export type AuthErrorCode = 'missing_token' | 'invalid_request' | 'invalid_token' | 'invalid_dpop_proof' | 'use_dpop_nonce' | 'insufficient_scope' | 'unavailable'
+
+export declare class AuthError extends Error {
+  code: AuthErrorCode
+  description: string
+  scopes?: string[]
+  nonce?: string
+  readonly status: number
+  challenge(context?: { resourceMetadata?: string; scope?: string }): {
+    status: number
+    headers: Record<string, string>
+    body: { error: string; error_description: string }
+  }
+}
+
+export type HeadersLike = Headers | Record<string, string | string[] | undefined>
+
+export declare class ResourceVerifier {
+  constructor(options: ResourceVerifierOptions)
+  readonly issuer: string
+  readonly audience: string
+  verify(request: { method: string; url: string | URL; headers: HeadersLike }): Promise<Verified>
+  verifyToken(token: string): Promise<{ kind: 'access' | 'passport'; claims: AccessTokenClaims; passport?: PassportClaims }>
+  verifyProof(proof: string, expect: { method: string; url: string; accessToken?: string; now: number }): Promise<{ jkt: string; jti: string; iat: number; nonce?: string }>
+}
+
+export declare function requireScopes(verified: Pick<Verified, 'scopes'>, required: string[]): void
+export declare function actorChain(act: unknown): Actor[]
+export declare function bearerOrDpop(authorization: string | string[] | undefined): { token: string; dpop: boolean }
+export declare function ath(accessToken: string): string
+export declare function replayRetention(iat: number, now: number, iatWindow: number): number
