@@ -145,3 +145,99 @@ export declare function actorChain(act: unknown): Actor[]
 export declare function bearerOrDpop(authorization: string | string[] | undefined): { token: string; dpop: boolean }
 export declare function ath(accessToken: string): string
 export declare function replayRetention(iat: number, now: number, iatWindow: number): number
+
+// ---- agent ----
+import type { AuthorizationServer, TokenEndpointResponse } from 'oauth4webapi'
+
+export declare const PASSPORT_GRANT: 'urn:agentauth:params:grant-type:passport'
+export declare const PASSPORT_TOKEN_TYPE: 'urn:agentauth:params:token-type:passport'
+export declare const TOKEN_EXCHANGE_GRANT: 'urn:ietf:params:oauth:grant-type:token-exchange'
+export declare const ACCESS_TOKEN_TYPE: 'urn:ietf:params:oauth:token-type:access_token'
+export declare const BRIDGE_CERT_GRANT: 'urn:agentauth:params:grant-type:bridge-cert'
+export declare const POW_LOGIN_GRANT: 'urn:agentauth:params:grant-type:pow-login'
+
+export interface AgentKey {
+  privateKey: CryptoKey
+  publicKey: CryptoKey
+  kid: string
+}
+
+/** A key pair and its public JWK (with kid and alg) for `agentauth agent create --jwk` or `/register`. */
+export declare function generateAgentKey(options?: { alg?: string; kid?: string; extractable?: boolean }): Promise<AgentKey & { publicJwk: JsonWebKey & { kid: string; alg: string }; alg: string }>
+/** A nonce with SHA-256(challenge ‖ nonce) starting with `bits` zero bits. */
+export declare function solveChallenge(challenge: string, bits: number): string
+
+export interface AgentOptions {
+  clientId: string
+  key: AgentKey
+  /** DPoP keys; default: `key` (agentauth takes proofs only by registered or bridge-certified keys). */
+  dpopKeys?: CryptoKeyPair
+  /** Allow http:// (tests only). */
+  insecure?: boolean
+  fetch?: typeof fetch
+}
+
+export declare class Agent {
+  constructor(options: AgentOptions & { as: AuthorizationServer })
+  static connect(options: AgentOptions & { issuer: string }): Promise<Agent>
+  readonly issuer: string
+  readonly clientId: string
+  /** oauth4webapi's DPoP handle for the agent's key. */
+  readonly dpop: ReturnType<typeof import('oauth4webapi').DPoP>
+  thumbprint(): Promise<string>
+  grant(grantType: string, params: Record<string, string>, options?: { dpop?: boolean }): Promise<TokenEndpointResponse>
+  passport(options?: { audience?: string; scope?: string }): Promise<{ passport: string; expiresIn: number; scope?: string }>
+  exchange(options: { subjectToken: string; subjectTokenType?: string; resource?: string; audience?: string; scope?: string; dpop?: boolean }): Promise<TokenEndpointResponse>
+  clientCredentials(options?: { resource?: string; scope?: string; dpop?: boolean }): Promise<TokenEndpointResponse>
+  fetch(url: string | URL, init: { token: string; method?: string; headers?: HeadersInit; body?: BodyInit | null; dpop?: boolean }): Promise<Response>
+  answerLoginRequest(id: string, options?: { decide?: (request: LoginChallenge) => boolean | Promise<boolean>; passport?: string }): Promise<{ login_request_id: string; status: string }>
+  bridgeCertificate(options?: { scope?: string; usage?: 'clientAuth' | 'codeSigning'; keys?: CryptoKeyPair }): Promise<{ certificateChain: string; issuedTokenType: string; expiresIn: number; keys: CryptoKeyPair; jkt: string }>
+}
+
+export interface LoginChallenge {
+  challenge: string
+  difficulty: number
+  scope?: string
+  site: { client_id: string; name: string; uri?: string; verified: boolean; display_name: string }
+  site_verified: boolean
+  [k: string]: unknown
+}
+
+// ---- site ----
+export interface LoginRequest {
+  login_request_id: string
+  expires_in: number
+  interval: number
+  events_uri: string
+}
+
+export interface LoginOutcome {
+  status: 'approved' | 'denied' | 'expired' | string
+  passport?: string
+  claims?: PassportClaims
+  delivered?: boolean
+}
+
+export declare class LoginError extends Error {
+  status: string
+  details?: { error?: string; error_description?: string }
+}
+
+export interface SiteOptions {
+  clientId: string
+  clientSecret: string
+  insecure?: boolean
+  fetch?: typeof fetch
+}
+
+export declare class Site {
+  constructor(options: SiteOptions & { as: AuthorizationServer })
+  static connect(options: SiteOptions & { issuer: string }): Promise<Site>
+  readonly clientId: string
+  startLogin(options?: { agent?: string; scope?: string }): Promise<LoginRequest>
+  waitByEvents(request: LoginRequest, options?: { signal?: AbortSignal }): Promise<LoginOutcome>
+  waitByPolling(request: LoginRequest, options?: { signal?: AbortSignal }): Promise<LoginOutcome>
+  verifyPassport(passport: string): Promise<PassportClaims>
+  /** An agent's request: `DPoP <passport>` and a proof by its key, spent once. */
+  verifyRequest(request: { method: string; url: string | URL; headers: HeadersLike }): Promise<Verified>
+}

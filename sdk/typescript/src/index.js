@@ -4,3 +4,8 @@ export {
   ResourceVerifier, AuthError, MemoryReplayCache, requireScopes, actorChain, bearerOrDpop, ath, replayRetention,
   ACCESS_TOKEN_TYP, PASSPORT_TYP, DPOP_TYP, DPOP_ALGS, TOKEN_ALGS,
 } from './verifier.js'
+export {
+  Agent, generateAgentKey, solveChallenge,
+  PASSPORT_GRANT, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ACCESS_TOKEN_TYPE, BRIDGE_CERT_GRANT,
+} from './agent.js'
+export { Site, LoginError, POW_LOGIN_GRANT } from './site.js'
