@@ -108,6 +108,13 @@ export interface ResourceVerifierOptions {
   /** Clock skew allowed on `exp`/`nbf`, seconds (default 30). */
   leeway?: number
   replayCache?: ReplayCache
+  /**
+   * Keep signature-checked tokens (by SHA-256 of the token) for `ttl`
+   * seconds (default 300), at most `maxEntries` (10,000), while their key
+   * is still published; time checks run on every use. `false`: check every
+   * signature every time.
+   */
+  tokenCache?: false | { maxEntries?: number; ttl?: number }
   nonces?: NonceSource
   /** The clock, in seconds since the epoch. */
   now?: () => number

@@ -235,6 +235,42 @@ export class ResourceVerifier {
     this._jwksUri = options.jwksUri
     this._keys = options.jwks
     this._jwksOptions = options.jwksOptions
+    // Signature-checked tokens by SHA-256 of the token, as the Rust kit
+    // keeps them: a resource sees one token many times. An entry is used
+    // only while the key that signed it is still published; the time
+    // checks run on every use (issuer and audience are this verifier's
+    // own, checked when the entry was made).
+    this.tokenCache = options.tokenCache === false ? undefined : new Map()
+    this.tokenCacheSize = typeof options.tokenCache === 'object' ? options.tokenCache.maxEntries ?? 10_000 : 10_000
+    this.tokenCacheTtl = (typeof options.tokenCache === 'object' ? options.tokenCache.ttl ?? 300 : 300) * 1000
+  }
+
+  /** Whether the key `kid` is still in the issuer's key set (a remote set as jose last fetched it). */
+  published(kid) {
+    const keys = this._keys
+    if (typeof keys?.jwks !== 'function') return true // a local set does not change
+    return keys.jwks()?.keys?.some((k) => k.kid === kid) ?? false
+  }
+
+  /** A cached verification of `token`, its time checks run again; undefined when there is none. */
+  cached(digest, now) {
+    const hit = this.tokenCache?.get(digest)
+    if (!hit) return undefined
+    if (hit.until <= Date.now() || !this.published(hit.kid)) {
+      this.tokenCache.delete(digest)
+      return undefined
+    }
+    const { exp, nbf } = hit.payload
+    if (exp + this.leeway <= now) throw invalidToken(`the ${hit.kind === 'passport' ? 'passport' : 'access token'} has expired`)
+    if (typeof nbf === 'number' && nbf > now + this.leeway) throw invalidToken('the access token is not valid yet')
+    // The passport policy is asked on every use (it may read a table that changes).
+    return hit.kind === 'passport' ? { kind: 'passport', passport: hit.payload, claims: this.passportAsAccess(hit.payload) } : hit.result
+  }
+
+  remember(digest, kid, kind, payload, result) {
+    if (!this.tokenCache) return
+    if (this.tokenCache.size >= this.tokenCacheSize) this.tokenCache.delete(this.tokenCache.keys().next().value)
+    this.tokenCache.set(digest, { kid, kind, payload, result, until: Date.now() + this.tokenCacheTtl })
   }
 
   /** The key getter, made on first use (discovering `jwks_uri` when not given). */
@@ -278,6 +314,11 @@ export class ResourceVerifier {
     if (passport && !this.acceptPassports) {
       throw invalidToken('an agent passport is not an access token at this resource')
     }
+    const digest = this.tokenCache && createHash('sha256').update(token).digest('base64url')
+    if (digest) {
+      const hit = this.cached(digest, this.clock())
+      if (hit) return hit
+    }
     const what = passport ? 'passport' : 'access token'
     let keys
     try {
@@ -301,11 +342,15 @@ export class ResourceVerifier {
       if (err?.code === 'ERR_JWKS_TIMEOUT') throw new AuthError('unavailable', 'the issuer keys could not be read', { cause: err })
       throw fromJose(err, what)
     }
+    let result
     if (passport) {
       if (typeof payload.cnf?.jkt !== 'string') throw invalidToken('the passport is invalid')
-      return { kind: 'passport', passport: payload, claims: this.passportAsAccess(payload) }
+      result = { kind: 'passport', passport: payload, claims: this.passportAsAccess(payload) }
+    } else {
+      result = { kind: 'access', claims: payload }
     }
-    return { kind: 'access', claims: payload }
+    if (digest) this.remember(digest, header.kid, result.kind, payload, result)
+    return result
   }
 
   /** An accepted passport's claims in the access-token shape: the resource's scopes, never its own. */

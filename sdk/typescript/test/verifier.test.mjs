@@ -173,13 +173,20 @@ describe('ResourceVerifier: what fails', () => {
     assert.equal(headers['www-authenticate'], 'Bearer realm="agentauth", resource_metadata="https://r/.well-known/oauth-protected-resource", scope="read", DPoP resource_metadata="https://r/.well-known/oauth-protected-resource", scope="read", algs="ES256 EdDSA Ed25519 RS256 PS256"')
   })
 
-  it('expired (by the verifier clock, past the leeway)', async () => {
+  it('expired (by the verifier clock, past the leeway), also when the token was cached', async () => {
     const { access_token, expires_in } = await clientCredentials()
+    const headers = { authorization: `Bearer ${access_token}` }
     const later = verifier({ now: () => Math.floor(Date.now() / 1000) + expires_in + 31 })
-    await refused(later.verify({ method: 'GET', url: RESOURCE, headers: { authorization: `Bearer ${access_token}` } }), 'invalid_token', /expired/)
-    // Within the leeway it still passes.
-    const justAfter = verifier({ now: () => Math.floor(Date.now() / 1000) + expires_in + 5 })
-    await justAfter.verify({ method: 'GET', url: RESOURCE, headers: { authorization: `Bearer ${access_token}` } })
+    await refused(later.verify({ method: 'GET', url: RESOURCE, headers }), 'invalid_token', /expired/)
+    // One verifier whose clock moves on: first checked (and cached), within the leeway, then expired.
+    let skew = 0
+    const v = verifier({ now: () => Math.floor(Date.now() / 1000) + skew })
+    await v.verify({ method: 'GET', url: RESOURCE, headers })
+    assert.equal(v.tokenCache.size, 1)
+    skew = expires_in + 5
+    await v.verify({ method: 'GET', url: RESOURCE, headers })
+    skew = expires_in + 31
+    await refused(v.verify({ method: 'GET', url: RESOURCE, headers }), 'invalid_token', /expired/)
   })
 
   it('wrong audience, wrong issuer', async () => {
