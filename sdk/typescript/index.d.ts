@@ -171,6 +171,10 @@ export interface AgentKey {
 
 /** A key pair and its public JWK (with kid and alg) for `agentauth agent create --jwk` or `/register`. */
 export declare function generateAgentKey(options?: { alg?: string; kid?: string; extractable?: boolean }): Promise<AgentKey & { publicJwk: JsonWebKey & { kid: string; alg: string }; alg: string }>
+/** An agent's key pair from its private JWK (with kid). */
+export declare function loadAgentKey(privateJwk: JsonWebKey & { kid: string; alg?: string }, defaultAlg?: string): Promise<AgentKey>
+/** Whether an issuer is on loopback (http:// is allowed only there by default). */
+export declare function isLoopback(issuer: string): boolean
 /** A nonce with SHA-256(challenge ‖ nonce) starting with `bits` zero bits. */
 export declare function solveChallenge(challenge: string, bits: number): string
 
@@ -179,7 +183,7 @@ export interface AgentOptions {
   key: AgentKey
   /** DPoP keys; default: `key` (agentauth takes proofs only by registered or bridge-certified keys). */
   dpopKeys?: CryptoKeyPair
-  /** Allow http:// (tests only). */
+  /** Allow http:// (default: only for a loopback issuer). */
   insecure?: boolean
   fetch?: typeof fetch
 }

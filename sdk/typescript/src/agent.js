@@ -31,6 +31,25 @@ export async function generateAgentKey({ alg = 'ES256', kid = crypto.randomUUID(
   return { privateKey, publicKey: pair.publicKey, publicJwk: jwk, kid, alg }
 }
 
+/**
+ * An agent's key from its private JWK (with `kid`; `alg` or `defaultAlg`),
+ * as kept in a secret store: the pair `Agent.connect` takes.
+ */
+export async function loadAgentKey(privateJwk, defaultAlg = 'ES256') {
+  const alg = privateJwk.alg ?? defaultAlg
+  const { d, p, q, dp, dq, qi, ...publicJwk } = privateJwk
+  if (!d) throw new TypeError('loadAgentKey needs the private JWK (with d)')
+  const privateKey = await jose.importJWK(privateJwk, alg, { extractable: false })
+  const publicKey = await jose.importJWK(publicJwk, alg, { extractable: true })
+  return { privateKey, publicKey, kid: privateJwk.kid }
+}
+
+/** http:// is allowed for loopback issuers only (development), as the MCP SDK allows it. */
+export function isLoopback(issuer) {
+  const { hostname } = new URL(issuer)
+  return hostname === 'localhost' || hostname === '127.0.0.1' || hostname === '[::1]'
+}
+
 /** The proof of work of a login request: a nonce with SHA-256(challenge ‖ nonce) starting with `bits` zero bits. */
 export function solveChallenge(challenge, bits) {
   for (let n = 0; ; n++) {
@@ -59,7 +78,7 @@ export class Agent {
   /**
    * @param {{ as: oauth.AuthorizationServer, clientId: string, key: { privateKey: CryptoKey, publicKey: CryptoKey, kid: string }, dpopKeys?: CryptoKeyPair, insecure?: boolean, fetch?: typeof fetch }} options
    */
-  constructor({ as, clientId, key, dpopKeys, insecure = false, fetch: f }) {
+  constructor({ as, clientId, key, dpopKeys, insecure = isLoopback(as.issuer), fetch: f }) {
     this.as = as
     this.issuer = as.issuer
     this.client = { client_id: clientId, token_endpoint_auth_method: 'private_key_jwt' }
@@ -75,10 +94,10 @@ export class Agent {
   /**
    * Discovers the issuer (RFC 8414) and returns the agent. `key` is its
    * registered key pair with its `kid` (what `generateAgentKey` returns);
-   * `insecure` allows http:// (tests).
+   * `insecure` allows http:// (default: only for a loopback issuer).
    * @param {{ issuer: string, clientId: string, key: { privateKey: CryptoKey, publicKey: CryptoKey, kid: string }, dpopKeys?: CryptoKeyPair, insecure?: boolean, fetch?: typeof fetch }} options
    */
-  static async connect({ issuer, insecure = false, fetch: f, ...rest }) {
+  static async connect({ issuer, insecure = isLoopback(issuer), fetch: f, ...rest }) {
     const url = new URL(issuer)
     const options = { ...(insecure ? { [oauth.allowInsecureRequests]: true } : {}), ...(f ? { [oauth.customFetch]: f } : {}), algorithm: 'oauth2' }
     const as = await oauth.processDiscoveryResponse(url, await oauth.discoveryRequest(url, options))

@@ -5,7 +5,7 @@ export {
   ACCESS_TOKEN_TYP, PASSPORT_TYP, DPOP_TYP, DPOP_ALGS, TOKEN_ALGS,
 } from './verifier.js'
 export {
-  Agent, generateAgentKey, solveChallenge,
+  Agent, generateAgentKey, loadAgentKey, isLoopback, solveChallenge,
   PASSPORT_GRANT, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ACCESS_TOKEN_TYPE, BRIDGE_CERT_GRANT,
 } from './agent.js'
 export { Site, LoginError, POW_LOGIN_GRANT } from './site.js'

@@ -6,7 +6,7 @@
 import * as oauth from 'oauth4webapi'
 import * as jose from 'jose'
 import { ResourceVerifier, PASSPORT_TYP } from './verifier.js'
-import { PASSPORT_TOKEN_TYPE } from './agent.js'
+import { PASSPORT_TOKEN_TYPE, isLoopback } from './agent.js'
 
 export const POW_LOGIN_GRANT = 'urn:agentauth:params:grant-type:pow-login'
 
@@ -23,7 +23,7 @@ export class Site {
   /**
    * @param {{ as: oauth.AuthorizationServer, clientId: string, clientSecret: string, insecure?: boolean, fetch?: typeof fetch }} options
    */
-  constructor({ as, clientId, clientSecret, insecure = false, fetch: f = fetch }) {
+  constructor({ as, clientId, clientSecret, insecure = isLoopback(as.issuer), fetch: f = fetch }) {
     this.as = as
     this.issuer = as.issuer
     this.client = { client_id: clientId }
@@ -35,8 +35,8 @@ export class Site {
     this.verifier = new ResourceVerifier({ issuer: as.issuer, audience: clientId, acceptPassports: true, jwks: this.keys, passportScopes: (p) => String(p.scope ?? '').split(' ').filter(Boolean) })
   }
 
-  /** Discovers the issuer (RFC 8414) and returns the site. `insecure`: allow http:// (tests). */
-  static async connect({ issuer, insecure = false, fetch: f = fetch, ...rest }) {
+  /** Discovers the issuer (RFC 8414) and returns the site. `insecure`: allow http:// (default: only for a loopback issuer). */
+  static async connect({ issuer, insecure = isLoopback(issuer), fetch: f = fetch, ...rest }) {
     const url = new URL(issuer)
     const options = { ...(insecure ? { [oauth.allowInsecureRequests]: true } : {}), [oauth.customFetch]: f, algorithm: 'oauth2' }
     const as = await oauth.processDiscoveryResponse(url, await oauth.discoveryRequest(url, options))
