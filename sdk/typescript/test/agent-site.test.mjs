@@ -44,9 +44,12 @@ before(async () => {
 
   // A resource protected by the verifier: answers with who called.
   const verifier = new ResourceVerifier({ issuer: server.issuer, audience: resource })
+  // /api/nonce hands out its own DPoP nonces (RFC 9449 §9): one per minute here.
+  const minute = () => `n-${Math.floor(Date.now() / 60_000)}`
+  const withNonces = new ResourceVerifier({ issuer: server.issuer, audience: resource, nonces: { current: minute, isValid: (n) => n === minute() } })
   resourceServer = createServer(async (req, res) => {
     try {
-      const v = await verifier.verify({ method: req.method, url: `${resource}${req.url.replace(/^\/api/, '')}`, headers: req.headers })
+      const v = await (req.url.startsWith('/api/nonce') ? withNonces : verifier).verify({ method: req.method, url: `${resource}${req.url.replace(/^\/api/, '')}`, headers: req.headers })
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ subject: v.subject, actors: v.actors.map((a) => a.sub), jkt: v.jkt, scopes: v.scopes }))
     } catch (err) {
@@ -78,6 +81,22 @@ describe('agent', () => {
     assert.deepEqual(body.scopes, ['read'])
     // The deployer cannot use the helper's token: its proofs are by another key.
     await assert.rejects(deployer.fetch(resource, { token: tokens.access_token }), (err) => err.code === 'OAUTH_WWW_AUTHENTICATE_CHALLENGE')
+  })
+
+  it('a resource that asks for its own DPoP nonce: the agent retries with it', async () => {
+    const tokens = await helper.clientCredentials({ resource, scope: 'read' })
+    const response = await helper.fetch(`${resource}/nonce`, { token: tokens.access_token })
+    assert.equal(response.status, 200, await response.clone().text())
+    // Without a nonce, straight from the verifier: 401 use_dpop_nonce and the nonce in DPoP-Nonce.
+    const headers = new Headers()
+    const { DPoP } = await import('oauth4webapi')
+    const fresh = DPoP(helper.client, helper.dpopKeys)
+    await fresh.addProof(new URL(`${resource}/nonce`), headers, 'GET', tokens.access_token)
+    headers.set('authorization', `DPoP ${tokens.access_token}`)
+    const r = await fetch(`${resource}/nonce`, { headers })
+    assert.equal(r.status, 401)
+    assert.match(r.headers.get('www-authenticate'), /^DPoP error="use_dpop_nonce"/)
+    assert.match(r.headers.get('dpop-nonce'), /^n-\d+$/)
   })
 
   it('a bridge certificate for a fresh Ed25519 key', async () => {
