@@ -2,8 +2,9 @@
 // by agentauth, reached by the SDK's own client with nothing but the URL:
 // RFC 9728 discovery, dynamic registration, the real sign-in and consent
 // pages (posted as a browser would), the token, a tool call, a refresh.
-// Then what the SDK's bearer middleware does with no package of ours, and
-// what requireAgentAuth adds (DPoP, passports, agentauth's challenges).
+// The same flow with no package of ours (the SDK's router and bearer
+// middleware, a jose verifier), what a verifier without a typ check lets
+// through, and what requireAgentAuth adds (DPoP, passports, challenges).
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
@@ -14,6 +15,7 @@ import * as oauth from 'oauth4webapi'
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js'
+import { mcpAuthMetadataRouter } from '@modelcontextprotocol/sdk/server/auth/router.js'
 import { InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
@@ -56,7 +58,8 @@ before(async () => {
     args: ['--insecure-fetch-for-tests-only'],
     async prepare({ run, dir }) {
       const file = join(dir, 'resources.toml')
-      writeFileSync(file, `[[resource]]\nuri = "${resource}"\nname = "TS SDK test server"\nscopes = ["mcp"]\naccept_passports = true\n`)
+      writeFileSync(file, `[[resource]]\nuri = "${resource}"\nname = "TS SDK test server"\nscopes = ["mcp"]\naccept_passports = true\n\n`
+        + `[[resource]]\nuri = "${base}/bare"\nname = "SDK only"\nscopes = ["mcp"]\n`)
       const keys = await jose.generateKeyPair('ES256', { extractable: true })
       const jwk = { ...(await jose.exportJWK(keys.publicKey)), kid: 'a-key', alg: 'ES256' }
       writeFileSync(join(dir, 'a.jwk'), JSON.stringify(jwk))
@@ -92,6 +95,22 @@ before(async () => {
   })
   app.post('/naive', requireBearerAuth({ verifier: naive(false) }), (req, res) => res.json({ clientId: req.auth.clientId }))
   app.post('/typed', requireBearerAuth({ verifier: naive(true) }), (req, res) => res.json({ clientId: req.auth.clientId }))
+  // 4. No package of ours at all: the SDK's metadata router and bearer
+  // middleware, a jose verifier that checks typ, in front of an SDK server.
+  const bare = `${base}/bare`
+  const oauthMetadata = await (await fetch(`${server.issuer}/.well-known/oauth-authorization-server`)).json()
+  app.use(mcpAuthMetadataRouter({ oauthMetadata, resourceServerUrl: new URL(bare), scopesSupported: ['mcp'] }))
+  const bareVerifier = {
+    async verifyAccessToken(token) {
+      try {
+        const { payload } = await jose.jwtVerify(token, jwks, { issuer: server.issuer, audience: bare, typ: 'at+jwt' })
+        return { token, clientId: payload.client_id, scopes: String(payload.scope ?? '').split(' ').filter(Boolean), expiresAt: payload.exp, extra: { subject: payload.sub, kind: 'access' } }
+      } catch (err) {
+        throw new InvalidTokenError(err.message)
+      }
+    },
+  }
+  app.post('/bare', requireBearerAuth({ verifier: bareVerifier, requiredScopes: ['mcp'], resourceMetadataUrl: getOAuthProtectedResourceMetadataUrl(new URL(bare)) }), handle)
   listener = await new Promise((r) => { const l = app.listen(port, '127.0.0.1', () => r(l)) })
 })
 
@@ -118,41 +137,46 @@ class MemoryProvider {
 
 const whoami = async (client) => JSON.parse((await client.callTool({ name: 'whoami', arguments: {} })).content[0].text)
 
-describe('the official TypeScript MCP SDK, server and client, with agentauth', () => {
-  it('discovery, registration, sign-in and consent pages, token, tool call, refresh', async () => {
-    const provider = new MemoryProvider('http://127.0.0.1:1/callback')
-    const url = new URL(`${base}/mcp`)
-    let client = new Client({ name: 'sdk-test', version: '1.0.0' })
-    await assert.rejects(client.connect(new StreamableHTTPClientTransport(url, { authProvider: provider })), UnauthorizedError)
-    const authorization = provider.authorizationUrl
-    assert.ok(authorization.href.startsWith(`${server.issuer}/authorize?`), authorization.href)
-    assert.equal(authorization.searchParams.get('resource'), url.href, 'RFC 8707 resource from our RFC 9728 metadata')
-    assert.ok(provider.clientInformation()?.client_id, 'registered dynamically')
+/** The SDK client, given only `mcpUrl`: discovery, registration, our pages, token, whoami, refresh. */
+async function codeFlow(mcpUrl) {
+  const provider = new MemoryProvider('http://127.0.0.1:1/callback')
+  const url = new URL(mcpUrl)
+  let client = new Client({ name: 'sdk-test', version: '1.0.0' })
+  await assert.rejects(client.connect(new StreamableHTTPClientTransport(url, { authProvider: provider })), UnauthorizedError)
+  const authorization = provider.authorizationUrl
+  assert.ok(authorization.href.startsWith(`${server.issuer}/authorize?`), authorization.href)
+  assert.equal(authorization.searchParams.get('resource'), url.href, 'RFC 8707 resource from the RFC 9728 metadata')
+  assert.ok(provider.clientInformation()?.client_id, 'registered dynamically')
 
-    const back = await new Human('alice', PASSWORD).authorize(authorization, {
-      onConsent: (html) => assert.ok(html.includes('TS SDK test client'), 'the consent page names the client'),
-    })
-    assert.equal(back.searchParams.get('iss'), server.issuer, 'RFC 9207 iss')
-    const transport = new StreamableHTTPClientTransport(url, { authProvider: provider })
-    await transport.finishAuth(back.searchParams.get('code'))
-
-    client = new Client({ name: 'sdk-test', version: '1.0.0' })
-    await client.connect(new StreamableHTTPClientTransport(url, { authProvider: provider }))
-    const me = await whoami(client)
-    assert.equal(me.clientId, provider.clientInformation().client_id)
-    assert.deepEqual(me.scopes, ['mcp'])
-    assert.equal(me.kind, 'access')
-
-    // Refresh: the access token goes bad; on the 401 the SDK refreshes and retries.
-    const before = provider.tokens()
-    assert.ok(before.refresh_token, 'a refresh token (offline_access)')
-    provider._tokens = { ...before, access_token: 'not-a-token' }
-    const again = await whoami(client)
-    assert.equal(again.clientId, me.clientId)
-    assert.notEqual(provider.tokens().access_token, 'not-a-token')
-    assert.notEqual(provider.tokens().refresh_token, before.refresh_token, 'the refresh token rotated')
-    await client.close()
+  const back = await new Human('alice', PASSWORD).authorize(authorization, {
+    onConsent: (html) => assert.ok(html.includes('TS SDK test client'), 'the consent page names the client'),
   })
+  assert.equal(back.searchParams.get('iss'), server.issuer, 'RFC 9207 iss')
+  const transport = new StreamableHTTPClientTransport(url, { authProvider: provider })
+  await transport.finishAuth(back.searchParams.get('code'))
+
+  client = new Client({ name: 'sdk-test', version: '1.0.0' })
+  await client.connect(new StreamableHTTPClientTransport(url, { authProvider: provider }))
+  const me = await whoami(client)
+  assert.equal(me.clientId, provider.clientInformation().client_id)
+  assert.deepEqual(me.scopes, ['mcp'])
+  assert.equal(me.kind, 'access')
+
+  // Refresh: the access token goes bad; on the 401 the SDK refreshes and retries.
+  const before = provider.tokens()
+  assert.ok(before.refresh_token, 'a refresh token (offline_access)')
+  provider._tokens = { ...before, access_token: 'not-a-token' }
+  const again = await whoami(client)
+  assert.equal(again.clientId, me.clientId)
+  assert.notEqual(provider.tokens().access_token, 'not-a-token')
+  assert.notEqual(provider.tokens().refresh_token, before.refresh_token, 'the refresh token rotated')
+  await client.close()
+}
+
+describe('the official TypeScript MCP SDK, server and client, with agentauth', () => {
+  it('discovery, registration, sign-in and consent pages, token, tool call, refresh', () => codeFlow(`${base}/mcp`))
+
+  it('the same with no package of ours: the SDK router and bearer middleware, a jose verifier', () => codeFlow(`${base}/bare`))
 
   it('requireAgentAuth: a DPoP-bound agent token and a passport reach the tool; bearer-only clients get our challenge', async () => {
     const DPoP = oauth.DPoP(agent.client, agent.keys)
