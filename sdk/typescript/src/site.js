@@ -5,6 +5,7 @@
 // later requests: its passport with a DPoP proof of the passport's key.
 import * as oauth from 'oauth4webapi'
 import * as jose from 'jose'
+import { EventSourceParserStream } from 'eventsource-parser/stream'
 import { ResourceVerifier, PASSPORT_TYP } from './verifier.js'
 import { PASSPORT_TOKEN_TYPE, isLoopback } from './agent.js'
 
@@ -68,20 +69,10 @@ export class Site {
   async waitByEvents(request, { signal } = {}) {
     const response = await this.fetchImpl(request.events_uri, { headers: { authorization: this.basic, accept: 'text/event-stream' }, signal })
     if (!response.ok) throw new LoginError('refused', await response.json().catch(() => ({ error: `HTTP ${response.status}` })))
-    const decoder = new TextDecoder()
-    let buffer = ''
-    for await (const chunk of response.body) {
-      buffer += decoder.decode(chunk, { stream: true })
-      let end
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const event = buffer.slice(0, end)
-        buffer = buffer.slice(end + 2)
-        const lines = event.split('\n')
-        if (!lines.includes('event: outcome')) continue
-        const data = lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n')
-        response.body.cancel().catch(() => {})
-        return this.outcome(JSON.parse(data))
-      }
+    const events = response.body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream())
+    for await (const event of events) {
+      if (event.event !== 'outcome') continue // heartbeats
+      return this.outcome(JSON.parse(event.data)) // leaving the loop cancels the stream
     }
     throw new LoginError('interrupted', { error_description: 'the stream ended without an outcome; reconnect or poll to learn it' })
   }
