@@ -173,6 +173,13 @@ describe('ResourceVerifier: what fails', () => {
     assert.equal(headers['www-authenticate'], 'Bearer realm="agentauth", resource_metadata="https://r/.well-known/oauth-protected-resource", scope="read", DPoP resource_metadata="https://r/.well-known/oauth-protected-resource", scope="read", algs="ES256 EdDSA Ed25519 RS256 PS256"')
   })
 
+  it('a bearer token where only DPoP-bound ones are taken; a DPoP scheme on a bearer token', async () => {
+    const { access_token } = await clientCredentials()
+    await refused(verifier({ requireDpop: true }).verify({ method: 'GET', url: RESOURCE, headers: { authorization: `Bearer ${access_token}` } }), 'invalid_token', /only DPoP-bound/)
+    await refused(verifier().verify({ method: 'GET', url: RESOURCE, headers: { authorization: `DPoP ${access_token}` } }), 'invalid_token', /not DPoP-bound/)
+    await refused(verifier().verify({ method: 'GET', url: RESOURCE, headers: { authorization: 'Bearer' } }), 'invalid_request')
+  })
+
   it('expired (by the verifier clock, past the leeway), also when the token was cached', async () => {
     const { access_token, expires_in } = await clientCredentials()
     const headers = { authorization: `Bearer ${access_token}` }
