@@ -115,6 +115,13 @@ export interface ResourceVerifierOptions {
    * signature every time.
    */
   tokenCache?: false | { maxEntries?: number; ttl?: number }
+  /**
+   * Check token status lists (draft-ietf-oauth-status-list), so that a
+   * token revoked at agentauth is refused within its list's `ttl`. Off by
+   * default. Seconds: `maxTtl` (300), `grace` (60) a stale list is used
+   * while it cannot be fetched, `retryInterval` (1), `fetchTimeout` (2).
+   */
+  statusLists?: boolean | { maxTtl?: number; grace?: number; retryInterval?: number; fetchTimeout?: number; maxListLength?: number; requireStatus?: boolean }
   nonces?: NonceSource
   /** The clock, in seconds since the epoch. */
   now?: () => number
@@ -128,6 +135,8 @@ export declare class AuthError extends Error {
   description: string
   scopes?: string[]
   nonce?: string
+  /** Seconds, for `unavailable` (503). */
+  retryAfter?: number
   readonly status: number
   challenge(context?: { resourceMetadata?: string; scope?: string }): {
     status: number

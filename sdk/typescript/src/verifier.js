@@ -8,6 +8,7 @@
 // decides which checks apply and in what order.
 import { createHash } from 'node:crypto'
 import * as jose from 'jose'
+import { StatusLists, StatusListUnavailable } from './status.js'
 
 export const ACCESS_TOKEN_TYP = 'at+jwt'
 export const PASSPORT_TYP = 'agent-passport+jwt'
@@ -24,13 +25,14 @@ export const TOKEN_ALGS = ['RS256', 'PS256', 'ES256', 'EdDSA', 'Ed25519']
  * `unavailable`.
  */
 export class AuthError extends Error {
-  constructor(code, description, { scopes, nonce, cause } = {}) {
+  constructor(code, description, { scopes, nonce, cause, retryAfter } = {}) {
     super(description, cause ? { cause } : undefined)
     this.name = 'AuthError'
     this.code = code
     this.description = description
     if (scopes) this.scopes = scopes
     if (nonce) this.nonce = nonce
+    if (retryAfter) this.retryAfter = retryAfter
   }
 
   get status() {
@@ -73,6 +75,7 @@ export class AuthError extends Error {
         if (this.nonce) headers['dpop-nonce'] = this.nonce
         break
       case 'unavailable':
+        if (this.retryAfter) headers['retry-after'] = String(this.retryAfter)
         break
       default: // invalid_token, insufficient_scope
         challenges = [challenge('Bearer', error(), false), challenge('DPoP', error(), true)]
@@ -240,6 +243,11 @@ export class ResourceVerifier {
     // only while the key that signed it is still published; the time
     // checks run on every use (issuer and audience are this verifier's
     // own, checked when the entry was made).
+    // Token status lists: off by default (as in the Rust kit); on, a
+    // revoked token is refused within its list's ttl.
+    this.statusLists = options.statusLists
+      ? new StatusLists({ issuer: this.issuer, keys: () => this.keys(), fetch: this.fetch, ...(typeof options.statusLists === 'object' ? options.statusLists : {}) })
+      : undefined
     this.tokenCache = options.tokenCache === false ? undefined : new Map()
     this.tokenCacheSize = typeof options.tokenCache === 'object' ? options.tokenCache.maxEntries ?? 10_000 : 10_000
     this.tokenCacheTtl = (typeof options.tokenCache === 'object' ? options.tokenCache.ttl ?? 300 : 300) * 1000
@@ -353,6 +361,19 @@ export class ResourceVerifier {
     return result
   }
 
+  /** The token's entry in its status list (draft-ietf-oauth-status-list): 0 passes. */
+  async checkStatus(verified) {
+    const what = verified.kind === 'passport' ? 'passport' : 'access token'
+    let status
+    try {
+      status = await this.statusLists.status(verified.passport ?? verified.claims, this.clock())
+    } catch (err) {
+      if (err instanceof StatusListUnavailable) throw new AuthError('unavailable', err.message, { cause: err.cause, retryAfter: err.retryAfter })
+      throw invalidToken(err.message, err)
+    }
+    if (status !== undefined && status !== 0) throw invalidToken(`the ${what} has been ${status === 2 ? 'suspended' : 'revoked'}`)
+  }
+
   /** An accepted passport's claims in the access-token shape: the resource's scopes, never its own. */
   passportAsAccess(p) {
     const scopes = (this.passportScopes?.(p) ?? []).filter((s) => s)
@@ -421,6 +442,7 @@ export class ResourceVerifier {
     const { token, dpop } = bearerOrDpop(authorization.length ? authorization : undefined)
     const now = this.clock()
     const verified = await this.verifyToken(token)
+    if (this.statusLists) await this.checkStatus(verified)
     const cnf = verified.claims.cnf
     let jkt
     if (cnf && !dpop) {

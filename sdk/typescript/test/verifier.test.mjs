@@ -40,7 +40,7 @@ before(async () => {
       agent = await createAgent(run, dir, 'deployer')
       helper = await createAgent(run, dir, 'helper')
       client = JSON.parse(await run(['client', 'create', '--name', 'svc', '--scope', 'read write', '--json']))
-      return ['--resources-file', resources]
+      return ['--resources-file', resources, '--status-list-ttl', '1']
     },
   })
   const issuer = new URL(server.issuer)
@@ -251,6 +251,38 @@ describe('ResourceVerifier: what fails', () => {
     await refused(v.verify({ method: 'GET', url: RESOURCE, headers: { authorization: `DPoP ${access_token}`, dpop: old } }), 'invalid_dpop_proof', /iat/)
     const leaky = await new jose.SignJWT({ ...claims, jti: 'x2' }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await jose.exportJWK(keys.privateKey) }).sign(keys.privateKey)
     await refused(v.verify({ method: 'GET', url: RESOURCE, headers: { authorization: `DPoP ${access_token}`, dpop: leaky } }), 'invalid_dpop_proof', /private/)
+  })
+
+  it('a revoked token, with status lists on (and 503 with Retry-After when the list cannot be had)', async () => {
+    const { access_token } = await clientCredentials()
+    const headers = { authorization: `Bearer ${access_token}` }
+    const v = verifier({ statusLists: true })
+    const ok = await v.verify({ method: 'GET', url: RESOURCE, headers })
+    assert.ok(ok.claims.status?.status_list?.uri.startsWith(`${server.issuer}/`), JSON.stringify(ok.claims.status))
+    // Without status lists the token verifies until its exp: the default.
+    const offline = verifier()
+    const response = await oauth.revocationRequest(as, { client_id: client.client_id }, clientAuth, access_token, insecure)
+    await oauth.processRevocationResponse(response)
+    const deadline = Date.now() + 5000
+    for (;;) {
+      const err = await v.verify({ method: 'GET', url: RESOURCE, headers }).then(() => undefined, (e) => e)
+      if (err) {
+        assert.equal(err.code, 'invalid_token', err.description)
+        assert.match(err.description, /revoked/)
+        break
+      }
+      assert.ok(Date.now() < deadline, 'still accepted 5 s after its revocation')
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    await offline.verify({ method: 'GET', url: RESOURCE, headers })
+    // The list unreachable and never fetched: not the client's fault, 503.
+    const cut = verifier({ statusLists: true, fetch: (url, init) => (String(url).includes('/statuslists/') ? Promise.reject(new Error('down')) : fetch(url, init)) })
+    const { access_token: fresh } = await clientCredentials()
+    const err = await cut.verify({ method: 'GET', url: RESOURCE, headers: { authorization: `Bearer ${fresh}` } }).then(() => undefined, (e) => e)
+    assert.equal(err?.code, 'unavailable')
+    const { status, headers: answer } = err.challenge()
+    assert.equal(status, 503)
+    assert.equal(answer['retry-after'], '1')
   })
 
   it('a passport where passports are not accepted, even as a bearer token', async () => {

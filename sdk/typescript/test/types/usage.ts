@@ -6,7 +6,7 @@ import { mcpTokenVerifier, requireAgentAuth, agentauthMetadataRouter } from 'age
 import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js'
 import express from 'express'
 
-const verifier = new ResourceVerifier({ issuer: 'https://as.example', audience: 'https://rs.example/mcp', acceptPassports: true, passportScopes: (p) => (p.owner === 'u1' ? ['read'] : []) })
+const verifier = new ResourceVerifier({ issuer: 'https://as.example', audience: 'https://rs.example/mcp', acceptPassports: true, statusLists: { grace: 30 }, passportScopes: (p) => (p.owner === 'u1' ? ['read'] : []) })
 createServer(async (req, res) => {
   try {
     const who: Verified = await verifier.verify({ method: req.method ?? 'GET', url: 'https://rs.example/mcp', headers: req.headers })
