@@ -151,7 +151,12 @@ export declare class ResourceVerifier {
   constructor(options: ResourceVerifierOptions)
   readonly issuer: string
   readonly audience: string
-  verify(request: { method: string; url: string | URL; headers: HeadersLike }): Promise<Verified>
+  /**
+   * `clientCertificate`: over mutual TLS, the client's certificate (DER or
+   * X509Certificate); a token bound to it (`cnf.x5t#S256`, a bridge
+   * certificate) may then come under `Bearer` (RFC 8705 §3).
+   */
+  verify(request: { method: string; url: string | URL; headers: HeadersLike; clientCertificate?: Uint8Array | import('node:crypto').X509Certificate }): Promise<Verified>
   verifyToken(token: string): Promise<{ kind: 'access' | 'passport'; claims: AccessTokenClaims; passport?: PassportClaims }>
   verifyProof(proof: string, expect: { method: string; url: string; accessToken?: string; now: number }): Promise<{ jkt: string; jti: string; iat: number; nonce?: string }>
 }
@@ -160,6 +165,8 @@ export declare function requireScopes(verified: Pick<Verified, 'scopes'>, requir
 export declare function actorChain(act: unknown): Actor[]
 export declare function bearerOrDpop(authorization: string | string[] | undefined): { token: string; dpop: boolean }
 export declare function ath(accessToken: string): string
+/** RFC 8705 §3.1: whether the certificate is the one `cnf.x5t#S256` names. */
+export declare function certificateMatches(cnf: { 'x5t#S256'?: string } | undefined, certificate: Uint8Array | import('node:crypto').X509Certificate): boolean
 export declare function replayRetention(iat: number, now: number, iatWindow: number): number
 
 // ---- agent ----

@@ -78,7 +78,9 @@ export function requireAgentAuth({ verifier: v, resourceUrl, requiredScopes = []
   return async (req, res, next) => {
     try {
       const url = new URL(req.originalUrl ?? req.url, base.origin)
-      const verified = await verifier.verify({ method: req.method, url: url.href, headers: req.headers })
+      // Over mutual TLS, the client certificate (a bridge certificate may bind the token).
+      const clientCertificate = req.socket?.getPeerCertificate?.()?.raw
+      const verified = await verifier.verify({ method: req.method, url: url.href, headers: req.headers, clientCertificate })
       requireScopes(verified, requiredScopes)
       req.auth = authInfo(verified, verifier.audience)
       next()

@@ -6,7 +6,7 @@
 //
 // Every signature check and every JOSE parse is jose's; this file only
 // decides which checks apply and in what order.
-import { createHash } from 'node:crypto'
+import { createHash, X509Certificate } from 'node:crypto'
 import * as jose from 'jose'
 import { StatusLists, StatusListUnavailable } from './status.js'
 
@@ -141,6 +141,17 @@ function sameHtu(claimed, expected) {
   }
   // WHATWG URL lowercases scheme and host and drops a default port.
   return a.protocol === b.protocol && a.host === b.host && a.pathname === b.pathname
+}
+
+/**
+ * RFC 8705 §3.1: whether `certificate` (DER bytes, or a node:crypto
+ * X509Certificate: the client certificate of the TLS connection) is the
+ * one `cnf.x5t#S256` names.
+ */
+export function certificateMatches(cnf, certificate) {
+  const der = certificate instanceof X509Certificate ? certificate.raw : certificate
+  if (!cnf?.['x5t#S256'] || !der?.length) return false
+  return createHash('sha256').update(der).digest('base64url') === cnf['x5t#S256']
 }
 
 /** RFC 7517/7518 private members: a proof's `jwk` must not carry any. */
@@ -437,7 +448,7 @@ export class ResourceVerifier {
    * @param {{ method: string, url: string | URL, headers: any }} request
    * @returns {Promise<import('../index.d.ts').Verified>}
    */
-  async verify({ method, url, headers }) {
+  async verify({ method, url, headers, clientCertificate }) {
     const authorization = headerValues(headers, 'authorization')
     const { token, dpop } = bearerOrDpop(authorization.length ? authorization : undefined)
     const now = this.clock()
@@ -445,8 +456,10 @@ export class ResourceVerifier {
     if (this.statusLists) await this.checkStatus(verified)
     const cnf = verified.claims.cnf
     let jkt
-    if (cnf && !dpop) {
-      throw invalidToken('a DPoP-bound token must use the DPoP scheme')
+    if (cnf && !dpop && clientCertificate && certificateMatches(cnf, clientCertificate)) {
+      // RFC 8705 §3: the certificate the token is bound to, over mutual TLS.
+    } else if (cnf && !dpop) {
+      throw invalidToken('a DPoP-bound token must use the DPoP scheme (or, over mutual TLS, the certificate it is bound to)')
     } else if (!cnf && dpop) {
       throw invalidToken('the token is not DPoP-bound')
     } else if (!cnf && this.requireDpop) {

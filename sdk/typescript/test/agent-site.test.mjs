@@ -5,14 +5,14 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
-import { X509Certificate } from 'node:crypto'
+import { X509Certificate, createHash } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Agent, Site, ResourceVerifier, AuthError, generateAgentKey } from '../src/index.js'
 import { freePort, startServer } from './server.mjs'
 
 const POW_LOGIN = 'urn:agentauth:params:grant-type:pow-login'
-let server, resource, resourceServer, deployer, helper, site, siteClient
+let server, resource, resourceServer, deployer, deployerKey, helper, site, siteClient
 
 async function register(run, dir, name) {
   const key = await generateAgentKey({ kid: `${name}-key` })
@@ -38,6 +38,7 @@ before(async () => {
     },
   })
   const connect = ({ id, key }) => Agent.connect({ issuer: server.issuer, clientId: id, key, insecure: true })
+  deployerKey = agents.deployer.key
   deployer = await connect(agents.deployer)
   helper = await connect(agents.helper)
   site = await Site.connect({ issuer: server.issuer, clientId: siteClient.client_id, clientSecret: siteClient.client_secret, insecure: true })
@@ -99,7 +100,7 @@ describe('agent', () => {
     assert.match(r.headers.get('dpop-nonce'), /^n-\d+$/)
   })
 
-  it('a bridge certificate for a fresh Ed25519 key', async () => {
+  it('a bridge certificate for a fresh Ed25519 key; the token bound to it passes over mutual TLS as Bearer', async () => {
     const cert = await deployer.bridgeCertificate()
     const pems = cert.certificateChain.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)
     assert.equal(pems.length, 2, cert.certificateChain)
@@ -109,6 +110,22 @@ describe('agent', () => {
     const ours = await crypto.subtle.exportKey('jwk', cert.keys.publicKey)
     assert.equal(leafKey.x, ours.x, 'the certificate certifies our key')
     assert.ok(cert.expiresIn > 0)
+
+    // The certified key may make the agent's DPoP proofs; its tokens are then
+    // bound to the key and to the certificate (cnf.jkt and cnf.x5t#S256).
+    const bridged = new Agent({ as: deployer.as, clientId: deployer.clientId, key: deployerKey, dpopKeys: cert.keys })
+    const tokens = await bridged.clientCredentials({ resource, scope: 'read' })
+    const verifier = new ResourceVerifier({ issuer: server.issuer, audience: resource })
+    const bearer = { authorization: `Bearer ${tokens.access_token}` }
+    // Over mutual TLS with that certificate, the Bearer scheme is enough (RFC 8705 §3).
+    const v = await verifier.verify({ method: 'GET', url: resource, headers: bearer, clientCertificate: leaf })
+    assert.equal(v.claims.cnf['x5t#S256'], createHash('sha256').update(leaf.raw).digest('base64url'))
+    // Another certificate, or none: refused.
+    await assert.rejects(verifier.verify({ method: 'GET', url: resource, headers: bearer, clientCertificate: ca }), (e) => e.code === 'invalid_token')
+    await assert.rejects(verifier.verify({ method: 'GET', url: resource, headers: bearer }), (e) => e.code === 'invalid_token')
+    // And with DPoP, the proof by the certified key.
+    const r = await bridged.fetch(resource, { token: tokens.access_token })
+    assert.equal(r.status, 200, await r.text())
   })
 })
 
