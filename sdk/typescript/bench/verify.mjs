@@ -53,6 +53,7 @@ try {
   // and each one's median round is reported.
   const ROUNDS = 10
   const per = Math.max(1, Math.floor(N / ROUNDS))
+  const log = []
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   const race = async (contenders) => {
     const results = contenders.map(() => [])
@@ -67,7 +68,9 @@ try {
     }
     return contenders.map(([label], i) => {
       const us = median(results[i])
-      console.log(`${label}: ${Math.round(1e6 / us)} ops/s (${us.toFixed(1)} µs, rounds ${results[i].map((x) => x.toFixed(0)).join(' ')})`)
+      const line = `${label}: ${Math.round(1e6 / us)} ops/s (${us.toFixed(1)} µs, rounds ${results[i].map((x) => x.toFixed(0)).join(' ')})`
+      console.log(line)
+      log.push(line)
       return us
     })
   }
@@ -144,7 +147,14 @@ of the bare calls: reading the header (\`decodeProtectedHeader\`, to refuse
 a passport before any signature check), the Authorization and DPoP header
 parsing, for DPoP the \`htm\`/\`htu\`/\`iat\`/\`ath\` checks, the RFC 7638
 thumbprint (jose's \`calculateJwkThumbprint\`, an asynchronous WebCrypto
-digest) and the replay cache.
+digest, remembered per key) and the replay cache.
+
+Each contender's rounds (µs per request), to show the spread on this
+machine (2 cores shared with other work):
+
+\`\`\`
+${log.join('\n')}
+\`\`\`
 `
   writeFileSync(join(here, 'results.md'), md)
   console.log(md)

@@ -259,6 +259,7 @@ export class ResourceVerifier {
     this.statusLists = options.statusLists
       ? new StatusLists({ issuer: this.issuer, keys: () => this.keys(), fetch: this.fetch, ...(typeof options.statusLists === 'object' ? options.statusLists : {}) })
       : undefined
+    this.thumbprints = new Map()
     this.tokenCache = options.tokenCache === false ? undefined : new Map()
     this.tokenCacheSize = typeof options.tokenCache === 'object' ? options.tokenCache.maxEntries ?? 10_000 : 10_000
     this.tokenCacheTtl = (typeof options.tokenCache === 'object' ? options.tokenCache.ttl ?? 300 : 300) * 1000
@@ -436,8 +437,24 @@ export class ResourceVerifier {
     }
     if (typeof iat !== 'number' || Math.abs(iat - now) > this.iatWindow) throw invalid('DPoP proof iat is outside the acceptable window')
     if (accessToken !== undefined && payload.ath !== ath(accessToken)) throw invalid('DPoP proof ath does not match the access token')
-    const jkt = await jose.calculateJwkThumbprint(header.jwk, 'sha256')
+    const jkt = await this.thumbprint(header.jwk)
     return { jkt, jti, iat, nonce }
+  }
+
+  /**
+   * RFC 7638 thumbprint of a proof key (jose's), remembered by the
+   * members it is computed from: a client sends the same key with every
+   * proof, and the digest is an asynchronous WebCrypto call.
+   */
+  async thumbprint(jwk) {
+    const members = [jwk.kty, jwk.crv, jwk.x, jwk.y, jwk.n, jwk.e].map((m) => (typeof m === 'string' ? m : '')).join('|')
+    let jkt = this.thumbprints.get(members)
+    if (jkt === undefined) {
+      jkt = await jose.calculateJwkThumbprint(jwk, 'sha256')
+      if (this.thumbprints.size >= 10_000) this.thumbprints.delete(this.thumbprints.keys().next().value)
+      this.thumbprints.set(members, jkt)
+    }
+    return jkt
   }
 
   /**
