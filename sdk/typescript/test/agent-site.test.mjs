@@ -5,8 +5,13 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
-import { X509Certificate, createHash } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { X509Certificate, createHash, KeyObject } from 'node:crypto'
+import { execFileSync } from 'node:child_process'
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https'
+import { tmpdir } from 'node:os'
+import express from 'express'
+import { requireAgentAuth } from '../src/mcp.js'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Agent, Site, ResourceVerifier, AuthError, generateAgentKey } from '../src/index.js'
 import { freePort, startServer } from './server.mjs'
@@ -126,6 +131,51 @@ describe('agent', () => {
     // And with DPoP, the proof by the certified key.
     const r = await bridged.fetch(resource, { token: tokens.access_token })
     assert.equal(r.status, 200, await r.text())
+  })
+})
+
+describe('mutual TLS with a bridge certificate', () => {
+  it('requireAgentAuth behind https with client certificates: the bound token under Bearer', async () => {
+    // A throwaway server certificate (the test's own TLS server; openssl CLI).
+    const dir = mkdtempSync(join(tmpdir(), 'agentauth-mtls-'))
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' })
+    const bundle = await (await fetch(`${server.issuer}/.well-known/ca-bundle.pem`)).text()
+    const cert = await deployer.bridgeCertificate()
+    const bridged = new Agent({ as: deployer.as, clientId: deployer.clientId, key: deployerKey, dpopKeys: cert.keys })
+    const tokens = await bridged.clientCredentials({ resource, scope: 'read' })
+
+    const app = express()
+    app.get('/api', requireAgentAuth({ verifier: { issuer: server.issuer, audience: resource }, resourceUrl: resource, requiredScopes: ['read'] }),
+      (req, res) => res.json({ clientId: req.auth.clientId, authorized: req.socket.authorized }))
+    // Clients without a certificate still connect (and get 401); the
+    // certificate's chain is checked against the bridge CA bundle.
+    const tls = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')), ca: bundle, requestCert: true, rejectUnauthorized: false }, app)
+    const port = await freePort()
+    await new Promise((r) => tls.listen(port, '127.0.0.1', r))
+    const privateKey = KeyObject.from(cert.keys.privateKey).export({ format: 'pem', type: 'pkcs8' })
+    const get = (clientCert) => new Promise((resolveGet, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port, path: '/api', method: 'GET', ca: readFileSync(join(dir, 'cert.pem')),
+        headers: { authorization: `Bearer ${tokens.access_token}` }, ...(clientCert ? { cert: cert.certificateChain, key: privateKey } : {}) }, (res) => {
+        let body = ''
+        res.on('data', (d) => { body += d })
+        res.on('end', () => resolveGet({ status: res.statusCode, body }))
+      })
+      req.on('error', reject)
+      req.end()
+    })
+    try {
+      const withCert = await get(true)
+      assert.equal(withCert.status, 200, withCert.body)
+      assert.equal(JSON.parse(withCert.body).clientId, deployer.clientId)
+      assert.equal(JSON.parse(withCert.body).authorized, true, 'the chain verifies against the bridge CA bundle')
+      const without = await get(false)
+      assert.equal(without.status, 401, without.body)
+    } finally {
+      tls.close()
+      tls.closeAllConnections?.()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 
