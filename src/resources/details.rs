@@ -26,6 +26,8 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -100,8 +102,9 @@ pub struct DetailType {
     pub description: Option<String>,
     /// The sentence shown to the person, with `{field}` placeholders.
     pub render: String,
+    /// In the order declared: the order the approval page lists them.
     #[serde(default)]
-    pub fields: BTreeMap<String, Field>,
+    pub fields: IndexMap<String, Field>,
 }
 
 /// RFC 9396 §2.2: members every type may carry, and their kinds.
