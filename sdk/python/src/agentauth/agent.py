@@ -1,0 +1,145 @@
+"""The agent side: a key, DPoP proofs (RFC 9449) with server nonces,
+`private_key_jwt` client assertions (RFC 7523), and the grants an agent
+uses at agentauth's `/token`: client_credentials, the passport grant and
+token exchange (RFC 8693)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from .verifier import ath, jwk_thumbprint
+
+PASSPORT_GRANT = "urn:agentauth:params:grant-type:passport"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+PASSPORT_TOKEN_TYPE = "urn:agentauth:params:token-type:passport"
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class AgentKey:
+    """A P-256 key (ES256): the agent's identity key and DPoP key."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+        self.private_key = private_key or ec.generate_private_key(ec.SECP256R1())
+        self.public_jwk: dict[str, Any] = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        self.public_jwk.pop("key_ops", None)
+        self.jkt = jwk_thumbprint(self.public_jwk)
+
+    def dpop_proof(self, method: str, url: str, access_token: str | None = None, nonce: str | None = None) -> str:
+        """An RFC 9449 §4.2 proof for one request."""
+        claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url, "iat": int(time.time())}
+        if access_token is not None:
+            claims["ath"] = ath(access_token)
+        if nonce is not None:
+            claims["nonce"] = nonce
+        return jwt.encode(claims, self.private_key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": self.public_jwk})
+
+    def client_assertion(self, client_id: str, audience: str, kid: str | None = None) -> str:
+        """RFC 7523 §2.2 `private_key_jwt` (aud: the issuer)."""
+        now = int(time.time())
+        claims = {"iss": client_id, "sub": client_id, "aud": audience, "jti": secrets.token_urlsafe(16), "iat": now, "exp": now + 60}
+        headers = {"kid": kid} if kid else None
+        return jwt.encode(claims, self.private_key, algorithm="ES256", headers=headers)
+
+
+class TokenError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body.get('error')}: {body.get('error_description', '')}")
+        self.status = status
+        self.body = body
+        self.error = body.get("error")
+
+
+@dataclass
+class Agent:
+    """An agent of agentauth: `client_id` (its agent id) and `key`.
+
+    ```python
+    agent = Agent(issuer, agent_id, key)
+    token = agent.client_credentials(resource="https://mcp.example.com/mcp", scope="tools:read")
+    r = agent.request("GET", "https://mcp.example.com/mcp", token)
+    ```
+    """
+
+    issuer: str
+    client_id: str
+    key: AgentKey
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    nonces: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer.rstrip("/") + "/token"
+
+    def token_request(self, form: dict[str, str], dpop: bool = True) -> dict[str, Any]:
+        """POST /token with a client assertion and (by default) a DPoP
+        proof, retrying once with the server's `DPoP-Nonce` (RFC 9449 §8)."""
+        url = self.token_endpoint
+        for _ in range(2):
+            body = dict(form, client_id=self.client_id, client_assertion_type=JWT_BEARER_ASSERTION,
+                        client_assertion=self.key.client_assertion(self.client_id, self.issuer))
+            headers = {"DPoP": self.key.dpop_proof("POST", url, nonce=self.nonces.get(url))} if dpop else {}
+            r = self.http.post(url, data=body, headers=headers)
+            if "dpop-nonce" in r.headers:
+                self.nonces[url] = r.headers["dpop-nonce"]
+            data = r.json() if r.content else {}
+            if r.status_code == 400 and data.get("error") == "use_dpop_nonce":
+                continue
+            if r.status_code != 200:
+                raise TokenError(r.status_code, data)
+            return data
+        raise TokenError(r.status_code, data)
+
+    def client_credentials(self, *, resource: str | None = None, scope: str | None = None, dpop: bool = True) -> dict[str, Any]:
+        form = {"grant_type": "client_credentials"}
+        if resource:
+            form["resource"] = resource
+        if scope:
+            form["scope"] = scope
+        return self.token_request(form, dpop)
+
+    def passport(self, audience: str | None = None) -> dict[str, Any]:
+        """The passport grant: a statement of who this agent is, bound to
+        its key (`typ: agent-passport+jwt`)."""
+        form = {"grant_type": PASSPORT_GRANT}
+        if audience:
+            form["audience"] = audience
+        return self.token_request(form)
+
+    def exchange(self, subject_token: str, *, subject_token_type: str = ACCESS_TOKEN_TYPE,
+                 resource: str | None = None, audience: str | None = None, scope: str | None = None) -> dict[str, Any]:
+        """RFC 8693 token exchange: a DPoP-bound token for `resource` that
+        acts for the subject (`act` names this agent)."""
+        form = {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": subject_token,
+                "subject_token_type": subject_token_type}
+        for k, v in (("resource", resource), ("audience", audience), ("scope", scope)):
+            if v:
+                form[k] = v
+        return self.token_request(form)
+
+    def request(self, method: str, url: str, token: dict[str, Any] | str, **kw: Any) -> httpx.Response:
+        """A call to a resource with the token: `DPoP` scheme and a proof
+        for a DPoP-bound one (retried once with a resource's nonce)."""
+        access = token if isinstance(token, str) else token["access_token"]
+        bound = not isinstance(token, str) and str(token.get("token_type", "")).lower() == "dpop"
+        headers = dict(kw.pop("headers", {}))
+        for _ in range(2):
+            if bound:
+                headers["Authorization"] = f"DPoP {access}"
+                headers["DPoP"] = self.key.dpop_proof(method, url, access, self.nonces.get(url))
+            else:
+                headers["Authorization"] = f"Bearer {access}"
+            r = self.http.request(method, url, headers=headers, **kw)
+            if bound and r.status_code == 401 and "dpop-nonce" in r.headers:
+                self.nonces[url] = r.headers["dpop-nonce"]
+                continue
+            return r
+        return r
