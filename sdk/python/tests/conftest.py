@@ -129,3 +129,8 @@ def agent(server: Server) -> Any:
                      "--jwk", str(jwk_file))
     agent_id = out.split()[-1] if not out.startswith("{") else json.loads(out)["agent_id"]
     return Agent(server.issuer, agent_id, key)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
