@@ -143,3 +143,21 @@ class Agent:
                 continue
             return r
         return r
+
+
+class DPoPAuth:
+    """An `auth=` for httpx (and the `mcp` SDK's httpx2) sending a
+    DPoP-bound token: `Authorization: DPoP …` and a fresh proof per
+    request (htu without query, RFC 9449 §4.2)."""
+
+    def __init__(self, key: AgentKey, access_token: str, nonce: str | None = None) -> None:
+        self.key = key
+        self.access_token = access_token
+        self.nonce = nonce
+
+    def __call__(self, request: Any) -> Any:
+        url = request.url
+        htu = f"{url.scheme}://{url.netloc.decode() if isinstance(url.netloc, bytes) else url.netloc}{url.path}"
+        request.headers["Authorization"] = f"DPoP {self.access_token}"
+        request.headers["DPoP"] = self.key.dpop_proof(request.method, htu, self.access_token, self.nonce)
+        return request

@@ -1,0 +1,230 @@
+"""agentauth for MCP servers written with the official `mcp` SDK or
+FastMCP.
+
+Both frameworks authenticate with a `TokenVerifier` whose
+`verify_token(token)` sees only the token: not the method, URL, or `DPoP`
+header, so a DPoP proof (RFC 9449 §7) cannot be checked there, and their
+bearer backend accepts only the `Bearer` scheme. So the integration is two
+parts that work together:
+
+* :class:`AgentAuthMiddleware`, an ASGI middleware (outermost) that
+  verifies the whole request on the MCP path (token, `typ`, DPoP proof,
+  replay, scopes), answers failures itself with RFC 6750 / RFC 9449
+  challenges naming the RFC 9728 metadata, and hands the framework a
+  `Bearer` header for the request it verified;
+* :class:`AgentAuthTokenVerifier` (the `mcp` SDK's `TokenVerifier`) and
+  :class:`AgentAuthProvider` (a FastMCP `AuthProvider`), which return the
+  middleware's result for that request. Without the middleware they verify
+  as bearer-only, so a DPoP-bound token is never accepted without its
+  proof.
+
+:func:`metadata_routes` serves RFC 9728 metadata with the issuer spelled
+exactly as the authorization server does (pydantic's `AnyHttpUrl` adds a
+trailing slash to a bare origin, which strict clients reject as an issuer
+mismatch).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from .verifier import DPOP_ALGS, InsufficientScope, ResourceError, ResourceVerifier, Verified
+
+_verified: contextvars.ContextVar[Verified | None] = contextvars.ContextVar("agentauth_verified", default=None)
+
+
+def current() -> Verified | None:
+    """The request's verified token (claims, kind, `act` chain, scopes)."""
+    return _verified.get()
+
+
+def metadata_path(resource: str) -> str:
+    """RFC 9728 §3.1: `/.well-known/oauth-protected-resource` + the resource's path."""
+    return "/.well-known/oauth-protected-resource" + urlsplit(resource).path.rstrip("/")
+
+
+def metadata_url(resource: str) -> str:
+    u = urlsplit(resource)
+    return f"{u.scheme}://{u.netloc}{metadata_path(resource)}"
+
+
+def protected_resource_metadata(verifier: ResourceVerifier, scopes: Sequence[str] = (),
+                                resource_name: str | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "resource": verifier.audience,
+        "authorization_servers": [verifier.issuer],
+        "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
+    }
+    if scopes:
+        doc["scopes_supported"] = list(scopes)
+    if resource_name:
+        doc["resource_name"] = resource_name
+    if verifier.require_dpop:
+        doc["dpop_bound_access_tokens_required"] = True
+    return doc
+
+
+def metadata_routes(verifier: ResourceVerifier, scopes: Sequence[str] = (), resource_name: str | None = None) -> list[Any]:
+    """Starlette routes serving the RFC 9728 document at its well-known
+    path (and the bare well-known URI, for clients that ignore the path)."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    body = protected_resource_metadata(verifier, scopes, resource_name)
+
+    async def serve(_request: Any) -> Any:
+        return JSONResponse(body, headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=300"})
+
+    paths = {metadata_path(verifier.audience), "/.well-known/oauth-protected-resource"}
+    return [Route(p, serve, methods=["GET", "OPTIONS"]) for p in sorted(paths, reverse=True)]
+
+
+class AgentAuthMiddleware:
+    """ASGI middleware verifying requests to the resource's path(s).
+
+    `scopes`: scopes every request needs (403 `insufficient_scope` else);
+    `challenge_scope`: what a 401 asks clients to request (default: `scopes`).
+    """
+
+    def __init__(self, app: Any, verifier: ResourceVerifier, *, paths: Sequence[str] | None = None,
+                 scopes: Sequence[str] = (), challenge_scope: Sequence[str] | None = None) -> None:
+        self.app = app
+        self.verifier = verifier
+        resource = urlsplit(verifier.audience)
+        self.origin = f"{resource.scheme}://{resource.netloc}"
+        self.paths = set(paths) if paths is not None else {resource.path or "/"}
+        self.paths |= {p.rstrip("/") for p in self.paths} | {p.rstrip("/") + "/" for p in self.paths}
+        self.scopes = list(scopes)
+        self.challenge_scope = " ".join(challenge_scope if challenge_scope is not None else scopes) or None
+        self.metadata_url = metadata_url(verifier.audience)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+        proofs = [v.decode("latin-1") for k, v in scope["headers"] if k == b"dpop"]
+        # htu: the URL the client addressed, from configuration (never Host).
+        url = self.origin + scope.get("root_path", "") + scope["path"]
+        try:
+            verified = await self.verifier.averify(scope["method"], url, authorization, proofs)
+            verified.require_scopes(self.scopes)
+        except ResourceError as error:
+            await self._refuse(send, error)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"dpop")]
+        headers.append((b"authorization", b"Bearer " + verified.token.encode()))
+        reset = _verified.set(verified)
+        try:
+            await self.app(dict(scope, headers=headers), receive, send)
+        finally:
+            _verified.reset(reset)
+
+    async def _refuse(self, send: Any, error: ResourceError) -> None:
+        status, headers = error.challenge(self.metadata_url, None if isinstance(error, InsufficientScope) else self.challenge_scope)
+        body = json.dumps({"error": error.code or "invalid_token", "error_description": error.description}).encode()
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw += [(k.lower().encode(), v.encode()) for k, v in headers]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _access_token_fields(verified: Verified) -> dict[str, Any]:
+    claims = dict(verified.claims)
+    return {
+        "token": verified.token,
+        "client_id": verified.client_id,
+        "scopes": list(verified.scopes),
+        "expires_at": claims.get("exp"),
+        "resource": None,
+        "subject": verified.subject,
+        "claims": claims,
+    }
+
+
+async def _verify(verifier: ResourceVerifier, token: str) -> Verified | None:
+    seen = _verified.get()
+    if seen is not None and seen.token == token:
+        return seen
+    # No middleware verified this request: bearer-only (a bound token is
+    # refused, since its proof cannot be checked here).
+    try:
+        return await verifier.averify("POST", verifier.audience, f"Bearer {token}")
+    except ResourceError:
+        return None
+
+
+class AgentAuthTokenVerifier:
+    """The official `mcp` SDK's `TokenVerifier` (use with
+    :class:`AgentAuthMiddleware` around the app for DPoP)."""
+
+    def __init__(self, verifier: ResourceVerifier) -> None:
+        self.verifier = verifier
+
+    async def verify_token(self, token: str) -> Any:
+        from mcp.server.auth.provider import AccessToken
+
+        verified = await _verify(self.verifier, token)
+        if verified is None:
+            return None
+        fields = _access_token_fields(verified)
+        fields["resource"] = self.verifier.audience
+        return AccessToken(**fields)
+
+
+def _fastmcp_provider_class() -> Any:
+    from fastmcp.server.auth.auth import AccessToken, AuthProvider
+    from starlette.middleware import Middleware
+
+    class _AgentAuthProvider(AuthProvider):  # type: ignore[misc]
+        """A FastMCP auth provider: our middleware first, then FastMCP's own
+        bearer backend fed by :meth:`verify_token`; RFC 9728 metadata with
+        the issuer as the authorization server spells it."""
+
+        def __init__(self, verifier: ResourceVerifier, *, required_scopes: Sequence[str] = (),
+                     scopes_supported: Sequence[str] = (), resource_name: str | None = None) -> None:
+            resource = urlsplit(verifier.audience)
+            super().__init__(base_url=f"{resource.scheme}://{resource.netloc}", required_scopes=list(required_scopes))
+            self.verifier = verifier
+            self._scopes_supported = list(scopes_supported) or list(required_scopes)
+            self.resource_name = resource_name
+
+        @property
+        def scopes_supported(self) -> list[str]:
+            return self._scopes_supported
+
+        async def verify_token(self, token: str) -> Any:
+            verified = await _verify(self.verifier, token)
+            if verified is None:
+                return None
+            fields = _access_token_fields(verified)
+            fields["resource"] = self.verifier.audience
+            return AccessToken(**fields)
+
+        def get_routes(self, mcp_path: str | None = None) -> list[Any]:
+            self.set_mcp_path(mcp_path)
+            return metadata_routes(self.verifier, self._scopes_supported, self.resource_name)
+
+        def _get_resource_url(self, path: str | None = None) -> Any:
+            from pydantic import AnyHttpUrl
+
+            return AnyHttpUrl(self.verifier.audience)
+
+        def get_middleware(self) -> list[Any]:
+            return [Middleware(AgentAuthMiddleware, verifier=self.verifier, scopes=self.required_scopes,
+                               challenge_scope=self.required_scopes or self._scopes_supported or None)] + super().get_middleware()
+
+    return _AgentAuthProvider
+
+
+def AgentAuthProvider(verifier: ResourceVerifier, *, required_scopes: Sequence[str] = (),
+                      scopes_supported: Sequence[str] = (), resource_name: str | None = None) -> Any:
+    """A FastMCP `AuthProvider` for agentauth tokens (bearer and
+    DPoP-bound; passports only if the verifier accepts them):
+    ``FastMCP("notes", auth=AgentAuthProvider(verifier, required_scopes=["tools:read"]))``."""
+    return _fastmcp_provider_class()(verifier, required_scopes=required_scopes,
+                                     scopes_supported=scopes_supported, resource_name=resource_name)
