@@ -5,6 +5,7 @@ token exchange (RFC 8693)."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -125,6 +126,32 @@ class Agent:
                 form[k] = v
         return self.token_request(form)
 
+    def read_login_request(self, login_request_id: str, passport: str) -> dict[str, Any]:
+        """GET /login-requests/{id} with a passport naming no site: the
+        site (`site.display_name`; `site.verified` only if an operator
+        vouched for it), the scopes, a fresh `challenge` and `difficulty`."""
+        url = f"{self.issuer.rstrip('/')}/login-requests/{login_request_id}"
+        r = self.request("GET", url, {"access_token": passport, "token_type": "DPoP"})
+        if r.status_code != 200:
+            raise TokenError(r.status_code, r.json() if r.content else {})
+        return r.json()
+
+    def answer_login_request(self, login_request_id: str, *, approve: bool = True,
+                             passport: str | None = None) -> dict[str, Any]:
+        """Proof-of-work login, the agent's side: read the request, solve
+        its challenge, approve (or deny). Returns the request as read, with
+        the answer's body under `answer`."""
+        passport = passport or self.passport()["access_token"]
+        request = self.read_login_request(login_request_id, passport)
+        url = f"{self.issuer.rstrip('/')}/login-requests/{login_request_id}/" + ("approve" if approve else "deny")
+        form = {"challenge": request["challenge"]}
+        if approve:
+            form["nonce"] = solve_pow(request["challenge"], int(request["difficulty"]))
+        r = self.request("POST", url, {"access_token": passport, "token_type": "DPoP"}, data=form)
+        if r.status_code != 200:
+            raise TokenError(r.status_code, r.json() if r.content else {})
+        return dict(request, answer=r.json())
+
     def request(self, method: str, url: str, token: dict[str, Any] | str, **kw: Any) -> httpx.Response:
         """A call to a resource with the token: `DPoP` scheme and a proof
         for a DPoP-bound one (retried once with a resource's nonce)."""
@@ -143,6 +170,19 @@ class Agent:
                 continue
             return r
         return r
+
+
+def solve_pow(challenge: str, difficulty: int) -> str:
+    """The proof-of-work answer: the first decimal `nonce` such that
+    SHA-256(challenge || nonce) has `difficulty` leading zero bits."""
+    base = challenge.encode()
+    n = 0
+    while True:
+        nonce = str(n).encode()
+        digest = int.from_bytes(hashlib.sha256(base + nonce).digest(), "big")
+        if digest >> (256 - difficulty) == 0:
+            return nonce.decode()
+        n += 1
 
 
 class DPoPAuth:
