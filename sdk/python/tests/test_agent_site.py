@@ -98,3 +98,18 @@ def test_pow_login_denied(server, agent, site):
     request = site.start_login(agent=agent.client_id)
     agent.answer_login_request(request["login_request_id"], approve=False)
     assert site.wait_events(request, timeout=30)["status"] == "denied"
+
+
+def test_bridge_certificate(server, agent):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key, chain = agent.bridge_certificate()
+    leaf, ca = chain[0], chain[1]
+    assert leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == agent.client_id
+    uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.UniformResourceIdentifier)
+    assert uris[0] == f"{server.issuer}/agents/{agent.client_id}"
+    raw = lambda k: k.public_bytes(Encoding.Raw, PublicFormat.Raw)  # noqa: E731
+    assert raw(leaf.public_key()) == raw(key.public_key())
+    leaf.verify_directly_issued_by(ca)

@@ -22,6 +22,7 @@ PASSPORT_GRANT = "urn:agentauth:params:grant-type:passport"
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 PASSPORT_TOKEN_TYPE = "urn:agentauth:params:token-type:passport"
+BRIDGE_CERT_GRANT = "urn:agentauth:params:grant-type:bridge-cert"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -125,6 +126,32 @@ class Agent:
             if v:
                 form[k] = v
         return self.token_request(form)
+
+    def bridge_certificate(self, cert_key: Any = None, *, scope: str | None = None) -> tuple[Any, list[Any]]:
+        """A bridge certificate for an Ed25519 key (generated if not
+        given): a server nonce, a PKCS#10 request signed by the key with the
+        nonce as its challengePassword, the bridge-cert grant. Returns the
+        key and the chain (leaf first) as `cryptography` certificates."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding
+        from cryptography.x509.oid import AttributeOID, NameOID
+
+        cert_key = cert_key or Ed25519PrivateKey.generate()
+        r = self.http.post(self.issuer.rstrip("/") + "/bridge-certs/nonce")
+        r.raise_for_status()
+        nonce = r.json()["c_nonce"]
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.client_id)]))
+            .add_attribute(AttributeOID.CHALLENGE_PASSWORD, nonce.encode())
+            .sign(cert_key, None)
+        )
+        form = {"grant_type": BRIDGE_CERT_GRANT, "csr": csr.public_bytes(Encoding.PEM).decode()}
+        if scope:
+            form["scope"] = scope
+        issued = self.token_request(form, dpop=False)
+        return cert_key, x509.load_pem_x509_certificates(issued["access_token"].encode())
 
     def read_login_request(self, login_request_id: str, passport: str) -> dict[str, Any]:
         """GET /login-requests/{id} with a passport naming no site: the
