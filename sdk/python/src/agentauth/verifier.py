@@ -89,6 +89,11 @@ class InsufficientScope(ResourceError):
         self.scopes = list(scopes)
 
 
+# Signature only: issuer, audience and times are checked by the verifier
+# (with its own clock and messages), after the signature cache.
+_NO_CLAIM_CHECKS = {"verify_signature": True, "verify_exp": False, "verify_nbf": False,
+                    "verify_iat": False, "verify_aud": False, "verify_iss": False}
+
 PASSPORTS_REFUSED = "an agent passport is not an access token at this resource"
 
 
@@ -283,21 +288,15 @@ class ResourceVerifier:
         if key is None or alg != key.alg:
             raise InvalidToken("the access token is invalid")
         try:
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=[key.alg],
-                options={"verify_signature": True, "verify_exp": False, "verify_nbf": False,
-                         "verify_iat": False, "verify_aud": False, "verify_iss": False},
-            )
+            claims = jwt.decode(token, key.key, algorithms=[key.alg], options=_NO_CLAIM_CHECKS)
         except jwt.PyJWTError:
             raise InvalidToken("the access token is invalid") from None
         return claims
 
     def _cached(self, token: str) -> tuple[bytes, tuple[str, dict[str, Any], str, float] | None]:
-        digest = hashlib.sha256(token.encode()).digest()
         if self._checked is None:
-            return digest, None
+            return b"", None
+        digest = hashlib.sha256(token.encode()).digest()
         hit = self._checked.get(digest)
         if hit is not None and (self.clock() - hit[3] > self._checked_ttl or not self.keys.is_published(hit[2])):
             hit = None
@@ -457,9 +456,7 @@ class ResourceVerifier:
         except Exception:
             raise InvalidDpopProof("DPoP proof jwk is malformed") from None
         try:
-            claims = jwt.decode(proof, key, algorithms=[alg],
-                                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                                         "verify_aud": False, "verify_iss": False})
+            claims = jwt.decode(proof, key, algorithms=[alg], options=_NO_CLAIM_CHECKS)
         except jwt.PyJWTError:
             raise InvalidDpopProof("DPoP proof signature or claims are invalid") from None
         jti, htm, htu, iat = claims.get("jti"), claims.get("htm"), claims.get("htu"), claims.get("iat")
