@@ -35,6 +35,29 @@ class AgentKey:
         self.public_jwk.pop("key_ops", None)
         self.jkt = jwk_thumbprint(self.public_jwk)
 
+    @classmethod
+    def load(cls, path: str) -> "AgentKey":
+        """A key from a PKCS#8 PEM file (see :meth:`save`)."""
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        with open(path, "rb") as f:
+            key = load_pem_private_key(f.read(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("not an EC private key")
+        return cls(key)
+
+    def save(self, path: str) -> None:
+        """Writes the private key (PKCS#8 PEM, mode 0600)."""
+        import os
+
+        from cryptography.hazmat.primitives import serialization
+
+        pem = self.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+
     def dpop_proof(self, method: str, url: str, access_token: str | None = None, nonce: str | None = None) -> str:
         """An RFC 9449 §4.2 proof for one request."""
         claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url, "iat": int(time.time())}
