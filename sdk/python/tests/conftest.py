@@ -66,6 +66,11 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server() -> Any:
+    yield from start_server(os.environ.get("AGENTAUTH_TEST_ARGS", "").split())
+
+
+def start_server(extra_args: list[str]) -> Any:
+    """A generator: yields a running Server, stops it when resumed."""
     port, mcp_port = free_port(), free_port()
     issuer = f"http://127.0.0.1:{port}"
     d = Path(tempfile.mkdtemp(prefix="agentauth-py-"))
@@ -93,7 +98,7 @@ scopes = ["tools:read", "tools:admin"]
     log = open(d / "server.log", "wb")
     srv.process = subprocess.Popen(
         [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--issuer", issuer, "--database-url", database,
-         "--resources-file", str(d / "resources.toml"), *os.environ.get("AGENTAUTH_TEST_ARGS", "").split()],
+         "--resources-file", str(d / "resources.toml"), *extra_args],
         env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 30
     while True:
@@ -120,12 +125,16 @@ scopes = ["tools:read", "tools:admin"]
 @pytest.fixture(scope="session")
 def agent(server: Server) -> Any:
     """An agent of alice's (kind `agent`, made by the operator) with a P-256 key."""
+    return make_agent(server)
+
+
+def make_agent(server: Server, name: str = "py-agent") -> Any:
     from agentauth.agent import Agent, AgentKey
 
     key = AgentKey()
-    jwk_file = server.dir / "agent.jwk"
+    jwk_file = server.dir / f"{name}.jwk"
     jwk_file.write_text(json.dumps(key.public_jwk))
-    out = server.cli("agent", "create", "--owner", "alice", "--name", "py-agent", "--scope", "tools:read",
+    out = server.cli("agent", "create", "--owner", "alice", "--name", name, "--scope", "tools:read",
                      "--jwk", str(jwk_file))
     agent_id = out.split()[-1] if not out.startswith("{") else json.loads(out)["agent_id"]
     return Agent(server.issuer, agent_id, key)
