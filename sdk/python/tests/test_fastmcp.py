@@ -136,3 +136,4 @@ def test_negative_over_http(server, agent, fastmcp_server):
     admin_only = server.bearer(scope="tools:admin")["access_token"]
     r = httpx.post(url, json=body, headers=dict(hdrs, authorization=f"Bearer {admin_only}"))
     assert r.status_code == 403 and 'scope="tools:admin tools:read"' in r.headers["www-authenticate"]
+

@@ -236,3 +236,14 @@ async def test_async_verify(server, agent):
     at = agent.client_credentials(resource=server.resource, scope="tools:read")["access_token"]
     got = await v.averify("POST", server.resource, f"DPoP {at}", agent.key.dpop_proof("POST", server.resource, at))
     assert got.kind == "access"
+
+
+def test_nonce_key_rotates_and_expires():
+    from agentauth import NonceKey
+
+    key = NonceKey(b"k" * 32, 300)
+    n = key.current(1_000_000)
+    assert key.is_valid(n, 1_000_000) and key.is_valid(n, 1_000_300), "valid in the next window"
+    assert not key.is_valid(n, 1_000_700), "stale after two windows"
+    assert not NonceKey(b"j" * 32, 300).is_valid(n, 1_000_000), "another key"
+    assert not key.is_valid("garbage", 1_000_000) and not key.is_valid("", 1_000_000)

@@ -11,6 +11,7 @@ from .verifier import (
     InvalidRequest,
     InvalidToken,
     MissingToken,
+    NonceKey,
     ReplayCache,
     ResourceError,
     ResourceVerifier,
@@ -24,6 +25,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACCESS_TOKEN_TYP", "DPOP_TYP", "PASSPORT_TYP", "InsufficientScope", "InvalidDpopProof",
-    "InvalidRequest", "InvalidToken", "JwksCache", "MissingToken", "ReplayCache", "ResourceError",
+    "InvalidRequest", "InvalidToken", "JwksCache", "MissingToken", "NonceKey", "ReplayCache", "ResourceError",
     "ResourceVerifier", "UseDpopNonce", "Verified", "VerifyingKey", "ath", "jwk_thumbprint",
 ]

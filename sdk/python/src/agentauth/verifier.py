@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import threading
 import time
@@ -186,6 +187,38 @@ def same_htu(claimed: str, expected: str) -> bool:
     )
 
 
+class NonceKey:
+    """Stateless DPoP server nonces (RFC 9449 §9, a resource's own):
+    `base64url(window || HMAC-SHA256(secret, window)[:16])`, valid in the
+    window they were minted in and the next, so every instance sharing
+    `secret` accepts the others' nonces."""
+
+    def __init__(self, secret: bytes, period: int = 300) -> None:
+        if len(secret) < 32:
+            raise ValueError("the nonce secret must be at least 32 bytes")
+        self._secret = secret
+        self.period = max(period, 1)
+
+    def _mint(self, window: int) -> str:
+        w = window.to_bytes(8, "big", signed=True)
+        return _b64url(w + hmac.new(self._secret, w, hashlib.sha256).digest()[:16])
+
+    def current(self, now: int) -> str:
+        return self._mint(now // self.period)
+
+    def is_valid(self, nonce: str, now: int) -> bool:
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except (ValueError, TypeError):
+            return False
+        if len(raw) != 24:
+            return False
+        window = int.from_bytes(raw[:8], "big", signed=True)
+        if window not in (now // self.period, now // self.period - 1):
+            return False
+        return hmac.compare_digest(self._mint(window), nonce)
+
+
 class ReplayCache:
     """Spent DPoP proofs, `(jkt, jti)` → expiry, each kept while the iat
     window still accepts it (RFC 9449 §11.1). Thread-safe; bounded (the
@@ -243,6 +276,7 @@ class ResourceVerifier:
         leeway: int = 30,
         token_cache: bool = True,
         replay: ReplayCache | None = None,
+        nonces: NonceKey | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
@@ -254,6 +288,7 @@ class ResourceVerifier:
         self.iat_window = iat_window
         self.leeway = leeway
         self.replay = replay if replay is not None else ReplayCache()
+        self.nonces = nonces
         self.clock = clock
         # Signature-checked tokens by SHA-256 (a resource sees one token many
         # times): (kind, claims, kid, checked_at). Issuer, audience and time
@@ -466,6 +501,11 @@ class ResourceVerifier:
             raise InvalidDpopProof("DPoP proof htm does not match the request method")
         if not isinstance(htu, str) or not same_htu(htu, url):
             raise InvalidDpopProof("DPoP proof htu does not match the request URL")
+        # §4.3 (10): the nonce, when this resource hands them out.
+        if self.nonces is not None:
+            nonce = claims.get("nonce")
+            if not isinstance(nonce, str) or not self.nonces.is_valid(nonce, now):
+                raise UseDpopNonce(self.nonces.current(now))
         if not _is_int(iat) or abs(iat - now) > abs(self.iat_window):
             raise InvalidDpopProof("DPoP proof iat is outside the acceptable window")
         if access_token is not None and claims.get("ath") != ath(access_token):
