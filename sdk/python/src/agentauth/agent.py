@@ -184,7 +184,8 @@ class Agent:
         r = self.request("GET", url, {"access_token": passport, "token_type": "DPoP"})
         if r.status_code != 200:
             raise TokenError(r.status_code, r.json() if r.content else {})
-        return r.json()
+        request: dict[str, Any] = r.json()
+        return request
 
     def answer_login_request(self, login_request_id: str, *, approve: bool = True,
                              passport: str | None = None) -> dict[str, Any]:

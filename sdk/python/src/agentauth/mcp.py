@@ -180,7 +180,7 @@ def _fastmcp_provider_class() -> Any:
     from fastmcp.server.auth.auth import AccessToken, AuthProvider
     from starlette.middleware import Middleware
 
-    class _AgentAuthProvider(AuthProvider):  # type: ignore[misc]
+    class _AgentAuthProvider(AuthProvider):
         """A FastMCP auth provider: our middleware first, then FastMCP's own
         bearer backend fed by :meth:`verify_token`; RFC 9728 metadata with
         the issuer as the authorization server spells it."""

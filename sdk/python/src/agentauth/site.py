@@ -48,7 +48,8 @@ class Site:
         r = self.http.post(self.issuer.rstrip("/") + "/login-requests", auth=self._auth, data=form)
         if r.status_code != 201:
             raise LoginError(f"{r.status_code}: {r.text}")
-        return r.json()
+        created: dict[str, Any] = r.json()
+        return created
 
     def wait_events(self, request: Mapping[str, Any], timeout: float = 300) -> dict[str, Any]:
         """The one `outcome` event of the request's event stream
@@ -62,7 +63,8 @@ class Site:
                 if line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:") and event == "outcome":
-                    return json.loads(line[5:].strip())
+                    outcome: dict[str, Any] = json.loads(line[5:].strip())
+                    return outcome
                 elif not line:
                     event = None
         raise LoginError("the stream ended without an outcome (reconnect to learn it)")

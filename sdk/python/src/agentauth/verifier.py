@@ -92,7 +92,7 @@ class InsufficientScope(ResourceError):
 
 # Signature only: issuer, audience and times are checked by the verifier
 # (with its own clock and messages), after the signature cache.
-_NO_CLAIM_CHECKS = {"verify_signature": True, "verify_exp": False, "verify_nbf": False,
+_NO_CLAIM_CHECKS: Any = {"verify_signature": True, "verify_exp": False, "verify_nbf": False,
                     "verify_iat": False, "verify_aud": False, "verify_iss": False}
 
 PASSPORTS_REFUSED = "an agent passport is not an access token at this resource"
@@ -239,8 +239,8 @@ class ReplayCache:
                 if until > now and len(self._seen) < self.max_entries:
                     break
                 del self._seen[first]
-            until = self._seen.get(key)
-            if until is not None and until > now:
+            seen = self._seen.get(key)
+            if seen is not None and seen > now:
                 return False
             self._seen[key] = keep_until
             return True
@@ -506,7 +506,7 @@ class ResourceVerifier:
             nonce = claims.get("nonce")
             if not isinstance(nonce, str) or not self.nonces.is_valid(nonce, now):
                 raise UseDpopNonce(self.nonces.current(now))
-        if not _is_int(iat) or abs(iat - now) > abs(self.iat_window):
+        if not isinstance(iat, int) or isinstance(iat, bool) or abs(iat - now) > abs(self.iat_window):
             raise InvalidDpopProof("DPoP proof iat is outside the acceptable window")
         if access_token is not None and claims.get("ath") != ath(access_token):
             raise InvalidDpopProof("DPoP proof ath does not match the access token")
