@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from agentauth import ResourceVerifier
 from agentauth.agent import DPoPAuth
-from agentauth.mcp import AgentAuthProvider
+from agentauth.mcp import AgentAuthProvider, current
 
 from mcp_helpers import Served
 
@@ -50,7 +50,8 @@ def make_app(server, **verifier_kw):
         token = get_access_token()
         c = token.claims
         return json.dumps({"sub": c["sub"], "client_id": token.client_id, "scopes": token.scopes,
-                           "jkt": (c.get("cnf") or {}).get("jkt"), "act": c.get("act")})
+                           "jkt": (c.get("cnf") or {}).get("jkt"), "act": c.get("act"),
+                           "kind": current().kind if current() else None})
 
     return mcp.http_app(path="/mcp", stateless_http=True, json_response=True)
 
@@ -108,6 +109,7 @@ async def test_agent_dpop_through_official_client(server, agent, fastmcp_server)
             result = await client.call_tool("whoami", {})
     me = json.loads(result.content[0].text)
     assert me["sub"] == agent.client_id and me["jkt"] == agent.key.jkt
+    assert me["kind"] == "access", "agentauth.mcp.current() is visible in the tool"
 
 
 def test_negative_over_http(server, agent, fastmcp_server):

@@ -247,3 +247,16 @@ def test_nonce_key_rotates_and_expires():
     assert not key.is_valid(n, 1_000_700), "stale after two windows"
     assert not NonceKey(b"j" * 32, 300).is_valid(n, 1_000_000), "another key"
     assert not key.is_valid("garbage", 1_000_000) and not key.is_valid("", 1_000_000)
+
+
+@pytest.mark.anyio
+async def test_concurrent_cold_start_fetches_the_jwks_once(server):
+    import anyio
+
+    keys = JwksCache(server.issuer + "/jwks.json")
+    v = verifier(server, keys=keys, token_cache=False)
+    at = server.bearer()["access_token"]
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(v.averify, "POST", server.resource, f"Bearer {at}")
+    assert keys.fetches == 1

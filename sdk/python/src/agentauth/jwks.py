@@ -8,6 +8,7 @@ seconds, and pins each key's algorithm (RFC 8725 §3.1).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class JwksCache:
         self._keys: dict[str, VerifyingKey] = {}
         self._fetched_at: float | None = None
         self._lock = threading.Lock()
+        self._alock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         #: Number of fetches made (for tests and metrics).
         self.fetches = 0
 
@@ -127,14 +129,20 @@ class JwksCache:
 
     async def aget(self, kid: str) -> VerifyingKey | None:
         if self.needs_fetch(kid):
-            try:
-                async with httpx.AsyncClient(timeout=self.timeout) as client:
-                    response = await client.get(self.jwks_uri)
-                    response.raise_for_status()
-                    if self._needs(kid):
-                        self._store(response.json())
-            except (httpx.HTTPError, ValueError):
-                self._fetched_at = self._clock()
+            # One fetch at a time per event loop: concurrent requests on a
+            # cold cache, or with the same new kid, wait for it.
+            loop = asyncio.get_running_loop()
+            if self._alock is None or self._alock[0] is not loop:
+                self._alock = (loop, asyncio.Lock())
+            async with self._alock[1]:
+                if self._needs(kid):
+                    try:
+                        async with httpx.AsyncClient(timeout=self.timeout) as client:
+                            response = await client.get(self.jwks_uri)
+                            response.raise_for_status()
+                            self._store(response.json())
+                    except (httpx.HTTPError, ValueError):
+                        self._fetched_at = self._clock()
         return self._keys.get(kid)
 
     def is_published(self, kid: str) -> bool:
