@@ -1,7 +1,8 @@
 """The official Python MCP client against a FastMCP server protected by
 AgentAuthProvider: discovery from the 401, dynamic registration, the code
 flow with PKCE through agentauth's real sign-in and consent pages (driven
-as forms), token, tool call, refresh."""
+as forms), token, tool call, a 403 insufficient_scope the client steps up
+from (a second consent), refresh."""
 
 from __future__ import annotations
 
@@ -47,10 +48,13 @@ async def test_code_flow_consent_tool_call_refresh(server):
                                             grant_types=["authorization_code", "refresh_token"],
                                             response_types=["code"], token_endpoint_auth_method="none"),
         storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
-    with Served(make_app(server), server.mcp_port):
+    with Served(make_app(server, tool_scopes={"admin_echo": ["tools:admin"]}), server.mcp_port):
         async with httpx2.AsyncClient(auth=provider, event_hooks={"response": [log]}) as http:
             async with Client(streamable_http_client(server.resource, http_client=http)) as client:
                 me = json.loads((await client.call_tool("whoami", {})).content[0].text)
+                # 403 insufficient_scope naming tools:read tools:admin: the
+                # SDK authorizes again for both and retries, in this one call.
+                echo = (await client.call_tool("admin_echo", {"text": "stepped up"})).content[0].text
                 first = storage.tokens.access_token
                 # The SDK refreshes only when its own record says the token
                 # expired (python-sdk#1318): move that record back.
@@ -58,4 +62,5 @@ async def test_code_flow_consent_tool_call_refresh(server):
                 again = json.loads((await client.call_tool("whoami", {})).content[0].text)
     assert me["scopes"] == ["tools:read"] and me["sub"] == again["sub"]
     assert storage.tokens.access_token != first
-    assert grants == ["authorization_code", "refresh_token"]
+    assert echo == "stepped up (scopes tools:read tools:admin)"
+    assert grants == ["authorization_code", "authorization_code", "refresh_token"]

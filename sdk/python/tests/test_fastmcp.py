@@ -40,10 +40,16 @@ class Memory:
         self.client_info = info
 
 
-def make_app(server, **verifier_kw):
+def make_app(server, tool_scopes=None, **verifier_kw):
     verifier = ResourceVerifier(server.issuer, server.resource, **verifier_kw)
     mcp = FastMCP("py-notes", auth=AgentAuthProvider(verifier, required_scopes=["tools:read"],
-                                                      scopes_supported=["tools:read", "tools:admin"]))
+                                                      scopes_supported=["tools:read", "tools:admin"],
+                                                      tool_scopes=tool_scopes))
+    if tool_scopes:
+
+        @mcp.tool
+        def admin_echo(text: str) -> str:
+            return f"{text} (scopes {' '.join(get_access_token().scopes)})"
 
     @mcp.tool
     def whoami() -> str:

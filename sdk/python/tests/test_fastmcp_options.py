@@ -36,3 +36,23 @@ def test_resource_nonces_and_passport_policy(server, agent):
         assert r.status_code == 200, r.text
         me = json.loads(r.json()["result"]["content"][0]["text"])
         assert me["sub"] == agent.client_id and me["scopes"] == ["tools:read"]
+
+
+def test_tool_scopes(server):
+    app = make_app(server, tool_scopes={"admin_echo": ["tools:admin"]})
+    call = lambda i, name, args: {"jsonrpc": "2.0", "id": i, "method": "tools/call",  # noqa: E731
+                                  "params": {"name": name, "arguments": args}}
+    hdrs = {"accept": "application/json, text/event-stream"}
+    read = server.bearer("tools:read")["access_token"]
+    both = server.bearer("tools:read tools:admin")["access_token"]
+    with Served(app, server.mcp_port):
+        post = lambda token, body: httpx.post(server.resource, json=body,  # noqa: E731
+                                              headers=dict(hdrs, authorization=f"Bearer {token}"))
+        assert post(read, call(1, "whoami", {})).status_code == 200
+        r = post(read, call(2, "admin_echo", {"text": "x"}))
+        assert r.status_code == 403 and 'scope="tools:read tools:admin"' in r.headers["www-authenticate"]
+        # In a batch too.
+        r = post(read, [call(3, "whoami", {}), call(4, "admin_echo", {"text": "x"})])
+        assert r.status_code == 403
+        r = post(both, call(5, "admin_echo", {"text": "x"}))
+        assert r.status_code == 200 and "tools:admin" in r.text

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import json
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from .verifier import DPOP_ALGS, InsufficientScope, ResourceError, ResourceVerifier, Verified
@@ -87,12 +87,19 @@ class AgentAuthMiddleware:
     """ASGI middleware verifying requests to the resource's path(s).
 
     `scopes`: scopes every request needs (403 `insufficient_scope` else);
-    `challenge_scope`: what a 401 asks clients to request (default: `scopes`).
+    `challenge_scope`: what a 401 asks clients to request (default: `scopes`);
+    `tool_scopes`: per tool, the scopes a `tools/call` of it needs: the
+    POSTed JSON-RPC body (one message or a batch) is read, and a call
+    without them is 403 `insufficient_scope` naming the scopes to step up
+    to, so that MCP clients ask for them and retry (MCP authorization,
+    scope challenge handling), as the Rust kit's `Guard::tool_scopes`.
     """
 
     def __init__(self, app: Any, verifier: ResourceVerifier, *, paths: Sequence[str] | None = None,
-                 scopes: Sequence[str] = (), challenge_scope: Sequence[str] | None = None) -> None:
+                 scopes: Sequence[str] = (), challenge_scope: Sequence[str] | None = None,
+                 tool_scopes: Mapping[str, Sequence[str]] | None = None) -> None:
         self.app = app
+        self.tool_scopes = {k: list(v) for k, v in (tool_scopes or {}).items()}
         self.verifier = verifier
         resource = urlsplit(verifier.audience)
         self.origin = f"{resource.scheme}://{resource.netloc}"
@@ -116,6 +123,18 @@ class AgentAuthMiddleware:
         except ResourceError as error:
             await self._refuse(send, error)
             return
+        if self.tool_scopes and scope["method"] == "POST":
+            body = await _read_body(receive)
+            if body is None:
+                await _send_json(send, 413, {"error": "request body too large"}, [])
+                return
+            try:
+                for tool in _called_tools(body):
+                    verified.require_scopes(self.tool_scopes.get(tool, ()))
+            except ResourceError as error:
+                await self._refuse(send, error)
+                return
+            receive = _replay(body)
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"dpop")]
         headers.append((b"authorization", b"Bearer " + verified.token.encode()))
         reset = _verified.set(verified)
@@ -126,11 +145,65 @@ class AgentAuthMiddleware:
 
     async def _refuse(self, send: Any, error: ResourceError) -> None:
         status, headers = error.challenge(self.metadata_url, None if isinstance(error, InsufficientScope) else self.challenge_scope)
-        body = json.dumps({"error": error.code or "invalid_token", "error_description": error.description}).encode()
-        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        raw += [(k.lower().encode(), v.encode()) for k, v in headers]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, status, {"error": error.code or "invalid_token",
+                                        "error_description": error.description}, headers)
+
+
+MAX_MCP_BODY = 4 * 1024 * 1024
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_MCP_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Any:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _called_tools(body: bytes) -> list[str]:
+    """The tools a JSON-RPC message or batch calls (`tools/call`)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return []  # not JSON-RPC: the MCP service answers it
+    messages = parsed if isinstance(parsed, list) else [parsed]
+    tools = []
+    for m in messages:
+        if isinstance(m, dict) and m.get("method") == "tools/call" and isinstance(m.get("params"), dict):
+            name = m["params"].get("name")
+            if isinstance(name, str):
+                tools.append(name)
+    return tools
+
+
+async def _send_json(send: Any, status: int, payload: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+    body = json.dumps(payload).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _access_token_fields(verified: Verified) -> dict[str, Any]:
@@ -186,12 +259,14 @@ def _fastmcp_provider_class() -> Any:
         the issuer as the authorization server spells it."""
 
         def __init__(self, verifier: ResourceVerifier, *, required_scopes: Sequence[str] = (),
-                     scopes_supported: Sequence[str] = (), resource_name: str | None = None) -> None:
+                     scopes_supported: Sequence[str] = (), resource_name: str | None = None,
+                     tool_scopes: Mapping[str, Sequence[str]] | None = None) -> None:
             resource = urlsplit(verifier.audience)
             super().__init__(base_url=f"{resource.scheme}://{resource.netloc}", required_scopes=list(required_scopes))
             self.verifier = verifier
             self._scopes_supported = list(scopes_supported) or list(required_scopes)
             self.resource_name = resource_name
+            self.tool_scopes = tool_scopes
 
         @property
         def scopes_supported(self) -> list[str]:
@@ -216,15 +291,17 @@ def _fastmcp_provider_class() -> Any:
 
         def get_middleware(self) -> list[Any]:
             return [Middleware(AgentAuthMiddleware, verifier=self.verifier, scopes=self.required_scopes,
-                               challenge_scope=self.required_scopes or self._scopes_supported or None)] + super().get_middleware()
+                               challenge_scope=self.required_scopes or self._scopes_supported or None,
+                               tool_scopes=self.tool_scopes)] + super().get_middleware()
 
     return _AgentAuthProvider
 
 
 def AgentAuthProvider(verifier: ResourceVerifier, *, required_scopes: Sequence[str] = (),
-                      scopes_supported: Sequence[str] = (), resource_name: str | None = None) -> Any:
+                      scopes_supported: Sequence[str] = (), resource_name: str | None = None,
+                      tool_scopes: Mapping[str, Sequence[str]] | None = None) -> Any:
     """A FastMCP `AuthProvider` for agentauth tokens (bearer and
     DPoP-bound; passports only if the verifier accepts them):
     ``FastMCP("notes", auth=AgentAuthProvider(verifier, required_scopes=["tools:read"]))``."""
-    return _fastmcp_provider_class()(verifier, required_scopes=required_scopes,
-                                     scopes_supported=scopes_supported, resource_name=resource_name)
+    return _fastmcp_provider_class()(verifier, required_scopes=required_scopes, scopes_supported=scopes_supported,
+                                     resource_name=resource_name, tool_scopes=tool_scopes)
