@@ -145,7 +145,8 @@ class AgentAuthMiddleware:
 
     async def _refuse(self, send: Any, error: ResourceError) -> None:
         status, headers = error.challenge(self.metadata_url, None if isinstance(error, InsufficientScope) else self.challenge_scope)
-        await _send_json(send, status, {"error": error.code or "invalid_token",
+        code = error.code or ("temporarily_unavailable" if status == 503 else "invalid_token")
+        await _send_json(send, status, {"error": code,
                                         "error_description": error.description}, headers)
 
 

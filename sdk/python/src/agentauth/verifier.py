@@ -22,12 +22,15 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import jwt
 
 from .jwks import JwksCache, VerifyingKey
+
+if TYPE_CHECKING:
+    from .status import StatusLists
 
 ACCESS_TOKEN_TYP = "at+jwt"
 PASSPORT_TYP = "agent-passport+jwt"
@@ -277,6 +280,7 @@ class ResourceVerifier:
         token_cache: bool = True,
         replay: ReplayCache | None = None,
         nonces: NonceKey | None = None,
+        check_status: "bool | StatusLists" = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
@@ -289,6 +293,14 @@ class ResourceVerifier:
         self.leeway = leeway
         self.replay = replay if replay is not None else ReplayCache()
         self.nonces = nonces
+        #: Token status lists (revocation within the list's ttl), when on.
+        self.status: StatusLists | None = None
+        if check_status is True:
+            from .status import StatusLists
+
+            self.status = StatusLists(issuer, self.keys, clock=clock)
+        elif check_status:
+            self.status = check_status
         self.clock = clock
         # Signature-checked tokens by SHA-256 (a resource sees one token many
         # times): (kind, claims, kid, checked_at). Issuer, audience and time
@@ -428,7 +440,10 @@ class ResourceVerifier:
         token, dpop_scheme = self.token_from(authorization)
         now = int(self.clock())
         kind, claims = self._claims_sync(token)
-        return self._bind(self._check(token, kind, claims, now), method, url, dpop_scheme, dpop, now)
+        verified = self._check(token, kind, claims, now)
+        if self.status is not None:
+            self.status.check(claims)
+        return self._bind(verified, method, url, dpop_scheme, dpop, now)
 
     async def averify(self, method: str, url: str, authorization: str | Sequence[str] | None,
                       dpop: str | Sequence[str] | None = None) -> Verified:
@@ -436,7 +451,10 @@ class ResourceVerifier:
         token, dpop_scheme = self.token_from(authorization)
         now = int(self.clock())
         kind, claims = await self._claims_async(token)
-        return self._bind(self._check(token, kind, claims, now), method, url, dpop_scheme, dpop, now)
+        verified = self._check(token, kind, claims, now)
+        if self.status is not None:
+            await self.status.acheck(claims)
+        return self._bind(verified, method, url, dpop_scheme, dpop, now)
 
     def _bind(self, verified: Verified, method: str, url: str, dpop_scheme: bool,
               dpop: str | Sequence[str] | None, now: int) -> Verified:
@@ -517,6 +535,8 @@ def _challenge(err: ResourceError, resource_metadata: str | None, scope: str | N
     def quote(s: str) -> str:
         return s.replace('"', "'").replace("\\", "'")
 
+    if err.status == 503:
+        return 503, [("Retry-After", str(getattr(err, "retry_after", 5)))]
     algs = f'algs="{" ".join(DPOP_ALGS)}"'
     if isinstance(err, InsufficientScope):
         scope = " ".join(err.scopes)
