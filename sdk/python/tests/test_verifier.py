@@ -260,3 +260,17 @@ async def test_concurrent_cold_start_fetches_the_jwks_once(server):
         for _ in range(20):
             tg.start_soon(v.averify, "POST", server.resource, f"Bearer {at}")
     assert keys.fetches == 1
+
+
+def test_claims_are_read_only_and_short_rsa_proof_keys_refused(server, agent):
+    v = verifier(server)
+    got = v.verify("POST", server.resource, f"Bearer {server.bearer()['access_token']}")
+    with pytest.raises(TypeError):
+        got.claims["scope"] = "tools:admin"  # type: ignore[index]
+    at = agent.client_credentials(resource=server.resource, scope="tools:read")["access_token"]
+    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(short.public_key(), as_dict=True)
+    proof = jwt.encode({"jti": "s1", "htm": "POST", "htu": server.resource, "iat": int(time.time())}, short,
+                       algorithm="RS256", headers={"typ": "dpop+jwt", "jwk": jwk})
+    with pytest.raises(InvalidDpopProof, match="2048"):
+        v.verify("POST", server.resource, f"DPoP {at}", proof)

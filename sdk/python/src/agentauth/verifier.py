@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 import jwt
@@ -413,7 +414,8 @@ class ResourceVerifier:
             raise InvalidToken("the access token has expired")
         if "nbf" in claims and claims["nbf"] > now + self.leeway:
             raise InvalidToken("the access token is not valid yet")
-        return Verified(claims=claims, kind=kind, token=token, scopes=scopes)
+        # Read-only: the claims of a cached token are shared by its uses.
+        return Verified(claims=MappingProxyType(claims), kind=kind, token=token, scopes=scopes)
 
     # -- requests -------------------------------------------------------
 
@@ -508,6 +510,8 @@ class ResourceVerifier:
             thumb = jwk_thumbprint(jwk)
         except Exception:
             raise InvalidDpopProof("DPoP proof jwk is malformed") from None
+        if kty == "RSA" and getattr(key, "key_size", 0) < 2048:
+            raise InvalidDpopProof("DPoP proof RSA key is shorter than 2048 bits")
         try:
             claims = jwt.decode(proof, key, algorithms=[alg], options=_NO_CLAIM_CHECKS)
         except jwt.PyJWTError:
