@@ -262,6 +262,7 @@ async def test_concurrent_cold_start_fetches_the_jwks_once(server):
     assert keys.fetches == 1
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_claims_are_read_only_and_short_rsa_proof_keys_refused(server, agent):
     v = verifier(server)
     got = v.verify("POST", server.resource, f"Bearer {server.bearer()['access_token']}")
