@@ -128,10 +128,10 @@ def agent(server: Server) -> Any:
     return make_agent(server)
 
 
-def make_agent(server: Server, name: str = "py-agent") -> Any:
+def make_agent(server: Server, name: str = "py-agent", key: Any = None) -> Any:
     from agentauth.agent import Agent, AgentKey
 
-    key = AgentKey()
+    key = key or AgentKey()
     jwk_file = server.dir / f"{name}.jwk"
     jwk_file.write_text(json.dumps(key.public_jwk))
     out = server.cli("agent", "create", "--owner", "alice", "--name", name, "--scope", "tools:read",

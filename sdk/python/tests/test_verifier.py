@@ -219,7 +219,7 @@ def test_authorization_header_shapes_and_challenges(server):
     status, headers = e.value.challenge(resource_metadata="https://r/.well-known/oauth-protected-resource/mcp", scope="tools:read")
     assert status == 401
     assert headers[0] == ("WWW-Authenticate", 'Bearer realm="agentauth", resource_metadata="https://r/.well-known/oauth-protected-resource/mcp", scope="tools:read"')
-    assert headers[1][1].startswith("DPoP resource_metadata=") and 'algs="ES256 EdDSA RS256 PS256"' in headers[1][1]
+    assert headers[1][1].startswith("DPoP resource_metadata=") and 'algs="ES256 EdDSA Ed25519 RS256 PS256"' in headers[1][1]
     with pytest.raises(MissingToken):
         v.verify("POST", server.resource, "Basic abc")
     with pytest.raises(InvalidRequest):
@@ -275,3 +275,21 @@ def test_claims_are_read_only_and_short_rsa_proof_keys_refused(server, agent):
                        algorithm="RS256", headers={"typ": "dpop+jwt", "jwk": jwk})
     with pytest.raises(InvalidDpopProof, match="2048"):
         v.verify("POST", server.resource, f"DPoP {at}", proof)
+
+
+@pytest.mark.parametrize("alg", ["Ed25519", "EdDSA"])
+def test_ed25519_agents_under_both_names(server, alg):
+    """An agent with an Ed25519 key: the server takes its assertions and its
+    proofs (`Ed25519`, RFC 9864, or `EdDSA`), and so does the verifier."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from conftest import make_agent
+
+    agent = make_agent(server, f"ed-{alg}", AgentKey(Ed25519PrivateKey.generate(), ed25519_alg=alg))
+    token = agent.client_credentials(resource=server.resource, scope="tools:read")
+    assert token["token_type"] == "DPoP"
+    at = token["access_token"]
+    proof = agent.key.dpop_proof("POST", server.resource, at)
+    assert jwt.get_unverified_header(proof)["alg"] == alg
+    got = verifier(server).verify("POST", server.resource, f"DPoP {at}", proof)
+    assert got.dpop_jkt == agent.key.jkt

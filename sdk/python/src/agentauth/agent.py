@@ -6,6 +6,7 @@ token exchange (RFC 8693)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+from jwt.api_jws import PyJWS
 
 from .verifier import ath, jwk_thumbprint
 
@@ -27,11 +30,19 @@ JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 class AgentKey:
-    """A P-256 key (ES256): the agent's identity key and DPoP key."""
+    """The agent's identity key and DPoP key: P-256 (ES256, the default) or
+    Ed25519 (proofs name it `Ed25519`, RFC 9864, or `EdDSA` with
+    `ed25519_alg="EdDSA"`; client assertions use `EdDSA`)."""
 
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey | None = None,
+                 *, ed25519_alg: str = "Ed25519") -> None:
         self.private_key = private_key or ec.generate_private_key(ec.SECP256R1())
-        self.public_jwk: dict[str, Any] = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        if isinstance(self.private_key, Ed25519PrivateKey):
+            self.public_jwk: dict[str, Any] = OKPAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+            self.alg, self.assertion_alg = ed25519_alg, "EdDSA"
+        else:
+            self.public_jwk = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+            self.alg = self.assertion_alg = "ES256"
         self.public_jwk.pop("key_ops", None)
         self.jkt = jwk_thumbprint(self.public_jwk)
 
@@ -42,8 +53,8 @@ class AgentKey:
 
         with open(path, "rb") as f:
             key = load_pem_private_key(f.read(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError("not an EC private key")
+        if not isinstance(key, (ec.EllipticCurvePrivateKey, Ed25519PrivateKey)):
+            raise ValueError("not a P-256 or Ed25519 private key")
         return cls(key)
 
     def save(self, path: str) -> None:
@@ -65,14 +76,23 @@ class AgentKey:
             claims["ath"] = ath(access_token)
         if nonce is not None:
             claims["nonce"] = nonce
-        return jwt.encode(claims, self.private_key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": self.public_jwk})
+        headers = {"typ": "dpop+jwt", "jwk": self.public_jwk}
+        if self.alg == "Ed25519":
+            return _SIGNING_JWS.encode(json.dumps(claims).encode(), self.private_key, algorithm="Ed25519", headers=headers)
+        return jwt.encode(claims, self.private_key, algorithm=self.alg, headers=headers)
 
     def client_assertion(self, client_id: str, audience: str, kid: str | None = None) -> str:
         """RFC 7523 §2.2 `private_key_jwt` (aud: the issuer)."""
         now = int(time.time())
         claims = {"iss": client_id, "sub": client_id, "aud": audience, "jti": secrets.token_urlsafe(16), "iat": now, "exp": now + 60}
         headers = {"kid": kid} if kid else None
-        return jwt.encode(claims, self.private_key, algorithm="ES256", headers=headers)
+        return jwt.encode(claims, self.private_key, algorithm=self.assertion_alg, headers=headers)
+
+
+# PyJWT signs Ed25519 as `EdDSA`; this instance also writes the RFC 9864
+# name, with the same implementation.
+_SIGNING_JWS = PyJWS()
+_SIGNING_JWS.register_algorithm("Ed25519", OKPAlgorithm())
 
 
 class TokenError(Exception):

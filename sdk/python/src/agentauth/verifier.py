@@ -27,6 +27,8 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 import jwt
+from jwt.algorithms import OKPAlgorithm
+from jwt.api_jws import PyJWS
 
 from .jwks import JwksCache, VerifyingKey
 
@@ -36,10 +38,16 @@ if TYPE_CHECKING:
 ACCESS_TOKEN_TYP = "at+jwt"
 PASSPORT_TYP = "agent-passport+jwt"
 DPOP_TYP = "dpop+jwt"
-#: Algorithms accepted for DPoP proofs, as the Rust kit (`Ed25519`, the
-#: RFC 9864 name, is not known to PyJWT yet and is refused here).
-DPOP_ALGS: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256")
-_DPOP_KTY = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519"), "RS256": ("RSA", None), "PS256": ("RSA", None)}
+#: Algorithms accepted for DPoP proofs, as the Rust kit: `Ed25519` is the
+#: fully-specified name of RFC 9864 (what oauth4webapi and other current
+#: clients send), `EdDSA` the older polymorphic one.
+DPOP_ALGS: tuple[str, ...] = ("ES256", "EdDSA", "Ed25519", "RS256", "PS256")
+_DPOP_KTY = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519"), "Ed25519": ("OKP", "Ed25519"),
+             "RS256": ("RSA", None), "PS256": ("RSA", None)}
+# PyJWT knows Ed25519 signatures as `EdDSA`; this instance also takes the
+# RFC 9864 name, with the same implementation (OKPAlgorithm).
+_PROOF_JWS = PyJWS()
+_PROOF_JWS.register_algorithm("Ed25519", OKPAlgorithm())
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k", "oth", "r", "t")
 
 
@@ -506,15 +514,17 @@ class ResourceVerifier:
         if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
             raise InvalidDpopProof("DPoP proof jwk does not fit its alg")
         try:
-            key = jwt.PyJWK(jwk, algorithm=alg).key
+            key = jwt.PyJWK(jwk, algorithm="EdDSA" if alg == "Ed25519" else alg).key
             thumb = jwk_thumbprint(jwk)
         except Exception:
             raise InvalidDpopProof("DPoP proof jwk is malformed") from None
         if kty == "RSA" and getattr(key, "key_size", 0) < 2048:
             raise InvalidDpopProof("DPoP proof RSA key is shorter than 2048 bits")
         try:
-            claims = jwt.decode(proof, key, algorithms=[alg], options=_NO_CLAIM_CHECKS)
-        except jwt.PyJWTError:
+            claims = json.loads(_PROOF_JWS.decode(proof, key, algorithms=[alg]))
+            if not isinstance(claims, dict):
+                raise ValueError("the claims are not an object")
+        except (jwt.PyJWTError, ValueError):
             raise InvalidDpopProof("DPoP proof signature or claims are invalid") from None
         jti, htm, htu, iat = claims.get("jti"), claims.get("htm"), claims.get("htu"), claims.get("iat")
         if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
