@@ -293,3 +293,16 @@ def test_ed25519_agents_under_both_names(server, alg):
     assert jwt.get_unverified_header(proof)["alg"] == alg
     got = verifier(server).verify("POST", server.resource, f"DPoP {at}", proof)
     assert got.dpop_jkt == agent.key.jkt
+
+
+def test_htu_normalization_and_replay_retention():
+    from agentauth.verifier import replay_retention, same_htu
+
+    assert same_htu("https://AS.example.com:443/token?x=1#f", "https://as.example.com/token")
+    assert not same_htu("https://as.example.com/token/", "https://as.example.com/token")
+    assert not same_htu("http://as.example.com/token", "https://as.example.com/token")
+    assert not same_htu("https://as.example.com:8443/token", "https://as.example.com/token")
+    assert not same_htu("https://as.example.com:99999/token", "https://as.example.com/token")
+    assert replay_retention(1000, 1000, 60) == 61
+    assert replay_retention(1060, 1000, 60) == 121
+    assert replay_retention(0, 1000, 60) == 1
