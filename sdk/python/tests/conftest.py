@@ -87,6 +87,13 @@ name = "Python test MCP server"
 scopes = ["tools:read", "tools:admin"]
 accept_passports = true
 
+[[resource.authorization_details]]
+type = "mcp_tool_call"
+description = "One call of one tool"
+render = "Call the tool {{tool}} with {{arguments}}"
+fields.tool = {{ kind = "string", required = true, max_length = 128 }}
+fields.arguments = {{ kind = "object" }}
+
 [[resource]]
 uri = "{other}"
 name = "Another resource"

@@ -53,3 +53,32 @@ async def approve(url: str, username: str, password: str, redirect_prefix: str) 
             else:
                 raise AssertionError(f"no form on {r.url}: {r.text[:500]}")
         raise AssertionError("too many steps")
+
+
+async def approve_backchannel(issuer: str, username: str, password: str, binding: str) -> None:
+    """The owner signs in and approves, with her password, the pending
+    request of her approvals page whose binding message is `binding`."""
+    import asyncio
+    import html as html_lib
+    import re
+
+    async with httpx.AsyncClient(base_url=issuer, headers={"origin": issuer}) as person:
+        page = (await person.get("/login")).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        r = await person.post("/login", data={"csrf_token": csrf, "username": username, "password": password,
+                                               "return_to": "/account"})
+        assert r.status_code == 303, r.text
+        for _ in range(50):
+            page = (await person.get("/account/approvals")).text
+            ids = [i for i in re.search(r'data-approvals-live="([^"]*)"', page).group(1).split(",") if i]
+            csrf = re.search(r'data-csrf="([^"]+)"', page).group(1)
+            for id in ids:
+                start = page.index(f'id="request-{id}"')
+                section = page[start:page.index("</section>", start)]
+                m = re.search(r'<strong class="binding">([^<]*)</strong>', section)
+                if m and html_lib.unescape(m.group(1)) == binding:
+                    r = await person.post(f"/account/approvals/{id}/approve", data={"csrf_token": csrf, "password": password})
+                    assert r.status_code == 303, r.text
+                    return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no pending request {binding!r}")

@@ -25,6 +25,7 @@ PASSPORT_GRANT = "urn:agentauth:params:grant-type:passport"
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 PASSPORT_TOKEN_TYPE = "urn:agentauth:params:token-type:passport"
+CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 BRIDGE_CERT_GRANT = "urn:agentauth:params:grant-type:bridge-cert"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -195,6 +196,41 @@ class Agent:
             form["scope"] = scope
         issued = self.token_request(form, dpop=False)
         return cert_key, x509.load_pem_x509_certificates(issued["access_token"].encode())
+
+    def ask_owner(self, *, login_hint: str, authorization_details: list[dict[str, Any]],
+                  binding_message: str | None = None, scope: str | None = None,
+                  resource: str | None = None) -> dict[str, Any]:
+        """OpenID CIBA (poll mode): ask the agent's owner to approve exactly
+        these RFC 9396 `authorization_details` (e.g. the ones an MCP server's
+        -31403 error named). Returns `auth_req_id`, `expires_in`, `interval`;
+        then :meth:`wait_for_approval`."""
+        form = {"login_hint": login_hint, "authorization_details": json.dumps(authorization_details),
+                "client_id": self.client_id, "client_assertion_type": JWT_BEARER_ASSERTION,
+                "client_assertion": self.key.client_assertion(self.client_id, self.issuer)}
+        for k, v in (("binding_message", binding_message), ("scope", scope), ("resource", resource)):
+            if v:
+                form[k] = v
+        r = self.http.post(self.issuer.rstrip("/") + "/bc-authorize", data=form)
+        if r.status_code != 200:
+            raise TokenError(r.status_code, r.json() if r.content else {})
+        started: dict[str, Any] = r.json()
+        return started
+
+    def wait_for_approval(self, started: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+        """Polls the CIBA grant at the request's `interval` until the owner
+        answers: the DPoP-bound token for that one action, or `TokenError`
+        (`access_denied`, `expired_token`)."""
+        interval = float(started.get("interval", 5))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.token_request({"grant_type": CIBA_GRANT, "auth_req_id": started["auth_req_id"]})
+            except TokenError as e:
+                if e.error == "slow_down":
+                    interval += 5
+                elif e.error != "authorization_pending" or time.monotonic() > deadline:
+                    raise
+            time.sleep(interval)
 
     def read_login_request(self, login_request_id: str, passport: str) -> dict[str, Any]:
         """GET /login-requests/{id} with a passport naming no site: the

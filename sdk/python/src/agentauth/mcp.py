@@ -31,7 +31,17 @@ import json
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from .verifier import DPOP_ALGS, InsufficientScope, ResourceError, ResourceVerifier, Verified
+from . import approvals
+from .verifier import (
+    DPOP_ALGS,
+    InsufficientScope,
+    InvalidToken,
+    OutsideApproval,
+    ReplayCache,
+    ResourceError,
+    ResourceVerifier,
+    Verified,
+)
 
 _verified: contextvars.ContextVar[Verified | None] = contextvars.ContextVar("agentauth_verified", default=None)
 
@@ -92,14 +102,21 @@ class AgentAuthMiddleware:
     POSTed JSON-RPC body (one message or a batch) is read, and a call
     without them is 403 `insufficient_scope` naming the scopes to step up
     to, so that MCP clients ask for them and retry (MCP authorization,
-    scope challenge handling), as the Rust kit's `Guard::tool_scopes`.
+    scope challenge handling), as the Rust kit's `Guard::tool_scopes`;
+    `approval_tools`: tools each call of which needs its owner's approval
+    (see :mod:`agentauth.approvals`).
     """
 
     def __init__(self, app: Any, verifier: ResourceVerifier, *, paths: Sequence[str] | None = None,
                  scopes: Sequence[str] = (), challenge_scope: Sequence[str] | None = None,
-                 tool_scopes: Mapping[str, Sequence[str]] | None = None) -> None:
+                 tool_scopes: Mapping[str, Sequence[str]] | None = None,
+                 approval_tools: Sequence[str] = (), spent: ReplayCache | None = None) -> None:
         self.app = app
         self.tool_scopes = {k: list(v) for k, v in (tool_scopes or {}).items()}
+        self.approval_tools = set(approval_tools)
+        #: Spent approval tokens (by jti). One process: instances of one
+        #: resource behind a load balancer need a shared store instead.
+        self.spent = spent if spent is not None else ReplayCache()
         self.verifier = verifier
         resource = urlsplit(verifier.audience)
         self.origin = f"{resource.scheme}://{resource.netloc}"
@@ -119,20 +136,31 @@ class AgentAuthMiddleware:
         url = self.origin + scope.get("root_path", "") + scope["path"]
         try:
             verified = await self.verifier.averify(scope["method"], url, authorization, proofs)
-            verified.require_scopes(self.scopes)
+            approval = approvals.approves_tool_calls(verified.claims)
+            if approval:
+                # The approval is the grant: no scope needed, but a proof.
+                if verified.dpop_jkt is None:
+                    raise InvalidToken(approvals.UNBOUND_APPROVAL)
+                if scope["method"] != "POST":
+                    raise OutsideApproval(approvals.OTHER_METHOD)
+            else:
+                verified.require_scopes(self.scopes)
         except ResourceError as error:
             await self._refuse(send, error)
             return
-        if self.tool_scopes and scope["method"] == "POST":
+        if scope["method"] == "POST" and (approval or self.tool_scopes or self.approval_tools):
             body = await _read_body(receive)
             if body is None:
                 await _send_json(send, 413, {"error": "request body too large"}, [])
                 return
+            parsed = approvals.messages(body)
             try:
-                for tool in _called_tools(body):
-                    verified.require_scopes(self.tool_scopes.get(tool, ()))
+                answer = (self._approved(verified, parsed) if approval else self._ordinary(verified, parsed))
             except ResourceError as error:
                 await self._refuse(send, error)
+                return
+            if answer is not None:
+                await _send_json(send, answer[0], answer[1], [])
                 return
             receive = _replay(body)
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"dpop")]
@@ -143,8 +171,61 @@ class AgentAuthMiddleware:
         finally:
             _verified.reset(reset)
 
+    def _ordinary(self, verified: Verified, parsed: tuple[list[dict[str, Any]], bool] | None) -> tuple[int, Any] | None:
+        """An ordinary token: tool scopes, then calls of approval tools
+        (answered with the JSON-RPC error naming the approval to ask for)."""
+        if parsed is None:
+            return None  # not JSON-RPC: the MCP service answers it
+        calls = [m for m in parsed[0] if m.get("method") == "tools/call" and isinstance(m.get("params"), dict)]
+        for m in calls:
+            tool = m["params"].get("name")
+            if isinstance(tool, str):
+                verified.require_scopes(self.tool_scopes.get(tool, ()))
+        needing = [m for m in calls if m["params"].get("name") in self.approval_tools]
+        if not needing:
+            return None
+        if parsed[1]:
+            return 400, _rpc_error(None, -32600, "a call of a tool that needs its owner's approval must be sent alone, not in a batch")
+        call = needing[0]
+        arguments = call["params"].get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            return 200, _rpc_error(call.get("id"), -32602, "the arguments of a tool call must be an object")
+        return 200, approvals.approval_required_error(call.get("id"), self.verifier.audience, self.verifier.issuer,
+                                                      call["params"]["name"], arguments)
+
+    def _approved(self, verified: Verified, parsed: tuple[list[dict[str, Any]], bool] | None) -> tuple[int, Any] | None:
+        """An approval token: passes the methods that do not act, spends the
+        token for the one call it covers, refuses anything else."""
+        if parsed is None:
+            raise OutsideApproval(approvals.OTHER_METHOD)
+        call = None
+        for m in parsed[0]:
+            method = m.get("method")
+            if method in ("initialize", "ping", "tools/list") or (isinstance(method, str) and method.startswith("notifications/")):
+                continue
+            if method == "tools/call" and parsed[1]:
+                return 400, _rpc_error(None, -32600, "an approved tool call must be sent alone, not in a batch")
+            if method == "tools/call":
+                call = m
+                continue
+            raise OutsideApproval(approvals.OTHER_METHOD)
+        if call is None:
+            return None
+        raw_params = call.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        tool = params.get("name")
+        if not isinstance(tool, str) or not approvals.covers(verified.claims, self.verifier.audience, tool, params.get("arguments")):
+            raise OutsideApproval(approvals.NOT_COVERED)
+        # Spent once, kept while the verifier could still accept the token.
+        now = int(self.verifier.clock())
+        until = int(verified.claims["exp"]) + self.verifier.leeway
+        if not self.spent.spend(str(verified.claims["jti"]), until, now):
+            raise InvalidToken(approvals.ALREADY_USED)
+        return None
+
     async def _refuse(self, send: Any, error: ResourceError) -> None:
-        status, headers = error.challenge(self.metadata_url, None if isinstance(error, InsufficientScope) else self.challenge_scope)
+        status, headers = error.challenge(
+            self.metadata_url, None if isinstance(error, (InsufficientScope, OutsideApproval)) else self.challenge_scope)
         code = error.code or ("temporarily_unavailable" if status == 503 else "invalid_token")
         await _send_json(send, status, {"error": code,
                                         "error_description": error.description}, headers)
@@ -183,20 +264,8 @@ def _replay(body: bytes) -> Any:
     return receive
 
 
-def _called_tools(body: bytes) -> list[str]:
-    """The tools a JSON-RPC message or batch calls (`tools/call`)."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return []  # not JSON-RPC: the MCP service answers it
-    messages = parsed if isinstance(parsed, list) else [parsed]
-    tools = []
-    for m in messages:
-        if isinstance(m, dict) and m.get("method") == "tools/call" and isinstance(m.get("params"), dict):
-            name = m["params"].get("name")
-            if isinstance(name, str):
-                tools.append(name)
-    return tools
+def _rpc_error(id: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}
 
 
 async def _send_json(send: Any, status: int, payload: dict[str, Any], headers: list[tuple[str, str]]) -> None:
@@ -261,13 +330,15 @@ def _fastmcp_provider_class() -> Any:
 
         def __init__(self, verifier: ResourceVerifier, *, required_scopes: Sequence[str] = (),
                      scopes_supported: Sequence[str] = (), resource_name: str | None = None,
-                     tool_scopes: Mapping[str, Sequence[str]] | None = None) -> None:
+                     tool_scopes: Mapping[str, Sequence[str]] | None = None,
+                     approval_tools: Sequence[str] = ()) -> None:
             resource = urlsplit(verifier.audience)
             super().__init__(base_url=f"{resource.scheme}://{resource.netloc}", required_scopes=list(required_scopes))
             self.verifier = verifier
             self._scopes_supported = list(scopes_supported) or list(required_scopes)
             self.resource_name = resource_name
             self.tool_scopes = tool_scopes
+            self.approval_tools = list(approval_tools)
 
         @property
         def scopes_supported(self) -> list[str]:
@@ -293,16 +364,18 @@ def _fastmcp_provider_class() -> Any:
         def get_middleware(self) -> list[Any]:
             return [Middleware(AgentAuthMiddleware, verifier=self.verifier, scopes=self.required_scopes,
                                challenge_scope=self.required_scopes or self._scopes_supported or None,
-                               tool_scopes=self.tool_scopes)] + super().get_middleware()
+                               tool_scopes=self.tool_scopes, approval_tools=self.approval_tools)] + super().get_middleware()
 
     return _AgentAuthProvider
 
 
 def AgentAuthProvider(verifier: ResourceVerifier, *, required_scopes: Sequence[str] = (),
                       scopes_supported: Sequence[str] = (), resource_name: str | None = None,
-                      tool_scopes: Mapping[str, Sequence[str]] | None = None) -> Any:
+                      tool_scopes: Mapping[str, Sequence[str]] | None = None,
+                      approval_tools: Sequence[str] = ()) -> Any:
     """A FastMCP `AuthProvider` for agentauth tokens (bearer and
     DPoP-bound; passports only if the verifier accepts them):
     ``FastMCP("notes", auth=AgentAuthProvider(verifier, required_scopes=["tools:read"]))``."""
     return _fastmcp_provider_class()(verifier, required_scopes=required_scopes, scopes_supported=scopes_supported,
-                                     resource_name=resource_name, tool_scopes=tool_scopes)
+                                     resource_name=resource_name, tool_scopes=tool_scopes,
+                                     approval_tools=approval_tools)

@@ -107,6 +107,16 @@ class InsufficientScope(ResourceError):
 _NO_CLAIM_CHECKS: Any = {"verify_signature": True, "verify_exp": False, "verify_nbf": False,
                     "verify_iat": False, "verify_aud": False, "verify_iss": False}
 
+class OutsideApproval(ResourceError):
+    """A valid token presented for something it does not grant and no scope
+    would: an approval token (RFC 9396 `mcp_tool_call`) used for another
+    call or method. 403 `insufficient_scope` with no `scope` parameter, so
+    that a client does not try to step up for it."""
+
+    status = 403
+    code = "insufficient_scope"
+
+
 PASSPORTS_REFUSED = "an agent passport is not an access token at this resource"
 
 
