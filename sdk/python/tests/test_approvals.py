@@ -94,3 +94,26 @@ def test_approve_one_call(server, agent, notes_server):
     again = agent.request("POST", url, approval, json=call(8, "delete_note", {"id": "n2"}), headers=HDRS)
     assert again.status_code == 401 and "already used" in again.headers["www-authenticate"]
     assert notes_server == ["n2"]
+
+
+@pytest.mark.anyio
+async def test_scopeless_approval_token_passes_fastmcps_scope_check(server):
+    """An approval token with no scope, let through by the middleware, is
+    reported to FastMCP with the server-wide scopes; the same token seen
+    without the middleware is not."""
+    from types import MappingProxyType
+
+    from agentauth import Verified
+    from agentauth.mcp import _verified
+
+    provider = AgentAuthProvider(ResourceVerifier(server.issuer, server.resource), required_scopes=["tools:read"])
+    claims = MappingProxyType({"sub": "alice", "client_id": "agent-x", "exp": 2_000_000_000, "jti": "j",
+                               "cnf": {"jkt": "k"}, "authorization_details": [
+                                   {"type": "mcp_tool_call", "tool": "delete_note", "arguments": {"id": "n1"}}]})
+    seen = Verified(claims=claims, kind="access", token="t.o.k", scopes=(), dpop_jkt="k")
+    reset = _verified.set(seen)
+    try:
+        assert (await provider.verify_token("t.o.k")).scopes == ["tools:read"]
+    finally:
+        _verified.reset(reset)
+    assert await provider.verify_token("t.o.k") is None

@@ -350,6 +350,11 @@ def _fastmcp_provider_class() -> Any:
                 return None
             fields = _access_token_fields(verified)
             fields["resource"] = self.verifier.audience
+            if verified is _verified.get() and approvals.approves_tool_calls(verified.claims):
+                # An approval token may carry no scope (the approval is the
+                # grant); the middleware has let it through for its one call
+                # only, so FastMCP's server-wide scope check must not refuse it.
+                fields["scopes"] = sorted(set(fields["scopes"]) | set(self.required_scopes))
             return AccessToken(**fields)
 
         def get_routes(self, mcp_path: str | None = None) -> list[Any]:
