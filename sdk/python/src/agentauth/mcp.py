@@ -305,8 +305,12 @@ class AgentAuthTokenVerifier:
     """The official `mcp` SDK's `TokenVerifier` (use with
     :class:`AgentAuthMiddleware` around the app for DPoP)."""
 
-    def __init__(self, verifier: ResourceVerifier) -> None:
+    def __init__(self, verifier: ResourceVerifier, *, required_scopes: Sequence[str] = ()) -> None:
+        """`required_scopes`: the server's `AuthSettings.required_scopes`,
+        reported for an approval token the middleware let through for its
+        one call (such a token may carry no scope: the approval is the grant)."""
         self.verifier = verifier
+        self.required_scopes = list(required_scopes)
 
     async def verify_token(self, token: str) -> Any:
         from mcp.server.auth.provider import AccessToken
@@ -316,6 +320,8 @@ class AgentAuthTokenVerifier:
             return None
         fields = _access_token_fields(verified)
         fields["resource"] = self.verifier.audience
+        if verified is _verified.get() and approvals.approves_tool_calls(verified.claims):
+            fields["scopes"] = sorted(set(fields["scopes"]) | set(self.required_scopes))
         return AccessToken(**fields)
 
 
