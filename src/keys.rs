@@ -522,7 +522,11 @@ fn build_set(
             }
         })
         .collect();
-    rows.sort_by(|(a, _), (b, _)| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)));
+    // Among keys active from the same second (a rotation with no publish
+    // delay, in the second the current key began), the one not scheduled
+    // to retire is the newer and must sign: it sorts last.
+    let order = |r: &store::keys::KeyRow| (r.activates_at, r.retire_after.is_none(), r.created_at);
+    rows.sort_by(|(a, _), (b, _)| (order(a), &a.kid).cmp(&(order(b), &b.kid)));
     for (row, row_alg) in rows {
         let reused = previous
             .and_then(|p| p.signers.iter().find(|k| k.kid == row.kid))
