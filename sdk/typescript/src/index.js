@@ -6,6 +6,9 @@ export {
 } from './verifier.js'
 export {
   Agent, generateAgentKey, loadAgentKey, isLoopback, solveChallenge,
-  PASSPORT_GRANT, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ACCESS_TOKEN_TYPE, BRIDGE_CERT_GRANT,
+  PASSPORT_GRANT, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ACCESS_TOKEN_TYPE, BRIDGE_CERT_GRANT, CIBA_GRANT,
 } from './agent.js'
+export {
+  MCP_TOOL_CALL, APPROVAL_REQUIRED, MemorySpentStore, SpentStoreError, argumentsDigest, entry, approvesToolCalls, covers, approvalRequiredError,
+} from './approvals.js'
 export { Site, LoginError, POW_LOGIN_GRANT } from './site.js'

@@ -6,6 +6,7 @@
 import { InvalidTokenError, InsufficientScopeError, ServerError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import { mcpAuthMetadataRouter, getOAuthProtectedResourceMetadataUrl } from '@modelcontextprotocol/sdk/server/auth/router.js'
 import { AuthError, ResourceVerifier, requireScopes } from './verifier.js'
+import { MemorySpentStore, RpcAnswer, approvesToolCalls, decide } from './approvals.js'
 
 export { getOAuthProtectedResourceMetadataUrl }
 
@@ -69,27 +70,67 @@ export function mcpTokenVerifier(options) {
  *
  * `resourceUrl`: the MCP endpoint as clients address it; the DPoP `htu`
  * is checked against it (its origin plus the request path), never `Host`.
- * @param {{ verifier: ResourceVerifier | import('../index.d.ts').ResourceVerifierOptions, resourceUrl: string | URL, requiredScopes?: string[], resourceMetadataUrl?: string }} options
+ *
+ * `approvals`: per-call approvals (issue 32). `tools` names the tools each
+ * call of which needs its owner's approval: an ordinary token calling one
+ * is answered with the JSON-RPC error -31403 (`APPROVAL_REQUIRED`) naming
+ * the `authorization_details` to ask for; a DPoP-bound token carrying them
+ * makes that call once (its `jti` kept in `store` until `exp` + leeway),
+ * and passes initialize, ping, notifications/* and tools/list without
+ * being spent. `store` defaults to a bounded in-memory `MemorySpentStore`
+ * (one process; it fails closed, 503, when full): several instances
+ * serving one resource must share one store. The JSON-RPC body is read
+ * here when no body parser ran before (`req.body` is then set).
+ * @param {{ verifier: ResourceVerifier | import('../index.d.ts').ResourceVerifierOptions, resourceUrl: string | URL, requiredScopes?: string[], resourceMetadataUrl?: string, approvals?: { tools: Iterable<string>, store?: { spend(jti: string, until: number): boolean | Promise<boolean> }, retryAfter?: number } }} options
  */
-export function requireAgentAuth({ verifier: v, resourceUrl, requiredScopes = [], resourceMetadataUrl }) {
+export function requireAgentAuth({ verifier: v, resourceUrl, requiredScopes = [], resourceMetadataUrl, approvals }) {
   const verifier = verifierOf(v)
   const base = new URL(resourceUrl)
   const metadata = resourceMetadataUrl ?? getOAuthProtectedResourceMetadataUrl(base)
+  const approvalTools = new Set(approvals?.tools ?? [])
+  const spent = approvals?.store ?? new MemorySpentStore()
   return async (req, res, next) => {
+    let approval = false
     try {
       const url = new URL(req.originalUrl ?? req.url, base.origin)
       // Over mutual TLS, the client certificate (a bridge certificate may bind the token).
       const clientCertificate = req.socket?.getPeerCertificate?.()?.raw
       const verified = await verifier.verify({ method: req.method, url: url.href, headers: req.headers, clientCertificate })
-      requireScopes(verified, requiredScopes)
+      approval = approvesToolCalls(verified.claims)
+      // An approval token may carry no scope: the approval is the grant.
+      if (!approval) requireScopes(verified, requiredScopes)
+      if (approval || approvalTools.size) {
+        const body = req.method === 'POST' ? await jsonBody(req) : undefined
+        if (body === INVALID) return res.status(400).json({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'the body is not JSON' } })
+        const answer = await decide({ verified, body, approvalTools, spent, resource: verifier.audience, issuer: verifier.issuer, leeway: verifier.leeway, retryAfter: approvals?.retryAfter })
+        if (answer instanceof RpcAnswer) return res.status(answer.status).json(answer.body)
+      }
       req.auth = authInfo(verified, verifier.audience)
       next()
     } catch (err) {
       if (!(err instanceof AuthError)) return next(err)
-      const { status, headers, body } = err.challenge({ resourceMetadata: metadata, scope: requiredScopes.join(' ') || undefined })
+      // Outside an approval there is no scope to step up to: no `scope=`.
+      const scope = approval ? undefined : requiredScopes.join(' ') || undefined
+      const { status, headers, body } = err.challenge({ resourceMetadata: metadata, scope })
       res.status(status).set(headers).json(body)
     }
   }
+}
+
+const INVALID = Symbol('invalid JSON')
+
+/** The parsed JSON-RPC body: a body parser's, or read here (and left in `req.body` for the transport). */
+async function jsonBody(req) {
+  if (req.body !== undefined) return req.body
+  const chunks = []
+  for await (const chunk of req) chunks.push(chunk)
+  const text = Buffer.concat(chunks).toString('utf8')
+  try {
+    req.body = JSON.parse(text)
+  } catch {
+    return INVALID
+  }
+  return req.body
 }
 
 /**
