@@ -13,6 +13,7 @@ export const PASSPORT_TOKEN_TYPE = 'urn:agentauth:params:token-type:passport'
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange'
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 export const BRIDGE_CERT_GRANT = 'urn:agentauth:params:grant-type:bridge-cert'
+export const CIBA_GRANT = 'urn:openid:params:grant-type:ciba'
 
 // RFC 8693 §2.2.1: a passport or a certificate is not an access token, so `N_A`.
 const recognizedTokenTypes = { n_a: () => {}, N_A: () => {} }
@@ -186,6 +187,65 @@ export class Agent {
     const answer = await r.json()
     if (!r.ok) throw Object.assign(new Error(`login request ${id}: ${answer.error_description ?? answer.error ?? r.status}`), { response: answer })
     return answer
+  }
+
+  /**
+   * OpenID CIBA (poll mode): asks the agent's owner (`loginHint`) to
+   * approve exactly these RFC 9396 `authorizationDetails` (e.g. the
+   * `data.authorization_details` of an MCP server's -31403 error), with a
+   * private_key_jwt assertion. Returns `auth_req_id`, `expires_in`,
+   * `interval`; then `waitForApproval`. oauth4webapi's CIBA functions.
+   * @param {{ loginHint: string, authorizationDetails: object[], bindingMessage?: string, scope?: string, resource?: string }} options
+   */
+  async askOwner({ loginHint, authorizationDetails, bindingMessage, scope, resource }) {
+    const params = { login_hint: loginHint, authorization_details: JSON.stringify(authorizationDetails) }
+    if (bindingMessage) params.binding_message = bindingMessage
+    if (scope) params.scope = scope
+    if (resource) params.resource = resource
+    const response = await oauth.backchannelAuthenticationRequest(this.as, this.client, this.clientAuth, params, this.options)
+    return oauth.processBackchannelAuthenticationResponse(this.as, this.client, response)
+  }
+
+  /**
+   * Polls the CIBA grant (DPoP-bound to this agent's key, which agentauth
+   * requires to be one of its registered keys) at the request's `interval`
+   * (`slow_down` adds 5 s) until the owner answers: the token for that one
+   * action, or oauth4webapi's `ResponseBodyError` (`access_denied`,
+   * `expired_token`). `timeout` in seconds.
+   * @param {{ auth_req_id: string, interval?: number }} started
+   * @param {{ timeout?: number, signal?: AbortSignal }} [options]
+   */
+  async waitForApproval(started, { timeout = 300, signal } = {}) {
+    let interval = started.interval ?? 5
+    const deadline = Date.now() + timeout * 1000
+    for (;;) {
+      try {
+        return await withNonceRetry(async () => {
+          const response = await oauth.backchannelAuthenticationGrantRequest(this.as, this.client, this.clientAuth, started.auth_req_id, { ...this.options, DPoP: this.dpop, signal })
+          return oauth.processBackchannelAuthenticationGrantResponse(this.as, this.client, response)
+        })
+      } catch (err) {
+        if (!(err instanceof oauth.ResponseBodyError)) throw err
+        if (err.error === 'slow_down') interval += 5
+        else if (err.error !== 'authorization_pending' || Date.now() > deadline) throw err
+      }
+      signal?.throwIfAborted()
+      await new Promise((r) => setTimeout(r, interval * 1000))
+    }
+  }
+
+  /**
+   * The whole agent side of a per-call approval: given the `data` of an
+   * MCP server's -31403 error, asks the owner and waits for the token.
+   * @param {{ authorization_details: object[], authorization_servers?: string[] }} data
+   * @param {{ loginHint: string, bindingMessage?: string, timeout?: number, signal?: AbortSignal }} options
+   */
+  async approvalFor(data, { loginHint, bindingMessage, timeout, signal }) {
+    if (data.authorization_servers && !data.authorization_servers.includes(this.issuer)) {
+      throw new Error(`the approval is to be asked of ${data.authorization_servers.join(', ')}, not ${this.issuer}`)
+    }
+    const started = await this.askOwner({ loginHint, authorizationDetails: data.authorization_details, bindingMessage })
+    return this.waitForApproval(started, { timeout, signal })
   }
 
   /**
