@@ -219,6 +219,65 @@ export declare class Agent {
   fetch(url: string | URL, init: { token: string; method?: string; headers?: HeadersInit; body?: BodyInit | null; dpop?: boolean }): Promise<Response>
   answerLoginRequest(id: string, options?: { decide?: (request: LoginChallenge) => boolean | Promise<boolean>; passport?: string }): Promise<{ login_request_id: string; status: string }>
   bridgeCertificate(options?: { scope?: string; usage?: 'clientAuth' | 'codeSigning'; keys?: CryptoKeyPair }): Promise<{ certificateChain: string; issuedTokenType: string; expiresIn: number; keys: CryptoKeyPair; jkt: string }>
+  /** OpenID CIBA (poll mode): asks the owner to approve exactly these RFC 9396 details. */
+  askOwner(options: { loginHint: string; authorizationDetails: AuthorizationDetail[]; bindingMessage?: string; scope?: string; resource?: string }): Promise<{ auth_req_id: string; expires_in: number; interval?: number }>
+  /** Polls the CIBA grant (DPoP-bound to the agent's key) until the owner answers; throws oauth4webapi's ResponseBodyError on `access_denied`/`expired_token`. `timeout` in seconds. */
+  waitForApproval(started: { auth_req_id: string; interval?: number }, options?: { timeout?: number; signal?: AbortSignal }): Promise<TokenEndpointResponse>
+  /** Both, for the `data` of an MCP server's -31403 (`APPROVAL_REQUIRED`) error. */
+  approvalFor(data: ApprovalRequiredData, options: { loginHint: string; bindingMessage?: string; timeout?: number; signal?: AbortSignal }): Promise<TokenEndpointResponse>
+}
+
+// ---- per-call approvals (issue 32) ----
+export declare const CIBA_GRANT: 'urn:openid:params:grant-type:ciba'
+export declare const MCP_TOOL_CALL: 'mcp_tool_call'
+/** JSON-RPC error code of "this call needs its owner's approval". */
+export declare const APPROVAL_REQUIRED: -31403
+
+/** An RFC 9396 authorization_details entry (`mcp_tool_call`: `tool`, `arguments`, `locations`). */
+export interface AuthorizationDetail {
+  type: string
+  locations?: string[]
+  tool?: string
+  arguments?: Record<string, unknown>
+  [k: string]: unknown
+}
+
+/** The `data` of the -31403 error. */
+export interface ApprovalRequiredData {
+  authorization_details: AuthorizationDetail[]
+  authorization_servers: string[]
+  resource: string
+  dpop_required: boolean
+}
+
+/**
+ * Where spent approval tokens are kept: `spend(jti, until)` (`until`:
+ * seconds since the epoch) is true the first time, false while kept; throw
+ * when it cannot record (the request is answered 503 with Retry-After).
+ * Several instances serving one resource must share one store.
+ */
+export interface SpentStore {
+  spend(jti: string, until: number): boolean | Promise<boolean>
+}
+
+/** The default: one process, bounded; throws `SpentStoreError` when full of live entries (fail closed). */
+export declare class MemorySpentStore implements SpentStore {
+  constructor(options?: { maxEntries?: number })
+  spend(jti: string, until: number): boolean
+}
+export declare class SpentStoreError extends Error {}
+
+/** Hex SHA-256 of the RFC 8785 form of a call's arguments (absent: `{}`); null for anything but an object. */
+export declare function argumentsDigest(args: unknown): string | null
+/** The entry that approves one call. */
+export declare function entry(resource: string, tool: string, args?: Record<string, unknown>): AuthorizationDetail
+export declare function approvesToolCalls(claims: Record<string, unknown>): boolean
+/** Whether one of the token's `mcp_tool_call` entries approves this call at this resource. */
+export declare function covers(claims: Record<string, unknown>, resource: string, tool: string, args: unknown): boolean
+export declare function approvalRequiredError(id: string | number | null | undefined, call: { resource: string; issuer: string; tool: string; arguments?: Record<string, unknown> }): {
+  jsonrpc: '2.0'
+  id: string | number | null
+  error: { code: -31403; message: string; data: ApprovalRequiredData }
 }
 
 export interface LoginChallenge {

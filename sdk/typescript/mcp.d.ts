@@ -1,7 +1,7 @@
 import type { RequestHandler, Router } from 'express'
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
 import type { OAuthTokenVerifier } from '@modelcontextprotocol/sdk/server/auth/provider.js'
-import type { ResourceVerifier, ResourceVerifierOptions, Verified } from './index.d.ts'
+import type { ResourceVerifier, ResourceVerifierOptions, Verified, SpentStore } from './index.d.ts'
 
 export declare function getOAuthProtectedResourceMetadataUrl(serverUrl: URL): string
 /** The SDK's AuthInfo; `extra` holds kind, subject, agentId, owner, actors, jkt and the claims. */
@@ -14,6 +14,13 @@ export declare function requireAgentAuth(options: {
   resourceUrl: string | URL
   requiredScopes?: string[]
   resourceMetadataUrl?: string
+  /**
+   * Per-call approvals: each call of `tools` needs its owner's approval
+   * (-31403 for an ordinary token); an approval token is spent once in
+   * `store` (default: a bounded in-memory `MemorySpentStore`; several
+   * instances must share one). `retryAfter`: seconds, when the store fails.
+   */
+  approvals?: { tools: Iterable<string>; store?: SpentStore; retryAfter?: number }
 }): RequestHandler
 /** The SDK's `mcpAuthMetadataRouter` with agentauth's RFC 8414 metadata. */
 export declare function agentauthMetadataRouter(options: {
