@@ -67,3 +67,34 @@ export class Human {
     throw new Error('too many redirects')
   }
 }
+
+/** The owner signs in and approves, with her password, the pending request whose binding message is `binding`. */
+export async function approveBackchannel(issuer, username, password, binding) {
+  const person = new Human(username, password)
+  const origin = { origin: issuer }
+  const decode = (s) => s.replace(/&#x([0-9a-f]+);/gi, (_, h) => String.fromCodePoint(parseInt(h, 16)))
+    .replace(/&#([0-9]+);/g, (_, d) => String.fromCodePoint(Number(d)))
+    .replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
+  const form = (path, body) => person.go(new URL(path, issuer), { method: 'POST', headers: { ...origin, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(body) })
+  let page = await (await person.go(new URL('/login', issuer))).text()
+  let csrf = decode(page.match(/name="csrf_token" value="([^"]+)"/)[1])
+  const r = await form('/login', { csrf_token: csrf, username, password, return_to: '/account' })
+  assert.equal(r.status, 303, await r.text())
+  for (let i = 0; i < 50; i++) {
+    page = await (await person.go(new URL('/account/approvals', issuer))).text()
+    const ids = page.match(/data-approvals-live="([^"]*)"/)[1].split(',').filter(Boolean)
+    csrf = decode(page.match(/data-csrf="([^"]+)"/)[1])
+    for (const id of ids) {
+      const start = page.indexOf(`id="request-${id}"`)
+      const section = page.slice(start, page.indexOf('</section>', start))
+      const m = section.match(/<strong class="binding">([^<]*)<\/strong>/)
+      if (m && decode(m[1]) === binding) {
+        const done = await form(`/account/approvals/${id}/approve`, { csrf_token: csrf, password })
+        assert.equal(done.status, 303, await done.text())
+        return
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`no pending request ${binding}`)
+}

@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as jose from 'jose'
 import { freePort, startServer } from './server.mjs'
+import { approveBackchannel } from './human.mjs'
 import { Agent, loadAgentKey } from '../src/index.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -56,7 +57,8 @@ async function listening(url) {
 }
 
 before(async () => {
-  const [apiPort, mcpPort] = [await freePort(), await freePort()]
+  const [apiPort, mcpPort, notesPort] = [await freePort(), await freePort(), await freePort()]
+  const notesUrl = `http://127.0.0.1:${notesPort}/mcp`
   const resource = `http://127.0.0.1:${apiPort}/api`
   const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`
   server = await startServer({
@@ -67,13 +69,15 @@ before(async () => {
       agentJwk = { ...(await jose.exportJWK(keys.privateKey)), kid: 'readme-key', alg: 'ES256' }
       const { d, ...publicJwk } = agentJwk
       writeFileSync(join(dir, 'agent.jwk'), JSON.stringify(publicJwk))
-      agentId = await cli(['agent', 'create', '--owner', 'alice', '--name', 'readme', '--scope', 'read mcp', '--jwk', join(dir, 'agent.jwk')])
+      agentId = await cli(['agent', 'create', '--owner', 'alice', '--name', 'readme', '--scope', 'read mcp notes', '--jwk', join(dir, 'agent.jwk')])
       const other = await jose.generateKeyPair('ES256', { extractable: true })
       writeFileSync(join(dir, 'helper.jwk'), JSON.stringify({ ...(await jose.exportJWK(other.publicKey)), kid: 'h', alg: 'ES256' }))
       helperId = await cli(['agent', 'create', '--owner', 'alice', '--name', 'helper', '--scope', 'read', '--jwk', join(dir, 'helper.jwk')])
       site = JSON.parse(await cli(['client', 'create', '--name', 'Readme Site', '--grant-type', POW_LOGIN, '--scope', 'read', '--json']))
       const file = join(dir, 'resources.toml')
-      writeFileSync(file, `[[resource]]\nuri = "${resource}"\nname = "API"\nscopes = ["read"]\n\n[[resource]]\nuri = "${mcpUrl}"\nname = "MCP"\nscopes = ["mcp"]\n`)
+      writeFileSync(file, `[[resource]]\nuri = "${resource}"\nname = "API"\nscopes = ["read"]\n\n[[resource]]\nuri = "${mcpUrl}"\nname = "MCP"\nscopes = ["mcp"]\n\n`
+        + `[[resource]]\nuri = "${notesUrl}"\nname = "Notes"\nscopes = ["notes"]\n\n[[resource.authorization_details]]\ntype = "mcp_tool_call"\n`
+        + 'description = "One call of one tool"\nrender = "Call the tool {tool} with {arguments}"\nfields.tool = { kind = "string", required = true, max_length = 128 }\nfields.arguments = { kind = "object" }\n')
       return ['--resources-file', file]
     },
   })
@@ -83,6 +87,8 @@ before(async () => {
   }
   env.API_PORT = String(apiPort)
   env.MCP_PORT = String(mcpPort)
+  env.NOTES_PORT = String(notesPort)
+  env.NOTES_URL = notesUrl
 })
 
 after(async () => {
@@ -91,7 +97,7 @@ after(async () => {
 })
 
 describe('README examples', () => {
-  it('found all four', () => assert.deepEqual(Object.keys(examples).sort(), ['agent', 'mcp-server', 'resource-server', 'site']))
+  it('found all six', () => assert.deepEqual(Object.keys(examples).sort(), ['agent', 'approval-agent', 'approval-tools', 'mcp-server', 'resource-server', 'site']))
 
   it('resource server, site and agent: a DPoP-bound call, a passport, a proof-of-work login, a bridge certificate', async () => {
     const api = run('resource-server', { PORT: env.API_PORT })
@@ -131,5 +137,16 @@ describe('README examples', () => {
     const text = await r.text()
     assert.equal(r.status, 200, text)
     assert.match(text, new RegExp(`"text":"${agentId}"`))
+  })
+
+  it('per-call approval: -31403, the owner approves by CIBA, the call is made with the approval token', async () => {
+    const notes = run('approval-tools', { PORT: env.NOTES_PORT })
+    const refused = await listening(env.NOTES_URL)
+    assert.equal(refused.status, 401, notes.output())
+    const agentRun = run('approval-agent')
+    await waitFor(agentRun.output, /asking alice/)
+    await approveBackchannel(server.issuer, 'alice', 'correct horse battery', 'Delete note n1')
+    assert.equal(await agentRun.exited, 0, agentRun.output())
+    assert.match(agentRun.output(), /"text":"deleted n1"/)
   })
 })
