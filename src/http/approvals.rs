@@ -198,10 +198,7 @@ pub async fn options(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let session = pages::session(&state, &headers)
-        .await?
-        .ok_or_else(|| refuse(401, "sign in first"))?;
-    passkeys::check_csrf(&state, &headers, &form)?;
+    let session = passkeys::signed_in(&state, &headers, &form).await?;
     pending(&state, &session.user_id, &id).await?;
     let allow: Vec<Vec<u8>> = crate::store::passkeys::for_user(&state.db, &session.user_id)
         .await?
@@ -236,10 +233,7 @@ pub async fn approve(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let session = pages::session(&state, &headers)
-        .await?
-        .ok_or_else(|| refuse(401, "sign in first"))?;
-    passkeys::check_csrf(&state, &headers, &form)?;
+    let session = passkeys::signed_in(&state, &headers, &form).await?;
     let row = pending(&state, &session.user_id, &id).await?;
     let has_passkey =
         crate::store::passkeys::count_for_user(&state.db, &session.user_id).await? > 0;

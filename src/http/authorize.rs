@@ -360,38 +360,6 @@ async fn parse(
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let registry = &state.resources.registry;
-    // RFC 9396: each entry's locations are resources of the token; with
-    // `resource` given, they must be among them.
-    let details = match get("authorization_details") {
-        Some(text) => Some(registry.check_details(text).map_err(|d| match d {
-            Denial::Details(why) => back("invalid_authorization_details", why),
-            _ => back("invalid_authorization_details", "invalid".into()),
-        })?),
-        None => None,
-    };
-    let mut requested = requested;
-    let locations = details
-        .as_deref()
-        .map(crate::resources::details::locations)
-        .unwrap_or_default();
-    if requested.is_empty() {
-        for l in &locations {
-            requested.push(
-                ResourceUri::parse(l).map_err(|why| back("invalid_target", why.to_string()))?,
-            );
-        }
-    } else if let Some(l) = locations.iter().find(|l| {
-        !requested
-            .iter()
-            .any(|r| crate::resources::same_resource(r.as_str(), l))
-    }) {
-        return Err(back(
-            "invalid_authorization_details",
-            format!(
-                "authorization_details names {l:?}, which is not among the requested resources"
-            ),
-        ));
-    }
     let denied = |denial: Denial| match denial {
         Denial::Target(why) => back("invalid_target", why).fix(format!(
             "registered resources: {}. Register it (--resource or the resources file) or \
@@ -410,6 +378,14 @@ async fn parse(
         Denial::Client(why) => back("unauthorized_client", why),
         Denial::Details(why) => back("invalid_authorization_details", why),
     };
+    // RFC 9396: each entry's locations are resources of the token; with
+    // `resource` given, they must be among them.
+    let details = get("authorization_details")
+        .map(|text| registry.check_details(text))
+        .transpose()
+        .map_err(denied)?;
+    let requested =
+        crate::resources::with_locations(requested, details.as_deref()).map_err(denied)?;
     let targets = state
         .resources
         .registry

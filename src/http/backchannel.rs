@@ -24,7 +24,6 @@ use crate::error::{OAuthError, Result};
 use crate::grants::{self, target_scope};
 use crate::oauth::client_metadata::DeliveryMode;
 use crate::oauth::grant_type::CIBA;
-use crate::oauth::resource::ResourceUri;
 use crate::resources::DpopRule;
 use crate::state::AppState;
 use crate::store::audit::AuditEvent;
@@ -83,13 +82,7 @@ pub async fn post(
         .into());
     }
     let client_id = client.client_id().to_string();
-    state
-        .agents
-        .login_limiter
-        .check_key(&format!("ciba:{client_id}"))
-        .map_err(|not_until| {
-            OAuthError::too_many_requests(crate::clock::retry_after(&not_until))
-        })?;
+    super::login_requests::within_rate(&state, format!("ciba:{client_id}"))?;
 
     // §7.1: exactly one hint; we take `login_hint`, a user name.
     for unsupported in ["login_hint_token", "id_token_hint"] {
@@ -154,25 +147,8 @@ pub async fn post(
         .get("authorization_details")
         .map(|text| registry.check_details(text))
         .transpose()?;
-    let mut requested = grants::resources(&form)?;
-    let locations = details
-        .as_deref()
-        .map(crate::resources::details::locations)
-        .unwrap_or_default();
-    if requested.is_empty() {
-        for l in &locations {
-            requested.push(ResourceUri::parse(l).map_err(OAuthError::invalid_target)?);
-        }
-    } else if let Some(l) = locations.iter().find(|l| {
-        !requested
-            .iter()
-            .any(|r| crate::resources::same_resource(r.as_str(), l))
-    }) {
-        return Err(OAuthError::invalid_authorization_details(format!(
-            "authorization_details names {l:?}, which is not among the requested resources"
-        ))
-        .into());
-    }
+    let requested =
+        crate::resources::with_locations(grants::resources(&form)?, details.as_deref())?;
     let targets = registry.resolve(&requested)?;
     let agent = match is_agent {
         true => Some(grants::agent::agent_of_client(&state.agents, &client, now).await?),

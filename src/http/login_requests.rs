@@ -41,8 +41,9 @@ use agentauth_resource::ResourceError;
 /// Most open event streams one address may hold.
 pub const MAX_STREAMS_PER_ADDRESS: u32 = 100;
 
-/// 429 unless `key` (`site:<id>`, `agent:<id>`) is within its rate.
-fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
+/// 429 unless `key` (`site:<id>`, `agent:<id>`, `ciba:<client id>`) is
+/// within its rate.
+pub(super) fn within_rate(state: &AppStateInner, key: String) -> Result<()> {
     state
         .agents
         .login_limiter

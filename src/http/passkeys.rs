@@ -70,6 +70,20 @@ pub(super) fn check_csrf(
     }
 }
 
+/// A ceremony's JSON endpoint: the signed-in owner (401 otherwise) of a
+/// form whose CSRF token is this browser's (403 otherwise).
+pub(super) async fn signed_in(
+    state: &AppStateInner,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+) -> Result<pages::Session> {
+    let session = pages::session(state, headers)
+        .await?
+        .ok_or_else(|| refuse(401, "sign in first"))?;
+    check_csrf(state, headers, form)?;
+    Ok(session)
+}
+
 pub(super) fn b64(form: &OAuthForm, name: &'static str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(form.get(name).unwrap_or_default())
@@ -173,10 +187,7 @@ pub async fn register_options(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let session = pages::session(&state, &headers)
-        .await?
-        .ok_or_else(|| refuse(401, "sign in first"))?;
-    check_csrf(&state, &headers, &form)?;
+    let session = signed_in(&state, &headers, &form).await?;
     if !signed_in_recently(&state, &session) {
         return Ok(sign_in_again_json());
     }
@@ -203,10 +214,7 @@ pub async fn register(
     form: std::result::Result<OAuthForm, OAuthError>,
 ) -> Result<Response> {
     let form = form?;
-    let session = pages::session(&state, &headers)
-        .await?
-        .ok_or_else(|| refuse(401, "sign in first"))?;
-    check_csrf(&state, &headers, &form)?;
+    let session = signed_in(&state, &headers, &form).await?;
     if !signed_in_recently(&state, &session) {
         return Ok(sign_in_again_json());
     }

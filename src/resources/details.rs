@@ -329,11 +329,6 @@ impl DetailTypes {
         self.types.get(name).map(|(t, _)| t)
     }
 
-    /// The resources that declared `name`, as registered.
-    pub fn resources(&self, name: &str) -> &[String] {
-        self.types.get(name).map_or(&[], |(_, r)| r.as_slice())
-    }
-
     /// Each entry in words (entries of an unknown type by their raw JSON,
     /// which only a type removed from the file since can produce).
     pub fn describe(&self, entries: &[Value]) -> Vec<Described> {

@@ -165,6 +165,29 @@ pub fn same_resource(a: &str, b: &str) -> bool {
     a == b || key(a) == key(b)
 }
 
+/// RFC 9396 with RFC 8707: the resources of a request whose checked
+/// `details` name `locations`. With `resource` given, every location must
+/// be among them; with none, the locations are the resources.
+pub fn with_locations(
+    mut requested: Vec<ResourceUri>,
+    details: Option<&[serde_json::Value]>,
+) -> Result<Vec<ResourceUri>, Denial> {
+    let locations = details.map(details::locations).unwrap_or_default();
+    if requested.is_empty() {
+        for l in &locations {
+            requested.push(ResourceUri::parse(l).map_err(|why| Denial::Target(why.into()))?);
+        }
+    } else if let Some(l) = locations
+        .iter()
+        .find(|l| !requested.iter().any(|r| same_resource(r.as_str(), l)))
+    {
+        return Err(Denial::Details(format!(
+            "authorization_details names {l:?}, which is not among the requested resources"
+        )));
+    }
+    Ok(requested)
+}
+
 /// The resources domain: which resources we issue tokens for, and what
 /// they publish about themselves (for consent pages).
 pub struct Resources {
